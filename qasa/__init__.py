@@ -1,0 +1,19 @@
+"""qasa: Quantum Annealing Single-qubit Assessment of every qubit of a quantum annealer.
+
+The data flow is one way: :class:`Protocol` → :func:`run` on a sampler → :class:`Dataset` →
+:func:`fit` → :class:`FitTable` → report. See the README for the CLI.
+"""
+
+from qasa.dataset import Dataset, Response
+from qasa.errors import CredentialsError, DatasetError, ProtocolError, QasaError, SamplerError
+from qasa.protocol import Protocol, h_grid
+from qasa.runner import run
+from qasa.samplers import device_info, get_sampler, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Protocol", "h_grid", "run", "get_sampler", "device_info", "validate",
+    "Dataset", "Response", "QasaError", "ProtocolError", "SamplerError", "CredentialsError",
+    "DatasetError", "__version__",
+]

@@ -1,0 +1,369 @@
+"""The ``qasa`` command line: thin wrappers that parse, call the library and print.
+
+Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report), ``import`` and
+``export`` (the reference ``spin_table.csv``). Every command prints text by default and JSON with
+``--json``; a handled error prints one line ``error: ...`` on stderr and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from qasa.errors import QasaError
+
+__all__ = ["main"]
+
+DEFAULT_BACKEND = "sa"
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QasaError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except ValueError as exc:  # bad option values caught by the library (e.g. unknown model)
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def _schedule(text: str | None) -> list[tuple[float, float]] | None:
+    """Parse 't,s;t,s;...'."""
+    if text is None:
+        return None
+    try:
+        points = [tuple(float(x) for x in p.split(",")) for p in text.replace(" ", "").split(";") if p]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a schedule 't,s;t,s;...'") from None
+    if any(len(p) != 2 for p in points):
+        raise click.BadParameter(f"{text!r}: each point needs two numbers 't,s'")
+    return points
+
+
+def backend_options(f: Callable) -> Callable:
+    opts = [
+        click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
+                     help="emulator, sa, mock or qpu."),
+        click.option("--topology", "topology_type", default="pegasus", show_default=True,
+                     type=click.Choice(["chimera", "pegasus", "zephyr"]), help="Device graph (software backends)."),
+        click.option("--shape", default=None, help="Topology shape, e.g. 16 (Pegasus), 16,16,4 (Chimera), 12,4 (Zephyr)."),
+        click.option("--solver", default=None, help="QPU solver name (qpu backend)."),
+        click.option("--profile", default=None, help="dwave-cloud-client configuration profile (qpu backend)."),
+        click.option("--beta", default=5.0, show_default=True, type=float,
+                     help="Inverse temperature of the sa/mock backends (1/h)."),
+        click.option("--device-seed", default=None, type=int, help="Seed of the virtual QPU's hidden truth."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def protocol_options(h_step: float, reads: int) -> Callable:
+    def deco(f: Callable) -> Callable:
+        opts = [
+            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid."),
+            click.option("--h-step", default=h_step, show_default=True, type=float, help="Grid step of h."),
+            click.option("--h-values", default=None, help="Explicit comma-separated h values (overrides the grid)."),
+            click.option("--reads", default=reads, show_default=True, type=int, help="Reads per h value."),
+            click.option("--reads-per-call", default=1000, show_default=True, type=int, help="Largest reads per call."),
+            click.option("--gauges-per-h", default=1, show_default=True, type=int, help="Least gauges (calls) per h value."),
+            click.option("--no-gauges", is_flag=True, help="Do not apply spin-reversal gauges."),
+            click.option("--annealing-time", default=None, type=float, help="Annealing time in µs."),
+            click.option("--anneal-schedule", default=None, help="Anneal schedule 't,s;t,s;...' (µs)."),
+            click.option("--h-gain-schedule", default=None, help="h-gain schedule 't,g;t,g;...' (µs)."),
+            click.option("--qubits", default=None, help="Comma-separated qubits (default: all active)."),
+            click.option("--num-qubits", default=None, type=int, help="Assess only the first N active qubits."),
+            click.option("--seed", default=None, type=int, help="Seed of gauges and seeded samplers."),
+        ]
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return deco
+
+
+def _sampler(o: dict[str, Any]):
+    from qasa.samplers import get_sampler
+
+    extra = {}
+    if o["backend"] == "emulator" and o.get("device_seed") is not None:
+        extra["seed"] = o["device_seed"]
+    return get_sampler(o["backend"], topology_type=o["topology_type"], topology_shape=_ints(o["shape"]),
+                       solver=o["solver"], profile=o["profile"],
+                       **({"beta": o["beta"]} if o["backend"] in ("sa", "mock") else {}), **extra)
+
+
+def _protocol(o: dict[str, Any], sampler):
+    from qasa.protocol import Protocol, h_grid
+
+    h_values = _floats(o["h_values"]) or h_grid(o["h_max"], o["h_step"])
+    qubits = _ints(o["qubits"])
+    if o["num_qubits"] is not None:
+        if o["num_qubits"] < 1:
+            raise click.BadParameter(f"--num-qubits {o['num_qubits']} must be at least 1")
+        qubits = sorted(sampler.nodelist)[: o["num_qubits"]]
+    return Protocol(h_values=tuple(h_values), reads_per_h=o["reads"], reads_per_call=o["reads_per_call"],
+                    gauges_per_h=o["gauges_per_h"], spin_reversal=not o["no_gauges"],
+                    annealing_time=o["annealing_time"], anneal_schedule=_schedule(o["anneal_schedule"]),
+                    h_gain_schedule=_schedule(o["h_gain_schedule"]), qubits=qubits, seed=o["seed"])
+
+
+def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=1, default=str, allow_nan=False))
+    else:
+        click.echo(text)
+
+
+def _run(o: dict[str, Any], out: str, quiet: bool):
+    from qasa.runner import run
+
+    sampler = _sampler(o)
+    protocol = _protocol(o, sampler)
+    state = {"bar": None}
+
+    def progress(done: int, total: int) -> None:
+        if quiet:
+            return
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=total, label="calls", file=sys.stderr, show_pos=True)
+            state["bar"].__enter__()
+            state["bar"].update(done)
+        else:
+            state["bar"].update(done - state["bar"].pos)
+        if done == total:
+            state["bar"].__exit__(None, None, None)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = run(protocol, sampler, out, progress=progress)
+    for w in caught:
+        if not quiet:
+            click.echo(f"warning: {w.message}", err=True)
+    return ds, sampler
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="qasa")
+def main() -> None:
+    """qasa: Quantum Annealing Single-qubit Assessment of every qubit of a quantum annealer."""
+
+
+@main.command()
+@backend_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(as_json: bool, **o: Any) -> None:
+    """Describe a sampler/device (no sampling, no QPU time)."""
+    from qasa.samplers import device_info
+
+    d = device_info(_sampler(o))
+    short = {k: v for k, v in d.items() if k not in ("nodelist", "edgelist")}
+    short["num_couplers"] = len(d["edgelist"]) if d["edgelist"] is not None else None
+    lines = [f"{k}: {v}" for k, v in short.items()]
+    _emit(as_json, short, "\n".join(lines))
+
+
+@main.command("run")
+@click.argument("out", type=click.Path(file_okay=False))
+@backend_options
+@protocol_options(h_step=0.025, reads=10_000)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run_cmd(out: str, as_json: bool, quiet: bool, **o: Any) -> None:
+    """Collect counts into dataset directory OUT (re-running resumes)."""
+    ds, _ = _run(o, out, quiet or as_json)
+    data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
+            "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
+            "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}
+    _emit(as_json, data, f"dataset {out}: {data['calls']} calls, {data['qubits']} qubits, {data['reads']} qubit-reads")
+
+
+def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int | None):
+    from qasa.dataset import Dataset
+    from qasa.fitting import compare as compare_models
+    from qasa.fitting import fit
+
+    ds = Dataset.load(path)
+    fits = fit(ds, model, bootstrap=bootstrap, seed=seed)
+    fits.save(Path(path) / "fits" / f"{model}.parquet")
+    if model == "qasa":
+        fits.to_model_parameters_csv(Path(path) / "fits" / "model_parameters.csv")
+    comparison = None
+    if compare:
+        r = ds.response()
+        names = ["gibbs", "gibbs-bias", "gaussian-noise", "qasa"]
+        tables = {m: (fits if m == model else fit(r, m)) for m in names}
+        if model not in tables:
+            tables[model] = fits
+        for m, t in tables.items():
+            t.save(Path(path) / "fits" / f"{m}.parquet")
+        comparison = compare_models(tables)
+    return ds, fits, comparison
+
+
+@main.command("fit")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", default="qasa", show_default=True,
+              help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
+@click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
+@click.option("--bootstrap", default=0, show_default=True, type=int, help="Parametric-bootstrap replicates.")
+@click.option("--seed", default=None, type=int, help="Seed of the bootstrap.")
+@click.option("--json", "as_json", is_flag=True)
+def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
+    """Fit a response model to every qubit of DATASET (results in DATASET/fits/)."""
+    _, fits, comparison = _fit_dataset(dataset, model, compare, bootstrap, seed)
+    data = fits.summary()
+    if comparison is not None:
+        data["comparison"] = comparison[1]
+    lines = [f"model {fits.model.name}: {len(fits)} qubits, quality {data['quality']}"]
+    for p in fits.model.params:
+        s = data[p]
+        if s:
+            lines.append(f"  {p:>8}: median {s['median']:.5g}  IQR [{s['q25']:.5g}, {s['q75']:.5g}]")
+    if comparison is not None:
+        dev = comparison[1]
+        lines.append("model comparison (total AIC; qubits best fitted):")
+        for m, v in dev["models"].items():
+            lines.append(f"  {m:>15}: AIC {v['aic_total']:.6g}; best for {v['best_for_qubits']} qubits")
+        for t in dev["tests"]:
+            lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
+                         f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
+        lines.append(f"  preferred: {dev['preferred']}")
+    _emit(as_json, _json_safe(data), "\n".join(lines))
+
+
+def _json_safe(obj: Any) -> Any:
+    from qasa.report import _clean
+
+    return _clean(obj)
+
+
+def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[str, Any]:
+    from qasa.dataset import Dataset
+    from qasa.fitting import FitTable
+    from qasa.report import build_report
+
+    ds = Dataset.load(dataset)
+    path = Path(dataset) / "fits" / f"{model}.parquet"
+    if path.is_file():
+        fits = FitTable.load(path)
+        comparison = None
+        if compare:
+            _, fits, comparison = _fit_dataset(dataset, model, True, 0, None)
+    else:
+        _, fits, comparison = _fit_dataset(dataset, model, compare, 0, None)
+    truth = _truth(ds)
+    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison, truth=truth)
+
+
+def _truth(ds) -> Any:
+    """Hidden per-qubit truth recorded by the virtual QPU, if the dataset came from it."""
+    truth = (ds.metadata.get("device") or {}).get("truth")
+    if truth is None:
+        return None
+    import pandas as pd
+
+    return pd.DataFrame(truth).set_index("qubit")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--model", default="qasa", show_default=True)
+@click.option("--out", default=None, help="Report directory (default DATASET/report).")
+@click.option("--compare", is_flag=True, help="Include model comparison.")
+@click.option("--json", "as_json", is_flag=True)
+def report(dataset: str, model: str, out: str | None, compare: bool, as_json: bool) -> None:
+    """Write the HTML report and summary.json of DATASET."""
+    summary = _report(dataset, model, out, compare)
+    where = Path(out or Path(dataset) / "report")
+    _emit(as_json, summary, _summary_text(summary, where))
+
+
+def _summary_text(summary: dict[str, Any], where: Path) -> str:
+    f, pooled = summary["fit"], summary["pooled_gibbs"]
+    lines = [f"device {summary['device']['solver']}: {summary['data']['qubits']} qubits, "
+             f"{summary['data']['h_values']} h values, {summary['data']['reads_total']} qubit-reads",
+             f"fit ({f['model']}): quality {f['quality']}"]
+    for p in ("beta", "b", "gamma", "eta", "sigma"):
+        if f.get(p):
+            lines.append(f"  {p:>6}: median {f[p]['median']:.5g}  IQR [{f[p]['q25']:.5g}, {f[p]['q75']:.5g}]")
+    lines.append(f"pooled Gibbs β = {pooled['beta']:.5g} ± {pooled['beta_stderr']:.2g} (T_eff = {pooled['T_eff']:.4g})")
+    lines.append(f"report: {where / 'index.html'}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False), default="qasa-run")
+@backend_options
+@protocol_options(h_step=0.05, reads=2000)
+@click.option("--model", default="qasa", show_default=True)
+@click.option("--compare", is_flag=True, help="Include model comparison in the report.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def assess(out: str, model: str, compare: bool, as_json: bool, quiet: bool, **o: Any) -> None:
+    """Run, fit and report in one go (default: a built-in device that needs no account).
+
+    The defaults are a reduced protocol (h grid ±1 step 0.05, 2000 reads per h) that finishes in
+    about a minute on a full-size device; use `qasa run` for the reference protocol.
+    """
+    _run(o, out, quiet or as_json)
+    summary = _report(out, model, None, compare)
+    _emit(as_json, summary, _summary_text(summary, Path(out) / "report"))
+
+
+@main.command("import")
+@click.argument("spin_table", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--topology", "topology_type", default=None, type=click.Choice(["chimera", "pegasus", "zephyr"]),
+              help="Topology of the device the table came from (for maps).")
+@click.option("--shape", default=None, help="Topology shape.")
+def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str | None) -> None:
+    """Import a reference spin_table.csv into dataset directory OUT."""
+    from qasa.dataset import Dataset
+    from qasa.errors import DatasetError
+
+    if (Path(out) / "metadata.json").exists():
+        raise DatasetError(f"{out} already holds a dataset; choose another directory")
+    device = {"topology_type": topology_type, "topology_shape": _ints(shape)} if topology_type else None
+    ds = Dataset.from_spin_table(spin_table, device)
+    ds.save(out)
+    click.echo(f"imported {spin_table}: {ds.counts['qubit'].nunique()} qubits, {len(ds.calls)} h values → {out}")
+
+
+@main.command("export")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.argument("spin_table", type=click.Path(dir_okay=False))
+def export_cmd(dataset: str, spin_table: str) -> None:
+    """Export DATASET's counts as a reference spin_table.csv."""
+    from qasa.dataset import Dataset
+
+    Dataset.load(dataset).to_spin_table(spin_table)
+    click.echo(f"wrote {spin_table}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,340 @@
+"""Datasets: the counts of an assessment, safely on disk.
+
+A dataset is a directory::
+
+    metadata.json      protocol, device (solver, topology, nodelist, edgelist, h_range...),
+                       package versions, timestamps; never a credential
+    counts.parquet     tidy counts: call_id, qubit, h, n_down, n_up   (one row per call and qubit)
+    calls.parquet      one row per finished call: ids, reads, timing, problem id, timestamps
+    journal/           one Parquet file per call finished since the last compaction
+    fits/              fitted parameter tables (written by :mod:`qasa.fitting`)
+
+``n_down`` counts the reads in which the qubit returned ``-1`` and ``n_up`` those with ``+1``,
+both in the frame of the nominal field ``h`` (gauges already undone). Every write is atomic (write
+to a temporary file, fsync, rename), and the runner journals each call before it starts the next,
+so a killed process loses at most the call in flight and never corrupts a file. Loading unions the
+compacted table with the journal (a call id present in both is taken once).
+
+The reference QASA scripts use ``spin_table.csv`` (columns ``h, samples, spin_<id>...``, each cell
+the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_spin_table` and
+:meth:`Dataset.to_spin_table` convert both ways.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qasa.errors import DatasetError
+
+__all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow"]
+
+FORMAT = "qasa-dataset"
+FORMAT_VERSION = 1
+COUNT_COLUMNS = ["call_id", "qubit", "h", "n_down", "n_up"]
+_COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "n_down": "int64", "n_up": "int64"}
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def utcnow() -> str:
+    """Current UTC time, ISO 8601 with microseconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
+
+
+def _table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if meta is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"qasa_call": json.dumps(meta).encode()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
+    df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
+    return df.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Response:
+    """Counts arranged as arrays for fitting: row ``i`` is ``qubits[i]``, column ``j`` is ``h[j]``.
+
+    Attributes:
+        qubits: qubit labels, shape ``(n,)``.
+        h: sorted distinct h values, shape ``(k,)``.
+        n_down: reads returning -1, shape ``(n, k)``.
+        n_total: all reads, shape ``(n, k)`` (0 where a qubit has no data at that h).
+    """
+
+    qubits: np.ndarray
+    h: np.ndarray
+    n_down: np.ndarray
+    n_total: np.ndarray
+
+    @property
+    def p_down(self) -> np.ndarray:
+        """Observed fraction of -1 (NaN where there are no reads)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n_total > 0, self.n_down / np.maximum(self.n_total, 1), np.nan)
+
+    def pooled(self) -> "Response":
+        """All qubits summed into one row (label -1), e.g. for a device-wide temperature."""
+        return Response(np.array([-1]), self.h, self.n_down.sum(0, keepdims=True),
+                        self.n_total.sum(0, keepdims=True))
+
+    def subset(self, rows: Iterable[int] | np.ndarray) -> "Response":
+        """Rows selected by index or boolean mask."""
+        rows = np.asarray(rows)
+        return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows])
+
+
+@dataclass
+class Dataset:
+    """Counts of one assessment plus its metadata (see module docstring for the on-disk layout).
+
+    Attributes:
+        counts: tidy table with columns :data:`COUNT_COLUMNS`.
+        calls: one row per finished call (``call_id`` first).
+        metadata: protocol (as a dict), device info, versions, timestamps.
+    """
+
+    counts: pd.DataFrame
+    calls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.counts = _normalize_counts(self.counts)
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def protocol(self):
+        """The :class:`~qasa.protocol.Protocol` of this dataset, or ``None`` (e.g. imported data)."""
+        from qasa.protocol import Protocol
+
+        data = self.metadata.get("protocol")
+        return None if data is None else Protocol.from_dict(data)
+
+    @property
+    def device(self) -> dict[str, Any]:
+        """Device information recorded at run time (may be empty for imported data)."""
+        return self.metadata.get("device") or {}
+
+    @property
+    def call_ids(self) -> set[str]:
+        """Ids of the calls whose counts are in the dataset."""
+        return set(self.counts["call_id"].unique())
+
+    def response(self, qubits: Iterable[int] | None = None) -> Response:
+        """Sum the counts over calls into ``(qubit × h)`` arrays for fitting."""
+        df = self.counts
+        if qubits is not None:
+            df = df[df["qubit"].isin(list(qubits))]
+        grouped = df.groupby(["qubit", "h"], sort=True)[["n_down", "n_up"]].sum()
+        q = np.unique(grouped.index.get_level_values(0).to_numpy())
+        h = np.unique(grouped.index.get_level_values(1).to_numpy())
+        full = pd.MultiIndex.from_product([q, h], names=["qubit", "h"])
+        grouped = grouped.reindex(full, fill_value=0)
+        down = grouped["n_down"].to_numpy().reshape(len(q), len(h))
+        up = grouped["n_up"].to_numpy().reshape(len(q), len(h))
+        return Response(q, h, down, down + up)
+
+    def equals(self, other: "Dataset") -> bool:
+        """True if counts, calls and metadata are identical."""
+        return (self.metadata == other.metadata
+                and self.counts.equals(other.counts)
+                and self.calls.reset_index(drop=True).equals(other.calls.reset_index(drop=True)))
+
+    def sorted(self) -> "Dataset":
+        """Counts sorted by (call_id, qubit); calls by call_id."""
+        counts = self.counts.sort_values(["call_id", "qubit"], kind="stable").reset_index(drop=True)
+        calls = self.calls.sort_values("call_id", kind="stable").reset_index(drop=True)
+        return Dataset(counts, calls, self.metadata)
+
+    # -- disk ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the dataset to directory ``path`` (created if needed), compacted, atomically per file."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.metadata}
+        atomic_write_bytes(path / "calls.parquet", _table_bytes(self.calls))
+        atomic_write_bytes(path / "counts.parquet", _table_bytes(self.counts))
+        atomic_write_json(path / "metadata.json", meta)
+        journal = path / "journal"
+        if journal.is_dir():
+            for part in journal.glob("*.parquet"):
+                part.unlink()
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Dataset":
+        """Read a dataset directory (compacted table plus journal).
+
+        Raises:
+            DatasetError: if ``path`` is not a qasa dataset or a file is unreadable.
+        """
+        path = Path(path)
+        meta_path = path / "metadata.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{path} is not a qasa dataset (no metadata.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"cannot read {meta_path}: {exc}") from None
+        if meta.pop("format", None) != FORMAT:
+            raise DatasetError(f"{meta_path} is not a qasa dataset (format field missing)")
+        version = meta.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise DatasetError(f"{path}: dataset format version {version} is not supported (expected {FORMAT_VERSION})")
+        frames, call_rows = [], []
+        try:
+            if (path / "counts.parquet").is_file():
+                frames.append(pd.read_parquet(path / "counts.parquet"))
+            if (path / "calls.parquet").is_file():
+                call_rows.append(pd.read_parquet(path / "calls.parquet"))
+            # a compaction writes calls.parquet, then counts.parquet, then removes the journal:
+            # if it was interrupted, a journaled call may already be in one or both tables
+            known_counts = set(frames[0]["call_id"]) if frames else set()
+            known_calls = set(call_rows[0]["call_id"]) if call_rows else set()
+            journal = path / "journal"
+            for part in sorted(journal.glob("*.parquet")) if journal.is_dir() else []:
+                table = pq.read_table(part)
+                record = json.loads(table.schema.metadata[b"qasa_call"])
+                if record["call_id"] not in known_counts:
+                    frames.append(table.to_pandas())
+                    known_counts.add(record["call_id"])
+                if record["call_id"] not in known_calls:
+                    call_rows.append(pd.DataFrame([record]))
+                    known_calls.add(record["call_id"])
+        except (OSError, pa.ArrowException, KeyError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"cannot read dataset {path}: {exc}") from None
+        counts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COUNT_COLUMNS)
+        calls = (pd.concat([c for c in call_rows if len(c)], ignore_index=True)
+                 if any(len(c) for c in call_rows) else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
+        if "call_id" in calls:
+            calls["call_id"] = calls["call_id"].astype("string")
+        return cls(counts, calls, meta)
+
+    @staticmethod
+    def create(path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+        """Start an empty dataset directory with ``metadata`` (used by the runner)."""
+        path = Path(path)
+        (path / "journal").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path / "metadata.json", {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata})
+        return path
+
+    @staticmethod
+    def update_metadata(path: str | os.PathLike, **changes: Any) -> None:
+        """Atomically update top-level keys of ``metadata.json``."""
+        meta_path = Path(path) / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta.update(changes)
+        atomic_write_json(meta_path, meta)
+
+    @staticmethod
+    def journal_call(path: str | os.PathLike, record: dict[str, Any], counts: pd.DataFrame) -> None:
+        """Atomically add one finished call (its record and counts) to the journal."""
+        journal = Path(path) / "journal"
+        journal.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(journal / f"{record['call_id']}.parquet",
+                           _table_bytes(_normalize_counts(counts), meta=record))
+
+    # -- reference format -------------------------------------------------------------------
+    def to_spin_table(self, path: str | os.PathLike) -> Path:
+        """Export the counts in the reference ``spin_table.csv`` layout (summed over calls).
+
+        Raises:
+            DatasetError: if qubits were read a different number of times at the same h (the
+                reference format has one ``samples`` column per h).
+        """
+        r = self.response()
+        samples = r.n_total.max(axis=0)
+        uneven = np.flatnonzero((r.n_total != samples).any(axis=0))
+        if uneven.size:
+            raise DatasetError(f"qubits have unequal read counts at h={r.h[uneven[0]]:g}; "
+                               "spin_table.csv needs one 'samples' value per h")
+        table = pd.DataFrame({"h": r.h, "samples": samples})
+        spins = pd.DataFrame(r.n_down.T, columns=[f"spin_{q}" for q in r.qubits])
+        table = pd.concat([table, spins], axis=1)
+        path = Path(path)
+        atomic_write_bytes(path, table.to_csv(index=False, float_format="%.17g").encode())
+        return path
+
+    @classmethod
+    def from_spin_table(cls, path: str | os.PathLike, device: dict[str, Any] | None = None) -> "Dataset":
+        """Import a reference ``spin_table.csv`` (one pseudo-call per h row).
+
+        Args:
+            path: the CSV file.
+            device: optional device info (e.g. ``{"topology_type": "pegasus", "topology_shape": [16]}``)
+                so that maps can be drawn.
+
+        Raises:
+            DatasetError: on missing columns, negative counts or counts above ``samples``.
+        """
+        try:
+            table = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read spin table {path}: {exc}") from None
+        spin_cols = [c for c in table.columns if str(c).startswith("spin_")]
+        if "h" not in table or "samples" not in table or not spin_cols:
+            raise DatasetError(f"{path} is not a spin_table.csv: need columns h, samples, spin_<id>...")
+        try:
+            qubits = np.array([int(str(c)[5:]) for c in spin_cols])
+        except ValueError as exc:
+            raise DatasetError(f"{path}: bad spin column name: {exc}") from None
+        down = table[spin_cols].to_numpy()
+        samples = table["samples"].to_numpy()
+        if (down < 0).any() or (down > samples[:, None]).any():
+            raise DatasetError(f"{path}: spin counts must lie in [0, samples]")
+        ids = [f"spin_table-h{i:05d}" for i in range(len(table))]
+        counts = pd.DataFrame({
+            "call_id": np.repeat(ids, len(qubits)),
+            "qubit": np.tile(qubits, len(table)),
+            "h": np.repeat(table["h"].to_numpy(dtype=float), len(qubits)),
+            "n_down": down.reshape(-1),
+            "n_up": (samples[:, None] - down).reshape(-1),
+        })
+        calls = pd.DataFrame({"call_id": pd.Series(ids, dtype="string"),
+                              "h": table["h"].to_numpy(dtype=float),
+                              "num_reads": samples.astype("int64")})
+        dev = {"solver": None, "topology_type": None, "topology_shape": None,
+               "nodelist": sorted(int(q) for q in qubits), "edgelist": None, **(device or {})}
+        meta = {"protocol": None, "device": dev, "source": {"spin_table": str(Path(path).name)},
+                "created": utcnow()}
+        return cls(counts, calls, meta)

@@ -1,0 +1,298 @@
+r"""Response models: the probability that a qubit reads -1 as a function of the field h.
+
+Every model gives the magnetization ``m(h) = P(-1) - P(+1)``, so ``P(s = -1 | h) = (1 + m) / 2``
+(a positive h favours -1 in D-Wave's convention ``E = Σ h_i s_i``). Models are pure vectorized
+functions: ``h`` has shape ``(k,)`` or ``(n, k)`` and ``theta`` shape ``(n, p)``, one row per
+qubit; :meth:`Model.m_jac` also returns the Jacobian ``∂m/∂θ`` of shape ``(n, k, p)``.
+
+Models (units: β in 1/h, all others in units of h unless stated):
+
+``gibbs`` (β)
+    Classical freeze-out, ``m = tanh(β h)``.
+``gibbs-bias`` (β, b)
+    ``m = tanh(β (h + b))``.
+``gaussian-noise`` (β, b, σ)
+    Gaussian field noise averaged exactly: ``m = E_{δ~N(0,σ²)} tanh(β (h + b + δ))``, evaluated by
+    Gauss–Hermite quadrature with :data:`GH_NODES` nodes (Vuffray et al., PRX Quantum 2022).
+``qasa`` (β, b, γ, η)
+    The reference model of Nelson et al. (2021), a mixture of two single-qubit quantum Gibbs states::
+
+        f(x, u) = x · tanh(√(x² + u²)) / √(x² + u²)      (f = x when x = u = 0)
+        m(h)    = ½ [ f(β(h + b + η), βγh) + f(β(h + b − η), βγh) ]
+
+    With ``b = η = 0``: ``m = tanh(β√(1+γ²) h)/√(1+γ²)``, saturating at ``1/√(1+γ²)``; with
+    ``γ = 0`` the slope at ``h = 0`` is ``β sech²(βη)``.
+
+Readout error (:func:`with_readout`): each read is flipped with probability ε, so
+``P' = ε + (1 − 2ε) P`` and ``m' = (1 − 2ε) m``; ε ∈ [0, 0.5].
+
+Evaluation is numerically safe: ``tanh`` never overflows, ``tanh(r)/r`` and its derivative use
+their Taylor series for ``r < 1e-2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa"]
+
+#: Gauss–Hermite nodes for the Gaussian-noise average.
+GH_NODES = 40
+_GH_X, _GH_W = np.polynomial.hermite.hermgauss(GH_NODES)
+_GH_Z = np.sqrt(2.0) * _GH_X          # standard normal nodes
+_GH_W = _GH_W / np.sqrt(np.pi)        # weights sum to 1
+
+_SMALL = 1e-2
+
+
+def _sech2(x: np.ndarray) -> np.ndarray:
+    """sech²(x) without overflow."""
+    e = np.exp(-2.0 * np.abs(x))
+    return 4.0 * e / (1.0 + e) ** 2
+
+
+def _g_and_G(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return g(r) = tanh(r)/r and G(r) = g'(r)/r, safe at r → 0."""
+    small = r < _SMALL
+    rs = np.where(small, 1.0, r)
+    t = np.tanh(rs)
+    g = np.where(small, 1.0 - r**2 / 3.0 + 2.0 * r**4 / 15.0, t / rs)
+    G = np.where(small, -2.0 / 3.0 + 8.0 * r**2 / 15.0 - 34.0 * r**4 / 105.0,
+                 (rs * _sech2(rs) - t) / rs**3)
+    return g, G
+
+
+def _h2d(h: np.ndarray, n: int) -> np.ndarray:
+    h = np.asarray(h, dtype=float)
+    return np.broadcast_to(h, (n, h.shape[-1])) if h.ndim == 1 else h
+
+
+def _cols(theta: np.ndarray) -> list[np.ndarray]:
+    theta = np.asarray(theta, dtype=float)
+    return [theta[:, j:j + 1] for j in range(theta.shape[1])]
+
+
+# -- magnetization functions with Jacobians --------------------------------------------------------
+def _gibbs(h, theta, jac):
+    (beta,) = _cols(theta)
+    h = _h2d(h, len(beta))
+    m = np.tanh(beta * h)
+    if not jac:
+        return m, None
+    return m, (h * (1.0 - m * m))[..., None]
+
+
+def _gibbs_bias(h, theta, jac):
+    beta, b = _cols(theta)
+    x = _h2d(h, len(beta)) + b
+    m = np.tanh(beta * x)
+    if not jac:
+        return m, None
+    s = 1.0 - m * m
+    return m, np.stack([x * s, beta * s], axis=-1)
+
+
+def _gaussian(h, theta, jac):
+    beta, b, sigma = _cols(theta)
+    x = (_h2d(h, len(beta)) + b)[..., None] + sigma[..., None] * _GH_Z      # (n, k, q)
+    t = np.tanh(beta[..., None] * x)
+    m = t @ _GH_W
+    if not jac:
+        return m, None
+    s = (1.0 - t * t)
+    dbeta = (x * s) @ _GH_W
+    db = beta * (s @ _GH_W)
+    dsigma = beta * ((s * _GH_Z) @ _GH_W)
+    return m, np.stack([dbeta, db, dsigma], axis=-1)
+
+
+def m_qasa(h: np.ndarray, beta, b, gamma, eta) -> np.ndarray:
+    """The reference QASA magnetization for scalar or broadcastable parameters (convenience)."""
+    theta = np.column_stack([np.atleast_1d(v).astype(float) for v in np.broadcast_arrays(beta, b, gamma, eta)])
+    return _qasa(np.atleast_1d(h), theta, False)[0]
+
+
+def _qasa(h, theta, jac):
+    beta, b, gamma, eta = _cols(theta)
+    h = _h2d(h, len(beta))
+    u = beta * gamma * h
+    hb = h + b
+    m = 0.0
+    dm = np.zeros(h.shape + (4,)) if jac else None
+    for sign in (1.0, -1.0):
+        x = beta * (hb + sign * eta)
+        r = np.sqrt(x * x + u * u)
+        g, G = _g_and_G(r)
+        m = m + 0.5 * x * g
+        if jac:
+            fx = g + x * x * G          # ∂f/∂x
+            fu = x * u * G              # ∂f/∂u
+            dm[..., 0] += 0.5 * (fx * (hb + sign * eta) + fu * gamma * h)
+            dm[..., 1] += 0.5 * fx * beta
+            dm[..., 2] += 0.5 * fu * beta * h
+            dm[..., 3] += 0.5 * fx * beta * sign
+    return m, dm
+
+
+# -- model objects -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Model:
+    """A response model: named parameters, bounds, units, magnetization and Jacobian.
+
+    Attributes:
+        name: registry name (``"qasa"``, ``"gibbs"``...).
+        params: parameter names, in column order of ``theta``.
+        lower, upper: bounds per parameter (``±inf`` when free).
+        units: unit of each parameter.
+        scale: typical magnitude of each parameter (finite-difference steps, reporting).
+    """
+
+    name: str
+    params: tuple[str, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    units: tuple[str, ...]
+    scale: tuple[float, ...]
+    _fn: Callable = field(repr=False, compare=False)
+    _starts: Callable = field(repr=False, compare=False)
+    description: str = ""
+
+    @property
+    def num_params(self) -> int:
+        return len(self.params)
+
+    def m(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Magnetization ``m(h)`` for each row of ``theta``: shape ``(n, k)``."""
+        return self._fn(h, np.asarray(theta, dtype=float), False)[0]
+
+    def m_jac(self, h: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Magnetization and its Jacobian ``∂m/∂θ`` of shape ``(n, k, p)``."""
+        return self._fn(h, np.asarray(theta, dtype=float), True)
+
+    def p_down(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """P(s = -1 | h) = (1 + m) / 2."""
+        return 0.5 * (1.0 + self.m(h, theta))
+
+    def guess(self, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray) -> np.ndarray:
+        """A data-driven starting point per row (see :meth:`starts`)."""
+        return self.starts(h, n_down, n_total)[0]
+
+    def starts(self, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray) -> list[np.ndarray]:
+        """Starting points for multi-start fits, each of shape ``(n, p)``, within bounds.
+
+        All are derived from a weighted least-squares fit of ``atanh(m̂) = β (h + b)`` on the
+        unsaturated points; the others trade slope for noise width (see the model docstrings).
+        """
+        beta, b, sat = _logistic_guess(np.asarray(h, float), np.asarray(n_down, float), np.asarray(n_total, float))
+        out = [np.clip(s, self.lower, self.upper) for s in self._starts(beta, b, sat)]
+        return out
+
+
+def _logistic_guess(h, n_down, n_total):
+    """Vectorized WLS of atanh(m̂) on h: returns (β, b, |m| at the extremes)."""
+    n = n_total
+    p = (n_down + 0.5) / (n + 1.0)
+    m = 2.0 * p - 1.0
+    y = np.arctanh(np.clip(m, -0.999, 0.999))
+    hh = np.broadcast_to(h, m.shape)
+    w = np.where((n > 0) & (np.abs(m) < 0.95), n * (1.0 - m * m), 0.0)
+    few = (w > 0).sum(1) < 2
+    # too steep to see the transition: use every point, saturation included
+    w = np.where(few[:, None], np.where(n > 0, n * (1.0 - m * m) + 1e-12, 0.0), w)
+    sw = w.sum(1)
+    sw = np.where(sw > 0, sw, 1.0)
+    hbar = (w * hh).sum(1) / sw
+    ybar = (w * y).sum(1) / sw
+    sxx = (w * (hh - hbar[:, None]) ** 2).sum(1)
+    sxy = (w * (hh - hbar[:, None]) * (y - ybar[:, None])).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = sxy / sxx
+    hs = np.abs(h[h != 0]) if np.any(h != 0) else np.array([1.0])
+    steep = 3.0 / hs.min()
+    beta = np.where(np.isfinite(beta) & (beta > 0), beta, np.where(few, steep, 0.1))
+    b = ybar / beta - hbar
+    hmax = np.abs(h).max() if h.size else 1.0
+    ext = (np.abs(hh) >= 0.5 * hmax) & (n > 0)
+    sat = np.where(ext.any(1), np.where(ext, np.abs(m), 0).max(1), 1.0)
+    return beta, b, np.clip(sat, 1e-3, 1.0)
+
+
+def _starts_gibbs(beta, b, sat):
+    return [beta[:, None]]
+
+
+def _starts_gibbs_bias(beta, b, sat):
+    return [np.column_stack([beta, b])]
+
+
+def _starts_gaussian(beta, b, sat):
+    out = []
+    for c in (0.0, 0.5, 1.0):  # c = β σ; keep the slope at the centre
+        slope_factor = _GH_W @ _sech2(c * _GH_Z)
+        bt = beta / slope_factor
+        out.append(np.column_stack([bt, b, np.full_like(beta, c) / bt]))
+    return out
+
+
+def _starts_qasa(beta, b, sat):
+    gamma = np.sqrt(np.maximum(1.0 / sat**2 - 1.0, 0.0))
+    gamma = np.minimum(gamma, 5.0)
+    out = []
+    for c in (0.0, 0.5, 1.0):  # c = β η; keep the slope β sech²(βη) at the centre
+        bt = beta * np.cosh(c) ** 2
+        out.append(np.column_stack([bt, b, gamma, np.full_like(beta, c) / bt]))
+    return out
+
+
+_INF = float("inf")
+MODELS: dict[str, Model] = {
+    "gibbs": Model("gibbs", ("beta",), (0.0,), (_INF,), ("1/h",), (1.0,), _gibbs, _starts_gibbs,
+                   "classical Gibbs freeze-out, m = tanh(βh)"),
+    "gibbs-bias": Model("gibbs-bias", ("beta", "b"), (0.0, -_INF), (_INF, _INF), ("1/h", "h"), (1.0, 0.01),
+                        _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))"),
+    "gaussian-noise": Model("gaussian-noise", ("beta", "b", "sigma"), (0.0, -_INF, 0.0), (_INF, _INF, _INF),
+                            ("1/h", "h", "h"), (1.0, 0.01, 0.01), _gaussian, _starts_gaussian,
+                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)"),
+    "qasa": Model("qasa", ("beta", "b", "gamma", "eta"), (0.0, -_INF, 0.0, 0.0), (_INF, _INF, _INF, _INF),
+                  ("1/h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01), _qasa, _starts_qasa,
+                  "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)"),
+}
+
+
+def with_readout(model: Model) -> Model:
+    """Wrap ``model`` with a symmetric readout error ε (an extra last parameter, 0 ≤ ε ≤ 0.5)."""
+    inner = model._fn
+
+    def fn(h, theta, jac):
+        eps = theta[:, -1:]
+        m, dm = inner(h, theta[:, :-1], jac)
+        scale = 1.0 - 2.0 * eps
+        if not jac:
+            return scale * m, None
+        dm = np.concatenate([scale[..., None] * dm, (-2.0 * m)[..., None]], axis=-1)
+        return scale * m, dm
+
+    def starts(beta, b, sat):
+        return [np.column_stack([s, np.full(len(beta), 1e-3)]) for s in model._starts(beta, b, sat)]
+
+    return Model(f"{model.name}+readout", model.params + ("epsilon",), model.lower + (0.0,),
+                 model.upper + (0.5,), model.units + ("probability",), model.scale + (1e-3,),
+                 fn, starts, model.description + ", with readout error ε")
+
+
+def get_model(model: str | Model) -> Model:
+    """Look up a model by name (``"qasa"``, ``"gibbs"``, ``"gibbs-bias"``, ``"gaussian-noise"``,
+    each optionally suffixed ``"+readout"``), or pass a :class:`Model` through.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if isinstance(model, Model):
+        return model
+    base, _, suffix = model.partition("+")
+    if base not in MODELS or suffix not in ("", "readout"):
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)} (optionally '+readout')")
+    return with_readout(MODELS[base]) if suffix else MODELS[base]

@@ -1,0 +1,111 @@
+"""Figures. Every function draws on ``ax`` (a new figure's axes when ``None``) and returns the axes.
+
+Analysis lives elsewhere: these functions only draw data they are given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from qasa.dataset import Response
+
+__all__ = ["response_curves", "parameter_histogram", "device_map", "recovery"]
+
+
+def _axes(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    return ax
+
+
+def response_curves(response: Response, fits=None, qubits: Sequence[int] | None = None, ax=None):
+    """Observed P(−1) versus h (binomial 1σ bars) for a few qubits, with the fitted model curves.
+
+    Args:
+        response: counts as arrays.
+        fits: optional :class:`~qasa.fitting.FitTable`; its model is drawn for each qubit shown.
+        qubits: qubits to show (default: the first four).
+    """
+    ax = _axes(ax)
+    qubits = list(qubits if qubits is not None else response.qubits[:4])
+    rows = {int(q): i for i, q in enumerate(response.qubits)}
+    hh = np.linspace(response.h.min(), response.h.max(), 400)
+    params = fits.table.set_index("qubit") if fits is not None else None
+    for q in qubits:
+        i = rows[int(q)]
+        p = response.p_down[i]
+        n = np.maximum(response.n_total[i], 1)
+        err = np.sqrt(np.clip(p * (1 - p), 0, None) / n)
+        line = ax.errorbar(response.h, p, yerr=err, fmt="o", ms=2.5, lw=0.8, label=f"qubit {q}")
+        if params is not None and q in params.index:
+            theta = params.loc[q, list(fits.model.params)].to_numpy(float)[None, :]
+            if np.isfinite(theta).all():
+                ax.plot(hh, fits.model.p_down(hh, theta)[0], color=line[0].get_color(), lw=1)
+    ax.set_xlabel("h")
+    ax.set_ylabel("P(s = −1)")
+    ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def parameter_histogram(values: np.ndarray, name: str, ax=None, bins: int | str = "auto"):
+    """Histogram of one fitted parameter over qubits (non-finite values dropped)."""
+    ax = _axes(ax)
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size:
+        ax.hist(v, bins=bins, color="#4c72b0", edgecolor="none")
+        med = np.median(v)
+        ax.axvline(med, color="k", lw=0.8, ls="--")
+        ax.set_title(f"{name}: median {med:.4g}, {v.size} qubits", fontsize=9)
+    ax.set_xlabel(name)
+    ax.set_ylabel("qubits")
+    return ax
+
+
+def device_map(values: dict[int, float] | Any, device: dict[str, Any], ax=None, name: str = "",
+               cmap: str = "viridis", size: float | None = None):
+    """Colour each qubit at its position in D-Wave's layout of the device (absent qubits grey).
+
+    Args:
+        values: mapping qubit → value (e.g. a pandas Series indexed by qubit).
+        device: device info as recorded in a dataset (topology type and shape, nodelist).
+    """
+    from qasa.topology import positions
+
+    ax = _axes(ax)
+    values = dict(values.items()) if hasattr(values, "items") else dict(values)
+    pos = positions(device)
+    nodes = np.array(sorted(pos))
+    xy = np.array([pos[n] for n in nodes])
+    v = np.array([values.get(int(n), np.nan) for n in nodes], float)
+    s = size if size is not None else max(1.0, 4000.0 / max(len(nodes), 1))
+    missing = ~np.isfinite(v)
+    ax.scatter(xy[missing, 0], xy[missing, 1], s=s, c="#cccccc", linewidths=0)
+    sc = ax.scatter(xy[~missing, 0], xy[~missing, 1], s=s, c=v[~missing], cmap=cmap, linewidths=0)
+    ax.figure.colorbar(sc, ax=ax, label=name, shrink=0.8)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if name:
+        ax.set_title(f"{name} on the device", fontsize=9)
+    return ax
+
+
+def recovery(true: np.ndarray, fitted: np.ndarray, stderr: np.ndarray | None = None, name: str = "", ax=None):
+    """Fitted versus true values of a parameter (virtual QPU), with the identity line."""
+    ax = _axes(ax)
+    t, f = np.asarray(true, float), np.asarray(fitted, float)
+    ok = np.isfinite(t) & np.isfinite(f)
+    if stderr is not None:
+        ax.errorbar(t[ok], f[ok], yerr=1.96 * np.asarray(stderr, float)[ok], fmt="o", ms=1.5, lw=0.4, alpha=0.5)
+    else:
+        ax.plot(t[ok], f[ok], "o", ms=1.5, alpha=0.5)
+    if ok.any():
+        lo, hi = min(t[ok].min(), f[ok].min()), max(t[ok].max(), f[ok].max())
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.set_xlabel(f"true {name}")
+    ax.set_ylabel(f"fitted {name}")
+    return ax

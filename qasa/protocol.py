@@ -1,0 +1,245 @@
+"""The QASA protocol: a pure, serializable description of one single-qubit assessment.
+
+Every qubit of the device is given the Ising problem ``E(s) = h s`` (no couplers), all qubits in
+parallel in one call; the value of ``h`` is swept over a grid and the number of reads in which each
+qubit returns ``s = -1`` is counted (Nelson, Vuffray, Lokhov, Coffrin, "Single-Qubit Fidelity
+Assessment of Quantum Annealing Hardware", IEEE TQE 2021; reference scripts lanl-ansi/QASA).
+
+Spin-reversal gauges are applied client side. For a problem without couplers a gauge is a vector
+``g`` of ±1: qubit ``i`` is programmed with ``g_i h`` and its returned spin is multiplied by ``g_i``.
+Averaging over gauges removes any static bias that does not change sign with the programmed field
+(it turns a bias ``b0`` into a symmetric two-component mixture, the η of the QASA model).
+
+A :class:`Protocol` only stores configuration. :meth:`Protocol.calls` expands it, for a given list
+of qubits, into the list of :class:`Call` objects to submit; each call has a stable id, so a run can
+be resumed by skipping the ids already on disk. Each h value is read ``reads_per_h`` times, split
+into ``gauges_per_h`` (or more, if ``reads_per_call`` demands it) calls of as equal size as possible,
+each under its own gauge. Calls are ordered gauge-major (every h once, then every h again...) so that
+slow drift of the device is spread over the whole h grid instead of aliasing onto it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from qasa.errors import ProtocolError
+
+__all__ = ["Protocol", "Call", "h_grid"]
+
+
+def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
+    """Return the symmetric grid ``-h_max, -h_max + h_step, ..., h_max`` (rounded to 1e-12).
+
+    The reference example of QASA is ``h_grid(1.0, 0.025)`` (81 values).
+
+    Raises:
+        ProtocolError: if ``h_max`` or ``h_step`` is not positive, or the grid exceeds 100 001 values.
+    """
+    if not (h_max > 0 and math.isfinite(h_max)):
+        raise ProtocolError(f"h_max={h_max!r} must be a positive finite number")
+    if not (h_step > 0 and math.isfinite(h_step)):
+        raise ProtocolError(f"h_step={h_step!r} must be a positive finite number")
+    n = int(math.floor(h_max / h_step + 1e-9))
+    if 2 * n + 1 > 100_001:
+        raise ProtocolError(f"h grid of {2 * n + 1} values is too large (h_max={h_max}, h_step={h_step})")
+    values = np.round(np.arange(-n, n + 1) * h_step, 12) + 0.0  # +0.0 turns -0.0 into 0.0
+    return tuple(float(v) for v in values)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One sampler call of a protocol.
+
+    Attributes:
+        call_id: stable identifier, ``"g{gauge:04d}-h{h_index:05d}"``.
+        index: position in the protocol's call list.
+        h_index: index of the h value in ``Protocol.h_values``.
+        h: the nominal field (before the gauge).
+        gauge: index of this call's gauge among the calls of the same h value.
+        num_reads: reads of this call.
+        flips: the gauge, one ±1 per qubit of the call's qubit list (all +1 without gauges).
+    """
+
+    call_id: str
+    index: int
+    h_index: int
+    h: float
+    gauge: int
+    num_reads: int
+    flips: np.ndarray = field(repr=False, compare=False)
+
+    def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
+        """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""
+        values = self.flips * self.h
+        return {int(q): float(v) for q, v in zip(qubits, values)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Configuration of a single-qubit assessment (pure data; see module docstring).
+
+    Args:
+        h_values: the fields to sweep (units of h, with ``auto_scale=False``). Use
+            :meth:`Protocol.grid` for the reference ±h_max grid.
+        reads_per_h: total reads of every qubit at each h value.
+        reads_per_call: the largest number of reads in one call (bounded by the sampler's
+            ``num_reads_range``).
+        gauges_per_h: the least number of calls (one gauge each) per h value.
+        spin_reversal: apply a random gauge to each call (``False``: identity gauges).
+        annealing_time: annealing time in µs, or ``None`` for the sampler's default.
+        anneal_schedule: piecewise-linear ``((t_µs, s), ...)`` schedule, or ``None``.
+        h_gain_schedule: piecewise-linear ``((t_µs, g), ...)`` schedule, or ``None``.
+        flux_drift_compensation: D-Wave's hourly flux-drift correction; QASA switches it off.
+        qubits: qubits to assess; ``None`` means every active qubit of the sampler.
+        seed: seed of the gauges (and of seeded samplers); ``None`` draws one when the run starts.
+        sampler_params: extra keyword arguments for the sampler (sent only if it accepts them).
+    """
+
+    h_values: tuple[float, ...] = field(default_factory=h_grid)
+    reads_per_h: int = 10_000
+    reads_per_call: int = 1_000
+    gauges_per_h: int = 1
+    spin_reversal: bool = True
+    annealing_time: float | None = None
+    anneal_schedule: tuple[tuple[float, float], ...] | None = None
+    h_gain_schedule: tuple[tuple[float, float], ...] | None = None
+    flux_drift_compensation: bool = False
+    qubits: tuple[int, ...] | None = None
+    seed: int | None = None
+    sampler_params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # normalize containers so that equality and serialization are exact
+        object.__setattr__(self, "h_values", tuple(float(h) for h in self.h_values))
+        for name in ("anneal_schedule", "h_gain_schedule"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple((float(t), float(x)) for t, x in value))
+        if self.qubits is not None:
+            object.__setattr__(self, "qubits", tuple(int(q) for q in self.qubits))
+        object.__setattr__(self, "sampler_params", dict(self.sampler_params))
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def grid(cls, h_max: float = 1.0, h_step: float = 0.025, **kwargs: Any) -> "Protocol":
+        """Build a protocol on the symmetric grid :func:`h_grid` ``(h_max, h_step)``."""
+        return cls(h_values=h_grid(h_max, h_step), **kwargs)
+
+    def replace(self, **changes: Any) -> "Protocol":
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-compatible dict; :meth:`from_dict` inverts it exactly."""
+        out = dataclasses.asdict(self)
+        out["h_values"] = list(self.h_values)
+        for name in ("anneal_schedule", "h_gain_schedule"):
+            if out[name] is not None:
+                out[name] = [list(p) for p in out[name]]
+        if out["qubits"] is not None:
+            out["qubits"] = list(out["qubits"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Protocol":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ProtocolError: on unknown keys.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ProtocolError(f"unknown protocol field(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**data)
+
+    # -- checks -------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Check the protocol on its own (the sampler-specific checks are in :mod:`qasa.samplers`).
+
+        Raises:
+            ProtocolError: naming the offending value and the allowed range.
+        """
+        if len(self.h_values) == 0:
+            raise ProtocolError("h_values is empty; give at least one h value")
+        bad = [h for h in self.h_values if not math.isfinite(h)]
+        if bad:
+            raise ProtocolError(f"h value {bad[0]!r} is not finite")
+        if len(set(self.h_values)) != len(self.h_values):
+            raise ProtocolError("h_values contains duplicates; each h value must appear once")
+        for name in ("reads_per_h", "reads_per_call", "gauges_per_h"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ProtocolError(f"{name}={value!r} must be a positive integer")
+        if self.gauges_per_h > self.reads_per_h:
+            raise ProtocolError(
+                f"gauges_per_h={self.gauges_per_h} exceeds reads_per_h={self.reads_per_h}; "
+                "every gauge needs at least one read")
+        if self.annealing_time is not None and not (self.annealing_time > 0):
+            raise ProtocolError(f"annealing_time={self.annealing_time!r} must be positive (µs)")
+        if self.annealing_time is not None and self.anneal_schedule is not None:
+            raise ProtocolError("give either annealing_time or anneal_schedule, not both")
+        if self.qubits is not None and len(set(self.qubits)) != len(self.qubits):
+            raise ProtocolError("qubits contains duplicates")
+        if self.seed is not None and not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
+            raise ProtocolError(f"seed={self.seed!r} must be a non-negative integer or None")
+
+    # -- expansion ----------------------------------------------------------------------------
+    @property
+    def calls_per_h(self) -> int:
+        """Number of calls (gauges) per h value."""
+        return max(self.gauges_per_h, -(-self.reads_per_h // self.reads_per_call))
+
+    @property
+    def num_calls(self) -> int:
+        """Total number of sampler calls."""
+        return self.calls_per_h * len(self.h_values)
+
+    def reads_of_gauge(self, gauge: int) -> int:
+        """Reads of the ``gauge``-th call of an h value (the first calls take the remainder)."""
+        base, extra = divmod(self.reads_per_h, self.calls_per_h)
+        return base + (1 if gauge < extra else 0)
+
+    def resolved(self, nodelist: Iterable[int]) -> "Protocol":
+        """Return a copy with ``qubits`` and ``seed`` fixed (every active qubit; a fresh seed)."""
+        qubits = self.qubits if self.qubits is not None else tuple(sorted(int(q) for q in nodelist))
+        seed = self.seed if self.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        return self.replace(qubits=qubits, seed=seed)
+
+    def calls(self) -> list[Call]:
+        """Expand a resolved protocol into its calls (gauge-major order, stable ids).
+
+        The gauge of call ``k`` depends only on ``(seed, k)``, so any subset of calls can be
+        regenerated identically when a run resumes.
+
+        Raises:
+            ProtocolError: if the protocol is not resolved (see :meth:`resolved`) or fails :meth:`check`.
+        """
+        self.check()
+        if self.qubits is None or self.seed is None:
+            raise ProtocolError("protocol must be resolved (qubits and seed set) before expansion")
+        n = len(self.qubits)
+        out = []
+        for gauge in range(self.calls_per_h):
+            for h_index, h in enumerate(self.h_values):
+                index = gauge * len(self.h_values) + h_index
+                if self.spin_reversal:
+                    rng = np.random.default_rng([self.seed, index])
+                    flips = rng.choice(np.array([-1, 1], dtype=np.int8), size=n)
+                else:
+                    flips = np.ones(n, dtype=np.int8)
+                out.append(Call(call_id=f"g{gauge:04d}-h{h_index:05d}", index=index,
+                                h_index=h_index, h=h, gauge=gauge,
+                                num_reads=self.reads_of_gauge(gauge), flips=flips))
+        return out
+
+    def call_seed(self, index: int) -> int:
+        """Seed handed to a seeded sampler for call ``index`` (depends only on seed and index)."""
+        if self.seed is None:
+            raise ProtocolError("protocol must be resolved before calls are seeded")
+        return int(np.random.SeedSequence([self.seed, index, 1]).generate_state(1)[0] % 2**31)

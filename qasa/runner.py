@@ -1,0 +1,214 @@
+"""Execute a protocol on a sampler, checkpointing every call.
+
+For each call of :meth:`qasa.protocol.Protocol.calls` the runner programs ``{qubit: gauge * h}``
+with no couplers, samples, reduces the SampleSet to per-qubit counts of -1 and +1 in the nominal
+frame (each read weighted by ``num_occurrences``, the gauge undone), and journals the counts and the
+call record (timing, problem id, timestamps) atomically before the next call starts. Running again
+on the same directory resumes: calls already journaled are skipped, so nothing is counted twice and
+a killed process loses at most the call in flight. Calls are seeded from ``(seed, call index)``
+only, so a resumed run on a seeded sampler gives exactly the counts of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import dimod
+import numpy as np
+import pandas as pd
+
+from qasa.dataset import Dataset, utcnow
+from qasa.errors import DatasetError, ProtocolError
+from qasa.protocol import Call, Protocol
+from qasa.samplers import device_info, filter_parameters, validate
+
+__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters"]
+
+#: Parameters the protocol always asks for; silently skipped by samplers that do not know them.
+_ALWAYS = ("auto_scale", "flux_drift_compensation", "answer_mode", "num_reads", "label", "seed")
+
+
+def reduce_sampleset(sampleset: dimod.SampleSet, qubits: np.ndarray | list[int],
+                     flips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(n_down, n_up)`` per qubit from a SampleSet, undoing the gauge ``flips``.
+
+    Each row is weighted by its ``num_occurrences`` (histogram answers).
+    """
+    variables = sampleset.variables
+    cols = np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
+    record = sampleset.record
+    spins = record.sample[:, cols].astype(np.int8) * np.asarray(flips, dtype=np.int8)
+    occurrences = np.asarray(record.num_occurrences, dtype=np.int64)
+    n_down = occurrences @ (spins == -1).astype(np.int64)
+    n_up = int(occurrences.sum()) - n_down
+    return n_down, n_up
+
+
+def sampler_parameters(protocol: Protocol) -> dict[str, Any]:
+    """Keyword arguments shared by every call of ``protocol`` (before filtering by the sampler)."""
+    params: dict[str, Any] = {"auto_scale": False,
+                              "flux_drift_compensation": protocol.flux_drift_compensation,
+                              "answer_mode": "histogram"}
+    if protocol.annealing_time is not None:
+        params["annealing_time"] = protocol.annealing_time
+    if protocol.anneal_schedule is not None:
+        params["anneal_schedule"] = [list(p) for p in protocol.anneal_schedule]
+    if protocol.h_gain_schedule is not None:
+        params["h_gain_schedule"] = [list(p) for p in protocol.h_gain_schedule]
+    params.update(protocol.sampler_params)
+    return params
+
+
+def _protocol_difference(stored: Protocol, requested: Protocol) -> str | None:
+    a, b = stored.to_dict(), requested.to_dict()
+    for key in a:
+        if a[key] != b[key]:
+            shown_a, shown_b = a[key], b[key]
+            if isinstance(shown_a, list) and len(shown_a) > 6:
+                shown_a = f"{len(shown_a)} values"
+            if isinstance(shown_b, list) and len(shown_b) > 6:
+                shown_b = f"{len(shown_b)} values"
+            return f"{key}: stored {shown_a}, requested {shown_b}"
+    return None
+
+
+def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None) -> Protocol:
+    """Resolve and validate ``protocol`` for ``sampler`` and the output directory; no call is made.
+
+    If ``out`` already holds a dataset, its seed and qubits fill in those left unset, and any other
+    difference is an error (the dataset is left untouched).
+
+    Raises:
+        ProtocolError: the protocol cannot run on the sampler.
+        DatasetError: ``out`` holds a dataset of another protocol or device.
+    """
+    nodelist = getattr(sampler, "nodelist", None)
+    if nodelist is None and protocol.qubits is None:
+        raise ProtocolError("this sampler has no nodelist; give the qubits to assess explicitly")
+    if out is not None and (Path(out) / "metadata.json").is_file():
+        meta = json.loads((Path(out) / "metadata.json").read_text())
+        stored_dict = meta.get("protocol")
+        if stored_dict is None:
+            raise DatasetError(f"{out} holds a dataset without a protocol (imported data); choose another directory")
+        stored = Protocol.from_dict(stored_dict)
+        fill = {}
+        if protocol.seed is None:
+            fill["seed"] = stored.seed
+        if protocol.qubits is None:
+            fill["qubits"] = stored.qubits
+        requested = protocol.replace(**fill).resolved(nodelist or ())
+        diff = _protocol_difference(stored, requested)
+        if diff is not None:
+            raise DatasetError(f"{out} holds a dataset of a different protocol ({diff}); "
+                               "use another output directory or the same options")
+        solver = device_info(sampler)["solver"]
+        stored_solver = (meta.get("device") or {}).get("solver")
+        if stored_solver is not None and stored_solver != solver:
+            raise DatasetError(f"{out} holds data from solver {stored_solver!r}, not {solver!r}")
+        protocol = requested
+    else:
+        protocol = protocol.resolved(nodelist or ())
+    validate(protocol, sampler)
+    return protocol
+
+
+def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
+        progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
+
+    Args:
+        protocol: what to run; unresolved fields (qubits, seed) are filled in.
+        sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph).
+        out: dataset directory; ``None`` keeps everything in memory (no resume).
+        progress: called as ``progress(done, total)`` after each call (and once at the start).
+
+    Returns:
+        The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
+
+    Raises:
+        ProtocolError, DatasetError: before any call, for bad input (nothing is written).
+    """
+    protocol = prepare(protocol, sampler, out)
+    calls = protocol.calls()
+    qubits = np.asarray(protocol.qubits, dtype=np.int64)
+    info = device_info(sampler)
+    base = sampler_parameters(protocol)
+    _, ignored = filter_parameters(sampler, base)
+    requested_ignored = [k for k in ignored if k not in _ALWAYS]
+    if requested_ignored:
+        warnings.warn(f"{info['solver']} does not accept {requested_ignored}; they are not sent",
+                      stacklevel=2)
+    run_record = {"started": utcnow(), "ignored_parameters": requested_ignored}
+
+    memory_counts: list[pd.DataFrame] = []
+    memory_calls: list[dict[str, Any]] = []
+    if out is not None:
+        out = Path(out)
+        if (out / "metadata.json").is_file():
+            done = Dataset.load(out).call_ids
+            runs = json.loads((out / "metadata.json").read_text()).get("runs", [])
+        else:
+            done, runs = set(), []
+            Dataset.create(out, {"protocol": protocol.to_dict(), "device": info, "created": utcnow(),
+                                 "runs": []})
+        Dataset.update_metadata(out, runs=runs + [run_record])
+    else:
+        done = set()
+    todo = [c for c in calls if c.call_id not in done]
+    total = len(calls)
+    if progress is not None:
+        progress(total - len(todo), total)
+    for k, call in enumerate(todo):
+        record, counts = _execute(call, protocol, sampler, qubits, base)
+        if out is not None:
+            Dataset.journal_call(out, record, counts)
+        else:
+            memory_counts.append(counts)
+            memory_calls.append(record)
+        if progress is not None:
+            progress(total - len(todo) + k + 1, total)
+
+    if out is None:
+        meta = {"protocol": protocol.to_dict(), "device": info, "created": run_record["started"],
+                "runs": [{**run_record, "finished": utcnow()}]}
+        counts = pd.concat(memory_counts, ignore_index=True) if memory_counts else None
+        ds = Dataset(counts if counts is not None else pd.DataFrame(columns=["call_id", "qubit", "h", "n_down", "n_up"]),
+                     pd.DataFrame(memory_calls), meta)
+        return _with_totals(ds).sorted()
+    ds = Dataset.load(out)
+    ds.metadata["runs"][-1]["finished"] = utcnow()
+    ds = _with_totals(ds).sorted()
+    ds.save(out)
+    return ds
+
+
+def _with_totals(ds: Dataset) -> Dataset:
+    if "qpu_access_time" in ds.calls:
+        ds.metadata["qpu_access_time_total_us"] = float(np.nansum(ds.calls["qpu_access_time"].to_numpy(dtype=float)))
+    ds.metadata["num_calls"] = int(len(ds.calls))
+    return ds
+
+
+def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.ndarray,
+             base: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+    params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}",
+                  seed=protocol.call_seed(call.index))
+    params, _ = filter_parameters(sampler, params)
+    started = utcnow()
+    sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
+    n_down, n_up = reduce_sampleset(sampleset, qubits, call.flips)
+    timing = sampleset.info.get("timing") or {}
+    record = {
+        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
+        "gauge": call.gauge, "num_reads": call.num_reads,
+        "problem_id": sampleset.info.get("problem_id"),
+        "started": started, "finished": utcnow(),
+        "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
+        "timing": json.dumps(timing, default=float),
+    }
+    counts = pd.DataFrame({"call_id": call.call_id, "qubit": qubits, "h": call.h,
+                           "n_down": n_down, "n_up": n_up})
+    return record, counts

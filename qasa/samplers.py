@@ -1,0 +1,366 @@
+"""Samplers: one way to get each backend, device information, and protocol validation.
+
+Backends (:func:`get_sampler`):
+
+- ``"qpu"``: :class:`dwave.system.DWaveSampler` through Leap. Credentials come only from
+  dwave-cloud-client's own configuration (``dwave config create``, ``DWAVE_API_TOKEN``, profiles).
+- ``"mock"``: :class:`dwave.system.testing.MockDWaveSampler` with a thermal substitute, a
+  :class:`dwave.samplers.SimulatedAnnealingSampler` doing one sequential Gibbs sweep at fixed β. For
+  a problem without couplers, one Gibbs sweep samples every spin exactly from the Boltzmann law
+  ``P(s) ∝ exp(-β h s)`` (DESIGN.md §5), so the response is a known logistic curve rather than
+  MockDWaveSampler's default steepest descent.
+- ``"sa"``: :class:`StructuredSASampler`, the same exact Gibbs sampler on a Chimera, Pegasus or
+  Zephyr graph from dwave-networkx (``dwave.graphs``), seeded per call.
+- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.emulator`), when available.
+
+Any other :class:`dimod.Sampler` can be passed to the runner directly. Only keyword arguments listed
+in a sampler's ``parameters`` are sent to it (:func:`filter_parameters`).
+
+:func:`validate` checks a protocol against a sampler's ``properties`` before any call: the client
+of the real QPU checks almost none of these (DESIGN.md §5), so an illegal value would otherwise cost
+QPU time or fail late.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from typing import Any, Mapping
+
+import dimod
+import numpy as np
+
+from qasa.errors import CredentialsError, ProtocolError, SamplerError
+from qasa.protocol import Protocol
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_SHAPES",
+    "StructuredSASampler",
+    "get_sampler",
+    "topology_graph",
+    "device_info",
+    "filter_parameters",
+    "validate",
+    "check_credentials",
+]
+
+BACKENDS = ("emulator", "sa", "mock", "qpu")
+
+#: Full-size shapes of the production topologies: Chimera C16 (2000Q), Pegasus P16 (Advantage),
+#: Zephyr Z12 (Advantage2).
+DEFAULT_SHAPES: dict[str, list[int]] = {"chimera": [16, 16, 4], "pegasus": [16], "zephyr": [12, 4]}
+
+#: h ranges by topology generation (DESIGN.md §2: [-2, 2] on 2000Q, [-4, 4] on Advantage/Advantage2).
+H_RANGES: dict[str, list[float]] = {"chimera": [-2.0, 2.0], "pegasus": [-4.0, 4.0], "zephyr": [-4.0, 4.0]}
+
+
+def topology_graph(topology_type: str, topology_shape: list[int] | None = None):
+    """Return the networkx graph of a D-Wave topology (fully yielded).
+
+    Raises:
+        SamplerError: for an unknown topology type or a malformed shape.
+    """
+    import dwave.graphs as dg
+
+    if topology_type not in DEFAULT_SHAPES:
+        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
+    shape = list(topology_shape) if topology_shape is not None else DEFAULT_SHAPES[topology_type]
+    try:
+        if topology_type == "chimera":
+            if len(shape) == 1:
+                shape = [shape[0], shape[0], 4]
+            return dg.chimera_graph(*shape), shape
+        if topology_type == "pegasus":
+            return dg.pegasus_graph(shape[0], fabric_only=True), shape[:1]
+        if len(shape) == 1:
+            shape = [shape[0], 4]
+        return dg.zephyr_graph(*shape), shape
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
+
+
+class StructuredSASampler(dimod.Sampler, dimod.Structured):
+    """Exact single-spin Gibbs sampler on a D-Wave topology (the ``"sa"`` backend).
+
+    It runs :class:`dwave.samplers.SimulatedAnnealingSampler` with Gibbs acceptance, sequential
+    order and a constant schedule at ``beta``: for isolated spins each read is an exact Boltzmann
+    draw at inverse temperature ``beta``, whatever ``num_sweeps`` is (DESIGN.md §5). With couplers it
+    is ordinary simulated annealing. Its properties imitate the QPU of the same topology
+    (``h_range``, ``j_range``, ``num_reads_range``) so protocols validate the same way.
+
+    Args:
+        topology_type: ``"chimera"``, ``"pegasus"`` or ``"zephyr"``.
+        topology_shape: shape list as in ``properties['topology']['shape']``; default full size.
+        beta: inverse temperature of the final sweep (units of 1/h).
+        num_sweeps: sweeps per read.
+        beta_schedule: optional explicit β schedule (overrides ``beta`` and ``num_sweeps``).
+        broken_nodes: qubits to remove, as absent qubits of a real device.
+    """
+
+    def __init__(self, topology_type: str = "pegasus", topology_shape: list[int] | None = None,
+                 beta: float = 5.0, num_sweeps: int = 1, beta_schedule: list[float] | None = None,
+                 broken_nodes: list[int] | None = None) -> None:
+        from dwave.samplers import SimulatedAnnealingSampler
+
+        graph, shape = topology_graph(topology_type, topology_shape)
+        broken = set(broken_nodes or ())
+        self._nodelist = sorted(n for n in graph.nodes if n not in broken)
+        self._edgelist = sorted(tuple(sorted(e)) for e in graph.edges
+                                if e[0] not in broken and e[1] not in broken)
+        self._child = SimulatedAnnealingSampler()
+        self.beta = float(beta)
+        self.num_sweeps = int(num_sweeps)
+        self.beta_schedule = None if beta_schedule is None else [float(b) for b in beta_schedule]
+        self._properties = {
+            "chip_id": f"sa-{topology_type}-{'x'.join(map(str, shape))}",
+            "topology": {"type": topology_type, "shape": shape},
+            "h_range": list(H_RANGES[topology_type]),
+            "j_range": [-1.0, 1.0],
+            "num_reads_range": [1, 10_000],
+            "qubits": list(self._nodelist),
+            "couplers": [list(e) for e in self._edgelist],
+            "category": "software",
+        }
+
+    @property
+    def nodelist(self) -> list[int]:
+        return self._nodelist
+
+    @property
+    def edgelist(self) -> list[tuple[int, int]]:
+        return self._edgelist
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self._properties
+
+    @property
+    def parameters(self) -> dict[str, list]:
+        return {"num_reads": [], "seed": [], "label": []}
+
+    @dimod.bqm_structured
+    def sample(self, bqm: dimod.BinaryQuadraticModel, num_reads: int = 1, seed: int | None = None,
+               label: str | None = None) -> dimod.SampleSet:
+        """Sample ``num_reads`` states at inverse temperature ``beta`` (see class docstring)."""
+        if self.beta_schedule is not None:
+            schedule = np.asarray(self.beta_schedule, dtype=float)
+        else:
+            schedule = np.full(self.num_sweeps, self.beta)
+        ss = self._child.sample(bqm, num_reads=num_reads, seed=seed,
+                                beta_schedule_type="custom", beta_schedule=schedule,
+                                proposal_acceptance_criteria="Gibbs", randomize_order=False)
+        if label is not None:
+            ss.info["problem_label"] = label
+        return ss
+
+
+def check_credentials(profile: str | None = None) -> None:
+    """Raise :class:`CredentialsError` unless dwave-cloud-client's configuration has a token.
+
+    The token itself is never read into qasa's records or messages.
+    """
+    from dwave.cloud.config import load_config
+
+    try:
+        config = load_config(profile=profile)
+    except Exception as exc:  # ConfigFileError and friends: message carries no token
+        raise CredentialsError(f"cannot read the D-Wave cloud configuration: {type(exc).__name__}: {exc}") from None
+    if not config.get("token"):
+        raise CredentialsError(
+            "no Leap API token configured for the qpu backend: run `dwave config create` "
+            "or set DWAVE_API_TOKEN (see `dwave setup --help`)")
+
+
+def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str = "pegasus",
+                topology_shape: list[int] | None = None, solver: str | dict | None = None,
+                profile: str | None = None, beta: float = 5.0, seed: int | None = None,
+                broken_nodes: list[int] | None = None, **options: Any) -> dimod.Sampler:
+    """Return a sampler by backend name (or pass a :class:`dimod.Sampler` through).
+
+    Args:
+        backend: one of :data:`BACKENDS`, or a sampler instance.
+        topology_type, topology_shape: device graph for the software backends.
+        solver: for ``"qpu"``, a solver name or a dwave-cloud-client feature filter
+            (e.g. ``{"topology__type": "pegasus"}``).
+        profile: dwave-cloud-client configuration profile for ``"qpu"``.
+        beta: inverse temperature of the ``"sa"`` and ``"mock"`` backends.
+        seed: seed of the virtual QPU's hidden truth (``"emulator"``).
+        broken_nodes: qubits to remove from the software backends.
+        **options: further backend-specific options (``"emulator"``: preset, structure...).
+
+    Raises:
+        SamplerError: unknown backend or solver; :class:`CredentialsError` without a Leap token.
+    """
+    if isinstance(backend, dimod.Sampler):
+        return backend
+    if backend == "sa":
+        return StructuredSASampler(topology_type, topology_shape, beta=beta,
+                                   broken_nodes=broken_nodes, **options)
+    if backend == "mock":
+        from dwave.samplers import SimulatedAnnealingSampler
+        from dwave.system.testing import MockDWaveSampler
+
+        _, shape = topology_graph(topology_type, topology_shape)
+        return MockDWaveSampler(
+            topology_type=topology_type, topology_shape=shape, broken_nodes=broken_nodes,
+            substitute_sampler=SimulatedAnnealingSampler(),
+            substitute_kwargs=dict(beta_schedule_type="custom", beta_schedule=[float(beta)],
+                                   proposal_acceptance_criteria="Gibbs", randomize_order=False),
+            parameter_warnings=False)
+    if backend == "emulator":
+        try:
+            from qasa.emulator import VirtualQPU
+        except ImportError as exc:  # pragma: no cover - the emulator ships with qasa
+            raise SamplerError(f"the emulator backend is not available: {exc}") from exc
+        return VirtualQPU(topology_type=topology_type, topology_shape=topology_shape, seed=seed,
+                          broken_nodes=broken_nodes, **options)
+    if backend == "qpu":
+        check_credentials(profile)
+        from dwave.cloud.exceptions import SolverNotFoundError
+        from dwave.system import DWaveSampler
+
+        try:
+            return DWaveSampler(solver=solver, profile=profile)
+        except SolverNotFoundError as exc:
+            raise SamplerError(f"solver {solver!r} not found or not available to this account: {exc}") from None
+        except Exception as exc:  # network/auth errors; messages of the client carry no token
+            raise SamplerError(f"cannot open the QPU solver {solver!r}: {type(exc).__name__}: {exc}") from None
+    raise SamplerError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)} or pass a dimod.Sampler")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("qasa", "dimod", "dwave-system", "dwave-samplers", "dwave-cloud-client", "numpy", "scipy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
+    """Summarize a sampler as plain JSON-able data (no credentials).
+
+    Keys: ``solver``, ``sampler_class``, ``topology_type``, ``topology_shape``, ``nodelist``,
+    ``edgelist``, ``num_qubits``, ``h_range``, ``j_range``, ``num_reads_range``,
+    ``annealing_time_range``, ``default_annealing_time``, ``parameters``, ``versions``.
+    """
+    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
+    topology = props.get("topology", {}) or {}
+    nodelist = getattr(sampler, "nodelist", None)
+    edgelist = getattr(sampler, "edgelist", None)
+    solver = getattr(getattr(sampler, "solver", None), "name", None) or props.get("chip_id") \
+        or type(sampler).__name__
+    return {
+        "solver": solver,
+        "sampler_class": f"{type(sampler).__module__}.{type(sampler).__qualname__}",
+        "topology_type": topology.get("type"),
+        "topology_shape": list(topology["shape"]) if "shape" in topology else None,
+        "nodelist": [int(q) for q in nodelist] if nodelist is not None else None,
+        "edgelist": [[int(u), int(v)] for u, v in edgelist] if edgelist is not None else None,
+        "num_qubits": len(nodelist) if nodelist is not None else None,
+        "h_range": list(props["h_range"]) if "h_range" in props else None,
+        "j_range": list(props["j_range"]) if "j_range" in props else None,
+        "num_reads_range": list(props["num_reads_range"]) if "num_reads_range" in props else None,
+        "annealing_time_range": list(props["annealing_time_range"]) if "annealing_time_range" in props else None,
+        "default_annealing_time": props.get("default_annealing_time"),
+        "parameters": sorted(getattr(sampler, "parameters", {}) or {}),
+        "versions": _versions(),
+    }
+
+
+def filter_parameters(sampler: dimod.Sampler, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split ``params`` into those the sampler accepts (its ``parameters``) and the names it does not."""
+    accepted_names = set(getattr(sampler, "parameters", {}) or {})
+    accepted = {k: v for k, v in params.items() if k in accepted_names}
+    ignored = sorted(k for k in params if k not in accepted_names)
+    return accepted, ignored
+
+
+def _check_range(name: str, value: float, allowed: list[float] | None, unit: str = "") -> None:
+    if allowed is None:
+        return
+    lo, hi = allowed
+    if not (lo <= value <= hi):
+        raise ProtocolError(f"{name}={value:g}{unit} is outside the sampler's allowed range [{lo:g}, {hi:g}]{unit}")
+
+
+def _check_schedule_points(name: str, schedule: tuple[tuple[float, float], ...], max_points: int | None) -> None:
+    if len(schedule) < 2:
+        raise ProtocolError(f"{name} needs at least 2 points, got {len(schedule)}")
+    if max_points is not None and len(schedule) > max_points:
+        raise ProtocolError(f"{name} has {len(schedule)} points; the sampler allows at most {max_points}")
+    times = [t for t, _ in schedule]
+    if any(not math.isfinite(t) for t in times) or any(b <= a for a, b in zip(times, times[1:])):
+        raise ProtocolError(f"{name} times {times} must be finite and strictly increasing")
+    if times[0] != 0:
+        raise ProtocolError(f"{name} must start at t=0, got t={times[0]:g} µs")
+    off_grid = [t for t in times if abs(round(t * 100) - t * 100) > 1e-6]
+    if off_grid:
+        raise ProtocolError(f"{name} time {off_grid[0]!r} µs is not a multiple of the 0.01 µs resolution")
+
+
+def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
+    """Check that ``protocol`` can run on ``sampler``, before any call is made.
+
+    Checks: the protocol on its own (:meth:`Protocol.check`); every programmed field (±h under
+    gauges) within ``h_range``; reads per call within ``num_reads_range``; qubits present in the
+    sampler's ``nodelist``; annealing time within ``annealing_time_range``; the anneal schedule by
+    :meth:`dwave.system.DWaveSampler.validate_anneal_schedule` plus the 0.01 µs time resolution; the
+    h-gain schedule's points, start and ``h_gain_schedule_range``.
+
+    Raises:
+        ProtocolError: naming the offending value and the allowed range.
+    """
+    protocol.check()
+    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
+    params = getattr(sampler, "parameters", {}) or {}
+    h_range = props.get("h_range")
+    if h_range is not None:
+        fields = list(protocol.h_values)
+        if protocol.spin_reversal:
+            fields += [-h for h in protocol.h_values]
+        gain = 1.0
+        if protocol.h_gain_schedule is not None:
+            gain = max(abs(g) for _, g in protocol.h_gain_schedule)
+        for h in fields:
+            if not (h_range[0] <= h * gain <= h_range[1]):
+                what = "h" if gain == 1.0 else f"h*max|gain| ({h:g}*{gain:g})"
+                extra = " (gauges program both +h and -h)" if protocol.spin_reversal else ""
+                raise ProtocolError(f"{what}={h * gain:g} is outside the sampler's h_range "
+                                    f"[{h_range[0]:g}, {h_range[1]:g}]{extra}")
+    reads_range = props.get("num_reads_range")
+    largest = protocol.reads_of_gauge(0)
+    smallest = protocol.reads_of_gauge(protocol.calls_per_h - 1)
+    _check_range("num_reads per call", largest, reads_range)
+    _check_range("num_reads per call", smallest, reads_range)
+    nodelist = getattr(sampler, "nodelist", None)
+    if protocol.qubits is not None and nodelist is not None:
+        present = set(nodelist)
+        missing = [q for q in protocol.qubits if q not in present]
+        if missing:
+            raise ProtocolError(f"qubit {missing[0]} is not an active qubit of this sampler "
+                                f"({len(missing)} of {len(protocol.qubits)} requested qubits are absent; "
+                                f"active qubits: {len(present)})")
+    if protocol.annealing_time is not None:
+        _check_range("annealing_time", protocol.annealing_time, props.get("annealing_time_range"), " µs")
+    if protocol.anneal_schedule is not None:
+        if "anneal_schedule" not in params:
+            raise ProtocolError("this sampler does not accept anneal_schedule")
+        schedule = [tuple(p) for p in protocol.anneal_schedule]
+        _check_schedule_points("anneal_schedule", protocol.anneal_schedule, props.get("max_anneal_schedule_points"))
+        if "annealing_time_range" in props and "max_anneal_schedule_points" in props:
+            from dwave.system import DWaveSampler
+
+            try:
+                DWaveSampler.validate_anneal_schedule(sampler, schedule)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise ProtocolError(f"illegal anneal_schedule {schedule}: {exc}") from None
+    if protocol.h_gain_schedule is not None:
+        if "h_gain_schedule" not in params:
+            raise ProtocolError("this sampler does not accept h_gain_schedule")
+        _check_schedule_points("h_gain_schedule", protocol.h_gain_schedule, props.get("max_h_gain_schedule_points"))
+        g_range = props.get("h_gain_schedule_range")
+        for _, g in protocol.h_gain_schedule:
+            _check_range("h_gain_schedule gain", g, g_range)
