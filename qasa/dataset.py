@@ -91,6 +91,20 @@ def _normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+_CALL_DTYPES = {"call_id": "string", "problem_id": "string", "started": "string", "finished": "string",
+                "timing": "string", "qpu_access_time": "float64"}
+
+
+def _normalize_calls(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    if "call_id" not in df:
+        df["call_id"] = pd.Series([], dtype="string")
+    for col, dtype in _CALL_DTYPES.items():
+        if col in df:
+            df[col] = df[col].astype(dtype)
+    return df.reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class Response:
     """Counts arranged as arrays for fitting: row ``i`` is ``qubits[i]``, column ``j`` is ``h[j]``.
@@ -140,6 +154,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         self.counts = _normalize_counts(self.counts)
+        self.calls = _normalize_calls(self.calls)
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -246,8 +261,6 @@ class Dataset:
         counts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COUNT_COLUMNS)
         calls = (pd.concat([c for c in call_rows if len(c)], ignore_index=True)
                  if any(len(c) for c in call_rows) else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
-        if "call_id" in calls:
-            calls["call_id"] = calls["call_id"].astype("string")
         return cls(counts, calls, meta)
 
     @staticmethod

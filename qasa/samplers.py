@@ -137,12 +137,25 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
 
     @property
     def parameters(self) -> dict[str, list]:
-        return {"num_reads": [], "seed": [], "label": []}
+        return {"num_reads": [], "seed": [], "label": [], "auto_scale": []}
 
     @dimod.bqm_structured
     def sample(self, bqm: dimod.BinaryQuadraticModel, num_reads: int = 1, seed: int | None = None,
-               label: str | None = None) -> dimod.SampleSet:
-        """Sample ``num_reads`` states at inverse temperature ``beta`` (see class docstring)."""
+               label: str | None = None, auto_scale: bool = True) -> dimod.SampleSet:
+        """Sample ``num_reads`` states at inverse temperature ``beta`` (see class docstring).
+
+        ``auto_scale=True`` (the QPU's default) divides h and J by the factor that makes the problem
+        just fill ``h_range`` and ``j_range``, as the QPU does; single-qubit work uses ``False``.
+        """
+        if auto_scale:
+            h_lim = max(abs(x) for x in self._properties["h_range"])
+            j_lim = max(abs(x) for x in self._properties["j_range"])
+            lin = np.abs(np.fromiter(bqm.linear.values(), float, len(bqm.linear)))
+            quad = np.abs(np.fromiter(bqm.quadratic.values(), float, len(bqm.quadratic)))
+            factor = max(lin.max(initial=0) / h_lim, quad.max(initial=0) / j_lim)
+            if factor > 0:
+                bqm = bqm.copy()
+                bqm.scale(1.0 / factor)
         if self.beta_schedule is not None:
             schedule = np.asarray(self.beta_schedule, dtype=float)
         else:

@@ -1,0 +1,136 @@
+"""Recovery of known truth, coverage of the reported intervals, degenerate data, model comparison."""
+
+import numpy as np
+import pytest
+
+from qasa.dataset import Response
+from qasa.fitting import FitTable, compare, fit, maximize
+from qasa.models import get_model
+from qasa.protocol import h_grid
+
+H81 = np.array(h_grid(1.0, 0.025))
+
+
+def _draw(model, theta, reads, seed, h=H81):
+    rng = np.random.default_rng(seed)
+    p = get_model(model).p_down(h, theta)
+    nt = np.full(p.shape, reads)
+    return Response(np.arange(len(theta)), h, rng.binomial(nt, p), nt)
+
+
+def test_reference_case_comes_back_not_at_the_eta_zero_optimum():
+    """DESIGN.md §3: truth (8, 0.01, 0.1, 0.05), 81 h values, 10^6 reads per h."""
+    r = _draw("qasa", np.array([[8.0, 0.01, 0.1, 0.05]]), 10**6, seed=2021)
+    row = fit(r, "qasa").table.iloc[0]
+    assert row["quality"] == "good"
+    truth = {"beta": 8.0, "b": 0.01, "gamma": 0.1, "eta": 0.05}
+    for p, v in truth.items():
+        assert abs(row[p] - v) < 4 * row[f"{p}_stderr"], p
+    assert row["eta"] > 0.045 and 7.9 < row["beta"] < 8.1
+
+
+def test_single_start_at_eta_zero_is_trapped_and_multistart_escapes():
+    r = _draw("qasa", np.array([[8.0, 0.01, 0.1, 0.05]]), 10**6, seed=2021)
+    model = get_model("qasa")
+    nd, nt = r.n_down.astype(float), r.n_total.astype(float)
+    trapped, ll_trapped, conv, _ = maximize(model, r.h, nd, nt, model.starts(r.h, nd, nt)[0])
+    assert conv[0] and trapped[0, 3] == 0.0 and 7.1 < trapped[0, 0] < 7.4
+    best = fit(r, "qasa").table.iloc[0]
+    assert best["loglik"] - ll_trapped[0] > 1000  # thousands of nats better
+
+
+@pytest.mark.parametrize("model, sampler", [
+    ("gibbs", lambda rng, n: np.column_stack([rng.uniform(3, 10, n)])),
+    ("gibbs-bias", lambda rng, n: np.column_stack([rng.uniform(3, 10, n), rng.normal(0, 0.02, n)])),
+    ("gaussian-noise", lambda rng, n: np.column_stack([rng.uniform(4, 10, n), rng.normal(0, 0.02, n),
+                                                       rng.uniform(0.05, 0.12, n)])),
+    ("qasa", lambda rng, n: np.column_stack([rng.uniform(5, 10, n), rng.normal(0, 0.01, n),
+                                             rng.uniform(0.05, 0.2, n), rng.uniform(0.04, 0.1, n)])),
+])
+def test_intervals_cover_the_truth_95_percent_of_the_time(model, sampler):
+    rng = np.random.default_rng(len(model))
+    n = 2000
+    theta = sampler(rng, n)
+    r = _draw(model, theta, 20_000, seed=len(model) + 1)
+    ft = fit(r, model)
+    t = ft.table
+    assert (t["quality"] != "failed").all()
+    for j, p in enumerate(get_model(model).params):
+        z = (t[p].to_numpy() - theta[:, j]) / t[f"{p}_stderr"].to_numpy()
+        coverage = np.mean(np.abs(z) < 1.96)
+        assert 0.925 <= coverage <= 0.975, (model, p, coverage)
+
+
+def test_degenerate_qubits_get_flagged_rows_not_exceptions():
+    h = np.array([-0.5, 0.0, 0.5])
+    nd = np.array([[100, 100, 100],    # all -1
+                   [0, 0, 0],          # all +1
+                   [0, 0, 0],          # no reads
+                   [3, 50, 97],        # fine for gibbs
+                   [2, 5, 9]])         # few reads
+    nt = np.array([[100] * 3, [100] * 3, [0] * 3, [100] * 3, [2, 5, 9]])
+    nt[4] = [3, 3, 3]
+    nd[4] = [1, 2, 2]
+    r = Response(np.arange(5), h, nd, nt)
+    t = fit(r, "gibbs").table.set_index("qubit")
+    assert t.loc[0, "reason"] == "all reads -1" and np.isnan(t.loc[0, "beta"])
+    assert t.loc[1, "reason"] == "all reads +1"
+    assert t.loc[2, "reason"] == "no reads"
+    assert t.loc[4, "reason"].startswith("fewer than 10 reads")
+    assert t.loc[3, "quality"] == "good"
+    assert (t.loc[[0, 1, 2, 4], "quality"] == "failed").all()
+    # a single h value or only h = 0 cannot identify the qasa model: flagged too
+    only_zero = Response(np.arange(1), np.array([0.0]), np.array([[40]]), np.array([[100]]))
+    assert fit(only_zero, "qasa").table.iloc[0]["quality"] == "failed"
+    one_h = Response(np.arange(1), np.array([0.2]), np.array([[40]]), np.array([[100]]))
+    row = fit(one_h, "gibbs-bias").table.iloc[0]
+    assert row["quality"] == "failed" and "fewer than 2 h values" in row["reason"]
+
+
+def test_lack_of_fit_is_marked_bad():
+    # data from qasa with strong saturation fitted by plain gibbs: deviance far above df
+    r = _draw("qasa", np.array([[6.0, 0.0, 0.6, 0.0]]), 20_000, seed=5)
+    row = fit(r, "gibbs").table.iloc[0]
+    assert row["quality"] == "bad" and "lack of fit" in row["reason"]
+
+
+def test_bootstrap_stderr_agrees_with_fisher_stderr():
+    theta = np.tile([[6.0, 0.01]], (40, 1))
+    r = _draw("gibbs-bias", theta, 5000, seed=9)
+    t = fit(r, "gibbs-bias", bootstrap=60, seed=1).table
+    ratio = t["beta_boot_stderr"] / t["beta_stderr"]
+    assert 0.8 < ratio.median() < 1.2
+
+
+def test_compare_prefers_the_true_model_and_rejects_the_smaller_one():
+    rng = np.random.default_rng(3)
+    n = 60
+    theta = np.column_stack([rng.uniform(6, 9, n), rng.normal(0, 0.01, n), rng.uniform(0.1, 0.2, n),
+                             rng.uniform(0.05, 0.08, n)])
+    r = _draw("qasa", theta, 20_000, seed=4)
+    per, device = compare(r)
+    assert device["preferred"] == "qasa"
+    assert (per["best"] == "qasa").mean() > 0.9
+    test = next(t for t in device["tests"] if t["big"] == "qasa")
+    assert test["pvalue"] < 1e-10
+
+
+def test_gibbs_data_do_not_reject_gibbs():
+    rng = np.random.default_rng(8)
+    r = _draw("gibbs", rng.uniform(3, 8, 300)[:, None], 5000, seed=8)
+    per, device = compare(r, models=("gibbs", "gibbs-bias"))
+    p = per["lr_pvalue_gibbs_vs_gibbs-bias"]
+    assert 0.02 < np.mean(p < 0.05) < 0.09   # nominal level under the null
+
+
+def test_fit_table_save_load_and_reference_csv(tmp_path):
+    r = _draw("qasa", np.array([[8.0, 0.01, 0.1, 0.05], [6.0, -0.01, 0.2, 0.07]]), 50_000, seed=1)
+    ft = fit(r, "qasa")
+    back = FitTable.load(ft.save(tmp_path / "fit.parquet"))
+    assert back.model.name == "qasa" and back.table.equals(ft.table)
+    ref = FitTable.from_model_parameters_csv(ft.to_model_parameters_csv(tmp_path / "model_parameters.csv"))
+    assert np.array_equal(ref.params.to_numpy(), ft.params.to_numpy())
+    header = (tmp_path / "model_parameters.csv").read_text().splitlines()[0]
+    assert header == "spin,β,b,γ,η"
+    rec = ft.result(1)
+    assert rec.success and rec.params["eta"] == ft.table.loc[1, "eta"]

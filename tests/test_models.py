@@ -1,0 +1,99 @@
+"""Closed forms and identities of DESIGN.md §3, and Jacobians against finite differences."""
+
+import numpy as np
+import pytest
+
+from qasa.models import MODELS, get_model, m_qasa, with_readout
+
+H = np.linspace(-1, 1, 81)
+
+
+@pytest.mark.parametrize("name, theta", [
+    ("gibbs", [5.0]), ("gibbs-bias", [5.0, 0.02]), ("gaussian-noise", [6.0, -0.01, 0.04]),
+    ("qasa", [8.0, 0.01, 0.1, 0.05]), ("qasa", [8.0, 0.0, 0.0, 0.0]), ("qasa", [3.0, 0.2, 1.5, 0.3]),
+    ("qasa+readout", [8.0, 0.01, 0.1, 0.05, 0.02]),
+])
+def test_jacobian_matches_central_differences(name, theta):
+    model = get_model(name)
+    theta = np.array([theta])
+    _, jac = model.m_jac(H, theta)
+    for j in range(theta.shape[1]):
+        d = 1e-6 * max(1.0, abs(theta[0, j]))
+        tp, tm = theta.copy(), theta.copy()
+        tp[0, j] += d
+        tm[0, j] -= d
+        fd = (model.m(H, tp) - model.m(H, tm)) / (2 * d)
+        assert np.allclose(jac[..., j], fd, atol=1e-7), (name, j)
+
+
+def test_qasa_without_bias_and_noise_is_scaled_tanh():
+    beta, gamma = 8.0, 0.1
+    expected = np.tanh(beta * np.sqrt(1 + gamma**2) * H) / np.sqrt(1 + gamma**2)
+    assert np.allclose(m_qasa(H, beta, 0, gamma, 0)[0], expected, atol=1e-14)
+
+
+def test_qasa_saturates_at_inverse_sqrt_one_plus_gamma_squared():
+    for gamma in (0.05, 0.3, 1.0):
+        m = m_qasa(np.array([50.0]), 8.0, 0, gamma, 0)[0, 0]
+        assert m == pytest.approx(1 / np.sqrt(1 + gamma**2), rel=1e-12)
+
+
+def test_qasa_slope_at_zero_is_beta_sech2_beta_eta():
+    # DESIGN.md §3: β = 8, η = 0.05 → 6.845
+    eps = 1e-7
+    m = m_qasa(np.array([-eps, eps]), 8.0, 0.0, 0.0, 0.05)[0]
+    slope = (m[1] - m[0]) / (2 * eps)
+    assert slope == pytest.approx(8 / np.cosh(0.4) ** 2, rel=1e-8)
+    assert round(slope, 3) == 6.845
+
+
+def test_qasa_at_origin_is_finite_and_zero():
+    assert m_qasa(np.array([0.0]), 8.0, 0.0, 0.3, 0.0)[0, 0] == 0.0
+    m, jac = MODELS["qasa"].m_jac(np.array([0.0]), np.array([[8.0, 0.0, 0.0, 0.0]]))
+    assert np.isfinite(jac).all()
+    assert jac[0, 0, 1] == pytest.approx(8.0)  # ∂m/∂b = β at the origin
+
+
+def test_large_beta_h_does_not_overflow():
+    m, jac = MODELS["qasa"].m_jac(np.array([-4.0, 4.0]), np.array([[1e4, 0.0, 0.1, 0.01]]))
+    assert np.isfinite(m).all() and np.isfinite(jac).all()
+    assert np.all(np.abs(m) <= 1)
+
+
+def test_gauge_average_of_static_bias_is_qasa_mixture():
+    """Averaging gauges +1 and -1 turns bias b0 into b = 0, η = |b0| exactly (γ = 0)."""
+    beta, b0 = 6.0, 0.07
+    p_plus = 0.5 * (1 + np.tanh(beta * (H + b0)))          # gauge +1
+    p_minus = 1 - 0.5 * (1 + np.tanh(beta * (-H + b0)))    # gauge -1: program -h, flip the spin back
+    average = 0.5 * (p_plus + p_minus)
+    assert np.allclose(average, 0.5 * (1 + m_qasa(H, beta, 0.0, 0.0, abs(b0))[0]), atol=1e-14)
+
+
+def test_gaussian_noise_matches_direct_integration():
+    from scipy import integrate
+
+    beta, b, sigma = 5.0, 0.02, 0.08
+    m = MODELS["gaussian-noise"].m(np.array([0.1, -0.3]), np.array([[beta, b, sigma]]))[0]
+    for h, value in zip((0.1, -0.3), m):
+        exact, _ = integrate.quad(lambda d: np.tanh(beta * (h + b + d)) * np.exp(-d * d / (2 * sigma**2))
+                                  / np.sqrt(2 * np.pi * sigma**2), -10 * sigma, 10 * sigma)
+        assert value == pytest.approx(exact, abs=1e-10)
+
+
+def test_readout_error_shrinks_the_magnetization():
+    base = MODELS["qasa"]
+    wrapped = with_readout(base)
+    theta = np.array([[8.0, 0.01, 0.1, 0.05]])
+    p = base.p_down(H, theta)
+    pe = wrapped.p_down(H, np.column_stack([theta, [0.03]]))
+    assert np.allclose(pe, 0.03 + (1 - 2 * 0.03) * p, atol=1e-15)
+
+
+def test_starts_respect_bounds_and_unknown_model_is_rejected():
+    model = get_model("qasa")
+    nd = np.array([[0, 10, 50, 90, 100]], float)
+    nt = np.full_like(nd, 100)
+    for s in model.starts(np.linspace(-1, 1, 5), nd, nt):
+        assert (s >= np.array(model.lower)).all()
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model("lorentzian")

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from qasa.errors import ProtocolError
+from qasa.protocol import Protocol, h_grid
+
+
+def test_reference_grid_has_81_values():
+    g = h_grid(1.0, 0.025)
+    assert len(g) == 81
+    assert g[0] == -1.0 and g[-1] == 1.0 and g[40] == 0.0
+    assert np.allclose(np.diff(g), 0.025)
+    assert len(h_grid(2.0, 0.025)) == 161  # the reference code default
+
+
+def test_default_protocol_is_the_reference_example():
+    p = Protocol()
+    assert p.h_values == h_grid(1.0, 0.025)
+    assert p.flux_drift_compensation is False
+
+
+def test_dict_round_trip_is_exact():
+    p = Protocol.grid(0.5, 0.1, reads_per_h=3000, reads_per_call=700, gauges_per_h=2,
+                      anneal_schedule=((0, 0), (5, 1)), h_gain_schedule=((0, 1), (5, 1)),
+                      qubits=(3, 1, 2), seed=11, sampler_params={"readout_thermalization": 10.0})
+    d = p.to_dict()
+    import json
+    assert Protocol.from_dict(json.loads(json.dumps(d))) == p
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ProtocolError, match="unknown protocol field"):
+        Protocol.from_dict({"h_values": [0.1], "num_reads": 10})
+
+
+def test_calls_split_reads_and_have_stable_ids():
+    p = Protocol(h_values=(-0.5, 0.0, 0.5), reads_per_h=2500, reads_per_call=1000, qubits=(0, 1, 2, 3), seed=3)
+    calls = p.calls()
+    assert p.calls_per_h == 3 and len(calls) == 9
+    for j in range(3):
+        assert sum(c.num_reads for c in calls if c.h_index == j) == 2500
+    assert max(c.num_reads for c in calls) <= 1000
+    # gauge-major order: every h once before any h twice
+    assert [c.h_index for c in calls[:3]] == [0, 1, 2]
+    again = p.calls()
+    assert [c.call_id for c in calls] == [c.call_id for c in again]
+    assert all(np.array_equal(a.flips, b.flips) for a, b in zip(calls, again))
+    assert len({c.call_id for c in calls}) == 9
+    other = p.replace(seed=4).calls()
+    assert not all(np.array_equal(a.flips, b.flips) for a, b in zip(calls, other))
+
+
+def test_gauges_per_h_forces_more_calls():
+    p = Protocol(h_values=(0.1,), reads_per_h=100, reads_per_call=1000, gauges_per_h=4, qubits=(0,), seed=0)
+    assert [c.num_reads for c in p.calls()] == [25, 25, 25, 25]
+
+
+def test_programmed_h_applies_the_gauge():
+    p = Protocol(h_values=(0.3,), reads_per_h=10, qubits=tuple(range(50)), seed=1)
+    call = p.calls()[0]
+    h = call.programmed_h(p.qubits)
+    assert set(np.round(list(h.values()), 12)) == {0.3, -0.3}
+    assert all(h[q] == pytest.approx(0.3 * f) for q, f in zip(p.qubits, call.flips))
+    flat = p.replace(spin_reversal=False).calls()[0]
+    assert (flat.flips == 1).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"h_values": ()}, "empty"),
+    ({"h_values": (0.1, 0.1)}, "duplicates"),
+    ({"h_values": (float("nan"),)}, "not finite"),
+    ({"reads_per_h": 0}, "reads_per_h=0"),
+    ({"reads_per_call": -5}, "reads_per_call=-5"),
+    ({"annealing_time": -1.0}, "annealing_time=-1.0"),
+    ({"annealing_time": 5.0, "anneal_schedule": ((0, 0), (5, 1))}, "either"),
+    ({"seed": -2}, "seed=-2"),
+])
+def test_check_names_the_bad_value(kwargs, match):
+    with pytest.raises(ProtocolError, match=match):
+        Protocol(**kwargs).check()
+
+
+def test_grid_rejects_bad_step():
+    with pytest.raises(ProtocolError, match="h_step=0"):
+        h_grid(1.0, 0)

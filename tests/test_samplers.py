@@ -1,0 +1,102 @@
+import pytest
+
+import qasa
+from qasa.errors import CredentialsError, ProtocolError, SamplerError
+from qasa.protocol import Protocol
+from qasa.samplers import device_info, filter_parameters, get_sampler, validate
+
+
+@pytest.fixture
+def mock():
+    return get_sampler("mock", topology_type="chimera", topology_shape=[2, 2, 4])
+
+
+def test_mock_is_the_real_mock_dwave_sampler(mock):
+    from dwave.system.testing import MockDWaveSampler
+
+    assert isinstance(mock, MockDWaveSampler)
+    info = device_info(mock)
+    assert info["topology_type"] == "chimera" and info["num_qubits"] == 32
+    assert info["h_range"] == [-4.0, 4.0]
+
+
+def test_sa_backend_imitates_qpu_ranges():
+    s = get_sampler("sa", topology_type="chimera", topology_shape=[2, 2, 4])
+    assert s.properties["h_range"] == [-2.0, 2.0]      # 2000Q generation
+    z = get_sampler("sa", topology_type="zephyr", topology_shape=[1, 4])
+    assert z.properties["h_range"] == [-4.0, 4.0] and len(z.nodelist) == 48
+    p = get_sampler("sa", topology_type="pegasus", topology_shape=[3], broken_nodes=[40, 41])
+    assert len(p.nodelist) == 8 * 2 * 8 - 2 and 40 not in p.nodelist   # P_m fabric: 8 (m - 1)(3m - 1) qubits
+
+
+def test_filter_parameters_keeps_only_accepted_names(chimera_sa):
+    kept, ignored = filter_parameters(chimera_sa, {"num_reads": 5, "annealing_time": 20, "seed": 1})
+    assert kept == {"num_reads": 5, "seed": 1} and ignored == ["annealing_time"]
+
+
+@pytest.mark.parametrize("protocol, match", [
+    (Protocol(h_values=(-1.0, 2.5), spin_reversal=False), r"h=2.5 is outside the sampler's h_range \[-2, 2\]"),
+    (Protocol(h_values=(-2.5, 1.0), spin_reversal=True), r"h=-2.5 .*h_range.*gauges program both"),
+    (Protocol(h_values=(0.1,), reads_per_h=20000, reads_per_call=20000), r"num_reads per call=20000 .*\[1, 10000\]"),
+    (Protocol(h_values=(0.1,), qubits=(0, 99999)), "qubit 99999 is not an active qubit"),
+])
+def test_validate_names_the_offending_value(chimera_sa, protocol, match):
+    with pytest.raises(ProtocolError, match=match):
+        validate(protocol, chimera_sa)
+
+
+@pytest.mark.parametrize("schedule, match", [
+    (((0, 0), (0.2, 1)), "maximum slope"),                         # steeper than 1/0.5 µs
+    (((0, 0), (5, 0.5)), "anneal fraction s must equal 1"),
+    (((0, 0.3), (5, 1)), "s must equal 0 for forward"),
+    (tuple((float(i), i / 20) for i in range(21)), "at most 12"),
+    (((0, 0), (5.005, 1)), "0.01 µs resolution"),
+])
+def test_illegal_anneal_schedules_are_refused(mock, schedule, match):
+    with pytest.raises(ProtocolError, match=match):
+        validate(Protocol(h_values=(0.1,), anneal_schedule=schedule), mock)
+
+
+def test_legal_anneal_schedule_and_h_gain_pass(mock):
+    validate(Protocol(h_values=(0.1,), anneal_schedule=((0, 0), (5, 0.4), (15, 0.4), (16, 1))), mock)
+    with pytest.raises(ProtocolError, match=r"gain=4 is outside .*\[-3, 3\]"):
+        validate(Protocol(h_values=(0.1,), h_gain_schedule=((0, 1), (5, 4))), mock)
+    with pytest.raises(ProtocolError, match=r"annealing_time=0.1 µs is outside"):
+        validate(Protocol(h_values=(0.1,), annealing_time=0.1), mock)
+
+
+def test_unknown_backend_and_topology():
+    with pytest.raises(SamplerError, match="unknown backend 'quantum'"):
+        get_sampler("quantum")
+    with pytest.raises(SamplerError, match="unknown topology 'hexagon'"):
+        get_sampler("sa", topology_type="hexagon")
+
+
+def test_qpu_without_credentials_is_a_clear_error():
+    from dwave.cloud.testing import isolated_environ
+
+    with isolated_environ(remove_dwave=True):
+        with pytest.raises(CredentialsError, match="no Leap API token"):
+            get_sampler("qpu")
+
+
+def test_unknown_solver_is_a_clear_error(monkeypatch):
+    """With a token, a solver name the cloud does not know gives a SamplerError (client faked: no network)."""
+    from dwave.cloud.exceptions import SolverNotFoundError
+    from dwave.cloud.testing import isolated_environ
+
+    import dwave.system
+
+    def fake(*args, **kwargs):
+        raise SolverNotFoundError("Solver with the requested features not available")
+
+    monkeypatch.setattr(dwave.system, "DWaveSampler", fake)
+    with isolated_environ(remove_dwave=True):
+        monkeypatch.setenv("DWAVE_API_TOKEN", "DEV-0000-secret")
+        with pytest.raises(SamplerError, match="solver 'Advantage_system99' not found") as info:
+            get_sampler("qpu", solver="Advantage_system99")
+    assert "secret" not in str(info.value)
+
+
+def test_any_dimod_sampler_passes_through(chimera_sa):
+    assert qasa.get_sampler(chimera_sa) is chimera_sa
