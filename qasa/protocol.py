@@ -8,7 +8,10 @@ Assessment of Quantum Annealing Hardware", IEEE TQE 2021; reference scripts lanl
 Spin-reversal gauges are applied client side. For a problem without couplers a gauge is a vector
 ``g`` of ±1: qubit ``i`` is programmed with ``g_i h`` and its returned spin is multiplied by ``g_i``.
 Averaging over gauges removes any static bias that does not change sign with the programmed field
-(it turns a bias ``b0`` into a symmetric two-component mixture, the η of the QASA model).
+(it turns a bias ``b0`` into a symmetric two-component mixture, the η of the QASA model). Gauges
+come in antithetic pairs (the second of a pair is minus the first), so with an even number of
+equal-sized calls per h value every qubit spends exactly half its reads under each sign and the
+average is the equal-weight mixture of the QASA model; an odd number leaves one unpaired gauge.
 
 A :class:`Protocol` only stores configuration. :meth:`Protocol.calls` expands it, for a given list
 of qubits, into the list of :class:`Call` objects to submit; each call has a stable id, so a run can
@@ -214,8 +217,9 @@ class Protocol:
     def calls(self) -> list[Call]:
         """Expand a resolved protocol into its calls (gauge-major order, stable ids).
 
-        The gauge of call ``k`` depends only on ``(seed, k)``, so any subset of calls can be
-        regenerated identically when a run resumes.
+        The gauge of a call depends only on the seed and its position, so any subset of calls can
+        be regenerated identically when a run resumes. Gauges come in antithetic pairs (gauge
+        ``2k + 1`` is minus gauge ``2k`` of the same h value).
 
         Raises:
             ProtocolError: if the protocol is not resolved (see :meth:`resolved`) or fails :meth:`check`.
@@ -229,8 +233,11 @@ class Protocol:
             for h_index, h in enumerate(self.h_values):
                 index = gauge * len(self.h_values) + h_index
                 if self.spin_reversal:
-                    rng = np.random.default_rng([self.seed, index])
+                    pair_index = (gauge - gauge % 2) * len(self.h_values) + h_index
+                    rng = np.random.default_rng([self.seed, pair_index])
                     flips = rng.choice(np.array([-1, 1], dtype=np.int8), size=n)
+                    if gauge % 2:
+                        flips = -flips  # antithetic partner of the previous gauge
                 else:
                     flips = np.ones(n, dtype=np.int8)
                 out.append(Call(call_id=f"g{gauge:04d}-h{h_index:05d}", index=index,

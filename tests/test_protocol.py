@@ -83,3 +83,12 @@ def test_check_names_the_bad_value(kwargs, match):
 def test_grid_rejects_bad_step():
     with pytest.raises(ProtocolError, match="h_step=0"):
         h_grid(1.0, 0)
+
+
+def test_gauges_come_in_antithetic_pairs():
+    p = Protocol(h_values=(-0.2, 0.2), reads_per_h=400, reads_per_call=100, qubits=tuple(range(30)), seed=2)
+    calls = p.calls()
+    for h_index in (0, 1):
+        flips = np.array([c.flips for c in calls if c.h_index == h_index])
+        assert len(flips) == 4 and (flips.sum(0) == 0).all()      # each qubit: 2 × (+1), 2 × (-1)
+        assert np.array_equal(flips[1], -flips[0]) and not np.array_equal(flips[2], flips[0])
