@@ -1,0 +1,95 @@
+"""The CLI end to end (click's CliRunner: the real commands, in-process)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from qasa.cli import main
+
+SMALL = ["--topology", "chimera", "--shape", "2,2,4", "--h-step", "0.1", "--reads", "1000", "--seed", "1"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_assess_on_the_mock_backend_writes_dataset_fits_and_report(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("assess", out, "--backend", "mock", "--beta", "4", *SMALL, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["device"]["solver"] == "MockDWaveSampler"
+    assert summary["data"]["qubits"] == 32 and summary["data"]["h_values"] == 21
+    assert summary["pooled_gibbs"]["beta"] == pytest.approx(4.0, rel=0.03)
+    for f in ("metadata.json", "counts.parquet", "fits/qasa.parquet", "fits/model_parameters.csv",
+              "report/index.html", "report/summary.json"):
+        assert (out / f).is_file(), f
+    html = (out / "report" / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == 3     # response curves, histograms, β map
+
+
+def test_run_fit_compare_report_and_text_output(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("run", out, "--backend", "sa", *SMALL, "--quiet")
+    assert res.exit_code == 0 and "32 qubits" in res.output
+    res = invoke("fit", out, "--model", "gibbs", "--compare")
+    assert res.exit_code == 0, res.output
+    assert "model gibbs: 32 qubits" in res.output and "preferred:" in res.output
+    for m in ("gibbs", "gibbs-bias", "gaussian-noise", "qasa"):
+        assert (out / "fits" / f"{m}.parquet").is_file()
+    res = invoke("report", out, "--model", "gibbs", "--json")
+    assert json.loads(res.output)["fit"]["model"] == "gibbs"
+
+
+def test_import_and_export_spin_table(tmp_path):
+    out = tmp_path / "run"
+    invoke("run", out, "--backend", "sa", *SMALL, "--quiet")
+    assert invoke("export", out, tmp_path / "spin_table.csv").exit_code == 0
+    res = invoke("import", tmp_path / "spin_table.csv", tmp_path / "imported", "--topology", "chimera", "--shape", "2,2,4")
+    assert res.exit_code == 0, res.output
+    res = invoke("fit", tmp_path / "imported", "--model", "gibbs", "--json")
+    a = pd.read_parquet(tmp_path / "imported" / "fits" / "gibbs.parquet")
+    invoke("fit", out, "--model", "gibbs")
+    b = pd.read_parquet(out / "fits" / "gibbs.parquet")
+    assert np.allclose(a["beta"], b["beta"], rtol=1e-12)
+
+
+def test_info_json():
+    res = invoke("info", "--backend", "sa", "--topology", "zephyr", "--shape", "1,4", "--json")
+    data = json.loads(res.output)
+    assert data["num_qubits"] == 48 and data["topology_type"] == "zephyr" and "nodelist" not in data
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "nope"], "error: unknown backend 'nope'"),
+    (["--h-max", "5", "--h-step", "0.5"], "error: h=-5 is outside the sampler's h_range [-4, 4]"),
+    (["--reads-per-call", "20000", "--reads", "20000"], "error: num_reads per call=20000 is outside"),
+    (["--qubits", "0,99999"], "error: qubit 99999 is not an active qubit"),
+    (["--anneal-schedule", "0,0;0.1,1"], "maximum slope"),
+])
+def test_bad_input_exits_1_with_one_line(tmp_path, args, message):
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "x"), "--topology", "chimera", "--shape", "2,2,4",
+                                    "--backend", "mock", *args])
+    assert res.exit_code == 1
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_qpu_without_token_exits_1(monkeypatch):
+    from dwave.cloud.testing import isolated_environ
+
+    with isolated_environ(remove_dwave=True):
+        res = CliRunner().invoke(main, ["info", "--backend", "qpu"])
+    assert res.exit_code == 1 and "no Leap API token" in res.output
+
+
+def test_different_protocol_in_existing_directory(tmp_path):
+    out = tmp_path / "run"
+    invoke("run", out, "--backend", "sa", *SMALL, "--quiet")
+    before = (out / "counts.parquet").read_bytes()
+    res = CliRunner().invoke(main, ["run", str(out), "--backend", "sa", *SMALL[:-2], "--seed", "2", "--quiet"])
+    assert res.exit_code == 1 and "different protocol (seed: stored 1, requested 2)" in res.output
+    assert (out / "counts.parquet").read_bytes() == before
