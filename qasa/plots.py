@@ -70,6 +70,8 @@ def device_map(values: dict[int, float] | Any, device: dict[str, Any], ax=None, 
                cmap: str = "viridis", size: float | None = None):
     """Colour each qubit at its position in D-Wave's layout of the device (absent qubits grey).
 
+    The colour scale spans the 1st to 99th percentile of the values.
+
     Args:
         values: mapping qubit → value (e.g. a pandas Series indexed by qubit).
         device: device info as recorded in a dataset (topology type and shape, nodelist).
@@ -82,10 +84,13 @@ def device_map(values: dict[int, float] | Any, device: dict[str, Any], ax=None, 
     nodes = np.array(sorted(pos))
     xy = np.array([pos[n] for n in nodes])
     v = np.array([values.get(int(n), np.nan) for n in nodes], float)
-    s = size if size is not None else max(1.0, 4000.0 / max(len(nodes), 1))
+    s = size if size is not None else float(np.clip(25000.0 / max(len(nodes), 1), 4.0, 60.0))
     missing = ~np.isfinite(v)
-    ax.scatter(xy[missing, 0], xy[missing, 1], s=s, c="#cccccc", linewidths=0)
-    sc = ax.scatter(xy[~missing, 0], xy[~missing, 1], s=s, c=v[~missing], cmap=cmap, linewidths=0)
+    ax.scatter(xy[missing, 0], xy[missing, 1], s=s, c="#cccccc", linewidths=0, marker="s")
+    # robust colour range: one outlier qubit should not wash out the map
+    lo, hi = (np.percentile(v[~missing], [1, 99]) if (~missing).any() else (0.0, 1.0))
+    sc = ax.scatter(xy[~missing, 0], xy[~missing, 1], s=s, c=v[~missing], cmap=cmap, linewidths=0,
+                    marker="s", vmin=lo, vmax=hi)
     ax.figure.colorbar(sc, ax=ax, label=name, shrink=0.8)
     ax.set_aspect("equal")
     ax.set_axis_off()
