@@ -22,7 +22,7 @@ Multi-start
 
 Uncertainty
     Standard errors are the square roots of the diagonal of the inverse *observed* information
-    ``−∂²ℓ/∂θ²`` (central differences of the analytic score), over the parameters not at a bound;
+    ``−∂²ℓ/∂θ²`` (forward differences of the analytic score), over the parameters not at a bound;
     a parameter at a bound gets a NaN standard error. ``bootstrap=B`` adds parametric-bootstrap
     standard errors (B data sets drawn from the fitted curve, each refitted).
 
@@ -81,32 +81,63 @@ class FitResult:
     quality: str
 
 
-def _p_and_dp(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool = True):
-    if jac:
-        m, dm = model.m_jac(h, theta)
-        return np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP), 0.5 * dm
-    return np.clip(0.5 * (1.0 + model.m(h, theta)), _PCLIP, 1 - _PCLIP), None
+def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool):
+    """Magnetization (n, k) and parameter-major Jacobian (p, n, k) from the model's function."""
+    m, dm = model._fn(h, theta, jac)
+    return np.broadcast_to(m, (len(theta), len(h))), dm
 
 
 def loglik(model: Model | str, h: np.ndarray, theta: np.ndarray, n_down: np.ndarray,
            n_total: np.ndarray) -> np.ndarray:
     """Binomial log-likelihood per row (without the binomial coefficient)."""
     model = get_model(model)
-    p, _ = _p_and_dp(model, h, theta, jac=False)
-    return (n_down * np.log(p) + (n_total - n_down) * np.log1p(-p)).sum(-1)
+    m, _ = _m(model, np.asarray(h, float), np.asarray(theta, float), False)
+    p_down, p_up = _probabilities(m)
+    return (n_down * np.log(p_down) + (n_total - n_down) * np.log(p_up)).sum(-1)
 
 
-def _evaluate(model, h, theta, n_down, n_total):
-    p, dp = _p_and_dp(model, h, theta)
-    ll = (n_down * np.log(p) + (n_total - n_down) * np.log1p(-p)).sum(-1)
-    w = 1.0 / (p * (1.0 - p))
-    score = np.einsum("nk,nkp->np", (n_down - n_total * p) * w, dp)
-    info = np.einsum("nk,nkp,nkq->npq", n_total * w, dp, dp)
-    return ll, score, info
+def _probabilities(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(-1) = (1 + m)/2 and P(+1) = (1 − m)/2, each clipped to [1e-15, 1 − 1e-15]."""
+    return (np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP), np.clip(0.5 * (1.0 - m), _PCLIP, 1 - _PCLIP))
+
+
+#: Rows evaluated together: small enough that the temporaries stay in the CPU cache, which makes
+#: the memory-bound elementwise work several times faster than one pass over all rows.
+CHUNK_ROWS = 192
+
+
+def _evaluate(model, h, theta, n_down, n_total, info=True):
+    """Log-likelihood, score and (optionally) expected information per row, in row chunks."""
+    n = len(theta)
+    if n <= CHUNK_ROWS:
+        return _evaluate_block(model, h, theta, n_down, n_total, info)
+    k = theta.shape[1]
+    ll, score = np.empty(n), np.empty((n, k))
+    fisher = np.empty((n, k, k)) if info else None
+    for i in range(0, n, CHUNK_ROWS):
+        sl = slice(i, i + CHUNK_ROWS)
+        out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info)
+        ll[sl], score[sl] = out[0], out[1]
+        if info:
+            fisher[sl] = out[2]
+    return ll, score, fisher
+
+
+def _evaluate_block(model, h, theta, n_down, n_total, info):
+    m, dm = _m(model, h, theta, True)
+    p, q = _probabilities(m)
+    ll = (n_down * np.log(p) + (n_total - n_down) * np.log(q)).sum(-1)
+    w = 0.5 / (p * q)                        # 1/(p(1−p)) times ∂p/∂m = 1/2
+    dmt = dm.transpose(1, 0, 2)              # (n, p, k) view
+    score = np.matmul(dmt, ((n_down - n_total * p) * w)[..., None])[..., 0]
+    if not info:
+        return ll, score, None
+    a = dmt * np.sqrt(0.5 * n_total * w)[:, None, :]
+    return ll, score, np.matmul(a, a.transpose(0, 2, 1))
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
-             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 1e-2
+             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximize the likelihood of every row from ``theta0`` (see module docstring).
 
@@ -168,18 +199,17 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
 
 
 def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
-    """−∂²ℓ/∂θ² by central differences of the analytic score, symmetrized."""
+    """−∂²ℓ/∂θ² by forward differences of the analytic score (relative step 1e-6), symmetrized."""
     n, k = theta.shape
     H = np.zeros((n, k, k))
     scale = np.array(model.scale)
+    _, s0, _ = _evaluate(model, h, theta, n_down, n_total, info=False)
     for j in range(k):
-        step = 1e-5 * np.maximum(np.abs(theta[:, j]), scale[j])
-        tp, tm = theta.copy(), theta.copy()
+        step = 1e-6 * np.maximum(np.abs(theta[:, j]), scale[j])
+        tp = theta.copy()
         tp[:, j] += step
-        tm[:, j] -= step
-        _, sp, _ = _evaluate(model, h, tp, n_down, n_total)
-        _, sm, _ = _evaluate(model, h, tm, n_down, n_total)
-        H[:, j, :] = -(sp - sm) / (2 * step[:, None])
+        _, sp, _ = _evaluate(model, h, tp, n_down, n_total, info=False)
+        H[:, j, :] = -(sp - s0) / step[:, None]
     return 0.5 * (H + np.transpose(H, (0, 2, 1)))
 
 

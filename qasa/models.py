@@ -2,8 +2,9 @@ r"""Response models: the probability that a qubit reads -1 as a function of the 
 
 Every model gives the magnetization ``m(h) = P(-1) - P(+1)``, so ``P(s = -1 | h) = (1 + m) / 2``
 (a positive h favours -1 in D-Wave's convention ``E = Σ h_i s_i``). Models are pure vectorized
-functions: ``h`` has shape ``(k,)`` or ``(n, k)`` and ``theta`` shape ``(n, p)``, one row per
-qubit; :meth:`Model.m_jac` also returns the Jacobian ``∂m/∂θ`` of shape ``(n, k, p)``.
+functions: ``h`` has shape ``(k,)`` and ``theta`` shape ``(n, p)``, one row per qubit;
+:meth:`Model.m_jac` also returns the Jacobian ``∂m/∂θ`` of shape ``(n, k, p)`` (internally the
+functions build it parameter-major, ``(p, n, k)``, which is faster to fill and contract).
 
 Models (units: β in 1/h, all others in units of h unless stated):
 
@@ -54,15 +55,22 @@ def _sech2(x: np.ndarray) -> np.ndarray:
     return 4.0 * e / (1.0 + e) ** 2
 
 
-def _g_and_G(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return g(r) = tanh(r)/r and G(r) = g'(r)/r, safe at r → 0."""
+def _g_and_G(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return t = tanh(r), g(r) = tanh(r)/r and G(r) = g'(r)/r = (r sech²r − tanh r)/r³, safe at r → 0.
+
+    Entries with ``r < 1e-2`` use the Taylor series ``g = 1 − r²/3 + 2r⁴/15`` and
+    ``G = −2/3 + 8r²/15 − 34r⁴/105`` (the closed forms cancel catastrophically there).
+    """
+    t = np.tanh(r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = t / r
+        G = (r * (1.0 - t * t) - t) / (r * r * r)
     small = r < _SMALL
-    rs = np.where(small, 1.0, r)
-    t = np.tanh(rs)
-    g = np.where(small, 1.0 - r**2 / 3.0 + 2.0 * r**4 / 15.0, t / rs)
-    G = np.where(small, -2.0 / 3.0 + 8.0 * r**2 / 15.0 - 34.0 * r**4 / 105.0,
-                 (rs * _sech2(rs) - t) / rs**3)
-    return g, G
+    if small.any():
+        rs2 = r[small] ** 2
+        g[small] = 1.0 - rs2 / 3.0 + 2.0 * rs2 * rs2 / 15.0
+        G[small] = -2.0 / 3.0 + 8.0 * rs2 / 15.0 - 34.0 * rs2 * rs2 / 105.0
+    return t, g, G
 
 
 def _h2d(h: np.ndarray, n: int) -> np.ndarray:
@@ -82,7 +90,7 @@ def _gibbs(h, theta, jac):
     m = np.tanh(beta * h)
     if not jac:
         return m, None
-    return m, (h * (1.0 - m * m))[..., None]
+    return m, (h * (1.0 - m * m))[None]
 
 
 def _gibbs_bias(h, theta, jac):
@@ -92,7 +100,7 @@ def _gibbs_bias(h, theta, jac):
     if not jac:
         return m, None
     s = 1.0 - m * m
-    return m, np.stack([x * s, beta * s], axis=-1)
+    return m, np.stack([x * s, beta * s])
 
 
 def _gaussian(h, theta, jac):
@@ -106,7 +114,7 @@ def _gaussian(h, theta, jac):
     dbeta = (x * s) @ _GH_W
     db = beta * (s @ _GH_W)
     dsigma = beta * ((s * _GH_Z) @ _GH_W)
-    return m, np.stack([dbeta, db, dsigma], axis=-1)
+    return m, np.stack([dbeta, db, dsigma])
 
 
 def m_qasa(h: np.ndarray, beta, b, gamma, eta) -> np.ndarray:
@@ -117,23 +125,28 @@ def m_qasa(h: np.ndarray, beta, b, gamma, eta) -> np.ndarray:
 
 def _qasa(h, theta, jac):
     beta, b, gamma, eta = _cols(theta)
-    h = _h2d(h, len(beta))
-    u = beta * gamma * h
+    h = np.asarray(h, dtype=float)
+    u = (beta * gamma) * h
+    u2 = u * u
     hb = h + b
-    m = 0.0
-    dm = np.zeros(h.shape + (4,)) if jac else None
-    for sign in (1.0, -1.0):
-        x = beta * (hb + sign * eta)
-        r = np.sqrt(x * x + u * u)
-        g, G = _g_and_G(r)
-        m = m + 0.5 * x * g
-        if jac:
-            fx = g + x * x * G          # ∂f/∂x
-            fu = x * u * G              # ∂f/∂u
-            dm[..., 0] += 0.5 * (fx * (hb + sign * eta) + fu * gamma * h)
-            dm[..., 1] += 0.5 * fx * beta
-            dm[..., 2] += 0.5 * fu * beta * h
-            dm[..., 3] += 0.5 * fx * beta * sign
+    parts = []
+    for shift in (hb + eta, hb - eta):              # the two mixture components, h + b ± η
+        x = beta * shift
+        r = np.sqrt(x * x + u2)
+        _, g, G = _g_and_G(r)
+        xG = x * G
+        parts.append((x * g, g + x * xG, xG, shift))  # f, ∂f/∂x, ∂f/∂u / u, h + b ± η
+    (fp, fxp, xGp, sp), (fm, fxm, xGm, sm) = parts
+    m = 0.5 * (fp + fm)
+    if not jac:
+        return np.broadcast_to(m, (len(beta), m.shape[-1])), None
+    fu = (xGp + xGm) * u
+    half_beta = 0.5 * beta
+    dm = np.empty((4,) + m.shape)
+    dm[0] = 0.5 * (fxp * sp + fxm * sm + fu * gamma * h)
+    dm[1] = half_beta * (fxp + fxm)
+    dm[2] = half_beta * fu * h
+    dm[3] = half_beta * (fxp - fxm)
     return m, dm
 
 
@@ -170,7 +183,8 @@ class Model:
 
     def m_jac(self, h: np.ndarray, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Magnetization and its Jacobian ``∂m/∂θ`` of shape ``(n, k, p)``."""
-        return self._fn(h, np.asarray(theta, dtype=float), True)
+        m, dm = self._fn(h, np.asarray(theta, dtype=float), True)
+        return m, np.moveaxis(dm, 0, -1)
 
     def p_down(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """P(s = -1 | h) = (1 + m) / 2."""
@@ -272,7 +286,7 @@ def with_readout(model: Model) -> Model:
         scale = 1.0 - 2.0 * eps
         if not jac:
             return scale * m, None
-        dm = np.concatenate([scale[..., None] * dm, (-2.0 * m)[..., None]], axis=-1)
+        dm = np.concatenate([scale * dm, (-2.0 * m)[None]])
         return scale * m, dm
 
     def starts(beta, b, sat):

@@ -134,3 +134,20 @@ def test_fit_table_save_load_and_reference_csv(tmp_path):
     assert header == "spin,β,b,γ,η"
     rec = ft.result(1)
     assert rec.success and rec.params["eta"] == ft.table.loc[1, "eta"]
+
+
+def test_hostile_extremes_stay_finite():
+    """10^9 reads, |βh| up to 200, exact zeros and saturation: finite rows, sensible answers."""
+    h = np.linspace(-4, 4, 33)
+    theta = np.array([[50.0, 0.001], [0.5, 0.0], [8.0, -0.02]])
+    p = get_model("gibbs-bias").p_down(h, theta)
+    nt = np.full(p.shape, 10**9)
+    r = Response(np.arange(3), h, np.round(p * nt).astype(np.int64), nt)
+    with np.errstate(all="raise"):
+        t = fit(r, "gibbs-bias").table
+    assert np.isfinite(t["loglik"]).all()
+    # β = 50 jumps from 0 to 1 between grid points (step 0.25): only β·b is identified → flagged
+    assert t.loc[0, "quality"] == "bad" and "no finite stderr" in t.loc[0, "reason"]
+    assert (t.loc[1:, "quality"] == "good").all()
+    assert np.allclose(t.loc[1:, "beta"], theta[1:, 0], rtol=1e-3)
+    assert np.isfinite(t.loc[1:, ["beta_stderr", "b_stderr"]].to_numpy()).all()
