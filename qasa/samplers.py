@@ -185,7 +185,7 @@ def check_credentials(profile: str | None = None) -> None:
             "or set DWAVE_API_TOKEN (see `dwave setup --help`)")
 
 
-def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str = "pegasus",
+def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str | None = None,
                 topology_shape: list[int] | None = None, solver: str | dict | None = None,
                 profile: str | None = None, beta: float = 5.0, seed: int | None = None,
                 broken_nodes: list[int] | None = None, **options: Any) -> dimod.Sampler:
@@ -193,20 +193,24 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
 
     Args:
         backend: one of :data:`BACKENDS`, or a sampler instance.
-        topology_type, topology_shape: device graph for the software backends.
+        topology_type, topology_shape: device graph for the software backends (default: Pegasus
+            P16 for ``sa``/``mock``, the preset's device for ``emulator``).
         solver: for ``"qpu"``, a solver name or a dwave-cloud-client feature filter
             (e.g. ``{"topology__type": "pegasus"}``).
         profile: dwave-cloud-client configuration profile for ``"qpu"``.
         beta: inverse temperature of the ``"sa"`` and ``"mock"`` backends.
         seed: seed of the virtual QPU's hidden truth (``"emulator"``).
         broken_nodes: qubits to remove from the software backends.
-        **options: further backend-specific options (``"emulator"``: preset, structure...).
+        **options: further backend-specific options (``"emulator"``: preset, structure, physics...;
+            see :class:`qasa.emulator.VirtualQPU`).
 
     Raises:
         SamplerError: unknown backend or solver; :class:`CredentialsError` without a Leap token.
     """
     if isinstance(backend, dimod.Sampler):
         return backend
+    if backend in ("sa", "mock") and topology_type is None:
+        topology_type = "pegasus"
     if backend == "sa":
         return StructuredSASampler(topology_type, topology_shape, beta=beta,
                                    broken_nodes=broken_nodes, **options)

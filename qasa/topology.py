@@ -13,7 +13,14 @@ import numpy as np
 
 from qasa.samplers import topology_graph
 
-__all__ = ["device_graph", "positions"]
+__all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES"]
+
+#: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
+#: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
+#: different orientation), ``external`` (same orientation, consecutive along the line: z differs)
+#: and ``odd`` (same orientation and line position, the paired k offsets).
+COUPLER_CLASSES = {"chimera": ("internal", "external"), "pegasus": ("internal", "external", "odd"),
+                   "zephyr": ("internal", "external", "odd")}
 
 
 def device_graph(device: dict[str, Any]) -> nx.Graph:
@@ -56,3 +63,33 @@ def positions(device: dict[str, Any], nodes: Iterable[int] | None = None) -> dic
         pos = layout(full)
     wanted = pos.keys() if nodes is None else nodes
     return {int(n): np.asarray(pos[n]) for n in wanted if n in pos}
+
+
+def coupler_classes(topology_type: str, topology_shape: list[int] | None,
+                    edges: Iterable[tuple[int, int]]) -> list[str]:
+    """Class of each coupler (see :data:`COUPLER_CLASSES`), from dwave-networkx coordinates."""
+    import dwave.graphs as dg
+
+    from qasa.samplers import topology_graph
+
+    _, shape = topology_graph(topology_type, topology_shape)
+    edges = list(edges)
+    if topology_type == "chimera":
+        conv = dg.chimera_coordinates(*shape)
+        out = []
+        for u, v in edges:
+            a, b = conv.linear_to_chimera(u), conv.linear_to_chimera(v)
+            out.append("internal" if a[:2] == b[:2] else "external")
+        return out
+    if topology_type == "pegasus":
+        conv, to, zi = dg.pegasus_coordinates(shape[0]), "linear_to_pegasus", 3
+    elif topology_type == "zephyr":
+        conv, to, zi = dg.zephyr_coordinates(*shape), "linear_to_zephyr", 4
+    else:
+        raise ValueError(f"unknown topology {topology_type!r}")
+    f = getattr(conv, to)
+    out = []
+    for u, v in edges:
+        a, b = f(u), f(v)
+        out.append("internal" if a[0] != b[0] else "external" if a[zi] != b[zi] else "odd")
+    return out
