@@ -88,9 +88,9 @@ class Preset:
     rate_sd: float = 0.3
     bias_sd: float = 0.01
     eta_mean: float | None = None       # default 0.1 / β
-    gamma_mean: float = 0.05
+    gamma_mean: float = 0.1
     readout_error_max: float = 0.001
-    drift_sd: float = 0.0005
+    drift_sd: float = 0.0001
 
     @property
     def rate(self) -> float:

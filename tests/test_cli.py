@@ -32,6 +32,19 @@ def test_assess_on_the_mock_backend_writes_dataset_fits_and_report(tmp_path):
     assert html.count("data:image/png;base64,") == 3     # response curves, histograms, β map
 
 
+def test_default_assess_runs_on_the_virtual_qpu_and_reports_recovery(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("assess", out, "--shape", "3", "--h-step", "0.05", "--reads", "20000", "--no-gauges",
+                 "--device-seed", "4", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["device"]["solver"] == "Advantage_system4.1-like"
+    rec = summary["recovery"]
+    assert set(rec) == {"beta", "b", "gamma", "eta"}           # no gauges: every parameter has a truth
+    assert rec["b"]["median_abs_error"] < 0.005 and rec["beta"]["median_abs_error"] < 0.1
+    assert "Recovered versus true parameters" in (out / "report" / "index.html").read_text()
+
+
 def test_run_fit_compare_report_and_text_output(tmp_path):
     out = tmp_path / "run"
     res = invoke("run", out, "--backend", "sa", *SMALL, "--quiet")
