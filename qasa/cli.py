@@ -342,6 +342,42 @@ def assess(out: str, model: str, compare: bool, as_json: bool, quiet: bool, **o:
     _emit(as_json, summary, _summary_text(summary, Path(out) / "report"))
 
 
+@main.command()
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--model", default="qasa", show_default=True)
+@click.option("--param", default="beta", show_default=True, help="Parameter whose trend is drawn.")
+@click.option("--out", default="qasa-comparison", show_default=True, help="Output directory.")
+@click.option("--json", "as_json", is_flag=True)
+def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json: bool) -> None:
+    """Compare assessments of the same device (e.g. two dates, or several annealing times)."""
+    from qasa.dataset import Dataset
+    from qasa.errors import DatasetError
+    from qasa.fitting import FitTable
+    from qasa.report import build_comparison_report
+
+    if len(datasets) < 2:
+        raise DatasetError("give at least two dataset directories to compare")
+    runs = {}
+    for path in datasets:
+        fit_path = Path(path) / "fits" / f"{model}.parquet"
+        fits = FitTable.load(fit_path) if fit_path.is_file() else _fit_dataset(path, model, False, 0, None)[1]
+        runs[str(path)] = (Dataset.load(path), fits)
+    summary = build_comparison_report(runs, out)
+    lines = []
+    for pair, values in summary["pairs"].items():
+        lines.append(f"{pair}: {values['qubits']} qubits good in both")
+        for p, v in values.items():
+            if isinstance(v, dict) and v.get("median_change") is not None:
+                lines.append(f"  {p:>6}: median change {v['median_change']:.4g} ± {v['median_change_se']:.2g}; "
+                             f"{v['changed']} qubits changed (FDR 0.05)")
+    if "annealing_time_trend" in summary:
+        t = summary["annealing_time_trend"][param]
+        lines.append(f"trend of {param}: median slope {t['median_slope_per_decade']:.4g} per decade of annealing time, "
+                     f"{t['qubits_increasing']}/{t['qubits']} qubits increasing (sign test p = {t['sign_test_p']:.3g})")
+    lines.append(f"report: {Path(out) / 'comparison.html'}")
+    _emit(as_json, summary, "\n".join(lines))
+
+
 @main.command("import")
 @click.argument("spin_table", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))

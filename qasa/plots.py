@@ -5,13 +5,17 @@ Analysis lives elsewhere: these functions only draw data they are given.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from qasa.dataset import Response
 
-__all__ = ["response_curves", "parameter_histogram", "device_map", "recovery"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["response_curves", "parameter_histogram", "device_map", "recovery", "correlation_matrix",
+           "correlogram", "parameter_vs_annealing_time"]
 
 
 def _axes(ax):
@@ -113,4 +117,51 @@ def recovery(true: np.ndarray, fitted: np.ndarray, stderr: np.ndarray | None = N
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
     ax.set_xlabel(f"true {name}")
     ax.set_ylabel(f"fitted {name}")
+    return ax
+
+
+def correlation_matrix(corr: "pd.DataFrame", params: Sequence[str], ax=None, method: str = "spearman"):
+    """Heat map of pairwise correlations (a table from :func:`qasa.device.correlations`)."""
+    ax = _axes(ax)
+    k = len(params)
+    m = np.eye(k)
+    pos = {p: i for i, p in enumerate(params)}
+    for _, r in corr.iterrows():
+        if r["a"] in pos and r["b"] in pos:
+            m[pos[r["a"]], pos[r["b"]]] = m[pos[r["b"]], pos[r["a"]]] = r[method]
+    im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(k), params)
+    ax.set_yticks(range(k), params)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, label=f"{method} correlation")
+    return ax
+
+
+def correlogram(table: "pd.DataFrame", name: str = "", ax=None):
+    """Moran's I versus graph distance (a table from :func:`qasa.device.correlogram`)."""
+    ax = _axes(ax)
+    ax.plot(table["distance"], table["morans_i"], "o-", label=name or None)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("graph distance (couplers)")
+    ax.set_ylabel("Moran's I")
+    if name:
+        ax.legend(fontsize=7, frameon=False)
+    return ax
+
+
+def parameter_vs_annealing_time(levels: Sequence[dict], name: str = "beta", truth: Sequence[float] | None = None, ax=None):
+    """Device median of a parameter (±1.96 se) against annealing time (log axis)."""
+    ax = _axes(ax)
+    t = np.array([lv["annealing_time"] for lv in levels], float)
+    med = np.array([lv["median"] for lv in levels], float)
+    se = np.array([lv["median_se"] for lv in levels], float)
+    ax.errorbar(t, med, yerr=1.96 * se, fmt="o-", label="fitted median")
+    if truth is not None:
+        ax.plot(t, truth, "k--", lw=0.8, label="true median")
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_xscale("log")
+    ax.set_xlabel("annealing time (µs)")
+    ax.set_ylabel(name)
     return ax

@@ -22,7 +22,7 @@ import pandas as pd
 from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json, utcnow
 from qasa.fitting import FitTable, fit
 
-__all__ = ["summarize", "build_report", "pooled_temperature"]
+__all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report"]
 
 
 def pooled_temperature(dataset: Dataset) -> dict[str, float]:
@@ -47,7 +47,7 @@ def _clean(obj: Any) -> Any:
 
 
 def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | None = None,
-              truth: pd.DataFrame | None = None) -> dict[str, Any]:
+              truth: pd.DataFrame | None = None, analysis: dict[str, Any] | None = None) -> dict[str, Any]:
     """The numbers of a report as a JSON-able dict (``summary.json``)."""
     dev = dataset.device
     proto = dataset.metadata.get("protocol") or {}
@@ -68,6 +68,16 @@ def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | Non
         out["model_comparison"] = comparison
     if truth is not None:
         out["recovery"] = recovery_summary(fits, truth)
+    if analysis is not None:
+        pos = analysis["position"]
+        out["device_analysis"] = {
+            "findings": analysis["findings"],
+            "spatial": {p: t.to_dict("records") for p, t in analysis["spatial"].items()},
+            "correlations": analysis["correlations"].to_dict("records"),
+            "position_significant": pos[pos["significant"]].to_dict("records") if len(pos) else [],
+            "outliers": int(analysis["outliers"]["outlier"].sum()),
+            "exclusion_list": analysis["exclusion_list"],
+        }
     return _clean(out)
 
 
@@ -86,6 +96,34 @@ def recovery_summary(fits: FitTable, truth: pd.DataFrame) -> dict[str, Any]:
         out[p] = {"qubits": int(ok.sum()), "coverage_95": float(cover.mean()) if ok.any() else None,
                   "median_abs_error": float(np.median(np.abs(est - tru))) if len(common) else None}
     return out
+
+
+def device_analysis(dataset: Dataset, fits: FitTable, permutations: int = 499, seed: int = 0) -> dict[str, Any] | None:
+    """Spatial autocorrelation, correlations, position association and outliers (data only).
+
+    Returns ``None`` when the dataset has no topology (e.g. an imported table without one).
+    """
+    from qasa import device as dv
+    from qasa.topology import edge_table, qubit_table
+
+    dev = dataset.device
+    if dev.get("topology_type") is None:
+        return None
+    edges = edge_table(dev)
+    qubits = qubit_table(dev)
+    params = list(fits.model.params)
+    good = fits.table[fits.table["quality"] == "good"].set_index("qubit")
+    spatial = {p: dv.spatial_autocorrelation(good[p], edges, permutations=permutations, seed=seed) for p in params}
+    return {
+        "spatial": spatial,
+        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p)],
+        "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
+        "correlations": dv.correlations(fits),
+        "position": dv.position_association(fits, qubits),
+        "outliers": dv.outliers(fits),
+        "exclusion_list": dv.exclusion_list(fits),
+        "robust": dv.summarize(fits),
+    }
 
 
 def _png(fig) -> str:
@@ -137,6 +175,26 @@ def _figures(dataset: Dataset, fits: FitTable, truth: pd.DataFrame | None) -> li
     return figs
 
 
+def _analysis_figures(fits: FitTable, analysis: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if analysis is None:
+        return []
+    import matplotlib.pyplot as plt
+
+    from qasa import plots
+
+    figs = []
+    params = list(fits.model.params)
+    if len(params) > 1 and len(analysis["correlations"]):
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        plots.correlation_matrix(analysis["correlations"], params, ax=ax)
+        figs.append(("Correlations between parameters (Spearman, good qubits)", _png(fig)))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for p in params:
+        plots.correlogram(analysis["correlogram"][p], p, ax=ax)
+    figs.append(("Correlogram on the coupler graph", _png(fig)))
+    return figs
+
+
 def _table_html(rows: list[tuple[str, Any]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
@@ -156,7 +214,14 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
     """Write ``index.html``, ``summary.json`` and ``fits.csv`` into ``out_dir``; return the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(dataset, fits, comparison[1] if comparison else None, truth)
+    analysis = device_analysis(dataset, fits)
+    summary = summarize(dataset, fits, comparison[1] if comparison else None, truth, analysis)
+    if analysis is not None:
+        for name in ("correlations", "position", "outliers", "robust"):
+            atomic_write_bytes(out / f"{name}.csv", analysis[name].to_csv(index=name in ("outliers", "robust")).encode())
+        spatial = pd.concat([t.assign(param=p) for p, t in analysis["spatial"].items()], ignore_index=True)
+        atomic_write_bytes(out / "spatial.csv", spatial.to_csv(index=False).encode())
+        atomic_write_bytes(out / "exclude_qubits.txt", "".join(f"{q}\n" for q in analysis["exclusion_list"]).encode())
     atomic_write_json(out / "summary.json", summary)
     atomic_write_bytes(out / "fits.csv", fits.table.to_csv(index=False).encode())
     if comparison is not None:
@@ -175,6 +240,20 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
         rows += [(f"LR {t['small']} vs {t['big']}", {"p": t["pvalue"], "qubits rejecting at 0.01": t["qubits_rejecting_small_at_0.01"]})
                  for t in dev["tests"]]
         sections.append("<h2>Model comparison</h2>" + _table_html(rows))
+    if analysis is not None:
+        findings = "".join(f"<li>{html.escape(f)}</li>" for f in analysis["findings"])
+        pos = analysis["position"]
+        sig = pos[pos["significant"]] if len(pos) else pos
+        pos_text = ("".join(f"<li>{html.escape(r['param'])} varies with {html.escape(r['feature'])} "
+                            f"({r['test']}, statistic {r['statistic']:.3g}, p = {r['p']:.3g}, BH q = {r['q']:.3g})</li>"
+                            for _, r in sig.iterrows()) or "<li>no association with position at FDR 0.05</li>")
+        n_out = int(analysis["outliers"]["outlier"].sum())
+        sections.append(
+            "<h2>Device analysis</h2><h3>Spatial structure (Moran's I, Geary's C; permutation tests)</h3>"
+            f"<ul>{findings}</ul><h3>Association with position (Benjamini–Hochberg, FDR 0.05)</h3><ul>{pos_text}</ul>"
+            f"<h3>Outliers</h3><p>{n_out} good qubits have a robust z-score above 3.5 in some parameter; "
+            f"{len(analysis['exclusion_list'])} qubits (failed, bad or outlier) are listed in "
+            "<code>exclude_qubits.txt</code> for embeddings.</p>")
     if "recovery" in summary:
         sections.append(
             "<h2>Recovery of the hidden truth</h2><p>The data came from qasa's virtual QPU, whose per-qubit "
@@ -184,7 +263,7 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
             "devices) is absorbed by γ, a noise amplitude η close to 0 trades off against β beyond what a "
             "Wald interval shows, and with gauges only β and γ have a unique truth.</p>"
             + _table_html(list(summary["recovery"].items())))
-    for title, png in _figures(dataset, fits, truth):
+    for title, png in _figures(dataset, fits, truth) + _analysis_figures(fits, analysis):
         sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>qasa report — {html.escape(str(d.get('solver')))}</title>
@@ -198,3 +277,84 @@ img{{max-width:100%}}</style></head>
 """
     atomic_write_bytes(out / "index.html", page.encode())
     return summary
+
+
+def build_comparison_report(runs: dict[str, tuple[Dataset, FitTable]], out_dir: str | Path,
+                            param: str = "beta") -> dict[str, Any]:
+    """Compare assessments of the same device: paired per-qubit changes and, when the annealing
+    times differ, the trend of each parameter with annealing time.
+
+    Args:
+        runs: label → (dataset, fit table), in the order to compare (the first is the reference).
+        out_dir: where ``comparison.html``, ``comparison.json`` and per-pair CSVs are written.
+        param: parameter whose trend is drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qasa import device as dv
+    from qasa import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = list(runs)
+    if len(labels) < 2:
+        raise ValueError("a comparison needs at least two assessments")
+    ref_label, (ref_ds, ref_fit) = labels[0], runs[labels[0]]
+    summary: dict[str, Any] = {"created": utcnow(), "runs": labels, "pairs": {}}
+    sections = []
+    for label in labels[1:]:
+        per, pair = dv.compare_fits(ref_fit, runs[label][1])
+        summary["pairs"][f"{ref_label} -> {label}"] = pair
+        atomic_write_bytes(out / f"changes_{_slug(ref_label)}_{_slug(label)}.csv", per.to_csv().encode())
+        rows = [(p, v) for p, v in pair.items()]
+        sections.append(f"<h2>{html.escape(ref_label)} → {html.escape(label)}</h2>"
+                        "<p>Per-qubit change with standard error √(se_a² + se_b²); <em>changed</em> counts qubits "
+                        "significant at FDR 0.05 (Benjamini–Hochberg); the Wilcoxon test is for a device-wide shift.</p>"
+                        + _table_html(rows))
+    times = {label: (ds.metadata.get("protocol") or {}).get("annealing_time") for label, (ds, _) in runs.items()}
+    figs = []
+    if all(t is not None for t in times.values()) and len(set(times.values())) == len(times):
+        by_time = {float(times[label]): fit for label, (_, fit) in runs.items()}
+        trends = {}
+        for p in ref_fit.model.params:
+            per, dev_trend = dv.annealing_time_trend(by_time, p)
+            trends[p] = dev_trend
+        summary["annealing_time_trend"] = trends
+        truth = None
+        truths = [_truth_median(ds, param) for ds, _ in (runs[lbl] for lbl in sorted(runs, key=lambda k: times[k]))]
+        if all(v is not None for v in truths):
+            truth = truths
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        plots.parameter_vs_annealing_time(trends[param]["levels"], param, truth, ax=ax)
+        figs.append((f"{param} versus annealing time", _png(fig)))
+        t = trends[param]
+        sections.append("<h2>Trend with annealing time</h2><p>"
+                        f"Median per-qubit slope of {html.escape(param)}: {t['median_slope_per_decade']:.4g} per decade of "
+                        f"annealing time; {t['qubits_increasing']} of {t['qubits']} qubits increase "
+                        f"(sign test p = {t['sign_test_p']:.3g}).</p>")
+    for title, png in figs:
+        sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
+    summary = _clean(summary)
+    atomic_write_json(out / "comparison.json", summary)
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qasa comparison</title>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}img{max-width:100%}</style>"
+            f"</head><body><h1>Comparison of QASA assessments</h1><p>{html.escape(', '.join(labels))}</p>"
+            + "".join(sections) + "</body></html>\n")
+    atomic_write_bytes(out / "comparison.html", page.encode())
+    return summary
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)[:40]
+
+
+def _truth_median(ds: Dataset, param: str) -> float | None:
+    truth = (ds.metadata.get("device") or {}).get("truth")
+    if not truth:
+        return None
+    values = [r[param] for r in truth if param in r]
+    return float(np.median(values)) if values else None

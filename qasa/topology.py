@@ -1,7 +1,17 @@
-"""Qubit positions and device graphs for Chimera, Pegasus and Zephyr devices (via dwave-networkx).
+"""Qubit coordinates, coupler classes and device graphs for Chimera, Pegasus and Zephyr devices.
 
-The graphs come from ``dwave.graphs`` (the successor of ``dwave_networkx``, DESIGN.md §5);
-positions are D-Wave's own drawing layouts, so maps look like D-Wave's documentation.
+The graphs and coordinates come from ``dwave.graphs`` (the successor of ``dwave_networkx``,
+DESIGN.md §5); positions are D-Wave's own drawing layouts, so maps look like D-Wave's documentation.
+
+Per-qubit features (:func:`qubit_table`):
+
+- Chimera ``(i, j, u, k)``: ``row = i``, ``col = j`` of the unit cell, ``orientation = u``,
+  ``index = k`` (position in the cell's shore).
+- Pegasus ``(u, w, k, z)`` and Zephyr ``(u, w, k, j, z)``: ``orientation = u``; a qubit runs along
+  line ``w`` and sits at position ``z`` along it, so ``col = w, row = z`` for vertical qubits
+  (u = 0) and ``row = w, col = z`` for horizontal ones; ``index = k`` (and ``j`` for Zephyr).
+- ``distance``: Euclidean distance from the chip centre in D-Wave's layout, normalized so that the
+  farthest qubit of the full graph is at 1; ``degree``: couplers to *working* neighbours.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import numpy as np
 
 from qasa.samplers import topology_graph
 
-__all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES"]
+__all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
 
 #: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
 #: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
@@ -93,3 +103,63 @@ def coupler_classes(topology_type: str, topology_shape: list[int] | None,
         a, b = f(u), f(v)
         out.append("internal" if a[0] != b[0] else "external" if a[zi] != b[zi] else "odd")
     return out
+
+
+def _coordinates(topology_type: str, shape: list[int], nodes: list[int]) -> dict[str, np.ndarray]:
+    import dwave.graphs as dg
+
+    if topology_type == "chimera":
+        conv = dg.chimera_coordinates(*shape)
+        c = np.array([conv.linear_to_chimera(q) for q in nodes]).reshape(-1, 4)
+        return {"row": c[:, 0], "col": c[:, 1], "orientation": c[:, 2], "index": c[:, 3]}
+    if topology_type == "pegasus":
+        conv = dg.pegasus_coordinates(shape[0])
+        c = np.array([conv.linear_to_pegasus(q) for q in nodes]).reshape(-1, 4)
+        u, w, k, z = c.T
+        return {"row": np.where(u == 0, z, w), "col": np.where(u == 0, w, z), "orientation": u, "index": k}
+    conv = dg.zephyr_coordinates(*shape)
+    c = np.array([conv.linear_to_zephyr(q) for q in nodes]).reshape(-1, 5)
+    u, w, k, j, z = c.T
+    return {"row": np.where(u == 0, z, w), "col": np.where(u == 0, w, z), "orientation": u, "index": 2 * k + j}
+
+
+def qubit_table(device: dict[str, Any]) -> "pd.DataFrame":
+    """Coordinates and features of every working qubit of a recorded device, indexed by qubit.
+
+    Columns: ``row``, ``col``, ``orientation``, ``index``, ``distance``, ``degree``, ``x``, ``y``
+    (layout position). See the module docstring.
+
+    Raises:
+        ValueError: if the device has no topology type (e.g. an imported table without ``--topology``).
+    """
+    import pandas as pd
+
+    from qasa.samplers import topology_graph
+
+    ttype = device.get("topology_type")
+    if ttype is None:
+        raise ValueError("the device has no topology type; give one (e.g. qasa import --topology)")
+    full, shape = topology_graph(ttype, device.get("topology_shape"))
+    g = device_graph(device)
+    nodes = sorted(g.nodes)
+    table = pd.DataFrame(_coordinates(ttype, shape, nodes), index=pd.Index(nodes, name="qubit"))
+    pos = positions(device)
+    all_xy = np.array(list(positions({"topology_type": ttype, "topology_shape": shape}).values()))
+    centre = 0.5 * (all_xy.min(0) + all_xy.max(0))
+    radius = np.sqrt(((all_xy - centre) ** 2).sum(1)).max()
+    xy = np.array([pos[q] for q in nodes])
+    table["x"], table["y"] = xy[:, 0], xy[:, 1]
+    table["distance"] = np.sqrt(((xy - centre) ** 2).sum(1)) / radius
+    table["degree"] = [g.degree(q) for q in nodes]
+    return table
+
+
+def edge_table(device: dict[str, Any]) -> "pd.DataFrame":
+    """Working couplers of a recorded device: columns ``u``, ``v``, ``cls`` (coupler class)."""
+    import pandas as pd
+
+    g = device_graph(device)
+    edges = sorted(tuple(sorted(e)) for e in g.edges)
+    classes = coupler_classes(device["topology_type"], device.get("topology_shape"), edges) if edges else []
+    u, v = (np.array(x, dtype=np.int64) for x in zip(*edges)) if edges else (np.array([], np.int64),) * 2
+    return pd.DataFrame({"u": u, "v": v, "cls": classes})

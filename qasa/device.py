@@ -1,0 +1,426 @@
+r"""Device-level statistics of per-qubit assessments. Everything here returns data; nothing draws.
+
+Distributions and outliers
+    Robust summaries (median, MAD, quartiles) of each fitted parameter over good qubits; a qubit is
+    an outlier in a parameter when its robust z-score ``0.6745 (x − median) / MAD`` exceeds 3.5 in
+    absolute value (Iglewicz & Hoaglin). :func:`rank_qubits` orders qubits from worst to best and
+    :func:`exclusion_list` gives the qubits to leave out of embeddings.
+
+Correlations between parameters
+    Pearson and Spearman coefficients with 95% confidence intervals from Fisher's z transform
+    (standard error ``1/√(n−3)``, and ``√(1.06/(n−3))`` for Spearman, Fieller et al. 1957).
+
+Spatial autocorrelation on the coupler graph
+    With binary weights ``w_ij = 1`` for every working coupler of a class (or of all classes),
+    ``z = x − x̄``, ``W = Σ w_ij``::
+
+        Moran's I = (n / W) Σ_ij w_ij z_i z_j / Σ_i z_i²
+        Geary's C = (n − 1) / (2W) Σ_ij w_ij (x_i − x_j)² / Σ_i z_i²
+
+    I > E[I] = −1/(n−1) (C < 1) means neighbours are alike. p-values are two-sided permutation
+    tests (values shuffled over the qubits, ``(1 + #{|T* − E| ≥ |T − E|}) / (1 + permutations)``).
+    :func:`correlogram` gives Moran's I between qubits at each graph distance.
+
+Association with position
+    Each parameter against each position feature of :func:`qasa.topology.qubit_table`: Spearman's
+    rank correlation for ordered features (row, column, distance from centre, degree) and a
+    Kruskal–Wallis test for categorical ones (orientation, index in the cell), with the
+    Benjamini–Hochberg false-discovery-rate correction over all tests of the call.
+
+Outcome correlations
+    When raw reads are kept, the Pearson correlation of two qubits' outcomes in the same reads
+    (gauges undone). With J = 0 and independent qubits every correlation is ~N(0, 1/reads);
+    crosstalk or a global noise field shows as positive correlation, along couplers or everywhere.
+
+Comparisons
+    Two assessments of the same qubits: per-qubit differences with standard error
+    ``√(se_a² + se_b²)``, z-tests and BH control; several annealing times: per-qubit weighted
+    least-squares slope of a parameter against log10(annealing time) and the device trend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse, stats
+from scipy.sparse import csgraph
+
+from qasa.fitting import FitTable
+
+__all__ = [
+    "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
+    "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
+    "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
+    "spatial_findings",
+]
+
+OUTLIER_Z = 3.5
+
+
+def _good(fits: FitTable) -> pd.DataFrame:
+    return fits.table[fits.table["quality"] == "good"].set_index("qubit")
+
+
+def summarize(fits: FitTable, params: Sequence[str] | None = None) -> pd.DataFrame:
+    """Robust summaries of each parameter over good qubits (one row per parameter)."""
+    good = _good(fits)
+    rows = []
+    for p in params or fits.model.params:
+        v = good[p].to_numpy(float)
+        v = v[np.isfinite(v)]
+        med = np.median(v) if v.size else np.nan
+        rows.append({"param": p, "n": int(v.size), "median": med,
+                     "mad": float(np.median(np.abs(v - med))) if v.size else np.nan,
+                     "q05": np.quantile(v, 0.05) if v.size else np.nan, "q25": np.quantile(v, 0.25) if v.size else np.nan,
+                     "q75": np.quantile(v, 0.75) if v.size else np.nan, "q95": np.quantile(v, 0.95) if v.size else np.nan,
+                     "mean": v.mean() if v.size else np.nan, "std": v.std(ddof=1) if v.size > 1 else np.nan})
+    return pd.DataFrame(rows).set_index("param")
+
+
+def robust_z(values: pd.Series) -> pd.Series:
+    """0.6745 (x − median) / MAD (NaN where the MAD is 0 or the value missing)."""
+    v = values.astype(float)
+    med = np.nanmedian(v)
+    mad = np.nanmedian(np.abs(v - med))
+    if not mad > 0:
+        return pd.Series(np.nan, index=values.index)
+    return 0.6745 * (v - med) / mad
+
+
+def outliers(fits: FitTable, params: Sequence[str] | None = None, threshold: float = OUTLIER_Z) -> pd.DataFrame:
+    """Robust z-scores of every good qubit and parameter, with ``outlier`` and ``outlier_in`` columns."""
+    good = _good(fits)
+    params = list(params or fits.model.params)
+    z = pd.DataFrame({f"z_{p}": robust_z(good[p]) for p in params})
+    flags = z.abs() > threshold
+    z["outlier"] = flags.any(axis=1)
+    z["outlier_in"] = [", ".join(p for p, f in zip(params, row) if f) for row in flags.to_numpy()]
+    return z
+
+
+def rank_qubits(fits: FitTable, params: Sequence[str] | None = None) -> pd.DataFrame:
+    """Qubits from worst to best: failed, then bad, then good ordered by their largest |robust z|.
+
+    Columns: ``quality``, ``reason``, ``score`` (largest |z|; inf for failed/bad), ``rank`` (1 = worst).
+    """
+    t = fits.table.set_index("qubit")
+    z = outliers(fits, params)
+    zcols = [c for c in z.columns if c.startswith("z_")]
+    score = z[zcols].abs().max(axis=1).reindex(t.index)
+    order_key = t["quality"].map({"failed": 0, "bad": 1, "good": 2})
+    out = pd.DataFrame({"quality": t["quality"], "reason": t["reason"],
+                        "score": score.where(t["quality"] == "good", np.inf)})
+    out["_k"] = order_key
+    out = out.sort_values(["_k", "score"], ascending=[True, False]).drop(columns="_k")
+    out["rank"] = np.arange(1, len(out) + 1)
+    return out
+
+
+def exclusion_list(fits: FitTable, params: Sequence[str] | None = None, threshold: float = OUTLIER_Z) -> list[int]:
+    """Qubits to leave out of embeddings: failed, bad, and outliers (sorted qubit labels).
+
+    Use it with the sampler's graph, e.g. ``G.remove_nodes_from(exclusion_list(fits))`` before
+    ``minorminer.find_embedding``.
+    """
+    t = fits.table.set_index("qubit")
+    z = outliers(fits, params, threshold)
+    bad = set(t.index[t["quality"] != "good"]) | set(z.index[z["outlier"]])
+    return sorted(int(q) for q in bad)
+
+
+def _fisher_ci(r: float, se: float, level: float = 0.95) -> tuple[float, float]:
+    q = stats.norm.ppf(0.5 + level / 2)
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
+
+
+def correlations(fits: FitTable, params: Sequence[str] | None = None) -> pd.DataFrame:
+    """Pearson and Spearman correlations between every pair of parameters over good qubits."""
+    good = _good(fits)
+    params = list(params or fits.model.params)
+    rows = []
+    for i, a in enumerate(params):
+        for b in params[i + 1:]:
+            d = good[[a, b]].dropna()
+            n = len(d)
+            if n < 4 or d[a].nunique() < 2 or d[b].nunique() < 2:
+                continue
+            r, p = stats.pearsonr(d[a], d[b])
+            rho, ps = stats.spearmanr(d[a], d[b])
+            lo, hi = _fisher_ci(r, 1 / np.sqrt(n - 3))
+            slo, shi = _fisher_ci(rho, np.sqrt(1.06 / (n - 3)))
+            rows.append({"a": a, "b": b, "n": n, "pearson": r, "pearson_lo": lo, "pearson_hi": hi, "pearson_p": p,
+                         "spearman": rho, "spearman_lo": slo, "spearman_hi": shi, "spearman_p": ps})
+    return pd.DataFrame(rows)
+
+
+def _prepare(values: pd.Series, edges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    v = values.dropna().astype(float)
+    index = pd.Index(v.index)
+    ui = index.get_indexer(edges["u"])
+    vi = index.get_indexer(edges["v"])
+    keep = (ui >= 0) & (vi >= 0)
+    return v.to_numpy(), ui[keep], vi[keep]
+
+
+def morans_i(x: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Moran's I with binary symmetric weights on edges (u, v); ``x`` may be (n,) or (P, n)."""
+    z = x - x.mean(-1, keepdims=True)
+    n, W = x.shape[-1], 2.0 * len(u)
+    return (n / W) * 2.0 * (z[..., u] * z[..., v]).sum(-1) / (z * z).sum(-1)
+
+
+def gearys_c(x: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Geary's C with binary symmetric weights on edges (u, v); ``x`` may be (n,) or (P, n)."""
+    z = x - x.mean(-1, keepdims=True)
+    n, W = x.shape[-1], 2.0 * len(u)
+    return (n - 1) / (2.0 * W) * 2.0 * ((x[..., u] - x[..., v]) ** 2).sum(-1) / (z * z).sum(-1)
+
+
+def _permutation_p(observed: float, null: np.ndarray, centre: float) -> float:
+    return float((1 + np.sum(np.abs(null - centre) >= abs(observed - centre) - 1e-12)) / (1 + len(null)))
+
+
+def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutations: int = 999,
+                            seed: int | None = 0, by_class: bool = True) -> pd.DataFrame:
+    """Moran's I and Geary's C over all couplers and per coupler class, with permutation p-values.
+
+    Args:
+        values: per-qubit values indexed by qubit (NaN ignored).
+        edges: :func:`qasa.topology.edge_table` (columns u, v, cls).
+        permutations: shuffles of the values for the null distribution.
+        seed: seed of the shuffles.
+        by_class: also test each coupler class separately.
+
+    Returns:
+        One row per edge set (``all`` and each class): ``couplers``, ``qubits``, ``morans_i``,
+        ``expected_i``, ``morans_p``, ``gearys_c``, ``gearys_p``.
+    """
+    rng = np.random.default_rng(seed)
+    sets = [("all", edges)]
+    if by_class:
+        sets += [(c, edges[edges["cls"] == c]) for c in sorted(edges["cls"].unique())]
+    rows = []
+    for name, e in sets:
+        x, u, v = _prepare(values, e)
+        n = len(x)
+        if len(u) == 0 or n < 3 or np.ptp(x) == 0:
+            continue
+        i_obs, c_obs = float(morans_i(x, u, v)), float(gearys_c(x, u, v))
+        null_i, null_c = [], []
+        for start in range(0, permutations, 100):
+            k = min(100, permutations - start)
+            xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)
+            null_i.append(morans_i(xp, u, v))
+            null_c.append(gearys_c(xp, u, v))
+        null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
+        expected = -1.0 / (n - 1)
+        rows.append({"couplers": name, "n_couplers": int(len(u)), "qubits": n, "morans_i": i_obs,
+                     "expected_i": expected, "morans_p": _permutation_p(i_obs, null_i, expected),
+                     "gearys_c": c_obs, "gearys_p": _permutation_p(c_obs, null_c, 1.0)})
+    return pd.DataFrame(rows)
+
+
+def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, sources: int = 400,
+                seed: int | None = 0) -> pd.DataFrame:
+    """Moran's I between qubits at each shortest-path distance 1..max_distance on the coupler graph.
+
+    Pairs are all pairs from ``sources`` randomly chosen qubits (all qubits if fewer).
+    """
+    v = values.dropna().astype(float)
+    index = pd.Index(v.index)
+    ui, vi = index.get_indexer(edges["u"]), index.get_indexer(edges["v"])
+    keep = (ui >= 0) & (vi >= 0)
+    n = len(v)
+    adj = sparse.coo_matrix((np.ones(keep.sum()), (ui[keep], vi[keep])), shape=(n, n)).tocsr()
+    adj = adj + adj.T
+    rng = np.random.default_rng(seed)
+    src = np.sort(rng.choice(n, size=min(sources, n), replace=False))
+    dist = csgraph.dijkstra(adj, unweighted=True, indices=src, limit=max_distance + 0.5)
+    x = v.to_numpy()
+    z = x - x.mean()
+    rows = []
+    for d in range(1, max_distance + 1):
+        a, b = np.nonzero(dist == d)
+        if a.size == 0:
+            continue
+        i_val = len(z) * np.sum(z[src[a]] * z[b]) / (a.size * np.sum(z * z))
+        rows.append({"distance": d, "pairs": int(a.size), "morans_i": float(i_val)})
+    return pd.DataFrame(rows)
+
+
+def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values); NaN stays NaN."""
+    p = np.asarray(p, float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return out
+
+
+ORDERED_FEATURES = ("row", "col", "distance", "degree")
+CATEGORICAL_FEATURES = ("orientation", "index")
+
+
+def position_association(fits: FitTable, qubits: pd.DataFrame, params: Sequence[str] | None = None,
+                         fdr: float = 0.05) -> pd.DataFrame:
+    """Test every parameter against every position feature (see module docstring).
+
+    Args:
+        fits: per-qubit fits (good qubits used).
+        qubits: :func:`qasa.topology.qubit_table` of the device.
+
+    Returns:
+        One row per (param, feature): ``test``, ``statistic``, ``p``, ``q`` (BH), ``significant``.
+    """
+    good = _good(fits)
+    rows = []
+    for p in params or fits.model.params:
+        d = good[[p]].join(qubits, how="inner").dropna(subset=[p])
+        if len(d) < 4:
+            continue
+        for f in ORDERED_FEATURES:
+            if d[f].nunique() > 1:
+                rho, pv = stats.spearmanr(d[p], d[f])
+                rows.append({"param": p, "feature": f, "test": "spearman", "statistic": rho, "p": pv})
+        for f in CATEGORICAL_FEATURES:
+            groups = [g[p].to_numpy() for _, g in d.groupby(f) if len(g) > 1]
+            if len(groups) > 1:
+                h, pv = stats.kruskal(*groups)
+                rows.append({"param": p, "feature": f, "test": "kruskal", "statistic": h, "p": pv})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["q"] = benjamini_hochberg(out["p"])
+        out["significant"] = out["q"] < fdr
+    return out
+
+
+def outcome_correlations(samples: np.ndarray, qubits: Sequence[int], edges: pd.DataFrame) -> dict[str, Any]:
+    """Correlation of outcomes in the same reads (raw samples, gauges undone).
+
+    Args:
+        samples: (reads, qubits) of ±1 for one h value (or several calls stacked).
+        qubits: qubit labels of the columns.
+        edges: :func:`qasa.topology.edge_table`.
+
+    Returns:
+        ``mean_all`` (mean correlation over all pairs) with its z-score under independence, and per
+        coupler class the mean neighbour correlation, its z-score and two-sided p-value.
+    """
+    s = np.asarray(samples, float)
+    reads = s.shape[0]
+    s = s - s.mean(0)
+    sd = s.std(0)
+    live = sd > 0
+    s, q = s[:, live] / sd[live], np.asarray(qubits)[live]
+    n = s.shape[1]
+    total = s.sum(1)
+    # mean over pairs i<j of r_ij = (Σ_t (Σ_i s_ti)² − Σ_t Σ_i s_ti²) / (2 · reads · pairs)
+    pairs = n * (n - 1) / 2
+    mean_all = float(((total ** 2).sum() - (s ** 2).sum()) / (2 * reads * pairs))
+    out: dict[str, Any] = {"reads": reads, "qubits": int(n), "mean_all": mean_all,
+                           "z_all": mean_all * np.sqrt(reads * pairs)}
+    out["p_all"] = float(2 * stats.norm.sf(abs(out["z_all"])))
+    index = pd.Index(q)
+    for cls in sorted(edges["cls"].unique()):
+        e = edges[edges["cls"] == cls]
+        ui, vi = index.get_indexer(e["u"]), index.get_indexer(e["v"])
+        keep = (ui >= 0) & (vi >= 0)
+        if not keep.any():
+            continue
+        r = (s[:, ui[keep]] * s[:, vi[keep]]).mean(0)
+        z = r.mean() * np.sqrt(reads * keep.sum())
+        out[cls] = {"couplers": int(keep.sum()), "mean_r": float(r.mean()), "z": float(z),
+                    "p": float(2 * stats.norm.sf(abs(z)))}
+    return out
+
+
+def compare_fits(a: FitTable, b: FitTable, params: Sequence[str] | None = None, fdr: float = 0.05) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-qubit changes from assessment ``a`` to ``b`` (good in both), with z-tests and BH control.
+
+    Returns:
+        ``(per_qubit, summary)``: columns ``<p>_a``, ``<p>_b``, ``<p>_diff``, ``<p>_se``, ``<p>_z``,
+        ``<p>_q``, ``<p>_changed`` per parameter; and per parameter the median change, its
+        bootstrap-free standard error (1.253 σ/√n), the number of qubits changed and a paired
+        Wilcoxon p-value.
+    """
+    ga, gb = _good(a), _good(b)
+    common = ga.index.intersection(gb.index)
+    params = [p for p in (params or a.model.params) if p in b.model.params]
+    per = pd.DataFrame(index=pd.Index(common, name="qubit"))
+    summary: dict[str, Any] = {"qubits": int(len(common))}
+    for p in params:
+        da, db = ga.loc[common, p], gb.loc[common, p]
+        se = np.sqrt(ga.loc[common, f"{p}_stderr"] ** 2 + gb.loc[common, f"{p}_stderr"] ** 2)
+        diff = db - da
+        z = diff / se
+        pv = 2 * stats.norm.sf(np.abs(z))
+        q = benjamini_hochberg(pv)
+        per[f"{p}_a"], per[f"{p}_b"], per[f"{p}_diff"], per[f"{p}_se"] = da, db, diff, se
+        per[f"{p}_z"], per[f"{p}_q"], per[f"{p}_changed"] = z, q, q < fdr
+        d = diff.dropna()
+        summary[p] = {"median_change": float(d.median()) if len(d) else None,
+                      "median_change_se": float(1.253 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+                      "changed": int(np.nansum(q < fdr)),
+                      "wilcoxon_p": float(stats.wilcoxon(d).pvalue) if len(d) > 10 and d.abs().sum() > 0 else None}
+    return per, summary
+
+
+def annealing_time_trend(fits_by_time: Mapping[float, FitTable], param: str = "beta") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Trend of a parameter with annealing time across assessments of the same device.
+
+    Returns:
+        ``(per_qubit, device)``: per qubit the weighted least-squares slope of ``param`` against
+        log10(annealing time) with its standard error (qubits good at every time); per annealing
+        time the device median and its standard error, and the median slope with a sign-test
+        p-value for "no trend".
+    """
+    times = sorted(fits_by_time)
+    goods = [_good(fits_by_time[t]) for t in times]
+    common = goods[0].index
+    for g in goods[1:]:
+        common = common.intersection(g.index)
+    x = np.log10(np.array(times, float))
+    y = np.column_stack([g.loc[common, param].to_numpy(float) for g in goods])
+    se = np.column_stack([g.loc[common, f"{param}_stderr"].to_numpy(float) for g in goods])
+    w = 1.0 / np.where(np.isfinite(se) & (se > 0) & np.isfinite(y), se, np.inf) ** 2
+    y = np.where(np.isfinite(y), y, 0.0)
+    usable = (w > 0).sum(1) >= 2          # a slope needs two annealing times with a finite stderr
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sw = w.sum(1)
+        xbar = (w * x).sum(1) / sw
+        ybar = (w * y).sum(1) / sw
+        sxx = (w * (x - xbar[:, None]) ** 2).sum(1)
+        slope = np.where(usable, (w * (x - xbar[:, None]) * (y - ybar[:, None])).sum(1) / sxx, np.nan)
+        slope_se = np.where(usable, 1 / np.sqrt(sxx), np.nan)
+    per = pd.DataFrame({"slope": slope, "slope_se": slope_se}, index=pd.Index(common, name="qubit"))
+    levels = []
+    for t, g in zip(times, goods):
+        v = g[param].dropna().to_numpy(float)
+        levels.append({"annealing_time": t, "median": float(np.median(v)),
+                       "median_se": float(1.253 * v.std(ddof=1) / np.sqrt(len(v))), "qubits": int(len(v))})
+    finite = slope[np.isfinite(slope)]
+    positive = int((finite > 0).sum())
+    device = {"param": param, "levels": levels,
+              "median_slope_per_decade": float(np.median(finite)) if finite.size else None,
+              "qubits": int(finite.size), "qubits_increasing": positive,
+              "sign_test_p": float(stats.binomtest(positive, finite.size).pvalue) if finite.size else None}
+    return per, device
+
+
+def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01) -> list[str]:
+    """Sentences stating the significant results of :func:`spatial_autocorrelation` for ``param``."""
+    out = []
+    for _, r in table.iterrows():
+        if r["morans_p"] < alpha:
+            sign = "positively" if r["morans_i"] > r["expected_i"] else "negatively"
+            where = "all couplers" if r["couplers"] == "all" else f"{r['couplers']} couplers"
+            out.append(f"{param} is {sign} autocorrelated along {where}: Moran's I = {r['morans_i']:.3f} "
+                       f"(expected {r['expected_i']:.4f}), p = {r['morans_p']:.3g}; "
+                       f"Geary's C = {r['gearys_c']:.3f}, p = {r['gearys_p']:.3g} ({r['n_couplers']} couplers).")
+    if not out:
+        out.append(f"No spatial autocorrelation of {param} at p < {alpha:g} along any coupler class.")
+    return out
