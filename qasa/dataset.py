@@ -8,6 +8,7 @@ A dataset is a directory::
     calls.parquet      one row per finished call: ids, reads, timing, problem id, timestamps
     journal/           one Parquet file per call finished since the last compaction
     fits/              fitted parameter tables (written by :mod:`qasa.fitting`)
+    samples/           optional raw reads per call (int8 .npy, nominal frame), for outcome correlations
 
 ``n_down`` counts the reads in which the qubit returned ``-1`` and ``n_up`` those with ``+1``,
 both in the frame of the nominal field ``h`` (gauges already undone). Every write is atomic (write
@@ -23,6 +24,7 @@ the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_sp
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 import tempfile
@@ -286,6 +288,30 @@ class Dataset:
         journal.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(journal / f"{record['call_id']}.parquet",
                            _table_bytes(_normalize_counts(counts), meta=record))
+
+    @staticmethod
+    def store_samples(path: str | os.PathLike, call_id: str, samples: np.ndarray) -> None:
+        """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""
+        folder = Path(path) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(samples, dtype=np.int8))
+        atomic_write_bytes(folder / f"{call_id}.npy", buf.getvalue())
+
+    def samples(self, path: str | os.PathLike, h: float) -> np.ndarray:
+        """Raw reads kept (``run(..., keep_samples=...)``) at field ``h``, all calls stacked.
+
+        Columns follow ``self.protocol.qubits``.
+
+        Raises:
+            DatasetError: if no raw reads were kept for that h.
+        """
+        ids = self.calls.loc[np.isclose(self.calls["h"].to_numpy(float), h), "call_id"]
+        files = [Path(path) / "samples" / f"{c}.npy" for c in ids]
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise DatasetError(f"no raw reads kept at h={h:g} in {path} (run with keep_samples)")
+        return np.concatenate([np.load(f) for f in files])
 
     # -- reference format -------------------------------------------------------------------
     def to_spin_table(self, path: str | os.PathLike) -> Path:

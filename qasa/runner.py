@@ -120,7 +120,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
 
 
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
-        progress: Callable[[int, int], None] | None = None) -> Dataset:
+        progress: Callable[[int, int], None] | None = None, keep_samples: int = 0) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -128,6 +128,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph).
         out: dataset directory; ``None`` keeps everything in memory (no resume).
         progress: called as ``progress(done, total)`` after each call (and once at the start).
+        keep_samples: also keep up to this many raw reads of every call (a random subset, in the
+            nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
+            needs ``out`` and takes the SampleSet path even on the virtual QPU.
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -169,8 +172,10 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     if progress is not None:
         progress(total - len(todo), total)
     for k, call in enumerate(todo):
-        record, counts = _execute(call, protocol, sampler, qubits, base)
+        record, counts, samples = _execute(call, protocol, sampler, qubits, base, keep_samples if out else 0)
         if out is not None:
+            if samples is not None:   # before the journal entry: a journaled call has its samples
+                Dataset.store_samples(out, call.call_id, samples)
             Dataset.journal_call(out, record, counts)
         else:
             memory_counts.append(counts)
@@ -200,13 +205,14 @@ def _with_totals(ds: Dataset) -> Dataset:
 
 
 def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.ndarray,
-             base: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+             base: dict[str, Any], keep_samples: int = 0) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
     params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}",
                   seed=protocol.call_seed(call.index))
     params, _ = filter_parameters(sampler, params)
     started = utcnow()
     counts_path = getattr(sampler, "sample_counts", None)
-    if counts_path is not None:
+    samples = None
+    if counts_path is not None and not keep_samples:
         # count-level fast path (the virtual QPU): per-qubit numbers of -1 reads, no SampleSet
         variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
         if not np.array_equal(variables, qubits):
@@ -217,6 +223,8 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
         n_down, n_up = reduce_sampleset(sampleset, qubits, call.flips)
         info = sampleset.info
+        if keep_samples:
+            samples = _subsample(sampleset, qubits, call.flips, keep_samples, protocol.call_seed(call.index))
     timing = info.get("timing") or {}
     record = {
         "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
@@ -228,4 +236,14 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
     }
     counts = pd.DataFrame({"call_id": call.call_id, "qubit": qubits, "h": call.h,
                            "n_down": n_down, "n_up": n_up})
-    return record, counts
+    return record, counts, samples
+
+
+def _subsample(sampleset: dimod.SampleSet, qubits: np.ndarray, flips: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Up to ``k`` reads chosen at random (histogram rows expanded), nominal frame, int8 (reads × qubits)."""
+    variables = sampleset.variables
+    cols = np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
+    rows = np.repeat(np.arange(len(sampleset.record)), sampleset.record.num_occurrences)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(rows)[:k]
+    return (sampleset.record.sample[pick][:, cols] * np.asarray(flips, dtype=np.int8)).astype(np.int8)

@@ -29,7 +29,9 @@ def test_assess_on_the_mock_backend_writes_dataset_fits_and_report(tmp_path):
               "report/index.html", "report/summary.json"):
         assert (out / f).is_file(), f
     html = (out / "report" / "index.html").read_text()
-    assert html.count("data:image/png;base64,") == 3     # response curves, histograms, β map
+    # response curves, histograms, β map, correlation matrix, correlogram
+    assert html.count("data:image/png;base64,") == 5
+    assert "Spatial structure" in html and (out / "report" / "spatial.csv").is_file()
 
 
 def test_default_assess_runs_on_the_virtual_qpu_and_reports_recovery(tmp_path):

@@ -1,0 +1,162 @@
+"""Device-level analysis: planted structure found where planted, nominal false-positive rate,
+independent formulas, comparisons, trends, outcome correlations, position features."""
+
+import numpy as np
+import networkx as nx
+import pandas as pd
+import pytest
+
+import qasa
+from qasa import device as dv
+from qasa.emulator import VirtualQPU
+from qasa.fitting import fit
+from qasa.topology import edge_table, qubit_table
+
+P6 = {"topology_type": "pegasus", "topology_shape": [6]}
+
+
+@pytest.fixture(scope="module")
+def p6_edges():
+    return edge_table(P6)
+
+
+def test_topology_features():
+    q = qubit_table(P6)
+    e = edge_table(P6)
+    assert len(q) == 8 * 5 * 17 and set(e["cls"]) == {"internal", "external", "odd"}
+    degree = pd.concat([e["u"], e["v"]]).value_counts()
+    assert (q["degree"] == degree.reindex(q.index).fillna(0)).all()
+    assert q["distance"].between(0, 1).all() and set(q["orientation"]) == {0, 1}
+    c = qubit_table({"topology_type": "chimera", "topology_shape": [2, 2, 4]})
+    assert c.loc[0, ["row", "col", "orientation", "index"]].tolist() == [0, 0, 0, 0]
+    assert c.loc[31, ["row", "col", "orientation", "index"]].tolist() == [1, 1, 1, 3]
+    # absent qubits and their couplers are dropped, degrees count working neighbours only
+    broken = {**P6, "nodelist": sorted(set(q.index) - {q.index[0]}),
+              "edgelist": [list(x) for x in e[["u", "v"]].to_numpy() if q.index[0] not in x]}
+    qb = qubit_table(broken)
+    assert q.index[0] not in qb.index and qb["degree"].sum() == q["degree"].sum() - 2 * q["degree"].iloc[0]
+
+
+def test_morans_i_and_gearys_c_match_dense_formulas():
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        g = nx.gnp_random_graph(60, 0.1, seed=seed)
+        x = rng.normal(size=60)
+        u, v = np.array(list(g.edges)).T
+        W = nx.to_numpy_array(g, nodelist=range(60))
+        z = x - x.mean()
+        n, s0 = 60, W.sum()
+        moran = n / s0 * z @ W @ z / (z @ z)
+        geary = (n - 1) / (2 * s0) * np.sum(W * (x[:, None] - x[None, :]) ** 2) / (z @ z)
+        assert dv.morans_i(x, u, v) == pytest.approx(moran, rel=1e-12)
+        assert dv.gearys_c(x, u, v) == pytest.approx(geary, rel=1e-12)
+
+
+def test_planted_structure_is_found_in_its_class_only():
+    qpu = VirtualQPU(seed=2, topology_shape=[6], broken_nodes=[], structure={"b": "external"})
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, spin_reversal=False, seed=1), qpu)
+    good = fit(ds, "qasa").params
+    table = dv.spatial_autocorrelation(good["b"], edge_table(ds.device), permutations=999, seed=1).set_index("couplers")
+    assert table.loc["external", "morans_p"] < 0.01 and table.loc["external", "gearys_p"] < 0.01
+    assert table.loc["external", "morans_i"] > 0.3
+    assert table.loc["internal", "morans_p"] > 0.01 and table.loc["odd", "morans_p"] > 0.01
+    sentence = dv.spatial_findings(table.reset_index(), "b")
+    assert any("positively autocorrelated along external couplers" in s for s in sentence)
+
+
+def test_false_positive_rate_is_nominal(p6_edges):
+    """No structure: each test rejects at 5% about 5% of the time (200 seeds)."""
+    nodes = qubit_table(P6).index
+    rejections = {}
+    for seed in range(200):
+        x = pd.Series(np.random.default_rng(seed).normal(size=len(nodes)), index=nodes)
+        t = dv.spatial_autocorrelation(x, p6_edges, permutations=99, seed=seed)
+        for _, r in t.iterrows():
+            for stat in ("morans_p", "gearys_p"):
+                rejections.setdefault((r["couplers"], stat), []).append(r[stat] < 0.05)
+    for key, flags in rejections.items():
+        assert 0.015 <= np.mean(flags) <= 0.095, (key, np.mean(flags))
+
+
+def test_correlogram_decays_for_a_smooth_field(p6_edges):
+    qpu = VirtualQPU(seed=3, topology_shape=[6], broken_nodes=[], structure={"b": "smooth"})
+    c = dv.correlogram(qpu.truth["b"], p6_edges, max_distance=5)
+    i = c["morans_i"].to_numpy()
+    assert i[0] > 0.5 and i[0] > i[1] > i[2] and np.all(np.abs(i[2:]) < 0.1)
+
+
+def test_position_association_finds_a_planted_row_gradient():
+    qubits = qubit_table(P6)
+    rng = np.random.default_rng(4)
+    beta = 5 + 0.05 * qubits["row"] + rng.normal(0, 0.1, len(qubits))
+    table = pd.DataFrame({"qubit": qubits.index, "beta": beta.to_numpy(), "beta_stderr": 0.1,
+                          "quality": "good", "reason": ""})
+    from qasa.fitting import FitTable
+
+    res = dv.position_association(FitTable(table, "gibbs"), qubits).set_index("feature")
+    assert res.loc["row", "significant"] and res.loc["row", "statistic"] > 0.3
+    assert not res.loc["orientation", "significant"] and not res.loc["index", "significant"]
+
+
+def test_outliers_and_exclusion_list():
+    rng = np.random.default_rng(5)
+    beta = rng.normal(5, 0.1, 300)
+    beta[[7, 42]] = [9.0, 1.0]
+    table = pd.DataFrame({"qubit": np.arange(300), "beta": beta, "beta_stderr": 0.05,
+                          "quality": ["failed" if i == 3 else "good" for i in range(300)], "reason": ""})
+    from qasa.fitting import FitTable
+
+    ft = FitTable(table, "gibbs")
+    assert set(dv.outliers(ft).query("outlier").index) == {7, 42}
+    assert dv.exclusion_list(ft) == [3, 7, 42]
+    ranked = dv.rank_qubits(ft)
+    assert ranked.index[0] == 3 and set(ranked.index[1:3]) == {7, 42}
+
+
+def test_correlation_intervals_cover_known_correlation():
+    rng = np.random.default_rng(6)
+    cover = []
+    from qasa.fitting import FitTable
+
+    for _ in range(200):
+        x = rng.multivariate_normal([0, 0], [[1, 0.5], [0.5, 1]], size=200)
+        t = pd.DataFrame({"qubit": np.arange(200), "beta": 5 + x[:, 0], "b": x[:, 1], "quality": "good", "reason": ""})
+        r = dv.correlations(FitTable(t, "gibbs-bias")).iloc[0]
+        cover.append(r["pearson_lo"] < 0.5 < r["pearson_hi"])
+    assert 0.91 <= np.mean(cover) <= 0.98
+
+
+def test_comparison_flags_changed_qubits_and_trend_follows_annealing_time():
+    qpu = VirtualQPU(seed=7, topology_shape=[4], broken_nodes=[], drift_sd=0.0)
+    fits = {}
+    for ta in (1.0, 5.0, 20.0, 100.0):
+        ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, annealing_time=ta, seed=3), qpu)
+        fits[ta] = fit(ds, "qasa")
+    per, summary = dv.compare_fits(fits[1.0], fits[100.0])
+    assert summary["beta"]["median_change"] > 0 and summary["beta"]["changed"] > 0.9 * summary["qubits"]
+    assert summary["b"]["changed"] < 0.05 * summary["qubits"]     # nothing else changed
+    _, trend = dv.annealing_time_trend(fits, "beta")
+    truth = [qpu.truth_for(annealing_time=t)["beta"].median() for t in sorted(fits)]
+    assert trend["sign_test_p"] < 1e-10 and trend["median_slope_per_decade"] > 0
+    assert np.allclose([lv["median"] for lv in trend["levels"]], truth, rtol=0.05)
+    # the same device twice: changes only at the false-discovery rate
+    again = fit(qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, annealing_time=20.0, seed=9), qpu), "qasa")
+    _, same = dv.compare_fits(fits[20.0], again)
+    assert same["beta"]["changed"] <= 0.05 * same["qubits"]
+
+
+def test_outcome_correlations_detect_a_shared_field_only_when_present(tmp_path, chimera_sa):
+    out = tmp_path / "raw"
+    protocol = qasa.Protocol(h_values=(0.0, 0.1), reads_per_h=2000, reads_per_call=1000, seed=1)
+    ds = qasa.run(protocol, chimera_sa, out, keep_samples=1000)
+    edges = edge_table(ds.device)
+    raw = ds.samples(out, 0.0)
+    assert raw.shape == (2000, 128)
+    res = dv.outcome_correlations(raw, ds.protocol.qubits, edges)
+    assert abs(res["z_all"]) < 4 and all(abs(res[c]["z"]) < 4 for c in ("internal", "external"))
+    # a common field on every read (global noise) correlates everybody
+    rng = np.random.default_rng(2)
+    shared = rng.normal(0, 0.5, (2000, 1))
+    spins = np.where(rng.random((2000, 128)) < 0.5 * (1 + np.tanh(3 * shared)), -1, 1)
+    res = dv.outcome_correlations(spins, ds.protocol.qubits, edges)
+    assert res["z_all"] > 10 and res["p_all"] < 1e-6
