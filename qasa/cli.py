@@ -145,7 +145,7 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
         click.echo(text)
 
 
-def _run(o: dict[str, Any], out: str, quiet: bool):
+def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0):
     from qasa.runner import run
 
     sampler = _sampler(o)
@@ -166,7 +166,7 @@ def _run(o: dict[str, Any], out: str, quiet: bool):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = run(protocol, sampler, out, progress=progress)
+        ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples)
     for w in caught:
         if not quiet:
             click.echo(f"warning: {w.message}", err=True)
@@ -197,11 +197,13 @@ def info(as_json: bool, **o: Any) -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @backend_options
 @protocol_options(h_step=0.025, reads=10_000)
+@click.option("--keep-samples", default=0, show_default=True, type=int,
+              help="Also keep up to N raw reads per call (outcome correlations).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_cmd(out: str, as_json: bool, quiet: bool, **o: Any) -> None:
+def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, **o: Any) -> None:
     """Collect counts into dataset directory OUT (re-running resumes)."""
-    ds, _ = _run(o, out, quiet or as_json)
+    ds, _ = _run(o, out, quiet or as_json, keep_samples)
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}
@@ -283,7 +285,8 @@ def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[st
     else:
         _, fits, comparison = _fit_dataset(dataset, model, compare, 0, None)
     truth = _truth(ds)
-    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison, truth=truth)
+    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison, truth=truth,
+                        dataset_path=dataset)
 
 
 def _truth(ds) -> Any:

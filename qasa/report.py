@@ -208,14 +208,36 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
+def outcome_section(dataset: Dataset, dataset_path: str | Path) -> dict[str, Any] | None:
+    """Outcome correlations at the h value closest to 0, when raw reads were kept."""
+    from qasa import device as dv
+    from qasa.topology import edge_table
+
+    if not (Path(dataset_path) / "samples").is_dir() or dataset.device.get("topology_type") is None:
+        return None
+    h = dataset.calls["h"].to_numpy(float)
+    h0 = float(h[np.argmin(np.abs(h))])
+    raw = dataset.samples(dataset_path, h0)
+    res = dv.outcome_correlations(raw, dataset.protocol.qubits, edge_table(dataset.device))
+    res["h"] = h0
+    return res
+
+
 def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
                  comparison: tuple[pd.DataFrame, dict[str, Any]] | None = None,
-                 truth: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Write ``index.html``, ``summary.json`` and ``fits.csv`` into ``out_dir``; return the summary."""
+                 truth: pd.DataFrame | None = None, dataset_path: str | Path | None = None) -> dict[str, Any]:
+    """Write ``index.html``, ``summary.json`` and CSV tables into ``out_dir``; return the summary.
+
+    ``dataset_path`` (the dataset directory) enables the outcome-correlation section when raw
+    reads were kept.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     analysis = device_analysis(dataset, fits)
     summary = summarize(dataset, fits, comparison[1] if comparison else None, truth, analysis)
+    outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
+    if outcome is not None:
+        summary["outcome_correlations"] = _clean(outcome)
     if analysis is not None:
         for name in ("correlations", "position", "outliers", "robust"):
             atomic_write_bytes(out / f"{name}.csv", analysis[name].to_csv(index=name in ("outliers", "robust")).encode())
@@ -254,6 +276,14 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
             f"<h3>Outliers</h3><p>{n_out} good qubits have a robust z-score above 3.5 in some parameter; "
             f"{len(analysis['exclusion_list'])} qubits (failed, bad or outlier) are listed in "
             "<code>exclude_qubits.txt</code> for embeddings.</p>")
+    if outcome is not None:
+        rows = [("h", outcome["h"]), ("reads", outcome["reads"]),
+                ("mean correlation, all pairs", {"r": outcome["mean_all"], "z": outcome["z_all"], "p": outcome["p_all"]})]
+        rows += [(f"neighbours along {c} couplers", {"r": v["mean_r"], "z": v["z"], "p": v["p"]})
+                 for c, v in outcome.items() if isinstance(v, dict)]
+        sections.append("<h2>Outcome correlations within reads</h2><p>With J = 0, independent qubits give "
+                        "correlations ~N(0, 1/reads); crosstalk or a global noise field shows here.</p>"
+                        + _table_html(rows))
     if "recovery" in summary:
         sections.append(
             "<h2>Recovery of the hidden truth</h2><p>The data came from qasa's virtual QPU, whose per-qubit "

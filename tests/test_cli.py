@@ -108,3 +108,15 @@ def test_different_protocol_in_existing_directory(tmp_path):
     res = CliRunner().invoke(main, ["run", str(out), "--backend", "sa", *SMALL[:-2], "--seed", "2", "--quiet"])
     assert res.exit_code == 1 and "different protocol (seed: stored 1, requested 2)" in res.output
     assert (out / "counts.parquet").read_bytes() == before
+
+
+def test_kept_raw_reads_give_an_outcome_correlation_section(tmp_path):
+    out = tmp_path / "raw"
+    res = invoke("run", out, "--backend", "sa", "--topology", "chimera", "--shape", "2,2,4", "--h-step", "0.5",
+                 "--reads", "2000", "--keep-samples", "1000", "--seed", "3", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert len(list((out / "samples").glob("*.npy"))) == 10
+    summary = json.loads(invoke("report", out, "--model", "gibbs", "--json").output)
+    oc = summary["outcome_correlations"]
+    assert oc["h"] == 0.0 and oc["reads"] == 2000 and abs(oc["z_all"]) < 4
+    assert "Outcome correlations within reads" in (out / "report" / "index.html").read_text()
