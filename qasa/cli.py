@@ -381,6 +381,34 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json
     _emit(as_json, summary, "\n".join(lines))
 
 
+@main.command()
+@click.option("--out", default="qasa-analogues", show_default=True, help="Output directory.")
+@click.option("--steps", default=1000, show_default=True, type=int, help="SGD steps of the noisy quadratic model.")
+@click.option("--sweeps", default=64, show_default=True, type=int, help="Simulated-annealing sweeps.")
+@click.option("--annealing-time", default=20.0, show_default=True, type=float, help="QPU anneal duration (µs).")
+@click.option("--backend", default="emulator", show_default=True, help="QPU system: emulator or qpu.")
+@click.option("--json", "as_json", is_flag=True)
+def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend: str, as_json: bool) -> None:
+    """Run every schedule shape on SGD, simulated annealing and the (virtual) QPU, side by side."""
+    from qasa import analogues as an
+    from qasa.report import build_analogues_report
+
+    sampler = None
+    if backend != "emulator":
+        from qasa.samplers import get_sampler
+
+        sampler = get_sampler(backend)
+    nqm = an.nqm_study(steps=steps)
+    sa = an.sa_study(num_sweeps=sweeps)
+    qpu = an.qpu_study(sampler=sampler, annealing_time=annealing_time)
+    table = build_analogues_report(nqm, sa, qpu, out)
+    cols = ["shape", "sgd_final_loss", "sgd_temperature", "sa_ground_state_probability", "sa_temperature",
+            "qpu_beta", "qpu_temperature"]
+    text = table[[c for c in cols if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    _emit(as_json, {"combined": _json_safe(table.to_dict("records")), "report": str(Path(out) / "analogues.html")},
+          text + f"\nreport: {Path(out) / 'analogues.html'}")
+
+
 @main.command("import")
 @click.argument("spin_table", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))

@@ -22,7 +22,8 @@ import pandas as pd
 from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json, utcnow
 from qasa.fitting import FitTable, fit
 
-__all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report"]
+__all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report",
+           "build_analogues_report"]
 
 
 def pooled_temperature(dataset: Dataset) -> dict[str, float]:
@@ -388,3 +389,54 @@ def _truth_median(ds: Dataset, param: str) -> float | None:
         return None
     values = [r[param] for r in truth if param in r]
     return float(np.median(values)) if values else None
+
+
+def build_analogues_report(nqm: pd.DataFrame, sa: pd.DataFrame, qpu: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
+    """Write ``analogues.html`` (table + figure), ``analogues.csv`` and ``analogues.json``; return the
+    combined table (:func:`qasa.analogues.combined`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qasa.analogues import combined
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = combined(nqm, sa, qpu)
+    atomic_write_bytes(out / "analogues.csv", table.to_csv(index=False).encode())
+    atomic_write_json(out / "analogues.json", _clean({"combined": table.to_dict("records"),
+                                                      "sgd": nqm.to_dict("records"), "sa": sa.to_dict("records"),
+                                                      "qpu": qpu.drop(columns=["anneal_schedule"], errors="ignore").to_dict("records")}))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(len(table))
+    for k, (col, name) in enumerate((("sgd_temperature", "SGD ηc/2"), ("sa_temperature", "SA 1/β_eff"),
+                                     ("qpu_temperature", "QPU 1/β"))):
+        if col in table:
+            v = table[col].to_numpy(float)
+            rel = v / np.nanmedian(v)
+            axes[0].bar(x + (k - 1) * 0.27, rel, width=0.27, label=name)
+    axes[0].set_xticks(x, [s.split("(")[0] for s in table["shape"]], rotation=60, ha="right", fontsize=8)
+    axes[0].set_ylabel("end temperature / median over shapes")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7, frameon=False)
+    axes[1].scatter(table["sa_ground_state_probability"], table["sgd_final_loss"])
+    for _, r in table.iterrows():
+        axes[1].annotate(r["shape"].split("(")[0], (r["sa_ground_state_probability"], r["sgd_final_loss"]), fontsize=7)
+    axes[1].set_xlabel("SA ground-state probability")
+    axes[1].set_ylabel("SGD final excess loss (best η₀)")
+    fig.tight_layout()
+    png = _png(fig)
+    shown = table.copy()
+    shown["shape"] = shown["shape"].str.slice(0, 40)
+    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qasa analogues</title>"
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:12px}"
+            "th,td{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>"
+            "<h1>Annealing schedules on three systems</h1><p>Each row is one schedule shape used as an SGD learning "
+            "rate (noisy quadratic model, best η₀), a simulated-annealing temperature (planted Ising instance; β_eff from "
+            "a QASA fit on isolated spins) and a QPU anneal schedule (QASA on the virtual QPU). Temperatures: SGD ends in a "
+            "Gibbs state at ηc/2; SA and QPU at 1/β of the fitted response.</p>"
+            + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—")
+            + f"<h2>End temperature and quality</h2><img alt=\"analogues\" src=\"data:image/png;base64,{png}\"></body></html>\n")
+    atomic_write_bytes(out / "analogues.html", page.encode())
+    return table

@@ -96,11 +96,15 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
         num_sweeps: sweeps per read.
         beta_schedule: optional explicit β schedule (overrides ``beta`` and ``num_sweeps``).
         broken_nodes: qubits to remove, as absent qubits of a real device.
+        acceptance: ``"Gibbs"`` (default, exact for isolated spins) or ``"Metropolis"``.
+        randomize_order: visit spins in random order (``True``: some spins are not updated in the
+            last sweep, so the schedule's tail matters: a single-qubit "freeze-out" for SA).
     """
 
     def __init__(self, topology_type: str = "pegasus", topology_shape: list[int] | None = None,
                  beta: float = 5.0, num_sweeps: int = 1, beta_schedule: list[float] | None = None,
-                 broken_nodes: list[int] | None = None) -> None:
+                 broken_nodes: list[int] | None = None, acceptance: str = "Gibbs",
+                 randomize_order: bool = False) -> None:
         from dwave.samplers import SimulatedAnnealingSampler
 
         graph, shape = topology_graph(topology_type, topology_shape)
@@ -112,6 +116,10 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
         self.beta = float(beta)
         self.num_sweeps = int(num_sweeps)
         self.beta_schedule = None if beta_schedule is None else [float(b) for b in beta_schedule]
+        if acceptance not in ("Gibbs", "Metropolis"):
+            raise SamplerError(f"acceptance={acceptance!r}: choose 'Gibbs' or 'Metropolis'")
+        self.acceptance = acceptance
+        self.randomize_order = bool(randomize_order)
         self._properties = {
             "chip_id": f"sa-{topology_type}-{'x'.join(map(str, shape))}",
             "topology": {"type": topology_type, "shape": shape},
@@ -162,7 +170,7 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
             schedule = np.full(self.num_sweeps, self.beta)
         ss = self._child.sample(bqm, num_reads=num_reads, seed=seed,
                                 beta_schedule_type="custom", beta_schedule=schedule,
-                                proposal_acceptance_criteria="Gibbs", randomize_order=False)
+                                proposal_acceptance_criteria=self.acceptance, randomize_order=self.randomize_order)
         if label is not None:
             ss.info["problem_label"] = label
         return ss
