@@ -120,3 +120,13 @@ def test_kept_raw_reads_give_an_outcome_correlation_section(tmp_path):
     oc = summary["outcome_correlations"]
     assert oc["h"] == 0.0 and oc["reads"] == 2000 and abs(oc["z_all"]) < 4
     assert "Outcome correlations within reads" in (out / "report" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_analogues_command_writes_the_side_by_side_report(tmp_path):
+    res = invoke("analogues", "--out", tmp_path / "ana", "--steps", "300", "--sweeps", "32", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["combined"]
+    assert len(rows) == 12 and (tmp_path / "ana" / "analogues.html").is_file()
+    cosine = next(r for r in rows if r["shape"] == "cosine")
+    assert cosine["qpu_beta"] > 0 and cosine["sa_ground_state_probability"] > 0
