@@ -145,7 +145,22 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
         click.echo(text)
 
 
-def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0):
+def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
+    from qasa.cost import plan
+    from qasa.runner import prepare
+
+    sampler = _sampler(o)
+    protocol = prepare(_protocol(o, sampler), sampler, out)     # every check, no call
+    table, totals = plan(protocol, sampler)
+    qpu = totals["qpu_access_time_s"]
+    text = (f"{totals['calls']} calls on {totals['qubits']} qubits, {totals['reads']} reads in all; "
+            + (f"estimated QPU access time {qpu:.2f} s ({qpu / 60:.2f} min)" if qpu is not None
+               else "no timing model for this sampler (no QPU time)"))
+    _emit(as_json, {**totals, "calls_table": table.head(20).to_dict("records")}, text)
+
+
+def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qpu_seconds: float | None = None,
+         retries: int = 3):
     from qasa.runner import run
 
     sampler = _sampler(o)
@@ -166,7 +181,8 @@ def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples)
+        ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples,
+                 max_qpu_seconds=max_qpu_seconds, retries=retries)
     for w in caught:
         if not quiet:
             click.echo(f"warning: {w.message}", err=True)
@@ -199,11 +215,19 @@ def info(as_json: bool, **o: Any) -> None:
 @protocol_options(h_step=0.025, reads=10_000)
 @click.option("--keep-samples", default=0, show_default=True, type=int,
               help="Also keep up to N raw reads per call (outcome correlations).")
+@click.option("--max-qpu-seconds", default=None, type=float, envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
+@click.option("--retries", default=3, show_default=True, type=int, help="Retries of a call after a transient error.")
+@click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, **o: Any) -> None:
+def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
+            retries: int, dry_run: bool, **o: Any) -> None:
     """Collect counts into dataset directory OUT (re-running resumes)."""
-    ds, _ = _run(o, out, quiet or as_json, keep_samples)
+    if dry_run:
+        _plan(o, out, as_json)
+        return
+    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries)
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}
@@ -343,6 +367,15 @@ def assess(out: str, model: str, compare: bool, as_json: bool, quiet: bool, **o:
     _run(o, out, quiet or as_json)
     summary = _report(out, model, None, compare)
     _emit(as_json, summary, _summary_text(summary, Path(out) / "report"))
+
+
+@main.command("plan")
+@backend_options
+@protocol_options(h_step=0.025, reads=10_000)
+@click.option("--json", "as_json", is_flag=True)
+def plan_cmd(as_json: bool, **o: Any) -> None:
+    """Check a protocol against the sampler and estimate its QPU time, without submitting anything."""
+    _plan(o, None, as_json)
 
 
 @main.command()

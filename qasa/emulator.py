@@ -526,24 +526,14 @@ class VirtualQPU(MockDWaveSampler):
 
     def _timing(self, num_qubits: int, num_reads: int, annealing_time, anneal_schedule,
                 kwargs: Mapping[str, Any]) -> dict[str, float]:
-        """D-Wave's QPU timing model (``problem_timing_data`` version 1.0.x, as in
-        ``dwave.cloud.solver.StructuredSolver.estimate_qpu_access_time``), in µs."""
+        """D-Wave's QPU timing model (:func:`qasa.cost.timing_model`), in µs."""
+        from qasa.cost import timing_model
+
         d = self.properties["problem_timing_data"]
         anneal = annealing_time if annealing_time is not None else (
             anneal_schedule[-1][0] if anneal_schedule is not None else d["default_annealing_time"])
-        n = len(d["readout_time_model_parameters"]) // 2
-        q, tt = d["readout_time_model_parameters"][:n], d["readout_time_model_parameters"][n:]
-        readout = float(10 ** np.interp(np.log10(num_qubits), q, tt))
-        programming = d["typical_programming_time"] + float(kwargs.get("programming_thermalization")
-                                                            or d["default_programming_thermalization"])
-        delay = d["qpu_delay_time_per_sample"] + float(kwargs.get("readout_thermalization")
-                                                       or d["default_readout_thermalization"])
-        sampling = num_reads * (anneal + readout + delay)
-        return {"qpu_programming_time": programming, "qpu_anneal_time_per_sample": float(anneal),
-                "qpu_readout_time_per_sample": readout, "qpu_delay_time_per_sample": delay,
-                "qpu_sampling_time": sampling, "qpu_access_time": programming + sampling,
-                "qpu_access_overhead_time": 0.0, "total_post_processing_time": 0.0,
-                "post_processing_overhead_time": 0.0}
+        return timing_model(d, num_qubits, num_reads, float(anneal), kwargs.get("readout_thermalization"),
+                            kwargs.get("programming_thermalization"))
 
 
 def physics_mod_schedule(name: str) -> qphys.Schedule:

@@ -24,12 +24,13 @@ import dimod
 import numpy as np
 import pandas as pd
 
+from qasa.cost import BudgetError, check_run_duration, estimate_call
 from qasa.dataset import Dataset, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
 from qasa.samplers import device_info, filter_parameters, validate
 
-__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters"]
+__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "is_transient", "redact"]
 
 #: Parameters the protocol always asks for; silently skipped by samplers that do not know them.
 _ALWAYS = ("auto_scale", "flux_drift_compensation", "answer_mode", "num_reads", "label", "seed")
@@ -116,11 +117,41 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
     else:
         protocol = protocol.resolved(nodelist or ())
     validate(protocol, sampler)
+    check_run_duration(protocol, sampler)
     return protocol
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: dropped connections, timeouts, and server-side (5xx) SAPI errors."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    code = getattr(exc, "error_code", None)
+    if isinstance(code, int) and 500 <= code < 600:
+        return True
+    if type(exc).__name__ in ("RequestTimeout", "PollingTimeout", "ProblemUploadError"):
+        return True
+    try:
+        import requests
+
+        return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    except ImportError:  # pragma: no cover - requests comes with dwave-cloud-client
+        return False
+
+
+def redact(text: str) -> str:
+    """Remove any configured Leap token from a message before it is stored or printed."""
+    try:
+        from dwave.cloud.config import load_config
+
+        token = load_config().get("token")
+    except Exception:
+        token = None
+    return text.replace(token, "<token>") if token else text
+
+
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
-        progress: Callable[[int, int], None] | None = None, keep_samples: int = 0) -> Dataset:
+        progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
+        max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -131,16 +162,34 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
             nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
             needs ``out`` and takes the SampleSet path even on the virtual QPU.
+        max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included). A run whose
+            estimate exceeds it does not start; a run that reaches it stops before the call that
+            would cross it, with everything collected saved (:class:`~qasa.cost.BudgetError`).
+        retries: attempts after a transient error (:func:`is_transient`) before giving up on a
+            call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
+        backoff: first wait between attempts in seconds (doubled each time).
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
 
     Raises:
         ProtocolError, DatasetError: before any call, for bad input (nothing is written).
+        BudgetError: over budget, before the first call or when the budget is reached.
     """
     protocol = prepare(protocol, sampler, out)
     calls = protocol.calls()
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
+    existing = Dataset.load(out) if out is not None and (Path(out) / "metadata.json").is_file() else None
+    done = existing.call_ids if existing is not None else set()
+    spent = _spent_us(existing)
+    todo = [c for c in calls if c.call_id not in done]
+    estimates = {n: estimate_call(sampler, protocol, len(qubits), n) for n in {c.num_reads for c in todo}}
+    if max_qpu_seconds is not None and todo and all(v is not None for v in estimates.values()):
+        needed = sum(estimates[c.num_reads] for c in todo)
+        if spent + needed > max_qpu_seconds * 1e6:
+            raise BudgetError(f"the remaining {len(todo)} calls need an estimated {needed / 1e6:.2f} s of QPU time "
+                              f"({spent / 1e6:.2f} s already spent); the budget is {max_qpu_seconds:g} s. "
+                              "Nothing was submitted.")
     info = device_info(sampler)
     truth = getattr(sampler, "qasa_truth", None)
     if truth is not None:  # a virtual device knows what the assessment should find
@@ -157,22 +206,34 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     memory_calls: list[dict[str, Any]] = []
     if out is not None:
         out = Path(out)
-        if (out / "metadata.json").is_file():
-            done = Dataset.load(out).call_ids
-            runs = json.loads((out / "metadata.json").read_text()).get("runs", [])
+        if existing is not None:
+            runs = existing.metadata.get("runs", [])
         else:
-            done, runs = set(), []
+            runs = []
             Dataset.create(out, {"protocol": protocol.to_dict(), "device": info, "created": utcnow(),
                                  "runs": []})
         Dataset.update_metadata(out, runs=runs + [run_record])
-    else:
-        done = set()
-    todo = [c for c in calls if c.call_id not in done]
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
     for k, call in enumerate(todo):
-        record, counts, samples = _execute(call, protocol, sampler, qubits, base, keep_samples if out else 0)
+        if max_qpu_seconds is not None:
+            next_cost = estimates.get(call.num_reads) or 0.0
+            if spent + next_cost > max_qpu_seconds * 1e6:
+                raise BudgetError(f"QPU-time budget reached: {spent / 1e6:.3f} s spent of {max_qpu_seconds:g} s after "
+                                  f"{len(done) + k} of {total} calls; the collected data are saved — run again with a "
+                                  "larger budget to resume.")
+        try:
+            record, counts, samples = _with_retries(
+                lambda: _execute(call, protocol, sampler, qubits, base, keep_samples if out else 0), retries, backoff)
+        except Exception as exc:
+            if out is not None:
+                failures = json.loads((out / "metadata.json").read_text()).get("failures", [])
+                failures.append({"call_id": call.call_id, "time": utcnow(),
+                                 "error": redact(f"{type(exc).__name__}: {exc}")})
+                Dataset.update_metadata(out, failures=failures)
+            raise
+        spent += record["qpu_access_time"] if record["qpu_access_time"] is not None else (estimates.get(call.num_reads) or 0.0)
         if out is not None:
             if samples is not None:   # before the journal entry: a journaled call has its samples
                 Dataset.store_samples(out, call.call_id, samples)
@@ -195,6 +256,26 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     ds = _with_totals(ds).sorted()
     ds.save(out)
     return ds
+
+
+def _spent_us(ds: Dataset | None) -> float:
+    if ds is None or "qpu_access_time" not in ds.calls:
+        return 0.0
+    return float(np.nansum(ds.calls["qpu_access_time"].to_numpy(dtype=float)))
+
+
+def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
+    import time
+
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt >= retries or not is_transient(exc):
+                raise
+            time.sleep(backoff * 2 ** attempt)
+            attempt += 1
 
 
 def _with_totals(ds: Dataset) -> Dataset:

@@ -269,7 +269,8 @@ def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
 
     Keys: ``solver``, ``sampler_class``, ``topology_type``, ``topology_shape``, ``nodelist``,
     ``edgelist``, ``num_qubits``, ``h_range``, ``j_range``, ``num_reads_range``,
-    ``annealing_time_range``, ``default_annealing_time``, ``parameters``, ``versions``.
+    ``annealing_time_range``, ``default_annealing_time``, ``parameters``, ``properties`` (a
+    snapshot of the solver's properties without the per-qubit lists), ``versions``.
     """
     props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
     topology = props.get("topology", {}) or {}
@@ -291,8 +292,17 @@ def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
         "annealing_time_range": list(props["annealing_time_range"]) if "annealing_time_range" in props else None,
         "default_annealing_time": props.get("default_annealing_time"),
         "parameters": sorted(getattr(sampler, "parameters", {}) or {}),
+        "properties": _snapshot(props),
         "versions": _versions(),
     }
+
+
+def _snapshot(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The solver's properties as plain JSON, without the per-qubit lists (kept as nodelist/edgelist)."""
+    import json
+
+    skip = {"qubits", "couplers", "anneal_offset_ranges", "parameters"}
+    return json.loads(json.dumps({k: v for k, v in props.items() if k not in skip}, default=str))
 
 
 def filter_parameters(sampler: dimod.Sampler, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

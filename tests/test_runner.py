@@ -76,9 +76,10 @@ def test_resume_after_an_exception_equals_an_uninterrupted_run(chimera_sa, small
     reference = qasa.run(small_protocol, chimera_sa, tmp_path / "ref")
     flaky = FailingSampler(chimera_sa, fail_after=7)
     with pytest.raises(ConnectionError):
-        qasa.run(small_protocol, flaky, tmp_path / "run")
+        qasa.run(small_protocol, flaky, tmp_path / "run", retries=0)
     partial = Dataset.load(tmp_path / "run")
     assert len(partial.call_ids) == 7 and len(partial.calls) == 7
+    assert partial.metadata["failures"][0]["error"] == "ConnectionError: simulated lost connection"
     resumed = qasa.run(small_protocol, chimera_sa, tmp_path / "run")
     assert resumed.counts.equals(reference.counts)
     assert len(resumed.metadata["runs"]) == 2
