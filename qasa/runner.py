@@ -151,7 +151,8 @@ def redact(text: str) -> str:
 
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
-        max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5) -> Dataset:
+        max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
+        in_flight: int = 50) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -168,6 +169,8 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         retries: attempts after a transient error (:func:`is_transient`) before giving up on a
             call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
         backoff: first wait between attempts in seconds (doubled each time).
+        in_flight: calls submitted at once to a cloud solver (``DWaveSampler``): their futures are
+            reduced as they complete, in any order, straight from the answer matrix.
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -216,33 +219,46 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
-    for k, call in enumerate(todo):
-        if max_qpu_seconds is not None:
-            next_cost = estimates.get(call.num_reads) or 0.0
-            if spent + next_cost > max_qpu_seconds * 1e6:
-                raise BudgetError(f"QPU-time budget reached: {spent / 1e6:.3f} s spent of {max_qpu_seconds:g} s after "
-                                  f"{len(done) + k} of {total} calls; the collected data are saved — run again with a "
-                                  "larger budget to resume.")
-        try:
-            record, counts, samples = _with_retries(
-                lambda: _execute(call, protocol, sampler, qubits, base, keep_samples if out else 0), retries, backoff)
-        except Exception as exc:
+    state = {"spent": spent}
+
+    def check_budget(call: Call, committed: float) -> None:
+        if max_qpu_seconds is None:
+            return
+        if state["spent"] + committed + (estimates.get(call.num_reads) or 0.0) > max_qpu_seconds * 1e6:
+            raise BudgetError(f"QPU-time budget reached: {state['spent'] / 1e6:.3f} s spent of {max_qpu_seconds:g} s "
+                              f"with {total - len(todo) + finished[0]} of {total} calls done; the collected data are "
+                              "saved — run again with a larger budget to resume.")
+
+    finished = [0]
+    if _cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
+        results = _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
+                                 estimates)
+    else:
+        results = _sequential_results(todo, protocol, sampler, qubits, base, keep_samples if out else 0,
+                                      retries, backoff, check_budget)
+    try:
+        for call, record, counts, samples in results:
+            state["spent"] += (record["qpu_access_time"] if record["qpu_access_time"] is not None
+                               else (estimates.get(call.num_reads) or 0.0))
             if out is not None:
-                failures = json.loads((out / "metadata.json").read_text()).get("failures", [])
-                failures.append({"call_id": call.call_id, "time": utcnow(),
-                                 "error": redact(f"{type(exc).__name__}: {exc}")})
-                Dataset.update_metadata(out, failures=failures)
-            raise
-        spent += record["qpu_access_time"] if record["qpu_access_time"] is not None else (estimates.get(call.num_reads) or 0.0)
+                if samples is not None:   # before the journal entry: a journaled call has its samples
+                    Dataset.store_samples(out, call.call_id, samples)
+                Dataset.journal_call(out, record, counts)
+            else:
+                memory_counts.append(counts)
+                memory_calls.append(record)
+            finished[0] += 1
+            if progress is not None:
+                progress(total - len(todo) + finished[0], total)
+    except BudgetError:
+        raise
+    except Exception as exc:
         if out is not None:
-            if samples is not None:   # before the journal entry: a journaled call has its samples
-                Dataset.store_samples(out, call.call_id, samples)
-            Dataset.journal_call(out, record, counts)
-        else:
-            memory_counts.append(counts)
-            memory_calls.append(record)
-        if progress is not None:
-            progress(total - len(todo) + k + 1, total)
+            failures = json.loads((out / "metadata.json").read_text()).get("failures", [])
+            failures.append({"call_id": getattr(exc, "qasa_call_id", None), "time": utcnow(),
+                             "error": redact(f"{type(exc).__name__}: {exc}")})
+            Dataset.update_metadata(out, failures=failures)
+        raise
 
     if out is None:
         meta = {"protocol": protocol.to_dict(), "device": info, "created": run_record["started"],
@@ -276,6 +292,99 @@ def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
                 raise
             time.sleep(backoff * 2 ** attempt)
             attempt += 1
+
+
+def _cloud_solver(sampler: dimod.Sampler):
+    """The dwave-cloud-client solver behind a ``DWaveSampler`` (asynchronous submission), or None."""
+    solver = getattr(sampler, "solver", None)
+    return solver if solver is not None and hasattr(solver, "sample_ising") and hasattr(solver, "client") else None
+
+
+def _tag(exc: BaseException, call: Call) -> BaseException:
+    exc.qasa_call_id = call.call_id  # type: ignore[attr-defined]
+    return exc
+
+
+def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, check_budget):
+    for call in todo:
+        check_budget(call, 0.0)
+        try:
+            record, counts, samples = _with_retries(
+                lambda: _execute(call, protocol, sampler, qubits, base, keep_samples), retries, backoff)
+        except Exception as exc:
+            raise _tag(exc, call)
+        yield call, record, counts, samples
+
+
+def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget, est):
+    """Keep up to ``in_flight`` calls submitted; yield each as it completes (any order).
+
+    Transient failures are resubmitted (same call id and label, nothing counted twice); when the
+    budget allows no further submission, the calls in flight are finished first.
+    """
+    import time
+
+    from dwave.cloud.computation import Future
+
+    solver = _cloud_solver(sampler)
+    previous = solver.return_matrix
+    solver.return_matrix = True           # answers as numpy matrices: no per-sample decoding
+    queue = list(todo)
+    pending: dict[Any, tuple[Call, int, str]] = {}
+    budget_error: BudgetError | None = None
+
+    def submit(call: Call, attempt: int) -> None:
+        params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}")
+        params, _ = filter_parameters(sampler, params)
+        label = params.pop("label", None)
+        fut = solver.sample_ising(call.programmed_h(qubits), {}, label=label, **params)
+        pending[fut] = (call, attempt, utcnow())
+
+    try:
+        while queue or pending:
+            while queue and len(pending) < in_flight and budget_error is None:
+                committed = sum(est.get(c.num_reads) or 0.0 for c, _, _ in pending.values())
+                try:
+                    check_budget(queue[0], committed)
+                except BudgetError as exc:
+                    budget_error = exc
+                    break
+                submit(queue.pop(0), 0)
+            if not pending:
+                break
+            done, _ = Future.wait_multiple(list(pending), min_done=1)
+            for fut in done:
+                call, attempt, started = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:
+                    if attempt < retries and is_transient(exc):
+                        time.sleep(backoff * 2 ** attempt)
+                        submit(call, attempt + 1)
+                        continue
+                    raise _tag(exc, call)
+                sol = np.asarray(result["solutions"])
+                occ = np.asarray(result.get("num_occurrences", np.ones(len(sol))), dtype=np.int64)
+                spins = sol[:, qubits].astype(np.int8) * call.flips
+                n_down = occ @ (spins == -1).astype(np.int64)
+                timing = dict(result.get("timing") or getattr(fut, "timing", {}) or {})
+                record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
+                          "gauge": call.gauge, "num_reads": call.num_reads, "problem_id": fut.id,
+                          "started": started, "finished": utcnow(),
+                          "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
+                          "timing": json.dumps(timing, default=float)}
+                counts = pd.DataFrame({"call_id": call.call_id, "qubit": qubits, "h": call.h,
+                                       "n_down": n_down, "n_up": int(occ.sum()) - n_down})
+                yield call, record, counts, None
+    finally:
+        solver.return_matrix = previous
+        for fut in pending:
+            try:
+                fut.cancel()
+            except Exception:
+                pass
+    if budget_error is not None:
+        raise budget_error
 
 
 def _with_totals(ds: Dataset) -> Dataset:

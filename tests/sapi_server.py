@@ -1,0 +1,242 @@
+"""A small SAPI-compatible test server on 127.0.0.1, backed by qasa's virtual QPU.
+
+It answers the endpoints the real ``dwave-cloud-client`` uses — solver listing and definition,
+problem submission (``qp`` encoding, deflate-compressed JSON), status polling and answer download —
+so that the *real* ``DWaveSampler`` and ``Client`` (encoding, HTTP, polling, decoding) run against it
+through their normal endpoint configuration::
+
+    with SAPIServer(VirtualQPU(...)) as server:
+        sampler = DWaveSampler(endpoint=server.endpoint, token="dummy", solver=server.solver_name)
+
+Faults can be injected (all seeded): ``fail_rate`` (a share of requests answered 503),
+``drop_rate`` (connections closed without an answer), ``drop_after_rate`` (submissions processed —
+and paid for — but the connection dropped before the answer), ``pending_polls`` (answers withheld for that
+many status polls: slow problems), and :meth:`SAPIServer.crash` / :meth:`SAPIServer.restart`.
+Every problem accepted is counted in ``server.solved`` so tests can check for double submission.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+PREFIX = "/sapi/v2/"
+
+
+def solver_data(qpu, name: str) -> dict:
+    """Solver definition in SAPI's format from a virtual QPU's properties."""
+    from qasa.samplers import topology_graph
+
+    props = dict(qpu.properties)
+    full, _ = topology_graph(props["topology"]["type"], props["topology"]["shape"])
+    props["num_qubits"] = max(full.nodes) + 1
+    props["qubits"] = list(qpu.nodelist)
+    props["couplers"] = [list(e) for e in qpu.edgelist]
+    props["parameters"] = {k: "" for k in qpu.parameters}
+    props["anneal_offset_ranges"] = [[-0.5, 0.5]] * props["num_qubits"]
+    return {"identity": {"name": name}, "status": "ONLINE", "description": "qasa virtual QPU behind a test SAPI server",
+            "properties": props, "avg_load": 0.0}
+
+
+def encode_answer(sampleset, variables: list[int], num_qubits: int, timing: dict) -> dict:
+    """A SampleSet as SAPI's ``qp`` answer (the inverse of ``dwave.cloud.coders.decode_qp_numpy``)."""
+    active = np.asarray(sorted(variables), dtype="<i4")
+    cols = [sampleset.variables.index(int(v)) for v in active]
+    spins = sampleset.record.sample[:, cols]
+    bits = np.packbits((spins > 0).astype(np.uint8), axis=1)
+    return {"format": "qp", "num_variables": int(num_qubits),
+            "active_variables": base64.b64encode(active.tobytes()).decode(),
+            "energies": base64.b64encode(np.asarray(sampleset.record.energy, dtype="<f8").tobytes()).decode(),
+            "num_occurrences": base64.b64encode(np.asarray(sampleset.record.num_occurrences, dtype="<i4").tobytes()).decode(),
+            "solutions": base64.b64encode(bits.tobytes()).decode(), "timing": timing}
+
+
+class SAPIServer:
+    """Threaded test SAPI server (see module docstring)."""
+
+    def __init__(self, qpu, *, name: str = "Advantage_virtual", fail_rate: float = 0.0, drop_rate: float = 0.0,
+                 drop_after_rate: float = 0.0, pending_polls: int = 0, seed: int = 0) -> None:
+        self.qpu = qpu
+        self.solver_name = name
+        self.data = solver_data(qpu, name)
+        self.fail_rate, self.drop_rate, self.pending_polls = fail_rate, drop_rate, pending_polls
+        self.drop_after_rate = drop_after_rate
+        self.rng = np.random.default_rng(seed)
+        self.lock = threading.Lock()
+        self.problems: dict[str, dict] = {}
+        self.solved = 0
+        self.requests = 0
+        self.tokens_seen: set[str] = set()
+        self.httpd: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "SAPIServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                server._handle(self, "GET")
+
+            def do_POST(self):
+                server._handle(self, "POST")
+
+            def do_DELETE(self):
+                server._handle(self, "DELETE")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def crash(self) -> None:
+        """Stop answering (as a server that went down); the port stays reserved for :meth:`restart`."""
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+    def restart(self) -> None:
+        self.start()
+
+    def __enter__(self) -> "SAPIServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.crash()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}{PREFIX}"
+
+    # -- requests --------------------------------------------------------------------------------
+    def _drop(self, h: BaseHTTPRequestHandler) -> None:
+        h.close_connection = True
+        try:
+            h.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _reply(self, h: BaseHTTPRequestHandler, code: int, body, media: str | None = None) -> None:
+        accept = h.headers.get("Accept", "")
+        media_type = media or (accept.split(";")[0].strip() if accept and "*" not in accept else "application/json")
+        payload = json.dumps(body).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", f"{media_type}; version=3.0.0")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        with self.lock:
+            self.requests += 1
+            token = h.headers.get("X-Auth-Token")
+            if token:
+                self.tokens_seen.add(token)
+            roll = self.rng.random()
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        if roll < self.drop_rate:
+            return self._drop(h)
+        if roll < self.drop_rate + self.fail_rate:
+            self._reply(h, 503, {"error_code": 503, "error_msg": "Service Unavailable (injected)"}, "application/json")
+            return
+        url = urlparse(h.path)
+        path = url.path[len(PREFIX):] if url.path.startswith(PREFIX) else url.path.lstrip("/")
+        query = parse_qs(url.query)
+        if method == "GET" and path in ("solvers/remote/", "solvers/remote"):
+            return self._reply(h, 200, [self.data])
+        if method == "GET" and path.startswith("solvers/remote/"):
+            name = path[len("solvers/remote/"):].strip("/")
+            if name != self.solver_name:
+                return self._reply(h, 404, {"error_code": 404, "error_msg": f"solver {name} not found"}, "application/json")
+            return self._reply(h, 200, self.data)
+        if method == "POST" and path in ("problems/", "problems"):
+            if h.headers.get("Content-Encoding") == "deflate":
+                raw = zlib.decompress(raw)
+            answers = [self._submit(p) for p in json.loads(raw)]
+            with self.lock:
+                drop = self.rng.random() < self.drop_after_rate
+            if drop:                        # solved and paid for, but the answer is lost on the way
+                return self._drop(h)
+            return self._reply(h, 200, answers)
+        if method == "GET" and path in ("problems/", "problems") and "id" in query:
+            ids = [i for part in query["id"] for i in part.split(",") if i]
+            return self._reply(h, 200, [self._status(i, poll=True) for i in ids])
+        if method == "GET" and path.startswith("problems/") and path.rstrip("/").endswith("/answer"):
+            pid = path.split("/")[1]
+            return self._reply(h, 200, self._status(pid, poll=False, force=True))
+        if method == "GET" and path.startswith("problems/"):
+            pid = path.split("/")[1]
+            return self._reply(h, 200, self._status(pid, poll=False, force=True))
+        if method == "DELETE":
+            return self._reply(h, 200, [])
+        self._reply(h, 404, {"error_code": 404, "error_msg": f"unknown endpoint {method} {path}"}, "application/json")
+
+    def _submit(self, problem: dict) -> dict:
+        pid = str(uuid.UUID(int=int(self.rng.integers(0, 2**62))))
+        try:
+            h, J = decode_problem(self.data, problem["data"])
+            params = dict(problem.get("params") or {})
+            label = problem.get("label")
+            if label is not None:
+                params["label"] = label
+            ss = self.qpu.sample_ising(h, J, **params)
+            answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"], ss.info.get("timing", {}))
+            record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
+                      "submitted_on": "2026-01-01T00:00:00Z", "solved_on": "2026-01-01T00:00:01Z",
+                      "answer": answer, "polls_left": self.pending_polls,
+                      "solver": self.solver_name}
+            with self.lock:
+                self.solved += 1
+        except Exception as exc:  # the QPU refused the problem (bad parameter...)
+            record = {"id": pid, "status": "FAILED", "type": problem.get("type", "ising"),
+                      "error_message": f"{type(exc).__name__}: {exc}", "polls_left": 0}
+        with self.lock:
+            self.problems[pid] = record
+        return self._status(pid, poll=False)
+
+    def _status(self, pid: str, poll: bool, force: bool = False) -> dict:
+        with self.lock:
+            rec = self.problems.get(pid)
+            if rec is None:
+                return {"id": pid, "status": "FAILED", "error_message": "problem not found"}
+            if poll and rec["polls_left"] > 0:
+                rec["polls_left"] -= 1
+            pending = rec["polls_left"] > 0 and not force
+        out = {k: v for k, v in rec.items() if k not in ("polls_left", "answer")}
+        if pending:
+            out["status"] = "PENDING"
+            out.pop("solved_on", None)
+        elif "answer" in rec:
+            out["answer"] = rec["answer"]
+        return out
+
+
+def decode_problem(data: dict, qp: dict) -> tuple[dict[int, float], dict[tuple[int, int], float]]:
+    """Inverse of ``dwave.cloud.coders.encode_problem_as_qp``: linear biases over the solver's
+    qubits in order (NaN for inactive ones), quadratic biases over the couplers whose two qubits are
+    active."""
+    props = data["properties"]
+    lin = np.frombuffer(base64.b64decode(qp["lin"]), dtype="<f8")
+    quad = np.frombuffer(base64.b64decode(qp["quad"]), dtype="<f8")
+    lin = dict(zip(props["qubits"], lin))
+    active = {q for q, v in lin.items() if not np.isnan(v)}
+    couplers = [tuple(c) for c in props["couplers"] if c[0] in active and c[1] in active]
+    h = {q: float(lin[q]) for q in sorted(active)}
+    J = {c: float(v) for c, v in zip(couplers, quad) if v}
+    return h, J

@@ -1,0 +1,113 @@
+"""The real-QPU path, tested without a QPU: the real DWaveSampler and dwave-cloud-client talk HTTP
+to a SAPI-compatible test server on 127.0.0.1 backed by the virtual QPU (tests/sapi_server.py)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import qasa
+from qasa.cli import main
+from qasa.cost import BudgetError, plan
+from qasa.dataset import Dataset
+from qasa.emulator import VirtualQPU
+
+sys.path.insert(0, str(Path(__file__).parent))
+import leap_worker  # noqa: E402
+from sapi_server import SAPIServer  # noqa: E402
+
+TOKEN = "DEV-0000-qasa-test-secret"
+
+
+@pytest.fixture(scope="module")
+def qpu():
+    return VirtualQPU(seed=1, topology_shape=[4], broken_nodes=[], drift_sd=0.0)
+
+
+@pytest.fixture
+def isolated(monkeypatch):
+    from dwave.cloud.testing import isolated_environ
+
+    with isolated_environ(remove_dwave=True):
+        yield monkeypatch
+
+
+def _sampler(server):
+    from dwave.system import DWaveSampler
+
+    return DWaveSampler(endpoint=server.endpoint, token=TOKEN, solver=server.solver_name)
+
+
+def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
+    protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=3)
+    with SAPIServer(qpu) as server:
+        clean = qasa.run(protocol, _sampler(server), in_flight=20)
+    with SAPIServer(qpu, fail_rate=0.2, drop_rate=0.05, drop_after_rate=0.1, pending_polls=2, seed=7) as server:
+        faulty = qasa.run(protocol, _sampler(server), in_flight=20, retries=10, backoff=0.01)
+        assert server.solved > len(faulty.calls)          # some answers were lost and paid twice...
+    assert faulty.counts.equals(clean.counts)             # ...but nothing is counted twice or lost
+    assert faulty.calls["problem_id"].notna().all() and faulty.calls["problem_id"].is_unique
+
+
+def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
+    with SAPIServer(qpu, pending_polls=3) as server:
+        reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5)
+        out = tmp_path / "killed"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "leap_worker.py"), server.endpoint,
+                                 server.solver_name, str(out)], env=env)
+        journal = out / "journal"
+        deadline = time.time() + 90
+        while time.time() < deadline and len(list(journal.glob("*.parquet")) if journal.is_dir() else []) < 15:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = len(Dataset.load(out).call_ids)
+        assert 15 <= done < len(reference.calls)
+        resumed = qasa.run(leap_worker.protocol(), _sampler(server), out, in_flight=5)
+    assert resumed.counts.equals(reference.counts)
+
+
+def test_estimate_matches_what_the_solver_reports_and_budget_holds(qpu, isolated, tmp_path):
+    protocol = qasa.Protocol.grid(1.0, 0.25, reads_per_h=1000, reads_per_call=500, seed=1, annealing_time=10.0)
+    with SAPIServer(qpu) as server:
+        sampler = _sampler(server)
+        table, totals = plan(protocol.resolved(sampler.nodelist), sampler)     # solver.estimate_qpu_access_time
+        ds = qasa.run(protocol, sampler)
+        reported = ds.calls.set_index("call_id")["qpu_access_time"]
+        assert (abs(reported.loc[table["call_id"]].to_numpy() - table["est_qpu_access_time_us"].to_numpy())
+                <= 1e-6 * reported.max()).all()
+        with pytest.raises(BudgetError, match="Nothing was submitted"):
+            qasa.run(protocol, sampler, tmp_path / "b", max_qpu_seconds=totals["qpu_access_time_s"] / 2)
+        before = server.solved
+    assert not (tmp_path / "b").exists() and server.solved == before
+
+
+def test_cli_against_the_server_keeps_the_token_out_of_everything(qpu, isolated, tmp_path):
+    with SAPIServer(qpu) as server:
+        isolated.setenv("DWAVE_API_ENDPOINT", server.endpoint)
+        isolated.setenv("DWAVE_API_TOKEN", TOKEN)
+        runner = CliRunner()
+        res = runner.invoke(main, ["info", "--backend", "qpu", "--solver", server.solver_name, "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["solver"] == server.solver_name
+        out = tmp_path / "qpu-run"
+        res = runner.invoke(main, ["assess", str(out), "--backend", "qpu", "--solver", server.solver_name,
+                                   "--h-step", "0.25", "--reads", "1000", "--json", "--quiet"])
+        assert res.exit_code == 0, res.output
+        res2 = runner.invoke(main, ["info", "--backend", "qpu", "--solver", "no_such_solver"])
+        assert res2.exit_code == 1 and "not found" in res2.output
+        assert TOKEN in server.tokens_seen                  # the token was used to authenticate...
+    for text in (res.output, res2.output):
+        assert TOKEN not in text
+    for f in out.rglob("*"):                                # ...and written nowhere
+        if f.is_file():
+            assert TOKEN.encode() not in f.read_bytes(), f
+    ds = Dataset.load(out)
+    assert ds.device["solver"] == server.solver_name and ds.device["properties"]["problem_timing_data"]
