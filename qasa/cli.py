@@ -160,7 +160,7 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
 
 
 def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qpu_seconds: float | None = None,
-         retries: int = 3):
+         retries: int = 3, in_flight: int = 50):
     from qasa.runner import run
 
     sampler = _sampler(o)
@@ -182,7 +182,7 @@ def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples,
-                 max_qpu_seconds=max_qpu_seconds, retries=retries)
+                 max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight)
     for w in caught:
         if not quiet:
             click.echo(f"warning: {w.message}", err=True)
@@ -218,16 +218,17 @@ def info(as_json: bool, **o: Any) -> None:
 @click.option("--max-qpu-seconds", default=None, type=float, envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--retries", default=3, show_default=True, type=int, help="Retries of a call after a transient error.")
+@click.option("--in-flight", default=50, show_default=True, type=int, help="Calls submitted at once to a Leap solver.")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, dry_run: bool, **o: Any) -> None:
+            retries: int, in_flight: int, dry_run: bool, **o: Any) -> None:
     """Collect counts into dataset directory OUT (re-running resumes)."""
     if dry_run:
         _plan(o, out, as_json)
         return
-    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries)
+    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries, in_flight)
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import orjson
 
 PREFIX = "/sapi/v2/"
 
@@ -134,7 +135,7 @@ class SAPIServer:
     def _reply(self, h: BaseHTTPRequestHandler, code: int, body, media: str | None = None) -> None:
         accept = h.headers.get("Accept", "")
         media_type = media or (accept.split(";")[0].strip() if accept and "*" not in accept else "application/json")
-        payload = json.dumps(body).encode()
+        payload = orjson.dumps(body)
         h.send_response(code)
         h.send_header("Content-Type", f"{media_type}; version=3.0.0")
         h.send_header("Content-Length", str(len(payload)))

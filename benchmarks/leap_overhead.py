@@ -1,0 +1,61 @@
+"""Client-side overhead of QPU calls (issue 7 target: ≤ 50 ms per 5 640-qubit, 1 000-read call with
+50 calls in flight).
+
+The real DWaveSampler talks to the test SAPI server (tests/sapi_server.py) on 127.0.0.1, backed by
+a fully yielded Advantage-like P16 virtual QPU. The server samples one answer of 1 000 reads once and
+then returns it (under a new problem id) for every submission, so its per-call cost is only sending
+~1 MB of JSON; the wall time per call is then an upper bound of the client-side cost: encoding the
+problem, HTTP, polling, decoding the answer matrix and qasa's reduction and journaling.
+
+Run: ``python benchmarks/leap_overhead.py``.
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import qasa  # noqa: E402
+from qasa.emulator import VirtualQPU  # noqa: E402
+from sapi_server import SAPIServer  # noqa: E402
+
+
+class CachedServer(SAPIServer):
+    """Answers every submission with one pre-computed answer (fresh problem id)."""
+
+    cached = None
+
+    def _submit(self, problem):
+        import uuid
+
+        if self.cached is None:
+            self.cached = super()._submit(problem)
+            return self.cached
+        pid = str(uuid.uuid4())
+        with self.lock:
+            self.problems[pid] = dict(self.problems[self.cached["id"]], id=pid)
+        return self._status(pid, poll=False)
+
+
+def main(calls: int = 60, in_flight: int = 50) -> None:
+    from dwave.cloud.testing import isolated_environ
+    from dwave.system import DWaveSampler
+
+    qpu = VirtualQPU(seed=0, broken_nodes=[])
+    protocol = qasa.Protocol(h_values=tuple(round(-1 + 2 * k / (calls - 1), 6) for k in range(calls)),
+                             reads_per_h=1000, reads_per_call=1000, seed=1)
+    with isolated_environ(remove_dwave=True), CachedServer(qpu) as server, tempfile.TemporaryDirectory() as tmp:
+        sampler = DWaveSampler(endpoint=server.endpoint, token="DEV-bench", solver=server.solver_name)
+        warm = qasa.Protocol(h_values=(0.0,), reads_per_h=1000, reads_per_call=1000, seed=1)
+        qasa.run(warm, sampler)                          # fills the server's answer cache
+        t0 = time.perf_counter()
+        qasa.run(protocol, sampler, Path(tmp) / "ds", in_flight=in_flight)
+        wall = time.perf_counter() - t0
+    print(f"{calls} calls x {len(qpu.nodelist)} qubits x 1000 reads, {in_flight} in flight: wall {wall:.2f} s")
+    print(f"wall time per call (client-side cost, upper bound): {wall / calls * 1e3:.1f} ms   (target <= 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
