@@ -73,7 +73,8 @@ def backend_options(f: Callable) -> Callable:
                      type=click.Choice(["chimera", "pegasus", "zephyr"]),
                      help="Device graph of the software backends [default: the preset's, or pegasus]."),
         click.option("--shape", default=None, help="Topology shape, e.g. 16 (Pegasus), 16,16,4 (Chimera), 12,4 (Zephyr)."),
-        click.option("--solver", default=None, help="QPU solver name (qpu backend)."),
+        click.option("--solver", default=None,
+                     help='QPU solver name, or features as JSON, e.g. \'{"topology__type": "pegasus"}\' (qpu backend).'),
         click.option("--profile", default=None, help="dwave-cloud-client configuration profile (qpu backend)."),
         click.option("--beta", default=5.0, show_default=True, type=float,
                      help="Inverse temperature of the sa/mock backends (1/h)."),
@@ -118,8 +119,14 @@ def _sampler(o: dict[str, Any]):
     if o["backend"] == "emulator":
         extra = {"preset": o["preset"], "physics": o["physics"],
                  "seed": o["device_seed"] if o["device_seed"] is not None else 0}
+    solver = o["solver"]
+    if solver is not None and solver.lstrip().startswith("{"):
+        try:
+            solver = json.loads(solver)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"--solver {solver!r} is not valid JSON: {exc}") from None
     return get_sampler(o["backend"], topology_type=o["topology_type"], topology_shape=_ints(o["shape"]),
-                       solver=o["solver"], profile=o["profile"],
+                       solver=solver, profile=o["profile"],
                        **({"beta": o["beta"]} if o["backend"] in ("sa", "mock") else {}), **extra)
 
 

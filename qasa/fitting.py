@@ -41,7 +41,7 @@ Statistics and quality rule (:class:`QualityRule`)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -333,7 +332,7 @@ def build_comparison_report(runs: dict[str, tuple[Dataset, FitTable]], out_dir: 
     labels = list(runs)
     if len(labels) < 2:
         raise ValueError("a comparison needs at least two assessments")
-    ref_label, (ref_ds, ref_fit) = labels[0], runs[labels[0]]
+    ref_label, ref_fit = labels[0], runs[labels[0]][1]
     summary: dict[str, Any] = {"created": utcnow(), "runs": labels, "pairs": {}}
     sections = []
     for label in labels[1:]:

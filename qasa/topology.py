@@ -16,12 +16,15 @@ Per-qubit features (:func:`qubit_table`):
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import networkx as nx
 import numpy as np
 
 from qasa.samplers import topology_graph
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
 

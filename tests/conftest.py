@@ -73,3 +73,25 @@ def _no_dwave_networkx_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         yield
+
+
+def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: float = 90.0) -> int:
+    """Run ``tests/<script>`` in a subprocess, SIGKILL it once ``calls`` calls are journaled in
+    ``out``, and return the number of calls the dataset then holds (a real interruption)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(here / script), *map(str, args)], env=env)
+    journal = Path(out) / "journal"
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(journal.glob("*.parquet")) if journal.is_dir() else []) < calls:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(qasa.Dataset.load(out).call_ids)

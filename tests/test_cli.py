@@ -1,7 +1,6 @@
 """The CLI end to end (click's CliRunner: the real commands, in-process)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

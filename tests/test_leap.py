@@ -2,11 +2,7 @@
 to a SAPI-compatible test server on 127.0.0.1 backed by the virtual QPU (tests/sapi_server.py)."""
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ from qasa.emulator import VirtualQPU
 
 sys.path.insert(0, str(Path(__file__).parent))
 import leap_worker  # noqa: E402
+from conftest import kill_worker_midway  # noqa: E402
 from sapi_server import SAPIServer  # noqa: E402
 
 TOKEN = "DEV-0000-qasa-test-secret"
@@ -59,16 +56,7 @@ def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
     with SAPIServer(qpu, pending_polls=3) as server:
         reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5)
         out = tmp_path / "killed"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "leap_worker.py"), server.endpoint,
-                                 server.solver_name, str(out)], env=env)
-        journal = out / "journal"
-        deadline = time.time() + 90
-        while time.time() < deadline and len(list(journal.glob("*.parquet")) if journal.is_dir() else []) < 15:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        done = len(Dataset.load(out).call_ids)
+        done = kill_worker_midway("leap_worker.py", [server.endpoint, server.solver_name, out], out, calls=15)
         assert 15 <= done < len(reference.calls)
         resumed = qasa.run(leap_worker.protocol(), _sampler(server), out, in_flight=5)
     assert resumed.counts.equals(reference.counts)
@@ -97,6 +85,8 @@ def test_cli_against_the_server_keeps_the_token_out_of_everything(qpu, isolated,
         res = runner.invoke(main, ["info", "--backend", "qpu", "--solver", server.solver_name, "--json"])
         assert res.exit_code == 0, res.output
         assert json.loads(res.output)["solver"] == server.solver_name
+        res = runner.invoke(main, ["info", "--backend", "qpu", "--solver", '{"topology__type": "pegasus"}', "--json"])
+        assert res.exit_code == 0 and json.loads(res.output)["solver"] == server.solver_name   # chosen by features
         out = tmp_path / "qpu-run"
         res = runner.invoke(main, ["assess", str(out), "--backend", "qpu", "--solver", server.solver_name,
                                    "--h-step", "0.25", "--reads", "1000", "--json", "--quiet"])

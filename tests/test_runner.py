@@ -1,11 +1,7 @@
 """End-to-end runs: thermal truth recovered, gauges undone, resume after real interruptions."""
 
 import hashlib
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ from qasa.fitting import fit
 from qasa.report import pooled_temperature
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import BiasedGibbsSampler, FailingSampler  # noqa: E402
+from conftest import BiasedGibbsSampler, FailingSampler, kill_worker_midway  # noqa: E402
 import resume_worker  # noqa: E402
 
 
@@ -88,25 +84,12 @@ def test_resume_after_an_exception_equals_an_uninterrupted_run(chimera_sa, small
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env_path()]))
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "resume_worker.py"), str(out), "0.05"],
-                            env=env)
-    journal = out / "journal"
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(journal.glob("*.parquet")) if journal.is_dir() else []) < 10:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(Dataset.load(out).call_ids)
+    done = kill_worker_midway("resume_worker.py", [out, "0.05"], out, calls=10)
     total = resume_worker.protocol().calls_per_h * 21
     assert 10 <= done < total, "the worker must be killed mid-run"
     resumed = qasa.run(resume_worker.protocol(), resume_worker.sampler(), out)
     reference = qasa.run(resume_worker.protocol(), resume_worker.sampler())
     assert resumed.counts.equals(reference.counts)
-
-
-def env_path() -> str:
-    return os.environ.get("PYTHONPATH", "")
 
 
 def test_other_protocol_in_the_same_directory_is_refused_and_nothing_changes(chimera_sa, small_protocol, tmp_path):
