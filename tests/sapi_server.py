@@ -9,8 +9,9 @@ through their normal endpoint configuration::
         sampler = DWaveSampler(endpoint=server.endpoint, token="dummy", solver=server.solver_name)
 
 Faults can be injected (all seeded): ``fail_rate`` (a share of requests answered 503),
-``drop_rate`` (connections closed without an answer), ``drop_after_rate`` (submissions processed —
-and paid for — but the connection dropped before the answer), ``pending_polls`` (answers withheld for that
+``drop_rate`` (connections closed without an answer), ``drop_after_rate`` and ``drop_after_posts``
+(submissions processed — and paid for — but the connection dropped before the answer: at random,
+or for the given submission requests, counted from 1), ``pending_polls`` (answers withheld for that
 many status polls: slow problems), and :meth:`SAPIServer.crash` / :meth:`SAPIServer.restart`.
 Every problem accepted is counted in ``server.solved`` so tests can check for double submission.
 """
@@ -64,12 +65,15 @@ class SAPIServer:
     """Threaded test SAPI server (see module docstring)."""
 
     def __init__(self, qpu, *, name: str = "Advantage_virtual", fail_rate: float = 0.0, drop_rate: float = 0.0,
-                 drop_after_rate: float = 0.0, pending_polls: int = 0, seed: int = 0) -> None:
+                 drop_after_rate: float = 0.0, drop_after_posts: tuple[int, ...] = (), pending_polls: int = 0,
+                 seed: int = 0) -> None:
         self.qpu = qpu
         self.solver_name = name
         self.data = solver_data(qpu, name)
         self.fail_rate, self.drop_rate, self.pending_polls = fail_rate, drop_rate, pending_polls
         self.drop_after_rate = drop_after_rate
+        self.drop_after_posts = set(drop_after_posts)
+        self.posts = 0
         self.rng = np.random.default_rng(seed)
         self.lock = threading.Lock()
         self.problems: dict[str, dict] = {}
@@ -171,7 +175,8 @@ class SAPIServer:
                 raw = zlib.decompress(raw)
             answers = [self._submit(p) for p in json.loads(raw)]
             with self.lock:
-                drop = self.rng.random() < self.drop_after_rate
+                self.posts += 1
+                drop = self.rng.random() < self.drop_after_rate or self.posts in self.drop_after_posts
             if drop:                        # solved and paid for, but the answer is lost on the way
                 return self._drop(h)
             return self._reply(h, 200, answers)

@@ -45,7 +45,8 @@ def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
     protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=3)
     with SAPIServer(qpu) as server:
         clean = qasa.run(protocol, _sampler(server), in_flight=20)
-    with SAPIServer(qpu, fail_rate=0.2, drop_rate=0.05, drop_after_rate=0.1, pending_polls=2, seed=7) as server:
+    with SAPIServer(qpu, fail_rate=0.2, drop_rate=0.05, drop_after_rate=0.1, drop_after_posts=(1, 3),
+                    pending_polls=2, seed=7) as server:
         faulty = qasa.run(protocol, _sampler(server), in_flight=20, retries=10, backoff=0.01)
         assert server.solved > len(faulty.calls)          # some answers were lost and paid twice...
     assert faulty.counts.equals(clean.counts)             # ...but nothing is counted twice or lost
