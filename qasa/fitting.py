@@ -213,11 +213,13 @@ def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
     return 0.5 * (H + np.transpose(H, (0, 2, 1)))
 
 
-def _stderr(model: Model, h, theta, n_down, n_total) -> np.ndarray:
+def _covariance(model: Model, h, theta, n_down, n_total) -> np.ndarray:
+    """Inverse observed information over the free parameters; NaN rows/columns at bounds."""
     lo, hi = np.array(model.lower), np.array(model.upper)
     at_bound = (theta <= lo) | (theta >= hi)
     info = _observed_info(model, h, theta, n_down, n_total)
-    se = np.full(theta.shape, np.nan)
+    k = theta.shape[1]
+    out = np.full((len(theta), k, k), np.nan)
     for pattern in {tuple(row) for row in at_bound}:
         rows = np.flatnonzero((at_bound == np.array(pattern)).all(1))
         free = np.flatnonzero(~np.array(pattern, dtype=bool))
@@ -229,10 +231,12 @@ def _stderr(model: Model, h, theta, n_down, n_total) -> np.ndarray:
                 cov = np.linalg.inv(sub)
             except np.linalg.LinAlgError:
                 cov = np.stack([np.linalg.pinv(s) for s in sub])
-            diag = np.einsum("npp->np", cov)
-            diag = np.where(diag > 0, diag, np.nan)
-        se[np.ix_(rows, free)] = np.sqrt(diag)
-    return se
+            bad = ~(np.einsum("npp->np", cov) > 0).all(1)
+            cov[bad] = np.nan
+        block = out[rows]
+        block[:, free[:, None], free[None, :]] = cov
+        out[rows] = block
+    return out
 
 
 def _degenerate(model: Model, r: Response, rule: QualityRule) -> np.ndarray:
@@ -254,9 +258,10 @@ def _degenerate(model: Model, r: Response, rule: QualityRule) -> np.ndarray:
 class FitTable:
     """Per-qubit fit results of one model: a DataFrame plus the model it belongs to.
 
-    Columns: ``qubit``, one column per parameter, ``<param>_stderr`` (and ``<param>_boot_stderr``
-    with a bootstrap), ``loglik``, ``deviance``, ``df``, ``gof_pvalue``, ``aic``, ``bic``,
-    ``n_reads``, ``n_h``, ``converged``, ``iterations``, ``quality``, ``reason``.
+    Columns: ``qubit``, one column per parameter, ``<param>_stderr``, ``cov_<a>_<b>`` (the
+    off-diagonal covariances), ``<param>_boot_stderr`` with a bootstrap, ``loglik``, ``deviance``,
+    ``df``, ``gof_pvalue``, ``aic``, ``bic``, ``n_reads``, ``n_h``, ``converged``, ``iterations``,
+    ``quality``, ``reason``.
     """
 
     def __init__(self, table: pd.DataFrame, model: Model | str, meta: dict[str, Any] | None = None) -> None:
@@ -287,6 +292,30 @@ class FitTable:
                          {p: float(row[f"{p}_stderr"]) for p in self.model.params},
                          float(row["loglik"]), bool(row["converged"]) and row["quality"] != "failed",
                          str(row["reason"]) or "ok", str(row["quality"]))
+
+    def covariance(self, qubit: int) -> np.ndarray:
+        """The parameter covariance matrix of one qubit (NaN for parameters at a bound)."""
+        row = self.table.loc[self.table["qubit"] == qubit].iloc[0]
+        ps = self.model.params
+        cov = np.diag([row[f"{p}_stderr"] ** 2 for p in ps]).astype(float)
+        for i, a in enumerate(ps):
+            for j in range(i + 1, len(ps)):
+                cov[i, j] = cov[j, i] = row.get(f"cov_{a}_{ps[j]}", np.nan)
+        return cov
+
+    def band(self, qubit: int, h: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fitted P(−1) at ``h`` with a pointwise confidence band (delta method on the covariance).
+
+        Parameters at a bound contribute no uncertainty. Returns ``(p, lower, upper)``.
+        """
+        row = self.table.loc[self.table["qubit"] == qubit].iloc[0]
+        theta = row[list(self.model.params)].to_numpy(float)[None, :]
+        m, jac = self.model.m_jac(np.asarray(h, float), theta)
+        p, dp = 0.5 * (1 + m[0]), 0.5 * jac[0]
+        cov = np.nan_to_num(self.covariance(qubit))
+        sd = np.sqrt(np.maximum(np.einsum("kp,pq,kq->k", dp, cov, dp), 0.0))
+        z = stats.norm.ppf(0.5 + level / 2)
+        return p, np.clip(p - z * sd, 0, 1), np.clip(p + z * sd, 0, 1)
 
     def summary(self) -> dict[str, Any]:
         """Device-level summary: counts per quality and median/IQR of each parameter over good qubits."""
@@ -400,11 +429,13 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
 
 def _statistics(model, r, theta, ll, conv, iters, reasons, rule) -> pd.DataFrame:
     n, k = theta.shape
-    se = np.full((n, k), np.nan)
+    cov = np.full((n, k, k), np.nan)
     good_rows = np.flatnonzero(np.isfinite(ll) & conv)
     if good_rows.size:
-        se[good_rows] = _stderr(model, r.h, theta[good_rows], r.n_down[good_rows].astype(float),
-                                r.n_total[good_rows].astype(float))
+        cov[good_rows] = _covariance(model, r.h, theta[good_rows], r.n_down[good_rows].astype(float),
+                                     r.n_total[good_rows].astype(float))
+    with np.errstate(invalid="ignore"):
+        se = np.sqrt(np.einsum("npp->np", cov))
     nd, nt = r.n_down.astype(float), r.n_total.astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         sat = np.where(nd > 0, nd * np.log(nd / np.maximum(nt, 1)), 0.0) \
@@ -443,6 +474,10 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule) -> pd.DataFrame
         data[p] = theta[:, j]
     for j, p in enumerate(model.params):
         data[f"{p}_stderr"] = se[:, j]
+    cov[reasons != ""] = np.nan
+    for i, a in enumerate(model.params):
+        for j in range(i + 1, k):
+            data[f"cov_{a}_{model.params[j]}"] = cov[:, i, j]
     data.update(loglik=ll, deviance=np.where(live, deviance, np.nan), df=df.astype("int64"),
                 gof_pvalue=np.where(live, gof, np.nan), aic=2 * k - 2 * ll,
                 bic=k * np.log(np.maximum(reads, 1)) - 2 * ll, n_reads=reads.astype("int64"),

@@ -27,7 +27,8 @@ def _axes(ax):
 
 
 def response_curves(response: Response, fits=None, qubits: Sequence[int] | None = None, ax=None):
-    """Observed P(−1) versus h (binomial 1σ bars) for a few qubits, with the fitted model curves.
+    """Observed P(−1) versus h (binomial 1σ bars) for a few qubits, with the fitted model curves and
+    their 95% pointwise bands (delta method, :meth:`qasa.fitting.FitTable.band`).
 
     Args:
         response: counts as arrays.
@@ -48,7 +49,9 @@ def response_curves(response: Response, fits=None, qubits: Sequence[int] | None 
         if params is not None and q in params.index:
             theta = params.loc[q, list(fits.model.params)].to_numpy(float)[None, :]
             if np.isfinite(theta).all():
-                ax.plot(hh, fits.model.p_down(hh, theta)[0], color=line[0].get_color(), lw=1)
+                p_fit, lo, hi = fits.band(int(q), hh)
+                ax.plot(hh, p_fit, color=line[0].get_color(), lw=1)
+                ax.fill_between(hh, lo, hi, color=line[0].get_color(), alpha=0.25, lw=0)
     ax.set_xlabel("h")
     ax.set_ylabel("P(s = −1)")
     ax.legend(fontsize=7, frameon=False)

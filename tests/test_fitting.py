@@ -151,3 +151,23 @@ def test_hostile_extremes_stay_finite():
     assert (t.loc[1:, "quality"] == "good").all()
     assert np.allclose(t.loc[1:, "beta"], theta[1:, 0], rtol=1e-3)
     assert np.isfinite(t.loc[1:, ["beta_stderr", "b_stderr"]].to_numpy()).all()
+
+
+def test_fitted_curve_bands_cover_the_true_curve():
+    """The delta-method band of P(−1) (full covariance) covers the true curve ~95% of the time."""
+    rng = np.random.default_rng(12)
+    n = 400
+    theta = np.column_stack([rng.uniform(5, 9, n), rng.normal(0, 0.01, n), rng.uniform(0.05, 0.2, n),
+                             rng.uniform(0.04, 0.1, n)])
+    r = _draw("qasa", theta, 20_000, seed=13)
+    ft = fit(r, "qasa")
+    h = np.array([-0.2, 0.05, 0.3])
+    truth = get_model("qasa").p_down(h, theta)
+    inside = []
+    for i in range(n):
+        _, lo, hi = ft.band(i, h)
+        inside.append((lo <= truth[i]) & (truth[i] <= hi))
+    coverage = np.mean(inside, axis=0)
+    assert np.all((coverage > 0.91) & (coverage < 0.985)), coverage
+    cov = ft.covariance(0)
+    assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
