@@ -146,10 +146,14 @@ def _figures(dataset: Dataset, fits: FitTable, truth: pd.DataFrame | None) -> li
     figs = []
     r = dataset.response()
     good = fits.table[fits.table["quality"] == "good"]
-    show = list(good["qubit"].to_numpy()[:: max(1, len(good) // 4)][:4]) or list(r.qubits[:4])
+    # the qubits at the extremes and thirds of the first parameter (β): the spread of the device
+    first = fits.model.params[0]
+    ordered = good.sort_values(first)["qubit"].to_numpy()
+    show = [int(ordered[int(round(f * (len(ordered) - 1)))]) for f in (0, 1 / 3, 2 / 3, 1)] if len(ordered) else []
+    show = list(dict.fromkeys(show)) or list(r.qubits[:4])
     fig, ax = plt.subplots(figsize=(6, 4))
     plots.response_curves(r, fits, show, ax=ax)
-    ax.set_title(f"response of {len(show)} qubits ({fits.model.name} fit)", fontsize=9)
+    ax.set_title(f"lowest, ⅓, ⅔ and highest {first} ({fits.model.name} fit, 95% bands)", fontsize=9)
     figs.append(("Response curves", _png(fig)))
     k = fits.model.num_params
     fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 2.8), squeeze=False)
