@@ -232,7 +232,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     finished = [0]
     if _cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
         results = _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
-                                 estimates)
+                                 estimates, None if out is None else out / IN_FLIGHT, run_record)
     else:
         results = _sequential_results(todo, protocol, sampler, qubits, base, keep_samples if out else 0,
                                       retries, backoff, check_budget)
@@ -269,6 +269,8 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         return _with_totals(ds).sorted()
     ds = Dataset.load(out)
     ds.metadata["runs"][-1]["finished"] = utcnow()
+    if "reattached_in_flight" in run_record:
+        ds.metadata["runs"][-1]["reattached_in_flight"] = run_record["reattached_in_flight"]
     ds = _with_totals(ds).sorted()
     ds.save(out)
     return ds
@@ -325,17 +327,43 @@ def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, ret
         yield call, record, counts, samples
 
 
-def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget, est):
+IN_FLIGHT = "in_flight.json"
+
+
+def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget, est,
+                   in_flight_path: Path | None = None, run_record: dict | None = None):
     """Keep up to ``in_flight`` calls submitted; yield each as it completes (any order).
 
     Transient failures are resubmitted (same call id and label, nothing counted twice); when the
-    budget allows no further submission, the calls in flight are finished first.
+    budget allows no further submission, the calls in flight are finished first. The SAPI problem
+    ids of the calls in flight are kept in ``in_flight.json`` (refreshed every 50 ms): after a crash,
+    the next run fetches those answers by id (``Client.retrieve_answer``) instead of paying for the
+    problems again, and resubmits only if that fails.
     """
     import time
 
     from dwave.cloud.computation import Future
 
+    from qasa.dataset import atomic_write_json
+
     solver = _cloud_solver(sampler)
+    recovered: dict[str, str] = {}
+    if in_flight_path is not None and in_flight_path.is_file():
+        try:
+            recovered = json.loads(in_flight_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            recovered = {}
+    reattached = 0
+    written: dict[str, str] = {}
+
+    def remember() -> None:
+        if in_flight_path is None:
+            return
+        current = {c.call_id: f.id for f, (c, _, _) in pending.items() if getattr(f, "id", None)}
+        if current != written:
+            atomic_write_json(in_flight_path, current)
+            written.clear()
+            written.update(current)
     previous = solver.return_matrix
     solver.return_matrix = True           # answers as numpy matrices: no per-sample decoding
     queue = list(todo)
@@ -343,6 +371,12 @@ def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, ba
     budget_error: BudgetError | None = None
 
     def submit(call: Call, attempt: int) -> None:
+        nonlocal reattached
+        if attempt == 0 and call.call_id in recovered:
+            fut = solver.client.retrieve_answer(recovered.pop(call.call_id))
+            pending[fut] = (call, -1, utcnow())       # attempt -1: a re-attached answer
+            reattached += 1
+            return
         params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}")
         params, _ = filter_parameters(sampler, params)
         label = params.pop("label", None)
@@ -361,12 +395,16 @@ def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, ba
                 submit(queue.pop(0), 0)
             if not pending:
                 break
-            done, _ = Future.wait_multiple(list(pending), min_done=1)
+            done, _ = Future.wait_multiple(list(pending), min_done=1, timeout=0.05)
+            remember()
             for fut in done:
                 call, attempt, started = pending.pop(fut)
                 try:
                     result = fut.result()
                 except Exception as exc:
+                    if attempt < 0:                   # the old answer is gone: pay for it again
+                        submit(call, 1)
+                        continue
                     if attempt < retries and is_transient(exc):
                         time.sleep(backoff * 2 ** attempt)
                         submit(call, attempt + 1)
@@ -385,11 +423,15 @@ def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, ba
                 yield call, record, counts, None
     finally:
         solver.return_matrix = previous
+        if run_record is not None:
+            run_record["reattached_in_flight"] = reattached
         for fut in pending:
             try:
                 fut.cancel()
             except Exception:
                 pass
+    if in_flight_path is not None and not pending and in_flight_path.is_file():
+        in_flight_path.unlink()
     if budget_error is not None:
         raise budget_error
 

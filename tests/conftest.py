@@ -75,9 +75,10 @@ def _no_dwave_networkx_warnings():
         yield
 
 
-def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: float = 90.0) -> int:
+def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: float = 90.0, until=None) -> int:
     """Run ``tests/<script>`` in a subprocess, SIGKILL it once ``calls`` calls are journaled in
-    ``out``, and return the number of calls the dataset then holds (a real interruption)."""
+    ``out`` (and ``until(out)`` holds, if given), and return the number of calls the dataset then
+    holds (a real interruption)."""
     import os
     import signal
     import subprocess
@@ -90,8 +91,13 @@ def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: f
     proc = subprocess.Popen([sys.executable, str(here / script), *map(str, args)], env=env)
     journal = Path(out) / "journal"
     deadline = time.time() + timeout
-    while time.time() < deadline and len(list(journal.glob("*.parquet")) if journal.is_dir() else []) < calls:
-        time.sleep(0.02)
+    while time.time() < deadline:
+        if len(list(journal.glob("*.parquet")) if journal.is_dir() else []) >= calls:
+            proc.send_signal(signal.SIGSTOP)          # freeze it, then decide: no race with its next write
+            if until is None or until(out):
+                break
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return len(qasa.Dataset.load(out).call_ids)

@@ -56,11 +56,31 @@ def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
 def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
     with SAPIServer(qpu, pending_polls=3) as server:
         reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5)
+        solved_before = server.solved
         out = tmp_path / "killed"
-        done = kill_worker_midway("leap_worker.py", [server.endpoint, server.solver_name, out], out, calls=15)
+        done = kill_worker_midway("leap_worker.py", [server.endpoint, server.solver_name, out], out, calls=15,
+                                  until=_call_in_flight)
         assert 15 <= done < len(reference.calls)
+        in_flight = json.loads((out / "in_flight.json").read_text()) if (out / "in_flight.json").is_file() else {}
+        in_flight = {c: pid for c, pid in in_flight.items() if c not in Dataset.load(out).call_ids}
+        assert in_flight, "a call was in flight at the kill"
         resumed = qasa.run(leap_worker.protocol(), _sampler(server), out, in_flight=5)
+        paid = server.solved - solved_before
     assert resumed.counts.equals(reference.counts)
+    # problems in flight at the kill are fetched by id, not paid for again
+    assert resumed.metadata["runs"][-1]["reattached_in_flight"] == len(in_flight)
+    assert paid <= len(reference.calls) + 2 - len(in_flight)
+    assert not (out / "in_flight.json").exists()
+
+
+def _call_in_flight(out: Path) -> bool:
+    """True when in_flight.json names a problem whose call is not journaled yet."""
+    try:
+        pending = json.loads((out / "in_flight.json").read_text())
+    except (OSError, ValueError):
+        return False
+    journaled = {p.stem for p in (out / "journal").glob("*.parquet")}
+    return any(c not in journaled for c in pending)
 
 
 def test_estimate_matches_what_the_solver_reports_and_budget_holds(qpu, isolated, tmp_path):
