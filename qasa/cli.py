@@ -21,6 +21,9 @@ __all__ = ["main"]
 
 DEFAULT_BACKEND = "emulator"
 
+#: Largest estimated QPU time (s) a ``--backend qpu`` run may use without an explicit budget.
+QPU_SECONDS_WITHOUT_BUDGET = 10.0
+
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
@@ -168,10 +171,20 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
 
 def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qpu_seconds: float | None = None,
          retries: int = 3, in_flight: int = 50):
-    from qasa.runner import run
+    from qasa.runner import prepare, run
 
     sampler = _sampler(o)
     protocol = _protocol(o, sampler)
+    if o["backend"] == "qpu" and max_qpu_seconds is None:
+        from qasa.cost import plan
+
+        _, totals = plan(prepare(protocol, sampler, out), sampler)
+        needed = totals["qpu_access_time_s"]
+        if needed is None or needed > QPU_SECONDS_WITHOUT_BUDGET:
+            shown = "an unknown amount of" if needed is None else f"an estimated {needed:.1f} s of"
+            raise QasaError(f"this run needs {shown} QPU time; pass --max-qpu-seconds (or set "
+                            f"QASA_MAX_QPU_SECONDS) to allow it — runs over {QPU_SECONDS_WITHOUT_BUDGET:g} s "
+                            "on a QPU need an explicit budget")
     state = {"bar": None}
 
     def progress(done: int, total: int) -> None:
@@ -363,16 +376,19 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
 @protocol_options(h_step=0.025, reads=4000)
 @click.option("--model", default="qasa", show_default=True)
 @click.option("--compare", is_flag=True, help="Include model comparison in the report.")
+@click.option("--max-qpu-seconds", default=None, type=float, envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def assess(out: str, model: str, compare: bool, as_json: bool, quiet: bool, **o: Any) -> None:
+def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, as_json: bool, quiet: bool,
+           **o: Any) -> None:
     """Run, fit and report in one go (default: the built-in virtual QPU, no account needed).
 
     The default device is an Advantage_system4.1-like virtual QPU with known per-qubit truth; the
     report compares what the fit recovers with it. The default protocol is the reference h grid
     (±1 step 0.025) with 4000 reads per h; `qasa run` defaults to 10 000.
     """
-    _run(o, out, quiet or as_json)
+    _run(o, out, quiet or as_json, max_qpu_seconds=max_qpu_seconds)
     summary = _report(out, model, None, compare)
     _emit(as_json, summary, _summary_text(summary, Path(out) / "report"))
 

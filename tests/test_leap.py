@@ -109,6 +109,9 @@ def test_cli_against_the_server_keeps_the_token_out_of_everything(qpu, isolated,
         res = runner.invoke(main, ["info", "--backend", "qpu", "--solver", '{"topology__type": "pegasus"}', "--json"])
         assert res.exit_code == 0 and json.loads(res.output)["solver"] == server.solver_name   # chosen by features
         out = tmp_path / "qpu-run"
+        big = runner.invoke(main, ["run", str(tmp_path / "big"), "--backend", "qpu", "--solver", server.solver_name])
+        assert big.exit_code == 1 and "pass --max-qpu-seconds" in big.output      # ~230 s estimated: refused
+        assert not (tmp_path / "big").exists()
         res = runner.invoke(main, ["assess", str(out), "--backend", "qpu", "--solver", server.solver_name,
                                    "--h-step", "0.25", "--reads", "1000", "--json", "--quiet"])
         assert res.exit_code == 0, res.output
