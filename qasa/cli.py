@@ -262,6 +262,7 @@ def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int
 
     ds = Dataset.load(path)
     fits = fit(ds, model, bootstrap=bootstrap, seed=seed)
+    fits.meta["data_fingerprint"] = _fingerprint(ds)
     fits.save(Path(path) / "fits" / f"{model}.parquet")
     if model == "qasa":
         fits.to_model_parameters_csv(Path(path) / "fits" / "model_parameters.csv")
@@ -273,6 +274,7 @@ def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int
         if model not in tables:
             tables[model] = fits
         for m, t in tables.items():
+            t.meta["data_fingerprint"] = _fingerprint(ds)
             t.save(Path(path) / "fits" / f"{m}.parquet")
         comparison = compare_models(tables)
     return ds, fits, comparison
@@ -309,6 +311,11 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
     _emit(as_json, _json_safe(data), "\n".join(lines))
 
 
+def _fingerprint(ds) -> dict[str, int]:
+    """What a saved fit was made from: a fit of other counts is stale and is redone."""
+    return {"calls": int(len(ds.call_ids)), "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum())}
+
+
 def _json_safe(obj: Any) -> Any:
     from qasa.report import _clean
 
@@ -322,8 +329,9 @@ def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[st
 
     ds = Dataset.load(dataset)
     path = Path(dataset) / "fits" / f"{model}.parquet"
-    if path.is_file():
-        fits = FitTable.load(path)
+    saved = FitTable.load(path) if path.is_file() else None
+    if saved is not None and saved.meta.get("data_fingerprint") == _fingerprint(ds):
+        fits = saved
         comparison = None
         if compare:
             _, fits, comparison = _fit_dataset(dataset, model, True, 0, None)

@@ -185,8 +185,6 @@ class VirtualQPU(MockDWaveSampler):
         unknown = set(overrides) - {f.name for f in dataclasses.fields(Preset)}
         if unknown:
             raise ValueError(f"unknown emulator option(s) {sorted(unknown)}")
-        if topology_type is not None and topology_type != preset.topology_type and topology_shape is None:
-            topology_shape = None  # that topology's default shape
         ttype = topology_type or preset.topology_type
         shape = topology_shape if topology_shape is not None else (
             list(preset.topology_shape) if ttype == preset.topology_type else None)
@@ -209,7 +207,7 @@ class VirtualQPU(MockDWaveSampler):
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
         super().__init__(topology_type=ttype, topology_shape=list(shape), broken_nodes=list(broken_nodes),
                          parameter_warnings=False)
-        sched = physics_mod_schedule(preset.schedule)
+        sched = qphys.load_schedule(preset.schedule)
         self._schedule = sched
         self.properties.update({
             "chip_id": preset.name,
@@ -534,11 +532,6 @@ class VirtualQPU(MockDWaveSampler):
             anneal_schedule[-1][0] if anneal_schedule is not None else d["default_annealing_time"])
         return timing_model(d, num_qubits, num_reads, float(anneal), kwargs.get("readout_thermalization"),
                             kwargs.get("programming_thermalization"))
-
-
-def physics_mod_schedule(name: str) -> qphys.Schedule:
-    """Load a published schedule (kept as a function so tests can substitute one)."""
-    return qphys.load_schedule(name)
 
 
 def _timing_data() -> dict[str, Any]:

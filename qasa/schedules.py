@@ -119,7 +119,6 @@ def _eigencurve(u, spectrum=(1.0, 0.1, 0.01), eta0_lambda_max=1.0, horizon=1000,
     lengths = 1.0 / lam
     edges = np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
     steps = u * horizon
-    value = np.ones_like(u)
     start_value = 1.0
     out = np.empty_like(u)
     for i in range(n):
@@ -127,7 +126,6 @@ def _eigencurve(u, spectrum=(1.0, 0.1, 0.01), eta0_lambda_max=1.0, horizon=1000,
         mask = (steps >= a) & ((steps < b) if i < n - 1 else (steps <= b))
         out[mask] = start_value / (1.0 + lam[i] * eta0_lambda_max * start_value * (steps[mask] - a))
         start_value = start_value / (1.0 + lam[i] * eta0_lambda_max * start_value * (b - a))
-    del value
     return out
 
 

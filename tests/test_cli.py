@@ -129,3 +129,18 @@ def test_analogues_command_writes_the_side_by_side_report(tmp_path):
     assert len(rows) == 12 and (tmp_path / "ana" / "analogues.html").is_file()
     cosine = next(r for r in rows if r["shape"] == "cosine")
     assert cosine["qpu_beta"] > 0 and cosine["sa_ground_state_probability"] > 0
+
+
+def test_report_refits_when_the_dataset_grew(tmp_path):
+    """A fit saved before a resumed run finished is stale: report fits again."""
+    from qasa.fitting import FitTable
+
+    out = tmp_path / "grow"
+    invoke("run", out, "--backend", "sa", *SMALL, "--quiet")
+    invoke("fit", out, "--model", "gibbs")
+    stale = FitTable.load(out / "fits" / "gibbs.parquet")
+    stale.meta["data_fingerprint"] = {"calls": 1, "reads": 1}
+    stale.table["beta"] = 123.0
+    stale.save(out / "fits" / "gibbs.parquet")
+    summary = json.loads(invoke("report", out, "--model", "gibbs", "--json").output)
+    assert summary["fit"]["beta"]["median"] < 10
