@@ -271,11 +271,11 @@ def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int
         r = ds.response()
         names = ["gibbs", "gibbs-bias", "gaussian-noise", "qasa"]
         tables = {m: (fits if m == model else fit(r, m)) for m in names}
-        if model not in tables:
-            tables[model] = fits
+        tables[model] = fits
         for m, t in tables.items():
-            t.meta["data_fingerprint"] = _fingerprint(ds)
-            t.save(Path(path) / "fits" / f"{m}.parquet")
+            if t is not fits:               # saved above
+                t.meta["data_fingerprint"] = _fingerprint(ds)
+                t.save(Path(path) / "fits" / f"{m}.parquet")
         comparison = compare_models(tables)
     return ds, fits, comparison
 
@@ -308,18 +308,14 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
             lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
                          f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
         lines.append(f"  preferred: {dev['preferred']}")
-    _emit(as_json, _json_safe(data), "\n".join(lines))
+    from qasa.report import json_safe
+
+    _emit(as_json, json_safe(data), "\n".join(lines))
 
 
 def _fingerprint(ds) -> dict[str, int]:
     """What a saved fit was made from: a fit of other counts is stale and is redone."""
     return {"calls": int(len(ds.call_ids)), "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum())}
-
-
-def _json_safe(obj: Any) -> Any:
-    from qasa.report import _clean
-
-    return _clean(obj)
 
 
 def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[str, Any]:
@@ -456,7 +452,7 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json
 def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend: str, as_json: bool) -> None:
     """Run every schedule shape on SGD, simulated annealing and the (virtual) QPU, side by side."""
     from qasa import analogues as an
-    from qasa.report import build_analogues_report
+    from qasa.report import build_analogues_report, json_safe
 
     sampler = None
     if backend != "emulator":
@@ -470,7 +466,7 @@ def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend:
     cols = ["shape", "sgd_final_loss", "sgd_temperature", "sa_ground_state_probability", "sa_temperature",
             "qpu_beta", "qpu_temperature"]
     text = table[[c for c in cols if c in table]].to_string(index=False, float_format=lambda v: f"{v:.4g}")
-    _emit(as_json, {"combined": _json_safe(table.to_dict("records")), "report": str(Path(out) / "analogues.html")},
+    _emit(as_json, {"combined": json_safe(table.to_dict("records")), "report": str(Path(out) / "analogues.html")},
           text + f"\nreport: {Path(out) / 'analogues.html'}")
 
 

@@ -9,6 +9,7 @@ A dataset is a directory::
     journal/           one Parquet file per call finished since the last compaction
     fits/              fitted parameter tables (written by :mod:`qasa.fitting`)
     samples/           optional raw reads per call (int8 .npy, nominal frame), for outcome correlations
+    in_flight.json     while a run submits to a cloud solver: the SAPI problem ids of calls in flight
 
 ``n_down`` counts the reads in which the qubit returned ``-1`` and ``n_up`` those with ``+1``,
 both in the frame of the nominal field ``h`` (gauges already undone). Every write is atomic (write

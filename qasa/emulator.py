@@ -260,7 +260,9 @@ class VirtualQPU(MockDWaveSampler):
         self._index = {q: i for i, q in enumerate(nodes)}
         self._drift = np.zeros(len(nodes))
         self._calls = 0
-        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
         """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
@@ -303,11 +305,10 @@ class VirtualQPU(MockDWaveSampler):
     def truth_for(self, annealing_time: float | None = None, anneal_schedule=None,
                   h_gain_schedule=None) -> pd.DataFrame:
         """Per-qubit truth for a given anneal: freeze-out point, β and the h-gain at freeze-out."""
-        s_star, t_star = self._freezeout(annealing_time, anneal_schedule)
+        s_star, t_star, beta = self._freezeout(annealing_time, anneal_schedule)
         out = self._truth.copy()
         out["freezeout_s"] = s_star
-        out["beta"] = self.b_scale * qphys.freezeout_beta(self._schedule.B_of(s_star),
-                                                                   self.preset.temperature_mK)
+        out["beta"] = beta
         out["gain"] = self._gain(h_gain_schedule, t_star)
         return out
 
@@ -323,10 +324,8 @@ class VirtualQPU(MockDWaveSampler):
             ["beta", "gamma"] if protocol.spin_reversal else ["beta", "b", "gamma", "eta"])
         if protocol.qubits is not None:
             t = t.loc[[q for q in protocol.qubits if q in t.index]]
-        t = t[cols].copy()
-        t["beta"] = t["beta"] * self.truth_for(protocol.annealing_time, protocol.anneal_schedule,
-                                               protocol.h_gain_schedule).loc[t.index, "gain"].abs()
-        return t.reset_index().to_dict("records")
+        t["beta"] = t["beta"] * t["gain"].abs()     # the fit sees β times the h gain at freeze-out
+        return t[cols].reset_index().to_dict("records")
 
     # -- sampling --------------------------------------------------------------------------------
     @dimod.bqm_structured
@@ -393,29 +392,28 @@ class VirtualQPU(MockDWaveSampler):
             DWaveSampler.validate_anneal_schedule(self, sched)
             if sched[0][1] == 1 and "initial_state" not in kwargs:
                 raise ValueError("a reverse anneal (starting at s = 1) needs an initial_state")
-        if "h_gain_schedule" in kwargs:
-            g = [tuple(p) for p in kwargs["h_gain_schedule"]]
-            glo, ghi = props["h_gain_schedule_range"]
-            if len(g) > props["max_h_gain_schedule_points"] or len(g) < 2:
-                raise ValueError(f"h_gain_schedule needs 2 to {props['max_h_gain_schedule_points']} points")
-            if g[0][0] != 0 or any(b[0] <= a[0] for a, b in zip(g, g[1:])):
-                raise ValueError("h_gain_schedule times must start at 0 and increase")
-            if any(not glo <= v <= ghi for _, v in g):
-                raise ValueError(f"h_gain_schedule gains must lie in [{glo}, {ghi}]")
+        if "h_gain_schedule" in kwargs:        # the same rules qasa checks client-side
+            from qasa.samplers import _check_range, _check_schedule_points
+
+            g = tuple(tuple(float(x) for x in p) for p in kwargs["h_gain_schedule"])
+            _check_schedule_points("h_gain_schedule", g, props["max_h_gain_schedule_points"])
+            for _, v in g:
+                _check_range("h_gain_schedule gain", v, props["h_gain_schedule_range"])
 
     def _rng(self, label: str | None) -> np.random.Generator:
         key = zlib.crc32(label.encode()) if label is not None else self._calls
         return np.random.default_rng([self.seed, 2, 0 if label is not None else 1, key])
 
-    def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray]:
+    def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per qubit, cached per anneal: freeze-out point s*, its time t*, and β there."""
         key = (annealing_time, None if anneal_schedule is None else tuple(map(tuple, anneal_schedule)))
         if key not in self._freeze_cache:
-            rate = self._truth["rate"].to_numpy()
-            s_star = qphys.freezeout_point(self._schedule, rate, annealing_time, anneal_schedule)
+            s_star = qphys.freezeout_point(self._schedule, self._col["rate"], annealing_time, anneal_schedule)
             t, s = qphys.anneal_path(annealing_time, anneal_schedule)
             # time of freeze-out: the last time the path is at s* (forward anneals: monotone)
             t_star = np.interp(s_star, s, t) if np.all(np.diff(s) >= 0) else np.full_like(s_star, t[-1])
-            self._freeze_cache[key] = (s_star, t_star)
+            beta = self.b_scale * qphys.freezeout_beta(self._schedule.B_of(s_star), self.preset.temperature_mK)
+            self._freeze_cache[key] = (s_star, t_star, beta)
         return self._freeze_cache[key]
 
     def _gain(self, h_gain_schedule, t_star: np.ndarray) -> np.ndarray:
@@ -425,6 +423,13 @@ class VirtualQPU(MockDWaveSampler):
         return np.interp(t_star, t, g)
 
     def _gain_curve(self, h_gain_schedule, t_end: float) -> tuple[np.ndarray, np.ndarray]:
+        """The low-pass-filtered h gain on a fine time grid (cached: every call of a protocol asks)."""
+        key = (tuple(map(tuple, h_gain_schedule)), float(t_end))
+        if key not in self._gain_cache:
+            self._gain_cache[key] = self._filtered_gain(h_gain_schedule, t_end)
+        return self._gain_cache[key]
+
+    def _filtered_gain(self, h_gain_schedule, t_end: float) -> tuple[np.ndarray, np.ndarray]:
         pts = np.asarray(h_gain_schedule, dtype=float)
         t_last = max(float(pts[-1, 0]), t_end)
         tau = 1.0 / (2 * np.pi * self.preset.h_filter_MHz)
@@ -449,25 +454,24 @@ class VirtualQPU(MockDWaveSampler):
         self._calls += 1
         annealing_time = kwargs.get("annealing_time")
         anneal_schedule = kwargs.get("anneal_schedule")
-        truth = self._truth.iloc[idx]
-        bias = truth["b"].to_numpy() + drift
+        col = {c: v[idx] for c, v in self._col.items()}
+        bias = col["b"] + drift
         if self.physics == "freezeout":
-            s_star, t_star = self._freezeout(annealing_time, anneal_schedule)
-            s_star, t_star = s_star[idx], t_star[idx]
-            beta = self.b_scale * qphys.freezeout_beta(self._schedule.B_of(s_star), self.preset.temperature_mK)
+            _, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
             gain = self._gain(kwargs.get("h_gain_schedule"), t_star)
             field = (gain * h)[:, None]
-            eta = truth["eta"].to_numpy()
+            eta = col["eta"]
             if self.noise == "telegraph":
-                theta = np.column_stack([beta, bias, truth["gamma"].to_numpy(), eta])
+                theta = np.column_stack([beta, bias, col["gamma"], eta])
                 m = MODELS["qasa"].m(field, theta)[:, 0]
             else:
                 theta = np.column_stack([beta, bias, eta])
                 m = MODELS["gaussian-noise"].m(field, theta)[:, 0]
             p = 0.5 * (1.0 + m)
         else:
-            p = self._dynamics(h, bias, truth, annealing_time, anneal_schedule, kwargs.get("h_gain_schedule"))
-        eps = truth["readout_error"].to_numpy()
+            p = self.dynamics_p_down(h, bias, col["rate"], col["eta"], annealing_time, anneal_schedule,
+                                     kwargs.get("h_gain_schedule"))
+        eps = col["readout_error"]
         p = eps + (1.0 - 2.0 * eps) * p
         info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
                 "timing": self._timing(len(self.nodelist), num_reads, annealing_time, anneal_schedule, kwargs)}
@@ -491,7 +495,7 @@ class VirtualQPU(MockDWaveSampler):
         # start where even the slowest-relaxing trajectory has ≥ 30 events left: equilibrium there
         t_start = t_path[0]
         if self.rate_scale > 0 and anneal_schedule is None and np.all(c > 0):
-            grid, sg, after1 = qphys._events_after(sched, t_path, s_path, 1.0)
+            grid, sg, after1 = qphys.events_after(sched, t_path, s_path, 1.0)
             ok = after1 * c.min() >= 30.0
             if ok.any():
                 t_start = grid[np.flatnonzero(ok)[-1]]
@@ -517,10 +521,6 @@ class VirtualQPU(MockDWaveSampler):
         rz = qphys.evolve(t, -A, B * gain, hh, kT, rate=A * A, offsets=off, bo=B,
                             rate_scale=np.repeat(c, nd))
         return (0.5 * (1.0 - rz)).reshape(-1, nd) @ weights
-
-    def _dynamics(self, h, bias, truth, annealing_time, anneal_schedule, h_gain_schedule) -> np.ndarray:
-        return self.dynamics_p_down(h, bias, truth["rate"].to_numpy(), truth["eta"].to_numpy(),
-                                    annealing_time, anneal_schedule, h_gain_schedule)
 
     def _timing(self, num_qubits: int, num_reads: int, annealing_time, anneal_schedule,
                 kwargs: Mapping[str, Any]) -> dict[str, float]:

@@ -46,7 +46,7 @@ import numpy as np
 
 __all__ = [
     "H_PLANCK", "K_BOLTZMANN", "kT_GHz", "freezeout_beta", "Schedule", "load_schedule",
-    "SCHEDULES", "schedule_path", "anneal_path", "freezeout_point", "calibrate_rate",
+    "SCHEDULES", "schedule_path", "anneal_path", "events_after", "freezeout_point", "calibrate_rate",
     "lowpass", "evolve", "bloch_equilibrium",
 ]
 
@@ -110,8 +110,9 @@ def anneal_path(annealing_time: float | None = None,
     return np.array([0.0, ta]), np.array([0.0, 1.0])
 
 
-def _events_after(schedule: Schedule, t: np.ndarray, s: np.ndarray, rate: float, n: int = 4001):
-    """Expected number of relaxation events from each time of a fine grid to the end."""
+def events_after(schedule: Schedule, t: np.ndarray, s: np.ndarray, rate: float, n: int = 4001):
+    """Expected number of relaxation events (Γ = rate · A(s)²) from each time of a fine grid to the
+    end of the anneal: ``(grid, s on the grid, events after)``."""
     grid = np.unique(np.concatenate([np.linspace(t[0], t[-1], n), t]))
     sg = np.interp(grid, t, s)
     gam = rate * schedule.A_of(sg) ** 2
@@ -135,23 +136,17 @@ def freezeout_point(schedule: Schedule, rate: float | np.ndarray, annealing_time
     """
     t, s = anneal_path(annealing_time, anneal_schedule)
     rates = np.atleast_1d(np.asarray(rate, dtype=float))
-    grid, sg, after1 = _events_after(schedule, t, s, 1.0)
-    out = np.empty_like(rates)
-    # events scale linearly with the rate: find where rate * after1 crosses 1 (after1 decreasing)
-    rev_after, rev_s = after1[::-1], sg[::-1]
-    for i, c in enumerate(rates):
-        target = 1.0 / c
-        if target >= after1[0]:
-            out[i] = sg[0]
-        else:
-            out[i] = np.interp(target, rev_after, rev_s)
+    _, sg, after1 = events_after(schedule, t, s, 1.0)
+    # events scale linearly with the rate: s where rate · after1 falls to 1 (after1 decreases in time);
+    # a rate too small to reach one event gets the start of the path (np.interp clamps to it)
+    out = np.interp(1.0 / rates, after1[::-1], sg[::-1])
     return out if np.ndim(rate) else out[0]
 
 
 def calibrate_rate(schedule: Schedule, s_star: float, annealing_time: float = 20.0) -> float:
     """c such that a linear anneal of ``annealing_time`` µs freezes at ``s_star``."""
     t, s = anneal_path(annealing_time)
-    grid, sg, after1 = _events_after(schedule, t, s, 1.0)
+    _, sg, after1 = events_after(schedule, t, s, 1.0)
     events = np.interp(s_star, sg, after1)
     return 1.0 / events
 

@@ -18,27 +18,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json, utcnow
+from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json, utcnow
 from qasa.fitting import FitTable, fit
 
 __all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report",
-           "build_analogues_report"]
+           "build_analogues_report", "json_safe"]
 
 
-def pooled_temperature(dataset: Dataset) -> dict[str, float]:
+def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
     """Fit the ``gibbs`` model to the counts of all qubits summed: the device-wide β and T_eff = 1/β."""
-    table = fit(dataset.response().pooled(), "gibbs").table.iloc[0]
+    r = data.response() if isinstance(data, Dataset) else data
+    table = fit(r.pooled(), "gibbs").table.iloc[0]
     beta, se = float(table["beta"]), float(table["beta_stderr"])
     return {"beta": beta, "beta_stderr": se, "T_eff": 1.0 / beta if beta > 0 else math.nan,
             "T_eff_stderr": se / beta**2 if beta > 0 else math.nan}
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Replace NaN/inf by None so the JSON is strict."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -47,11 +48,13 @@ def _clean(obj: Any) -> Any:
 
 
 def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | None = None,
-              truth: pd.DataFrame | None = None, analysis: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The numbers of a report as a JSON-able dict (``summary.json``)."""
+              truth: pd.DataFrame | None = None, analysis: dict[str, Any] | None = None,
+              response: Response | None = None) -> dict[str, Any]:
+    """The numbers of a report as a JSON-able dict (``summary.json``); ``response`` saves
+    summing the counts again when the caller has it."""
     dev = dataset.device
     proto = dataset.metadata.get("protocol") or {}
-    r = dataset.response()
+    r = response if response is not None else dataset.response()
     out: dict[str, Any] = {
         "created": utcnow(),
         "device": {"solver": dev.get("solver"), "topology_type": dev.get("topology_type"),
@@ -62,7 +65,7 @@ def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | Non
                  "annealing_time_us": proto.get("annealing_time"),
                  "qpu_access_time_total_us": dataset.metadata.get("qpu_access_time_total_us")},
         "fit": fits.summary(),
-        "pooled_gibbs": pooled_temperature(dataset),
+        "pooled_gibbs": pooled_temperature(r),
     }
     if comparison is not None:
         out["model_comparison"] = comparison
@@ -78,7 +81,7 @@ def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | Non
             "outliers": int(analysis["outliers"]["outlier"].sum()),
             "exclusion_list": analysis["exclusion_list"],
         }
-    return _clean(out)
+    return json_safe(out)
 
 
 def recovery_summary(fits: FitTable, truth: pd.DataFrame) -> dict[str, Any]:
@@ -135,7 +138,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figures(dataset: Dataset, fits: FitTable, truth: pd.DataFrame | None) -> list[tuple[str, str]]:
+def _figures(dataset: Dataset, r: Response, fits: FitTable, truth: pd.DataFrame | None) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +147,6 @@ def _figures(dataset: Dataset, fits: FitTable, truth: pd.DataFrame | None) -> li
     from qasa import plots
 
     figs = []
-    r = dataset.response()
     good = fits.table[fits.table["quality"] == "good"]
     # the qubits at the extremes and thirds of the first parameter (β): the spread of the device
     first = fits.model.params[0]
@@ -238,10 +240,11 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     analysis = device_analysis(dataset, fits)
-    summary = summarize(dataset, fits, comparison[1] if comparison else None, truth, analysis)
+    r = dataset.response()
+    summary = summarize(dataset, fits, comparison[1] if comparison else None, truth, analysis, r)
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
     if outcome is not None:
-        summary["outcome_correlations"] = _clean(outcome)
+        summary["outcome_correlations"] = json_safe(outcome)
     if analysis is not None:
         for name in ("correlations", "position", "outliers", "robust"):
             atomic_write_bytes(out / f"{name}.csv", analysis[name].to_csv(index=name in ("outliers", "robust")).encode())
@@ -297,7 +300,7 @@ def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
             "devices) is absorbed by γ, a noise amplitude η close to 0 trades off against β beyond what a "
             "Wald interval shows, and with gauges only β and γ have a unique truth.</p>"
             + _table_html(list(summary["recovery"].items())))
-    for title, png in _figures(dataset, fits, truth) + _analysis_figures(fits, analysis):
+    for title, png in _figures(dataset, r, fits, truth) + _analysis_figures(fits, analysis):
         sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>qasa report — {html.escape(str(d.get('solver')))}</title>
@@ -371,7 +374,7 @@ def build_comparison_report(runs: dict[str, tuple[Dataset, FitTable]], out_dir: 
                         f"(sign test p = {t['sign_test_p']:.3g}).</p>")
     for title, png in figs:
         sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
-    summary = _clean(summary)
+    summary = json_safe(summary)
     atomic_write_json(out / "comparison.json", summary)
     page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qasa comparison</title>"
             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
@@ -408,7 +411,7 @@ def build_analogues_report(nqm: pd.DataFrame, sa: pd.DataFrame, qpu: pd.DataFram
     out.mkdir(parents=True, exist_ok=True)
     table = combined(nqm, sa, qpu)
     atomic_write_bytes(out / "analogues.csv", table.to_csv(index=False).encode())
-    atomic_write_json(out / "analogues.json", _clean({"combined": table.to_dict("records"),
+    atomic_write_json(out / "analogues.json", json_safe({"combined": table.to_dict("records"),
                                                       "sgd": nqm.to_dict("records"), "sa": sa.to_dict("records"),
                                                       "qpu": qpu.drop(columns=["anneal_schedule"], errors="ignore").to_dict("records")}))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

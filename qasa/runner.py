@@ -42,14 +42,31 @@ def reduce_sampleset(sampleset: dimod.SampleSet, qubits: np.ndarray | list[int],
 
     Each row is weighted by its ``num_occurrences`` (histogram answers).
     """
+    returned, reads = _count_down(sampleset.record.sample, sampleset.record.num_occurrences,
+                                  _columns(sampleset, qubits))
+    n_down = _undo_gauge(returned, reads, flips)
+    return n_down, reads - n_down
+
+
+def _columns(sampleset: dimod.SampleSet, qubits) -> np.ndarray:
+    """Column of each qubit in the SampleSet's sample matrix."""
     variables = sampleset.variables
-    cols = np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
-    record = sampleset.record
-    spins = record.sample[:, cols].astype(np.int8) * np.asarray(flips, dtype=np.int8)
-    occurrences = np.asarray(record.num_occurrences, dtype=np.int64)
-    n_down = occurrences @ (spins == -1).astype(np.int64)
-    n_up = int(occurrences.sum()) - n_down
-    return n_down, n_up
+    return np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
+
+
+def _count_down(samples: np.ndarray, occurrences, cols: np.ndarray) -> tuple[np.ndarray, int]:
+    """Reads returning -1 in columns ``cols`` (returned frame), weighted by ``occurrences``
+    (None or all ones: raw reads), and the number of reads."""
+    down = samples == -1                         # every column at once: cheaper than gathering first
+    if occurrences is None or np.all(np.asarray(occurrences) == 1):
+        return np.count_nonzero(down, axis=0)[cols].astype(np.int64), int(len(samples))
+    occ = np.asarray(occurrences, dtype=np.float64)
+    return np.rint(occ @ down[:, cols]).astype(np.int64), int(occ.sum())
+
+
+def _undo_gauge(returned_down: np.ndarray, reads: int, flips: np.ndarray) -> np.ndarray:
+    """-1 counts in the nominal frame: a flipped qubit's returned +1 is a nominal -1."""
+    return np.where(np.asarray(flips) == 1, returned_down, reads - np.asarray(returned_down))
 
 
 def sampler_parameters(protocol: Protocol) -> dict[str, Any]:
@@ -296,15 +313,6 @@ def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
             attempt += 1
 
 
-def _count_down(solutions: np.ndarray, occurrences, qubits: np.ndarray) -> tuple[np.ndarray, int]:
-    """Reads returning -1 per qubit (returned frame) from an answer matrix (rows × qubit labels)."""
-    down = solutions == -1                      # every column at once: cheaper than gathering first
-    if occurrences is None or np.all(np.asarray(occurrences) == 1):
-        return np.count_nonzero(down, axis=0)[qubits].astype(np.int64), int(len(solutions))
-    occ = np.asarray(occurrences, dtype=np.float64)
-    return np.rint(occ @ down[:, qubits]).astype(np.int64), int(occ.sum())
-
-
 def _cloud_solver(sampler: dimod.Sampler):
     """The dwave-cloud-client solver behind a ``DWaveSampler`` (asynchronous submission), or None."""
     solver = getattr(sampler, "solver", None)
@@ -410,8 +418,9 @@ def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, ba
                         submit(call, attempt + 1)
                         continue
                     raise _tag(exc, call)
-                n_down, reads = _count_down(np.asarray(result["solutions"]), result.get("num_occurrences"), qubits)
-                n_down = np.where(call.flips == 1, n_down, reads - n_down)
+                # the answer matrix has one column per qubit label
+                returned, reads = _count_down(np.asarray(result["solutions"]), result.get("num_occurrences"), qubits)
+                n_down = _undo_gauge(returned, reads, call.flips)
                 timing = dict(result.get("timing") or getattr(fut, "timing", {}) or {})
                 record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
                           "gauge": call.gauge, "num_reads": call.num_reads, "problem_id": fut.id,
@@ -456,7 +465,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
         if not np.array_equal(variables, qubits):
             raise RuntimeError("sample_counts returned qubits in another order than requested")
-        n_down = np.where(call.flips == 1, returned_down, call.num_reads - returned_down)
+        n_down = _undo_gauge(returned_down, call.num_reads, call.flips)
         n_up = call.num_reads - n_down
     else:
         sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
@@ -480,8 +489,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
 
 def _subsample(sampleset: dimod.SampleSet, qubits: np.ndarray, flips: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Up to ``k`` reads chosen at random (histogram rows expanded), nominal frame, int8 (reads × qubits)."""
-    variables = sampleset.variables
-    cols = np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
+    cols = _columns(sampleset, qubits)
     rows = np.repeat(np.arange(len(sampleset.record)), sampleset.record.num_occurrences)
     rng = np.random.default_rng(seed)
     pick = rng.permutation(rows)[:k]

@@ -11,7 +11,7 @@ Backends (:func:`get_sampler`):
   MockDWaveSampler's default steepest descent.
 - ``"sa"``: :class:`StructuredSASampler`, the same exact Gibbs sampler on a Chimera, Pegasus or
   Zephyr graph from dwave-networkx (``dwave.graphs``), seeded per call.
-- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.emulator`), when available.
+- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.emulator`).
 
 Any other :class:`dimod.Sampler` can be passed to the runner directly. Only keyword arguments listed
 in a sampler's ``parameters`` are sent to it (:func:`filter_parameters`).
@@ -234,10 +234,8 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
                                    proposal_acceptance_criteria="Gibbs", randomize_order=False),
             parameter_warnings=False)
     if backend == "emulator":
-        try:
-            from qasa.emulator import VirtualQPU
-        except ImportError as exc:  # pragma: no cover - the emulator ships with qasa
-            raise SamplerError(f"the emulator backend is not available: {exc}") from exc
+        from qasa.emulator import VirtualQPU
+
         return VirtualQPU(topology_type=topology_type, topology_shape=topology_shape, seed=seed,
                           broken_nodes=broken_nodes, **options)
     if backend == "qpu":

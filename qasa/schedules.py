@@ -255,10 +255,10 @@ def to_anneal_schedule(sh: Shape, sampler_or_properties, annealing_time: float =
     s_path = 1.0 - (1.0 - s_min) * sh.normalized(fine)
     limit = 1.0 / tmin
     if reverse:
-        # a reverse anneal starts and ends at s = 1 (the initial state is read in at s = 1)
+        # a reverse anneal starts and ends at s = 1 (the initial state is read in at s = 1); the jumps
+        # at both ends become the steepest legal ramps in the slope limiter below
         u_full = np.concatenate([[0.0], fine, [1.0]])
         s_target = np.concatenate([[1.0], s_path, [1.0]])
-        u_full[1:-1] = fine * (1 - 2e-9) + 1e-9
     else:
         u_full, s_target = fine, s_path
     t_full = u_full * annealing_time

@@ -146,8 +146,8 @@ def qubit_table(device: dict[str, Any]) -> "pd.DataFrame":
     g = device_graph(device)
     nodes = sorted(g.nodes)
     table = pd.DataFrame(_coordinates(ttype, shape, nodes), index=pd.Index(nodes, name="qubit"))
-    pos = positions(device)
-    all_xy = np.array(list(positions({"topology_type": ttype, "topology_shape": shape}).values()))
+    pos = positions(device)                      # every qubit of the full topology
+    all_xy = np.array(list(pos.values()))
     centre = 0.5 * (all_xy.min(0) + all_xy.max(0))
     radius = np.sqrt(((all_xy - centre) ** 2).sum(1)).max()
     xy = np.array([pos[q] for q in nodes])

@@ -112,13 +112,30 @@ def test_run_duration_outside_range_is_refused(qpu):
         qasa.run(protocol, qpu)
 
 
+class _Recording:
+    """Keeps the keyword arguments of every call."""
+
+    def __init__(self, child):
+        self.child, self.kwargs = child, []
+
+    def __getattr__(self, name):
+        return getattr(self.child, name)
+
+    def sample_counts(self, h, **kw):
+        self.kwargs.append(kw)
+        return self.child.sample_counts(h, **kw)
+
+
 def test_dataset_keeps_a_solver_snapshot_and_call_times(qpu):
-    ds = qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), qpu)
+    recording = _Recording(qpu)
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), recording)
     props = ds.device["properties"]
     assert props["chip_id"] == "Advantage_system4.1-like" and "qubits" not in props
     assert props["problem_timing_data"]["typical_programming_time"] > 0
     assert (ds.calls["finished"] >= ds.calls["started"]).all()
-    assert ds.protocol.flux_drift_compensation is False
+    # drift compensation off and no rescaling on every call, as recorded in the protocol
+    assert all(kw["flux_drift_compensation"] is False and kw["auto_scale"] is False for kw in recording.kwargs)
+    assert ds.metadata["protocol"]["flux_drift_compensation"] is False and len(recording.kwargs) == 5
 
 
 def test_cli_plan_and_dry_run_submit_nothing(tmp_path):

@@ -39,13 +39,18 @@ def test_single_start_at_eta_zero_is_trapped_and_multistart_escapes():
     assert best["loglik"] - ll_trapped[0] > 1000  # thousands of nats better
 
 
+def _qasa_truth(rng, n, beta=(5.0, 10.0), gamma=(0.05, 0.2), eta=(0.04, 0.1)):
+    """Per-qubit QASA parameters: β, γ, η uniform in the ranges given, b ~ N(0, 0.01)."""
+    return np.column_stack([rng.uniform(*beta, n), rng.normal(0, 0.01, n), rng.uniform(*gamma, n),
+                            rng.uniform(*eta, n)])
+
+
 @pytest.mark.parametrize("model, sampler", [
     ("gibbs", lambda rng, n: np.column_stack([rng.uniform(3, 10, n)])),
     ("gibbs-bias", lambda rng, n: np.column_stack([rng.uniform(3, 10, n), rng.normal(0, 0.02, n)])),
     ("gaussian-noise", lambda rng, n: np.column_stack([rng.uniform(4, 10, n), rng.normal(0, 0.02, n),
                                                        rng.uniform(0.05, 0.12, n)])),
-    ("qasa", lambda rng, n: np.column_stack([rng.uniform(5, 10, n), rng.normal(0, 0.01, n),
-                                             rng.uniform(0.05, 0.2, n), rng.uniform(0.04, 0.1, n)])),
+    ("qasa", lambda rng, n: _qasa_truth(rng, n)),
 ])
 def test_intervals_cover_the_truth_95_percent_of_the_time(model, sampler):
     rng = np.random.default_rng(len(model))
@@ -105,8 +110,7 @@ def test_bootstrap_stderr_agrees_with_fisher_stderr():
 def test_compare_prefers_the_true_model_and_rejects_the_smaller_one():
     rng = np.random.default_rng(3)
     n = 60
-    theta = np.column_stack([rng.uniform(6, 9, n), rng.normal(0, 0.01, n), rng.uniform(0.1, 0.2, n),
-                             rng.uniform(0.05, 0.08, n)])
+    theta = _qasa_truth(rng, n, beta=(6, 9), gamma=(0.1, 0.2), eta=(0.05, 0.08))
     r = _draw("qasa", theta, 20_000, seed=4)
     per, device = compare(r)
     assert device["preferred"] == "qasa"
@@ -157,8 +161,7 @@ def test_fitted_curve_bands_cover_the_true_curve():
     """The delta-method band of P(−1) (full covariance) covers the true curve ~95% of the time."""
     rng = np.random.default_rng(12)
     n = 400
-    theta = np.column_stack([rng.uniform(5, 9, n), rng.normal(0, 0.01, n), rng.uniform(0.05, 0.2, n),
-                             rng.uniform(0.04, 0.1, n)])
+    theta = _qasa_truth(rng, n, beta=(5, 9))
     r = _draw("qasa", theta, 20_000, seed=13)
     ft = fit(r, "qasa")
     h = np.array([-0.2, 0.05, 0.3])
