@@ -44,8 +44,9 @@ __all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
-COUNT_COLUMNS = ["call_id", "qubit", "h", "n_down", "n_up"]
-_COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "n_down": "int64", "n_up": "int64"}
+COUNT_COLUMNS = ["call_id", "qubit", "h", "gauge", "n_down", "n_up"]
+_COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
+                 "n_up": "int64"}
 
 
 _UMASK = os.umask(0)
@@ -90,6 +91,8 @@ def _table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
 
 
 def _normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
+    if "gauge" not in df:          # written before gauges were stored: 0 = not recorded
+        df = df.assign(gauge=0)
     df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
     return df.reset_index(drop=True)
 
@@ -178,9 +181,60 @@ class Dataset:
         """Ids of the calls whose counts are in the dataset."""
         return set(self.counts["call_id"].unique())
 
-    def response(self, qubits: Iterable[int] | None = None) -> Response:
-        """Sum the counts over calls into ``(qubit × h)`` arrays for fitting."""
+    def gauges(self) -> np.ndarray:
+        """The gauge sign (±1) applied to each counts row.
+
+        Datasets written before gauges were stored (``gauge == 0``) get them reconstructed from
+        their protocol: the gauges are a function of the protocol's seed and the call position
+        only (:meth:`qasa.protocol.Protocol.calls`). Imported data without a protocol were
+        collected without client-side gauges (the reference scripts apply none): +1.
+        """
+        g = self.counts["gauge"].to_numpy(np.int8)
+        unknown = g == 0
+        if not unknown.any():
+            return g
+        g = g.copy()
+        protocol = self.protocol
+        if protocol is None or protocol.qubits is None or protocol.seed is None:
+            g[unknown] = 1
+            return g
+        calls = protocol.calls()
+        ids = np.array([c.call_id for c in calls])
+        flips = np.stack([c.flips for c in calls]) if calls else np.zeros((0, 0), np.int8)
+        order = np.argsort(ids)
+        col = {int(q): i for i, q in enumerate(protocol.qubits)}
+        rows = np.flatnonzero(unknown)
+        cid = self.counts["call_id"].to_numpy(str)[rows]
+        pos = np.searchsorted(ids[order], cid)
+        pos = np.minimum(pos, len(ids) - 1)
+        found = ids[order][pos] == cid
+        qcol = np.array([col.get(int(q), -1) for q in self.counts["qubit"].to_numpy()[rows]])
+        ok = found & (qcol >= 0)
+        g[rows[ok]] = flips[order[pos[ok]], qcol[ok]]
+        g[rows[~ok]] = 1
+        return g
+
+    def response(self, qubits: Iterable[int] | None = None, frame: str = "programmed") -> Response:
+        """Sum the counts over calls into ``(qubit × h)`` arrays for fitting.
+
+        Args:
+            qubits: restrict to these qubits.
+            frame: ``"programmed"`` (default): the field each qubit was actually programmed with,
+                ``x = g·h``, and the reads in which it *returned* -1 — the qubit's own frame, in
+                which a static bias ``b`` keeps its sign whatever the gauge, so that fits identify
+                ``b`` and ``η`` separately. ``"nominal"``: the nominal ``h`` and -1 counts with the
+                gauge undone (a static bias appears as ±b across gauges).
+        """
+        if frame not in ("programmed", "nominal"):
+            raise ValueError(f"frame={frame!r}; choose 'programmed' or 'nominal'")
         df = self.counts
+        if frame == "programmed":
+            g = self.gauges()
+            flipped = g < 0
+            df = pd.DataFrame({"qubit": df["qubit"].to_numpy(),
+                               "h": np.where(flipped, -df["h"].to_numpy(float), df["h"].to_numpy(float)) + 0.0,
+                               "n_down": np.where(flipped, df["n_up"].to_numpy(), df["n_down"].to_numpy()),
+                               "n_up": np.where(flipped, df["n_down"].to_numpy(), df["n_up"].to_numpy())})
         if qubits is not None:
             df = df[df["qubit"].isin(list(qubits))]
         grouped = df.groupby(["qubit", "h"], sort=True)[["n_down", "n_up"]].sum()
@@ -315,19 +369,35 @@ class Dataset:
         return np.concatenate([np.load(f) for f in files])
 
     # -- reference format -------------------------------------------------------------------
-    def to_spin_table(self, path: str | os.PathLike) -> Path:
+    def to_spin_table(self, path: str | os.PathLike, frame: str | None = None) -> Path:
         """Export the counts in the reference ``spin_table.csv`` layout (summed over calls).
+
+        The reference scripts apply no gauges, so each cell counts the reads in which the qubit
+        *returned* -1 at the field it was *programmed* with: the ``"programmed"`` frame of
+        :meth:`response`, used by default. When gauges leave qubits with unequal reads at a
+        programmed field (one gauge per h), the file has no exact programmed-frame form and the
+        nominal frame (gauges undone) is written instead, with a warning: a static bias ``b`` is
+        then averaged over ±b and is not identified from the exported file.
 
         Raises:
             DatasetError: if qubits were read a different number of times at the same h (the
                 reference format has one ``samples`` column per h).
         """
-        r = self.response()
-        samples = r.n_total.max(axis=0)
-        uneven = np.flatnonzero((r.n_total != samples).any(axis=0))
-        if uneven.size:
-            raise DatasetError(f"qubits have unequal read counts at h={r.h[uneven[0]]:g}; "
-                               "spin_table.csv needs one 'samples' value per h")
+        import warnings
+
+        frames = [frame] if frame is not None else ["programmed", "nominal"]
+        for i, fr in enumerate(frames):
+            r = self.response(frame=fr)
+            samples = r.n_total.max(axis=0)
+            uneven = np.flatnonzero((r.n_total != samples).any(axis=0))
+            if not uneven.size:
+                break
+            if i + 1 == len(frames):
+                raise DatasetError(f"qubits have unequal read counts at h={r.h[uneven[0]]:g}; "
+                                   "spin_table.csv needs one 'samples' value per h")
+        if fr == "nominal" and frame is None:
+            warnings.warn("gauges left unequal reads per programmed field: spin_table.csv is written in the "
+                          "nominal frame (gauges undone), where a static bias b is not identified", stacklevel=2)
         table = pd.DataFrame({"h": r.h, "samples": samples})
         spins = pd.DataFrame(r.n_down.T, columns=[f"spin_{q}" for q in r.qubits])
         table = pd.concat([table, spins], axis=1)

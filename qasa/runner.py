@@ -25,48 +25,17 @@ import numpy as np
 import pandas as pd
 
 from qasa.cost import BudgetError, check_run_duration, estimate_call
-from qasa.dataset import Dataset, utcnow
+from qasa.dataset import COUNT_COLUMNS, Dataset, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
+from qasa.leap import IN_FLIGHT, async_results, cloud_solver, is_transient, redact, tag
+from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.samplers import device_info, filter_parameters, validate
 
 __all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "is_transient", "redact"]
 
 #: Parameters the protocol always asks for; silently skipped by samplers that do not know them.
 _ALWAYS = ("auto_scale", "flux_drift_compensation", "answer_mode", "num_reads", "label", "seed")
-
-
-def reduce_sampleset(sampleset: dimod.SampleSet, qubits: np.ndarray | list[int],
-                     flips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(n_down, n_up)`` per qubit from a SampleSet, undoing the gauge ``flips``.
-
-    Each row is weighted by its ``num_occurrences`` (histogram answers).
-    """
-    returned, reads = _count_down(sampleset.record.sample, sampleset.record.num_occurrences,
-                                  _columns(sampleset, qubits))
-    n_down = _undo_gauge(returned, reads, flips)
-    return n_down, reads - n_down
-
-
-def _columns(sampleset: dimod.SampleSet, qubits) -> np.ndarray:
-    """Column of each qubit in the SampleSet's sample matrix."""
-    variables = sampleset.variables
-    return np.fromiter((variables.index(int(q)) for q in qubits), dtype=np.int64, count=len(qubits))
-
-
-def _count_down(samples: np.ndarray, occurrences, cols: np.ndarray) -> tuple[np.ndarray, int]:
-    """Reads returning -1 in columns ``cols`` (returned frame), weighted by ``occurrences``
-    (None or all ones: raw reads), and the number of reads."""
-    down = samples == -1                         # every column at once: cheaper than gathering first
-    if occurrences is None or np.all(np.asarray(occurrences) == 1):
-        return np.count_nonzero(down, axis=0)[cols].astype(np.int64), int(len(samples))
-    occ = np.asarray(occurrences, dtype=np.float64)
-    return np.rint(occ @ down[:, cols]).astype(np.int64), int(occ.sum())
-
-
-def _undo_gauge(returned_down: np.ndarray, reads: int, flips: np.ndarray) -> np.ndarray:
-    """-1 counts in the nominal frame: a flipped qubit's returned +1 is a nominal -1."""
-    return np.where(np.asarray(flips) == 1, returned_down, reads - np.asarray(returned_down))
 
 
 def sampler_parameters(protocol: Protocol) -> dict[str, Any]:
@@ -136,34 +105,6 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
     validate(protocol, sampler)
     check_run_duration(protocol, sampler)
     return protocol
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: dropped connections, timeouts, and server-side (5xx) SAPI errors."""
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    code = getattr(exc, "error_code", None)
-    if isinstance(code, int) and 500 <= code < 600:
-        return True
-    if type(exc).__name__ in ("RequestTimeout", "PollingTimeout", "ProblemUploadError"):
-        return True
-    try:
-        import requests
-
-        return isinstance(exc, (requests.ConnectionError, requests.Timeout))
-    except ImportError:  # pragma: no cover - requests comes with dwave-cloud-client
-        return False
-
-
-def redact(text: str) -> str:
-    """Remove any configured Leap token from a message before it is stored or printed."""
-    try:
-        from dwave.cloud.config import load_config
-
-        token = load_config().get("token")
-    except Exception:
-        token = None
-    return text.replace(token, "<token>") if token else text
 
 
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
@@ -247,8 +188,8 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
                               "saved — run again with a larger budget to resume.")
 
     finished = [0]
-    if _cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
-        results = _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
+    if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
+        results = async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
                                  estimates, None if out is None else out / IN_FLIGHT, run_record)
     else:
         results = _sequential_results(todo, protocol, sampler, qubits, base, keep_samples if out else 0,
@@ -281,7 +222,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         meta = {"protocol": protocol.to_dict(), "device": info, "created": run_record["started"],
                 "runs": [{**run_record, "finished": utcnow()}]}
         counts = pd.concat(memory_counts, ignore_index=True) if memory_counts else None
-        ds = Dataset(counts if counts is not None else pd.DataFrame(columns=["call_id", "qubit", "h", "n_down", "n_up"]),
+        ds = Dataset(counts if counts is not None else pd.DataFrame(columns=COUNT_COLUMNS),
                      pd.DataFrame(memory_calls), meta)
         return _with_totals(ds).sorted()
     ds = Dataset.load(out)
@@ -313,17 +254,6 @@ def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
             attempt += 1
 
 
-def _cloud_solver(sampler: dimod.Sampler):
-    """The dwave-cloud-client solver behind a ``DWaveSampler`` (asynchronous submission), or None."""
-    solver = getattr(sampler, "solver", None)
-    return solver if solver is not None and hasattr(solver, "sample_ising") and hasattr(solver, "client") else None
-
-
-def _tag(exc: BaseException, call: Call) -> BaseException:
-    exc.qasa_call_id = call.call_id  # type: ignore[attr-defined]
-    return exc
-
-
 def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, check_budget):
     for call in todo:
         check_budget(call, 0.0)
@@ -331,118 +261,8 @@ def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, ret
             record, counts, samples = _with_retries(
                 lambda: _execute(call, protocol, sampler, qubits, base, keep_samples), retries, backoff)
         except Exception as exc:
-            raise _tag(exc, call)
+            raise tag(exc, call)
         yield call, record, counts, samples
-
-
-IN_FLIGHT = "in_flight.json"
-
-
-def _async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget, est,
-                   in_flight_path: Path | None = None, run_record: dict | None = None):
-    """Keep up to ``in_flight`` calls submitted; yield each as it completes (any order).
-
-    Transient failures are resubmitted (same call id and label, nothing counted twice); when the
-    budget allows no further submission, the calls in flight are finished first. The SAPI problem
-    ids of the calls in flight are kept in ``in_flight.json`` (refreshed every 50 ms): after a crash,
-    the next run fetches those answers by id (``Client.retrieve_answer``) instead of paying for the
-    problems again, and resubmits only if that fails.
-    """
-    import time
-
-    from dwave.cloud.computation import Future
-
-    from qasa.dataset import atomic_write_json
-
-    solver = _cloud_solver(sampler)
-    recovered: dict[str, str] = {}
-    if in_flight_path is not None and in_flight_path.is_file():
-        try:
-            recovered = json.loads(in_flight_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            recovered = {}
-    reattached = 0
-    written: dict[str, str] = {}
-
-    def remember() -> None:
-        if in_flight_path is None:
-            return
-        current = {c.call_id: f.id for f, (c, _, _) in pending.items() if getattr(f, "id", None)}
-        if current != written:
-            atomic_write_json(in_flight_path, current)
-            written.clear()
-            written.update(current)
-    previous = solver.return_matrix
-    solver.return_matrix = True           # answers as numpy matrices: no per-sample decoding
-    queue = list(todo)
-    pending: dict[Any, tuple[Call, int, str]] = {}
-    budget_error: BudgetError | None = None
-
-    def submit(call: Call, attempt: int) -> None:
-        nonlocal reattached
-        if attempt == 0 and call.call_id in recovered:
-            fut = solver.client.retrieve_answer(recovered.pop(call.call_id))
-            pending[fut] = (call, -1, utcnow())       # attempt -1: a re-attached answer
-            reattached += 1
-            return
-        params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}")
-        params, _ = filter_parameters(sampler, params)
-        label = params.pop("label", None)
-        fut = solver.sample_ising(call.programmed_h(qubits), {}, label=label, **params)
-        pending[fut] = (call, attempt, utcnow())
-
-    try:
-        while queue or pending:
-            while queue and len(pending) < in_flight and budget_error is None:
-                committed = sum(est.get(c.num_reads) or 0.0 for c, _, _ in pending.values())
-                try:
-                    check_budget(queue[0], committed)
-                except BudgetError as exc:
-                    budget_error = exc
-                    break
-                submit(queue.pop(0), 0)
-            if not pending:
-                break
-            done, _ = Future.wait_multiple(list(pending), min_done=1, timeout=0.05)
-            remember()
-            for fut in done:
-                call, attempt, started = pending.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as exc:
-                    if attempt < 0:                   # the old answer is gone: pay for it again
-                        submit(call, 1)
-                        continue
-                    if attempt < retries and is_transient(exc):
-                        time.sleep(backoff * 2 ** attempt)
-                        submit(call, attempt + 1)
-                        continue
-                    raise _tag(exc, call)
-                # the answer matrix has one column per qubit label
-                returned, reads = _count_down(np.asarray(result["solutions"]), result.get("num_occurrences"), qubits)
-                n_down = _undo_gauge(returned, reads, call.flips)
-                timing = dict(result.get("timing") or getattr(fut, "timing", {}) or {})
-                record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
-                          "gauge": call.gauge, "num_reads": call.num_reads, "problem_id": fut.id,
-                          "started": started, "finished": utcnow(),
-                          "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
-                          "timing": json.dumps(timing, default=float)}
-                counts = pd.DataFrame({"call_id": call.call_id, "qubit": qubits, "h": call.h,
-                                       "n_down": n_down, "n_up": reads - n_down})
-                yield call, record, counts, None
-    finally:
-        solver.return_matrix = previous
-        if run_record is not None:
-            run_record["reattached_in_flight"] = reattached
-        for fut in pending:
-            try:
-                fut.cancel()
-            except Exception:
-                pass
-    if in_flight_path is not None and not pending and in_flight_path.is_file():
-        in_flight_path.unlink()
-    if budget_error is not None:
-        raise budget_error
 
 
 def _with_totals(ds: Dataset) -> Dataset:
@@ -465,7 +285,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
         if not np.array_equal(variables, qubits):
             raise RuntimeError("sample_counts returned qubits in another order than requested")
-        n_down = _undo_gauge(returned_down, call.num_reads, call.flips)
+        n_down = undo_gauge(returned_down, call.num_reads, call.flips)
         n_up = call.num_reads - n_down
     else:
         sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
@@ -482,14 +302,13 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
         "timing": json.dumps(timing, default=float),
     }
-    counts = pd.DataFrame({"call_id": call.call_id, "qubit": qubits, "h": call.h,
-                           "n_down": n_down, "n_up": n_up})
+    counts = counts_frame(call, qubits, n_down, n_up + n_down)
     return record, counts, samples
 
 
 def _subsample(sampleset: dimod.SampleSet, qubits: np.ndarray, flips: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Up to ``k`` reads chosen at random (histogram rows expanded), nominal frame, int8 (reads × qubits)."""
-    cols = _columns(sampleset, qubits)
+    cols = sampleset_columns(sampleset, qubits)
     rows = np.repeat(np.arange(len(sampleset.record)), sampleset.record.num_occurrences)
     rng = np.random.default_rng(seed)
     pick = rng.permutation(rows)[:k]

@@ -27,7 +27,8 @@ def test_sa_gibbs_beta_recovered_for_every_qubit(chimera_sa):
     protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=1000, seed=5)
     ds = qasa.run(protocol, chimera_sa)
     t = fit(ds, "gibbs").table
-    assert (t["quality"] == "good").all()
+    # the lack-of-fit test at p < 1e-3 flags 0.1% of correct qubits: at most 2 of 128 (P(≥3) ≈ 3e-4)
+    assert (t["quality"] != "good").sum() <= 2
     z = (t["beta"] - 5.0) / t["beta_stderr"]
     assert 0.92 <= np.mean(np.abs(z) < 1.96) <= 0.985     # each within its uncertainty, ~95% of qubits
     assert abs(z.mean()) < 4 / np.sqrt(len(z))              # no bias
@@ -53,7 +54,7 @@ def test_mock_backend_runs_through_mock_dwave_sampler():
     assert s["beta"]["median"] == pytest.approx(4.0, rel=0.03)
 
 
-def test_gauges_are_undone_and_turn_bias_into_eta():
+def test_gauges_are_recorded_so_a_static_bias_stays_identified():
     rng = np.random.default_rng(0)
     nodes = list(range(40))
     b0 = rng.choice([-1, 1], 40) * rng.uniform(0.03, 0.08, 40)
@@ -62,10 +63,19 @@ def test_gauges_are_undone_and_turn_bias_into_eta():
     # without gauges the static bias is seen as b
     plain = fit(qasa.run(base.replace(spin_reversal=False), sampler), "gibbs-bias").table
     assert np.all(np.abs(plain["b"] - b0) < 4 * plain["b_stderr"])
-    # with gauges (20 per h) it becomes b ≈ 0 and η ≈ |b0| (DESIGN.md §3)
-    gauged = fit(qasa.run(base, sampler), "qasa").table
-    assert np.all(np.abs(gauged["eta"] - np.abs(b0)) < 4 * gauged["eta_stderr"])
-    assert np.median(np.abs(gauged["b"])) < 0.2 * np.median(np.abs(b0))
+    # with gauges (20 per h) the programmed frame (the default) still sees b: each call's gauge is kept
+    ds = qasa.run(base, sampler)
+    assert set(np.unique(ds.counts["gauge"])) == {-1, 1}
+    gauged = fit(ds, "gibbs-bias").table
+    assert np.all(np.abs(gauged["b"] - b0) < 4 * gauged["b_stderr"])
+    # in the nominal frame (gauges undone and summed) it becomes b ≈ 0 and η ≈ |b0| (the confusion
+    # a gauge-blind fit makes)
+    nominal = fit(ds.response(frame="nominal"), "qasa").table
+    assert np.all(np.abs(nominal["eta"] - np.abs(b0)) < 4 * nominal["eta_stderr"])
+    assert np.median(np.abs(nominal["b"])) < 0.2 * np.median(np.abs(b0))
+    # a dataset written before gauges were stored gets them back from its protocol seed
+    old = qasa.Dataset(ds.counts.drop(columns="gauge"), ds.calls, ds.metadata)
+    assert (old.gauges() == ds.counts["gauge"].to_numpy()).all()
 
 
 def test_resume_after_an_exception_equals_an_uninterrupted_run(chimera_sa, small_protocol, tmp_path):
