@@ -26,9 +26,11 @@ import pandas as pd
 
 from qasa.cost import BudgetError, check_run_duration, estimate_call
 from qasa.dataset import COUNT_COLUMNS, Dataset, utcnow
-from qasa.errors import DatasetError, ProtocolError
+from qasa.errors import AnswerError, DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import IN_FLIGHT, async_results, cloud_solver, is_transient, redact, tag
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, async_results, check_run_options, check_sampleset,
+                        cloud_solver, is_transient, redact, tag)
+from qasa.redact import redact_obj
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.samplers import device_info, filter_parameters, validate
 
@@ -110,7 +112,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
-        in_flight: int = 50) -> Dataset:
+        in_flight: int = 50, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -129,6 +131,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         backoff: first wait between attempts in seconds (doubled each time).
         in_flight: calls submitted at once to a cloud solver (``DWaveSampler``): their futures are
             reduced as they complete, in any order, straight from the answer matrix.
+        call_timeout: seconds a cloud problem may take before its answer is fetched again by its id
+            (:mod:`qasa.leap`); a call still without an answer after ``retries`` such deadlines
+            stops the run (its problem id is kept, so the next run fetches it without paying again).
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -137,6 +142,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         ProtocolError, DatasetError: before any call, for bad input (nothing is written).
         BudgetError: over budget, before the first call or when the budget is reached.
     """
+    check_run_options(max_qpu_seconds, keep_samples, retries, backoff, in_flight, call_timeout)
     protocol = prepare(protocol, sampler, out)
     calls = protocol.calls()
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
@@ -151,7 +157,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
             raise BudgetError(f"the remaining {len(todo)} calls need an estimated {needed / 1e6:.2f} s of QPU time "
                               f"({spent / 1e6:.2f} s already spent); the budget is {max_qpu_seconds:g} s. "
                               "Nothing was submitted.")
-    info = device_info(sampler)
+    info = redact_obj(device_info(sampler))
     truth = getattr(sampler, "qasa_truth", None)
     if truth is not None:  # a virtual device knows what the assessment should find
         info["truth"] = truth(protocol)
@@ -190,7 +196,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     finished = [0]
     if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
         results = async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
-                                 estimates, None if out is None else out / IN_FLIGHT, run_record)
+                                 estimates, None if out is None else out / IN_FLIGHT, run_record, call_timeout)
     else:
         results = _sequential_results(todo, protocol, sampler, qubits, base, keep_samples if out else 0,
                                       retries, backoff, check_budget)
@@ -227,8 +233,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         return _with_totals(ds).sorted()
     ds = Dataset.load(out)
     ds.metadata["runs"][-1]["finished"] = utcnow()
-    if "reattached_in_flight" in run_record:
-        ds.metadata["runs"][-1]["reattached_in_flight"] = run_record["reattached_in_flight"]
+    for key in ("reattached_in_flight", "leap"):
+        if key in run_record:
+            ds.metadata["runs"][-1][key] = run_record[key]
     ds = _with_totals(ds).sorted()
     ds.save(out)
     return ds
@@ -284,11 +291,15 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         # count-level fast path (the virtual QPU): per-qubit numbers of -1 reads, no SampleSet
         variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
         if not np.array_equal(variables, qubits):
-            raise RuntimeError("sample_counts returned qubits in another order than requested")
+            raise AnswerError("sample_counts returned qubits in another order than requested")
+        returned_down = np.asarray(returned_down)
+        if returned_down.shape != qubits.shape or (returned_down < 0).any() or (returned_down > call.num_reads).any():
+            raise AnswerError(f"sample_counts returned counts outside [0, {call.num_reads}] or of another shape")
         n_down = undo_gauge(returned_down, call.num_reads, call.flips)
         n_up = call.num_reads - n_down
     else:
         sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
+        check_sampleset(sampleset, qubits, call.num_reads)
         n_down, n_up = reduce_sampleset(sampleset, qubits, call.flips)
         info = sampleset.info
         if keep_samples:

@@ -63,21 +63,57 @@ def topology_graph(topology_type: str, topology_shape: list[int] | None = None):
     """
     import dwave.graphs as dg
 
-    if topology_type not in DEFAULT_SHAPES:
-        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
-    shape = list(topology_shape) if topology_shape is not None else DEFAULT_SHAPES[topology_type]
+    shape = check_shape(topology_type, topology_shape)
     try:
         if topology_type == "chimera":
-            if len(shape) == 1:
-                shape = [shape[0], shape[0], 4]
             return dg.chimera_graph(*shape), shape
         if topology_type == "pegasus":
-            return dg.pegasus_graph(shape[0], fabric_only=True), shape[:1]
-        if len(shape) == 1:
-            shape = [shape[0], 4]
+            return dg.pegasus_graph(shape[0], fabric_only=True), shape
         return dg.zephyr_graph(*shape), shape
     except (TypeError, ValueError, IndexError) as exc:
         raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
+
+
+#: Largest graph a software backend builds (qubits; a full Advantage has 5 640, Advantage2 4 800).
+MAX_QUBITS = 50_000
+
+#: Shapes each topology accepts: (names of the dimensions, least count given, default of the rest).
+_SHAPE_FORMS = {"chimera": "m (or m,n,t)", "pegasus": "m", "zephyr": "m (or m,t)"}
+
+
+def check_shape(topology_type: str, topology_shape: list[int] | None) -> list[int]:
+    """The full shape of a topology (defaults filled in), or :class:`SamplerError` naming the value.
+
+    Chimera takes ``m`` or ``m,n,t`` (``m`` means ``m,m,4``), Pegasus ``m >= 2``, Zephyr ``m`` or
+    ``m,t`` (``m`` means ``m,4``); every dimension is a positive integer, and the graph holds at
+    most :data:`MAX_QUBITS` qubits (Chimera ``2tmn``, Pegasus ``24m(m-1)``, Zephyr ``4tm(2m+1)``).
+    """
+    if topology_type not in DEFAULT_SHAPES:
+        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
+    if topology_shape is None:
+        return list(DEFAULT_SHAPES[topology_type])
+    shape = list(topology_shape)
+    allowed = {"chimera": (1, 3), "pegasus": (1,), "zephyr": (1, 2)}[topology_type]
+    shown = ",".join(map(str, shape))
+    if len(shape) not in allowed:
+        raise SamplerError(f"shape {shown!r} has {len(shape)} dimension(s); a {topology_type} shape is "
+                           f"{_SHAPE_FORMS[topology_type]}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in shape):
+        raise SamplerError(f"shape {shown!r}: every {topology_type} dimension must be a positive integer")
+    shape = [int(v) for v in shape]
+    if topology_type == "chimera":
+        shape = shape * 2 + [4] if len(shape) == 1 else shape
+        qubits = 2 * shape[0] * shape[1] * shape[2]
+    elif topology_type == "pegasus":
+        if shape[0] < 2:
+            raise SamplerError(f"pegasus shape {shown!r}: m must be at least 2")
+        qubits = 24 * shape[0] * (shape[0] - 1)
+    else:
+        shape = shape + [4] if len(shape) == 1 else shape
+        qubits = 4 * shape[1] * shape[0] * (2 * shape[0] + 1)
+    if qubits > MAX_QUBITS:
+        raise SamplerError(f"{topology_type} shape {shown!r} has {qubits} qubits; at most {MAX_QUBITS} are allowed")
+    return shape
 
 
 class StructuredSASampler(dimod.Sampler, dimod.Structured):
@@ -219,6 +255,8 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
         return backend
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
+    if backend in ("sa", "mock") and not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise SamplerError(f"beta={beta!r} must be a finite number > 0 (inverse temperature, 1/h)")
     if backend == "sa":
         return StructuredSASampler(topology_type, topology_shape, beta=beta,
                                    broken_nodes=broken_nodes, **options)
@@ -240,15 +278,9 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
                           broken_nodes=broken_nodes, **options)
     if backend == "qpu":
         check_credentials(profile)
-        from dwave.cloud.exceptions import SolverNotFoundError
-        from dwave.system import DWaveSampler
+        from qasa.leap import open_dwave_sampler   # retries transient errors; messages redacted
 
-        try:
-            return DWaveSampler(solver=solver, profile=profile)
-        except SolverNotFoundError as exc:
-            raise SamplerError(f"solver {solver!r} not found or not available to this account: {exc}") from None
-        except Exception as exc:  # network/auth errors; messages of the client carry no token
-            raise SamplerError(f"cannot open the QPU solver {solver!r}: {type(exc).__name__}: {exc}") from None
+        return open_dwave_sampler(solver, profile, **options)
     raise SamplerError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)} or pass a dimod.Sampler")
 
 
@@ -382,6 +414,9 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         if "anneal_schedule" not in params:
             raise ProtocolError("this sampler does not accept anneal_schedule")
         schedule = [tuple(p) for p in protocol.anneal_schedule]
+        outside = [s for _, s in schedule if not (0.0 <= s <= 1.0)]
+        if outside:
+            raise ProtocolError(f"anneal_schedule value s={outside[0]:g} is outside the allowed range [0, 1]")
         _check_schedule_points("anneal_schedule", protocol.anneal_schedule, props.get("max_anneal_schedule_points"))
         if "annealing_time_range" in props and "max_anneal_schedule_points" in props:
             from dwave.system import DWaveSampler
@@ -397,3 +432,21 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         g_range = props.get("h_gain_schedule_range")
         for _, g in protocol.h_gain_schedule:
             _check_range("h_gain_schedule gain", g, g_range)
+    _check_applied(protocol, sampler)
+
+
+#: Protocol fields that change the physics, by the sampler parameter that carries them.
+_PHYSICS_FIELDS = ("annealing_time", "anneal_schedule", "h_gain_schedule")
+
+
+def _check_applied(protocol: Protocol, sampler: dimod.Sampler) -> None:
+    """Refuse an annealing parameter the sampler does not accept: it would not be sent, yet the
+    protocol stored with the data would say it had been applied. (``MockDWaveSampler`` accepts them
+    like a QPU and uses them in its timing, though its reads do not depend on them.)"""
+    accepted = set(getattr(sampler, "parameters", {}) or {})
+    for name in _PHYSICS_FIELDS:
+        value = getattr(protocol, name)
+        if value is not None and name not in accepted:
+            shown = f"{value:g} µs" if name == "annealing_time" else "given"
+            raise ProtocolError(f"{name} ({shown}) is not accepted by {type(sampler).__name__}, so it would not "
+                                "be applied; leave it unset for this backend")
