@@ -206,9 +206,7 @@ def _schedule_option(ctx, param, text: str | None) -> list[tuple[float, float]] 
     return _schedule(text)
 
 
-#: Bounds of the integer options that are not bounded by the device.
-MAX_RETRIES = 100
-MAX_IN_FLIGHT = 1000
+from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES  # noqa: E402  bounds of --retries and --in-flight
 
 
 def backend_options(f: Callable) -> Callable:
@@ -312,7 +310,7 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
 
 
 def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qpu_seconds: float | None = None,
-         retries: int = 3, in_flight: int = 50):
+         retries: int = 3, in_flight: int = 50, call_timeout: float = 600.0):
     from qasa.runner import prepare, run
 
     sampler = _sampler(o)
@@ -344,7 +342,7 @@ def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples,
-                 max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight)
+                 max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, call_timeout=call_timeout)
     for w in caught:
         if not quiet:
             click.echo(f"warning: {redact(w.message)}", err=True)
@@ -380,17 +378,19 @@ def info(as_json: bool, **o: Any) -> None:
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--retries", default=3, show_default=True, type=click.IntRange(0, MAX_RETRIES), help="Retries of a call after a transient error.")
+@click.option("--call-timeout", default=600.0, show_default=True, type=FiniteFloat(0.0, low_open=True, unit="s"),
+              help="Seconds a Leap problem may take before its answer is fetched again by its id.")
 @click.option("--in-flight", default=50, show_default=True, type=click.IntRange(1, MAX_IN_FLIGHT), help="Calls submitted at once to a Leap solver.")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, in_flight: int, dry_run: bool, **o: Any) -> None:
+            retries: int, call_timeout: float, in_flight: int, dry_run: bool, **o: Any) -> None:
     """Collect counts into dataset directory OUT (re-running resumes)."""
     if dry_run:
         _plan(o, out, as_json)
         return
-    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries, in_flight)
+    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries, in_flight, call_timeout)
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}

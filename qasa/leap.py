@@ -48,7 +48,7 @@ from qasa.reduce import count_down, counts_frame, undo_gauge
 from qasa.samplers import filter_parameters
 
 __all__ = ["cloud_solver", "async_results", "is_transient", "redact", "tag", "IN_FLIGHT", "check_answer",
-           "check_sampleset", "check_run_options", "open_dwave_sampler", "retry_delay", "failure_kind",
+           "check_sampleset", "check_leap_options", "open_dwave_sampler", "retry_delay", "failure_kind",
            "DEFAULT_CALL_TIMEOUT", "MAX_RETRIES", "MAX_IN_FLIGHT"]
 
 IN_FLIGHT = "in_flight.json"
@@ -63,31 +63,21 @@ MAX_RETRY_WAIT = 300.0
 
 
 # -- options --------------------------------------------------------------------------------------
-def check_run_options(max_qpu_seconds: Any = None, keep_samples: Any = 0, retries: Any = 3, backoff: Any = 0.5,
-                      in_flight: Any = 50, call_timeout: Any = DEFAULT_CALL_TIMEOUT) -> None:
-    """Refuse run options outside their range, before anything is written or submitted.
+def check_leap_options(retries: Any = 3, in_flight: Any = 50, call_timeout: Any = DEFAULT_CALL_TIMEOUT) -> None:
+    """Refuse the bounds of the cloud options (the runner checks they are non-negative integers):
+    ``retries`` at most :data:`MAX_RETRIES`, ``in_flight`` at most :data:`MAX_IN_FLIGHT`, and
+    ``call_timeout`` None or a finite number of seconds > 0.
 
     Raises:
         ProtocolError: naming the option, the value and the allowed range.
     """
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
-    def integer(x: Any) -> bool:
-        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-    if max_qpu_seconds is not None and not (number(max_qpu_seconds) and max_qpu_seconds > 0):
-        raise ProtocolError(f"max_qpu_seconds={max_qpu_seconds!r} must be a finite number > 0 (seconds of QPU "
-                            "time); nothing was submitted")
-    if not (integer(keep_samples) and keep_samples >= 0):
-        raise ProtocolError(f"keep_samples={keep_samples!r} must be an integer >= 0")
-    if not (integer(retries) and 0 <= retries <= MAX_RETRIES):
+    if isinstance(retries, (int, np.integer)) and retries > MAX_RETRIES:
         raise ProtocolError(f"retries={retries!r} must be an integer in [0, {MAX_RETRIES}]")
-    if not (number(backoff) and 0 <= backoff <= MAX_RETRY_WAIT):
-        raise ProtocolError(f"backoff={backoff!r} must be a number of seconds in [0, {MAX_RETRY_WAIT:g}]")
-    if not (integer(in_flight) and 1 <= in_flight <= MAX_IN_FLIGHT):
+    if isinstance(in_flight, (int, np.integer)) and in_flight > MAX_IN_FLIGHT:
         raise ProtocolError(f"in_flight={in_flight!r} must be an integer in [1, {MAX_IN_FLIGHT}]")
-    if call_timeout is not None and not (number(call_timeout) and call_timeout > 0):
+    if call_timeout is not None and not (isinstance(call_timeout, (int, float, np.integer, np.floating))
+                                         and not isinstance(call_timeout, bool)
+                                         and math.isfinite(call_timeout) and call_timeout > 0):
         raise ProtocolError(f"call_timeout={call_timeout!r} must be a finite number of seconds > 0")
 
 

@@ -11,7 +11,7 @@ Backends (:func:`get_sampler`):
   MockDWaveSampler's default steepest descent.
 - ``"sa"``: :class:`StructuredSASampler`, the same exact Gibbs sampler on a Chimera, Pegasus or
   Zephyr graph from dwave-networkx (``dwave.graphs``), seeded per call.
-- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.emulator`).
+- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.virtual`).
 
 Any other :class:`dimod.Sampler` can be passed to the runner directly. Only keyword arguments listed
 in a sampler's ``parameters`` are sent to it (:func:`filter_parameters`).
@@ -32,13 +32,13 @@ import numpy as np
 
 from qasa.errors import CredentialsError, ProtocolError, SamplerError
 from qasa.protocol import Protocol
+from qasa.topology import DEFAULT_SHAPES, topology_graph
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_SHAPES",
     "StructuredSASampler",
     "get_sampler",
-    "topology_graph",
     "device_info",
     "filter_parameters",
     "validate",
@@ -47,73 +47,8 @@ __all__ = [
 
 BACKENDS = ("emulator", "sa", "mock", "qpu")
 
-#: Full-size shapes of the production topologies: Chimera C16 (2000Q), Pegasus P16 (Advantage),
-#: Zephyr Z12 (Advantage2).
-DEFAULT_SHAPES: dict[str, list[int]] = {"chimera": [16, 16, 4], "pegasus": [16], "zephyr": [12, 4]}
-
 #: h ranges by topology generation (DESIGN.md §2: [-2, 2] on 2000Q, [-4, 4] on Advantage/Advantage2).
 H_RANGES: dict[str, list[float]] = {"chimera": [-2.0, 2.0], "pegasus": [-4.0, 4.0], "zephyr": [-4.0, 4.0]}
-
-
-def topology_graph(topology_type: str, topology_shape: list[int] | None = None):
-    """Return the networkx graph of a D-Wave topology (fully yielded).
-
-    Raises:
-        SamplerError: for an unknown topology type or a malformed shape.
-    """
-    import dwave.graphs as dg
-
-    shape = check_shape(topology_type, topology_shape)
-    try:
-        if topology_type == "chimera":
-            return dg.chimera_graph(*shape), shape
-        if topology_type == "pegasus":
-            return dg.pegasus_graph(shape[0], fabric_only=True), shape
-        return dg.zephyr_graph(*shape), shape
-    except (TypeError, ValueError, IndexError) as exc:
-        raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
-
-
-#: Largest graph a software backend builds (qubits; a full Advantage has 5 640, Advantage2 4 800).
-MAX_QUBITS = 50_000
-
-#: Shapes each topology accepts: (names of the dimensions, least count given, default of the rest).
-_SHAPE_FORMS = {"chimera": "m (or m,n,t)", "pegasus": "m", "zephyr": "m (or m,t)"}
-
-
-def check_shape(topology_type: str, topology_shape: list[int] | None) -> list[int]:
-    """The full shape of a topology (defaults filled in), or :class:`SamplerError` naming the value.
-
-    Chimera takes ``m`` or ``m,n,t`` (``m`` means ``m,m,4``), Pegasus ``m >= 2``, Zephyr ``m`` or
-    ``m,t`` (``m`` means ``m,4``); every dimension is a positive integer, and the graph holds at
-    most :data:`MAX_QUBITS` qubits (Chimera ``2tmn``, Pegasus ``24m(m-1)``, Zephyr ``4tm(2m+1)``).
-    """
-    if topology_type not in DEFAULT_SHAPES:
-        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
-    if topology_shape is None:
-        return list(DEFAULT_SHAPES[topology_type])
-    shape = list(topology_shape)
-    allowed = {"chimera": (1, 3), "pegasus": (1,), "zephyr": (1, 2)}[topology_type]
-    shown = ",".join(map(str, shape))
-    if len(shape) not in allowed:
-        raise SamplerError(f"shape {shown!r} has {len(shape)} dimension(s); a {topology_type} shape is "
-                           f"{_SHAPE_FORMS[topology_type]}")
-    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in shape):
-        raise SamplerError(f"shape {shown!r}: every {topology_type} dimension must be a positive integer")
-    shape = [int(v) for v in shape]
-    if topology_type == "chimera":
-        shape = shape * 2 + [4] if len(shape) == 1 else shape
-        qubits = 2 * shape[0] * shape[1] * shape[2]
-    elif topology_type == "pegasus":
-        if shape[0] < 2:
-            raise SamplerError(f"pegasus shape {shown!r}: m must be at least 2")
-        qubits = 24 * shape[0] * (shape[0] - 1)
-    else:
-        shape = shape + [4] if len(shape) == 1 else shape
-        qubits = 4 * shape[1] * shape[0] * (2 * shape[0] + 1)
-    if qubits > MAX_QUBITS:
-        raise SamplerError(f"{topology_type} shape {shown!r} has {qubits} qubits; at most {MAX_QUBITS} are allowed")
-    return shape
 
 
 class StructuredSASampler(dimod.Sampler, dimod.Structured):
@@ -246,7 +181,7 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
         seed: seed of the virtual QPU's hidden truth (``"emulator"``).
         broken_nodes: qubits to remove from the software backends.
         **options: further backend-specific options (``"emulator"``: preset, structure, physics...;
-            see :class:`qasa.emulator.VirtualQPU`).
+            see :class:`qasa.virtual.VirtualQPU`).
 
     Raises:
         SamplerError: unknown backend or solver; :class:`CredentialsError` without a Leap token.
@@ -272,7 +207,7 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
                                    proposal_acceptance_criteria="Gibbs", randomize_order=False),
             parameter_warnings=False)
     if backend == "emulator":
-        from qasa.emulator import VirtualQPU
+        from qasa.virtual import VirtualQPU
 
         return VirtualQPU(topology_type=topology_type, topology_shape=topology_shape, seed=seed,
                           broken_nodes=broken_nodes, **options)
