@@ -387,7 +387,7 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
     Args:
         values: per-qubit values indexed by qubit (NaN ignored).
         edges: :func:`qasa.topology.edge_table` (columns u, v, cls).
-        permutations: shuffles of the values for the null distribution.
+        permutations: shuffles of the values for the null distribution (0: statistics only, NaN p-values).
         seed: seed of the shuffles.
         by_class: also test each coupler class separately.
         reliability: the parameter's reliability (:func:`reliability`); adds the columns
@@ -415,11 +415,14 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
             xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)
             null_i.append(morans_i(xp, u, v))
             null_c.append(gearys_c(xp, u, v))
-        null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
         expected = -1.0 / (n - 1)
+        if permutations > 0:
+            null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
+            p_i, p_c = _permutation_p(i_obs, null_i, expected), _permutation_p(c_obs, null_c, 1.0)
+        else:
+            p_i = p_c = np.nan
         rows.append({"couplers": name, "n_couplers": int(len(u)), "qubits": n, "morans_i": i_obs,
-                     "expected_i": expected, "morans_p": _permutation_p(i_obs, null_i, expected),
-                     "gearys_c": c_obs, "gearys_p": _permutation_p(c_obs, null_c, 1.0)})
+                     "expected_i": expected, "morans_p": p_i, "gearys_c": c_obs, "gearys_p": p_c})
     out = pd.DataFrame(rows)
     if reliability is not None and len(out):
         r = float(reliability)
