@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dimod
 import numpy as np
@@ -110,7 +110,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
-        in_flight: int = 50) -> Dataset:
+        in_flight: int = 50, calls: Sequence[Call] | None = None) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -129,6 +129,10 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         backoff: first wait between attempts in seconds (doubled each time).
         in_flight: calls submitted at once to a cloud solver (``DWaveSampler``): their futures are
             reduced as they complete, in any order, straight from the answer matrix.
+        calls: run these calls instead of ``protocol.calls()`` (e.g. a round of a per-qubit design,
+            :mod:`qasa.adaptive`), with the same journaling, resume and budget; ``protocol`` still
+            supplies the qubits, the sampler parameters and the seed. Their ids must be unique and
+            every programmed field within the sampler's ``h_range``.
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -138,7 +142,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         BudgetError: over budget, before the first call or when the budget is reached.
     """
     protocol = prepare(protocol, sampler, out)
-    calls = protocol.calls()
+    calls = protocol.calls() if calls is None else _checked_calls(calls, protocol, sampler)
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     existing = Dataset.load(out) if out is not None and (Path(out) / "metadata.json").is_file() else None
     done = existing.call_ids if existing is not None else set()
@@ -234,6 +238,28 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     return ds
 
 
+def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sampler) -> list[Call]:
+    """Explicit calls: unique ids, one flip (and field) per qubit, fields within ``h_range``."""
+    calls = list(calls)
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        raise ProtocolError("the calls to run have duplicate call ids")
+    n = len(protocol.qubits or ())
+    h_range = (getattr(sampler, "properties", {}) or {}).get("h_range")
+    for c in calls:
+        if len(c.flips) != n or (c.per_qubit and np.shape(c.h) != (n,)):
+            raise ProtocolError(f"call {c.call_id} has {len(c.flips)} gauge signs and h of shape {np.shape(c.h)}; "
+                                f"the protocol has {n} qubits")
+        x = np.asarray(c.flips, float) * np.asarray(c.h, float)
+        if not np.isfinite(x).all():
+            raise ProtocolError(f"call {c.call_id} has a non-finite field")
+        if h_range is not None and x.size and (x.min() < h_range[0] or x.max() > h_range[1]):
+            bad = x.min() if x.min() < h_range[0] else x.max()
+            raise ProtocolError(f"call {c.call_id} programs h={bad:g}, outside the sampler's h_range "
+                                f"[{h_range[0]:g}, {h_range[1]:g}]")
+    return calls
+
+
 def _spent_us(ds: Dataset | None) -> float:
     if ds is None or "qpu_access_time" not in ds.calls:
         return 0.0
@@ -295,7 +321,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
             samples = _subsample(sampleset, qubits, call.flips, keep_samples, protocol.call_seed(call.index))
     timing = info.get("timing") or {}
     record = {
-        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
+        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h_scalar,
         "gauge": call.gauge, "num_reads": call.num_reads,
         "problem_id": info.get("problem_id"),
         "started": started, "finished": utcnow(),
