@@ -221,8 +221,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         extend: allow a larger ``reads_per_h`` than the stored dataset's (extra gauges).
         calls: run these calls instead of ``protocol.calls()`` (e.g. a round of a per-qubit design,
             :mod:`qasa.adaptive`), with the same journaling, resume and budget; ``protocol`` still
-            supplies the qubits, the sampler parameters and the seed. Their ids must be unique and
-            every programmed field within the sampler's ``h_range``.
+            supplies the qubits, the sampler parameters and the seed. Their ids must be unique, of
+            the form ``<round>-c<5 digits>`` (recorded in ``metadata["design_rounds"]`` so that the
+            dataset accepts them), and every programmed field within the sampler's ``h_range``.
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -234,6 +235,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     protocol = prepare(protocol, sampler, out, extend=extend)
+    rounds = None if calls is None else _design_rounds(calls)
     calls = protocol.calls() if calls is None else _checked_calls(calls, protocol, sampler)
     store = DatasetStore(out) if out is not None else None
     if store is None:
@@ -242,7 +244,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     with store.writing():
         return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
-                           backoff, in_flight, calls)
+                           backoff, in_flight, calls, rounds)
 
 
 #: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
@@ -317,7 +319,7 @@ def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retrie
 
 
 def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, max_qpu_seconds, retries,
-                backoff, in_flight, calls: list[Call]) -> Dataset:
+                backoff, in_flight, calls: list[Call], rounds: dict[str, int] | None = None) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     existed = store.exists
     done = store.done_call_ids() if existed else set()
@@ -334,13 +336,17 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         return ds
     info = _device_record(protocol, sampler)
     run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
+    designed = {}
+    if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
+        known = (store.metadata().get("design_rounds") or {}) if existed else {}
+        designed = {"design_rounds": {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}}
     if existed:
         meta = store.metadata()
         store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
-                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}))
+                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}), **designed)
     else:
         store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
-                      "created": utcnow(), "runs": [run_record]})
+                      "created": utcnow(), "runs": [run_record], **designed})
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
@@ -398,6 +404,18 @@ def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backof
     ds = Dataset(pd.concat(counts, ignore_index=True) if counts else pd.DataFrame(columns=COUNT_COLUMNS),
                  pd.DataFrame(records), meta)
     return _with_totals(ds).sorted()
+
+
+def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:
+    """Explicit call ids are ``<round>-c<5 digits>``: the number of calls of each round."""
+    rounds: dict[str, int] = {}
+    for c in calls:
+        prefix, sep, number = str(c.call_id).rpartition("-c")
+        if not (sep and prefix and len(number) == 5 and number.isdigit()):
+            raise ProtocolError(f"explicit call id {c.call_id!r} must have the form '<round>-c<5 digits>' "
+                                "(e.g. 'a001-c00000')")
+        rounds[prefix] = max(rounds.get(prefix, 0), int(number) + 1)
+    return rounds
 
 
 def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sampler) -> list[Call]:

@@ -206,7 +206,7 @@ def test_explicit_per_qubit_calls_reach_the_counts_table_and_the_fit(chimera_sa,
     n = 40
     rng = np.random.default_rng(0)
     own = np.round(rng.uniform(-0.6, 0.6, size=(6, n)) / 0.005) * 0.005
-    calls = [Call(f"x{c:03d}", 1000 + c, -1, own[c], 0, 500, np.ones(n, np.int8)) for c in range(6)]
+    calls = [Call(f"x001-c{c:05d}", 1000 + c, -1, own[c], 0, 500, np.ones(n, np.int8)) for c in range(6)]
     ds = qasa.run(p, chimera_sa, tmp_path / "d", calls=calls)
     r = ds.response()
     assert set(np.round(r.h, 10)) == set(np.round(own.ravel(), 10))
@@ -221,7 +221,10 @@ def test_explicit_per_qubit_calls_reach_the_counts_table_and_the_fit(chimera_sa,
     # same calls again: nothing new (resume skips journaled ids)
     again = qasa.run(p, chimera_sa, tmp_path / "d", calls=calls)
     assert again.counts.equals(ds.counts)
-    bad = [Call("y", 2000, -1, np.full(n, 9.0), 0, 10, np.ones(n, np.int8))]
+    bad = [Call("y001-c00000", 2000, -1, np.full(n, 9.0), 0, 10, np.ones(n, np.int8))]
     with pytest.raises(ProtocolError, match="h_range"):
         qasa.run(p, chimera_sa, tmp_path / "e", calls=bad)
     assert not (tmp_path / "e").exists()
+    with pytest.raises(ProtocolError, match="form"):
+        qasa.run(p, chimera_sa, tmp_path / "e", calls=[Call("free-name", 1, -1, 0.1, 0, 10, np.ones(n, np.int8))])
+    assert qasa.Dataset.load(tmp_path / "d").metadata["design_rounds"] == {"x001": 6}
