@@ -8,7 +8,7 @@ import pytest
 
 import qasa
 from qasa import device as dv
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.topology import edge_table, qubit_table
 

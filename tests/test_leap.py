@@ -12,7 +12,7 @@ import qasa
 from qasa.cli import main
 from qasa.cost import BudgetError, plan
 from qasa.dataset import Dataset
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 
 sys.path.insert(0, str(Path(__file__).parent))
 import leap_worker  # noqa: E402
