@@ -40,18 +40,14 @@ import numpy as np
 
 from qasa.errors import ProtocolError
 
-<<<<<<< HEAD
-__all__ = ["Protocol", "Call", "h_grid", "MAX_CALLS"]
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS"]
+
+#: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
+DESIGNS = ("grid", "permuted")
 
 #: Most calls one protocol may expand into (the reference protocol makes 810): a bound that keeps a
 #: mistyped read count from expanding for ever.
 MAX_CALLS = 100_000
-=======
-__all__ = ["Protocol", "Call", "h_grid", "DESIGNS"]
-
-#: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
-DESIGNS = ("grid", "permuted")
->>>>>>> main
 
 
 def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
