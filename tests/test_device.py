@@ -256,6 +256,10 @@ def test_disattenuated_morans_i_recovers_the_noise_free_value(p6_edges):
                                    reliability=true.var() / noisy.var())
     assert t["morans_i"].iloc[0] < 0.7 * i_true
     assert t["morans_i_true"].iloc[0] == pytest.approx(i_true, rel=0.1)
+    c_true = dv.correlogram(true, p6_edges, max_distance=3)
+    c = dv.correlogram(noisy, p6_edges, max_distance=3, reliability=true.var() / noisy.var())
+    assert c["morans_i"].iloc[0] < 0.7 * c_true["morans_i"].iloc[0]
+    assert c["morans_i_true"].iloc[0] == pytest.approx(c_true["morans_i"].iloc[0], rel=0.1)
 
 
 def test_reliability_without_standard_errors_is_unknown():
