@@ -71,14 +71,12 @@ def kl_projection(x: np.ndarray, n: np.ndarray, p: np.ndarray, start: np.ndarray
     model = MODELS["qasa"]
     x = np.broadcast_to(np.asarray(x, float), np.shape(p))
     n, p = np.asarray(n, float), np.clip(np.asarray(p, float), 0.0, 1.0)
-    theta = np.maximum(np.asarray(start, float).copy(), _LOWER)
-    theta[:, 3] = np.maximum(theta[:, 3], 1e-4)           # off the η = 0 plateau (∂m/∂η = 0 there)
-    theta[:, 2] = np.maximum(theta[:, 2], 1e-4)
-    loss = _kl(p, model.p_down(x, theta), n)
-    active = np.arange(len(theta))
+    phi = _to_phi(np.maximum(np.asarray(start, float), _LOWER))
+    loss = _kl(p, model.p_down(x, _from_phi(phi)), n)
+    active = np.arange(len(phi))
     for _ in range(iterations):
-        xa, na, pa, th = x[active], n[active], p[active], theta[active]
-        m, jac = model.m_jac(xa, th)                      # (q, k), (q, k, 4)
+        xa, na, pa, ph = x[active], n[active], p[active], phi[active]
+        m, jac = _m_jac_phi(model, xa, ph)                # (q, k), (q, k, 4)
         q = np.clip(0.5 * (1.0 + m), 1e-12, 1 - 1e-12)
         dq = 0.5 * jac
         w = na / (q * (1.0 - q))
@@ -92,10 +90,10 @@ def kl_projection(x: np.ndarray, n: np.ndarray, p: np.ndarray, start: np.ndarray
             i = np.flatnonzero(pending)
             if i.size == 0:
                 break
-            cand = np.maximum(th[i] + t[i, None] * step[i], _LOWER)
-            cl = _kl(pa[i], model.p_down(xa[i], cand), na[i])
+            cand = np.maximum(ph[i] + t[i, None] * step[i], _LOWER)
+            cl = _kl(pa[i], model.p_down(xa[i], _from_phi(cand)), na[i])
             ok = cl <= loss[active[i]]
-            theta[active[i[ok]]] = cand[ok]
+            phi[active[i[ok]]] = cand[ok]
             gain[i[ok]] = loss[active[i[ok]]] - cl[ok]
             loss[active[i[ok]]] = cl[ok]
             pending[i[ok]] = False
@@ -103,4 +101,27 @@ def kl_projection(x: np.ndarray, n: np.ndarray, p: np.ndarray, start: np.ndarray
         active = active[gain > tol]
         if active.size == 0:
             break
-    return theta
+    return _from_phi(phi)
+
+
+def _to_phi(theta: np.ndarray) -> np.ndarray:
+    """Solver coordinates (β, b, γ, v = η²): m depends on η only through η² (it is even in η), so
+    ∂m/∂v stays finite at η = 0 and a step can leave the bound, unlike ∂m/∂η = 0 there."""
+    out = theta.copy()
+    out[:, 3] = theta[:, 3] ** 2
+    return out
+
+
+def _from_phi(phi: np.ndarray) -> np.ndarray:
+    out = phi.copy()
+    out[:, 3] = np.sqrt(np.maximum(phi[:, 3], 0.0))
+    return out
+
+
+def _m_jac_phi(model, x: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """m and ∂m/∂(β, b, γ, v): ∂m/∂v = (∂m/∂η)/(2η), taken at η ≥ 10⁻⁶ (the limit ½ ∂²m/∂η² at 0)."""
+    theta_j = _from_phi(phi)
+    theta_j[:, 3] = np.maximum(theta_j[:, 3], 1e-6)       # m moves by O(10⁻¹²) there: one evaluation
+    m, jac = model.m_jac(x, theta_j)
+    jac[..., 3] = jac[..., 3] / (2.0 * theta_j[:, 3])[:, None]
+    return m, jac
