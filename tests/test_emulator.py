@@ -306,3 +306,75 @@ def test_sigkill_and_resume_on_the_default_virtual_qpu_gives_identical_counts(tm
     reference = qasa.run(protocol, resume_worker.sampler("emulator"))
     assert len(reference.counts) == len(resumed.counts) > 0
     assert resumed.counts.equals(reference.counts)
+
+
+# -- QPU parameters: honoured or refused, never ignored (issue 12 item 12) ----------------------------
+
+@pytest.mark.parametrize("schedule, kw, match", [
+    ([(0.5, 0.0), (20.0, 1.0)], {}, "must start at t=0"),
+    ([(0.0, 0.0), (5.0, 1.2), (20.0, 1.0)], {}, r"s=1.2 is outside \[0, 1\]"),
+    ([(0.0, 1.0), (5.0, -0.1), (20.0, 1.0)], {"initial_state": None}, r"s=-0.1 is outside \[0, 1\]"),
+    ([(0.0, 0.0), (5.0, 0.5)], {}, "must end at s=1"),
+    ([(0.0, 0.0), (0.1, 1.0)], {}, "maximum slope"),
+    ([(float(i), i / 12) for i in range(13)], {}, "a forward anneal allows at most 12"),
+    ([(0.0, 1.0), *((1.0 + i, 0.5) for i in range(12)), (20.0, 1.0)], {"initial_state": None},
+     "a reverse anneal allows at most 13"),
+    ([(0.0, 1.0), (5.0, 0.5), (20.0, 1.0)], {}, "needs an initial_state"),
+])
+def test_illegal_schedules_are_refused(p4, schedule, kw, match):
+    q = p4.nodelist[0]
+    if "initial_state" in kw:
+        kw = {"initial_state": {q: 1}}
+    with pytest.raises(ValueError, match=match):
+        p4.sample_ising({q: 0.1}, {}, anneal_schedule=schedule, **kw)
+
+
+def test_legal_thirteen_point_reverse_anneal_is_accepted_and_runs(p4):
+    """D-Wave allows one point more than max_anneal_schedule_points for a reverse anneal."""
+    q = p4.nodelist[:3]
+    schedule = [(0.0, 1.0), *((round(1.0 + 0.5 * i, 2), 0.6 + 0.01 * i) for i in range(11)), (20.0, 1.0)]
+    assert len(schedule) == p4.properties["max_anneal_schedule_points"] + 1
+    ss = p4.sample_ising({v: 0.1 for v in q}, {}, anneal_schedule=schedule, initial_state={v: 1 for v in q},
+                         num_reads=10, auto_scale=False)
+    assert ss.record.num_occurrences.sum() == 10
+
+
+def test_fast_anneal_and_anneal_offsets_are_refused_not_ignored(p4):
+    q = p4.nodelist[0]
+    assert "fast_anneal_time_range" not in p4.properties        # nothing advertised that is not emulated
+    with pytest.raises(ValueError, match="fast_anneal is not emulated"):
+        p4.sample_ising({q: 0.1}, {}, fast_anneal=True)
+    offsets = [0.0] * p4.properties["num_qubits"]
+    p4.sample_ising({q: 0.1}, {}, anneal_offsets=offsets, fast_anneal=False)   # zeros: no effect, allowed
+    offsets[q] = 0.01
+    with pytest.raises(ValueError, match="non-zero anneal_offsets are not emulated"):
+        p4.sample_ising({q: 0.1}, {}, anneal_offsets=offsets)
+    with pytest.raises(ValueError, match=r"one value per qubit \(\d+\)"):
+        p4.sample_ising({q: 0.1}, {}, flux_biases=[0.0, 1e-4])
+    with pytest.raises(ValueError, match="no published M_AFM"):
+        qpu = VirtualQPU("advantage6.4", seed=1, topology_shape=[2], broken_nodes=[])
+        qpu.sample_ising({qpu.nodelist[0]: 0.1}, {}, flux_biases=[0.0] * qpu.properties["num_qubits"])
+
+
+def test_flux_biases_shift_the_field_by_dwaves_published_conversion(p4):
+    """A flux bias Φ = h_to_fluxbias(δ) at the qubit's freeze-out B(s*) (dwave.system.temperatures,
+    M_AFM of Advantage_system4.1) acts as a static bias +δ: the counts follow the model with b + δ."""
+    from dwave.system.temperatures import h_to_fluxbias
+
+    from qasa.virtual.physics import load_schedule
+
+    delta = 0.06
+    truth = p4.truth
+    B = load_schedule(p4.preset.schedule).B_of(truth["freezeout_s"].to_numpy())
+    flux = np.zeros(p4.properties["num_qubits"])
+    flux[truth.index.to_numpy()] = h_to_fluxbias(delta, B=B, MAFM=1.647)
+    assert np.all(np.abs(flux[truth.index]) < 1e-3)                 # a few hundred µΦ₀: QPU-sized values
+    shifted = truth.assign(b=truth["b"] + delta)
+    h = {q: 0.0 for q in p4.nodelist}
+    _, n_down, _ = p4.sample_counts(h, num_reads=10_000, auto_scale=False, flux_drift_compensation=True,
+                                    flux_biases=flux.tolist(), label="flux")
+    p = p4.expected_p_down(np.array([0.0]), shifted)[:, 0]
+    z = (n_down - 10_000 * p) / np.sqrt(10_000 * p * (1 - p))
+    assert stats.chi2.sf(np.sum(z**2), len(z)) > 1e-3
+    p0 = p4.expected_p_down(np.array([0.0]))[:, 0]
+    assert np.mean(n_down / 10_000 - p0) > 0.1                     # a real shift toward −1 (E = h s, h > 0)
