@@ -103,7 +103,7 @@ def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str
         return out
 
     a, b = flat(stored), flat(current)
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(set(a) & set(b)):     # a setting one side does not record cannot be compared
         if key in ("profile", "class"):   # credentials, and wrappers around the same sampler, change no data
             continue
         if a.get(key) != b.get(key):

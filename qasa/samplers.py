@@ -200,6 +200,27 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
     """
     if isinstance(backend, dimod.Sampler):
         return backend
+    sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
+                            profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
+    # how it was made: recorded with the data, checked on resume, reused by `qasa run DIR`
+    recipe = {"backend": backend, "topology_type": topology_type, "topology_shape": topology_shape,
+              "solver": solver, "broken_nodes": broken_nodes, **options}
+    if backend in ("sa", "mock"):
+        recipe["beta"] = beta
+    if backend == "emulator":
+        recipe["seed"] = getattr(sampler, "seed", seed)
+    if backend == "qpu":
+        recipe["profile"] = profile
+    try:
+        sampler.qasa_recipe = recipe
+    except AttributeError:  # pragma: no cover - a sampler class with __slots__
+        pass
+    return sampler
+
+
+def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: list[int] | None,
+                  solver: str | dict | None, profile: str | None, beta: float, seed: int | None,
+                  broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
     if backend == "sa":

@@ -32,8 +32,8 @@ or reported from it.
 
 Fit cache: :meth:`DatasetStore.cached_fit` returns a saved fit only if its fingerprint — a hash of
 the fit's input arrays (the programmed-frame response), the model, the fit options and qasa's
-version — equals the one of this dataset now. A fit table copied from another run, edited by hand or
-made by another qasa version is refitted, never used.
+version — equals the one of this dataset now, and its values still hash to what was saved. A fit table
+copied from another run, edited by hand or made by another qasa version is refitted, never used.
 """
 
 from __future__ import annotations
@@ -430,15 +430,24 @@ class DatasetStore:
             saved = FitTable.load(path)
         except Exception:          # an unreadable cache entry is simply refitted
             return None
-        return saved if saved.meta.get("fingerprint") == fingerprint else None
+        if saved.meta.get("fingerprint") != fingerprint or saved.meta.get("table_hash") != _table_hash(saved.table):
+            return None
+        return saved
 
     def save_fit(self, fits, fingerprint: str) -> Path:
-        """Save a fit table into ``fits/`` with the fingerprint of its input."""
+        """Save a fit table into ``fits/`` with the fingerprint of its input and a hash of its values."""
         fits.meta["fingerprint"] = fingerprint
+        fits.meta["table_hash"] = _table_hash(fits.table)
         path = fits.save(self.fit_path(fits.model.name))
         if fits.model.name == "qasa":
             fits.to_model_parameters_csv(self.path / "fits" / "model_parameters.csv")
         return path
+
+
+def _table_hash(table: pd.DataFrame) -> str:
+    """Hash of a fit table's values: a table edited after it was saved is not used."""
+    values = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    return hashlib.blake2b(values.tobytes() + ",".join(map(str, table.columns)).encode(), digest_size=16).hexdigest()
 
 
 def pc_unique(column: pa.ChunkedArray) -> list[str]:
