@@ -371,8 +371,8 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             message = (f"call {call.call_id}: the QPU service refused "
                        f"{'problem ' + pid if pid else 'the submission'}: {type(exc).__name__}: {redact(exc)}")
         else:
-            message = (f"call {call.call_id} failed after {job.attempt} retries ({job.submitted} problems "
-                       f"submitted for it); last error: {type(exc).__name__}: {redact(exc)}")
+            message = (f"call {call.call_id} failed after {job.attempt} retries ({job.submitted} submissions); "
+                       f"last error: {type(exc).__name__}: {redact(exc)}")
         if state["fatal"] is None:
             state["fatal"] = tag(LeapError(message), call)
 
