@@ -276,7 +276,7 @@ def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int
             if t is not fits:               # saved above
                 t.meta["data_fingerprint"] = _fingerprint(ds)
                 t.save(Path(path) / "fits" / f"{m}.parquet")
-        comparison = compare_models(tables)
+        comparison = (*compare_models(tables), tables)       # (per qubit, device, the fit tables)
     return ds, fits, comparison
 
 
@@ -334,8 +334,8 @@ def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[st
     else:
         _, fits, comparison = _fit_dataset(dataset, model, compare, 0, None)
     truth = _truth(ds)
-    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison, truth=truth,
-                        dataset_path=dataset)
+    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison[2] if comparison else None,
+                        truth=truth, dataset_path=dataset)
 
 
 def _truth(ds) -> Any:

@@ -23,6 +23,8 @@ QPU time or fail late.
 
 from __future__ import annotations
 
+import functools
+
 import importlib.metadata
 import math
 from typing import Any, Mapping
@@ -56,11 +58,27 @@ H_RANGES: dict[str, list[float]] = {"chimera": [-2.0, 2.0], "pegasus": [-4.0, 4.
 
 
 def topology_graph(topology_type: str, topology_shape: list[int] | None = None):
-    """Return the networkx graph of a D-Wave topology (fully yielded).
+    """Return the networkx graph of a D-Wave topology (fully yielded) and its normalized shape.
+
+    The graph is built once per (type, shape) and shared: treat it as read-only (copy to modify).
 
     Raises:
         SamplerError: for an unknown topology type or a malformed shape.
     """
+    try:
+        key = None if topology_shape is None else tuple(int(s) for s in topology_shape)
+    except (TypeError, ValueError):  # a malformed shape: the uncached path names the error
+        return _topology_graph(topology_type, topology_shape)
+    graph, shape = _cached_topology_graph(topology_type, key)
+    return graph, list(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_topology_graph(topology_type: str, shape: tuple[int, ...] | None):
+    return _topology_graph(topology_type, None if shape is None else list(shape))
+
+
+def _topology_graph(topology_type: str, topology_shape: list[int] | None = None):
     import dwave.graphs as dg
 
     if topology_type not in DEFAULT_SHAPES:
