@@ -22,7 +22,7 @@ from pathlib import Path
 
 import qasa
 from qasa.analysis import analyze
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import render
 

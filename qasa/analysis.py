@@ -33,13 +33,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from qasa.dataset import Dataset, Response, utcnow
+from qasa.dataset import Dataset, Response, json_safe, utcnow
 from qasa.fitting import FitTable, fit
 
 __all__ = [
     "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
     "AnaloguesReport", "analyze", "analyze_comparison", "analyze_analogues", "provenance", "parameter_summary",
-    "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "json_safe", "layout_table",
+    "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "layout_table",
     "pooled_temperature",
 ]
 
@@ -130,25 +130,6 @@ def format_value(value: Any, uncertainty: float | None = None, *, digits: int = 
         err, _ = round_to_uncertainty(uncertainty, uncertainty, digits)
         text += f" ± {err:.{max(decimals, 0)}f}"
     return text
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars by Python ones, so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, pd.DataFrame):
-        return json_safe(obj.to_dict("records"))
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    return obj
 
 
 # -- pieces of the analysis -------------------------------------------------------------------------
@@ -427,7 +408,7 @@ def _coordinates(ttype: str, shape: Sequence[int] | None, nodes: list[int]) -> t
 
 
 def _shape(ttype: str, shape: Sequence[int] | None) -> list[int]:
-    from qasa.samplers import DEFAULT_SHAPES
+    from qasa.topology import DEFAULT_SHAPES
 
     s = list(shape) if shape is not None else list(DEFAULT_SHAPES[ttype])
     if ttype == "chimera" and len(s) == 1:
@@ -505,7 +486,9 @@ def outcome_section(dataset: Dataset, dataset_path: str | Path) -> dict[str, Any
         return None
     h = dataset.calls["h"].to_numpy(float)
     h0 = float(h[np.argmin(np.abs(h))])
-    raw = dataset.samples(dataset_path, h0)
+    from qasa.store import DatasetStore
+
+    raw = DatasetStore(dataset_path).samples(h0, dataset.calls)
     res = dv.outcome_correlations(raw, dataset.protocol.qubits, edge_table(dataset.device))
     res["h"] = h0
     return res

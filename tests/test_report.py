@@ -17,7 +17,7 @@ import qasa
 from qasa.analysis import (MIN_GOOD_QUBITS, analyze, format_value, model_comparison, parameter_summary,
                            round_to_uncertainty)
 from qasa.dataset import Dataset
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import FitTable, fit
 from qasa.models import get_model
 from qasa.report import build_report, render, svg_map
@@ -131,7 +131,7 @@ def test_report_leaves_matplotlib_backend_alone(tmp_path):
 import matplotlib
 matplotlib.use("pdf")
 import qasa
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import build_report
 qpu = VirtualQPU(seed=1, topology_shape=[2], broken_nodes=[])

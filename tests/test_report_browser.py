@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import qasa
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import build_report
 

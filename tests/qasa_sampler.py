@@ -1,0 +1,136 @@
+"""A QASA-model sampler for tests: independent per-qubit truth, exact draws in each qubit's own frame.
+
+Every qubit ``i`` has its own hidden parameters ``(β_i, b_i, γ_i, η_i)`` drawn once from a seeded
+generator, Advantage-like (DESIGN.md §2–§3, §6): ``β ~ U(3, 10)``, ``b ~ N(0, 0.02)``,
+``γ ~ U(0.05, 0.2)``, ``η ~ U(0, 0.06)`` with a fraction ``eta_zero_fraction`` of qubits at
+``η = 0`` exactly (so that a fit's η̂ often lands on its bound). The four are independent.
+
+A read of qubit ``i`` programmed with field ``x`` (the value the sampler receives, i.e. after any
+client-side gauge: the sampler knows nothing about gauges) returns ``-1`` with probability
+``(1 + m(x))/2``, where ``m`` is the QASA mixture of DESIGN.md §3: with probability ½ each, the
+component field is ``x + b ± η`` and the single-qubit quantum-Gibbs magnetization is
+``f(β(x + b ± η), βγx)``. Reads are independent, so a read's mixture component need not be drawn
+separately: each read is a Bernoulli draw with the mixture's ``P(-1)``. A static bias in the
+qubit's own frame therefore keeps its sign under every gauge, as on hardware.
+
+:class:`QASAModelSampler` returns a :class:`dimod.SampleSet` of raw reads (``num_occurrences`` all
+1), exactly like a QPU in ``answer_mode='raw'``; :class:`QASAModelCountSampler` adds the runner's
+count-level fast path ``sample_counts`` (binomial draws of the same law), for large devices.
+
+Seeding: ``seed`` fixes the truth; each call is seeded by its ``seed`` keyword (qasa's runner
+passes one per call), so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import dimod
+import numpy as np
+import pandas as pd
+
+from qasa.models import get_model
+
+__all__ = ["QASAModelSampler", "QASAModelCountSampler", "draw_truth"]
+
+
+def draw_truth(qubits: Iterable[int], seed: int, *, beta=(3.0, 10.0), b_sd: float = 0.02,
+               gamma=(0.05, 0.2), eta=(0.0, 0.06), eta_zero_fraction: float = 0.15) -> pd.DataFrame:
+    """Independent per-qubit QASA parameters (columns ``qubit, beta, b, gamma, eta``)."""
+    qubits = np.asarray(list(qubits), dtype=np.int64)
+    n = len(qubits)
+    rng = np.random.default_rng(seed)
+    t = pd.DataFrame({"qubit": qubits, "beta": rng.uniform(*beta, n), "b": rng.normal(0.0, b_sd, n),
+                      "gamma": rng.uniform(*gamma, n), "eta": rng.uniform(*eta, n)})
+    zero = rng.random(n) < eta_zero_fraction
+    t.loc[zero, "eta"] = 0.0
+    return t
+
+
+class QASAModelSampler(dimod.Sampler, dimod.Structured):
+    """Uncoupled qubits that follow the QASA model exactly, each with its own truth (module docstring).
+
+    Args:
+        qubits: number of qubits (labelled ``0..n-1``) or the qubit labels.
+        seed: seed of the truth.
+        truth: explicit truth (columns ``qubit, beta, b, gamma, eta``); overrides ``qubits``/``seed``.
+        **ranges: passed to :func:`draw_truth` (``beta``, ``b_sd``, ``gamma``, ``eta``,
+            ``eta_zero_fraction``).
+    """
+
+    def __init__(self, qubits: int | Iterable[int] = 2000, seed: int = 0, *, truth: pd.DataFrame | None = None,
+                 **ranges: Any) -> None:
+        if truth is None:
+            labels = range(qubits) if isinstance(qubits, (int, np.integer)) else qubits
+            truth = draw_truth(labels, seed, **ranges)
+        self.truth = truth[["qubit", "beta", "b", "gamma", "eta"]].reset_index(drop=True)
+        self._nodes = [int(q) for q in self.truth["qubit"]]
+        self._row = {q: i for i, q in enumerate(self._nodes)}
+        self._theta = self.truth[["beta", "b", "gamma", "eta"]].to_numpy(float)
+        self._model = get_model("qasa")
+
+    nodelist = property(lambda self: self._nodes)
+    edgelist = property(lambda self: [])
+    properties = property(lambda self: {"h_range": [-4.0, 4.0], "j_range": [-1.0, 1.0],
+                                        "num_reads_range": [1, 10_000], "chip_id": "QASA-model"})
+    parameters = property(lambda self: {"num_reads": [], "seed": []})
+
+    def qasa_truth(self, protocol) -> list[dict[str, Any]]:
+        """The truth of the qubits a protocol assesses (recorded in the dataset by :func:`qasa.run`)."""
+        t = self.truth.set_index("qubit")
+        if protocol.qubits is not None:
+            t = t.loc[[q for q in protocol.qubits if q in t.index]]
+        return t.reset_index().to_dict("records")
+
+    def p_down(self, variables: list[int], x: np.ndarray) -> np.ndarray:
+        """P(-1) of each variable at its programmed field ``x`` (own frame)."""
+        rows = np.fromiter((self._row[v] for v in variables), dtype=np.int64, count=len(variables))
+        theta = self._theta[rows]
+        # one h per row: evaluate the model row by row through a diagonal
+        m = _m_diag(self._model, x, theta)
+        return 0.5 * (1.0 + m)
+
+    def _check(self, variables, x, num_reads):
+        missing = [v for v in variables if v not in self._row]
+        if missing:
+            raise ValueError(f"variables {missing[:5]} are not qubits of this sampler")
+        lo, hi = self.properties["h_range"]
+        if np.any((x < lo) | (x > hi)):
+            raise ValueError(f"h outside h_range [{lo}, {hi}]")
+        if not 1 <= num_reads <= self.properties["num_reads_range"][1]:
+            raise ValueError(f"num_reads={num_reads} outside [1, {self.properties['num_reads_range'][1]}]")
+
+    @dimod.bqm_structured
+    def sample(self, bqm: dimod.BinaryQuadraticModel, num_reads: int = 1, seed: int | None = None) -> dimod.SampleSet:
+        """Raw reads of every variable of ``bqm`` (uncoupled; SPIN answers)."""
+        bqm = bqm.change_vartype(dimod.SPIN, inplace=False)
+        if bqm.num_interactions:
+            raise ValueError("the QASA-model sampler has uncoupled qubits only (J = 0)")
+        variables = list(bqm.variables)
+        x = np.array([bqm.linear[v] for v in variables], dtype=float)
+        self._check(variables, x, int(num_reads))
+        p = self.p_down(variables, x)
+        rng = np.random.default_rng(seed)
+        spins = np.where(rng.random((int(num_reads), len(variables)), dtype=np.float32) < p.astype(np.float32),
+                         np.int8(-1), np.int8(1))
+        energy = spins @ x + bqm.offset
+        return dimod.SampleSet.from_samples((spins, variables), dimod.SPIN, energy=energy)
+
+
+class QASAModelCountSampler(QASAModelSampler):
+    """:class:`QASAModelSampler` plus the runner's count-level path (binomial counts, no SampleSet)."""
+
+    def sample_counts(self, h: dict[int, float], num_reads: int = 1, seed: int | None = None,
+                      **_: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Per-qubit numbers of returned -1 reads at programmed fields ``h``."""
+        variables = np.fromiter(h.keys(), dtype=np.int64, count=len(h))
+        x = np.fromiter(h.values(), dtype=float, count=len(h))
+        self._check(list(variables), x, int(num_reads))
+        p = self.p_down(list(variables), x)
+        return variables, np.random.default_rng(seed).binomial(int(num_reads), p), {}
+
+
+def _m_diag(model, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """``m(x_i; θ_i)`` for paired rows (each row its own field)."""
+    out = model._fn(x[:, None], theta, False)[0]
+    return np.asarray(out)[:, 0]
