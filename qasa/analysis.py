@@ -150,10 +150,24 @@ def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
 
 
 def _temperature(r: Response) -> dict[str, Any]:
-    """The report's headline effective temperature (one call site, see DESIGN.md §6)."""
-    out = pooled_temperature(r)
-    out["method"] = "pooled Gibbs fit tanh(βh) of all qubits' summed counts over the whole h range"
-    return out
+    """The headline effective temperature: D-Wave's definition (:func:`qasa.temperature.effective_temperature`,
+    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window."""
+    from qasa.temperature import effective_temperature
+
+    for window in ("default", None):
+        try:
+            t = effective_temperature(r) if window == "default" else effective_temperature(r, None)
+        except ValueError as exc:
+            reason = str(exc)
+            continue
+        out = t.to_dict()
+        out.update(beta=t.beta_eff, beta_stderr=t.beta_eff_stderr)
+        if window is None:
+            out["method"] = ("no h value lies in D-Wave's window |h| ≤ 1/6.1, so this is the whole-grid pooled fit, "
+                             "not D-Wave's T_eff. " + out["method"])
+        return out
+    return {"T_eff": math.nan, "T_eff_stderr": math.nan, "beta": math.nan, "beta_stderr": math.nan,
+            "method": f"no effective temperature: {reason}"}
 
 
 def _versions(dataset: Dataset) -> dict[str, str]:
@@ -350,14 +364,20 @@ def _interval(t: pd.DataFrame, p: str) -> tuple[np.ndarray, np.ndarray]:
     return v - 1.96 * se, v + 1.96 * se
 
 
-def _mapped_parameters(fits: FitTable) -> list[str]:
-    """Parameters worth a map: finite in most good qubits and not constant (one call site)."""
+def _mapped_parameters(fits: FitTable, reliability: pd.DataFrame | None) -> list[str]:
+    """Parameters worth a map: identified by the reliability rule of :func:`qasa.device.reliability`
+    (at least half of the spread across qubits is the device, not estimation noise); without
+    standard errors, every parameter that varies over good qubits."""
     good = fits.table[fits.table["quality"] == "good"]
     out = []
     for p in fits.model.params:
         v = good[p].to_numpy(float)
-        if v.size and np.isfinite(v).mean() >= 0.5 and np.nanmax(v) > np.nanmin(v):
-            out.append(p)
+        if not (v.size and np.isfinite(v).mean() >= 0.5 and np.nanmax(v) > np.nanmin(v)):
+            continue
+        if reliability is not None and p in reliability.index and np.isfinite(reliability.loc[p, "reliability"]):
+            if not bool(reliability.loc[p, "identified"]):
+                continue
+        out.append(p)
     return out
 
 
@@ -448,7 +468,7 @@ def _device_median_curve(r: Response, fits: FitTable) -> np.ndarray:
 
 # -- device analysis --------------------------------------------------------------------------------
 def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence[int], permutations: int,
-                     seed: int) -> dict[str, Any] | None:
+                     seed: int, reliability: pd.DataFrame | None, bootstrap: int) -> dict[str, Any] | None:
     """Spatial autocorrelation, correlations, position association, outliers (data only)."""
     from qasa import device as dv
     from qasa.topology import edge_table, qubit_table
@@ -464,12 +484,16 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
     params = list(fits.model.params)
     good = fits.table[fits.table["quality"] == "good"].set_index("qubit")
     good = good[good.index.isin(list(inside))]
-    spatial = {p: dv.spatial_autocorrelation(good[p], edges, permutations=permutations, seed=seed) for p in params}
+    rel = reliability if reliability is not None else pd.DataFrame()
+    r = {p: (float(rel.loc[p, "reliability"]) if p in rel.index and "reliability" in rel else None) for p in params}
+    spatial = {p: dv.spatial_autocorrelation(good[p], edges, permutations=permutations, seed=seed, reliability=r[p])
+               for p in params}
     return {
         "spatial": spatial,
-        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p)],
+        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p, reliability=r[p])],
         "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
-        "correlations": dv.correlations(fits),
+        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed),
+        "reliability": rel,
         "position": dv.position_association(fits, qubits),
         "outliers": dv.outliers(fits),
         "exclusion_list": dv.exclusion_list(fits),
@@ -505,10 +529,13 @@ class AssessmentReport:
         model: the fitted model's name; ``params`` its parameters.
         quality: qubits per fit quality (good / bad / failed).
         summary: :func:`parameter_summary`.
-        temperature: the headline effective temperature (``T_eff``, ``T_eff_stderr``, ``beta``, ``method``).
+        temperature: the headline effective temperature (:func:`qasa.temperature.effective_temperature`:
+            ``T_eff``, ``T_eff_stderr``, ``T_eff_lo``/``_hi``, ``beta``, ``beta_stderr``, ``method``...).
+        pooled: the whole-grid pooled Gibbs fit (:func:`pooled_temperature`), kept for comparison.
         fits: the per-qubit fit table; ``response`` the counts as arrays.
         layout: per qubit ``x``, ``y`` (D-Wave layout) and ``cell`` label; ``outside`` qubits not in the topology.
-        mapped: parameters worth a map.
+        mapped: parameters worth a map (the reliability rule of :func:`qasa.device.reliability`).
+        reliability: :func:`qasa.device.reliability` per parameter (``None`` without standard errors).
         curve_qubits: qubits shown in the response-curve figure; ``median_curve`` the device's
             pointwise median P(−1).
         comparison: :func:`model_comparison` table (or ``None``); ``tests`` its likelihood-ratio tests.
@@ -531,6 +558,8 @@ class AssessmentReport:
     layout: pd.DataFrame
     outside: list[int] = field(default_factory=list)
     mapped: list[str] = field(default_factory=list)
+    reliability: pd.DataFrame | None = None
+    pooled: dict[str, float] = field(default_factory=dict)
     curve_qubits: list[int] = field(default_factory=list)
     median_curve: np.ndarray | None = None
     comparison: pd.DataFrame | None = None
@@ -564,9 +593,10 @@ class AssessmentReport:
                                "definition": parameter_info(p).definition} for p in self.params},
             "fit": self.fits.summary(),
             "summary": self.summary.reset_index().to_dict("records"),
-            "pooled_gibbs": {k: v for k, v in self.temperature.items() if k != "method"},
+            "pooled_gibbs": self.pooled,
             "effective_temperature": self.temperature,
             "mapped_parameters": self.mapped,
+            "reliability": (self.reliability.reset_index().to_dict("records") if self.reliability is not None else None),
             "qubits_outside_topology": self.outside,
             "notes": self.notes,
         }
@@ -605,7 +635,7 @@ class AssessmentReport:
 def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable] | tuple | None = None, *,
             truth: pd.DataFrame | None = None, estimand: pd.DataFrame | None = None,
             dataset_path: str | Path | None = None, response: Response | None = None,
-            permutations: int = 199, seed: int = 0) -> AssessmentReport:
+            permutations: int = 199, bootstrap: int = 199, seed: int = 0) -> AssessmentReport:
     """Analyse an assessment: every number of its report, no rendering.
 
     Args:
@@ -620,7 +650,8 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         response: ``dataset.response()`` when the caller already has it.
         permutations: shuffles of each spatial permutation test (199: p-values resolve down to 0.005,
             below the 0.01 at which findings are stated, in a fraction of the time of 999).
-        seed: seed of the permutation tests and the correlogram's sources.
+        bootstrap: resamples of the qubits for the intervals of the reliabilities and corrected correlations.
+        seed: seed of the permutation tests, bootstraps and the correlogram's sources.
 
     Returns:
         An :class:`AssessmentReport`. Degenerate data (few good qubits, qubits outside the topology)
@@ -652,20 +683,37 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
+    rel = _reliability(fits, bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
-        device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed)
+        device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
+    if rel is not None and len(rel):
+        skipped = [p for p in fits.model.params if p in rel.index and not bool(rel.loc[p, "identified"])
+                   and np.isfinite(rel.loc[p, "reliability"])]
+        if skipped:
+            notes.append("Not mapped (mostly estimation noise at these reads): "
+                         + "; ".join(rel.loc[p, "verdict"] for p in skipped))
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
-        quality=quality, summary=summary, temperature=_temperature(r), fits=fits, response=r, layout=layout,
-        outside=outside, mapped=_mapped_parameters(fits) if enough else [], curve_qubits=_curve_qubits(fits),
+        quality=quality, summary=summary, temperature=_temperature(r), pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
+        outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
         recovery=rec if rec is not None and len(rec) else None, truth=truth, outcome=json_safe(outcome) if outcome else None,
         notes=notes, device_info={k: v for k, v in dataset.device.items()
                                   if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
+
+
+def _reliability(fits: FitTable, bootstrap: int, seed: int) -> pd.DataFrame | None:
+    """:func:`qasa.device.reliability` when the fits have standard errors, else ``None``."""
+    from qasa import device as dv
+
+    if not all(f"{p}_stderr" in fits.table for p in fits.model.params):
+        return None
+    rel = dv.reliability(fits, bootstrap=bootstrap, seed=seed)
+    return rel if "reliability" in rel else None
 
 
 def _recorded(dataset: Dataset, key: str) -> pd.DataFrame | None:

@@ -248,8 +248,10 @@ def correlation_matrix(corr: "pd.DataFrame", params: Sequence[str], ax=None, met
     ax.set_yticks(range(k), labels or params)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{m[i, j]:.2f}" if np.isfinite(m[i, j]) else "—", ha="center", va="center", fontsize=8)
     ax.figure.colorbar(im, ax=ax, shrink=0.8, label=f"{method} correlation")
+    if method == "corrected":
+        ax.set_title("corrected for estimation error", fontsize=9)
     return ax
 
 

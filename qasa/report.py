@@ -227,12 +227,15 @@ def _header(rep: AssessmentReport, page: _Page) -> str:
                       ["symbol", "name", "unit", "definition"], defs_df, "parameters.csv")
     q = rep.quality
     t = rep.temperature
-    teff = (f"{_fmt(t.get('T_eff'), t.get('T_eff_stderr'), with_error=True)} (units of h); β = "
-            f"{_fmt(t.get('beta'), t.get('beta_stderr'), with_error=True)} — {t.get('method', '')}")
+    teff = _fmt(t.get("T_eff"), t.get("T_eff_stderr"), with_error=True)
+    ci = (f" (95% CI [{_fmt(t['T_eff_lo'], t.get('T_eff_stderr'))}, {_fmt(t['T_eff_hi'], t.get('T_eff_stderr'))}])"
+          if t.get("T_eff_lo") is not None and np.isfinite(t.get("T_eff_lo", np.nan)) else "")
     headline = (f"<p><strong>{q.get('good', 0)}</strong> of {sum(q.values())} qubits fitted well by the "
                 f"<code>{html.escape(rep.model)}</code> model ({q.get('bad', 0)} bad, {q.get('failed', 0)} failed; "
                 "quality rule in <code>qasa.fitting</code>). Effective temperature T<sub>eff</sub> = "
-                f"{html.escape(teff)}.</p>")
+                f"<strong>{html.escape(teff)}</strong>{html.escape(ci)} in units of h (β<sub>eff</sub> = "
+                f"{html.escape(_fmt(t.get('beta'), t.get('beta_stderr'), with_error=True))}).</p>"
+                f"<p class=\"sub\" style=\"font-size:13px\">{html.escape(str(t.get('method', '')))}</p>")
     return (headline + '<div class="grid"><div><h3>Provenance</h3>' + prov + "</div>"
             f'<div><h3>Parameters</h3>{defs}<p class="sub">Model: <code>{html.escape(rep.model)}</code>; '
             "P(s = −1 | h) = (1 + m(h))/2 with m from <code>qasa.models</code> (docs/DESIGN.md §3).</p></div></div>")
@@ -471,17 +474,48 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
     corr = rep.device["correlations"]
     if not len(corr):
         return "<p>Too few good qubits with two varying parameters for correlations.</p>"
-    rows = [[f"{parameter_info(r['a']).symbol} – {parameter_info(r['b']).symbol}", _fmt(int(r["n"])),
-             f"{r['pearson']:.2f} [{r['pearson_lo']:.2f}, {r['pearson_hi']:.2f}]",
-             f"{r['spearman']:.2f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]", _p(r["spearman_p"])]
-            for _, r in corr.iterrows()]
-    table = page.table(rows, ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]", "p (Spearman)"], corr,
-                       "correlations.csv", numeric=[False, True, True, True, True])
-    fig = _figure(4.6, 3.9)
-    plots.correlation_matrix(corr, rep.params, ax=fig.subplots(), labels=[parameter_info(p).symbol for p in rep.params])
-    return ("<p>Across good qubits. Fitted parameters are correlated through each qubit's likelihood as well as "
-            "through the device (docs/DESIGN.md §6): a correlation is a device property only beyond the estimation "
-            "covariance.</p>" + table + page.figure(fig, "correlations", "Spearman correlations between parameters"))
+    has = "corrected" in corr
+    rows = []
+    for _, r in corr.iterrows():
+        row = [f"{parameter_info(r['a']).symbol} – {parameter_info(r['b']).symbol}", _fmt(int(r["n"])),
+               f"{r['pearson']:.2f} [{r['pearson_lo']:.2f}, {r['pearson_hi']:.2f}]",
+               f"{r['spearman']:.2f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"]
+        if has:
+            c = r["corrected"]
+            row += [f"{r['noise_corr']:.2f}" if np.isfinite(r["noise_corr"]) else "—",
+                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined"),
+                    "yes" if r["identified"] else "no"]
+        rows.append(row)
+    header = ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]"] + (
+        ["estimation-error correlation", "corrected r [95% CI]", "both identified"] if has else [])
+    table = page.table(rows, header, corr, "correlations.csv", numeric=[False] + [True] * (len(header) - 1))
+    fig = _figure(4.6 * (2 if has else 1), 3.9)
+    axes = fig.subplots(1, 2 if has else 1, squeeze=False)[0]
+    labels = [parameter_info(p).symbol for p in rep.params]
+    plots.correlation_matrix(corr, rep.params, ax=axes[0], method="pearson", labels=labels)
+    axes[0].set_title("raw (fitted values)", fontsize=9)
+    if has:
+        plots.correlation_matrix(corr, rep.params, ax=axes[1], method="corrected", labels=labels)
+        axes[1].set_title("corrected for estimation error", fontsize=9)
+    text = ("<p>Across good qubits. One qubit's fitted parameters are correlated through its likelihood as well as "
+            "through the device (docs/DESIGN.md §6). The corrected correlation removes the mean estimation "
+            "covariance (errors in variables, <code>qasa.device.corrected_correlations</code>, bootstrap interval "
+            "over qubits); only pairs of identified parameters describe the device.</p>")
+    return text + table + page.figure(fig, "correlations", "Correlations between parameters: raw and corrected")
+
+
+def _reliability_section(rep: AssessmentReport, page: _Page) -> str:
+    rel = rep.reliability
+    rows = []
+    for p, r in rel.iterrows():
+        rows.append([_label(p), f"{r['reliability']:.2f} [{r['reliability_lo']:.2f}, {r['reliability_hi']:.2f}]"
+                     if np.isfinite(r.get("reliability_lo", np.nan)) else _fmt(r.get("reliability")),
+                     _fmt(r.get("sd_true"), None), "yes" if r.get("identified") else "no", str(r.get("verdict", ""))])
+    return ("<p>The reliability of a parameter is the share of its spread across qubits that is the device rather "
+            "than estimation noise (<code>qasa.device.reliability</code>); parameters below 0.5 are not mapped and "
+            "their correlations and spatial statistics are not device findings.</p>"
+            + page.table(rows, ["parameter", "reliability [95% CI]", "sd of the true values", "mapped", "verdict"],
+                         rel.reset_index(), "reliability.csv", numeric=[False, True, True, False, False]))
 
 
 def _spatial_section(rep: AssessmentReport, page: _Page) -> str:
@@ -585,8 +619,10 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
         steps.append(("maps", "Maps of the device", maps))
     if rep.curve_qubits and len(rep.response.h):
         steps.append(("curves", "Response curves", lambda: _curves_section(rep, page)))
-    if rep.quality.get("good", 0) and rep.mapped:
+    if rep.quality.get("good", 0) >= 1 and len(rep.summary) and rep.summary["n"].max() > 0:
         steps.append(("distributions", "Distributions", lambda: _distributions_section(rep, page)))
+    if rep.reliability is not None and len(rep.reliability):
+        steps.append(("identification", "Which parameters the data identify", lambda: _reliability_section(rep, page)))
     if rep.device is not None:
         steps.append(("correlations", "Correlations between parameters", lambda: _correlation_section(rep, page)))
         steps.append(("spatial", "Spatial structure", lambda: _spatial_section(rep, page)))
