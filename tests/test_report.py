@@ -84,11 +84,14 @@ def test_report_recovers_the_virtual_truth_and_states_provenance(small, tmp_path
     assert set(rep.recovery.index) == {"beta", "b", "gamma", "eta"}
     assert rep.recovery.loc["beta", "coverage_95"] > 0.8
     assert rep.recovery.loc["b", "median_abs_error"] < 0.005
-    assert rep.mapped == ["beta", "b", "gamma", "eta"] and rep.notes == []
+    # maps only for parameters the data identify (reliability rule); the others are named in a note
+    rel = rep.reliability
+    assert rep.mapped == [p for p in rep.params if rel.loc[p, "identified"]] and "b" in rep.mapped
+    assert all(rel.loc[p, "verdict"] in " ".join(rep.notes) for p in rep.params if p not in rep.mapped)
     page = render(rep, tmp_path, formats=("svg", "pdf"))
     text = page.read_text()
-    # one map per parameter, with its data; a CSV link beside every table
-    assert text.count('class="qmap"') == 4
+    # one map per identified parameter, with its data; a CSV link beside every table
+    assert text.count('class="qmap"') == len(rep.mapped)
     tables = re.findall(r'<div class="tbl">(.*?)</div>', text)
     assert len(tables) == text.count("<table") >= 8 and all('class="dl"' in t for t in tables)
     for name in ("summary.csv", "model_comparison.csv", "recovery.csv", "correlations.csv", "spatial.csv"):
@@ -96,7 +99,7 @@ def test_report_recovers_the_virtual_truth_and_states_provenance(small, tmp_path
         assert match, name
         assert base64.b64decode(match.group(1)) == (tmp_path / name).read_bytes()
     assert 'href="fits.csv"' in text or 'download="fits.csv"' in text
-    for p in ("beta", "b", "gamma", "eta"):
+    for p in rep.mapped:
         assert (tmp_path / f"map_{p}.svg").is_file() and (tmp_path / f"map_{p}.pdf").is_file()
     for fig in ("response_curves", "distributions", "correlations", "correlogram", "recovery"):
         ET.parse(tmp_path / f"{fig}.svg")                                 # well-formed vector files
@@ -193,8 +196,8 @@ def test_degenerate_data_give_a_report_that_says_so(case, tmp_path):
         if case == "ids outside the topology":
             assert summary["qubits_outside_topology"] == list(range(32, 40))
             assert any("not in the recorded chimera topology" in n for n in summary["notes"])
-            data = json.loads(re.search(r'id="qasa-map-data">(.*?)</script>', page).group(1))
-            assert max(data["ids"]) == 31
+            maps = re.search(r'id="qasa-map-data">(.*?)</script>', page)   # only if a parameter is identified
+            assert maps is None or max(json.loads(maps.group(1))["ids"]) == 31
         json.dumps(summary, allow_nan=False)
 
 
