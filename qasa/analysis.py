@@ -428,16 +428,9 @@ def _coordinates(ttype: str, shape: Sequence[int] | None, nodes: list[int]) -> t
 
 
 def _shape(ttype: str, shape: Sequence[int] | None) -> list[int]:
-    from qasa.topology import DEFAULT_SHAPES
+    from qasa.topology import check_shape
 
-    s = list(shape) if shape is not None else list(DEFAULT_SHAPES[ttype])
-    if ttype == "chimera" and len(s) == 1:
-        s = [s[0], s[0], 4]
-    if ttype == "chimera" and len(s) == 2:
-        s = [s[0], s[1], 4]
-    if ttype == "zephyr" and len(s) == 1:
-        s = [s[0], 4]
-    return s
+    return check_shape(ttype, None if shape is None else list(shape))
 
 
 def _curve_qubits(fits: FitTable, count: int = 5) -> list[int]:
@@ -663,8 +656,10 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     n_good = quality.get("good", 0)
     if truth is None:
         truth = _recorded(dataset, "truth")
-    if estimand is None:
-        estimand = _recorded(dataset, "estimand")
+    if estimand is None and truth is not None:
+        # the virtual QPU records what a fit of this run converges to beside the truth
+        cols = {c: c[len("estimand_"):] for c in truth.columns if c.startswith("estimand_")}
+        estimand = truth[list(cols)].rename(columns=cols) if cols else None
     if len(r.qubits) == 0:
         notes.append("The dataset holds no counts: nothing was measured, so nothing is analysed.")
     elif n_good < MIN_GOOD_QUBITS:
