@@ -270,6 +270,16 @@ class VirtualQPU(MockDWaveSampler):
                 "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
                 "preset_config": dataclasses.asdict(self.preset)}
 
+    def __repr__(self) -> str:
+        from qasa.display import sampler_repr
+
+        return sampler_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import sampler_html
+
+        return sampler_html(self, {"T_eff (published)": self.preset.teff if self.preset.teff else "—"})
+
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
         """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
         t = self._truth if truth is None else truth
