@@ -103,7 +103,9 @@ def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str
         return out
 
     a, b = flat(stored), flat(current)
-    for key in sorted(set(a) & set(b)):     # a setting one side does not record cannot be compared
+    order = list(OPTION_NAMES)
+    keys = sorted(set(a) & set(b), key=lambda k: (order.index(k) if k in order else len(order), k))
+    for key in keys:     # a setting one side does not record cannot be compared
         if key in ("profile", "class"):   # credentials, and wrappers around the same sampler, change no data
             continue
         if a.get(key) != b.get(key):
