@@ -32,7 +32,7 @@ from qasa.errors import DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
 from qasa.leap import IN_FLIGHT, async_results, cloud_solver, is_transient, redact, tag
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
-from qasa.samplers import device_info, filter_parameters, validate
+from qasa.samplers import device_info, filter_parameters, solver_name, validate
 
 __all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "sampler_settings", "check_budget_value",
            "is_transient", "redact", "QPU_SECONDS_WITHOUT_BUDGET"]
@@ -160,7 +160,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
                 raise DatasetError(f"{out} was collected with other sampler settings ({diff}); "
                                    "resume with the stored settings (`qasa run DIR` alone uses them) "
                                    "or use another output directory")
-        solver = device_info(sampler)["solver"]
+        solver = solver_name(sampler)
         stored_solver = (meta.get("device") or {}).get("solver")
         if stored_solver is not None and stored_solver != solver:
             raise DatasetError(f"{out} holds data from solver {stored_solver!r}, not {solver!r}")
