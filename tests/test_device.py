@@ -291,3 +291,27 @@ def test_corrected_correlations_cover_zero_on_qasa_sampler_devices_run_with_defa
     covered = np.array(covered)
     assert 0.91 <= covered.mean() <= 0.99, covered.mean(0)
     assert covered.mean(0).min() >= 0.85, covered.mean(0)
+
+
+@pytest.mark.parametrize("reads, identified", [(4000, False), (1_000_000, True)])
+def test_split_half_reliability_tracks_the_truth_for_eta(reads, identified):
+    """βη ≈ 0.1 on the reference h grid: η is noise at 4 000 reads per h and identified at 10⁶ —
+    where a few Wald errors near η̂ = 0 make the moment estimate unusable."""
+    rng = np.random.default_rng(5)
+    n = 300
+    theta = np.column_stack([rng.normal(5, 0.3, n), rng.normal(0, 0.01, n), 0.1 * np.exp(0.3 * rng.normal(size=n)),
+                             0.02 * np.exp(0.3 * rng.normal(size=n))])
+    h = np.array(h_grid(1.0, 0.025))
+    nt = np.full((n, len(h)), reads)
+    r = Response(np.arange(n), h, rng.binomial(nt, get_model("qasa").p_down(h, theta)), nt)
+    eta_hat = fit(r, "qasa").params["eta"]
+    truth = theta[:, 3].var(ddof=1) / eta_hat.var(ddof=1)          # share of Var(η̂) that is Var(η)
+    out = dv.split_half(r, bootstrap=199, seed=1)
+    rel = out["reliability"]
+    assert rel.loc["eta", "reliability"] == pytest.approx(truth, abs=0.15), (rel.loc["eta", "reliability"], truth)
+    assert rel.loc["eta", "identified"] == identified
+    assert rel.loc["eta", "reliability_lo"] < rel.loc["eta", "reliability"] < rel.loc["eta", "reliability_hi"]
+    assert rel.loc[["beta", "b", "gamma"], "identified"].all()
+    assert ("not identified" in rel.loc["eta", "verdict"]) != identified
+    c = out["correlations"].set_index(["a", "b"])
+    assert (c["corrected_lo"] <= 0).all() and (c["corrected_hi"] >= 0).all()     # independent truth
