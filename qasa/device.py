@@ -85,7 +85,7 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half",
+    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit",
 ]
 
 OUTLIER_Z = 3.5
@@ -273,6 +273,18 @@ def _verdict(param: str, row: pd.Series) -> str:
             "and spatial statistics are not device findings.")
 
 
+def point_fit(data, model: str = "qasa") -> FitTable:
+    """:func:`qasa.fitting.fit` for point estimates and Wald covariances only: profile-likelihood
+    intervals, where the fitter offers them (``intervals=``), are skipped — device statistics here
+    do not read them, and they cost more than the fit."""
+    import inspect
+
+    from qasa.fitting import fit
+
+    extra = {"intervals": False} if "intervals" in inspect.signature(fit).parameters else {}
+    return fit(data, model, **extra)
+
+
 def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
                level: float = 0.95) -> dict[str, pd.DataFrame]:
     """Reliability and corrected correlations from two independent halves of the reads (model-free).
@@ -306,15 +318,14 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         ``corrected``, ``corrected_lo``, ``corrected_hi``.
     """
     from qasa.dataset import Dataset, Response
-    from qasa.fitting import fit
 
     r = data.response() if isinstance(data, Dataset) else data
     rng = np.random.default_rng(seed)
     nd, nt = r.n_down.astype(np.int64), r.n_total.astype(np.int64)
     half = nt // 2
     nd_a = rng.hypergeometric(nd, nt - nd, half) if nt.size else nd
-    fa = fit(Response(r.qubits, r.h, nd_a, half), model)
-    fb = fit(Response(r.qubits, r.h, nd - nd_a, nt - half), model)
+    fa = point_fit(Response(r.qubits, r.h, nd_a, half), model)
+    fb = point_fit(Response(r.qubits, r.h, nd - nd_a, nt - half), model)
     params = list(fa.model.params)
     ga, gb = _good(fa)[params], _good(fb)[params]
     common = ga.index.intersection(gb.index)
