@@ -31,6 +31,16 @@ Simulated annealing (dwave-samplers)
 QPU / virtual QPU
     QASA run with each monotone shape as the anneal schedule (:func:`qasa.schedules.to_anneal_schedule`):
     median fitted β and η, share of good qubits, and on the virtual QPU the true freeze-out point.
+
+The measured device next to its analogues (data for the assessment report)
+    All temperatures in units of the programmed field h, the unit of the measured T_eff = 1/β. The
+    anneal that was run fixes the device's instantaneous temperature ``T(t) = 2 k_B T_phys/B(s(t))``
+    (DESIGN.md §2); SA driven along it ends at the last T (isolated spins equilibrate every Gibbs
+    sweep, DESIGN.md §5), while SGD on the noisy quadratic model with the rate whose Gibbs floor is
+    T(t) — an exponential moving average ``h m_{t+1} = (1 − η_t h)² h m_t + (1 − (1 − η_t h)²) T_t`` —
+    falls behind as the rate falls and ends at a freeze-out temperature, like the device.
+    :func:`device_analogue` gives one row per system for one run; :func:`analogue_trend` calibrates the
+    SGD rate on one run and predicts the β trend across anneals next to the measured one.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ simulated-annealing temperature, or the quantum driver (the QPU's tunnelling A(s
 so a shape maps to the anneal fraction ``s = 1 − (1 − s_min) f̃(u)``, f̃ normalized to [0, 1]).
 
 Shapes (``SHAPES``): constant, step / multistep, exponential, inverse-time, linear, polynomial,
-cosine (with power), SGDR (cosine with warm restarts), OneCycle, REX, sigmoid, Eigencurve, and
-linear warm-up in front of any of them.
+cosine (with power), SGDR (cosine with warm restarts), OneCycle, REX, sigmoid, Eigencurve,
+piecewise-linear (:func:`shape_of_anneal` turns an anneal that was run into one), and linear
+warm-up in front of any of them.
 
 Exporters:
 
@@ -20,9 +21,31 @@ Exporters:
   ``beta_schedule_type='custom'``: ``T(u) = T₁ + (T₀ − T₁) f̃(u)``, ``β = 1/T``. With this map a
   linear-in-β schedule *is* inverse-time temperature decay and a geometric-β schedule *is*
   exponential decay (the exporter sets their rate from the β range; DESIGN.md §4).
-- :func:`lr_schedule`: a learning-rate callable ``step → lr`` following the conventions of the
-  PyTorch ``lr_scheduler`` class or optax schedule of the same name (values pinned in the tests
-  against those libraries; neither is imported here).
+- :func:`lr_schedule`: a learning-rate schedule (:class:`LRSchedule`, a callable ``step → lr``)
+  that reproduces the PyTorch ``lr_scheduler`` class or the optax schedule of the same name, with
+  every argument of the library (:data:`TORCH_SIGNATURES`, :data:`OPTAX_SIGNATURES`; unknown or
+  missing arguments are refused with the library's own signature). Neither library is imported.
+
+Learning-rate step convention
+    PyTorch: ``lr(t)`` is ``optimizer.param_groups[0]["lr"]`` after ``t`` calls of
+    ``scheduler.step()`` on a fresh ``torch.optim.SGD([p], lr=base_lr)`` (``t = 0``: right after the
+    scheduler was built, the rate of the first ``optimizer.step()``). The classes are *ported*
+    (torch 2.13 ``torch/optim/lr_scheduler.py``): the recursive ("chainable") updates PyTorch applies
+    are replayed step by step on a simulated parameter group, so recursive round-off, the
+    not-clamped ``CosineAnnealingLR`` after ``T_max``, ``SequentialLR``'s switch to the closed form at
+    a milestone and ``ChainedScheduler``'s products match PyTorch bit for bit; ``OneCycleLR`` and
+    ``CyclicLR`` also expose the momentum they set (:meth:`LRSchedule.momentum`). Where PyTorch
+    raises at some step (``OneCycleLR`` past ``total_steps``, ``ConstantLR(factor=0)`` at
+    ``total_iters``, a nested composite at a milestone) the schedule raises ``ValueError`` at the
+    same step; ``last_epoch`` other than −1 (resuming) is refused.
+    optax: ``lr(t)`` is ``schedule(count)`` with ``count = t`` the number of updates already applied
+    (0 for the first), evaluated in float64 (optax's own float32 default differs by ~1e-7).
+    Composition: ``SequentialLR``/``ChainedScheduler`` take :class:`LRSchedule` objects of PyTorch
+    classes, which share one optimizer as in PyTorch; ``LambdaLR``/``MultiplicativeLR``/``CyclicLR``
+    take any ``step → factor`` callable, and optax's ``join_schedules`` any ``step → value``
+    callables — e.g. a :class:`Shape` as a learning rate (``lr_schedule(shape("rex"), horizon=1000)``).
+    Parity: ``tests/test_lr_parity.py`` (pinned sequences; the real libraries when installed) and
+    ``python tests/data/gen_lr_reference.py --check`` (randomized, per-family table).
 
 Eigencurve (Pan, Ye, Zhang 2021) is implemented here as the piecewise inverse-time decay its paper
 motivates: for a Hessian spectrum sorted in decreasing order, the horizon is split into phases of
