@@ -245,6 +245,26 @@ class Protocol:
                                 num_reads=self.reads_of_gauge(gauge), flips=flips))
         return out
 
+    def extension_problem(self, larger: "Protocol") -> str | None:
+        """Why ``larger`` (more reads per h) cannot extend data collected with this protocol, or None.
+
+        An extension keeps every existing call: the same id and the same reads. That holds when the
+        extra reads come as whole extra gauges, i.e. when both protocols split their reads per h into
+        calls of the same size (e.g. reads_per_h a multiple of reads_per_call in both).
+        """
+        if larger.reads_per_h <= self.reads_per_h:
+            return f"reads_per_h={larger.reads_per_h} does not exceed the stored {self.reads_per_h}"
+        for g in range(self.calls_per_h):
+            if larger.reads_of_gauge(g) != self.reads_of_gauge(g):
+                return (f"the stored calls have {self.reads_of_gauge(g)} reads each, but {larger.reads_per_h} reads "
+                        f"per h in calls of at most {larger.reads_per_call} would change them; add a multiple of "
+                        f"{self.reads_of_gauge(0)} reads per h")
+        return None
+
+    def call_ids(self) -> set[str]:
+        """Ids of every call of the protocol (without expanding the gauges)."""
+        return {f"g{g:04d}-h{j:05d}" for g in range(self.calls_per_h) for j in range(len(self.h_values))}
+
     def call_seed(self, index: int) -> int:
         """Seed handed to a seeded sampler for call ``index`` (depends only on seed and index)."""
         if self.seed is None:

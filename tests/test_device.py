@@ -8,7 +8,7 @@ import pytest
 
 import qasa
 from qasa import device as dv
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.topology import edge_table, qubit_table
 
@@ -150,7 +150,9 @@ def test_outcome_correlations_detect_a_shared_field_only_when_present(tmp_path, 
     protocol = qasa.Protocol(h_values=(0.0, 0.1), reads_per_h=2000, reads_per_call=1000, seed=1)
     ds = qasa.run(protocol, chimera_sa, out, keep_samples=1000)
     edges = edge_table(ds.device)
-    raw = ds.samples(out, 0.0)
+    from qasa.store import DatasetStore
+
+    raw = DatasetStore(out).samples(0.0)
     assert raw.shape == (2000, 128)
     res = dv.outcome_correlations(raw, ds.protocol.qubits, edges)
     assert abs(res["z_all"]) < 4 and all(abs(res[c]["z"]) < 4 for c in ("internal", "external"))
