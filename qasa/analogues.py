@@ -299,7 +299,7 @@ def temperature_profile(anneal: float | Sequence[Sequence[float]], temperature_m
         ProtocolError: a malformed anneal (see :func:`qasa.schedules.shape_of_anneal`) or a
             non-positive temperature.
     """
-    from qasa import physics
+    from qasa.virtual import physics
     from qasa.errors import ProtocolError
     from qasa.schedules import shape_of_anneal
 
@@ -406,7 +406,7 @@ def device_analogue(anneal: float | Sequence[Sequence[float]], beta_eff: float, 
         beta_eff: the measured effective β (units of 1/h), e.g. the median QASA β of the good qubits.
         beta_stderr: its standard error, if known.
         temperature_mK: the device's physical temperature (DESIGN.md §2 table).
-        schedule: the bundled A(s)/B(s) table (:data:`qasa.physics.SCHEDULES`).
+        schedule: the bundled A(s)/B(s) table (:data:`qasa.virtual.physics.SCHEDULES`).
         eta0: the SGD analogue's learning rate at the start of the anneal (curvature 1, so in (0, 2)).
         steps_per_us: SGD steps per µs of anneal.
         sweeps: SA sweeps.

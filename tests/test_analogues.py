@@ -105,7 +105,7 @@ def test_sgd_freezes_out_and_more_steps_or_larger_rates_freeze_later():
 
 
 def test_device_analogue_units_and_freezeout_points():
-    from qasa import physics
+    from qasa.virtual import physics
 
     s_star, mK = 0.6, 16.0
     B = physics.load_schedule("Advantage_system6.2").B_of
@@ -144,7 +144,7 @@ def test_sa_analogue_end_temperature_is_what_dwave_samplers_gives():
 
 
 def test_analogue_trend_calibrates_on_the_first_run_and_predicts_the_virtual_qpu_trend():
-    from qasa.emulator import VirtualQPU
+    from qasa.virtual import VirtualQPU
 
     vq = VirtualQPU(seed=0, topology_shape=[4], broken_nodes=[])
     times = [20.0, 1.0, 5.0, 100.0, 500.0]
