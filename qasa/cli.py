@@ -93,7 +93,7 @@ def backend_options(f: Callable) -> Callable:
 def protocol_options(h_step: float, reads: int) -> Callable:
     def deco(f: Callable) -> Callable:
         opts = [
-            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid."),
+            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid (default: the reference h grid ±1 step 0.025)."),
             click.option("--h-step", default=h_step, show_default=True, type=float, help="Grid step of h."),
             click.option("--h-values", default=None, help="Explicit comma-separated h values (overrides the grid)."),
             click.option("--reads", default=reads, show_default=True, type=int, help="Reads per h value."),
@@ -303,6 +303,10 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
 
     Re-running resumes: `qasa run OUT` alone continues the stored protocol on the stored backend and
     device; an option typed that differs from what OUT was collected with is refused, naming it.
+
+    The default protocol is the reference h grid of the QASA paper (±1 step 0.025, 81 values) with
+    10 000 reads per h, not the reference collection script's defaults (±2, 100 000 reads, 1 µs, no
+    gauges; `qasa.Protocol.reference_script()` in Python).
     """
     from qasa.runner import run
 
