@@ -161,6 +161,16 @@ class Protocol:
             object.__setattr__(self, "qubits", tuple(int(q) for q in self.qubits))
         object.__setattr__(self, "sampler_params", dict(self.sampler_params))
 
+    def __repr__(self) -> str:
+        from qasa.display import protocol_repr
+
+        return protocol_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import protocol_html
+
+        return protocol_html(self)
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def grid(cls, h_max: float = 1.0, h_step: float = 0.025, **kwargs: Any) -> "Protocol":

@@ -16,6 +16,8 @@ Per-qubit features (:func:`qubit_table`):
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, Any, Iterable
 
 import networkx as nx
@@ -46,9 +48,25 @@ def topology_graph(topology_type: str, topology_shape: list[int] | None = None) 
     Chimera ``[m]`` means ``[m, m, 4]``, Zephyr ``[m]`` means ``[m, 4]``; Pegasus keeps ``[m]``
     (the fabric-only graph, as on the QPU).
 
+    The graph is built once per (type, shape) and shared: treat it as read-only (copy it to modify).
+
     Raises:
         SamplerError: for an unknown topology type or a malformed shape.
     """
+    try:
+        key = None if topology_shape is None else tuple(int(s) for s in topology_shape)
+    except (TypeError, ValueError):  # a malformed shape: the uncached path names the error
+        return _topology_graph(topology_type, topology_shape)
+    graph, shape = _cached_topology_graph(topology_type, key)
+    return graph, list(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_topology_graph(topology_type: str, shape: tuple[int, ...] | None) -> tuple[nx.Graph, list[int]]:
+    return _topology_graph(topology_type, None if shape is None else list(shape))
+
+
+def _topology_graph(topology_type: str, topology_shape: list[int] | None) -> tuple[nx.Graph, list[int]]:
     import dwave.graphs as dg
 
     shape = check_shape(topology_type, topology_shape)

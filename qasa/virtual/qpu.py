@@ -79,7 +79,8 @@ from qasa.topology import coupler_classes, positions, topology_graph
 from qasa.virtual import physics as qphys
 from qasa.models import MODELS
 
-__all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES"]
+__all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES", "check_anneal_schedule",
+           "check_h_gain_schedule"]
 
 STRUCTURES = ("independent", "internal", "external", "odd", "smooth")
 _PARAMS = ("rate", "beta", "b", "gamma", "eta", "readout_error")
@@ -267,8 +268,17 @@ class VirtualQPU(MockDWaveSampler):
         return {"seed": self.seed, "physics": self.physics, "noise": self.noise,
                 "structure": self._structure, "structure_strength": self._structure_strength,
                 "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
-                "preset_config": dataclasses.asdict(self.preset), "broken_nodes": sorted(
-                    set(range(self.properties["num_qubits"])) - set(self.nodelist))}
+                "preset_config": dataclasses.asdict(self.preset)}
+
+    def __repr__(self) -> str:
+        from qasa.display import sampler_repr
+
+        return sampler_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import sampler_html
+
+        return sampler_html(self, {"T_eff (published)": self.preset.teff if self.preset.teff else "—"})
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
         """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
@@ -373,13 +383,15 @@ class VirtualQPU(MockDWaveSampler):
         r = np.arange(len(rows))
         calls = protocol.calls()
         if self.physics == "freezeout":
-            for call in calls:
-                x = (call.flips[keep] * call.h).astype(float)
-                offset = self._walk_at(call.gauge)[rows] if drift_on else 0.0
-                p = self._p_down(rows, x, offset, kw)
-                j = np.searchsorted(fields, x)
-                N[r, j] += call.num_reads
-                K[r, j] += call.num_reads * p
+            for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same drift)
+                group = [c for c in calls if c.gauge == gauge]
+                x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
+                offset = np.tile(self._walk_at(gauge)[rows], len(group)) if drift_on else 0.0
+                p = self._p_down(np.tile(rows, len(group)), x.ravel(), offset, kw).reshape(x.shape)
+                reads = np.array([c.num_reads for c in group], float)[:, None]
+                cell = (r * len(fields) + np.searchsorted(fields, x)).ravel()
+                N += np.bincount(cell, np.broadcast_to(reads, x.shape).ravel(), N.size).reshape(N.shape)
+                K += np.bincount(cell, (reads * p).ravel(), N.size).reshape(N.shape)
         else:
             for call in calls:
                 x = (call.flips[keep] * call.h).astype(float)
