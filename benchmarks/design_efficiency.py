@@ -40,7 +40,6 @@ import qasa
 from qasa import adaptive as A
 from qasa import design as D
 from qasa.dataset import Dataset
-from qasa.fitting import fit
 from qasa.protocol import Call, Protocol
 
 PARAMS = ("beta", "b", "gamma", "eta")
@@ -85,7 +84,7 @@ def main() -> int:
     def checker(name):
         def check(ds):
             r = ds.response(qubits=qubits)
-            st = A.precision_status(fit(r, "qasa"), target)
+            st = A.precision_status(A.fit_with_restarts(r, "qasa"), target)
             status_log.setdefault(name, []).append((int(r.n_total.sum(1).max()), st.fraction))
             print(f"  {name:>9}: {int(r.n_total.sum(1).max()):>10} reads/qubit, {st.fraction:.3f} within target",
                   flush=True)
@@ -150,8 +149,8 @@ def main() -> int:
     z = D.z_value(0.95)
     for name, (ds, wall) in results.items():
         r = ds.response(qubits=qubits)
-        f = fit(r, "qasa").table.set_index("qubit").loc[list(qubits)]
-        st = A.precision_status(fit(r, "qasa"), target)
+        f = A.fit_with_restarts(r, "qasa").table.set_index("qubit").loc[list(qubits)]
+        st = A.precision_status(A.fit_with_restarts(r, "qasa"), target)
         row = {"design": name, "reads/qubit": int(r.n_total.sum(1).max()), "calls": len(ds.calls),
                "qpu_s": float(np.nansum(ds.calls["qpu_access_time"].to_numpy(float))) / 1e6,
                "within": st.fraction, "wall_s": wall}

@@ -64,8 +64,8 @@ from qasa.models import Model, get_model
 from qasa.protocol import Call, Protocol, h_grid
 from qasa.store import DatasetStore
 
-__all__ = ["assess_adaptive", "precision_status", "plan_round", "round_calls", "expected_cost",
-           "pilot_protocol", "TYPICAL", "PrecisionStatus"]
+__all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
+           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus"]
 
 #: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
@@ -78,6 +78,20 @@ def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: flo
     """The default pilot: a permuted ±``h_max`` grid, one call of ``reads_per_call`` reads per h value."""
     return Protocol.grid(h_max, h_step, reads_per_h=reads_per_call, reads_per_call=reads_per_call,
                          design="permuted", **kwargs)
+
+
+def pilot_from(protocol: Protocol, sampler: dimod.Sampler) -> Protocol:
+    """The default pilot with ``protocol``'s qubits, seed, anneal, gauge and sampler settings (the
+    CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
+    if protocol.design == "permuted":
+        return protocol
+    props = getattr(sampler, "properties", {}) or {}
+    R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
+    return pilot_protocol(R).replace(
+        qubits=protocol.qubits, seed=protocol.seed, spin_reversal=protocol.spin_reversal,
+        annealing_time=protocol.annealing_time, anneal_schedule=protocol.anneal_schedule,
+        h_gain_schedule=protocol.h_gain_schedule, flux_drift_compensation=protocol.flux_drift_compensation,
+        sampler_params=protocol.sampler_params)
 
 
 # -- precision status --------------------------------------------------------------------------------
@@ -246,10 +260,46 @@ def _check_options(fraction, level, criterion, growth, min_step, max_rounds, ste
         raise ValueError(f"step={step!r} must be a positive number")
 
 
-def _fit(response: Response, model: Model):
+def fit_with_restarts(response: Response, model: Model | str = "qasa"):
+    """Fit every qubit, then refit with one more start per qubit: its first estimate with the
+    parameters bounded below by 0 raised to at least half their median over qubits.
+
+    A fit that stopped on the spurious η = 0 optimum of the QASA likelihood (DESIGN.md §3, §6: at
+    η = 0 the score of η vanishes, so a projected step cannot leave the bound) is restarted away
+    from it; the better log-likelihood per qubit is kept. Both passes depend on the data only, so a
+    resumed assessment plans from the same fits.
+    """
     from qasa.fitting import fit
 
-    return fit(response, model)
+    model = get_model(model)
+    first = fit(response, model)
+    theta = first.table.set_index("qubit").loc[response.qubits, list(model.params)].to_numpy(float)
+    extra = _restart(model, theta)
+    if np.array_equal(extra, theta):
+        return first
+    nd, nt = response.n_down.astype(float), response.n_total.astype(float)
+    return fit(response, model, starts=list(model.starts(response.h, nd, nt)) + [extra])
+
+
+def _restart(model: Model, theta: np.ndarray) -> np.ndarray:
+    """A start per qubit away from the bounds at 0: each such parameter at least the median of its
+    positive estimates over qubits (or :data:`TYPICAL`); for the QASA model β is raised to keep the
+    slope at the centre, β sech²(βη) (DESIGN.md §3), as the model's own starts do."""
+    theta = np.array(theta, float)
+    finite = np.isfinite(theta).all(1)
+    out = _design_theta(model, theta)
+    for j, (name, lo) in enumerate(zip(model.params, model.lower)):
+        if lo != 0.0 or j == 0:
+            continue
+        col = theta[finite, j]
+        pos = col[col > 0]
+        level = float(np.median(pos)) if pos.size else TYPICAL.get(name, model.scale[j])
+        out[:, j] = np.maximum(out[:, j], level)
+    if model.name.startswith("qasa"):
+        c_old = theta[:, 0] * np.where(np.isfinite(theta[:, 3]), theta[:, 3], 0.0)
+        c_new = out[:, 0] * out[:, 3]
+        out[:, 0] = np.where(finite, out[:, 0] * np.cosh(c_new) ** 2 / np.cosh(c_old) ** 2, out[:, 0])
+    return out
 
 
 def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str, float | str] | str, *,
@@ -340,7 +390,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         else:
             ds = store.load()
             response = ds.response(qubits=protocol.qubits)
-            fits = _fit(response, model)
+            fits = fit_with_restarts(response, model)
             status = precision_status(fits, target, level)
             info = {"round": rnd, "fraction_met": status.fraction,
                     "reads_per_qubit": float(response.n_total.sum(1).max()),
@@ -375,7 +425,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
     ds = store.load()
     if status is None or reason != "target":
         response = ds.response(qubits=protocol.qubits)
-        status = precision_status(_fit(response, model), target, level)
+        status = precision_status(fit_with_restarts(response, model), target, level)
     reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
     result = {"stopped": reason, "rounds": rnd - 1, "fraction_met": status.fraction,
               "reads_per_qubit": int(reads.max()) if reads.size else 0,
