@@ -371,6 +371,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
     try:
         run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
     except BudgetError:
+        if not store.exists:        # the pilot alone is over budget: nothing was submitted
+            raise
         reason = "budget"
     protocol = Protocol.from_dict(store.metadata()["protocol"])
     with store.writing():

@@ -17,14 +17,13 @@ from qasa import adaptive as A
 from qasa import design as D
 from qasa.cost import BudgetError
 from qasa.errors import DatasetError
-from qasa.fitting import fit
 
 PARAMS = ["beta", "b", "gamma", "eta"]
 
 
 def _unbiased(ds, truth, qubits):
     """Mean error over qubits within 3.5 standard errors of zero, for every parameter."""
-    f = fit(ds.response(qubits=qubits), "qasa").table.set_index("qubit").loc[list(qubits)]
+    f = A.fit_with_restarts(ds.response(qubits=qubits), "qasa").table.set_index("qubit").loc[list(qubits)]
     for p in PARAMS:
         err = f[p].to_numpy(float) - truth.loc[list(qubits), p].to_numpy(float)
         assert np.isfinite(err).all()
@@ -36,7 +35,7 @@ def _unbiased(ds, truth, qubits):
 def _check_result(ds, target, fraction=0.95):
     res = ds.metadata["adaptive"]["result"]
     assert res["stopped"] == "target" and res["fraction_met"] >= fraction
-    st = A.precision_status(fit(ds.response(), "qasa"), target)
+    st = A.precision_status(A.fit_with_restarts(ds.response(), "qasa"), target)
     assert st.fraction == pytest.approx(res["fraction_met"])
     return res
 
@@ -141,18 +140,26 @@ def test_expected_cost_of_the_adaptive_plan_is_a_fraction_of_the_reference_grid(
     assert cost["adaptive"]["calls"] >= cost["adaptive"]["pilot_calls"] == 41
 
 
-def test_cli_adaptive_assess_and_plan(tmp_path):
+@pytest.mark.slow
+def test_cli_adaptive_assess(tmp_path):
+    from click.testing import CliRunner
+
+    from qasa.cli import main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["assess", str(out), "--design", "adaptive", "--target", "beta=2%,b=0.005",
+                                  "--num-qubits", "20", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["adaptive"]["stopped"] == "target" and data["adaptive"]["qpu_access_time_s"] > 0
+
+
+def test_cli_adaptive_target_errors_and_plan(tmp_path):
     from click.testing import CliRunner
 
     from qasa.cli import main
 
     runner = CliRunner()
-    out = tmp_path / "run"
-    r = runner.invoke(main, ["assess", str(out), "--design", "adaptive", "--target", "beta=2%,b=0.005",
-                             "--num-qubits", "20", "--quiet", "--json"])
-    assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
-    assert data["adaptive"]["stopped"] == "target" and data["adaptive"]["qpu_access_time_s"] > 0
     r = runner.invoke(main, ["assess", str(tmp_path / "z"), "--design", "adaptive", "--target", "beta=two"])
     assert r.exit_code != 0 and "--target" in r.output and "not a number" in r.output
     assert not (tmp_path / "z").exists()
