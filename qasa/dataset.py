@@ -46,7 +46,7 @@ __all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
 COUNT_COLUMNS = ["call_id", "qubit", "h", "gauge", "n_down", "n_up"]
-_COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
+_COUNT_DTYPES = {"qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
                  "n_up": "int64"}
 
 
@@ -109,9 +109,28 @@ def table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
 
 
 def normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Counts with the standard columns and dtypes.
+
+    ``call_id`` is categorical with its categories (the call ids present) sorted, so that equal
+    counts compare equal whatever path built them; a few hundred calls × thousands of qubits then
+    cost one small integer per row instead of a string.
+    """
     if "gauge" not in df:          # written before gauges were stored: 0 = not recorded
         df = df.assign(gauge=0)
     df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
+    cid = df["call_id"]
+    if not isinstance(cid.dtype, pd.CategoricalDtype):
+        cid = cid.astype("category")
+    if len(cid.cat.categories) and not (np.bincount(cid.cat.codes.to_numpy()[cid.cat.codes.to_numpy() >= 0],
+                                                    minlength=len(cid.cat.categories)) > 0).all():
+        cid = cid.cat.remove_unused_categories()
+    names = [str(c) for c in cid.cat.categories]
+    order = sorted(names)
+    if names != order or cid.cat.categories.dtype != pd.Index(order).dtype:
+        cid = cid.cat.rename_categories(names).cat.reorder_categories(order) if names != order \
+            else cid.cat.rename_categories(pd.Index(order))
+        cid = cid.astype(pd.CategoricalDtype(pd.Index(order)))
+    df["call_id"] = cid
     return df.reset_index(drop=True)
 
 
@@ -179,6 +198,26 @@ class Dataset:
     def __post_init__(self) -> None:
         self.counts = normalize_counts(self.counts)
         self.calls = normalize_calls(self.calls)
+
+    def __repr__(self) -> str:
+        from qasa.display import dataset_repr
+
+        return dataset_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import dataset_html
+
+        return dataset_html(self)
+
+    def plot_response(self, qubit: int | list[int], fits=None, ax=None):
+        """Observed P(−1) versus h of one or more qubits (with the fitted curves of ``fits``); returns the axes.
+
+        See :func:`qasa.plots.response_curves`.
+        """
+        from qasa.plots import response_curves
+
+        qubits = [int(qubit)] if np.isscalar(qubit) else [int(q) for q in qubit]
+        return response_curves(self.response(qubits), fits, qubits, ax=ax)
 
     # -- views --------------------------------------------------------------------------------
     @property

@@ -260,8 +260,9 @@ def _verdict(param: str, row: pd.Series) -> str:
     if r >= RELIABILITY_MIN:
         return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation "
                 f"noise: identified well enough to map.")
-    return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation noise: "
-            f"not identified well enough to map (rule: reliability ≥ {RELIABILITY_MIN:g}); its map, correlations "
+    excess = " (the fits' standard errors exceed the observed spread)" if r < 0 else ""
+    return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation noise"
+            f"{excess}: not identified well enough to map (rule: reliability ≥ {RELIABILITY_MIN:g}); its map, correlations "
             "and spatial statistics are not device findings.")
 
 
@@ -402,22 +403,44 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
     sets = [("all", edges)]
     if by_class:
         sets += [(c, edges[edges["cls"] == c]) for c in sorted(edges["cls"].unique())]
-    rows = []
+    prepared = []
     for name, e in sets:
         x, u, v = _prepare(values, e)
         n = len(x)
         if len(u) == 0 or n < 3 or np.ptp(x) == 0:
             continue
+        # Σ over edges of z_u z_v for many permuted z at once, as a sparse product (memory-friendly)
+        adj = sparse.csr_matrix((np.ones(len(u)), (u, v)), shape=(n, n))
+        deg = np.bincount(u, minlength=n) + np.bincount(v, minlength=n)
+        prepared.append((name, x, u, v, adj, deg))
+    if not prepared:
+        return pd.DataFrame()
+    x = prepared[0][1]                      # the same qubits in every edge set
+    n = len(x)
+    nulls: dict[str, list[np.ndarray]] = {name: [] for name, *_ in prepared}
+    for start in range(0, permutations, 100):
+        k = min(100, permutations - start)
+        xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)      # shared by every edge set
+        zt = np.ascontiguousarray((xp - xp.mean(1, keepdims=True)).T)
+        ss = np.einsum("ij,ij->j", zt, zt)
+        crosses = {}
+        for name, _, u, v, adj, deg in prepared[::-1]:             # classes first, then "all"
+            if name == "all" and len(prepared) > 1 and sum(len(p[2]) for p in prepared[1:]) == len(u):
+                cross = sum(crosses[p[0]] for p in prepared[1:])    # the classes partition the couplers
+            else:
+                cross = np.einsum("ij,ij->j", adj @ zt, zt)        # Σ_edges z_u z_v
+            crosses[name] = cross
+            W = 2.0 * len(u)
+            i_null = (n / W) * 2.0 * cross / ss
+            c_null = (n - 1) / (2.0 * W) * 2.0 * (deg @ (zt * zt) - 2.0 * cross) / ss
+            nulls[name].append((i_null, c_null))
+    rows = []
+    for name, _, u, v, adj, deg in prepared:
         i_obs, c_obs = float(morans_i(x, u, v)), float(gearys_c(x, u, v))
-        null_i, null_c = [], []
-        for start in range(0, permutations, 100):
-            k = min(100, permutations - start)
-            xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)
-            null_i.append(morans_i(xp, u, v))
-            null_c.append(gearys_c(xp, u, v))
         expected = -1.0 / (n - 1)
         if permutations > 0:
-            null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
+            null_i = np.concatenate([a for a, _ in nulls[name]])
+            null_c = np.concatenate([c for _, c in nulls[name]])
             p_i, p_c = _permutation_p(i_obs, null_i, expected), _permutation_p(c_obs, null_c, 1.0)
         else:
             p_i = p_c = np.nan
@@ -434,10 +457,12 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
 
 
 def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, sources: int = 400,
-                seed: int | None = 0) -> pd.DataFrame:
+                seed: int | None = 0, reliability: float | None = None) -> pd.DataFrame:
     """Moran's I between qubits at each shortest-path distance 1..max_distance on the coupler graph.
 
-    Pairs are all pairs from ``sources`` randomly chosen qubits (all qubits if fewer).
+    Pairs are all pairs from ``sources`` randomly chosen qubits (all qubits if fewer). With the
+    parameter's ``reliability`` the table also holds ``reliability`` and the disattenuated
+    ``morans_i_true = I / r`` (NaN when r is not positive; see the module docstring).
     """
     v = values.dropna().astype(float)
     index = pd.Index(v.index)
@@ -458,7 +483,12 @@ def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, s
             continue
         i_val = len(z) * np.sum(z[src[a]] * z[b]) / (a.size * np.sum(z * z))
         rows.append({"distance": d, "pairs": int(a.size), "morans_i": float(i_val)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if reliability is not None and len(out):
+        r = float(reliability)
+        out["reliability"] = r
+        out["morans_i_true"] = out["morans_i"] / r if np.isfinite(r) and r > 0 else np.nan
+    return out
 
 
 def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
