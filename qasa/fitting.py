@@ -137,9 +137,13 @@ def _evaluate_block(model, h, theta, n_down, n_total, info):
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
-             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3,
+             fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximize the likelihood of every row from ``theta0`` (see module docstring).
+
+    The iteration runs on the model's internal parameters φ (even parameters squared,
+    :attr:`qasa.models.Model.internal`), where the score does not vanish on the bound θ = 0;
+    ``theta0`` and the result are in the public parameters θ.
 
     Args:
         model: the response model.
@@ -151,15 +155,25 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         step_tol: convergence threshold on an accepted step, in units of each parameter's
             conditional standard error ``1/sqrt(F_jj)`` (a step far below the statistical
             uncertainty changes no conclusion; this ends slow creeping along flat directions).
+        fixed: optional ``(n, p)`` mask of parameters held at their ``theta0`` value (profiles).
 
     Returns:
         ``(theta, loglik, converged, iterations)`` per row.
     """
     model = get_model(model)
+    phi, ll, conv, iters = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
+                                         max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed)
+    return model.from_internal(phi), ll, conv, iters
+
+
+def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
+                  fixed=None):
+    """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters."""
     lo = np.array(model.lower)
     hi = np.array(model.upper)
-    theta = np.clip(np.array(theta0, dtype=float), lo, hi)
+    theta = np.clip(np.array(phi0, dtype=float), lo, hi)
     n, k = theta.shape
+    fixed = np.zeros((n, k), bool) if fixed is None else np.asarray(fixed, bool)
     ll, score, info = _evaluate(model, h, theta, n_down, n_total)
     lam = np.full(n, 1e-3)
     converged = np.zeros(n, bool)
@@ -171,8 +185,8 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         if idx.size == 0:
             break
         th, g, F = theta[idx], score[idx], info[idx]
-        # hold parameters at a bound whose score points outward
-        held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0))
+        # hold parameters at a bound whose score points outward, and fixed ones
+        held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0)) | fixed[idx]
         free = ~held
         d = np.einsum("npp->np", F)
         A = F * (free[:, :, None] & free[:, None, :]) \

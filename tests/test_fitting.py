@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qasa.dataset import Response
-from qasa.fitting import FitTable, compare, fit, maximize
+from qasa.fitting import FitTable, _evaluate, compare, fit, maximize
 from qasa.models import get_model
 from qasa.protocol import h_grid
 
@@ -29,14 +29,24 @@ def test_reference_case_comes_back_not_at_the_eta_zero_optimum():
     assert row["eta"] > 0.045 and 7.9 < row["beta"] < 8.1
 
 
-def test_single_start_at_eta_zero_is_trapped_and_multistart_escapes():
+def test_a_start_at_eta_zero_is_not_trapped():
+    """m is even in η, so the score in η vanishes at η = 0 and a fit on η would stay there
+    (DESIGN.md §6); on the internal φ = η² the score is positive and the same start escapes."""
     r = _draw("qasa", np.array([[8.0, 0.01, 0.1, 0.05]]), 10**6, seed=2021)
     model = get_model("qasa")
     nd, nt = r.n_down.astype(float), r.n_total.astype(float)
-    trapped, ll_trapped, conv, _ = maximize(model, r.h, nd, nt, model.starts(r.h, nd, nt)[0])
+    start = model.starts(r.h, nd, nt)[0]
+    assert start[0, 3] == 0.0
+    _, score_theta, _ = _evaluate(model, r.h, start, nd, nt, info=False)
+    _, score_phi, _ = _evaluate(model.internal, r.h, model.to_internal(start), nd, nt, info=False)
+    assert score_theta[0, 3] == 0.0 and abs(score_phi[0, 3]) > 1e5
+    # held at η = 0 (what a projected step on η did) the best is β ≈ 7.2, thousands of nats worse
+    trapped, ll_trapped, conv, _ = maximize(model, r.h, nd, nt, start, fixed=np.array([[False] * 3 + [True]]))
     assert conv[0] and trapped[0, 3] == 0.0 and 7.1 < trapped[0, 0] < 7.4
+    free, ll_free, conv, _ = maximize(model, r.h, nd, nt, start)
     best = fit(r, "qasa").table.iloc[0]
-    assert best["loglik"] - ll_trapped[0] > 1000  # thousands of nats better
+    assert conv[0] and abs(ll_free[0] - best["loglik"]) < 1e-3 and abs(free[0, 3] - 0.05) < 0.002
+    assert best["loglik"] - ll_trapped[0] > 1000
 
 
 def _qasa_truth(rng, n, beta=(5.0, 10.0), gamma=(0.05, 0.2), eta=(0.04, 0.1)):
