@@ -303,11 +303,13 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
         dev = comparison[1]
         lines.append("model comparison (total AIC; qubits best fitted):")
         for m, v in dev["models"].items():
-            lines.append(f"  {m:>15}: AIC {v['aic_total']:.6g}; best for {v['best_for_qubits']} qubits")
+            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.6g}"
+            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
         for t in dev["tests"]:
             lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
                          f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
-        lines.append(f"  preferred: {dev['preferred']}")
+        lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
+                     else "  preferred: none (no qubit was fitted by every model)")
     from qasa.report import json_safe
 
     _emit(as_json, json_safe(data), "\n".join(lines))
