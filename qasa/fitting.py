@@ -44,7 +44,9 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     never fixed at its estimate, so intervals of β, b, γ stay valid when η̂ = 0. The interval is
     ``{t : 2 (ℓ̂ − ℓ_p(t)) ≤ c}`` with ``c = χ²₁(level)`` (3.841 at 95 %). Endpoints are found on
     the signed root ``r(t) = √(2(ℓ̂ − ℓ_p(t)))``, which is nearly linear in the internal coordinate
-    φ_j, by secant steps inside a bracket (bisection when a secant leaves it) until ``|r − √c| < 5e-3``;
+    φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps
+    inside a bracket (bisection when both leave it) until ``|r − √c| < 0.01`` (the end to 1 % of a
+    standard error);
     the first trial point is the Wald step ``φ̂_j ± √c·se_φ`` from the expected information in φ
     (finite on the bound), the other parameters warm-started from the previous point and moved by
     their first-order regression on φ_j. All (qubit, parameter, side) rows are one batched
@@ -202,7 +204,7 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         ``(theta, loglik, converged, iterations)`` per row.
     """
     model = get_model(model)
-    phi, ll, conv, iters = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
+    phi, ll, conv, iters, _ = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
                                          max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed)
     return model.from_internal(phi), ll, conv, iters
 
@@ -250,7 +252,15 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         done = (accept & ((gain < tol) | (moved < step_tol))) | (lam[idx] > 1e12)
         converged[idx[done]] = True
         active[idx[done]] = False
-    return theta, ll, converged, iters
+    return theta, ll, converged, iters, score
+
+
+#: Inner convergence of profile maximizations (gain in nats, step in conditional standard errors):
+#: after a Newton step that gained < 1e-3 nats or moved < 0.1 se from a first-order warm start,
+#: what remains is far below 1e-3 nats, i.e. < 5e-4 on the signed root.
+_PROFILE_TOL, _PROFILE_STEP_TOL = 1e-3, 0.1
+#: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
+_PROFILE_R_TOL = 1e-2
 
 
 def _safe_inverse(F: np.ndarray) -> np.ndarray:
@@ -267,7 +277,7 @@ def _safe_inverse(F: np.ndarray) -> np.ndarray:
 
 def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
                       theta: np.ndarray, ll: np.ndarray, level: float = 0.95, max_steps: int = 14,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      cov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Profile-likelihood intervals of every parameter of every row (see module docstring).
 
     Args:
@@ -276,6 +286,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         theta, ll: the maximum-likelihood estimates and log-likelihoods of the rows.
         level: confidence level (cut-off ``χ²₁`` quantile of ``level``).
         max_steps: profile evaluations per endpoint.
+        cov: optional covariance of θ from the observed information (as in :class:`FitTable`); where
+            finite it sets the first trial points, otherwise the expected information in φ does.
 
     Returns:
         ``(lower, upper, better_theta, better_ll)``: interval ends ``(n, p)`` (±inf when the profile
@@ -293,6 +305,11 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     lo_b, hi_b = np.array(pm.lower), np.array(pm.upper)
     _, _, F = _evaluate(pm, h, phi, n_down, n_total)
     sigma = _safe_inverse(F)
+    if cov is not None:       # observed information, mapped to φ (dφ/dθ = 2θ for even parameters)
+        d = np.where(model.even_mask, 2.0 * theta, 1.0)
+        obs = cov * d[:, :, None] * d[:, None, :]
+        use = np.isfinite(obs).all((1, 2)) & (np.einsum("npp->np", np.nan_to_num(obs)) > 0).all(1)
+        sigma[use] = obs[use]
     se = np.sqrt(np.einsum("npp->np", sigma))
     fallback = 0.1 * np.abs(phi) + np.array(pm.scale)
     se = np.where(np.isfinite(se) & (se > 0), se, fallback)
@@ -329,7 +346,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         cand = np.clip(cand, lo_b, hi_b)
         fixed = np.zeros((idx.size, k), bool)
         fixed[np.arange(idx.size), j] = True
-        ph, lp, _, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed)
+        ph, lp, _, _, grad = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
+                                           step_tol=_PROFILE_STEP_TOL)
         warm[idx], t_last[idx] = ph, t_next[idx]
         lp = np.where(np.isfinite(lp), lp, -np.inf)
         # a profile point better than the fit: remember the best per row
@@ -339,8 +357,11 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         D = np.maximum(2.0 * (ll[q] - lp), 0.0)
         r = np.sqrt(D)
         t = t_next[idx]
+        # envelope theorem: dℓ_p/dt is the score of the profiled parameter at the constrained optimum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            newton = t - (z - r) * r / grad[np.arange(idx.size), j]
         inside = D < c
-        hit = np.abs(r - z) < 5e-3
+        hit = np.abs(r - z) < _PROFILE_R_TOL
         at_b = t == bound[idx]
         finish = hit | (inside & at_b)
         ends[idx[finish]] = np.where(hit[finish], t[finish], bound[idx[finish]])
@@ -353,17 +374,21 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         active[idx[finish]] = False
         if still.size == 0:
             continue
+        nw = newton[~finish]
+        nw_ok = np.isfinite(nw) & (S[still] * (nw - t[~finish]) * np.sign(z - r[~finish]) > 0)
         ti, ri, to, ro = t_in[still], r_in[still], t_out[still], r_out[still]
         bracketed = np.isfinite(to)
         with np.errstate(invalid="ignore", divide="ignore"):
             w = to - ti                                   # signed bracket width
             sec = ti + (z - ri) * w / (ro - ri)           # secant on the signed root r(t) − z
-            a, b = ti + 0.05 * w, to - 0.05 * w           # stay inside the bracket
+            a, b = ti + 0.01 * w, to - 0.01 * w           # stay inside the bracket
+            sec = np.where(nw_ok, nw, sec)                # Newton when its step points the right way
             sec = np.where(np.isfinite(sec), np.clip(sec, np.minimum(a, b), np.maximum(a, b)), ti + 0.5 * w)
             d_in = ti - start[still]
             ext = ti + (z - ri) * (ti - t_prev[still]) / (ri - r_prev[still])
             ext = np.where(np.isfinite(ext) & (ri > r_prev[still]), ext, ti + 4.0 * d_in)
-            ext = start[still] + S[still] * np.clip(S[still] * (ext - start[still]), 1.5 * np.abs(d_in), 4.0 * np.abs(d_in))
+            ext = np.where(nw_ok, nw, ext)
+            ext = start[still] + S[still] * np.clip(S[still] * (ext - start[still]), 1.01 * np.abs(d_in), 4.0 * np.abs(d_in))
         nxt = np.where(bracketed, sec, np.clip(ext, lo_b[J[still]], hi_b[J[still]]))
         t_next[still] = nxt
     # rows that ran out of steps: bracketed → interpolate; never crossed → unbounded
@@ -622,9 +647,14 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         pick = best * ok.size + np.arange(ok.size)
         theta[ok], ll[ok], conv[ok] = th_all[pick], ll_all[pick], cv_all[pick]
         iters[ok] = it_all.reshape(S, ok.size).sum(0)
+    cov = np.full((n, k, k), np.nan)
+    fitted = np.flatnonzero(np.isfinite(ll) & conv)
+    if fitted.size:
+        cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
+                                  r.n_total[fitted].astype(float))
         if intervals:
-            _intervals(model, r, theta, ll, conv, iters, lower, upper, level, max_iter, tol)
-    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper)
+            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted)
+    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
     meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
     if bootstrap:
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
@@ -632,15 +662,15 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     return FitTable(table, model, meta)
 
 
-def _intervals(model, r, theta, ll, conv, iters, lower, upper, level, max_iter, tol, rounds: int = 3) -> None:
-    """Profile intervals of the fitted rows, in place; a profile point that beats the fit restarts it
-    (the escape step of the module docstring), and its intervals are recomputed."""
-    rows = np.flatnonzero(np.isfinite(ll) & conv & np.isfinite(theta).all(1))
+def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, rounds: int = 3) -> None:
+    """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
+    escape step of the module docstring), and its covariance and intervals are recomputed."""
     for _ in range(rounds):
         if rows.size == 0:
             return
         nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
-        lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level)
+        lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level,
+                                                      cov=cov[rows])
         lower[rows], upper[rows] = lo, hi
         esc = np.flatnonzero(np.isfinite(better_ll))
         if esc.size == 0:
@@ -650,15 +680,14 @@ def _intervals(model, r, theta, ll, conv, iters, lower, upper, level, max_iter, 
         moved = rows[esc[improved]]
         theta[moved], ll[moved], iters[moved] = th2[improved], ll2[improved], iters[moved] + it2[improved]
         rows = moved
+        if rows.size:
+            cov[rows] = _covariance(model, r.h, theta[rows], r.n_down[rows].astype(float),
+                                    r.n_total[rows].astype(float))
 
 
-def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper) -> pd.DataFrame:
+def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov) -> pd.DataFrame:
     n, k = theta.shape
-    cov = np.full((n, k, k), np.nan)
-    good_rows = np.flatnonzero(np.isfinite(ll) & conv)
-    if good_rows.size:
-        cov[good_rows] = _covariance(model, r.h, theta[good_rows], r.n_down[good_rows].astype(float),
-                                     r.n_total[good_rows].astype(float))
+    cov = cov.copy()
     with np.errstate(invalid="ignore"):
         se = np.sqrt(np.einsum("npp->np", cov))
     nd, nt = r.n_down.astype(float), r.n_total.astype(float)
