@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.protocol import h_grid
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import qasa  # noqa: E402
-from qasa.emulator import VirtualQPU  # noqa: E402
+from qasa.virtual import VirtualQPU  # noqa: E402
 from sapi_server import SAPIServer  # noqa: E402
 
 

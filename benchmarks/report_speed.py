@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import qasa
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import build_report
 

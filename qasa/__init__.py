@@ -1,7 +1,8 @@
 """qasa: Quantum Annealing Single-qubit Assessment of every qubit of a quantum annealer.
 
 The data flow is one way: :class:`Protocol` → :func:`run` on a sampler → :class:`Dataset` →
-:func:`fit` → :class:`FitTable` → report. See the README for the CLI.
+:func:`fit` → :class:`FitTable` → report. :func:`assess` does all of it, exactly as ``qasa assess``
+does (:mod:`qasa.pipeline`); :class:`DatasetStore` owns a dataset directory. See the README for the CLI.
 """
 
 from qasa.dataset import Dataset, Response
@@ -9,11 +10,13 @@ from qasa.errors import CredentialsError, DatasetError, ProtocolError, QasaError
 from qasa.protocol import Protocol, h_grid
 from qasa.runner import run
 from qasa.samplers import device_info, get_sampler, validate
+from qasa.store import DatasetStore
+from qasa.pipeline import Assessment, assess, compare_runs, fit, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Protocol", "h_grid", "run", "get_sampler", "device_info", "validate",
     "Dataset", "Response", "QasaError", "ProtocolError", "SamplerError", "CredentialsError",
-    "DatasetError", "__version__",
+    "DatasetError", "DatasetStore", "Assessment", "assess", "fit", "load", "compare_runs", "__version__",
 ]

@@ -236,7 +236,7 @@ def qpu_study(shapes: Sequence[Shape] = DEFAULT_SHAPES, sampler=None, annealing_
     from qasa.fitting import fit
 
     if sampler is None:
-        from qasa.emulator import VirtualQPU
+        from qasa.virtual import VirtualQPU
 
         sampler = VirtualQPU(seed=seed, topology_shape=[4], broken_nodes=[])
     rows = []

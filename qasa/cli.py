@@ -21,8 +21,6 @@ __all__ = ["main"]
 
 DEFAULT_BACKEND = "emulator"
 
-#: Largest estimated QPU time (s) a ``--backend qpu`` run may use without an explicit budget.
-QPU_SECONDS_WITHOUT_BUDGET = 10.0
 
 
 class _Group(click.Group):
@@ -95,7 +93,7 @@ def backend_options(f: Callable) -> Callable:
 def protocol_options(h_step: float, reads: int) -> Callable:
     def deco(f: Callable) -> Callable:
         opts = [
-            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid."),
+            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid (default: the reference h grid ±1 step 0.025)."),
             click.option("--h-step", default=h_step, show_default=True, type=float, help="Grid step of h."),
             click.option("--h-values", default=None, help="Explicit comma-separated h values (overrides the grid)."),
             click.option("--reads", default=reads, show_default=True, type=int, help="Reads per h value."),
@@ -159,8 +157,8 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
     from qasa.cost import plan
     from qasa.runner import prepare
 
-    sampler = _sampler(o)
-    protocol = prepare(_protocol(o, sampler), sampler, out)     # every check, no call
+    sampler, protocol = _sampler_and_protocol(o, out)
+    protocol = prepare(protocol, sampler, out)     # every check, no call
     table, totals = plan(protocol, sampler)
     qpu = totals["qpu_access_time_s"]
     text = (f"{totals['calls']} calls on {totals['qubits']} qubits, {totals['reads']} reads in all; "
@@ -169,44 +167,99 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
     _emit(as_json, {**totals, "calls_table": table.head(20).to_dict("records")}, text)
 
 
-def _run(o: dict[str, Any], out: str, quiet: bool, keep_samples: int = 0, max_qpu_seconds: float | None = None,
-         retries: int = 3, in_flight: int = 50):
-    from qasa.runner import prepare, run
+#: Protocol fields set by each protocol option (explicit options override a stored protocol on resume).
+_PROTOCOL_OPTIONS = {"h_max": "h_values", "h_step": "h_values", "h_values": "h_values", "reads": "reads_per_h",
+                     "reads_per_call": "reads_per_call", "gauges_per_h": "gauges_per_h", "no_gauges": "spin_reversal",
+                     "annealing_time": "annealing_time", "anneal_schedule": "anneal_schedule",
+                     "h_gain_schedule": "h_gain_schedule", "qubits": "qubits", "num_qubits": "qubits", "seed": "seed"}
+#: Backend options and the recipe key of :func:`qasa.samplers.get_sampler` each one sets.
+_BACKEND_OPTIONS = {"backend": "backend", "topology_type": "topology_type", "shape": "topology_shape",
+                    "solver": "solver", "profile": "profile", "beta": "beta", "device_seed": "seed",
+                    "preset": "preset", "physics": "physics"}
 
-    sampler = _sampler(o)
-    protocol = _protocol(o, sampler)
-    if o["backend"] == "qpu" and max_qpu_seconds is None:
-        from qasa.cost import plan
 
-        _, totals = plan(prepare(protocol, sampler, out), sampler)
-        needed = totals["qpu_access_time_s"]
-        if needed is None or needed > QPU_SECONDS_WITHOUT_BUDGET:
-            shown = "an unknown amount of" if needed is None else f"an estimated {needed:.1f} s of"
-            raise QasaError(f"this run needs {shown} QPU time; pass --max-qpu-seconds (or set "
-                            f"QASA_MAX_QPU_SECONDS) to allow it — runs over {QPU_SECONDS_WITHOUT_BUDGET:g} s "
-                            "on a QPU need an explicit budget")
-    state = {"bar": None}
+def _given(name: str) -> bool:
+    """True if option ``name`` was typed on the command line (or set by its environment variable)."""
+    ctx = click.get_current_context()
+    source = ctx.get_parameter_source(name)
+    return source is not None and source not in (click.core.ParameterSource.DEFAULT,
+                                                 click.core.ParameterSource.DEFAULT_MAP)
+
+
+def _resume_options(o: dict[str, Any], out: str | None) -> dict[str, Any] | None:
+    """On an existing dataset, fill every backend option not typed from the stored sampler recipe.
+
+    Returns the stored metadata (``None`` when ``out`` holds no dataset).
+    """
+    from qasa.store import DatasetStore
+
+    if out is None or not DatasetStore(out).exists:
+        return None
+    meta = DatasetStore(out).metadata()
+    recipe = (meta.get("sampler") or {}).get("recipe") or {}
+    for option, key in _BACKEND_OPTIONS.items():
+        if option in o and not _given(option) and key in recipe:
+            value = recipe[key]
+            if option == "shape":
+                value = None if value is None else ",".join(str(v) for v in value)
+            if option == "solver" and isinstance(value, dict):
+                value = json.dumps(value)
+            if value is not None or option in ("topology_type", "shape", "solver", "device_seed"):
+                o[option] = value
+    return meta
+
+
+def _requested_protocol(o: dict[str, Any], sampler, meta: dict[str, Any] | None, add_reads: int = 0):
+    """The protocol to run: the stored one with the typed options applied on resume, else from the options."""
+    from qasa.protocol import Protocol
+
+    fresh = _protocol(o, sampler)
+    if meta is None or meta.get("protocol") is None:
+        if add_reads:
+            raise click.BadParameter("--add-reads extends an existing dataset; OUT holds none")
+        return fresh
+    protocol = Protocol.from_dict(meta["protocol"])
+    changes = {_PROTOCOL_OPTIONS[k]: getattr(fresh, _PROTOCOL_OPTIONS[k]) for k in _PROTOCOL_OPTIONS
+               if k in o and _given(k)}
+    protocol = protocol.replace(**changes)
+    if add_reads:
+        if add_reads < 1:
+            raise click.BadParameter(f"--add-reads {add_reads} must be a positive number of reads per h")
+        protocol = protocol.replace(reads_per_h=protocol.reads_per_h + add_reads)
+    return protocol
+
+
+def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] | None:
+    if quiet:
+        return None
+    state: dict[str, Any] = {"bar": None}
 
     def progress(done: int, total: int) -> None:
-        if quiet:
-            return
         if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label="calls", file=sys.stderr, show_pos=True)
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
             state["bar"].__enter__()
             state["bar"].update(done)
         else:
             state["bar"].update(done - state["bar"].pos)
         if done == total:
             state["bar"].__exit__(None, None, None)
+    return progress
 
+
+def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples,
-                 max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight)
+        result = fn()
     for w in caught:
         if not quiet:
             click.echo(f"warning: {w.message}", err=True)
-    return ds, sampler
+    return result
+
+
+def _sampler_and_protocol(o: dict[str, Any], out: str | None, add_reads: int = 0):
+    meta = _resume_options(o, out)
+    sampler = _sampler(o)
+    return sampler, _requested_protocol(o, sampler, meta, add_reads)
 
 
 @click.group(cls=_Group)
@@ -239,45 +292,71 @@ def info(as_json: bool, **o: Any) -> None:
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--retries", default=3, show_default=True, type=int, help="Retries of a call after a transient error.")
 @click.option("--in-flight", default=50, show_default=True, type=int, help="Calls submitted at once to a Leap solver.")
+@click.option("--add-reads", default=0, show_default=True, type=int,
+              help="Extend a finished dataset by N more reads per h (whole extra gauges).")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, in_flight: int, dry_run: bool, **o: Any) -> None:
-    """Collect counts into dataset directory OUT (re-running resumes)."""
+            retries: int, in_flight: int, add_reads: int, dry_run: bool, **o: Any) -> None:
+    """Collect counts into dataset directory OUT.
+
+    Re-running resumes: `qasa run OUT` alone continues the stored protocol on the stored backend and
+    device; an option typed that differs from what OUT was collected with is refused, naming it.
+
+    The default protocol is the reference h grid of the QASA paper (±1 step 0.025, 81 values) with
+    10 000 reads per h, not the reference collection script's defaults (±2, 100 000 reads, 1 µs, no
+    gauges; `qasa.Protocol.reference_script()` in Python).
+    """
+    from qasa.runner import run
+
     if dry_run:
         _plan(o, out, as_json)
         return
-    ds, _ = _run(o, out, quiet or as_json, keep_samples, max_qpu_seconds, retries, in_flight)
+    sampler, protocol = _sampler_and_protocol(o, out, add_reads)
+    already = _already_done(out, protocol, add_reads)
+    ds = _with_warnings(quiet or as_json, lambda: run(
+        protocol, sampler, out, progress=_progress(quiet or as_json), keep_samples=keep_samples,
+        max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, extend=bool(add_reads)))
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
-            "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us")}
-    _emit(as_json, data, f"dataset {out}: {data['calls']} calls, {data['qubits']} qubits, {data['reads']} qubit-reads")
+            "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us"),
+            "already_finished": already}
+    text = f"dataset {out}: {data['calls']} calls, {data['qubits']} qubits, {data['reads']} qubit-reads"
+    if already:
+        text = f"{out} is already complete (nothing to run; --add-reads N extends it)\n" + text
+    _emit(as_json, data, text)
 
 
-def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int | None):
-    from qasa.dataset import Dataset
-    from qasa.fitting import compare as compare_models
-    from qasa.fitting import fit
+def _already_done(out: str, protocol, add_reads: int) -> bool:
+    """True if ``out`` already holds every call of ``protocol``."""
+    from qasa.store import DatasetStore
 
-    ds = Dataset.load(path)
-    fits = fit(ds, model, bootstrap=bootstrap, seed=seed)
-    fits.meta["data_fingerprint"] = _fingerprint(ds)
-    fits.save(Path(path) / "fits" / f"{model}.parquet")
-    if model == "qasa":
-        fits.to_model_parameters_csv(Path(path) / "fits" / "model_parameters.csv")
-    comparison = None
-    if compare:
-        r = ds.response()
-        names = ["gibbs", "gibbs-bias", "gaussian-noise", "qasa"]
-        tables = {m: (fits if m == model else fit(r, m)) for m in names}
-        tables[model] = fits
-        for m, t in tables.items():
-            if t is not fits:               # saved above
-                t.meta["data_fingerprint"] = _fingerprint(ds)
-                t.save(Path(path) / "fits" / f"{m}.parquet")
-        comparison = compare_models(tables)
-    return ds, fits, comparison
+    store = DatasetStore(out)
+    if add_reads or not store.exists or protocol.seed is None:
+        return False
+    return protocol.call_ids() <= store.done_call_ids()
+
+
+def _fit_text(fits, comparison) -> str:
+    data = fits.summary()
+    lines = [f"model {fits.model.name}: {len(fits)} qubits, quality {data['quality']}"]
+    for p in fits.model.params:
+        s = data[p]
+        if s:
+            lines.append(f"  {p:>8}: median {s['median']:.5g}  IQR [{s['q25']:.5g}, {s['q75']:.5g}]")
+    if comparison is not None:
+        dev = comparison[1]
+        lines.append("model comparison (total AIC; qubits best fitted):")
+        for m, v in dev["models"].items():
+            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.10g}"
+            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
+        for t in dev["tests"]:
+            lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
+                         f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
+        lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
+                     else "  preferred: none (no qubit was fitted by every model)")
+    return "\n".join(lines)
 
 
 @main.command("fit")
@@ -289,65 +368,25 @@ def _fit_dataset(path: str, model: str, compare: bool, bootstrap: int, seed: int
 @click.option("--seed", default=None, type=int, help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
-    """Fit a response model to every qubit of DATASET (results in DATASET/fits/)."""
-    _, fits, comparison = _fit_dataset(dataset, model, compare, bootstrap, seed)
+    """Fit a response model to every qubit of DATASET (results cached in DATASET/fits/)."""
+    from qasa import pipeline
+    from qasa.dataset import json_safe
+    from qasa.fitting import compare as compare_models
+    from qasa.store import DatasetStore
+
+    ds = pipeline.load(dataset)
+    store = DatasetStore(dataset)
+    kwargs = {"bootstrap": bootstrap, "seed": seed} if bootstrap else {}
+    fits = pipeline.fit(ds, model, store=store, **kwargs)
+    comparison = None
+    if compare:
+        tables = pipeline.fit_models(ds, pipeline.COMPARE_MODELS, store=store)
+        tables[fits.model.name] = fits
+        comparison = compare_models(tables)
     data = fits.summary()
     if comparison is not None:
         data["comparison"] = comparison[1]
-    lines = [f"model {fits.model.name}: {len(fits)} qubits, quality {data['quality']}"]
-    for p in fits.model.params:
-        s = data[p]
-        if s:
-            lines.append(f"  {p:>8}: median {s['median']:.5g}  IQR [{s['q25']:.5g}, {s['q75']:.5g}]")
-    if comparison is not None:
-        dev = comparison[1]
-        lines.append("model comparison (total AIC; qubits best fitted):")
-        for m, v in dev["models"].items():
-            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.6g}"
-            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
-        for t in dev["tests"]:
-            lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
-                         f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
-        lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
-                     else "  preferred: none (no qubit was fitted by every model)")
-    from qasa.report import json_safe
-
-    _emit(as_json, json_safe(data), "\n".join(lines))
-
-
-def _fingerprint(ds) -> dict[str, int]:
-    """What a saved fit was made from: a fit of other counts is stale and is redone."""
-    return {"calls": int(len(ds.call_ids)), "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum())}
-
-
-def _report(dataset: str, model: str, out: str | None, compare: bool) -> dict[str, Any]:
-    from qasa.dataset import Dataset
-    from qasa.fitting import FitTable
-    from qasa.report import build_report
-
-    ds = Dataset.load(dataset)
-    path = Path(dataset) / "fits" / f"{model}.parquet"
-    saved = FitTable.load(path) if path.is_file() else None
-    if saved is not None and saved.meta.get("data_fingerprint") == _fingerprint(ds):
-        fits = saved
-        comparison = None
-        if compare:
-            _, fits, comparison = _fit_dataset(dataset, model, True, 0, None)
-    else:
-        _, fits, comparison = _fit_dataset(dataset, model, compare, 0, None)
-    truth = _truth(ds)
-    return build_report(ds, fits, out or Path(dataset) / "report", comparison=comparison, truth=truth,
-                        dataset_path=dataset)
-
-
-def _truth(ds) -> Any:
-    """Hidden per-qubit truth recorded by the virtual QPU, if the dataset came from it."""
-    truth = (ds.metadata.get("device") or {}).get("truth")
-    if truth is None:
-        return None
-    import pandas as pd
-
-    return pd.DataFrame(truth).set_index("qubit")
+    _emit(as_json, json_safe(data), _fit_text(fits, comparison))
 
 
 @main.command()
@@ -357,21 +396,24 @@ def _truth(ds) -> Any:
 @click.option("--compare", is_flag=True, help="Include model comparison.")
 @click.option("--json", "as_json", is_flag=True)
 def report(dataset: str, model: str, out: str | None, compare: bool, as_json: bool) -> None:
-    """Write the HTML report and summary.json of DATASET."""
-    summary = _report(dataset, model, out, compare)
-    where = Path(out or Path(dataset) / "report")
-    _emit(as_json, summary, _summary_text(summary, where))
+    """Write the HTML report and summary.json of DATASET (fits reused only if made from its counts)."""
+    from qasa import pipeline
+
+    result = pipeline.report(dataset, model, out=out, compare=compare)
+    _emit(as_json, result.summary, _summary_text(result.summary, result.report_dir))
 
 
 def _summary_text(summary: dict[str, Any], where: Path) -> str:
-    f, pooled = summary["fit"], summary["pooled_gibbs"]
+    f = summary["fit"]
     lines = [f"device {summary['device']['solver']}: {summary['data']['qubits']} qubits, "
              f"{summary['data']['h_values']} h values, {summary['data']['reads_total']} qubit-reads",
              f"fit ({f['model']}): quality {f['quality']}"]
     for p in ("beta", "b", "gamma", "eta", "sigma"):
         if f.get(p):
             lines.append(f"  {p:>6}: median {f[p]['median']:.5g}  IQR [{f[p]['q25']:.5g}, {f[p]['q75']:.5g}]")
-    lines.append(f"pooled Gibbs β = {pooled['beta']:.5g} ± {pooled['beta_stderr']:.2g} (T_eff = {pooled['T_eff']:.4g})")
+    pooled = summary.get("effective_temperature") or summary.get("pooled_gibbs")
+    if pooled and pooled.get("T_eff") is not None:
+        lines.append(f"effective temperature T_eff = {pooled['T_eff']:.4g}")
     lines.append(f"report: {where / 'index.html'}")
     return "\n".join(lines)
 
@@ -392,11 +434,16 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
 
     The default device is an Advantage_system4.1-like virtual QPU with known per-qubit truth; the
     report compares what the fit recovers with it. The default protocol is the reference h grid
-    (±1 step 0.025) with 4000 reads per h; `qasa run` defaults to 10 000.
+    (±1 step 0.025, 81 values) with 4000 reads per h; `qasa run` defaults to 10 000. Re-running on
+    OUT resumes with the stored settings.
     """
-    _run(o, out, quiet or as_json, max_qpu_seconds=max_qpu_seconds)
-    summary = _report(out, model, None, compare)
-    _emit(as_json, summary, _summary_text(summary, Path(out) / "report"))
+    from qasa import pipeline
+
+    sampler, protocol = _sampler_and_protocol(o, out)
+    result = _with_warnings(quiet or as_json, lambda: pipeline.assess(
+        sampler, out, protocol, model=model, compare=compare, max_qpu_seconds=max_qpu_seconds,
+        progress=_progress(quiet or as_json)))
+    _emit(as_json, result.summary, _summary_text(result.summary, result.report_dir))
 
 
 @main.command("plan")
@@ -413,22 +460,14 @@ def plan_cmd(as_json: bool, **o: Any) -> None:
 @click.option("--model", default="qasa", show_default=True)
 @click.option("--param", default="beta", show_default=True, help="Parameter whose trend is drawn.")
 @click.option("--out", default="qasa-comparison", show_default=True, help="Output directory.")
+@click.option("--allow-different-devices", is_flag=True, help="Compare datasets of different devices/topologies.")
 @click.option("--json", "as_json", is_flag=True)
-def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json: bool) -> None:
+def compare(datasets: tuple[str, ...], model: str, param: str, out: str, allow_different_devices: bool,
+            as_json: bool) -> None:
     """Compare assessments of the same device (e.g. two dates, or several annealing times)."""
-    from qasa.dataset import Dataset
-    from qasa.errors import DatasetError
-    from qasa.fitting import FitTable
-    from qasa.report import build_comparison_report
+    from qasa import pipeline
 
-    if len(datasets) < 2:
-        raise DatasetError("give at least two dataset directories to compare")
-    runs = {}
-    for path in datasets:
-        fit_path = Path(path) / "fits" / f"{model}.parquet"
-        fits = FitTable.load(fit_path) if fit_path.is_file() else _fit_dataset(path, model, False, 0, None)[1]
-        runs[str(path)] = (Dataset.load(path), fits)
-    summary = build_comparison_report(runs, out)
+    summary = pipeline.compare_runs(datasets, model, out=out, allow_different_devices=allow_different_devices)
     lines = []
     for pair, values in summary["pairs"].items():
         lines.append(f"{pair}: {values['qubits']} qubits good in both")
@@ -436,7 +475,7 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json
             if isinstance(v, dict) and v.get("median_change") is not None:
                 lines.append(f"  {p:>6}: median change {v['median_change']:.4g} ± {v['median_change_se']:.2g}; "
                              f"{v['changed']} qubits changed (FDR 0.05)")
-    if "annealing_time_trend" in summary:
+    if "annealing_time_trend" in summary and param in summary["annealing_time_trend"]:
         t = summary["annealing_time_trend"][param]
         lines.append(f"trend of {param}: median slope {t['median_slope_per_decade']:.4g} per decade of annealing time, "
                      f"{t['qubits_increasing']}/{t['qubits']} qubits increasing (sign test p = {t['sign_test_p']:.3g})")
@@ -454,7 +493,8 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, as_json
 def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend: str, as_json: bool) -> None:
     """Run every schedule shape on SGD, simulated annealing and the (virtual) QPU, side by side."""
     from qasa import analogues as an
-    from qasa.report import build_analogues_report, json_safe
+    from qasa.dataset import json_safe
+    from qasa.report import build_analogues_report
 
     sampler = None
     if backend != "emulator":
@@ -496,9 +536,9 @@ def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str 
 @click.argument("spin_table", type=click.Path(dir_okay=False))
 def export_cmd(dataset: str, spin_table: str) -> None:
     """Export DATASET's counts as a reference spin_table.csv."""
-    from qasa.dataset import Dataset
+    from qasa import pipeline
 
-    Dataset.load(dataset).to_spin_table(spin_table)
+    _with_warnings(False, lambda: pipeline.load(dataset).to_spin_table(spin_table))
     click.echo(f"wrote {spin_table}")
 
 

@@ -1,21 +1,22 @@
-"""Datasets: the counts of an assessment, safely on disk.
+"""Datasets: the counts of an assessment as a plain in-memory value.
 
-A dataset is a directory::
+A :class:`Dataset` holds three things:
 
-    metadata.json      protocol, device (solver, topology, nodelist, edgelist, h_range...),
-                       package versions, timestamps; never a credential
-    counts.parquet     tidy counts: call_id, qubit, h, n_down, n_up   (one row per call and qubit)
-    calls.parquet      one row per finished call: ids, reads, timing, problem id, timestamps
-    journal/           one Parquet file per call finished since the last compaction
-    fits/              fitted parameter tables (written by :mod:`qasa.fitting`)
-    samples/           optional raw reads per call (int8 .npy, nominal frame), for outcome correlations
-    in_flight.json     while a run submits to a cloud solver: the SAPI problem ids of calls in flight
+- ``counts``: tidy table ``call_id, qubit, h, gauge, n_down, n_up`` (one row per call and qubit).
+  ``gauge`` is the spin-reversal sign applied to that qubit in that call (the qubit was programmed
+  with ``gauge·h``); ``n_down``/``n_up`` count reads returning -1/+1 in the frame of the nominal
+  field ``h`` (the gauge undone). ``gauge == 0`` marks rows written before gauges were stored:
+  :meth:`Dataset.gauges` reconstructs them from the protocol's seed.
+- ``calls``: one row per finished call (ids, reads, timing, problem id, timestamps).
+- ``metadata``: protocol, sampler recipe and settings, device, versions, runs.
 
-``n_down`` counts the reads in which the qubit returned ``-1`` and ``n_up`` those with ``+1``,
-both in the frame of the nominal field ``h`` (gauges already undone). Every write is atomic (write
-to a temporary file, fsync, rename), and the runner journals each call before it starts the next,
-so a killed process loses at most the call in flight and never corrupts a file. Loading unions the
-compacted table with the journal (a call id present in both is taken once).
+:meth:`Dataset.response` sums the counts into (qubit × h) arrays for fitting, by default in the
+*programmed* frame (the field each qubit actually saw and the spin it returned), where a static bias
+keeps its sign under every gauge (docs/DESIGN.md §6).
+
+On disk a dataset is a directory owned by :class:`qasa.store.DatasetStore` (layout, atomic
+journal, locks, validation and the fit cache are described there); :meth:`Dataset.load` and
+:meth:`Dataset.save` go through it.
 
 The reference QASA scripts use ``spin_table.csv`` (columns ``h, samples, spin_<id>...``, each cell
 the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_spin_table` and
@@ -25,7 +26,6 @@ the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_sp
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import os
 import tempfile
@@ -40,7 +40,8 @@ import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
 
-__all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow"]
+__all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow",
+           "normalize_counts", "normalize_calls", "table_bytes", "json_safe"]
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
@@ -51,6 +52,23 @@ _COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "gauge":
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain JSON types, NaN/inf replaced by None (so the JSON is strict); tuples become lists."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
 
 
 def utcnow() -> str:
@@ -80,7 +98,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
-def _table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
+def table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
     table = pa.Table.from_pandas(df, preserve_index=False)
     if meta is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
@@ -90,7 +108,7 @@ def _table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
+def normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
     if "gauge" not in df:          # written before gauges were stored: 0 = not recorded
         df = df.assign(gauge=0)
     df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
@@ -101,7 +119,7 @@ _CALL_DTYPES = {"call_id": "string", "problem_id": "string", "started": "string"
                 "timing": "string", "qpu_access_time": "float64"}
 
 
-def _normalize_calls(df: pd.DataFrame) -> pd.DataFrame:
+def normalize_calls(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "call_id" not in df:
         df["call_id"] = pd.Series([], dtype="string")
@@ -159,8 +177,8 @@ class Dataset:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.counts = _normalize_counts(self.counts)
-        self.calls = _normalize_calls(self.calls)
+        self.counts = normalize_counts(self.counts)
+        self.calls = normalize_calls(self.calls)
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -258,115 +276,22 @@ class Dataset:
         calls = self.calls.sort_values("call_id", kind="stable").reset_index(drop=True)
         return Dataset(counts, calls, self.metadata)
 
-    # -- disk ---------------------------------------------------------------------------------
+    # -- disk (the directory is owned by :class:`qasa.store.DatasetStore`) -------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the dataset to directory ``path`` (created if needed), compacted, atomically per file."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.metadata}
-        atomic_write_bytes(path / "calls.parquet", _table_bytes(self.calls))
-        atomic_write_bytes(path / "counts.parquet", _table_bytes(self.counts))
-        atomic_write_json(path / "metadata.json", meta)
-        journal = path / "journal"
-        if journal.is_dir():
-            for part in journal.glob("*.parquet"):
-                part.unlink()
-        return path
+        """Write the dataset compacted to directory ``path`` through :class:`~qasa.store.DatasetStore`."""
+        from qasa.store import DatasetStore
+
+        store = DatasetStore(path)
+        with store.writing():
+            store.save(self)
+        return store.path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Dataset":
-        """Read a dataset directory (compacted table plus journal).
+        """Read and validate a dataset directory (:meth:`qasa.store.DatasetStore.load`)."""
+        from qasa.store import DatasetStore
 
-        Raises:
-            DatasetError: if ``path`` is not a qasa dataset or a file is unreadable.
-        """
-        path = Path(path)
-        meta_path = path / "metadata.json"
-        if not meta_path.is_file():
-            raise DatasetError(f"{path} is not a qasa dataset (no metadata.json)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"cannot read {meta_path}: {exc}") from None
-        if meta.pop("format", None) != FORMAT:
-            raise DatasetError(f"{meta_path} is not a qasa dataset (format field missing)")
-        version = meta.pop("format_version", None)
-        if version != FORMAT_VERSION:
-            raise DatasetError(f"{path}: dataset format version {version} is not supported (expected {FORMAT_VERSION})")
-        frames, call_rows = [], []
-        try:
-            if (path / "counts.parquet").is_file():
-                frames.append(pd.read_parquet(path / "counts.parquet"))
-            if (path / "calls.parquet").is_file():
-                call_rows.append(pd.read_parquet(path / "calls.parquet"))
-            # a compaction writes calls.parquet, then counts.parquet, then removes the journal:
-            # if it was interrupted, a journaled call may already be in one or both tables
-            known_counts = set(frames[0]["call_id"]) if frames else set()
-            known_calls = set(call_rows[0]["call_id"]) if call_rows else set()
-            journal = path / "journal"
-            for part in sorted(journal.glob("*.parquet")) if journal.is_dir() else []:
-                table = pq.read_table(part)
-                record = json.loads(table.schema.metadata[b"qasa_call"])
-                if record["call_id"] not in known_counts:
-                    frames.append(table.to_pandas())
-                    known_counts.add(record["call_id"])
-                if record["call_id"] not in known_calls:
-                    call_rows.append(pd.DataFrame([record]))
-                    known_calls.add(record["call_id"])
-        except (OSError, pa.ArrowException, KeyError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"cannot read dataset {path}: {exc}") from None
-        counts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COUNT_COLUMNS)
-        calls = (pd.concat([c for c in call_rows if len(c)], ignore_index=True)
-                 if any(len(c) for c in call_rows) else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
-        return cls(counts, calls, meta)
-
-    @staticmethod
-    def create(path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
-        """Start an empty dataset directory with ``metadata`` (used by the runner)."""
-        path = Path(path)
-        (path / "journal").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path / "metadata.json", {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata})
-        return path
-
-    @staticmethod
-    def update_metadata(path: str | os.PathLike, **changes: Any) -> None:
-        """Atomically update top-level keys of ``metadata.json``."""
-        meta_path = Path(path) / "metadata.json"
-        meta = json.loads(meta_path.read_text())
-        meta.update(changes)
-        atomic_write_json(meta_path, meta)
-
-    @staticmethod
-    def journal_call(path: str | os.PathLike, record: dict[str, Any], counts: pd.DataFrame) -> None:
-        """Atomically add one finished call (its record and counts) to the journal."""
-        journal = Path(path) / "journal"
-        journal.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(journal / f"{record['call_id']}.parquet",
-                           _table_bytes(_normalize_counts(counts), meta=record))
-
-    @staticmethod
-    def store_samples(path: str | os.PathLike, call_id: str, samples: np.ndarray) -> None:
-        """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""
-        folder = Path(path) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(samples, dtype=np.int8))
-        atomic_write_bytes(folder / f"{call_id}.npy", buf.getvalue())
-
-    def samples(self, path: str | os.PathLike, h: float) -> np.ndarray:
-        """Raw reads kept (``run(..., keep_samples=...)``) at field ``h``, all calls stacked.
-
-        Columns follow ``self.protocol.qubits``.
-
-        Raises:
-            DatasetError: if no raw reads were kept for that h.
-        """
-        ids = self.calls.loc[np.isclose(self.calls["h"].to_numpy(float), h), "call_id"]
-        files = [Path(path) / "samples" / f"{c}.npy" for c in ids]
-        files = [f for f in files if f.is_file()]
-        if not files:
-            raise DatasetError(f"no raw reads kept at h={h:g} in {path} (run with keep_samples)")
-        return np.concatenate([np.load(f) for f in files])
+        return DatasetStore(path).load()
 
     # -- reference format -------------------------------------------------------------------
     def to_spin_table(self, path: str | os.PathLike, frame: str | None = None) -> Path:

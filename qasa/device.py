@@ -6,9 +6,30 @@ Distributions and outliers
     absolute value (Iglewicz & Hoaglin). :func:`rank_qubits` orders qubits from worst to best and
     :func:`exclusion_list` gives the qubits to leave out of embeddings.
 
+Reliability: how much of a parameter's spread is the device, not the fit
+    Each fitted value is the truth plus estimation error, ``θ̂_i = θ_i + e_i`` with
+    ``Cov(e_i) ≈ Σ̂_i`` (the fit's covariance: ``<p>_stderr`` and ``cov_<a>_<b>`` columns of
+    :class:`~qasa.fitting.FitTable`). Across qubits, by the method of moments (errors in variables)::
+
+        Cov_true = Cov(θ̂) − mean_i Σ̂_i          reliability_p = Cov_true[p, p] / Var(θ̂_p)
+
+    The reliability is the share of the across-qubit variance of a parameter that is not
+    estimation noise (1: a map of θ̂ is a map of the device; ≤ 0: the spread is all noise).
+    Qubits whose covariance entry is not finite (a parameter on its bound) do not enter the mean
+    of Σ̂ for that entry. Rule (:data:`RELIABILITY_MIN`): a parameter is *identified well enough to
+    map* when its reliability is at least 0.5; below, its maps, correlations and spatial
+    statistics describe mostly the fit's noise and are not reported as device findings.
+
 Correlations between parameters
-    Pearson and Spearman coefficients with 95% confidence intervals from Fisher's z transform
-    (standard error ``1/√(n−3)``, and ``√(1.06/(n−3))`` for Spearman, Fieller et al. 1957).
+    Raw Pearson and Spearman coefficients of the fitted values with 95% confidence intervals from
+    Fisher's z transform (standard error ``1/√(n−3)``, and ``√(1.06/(n−3))`` for Spearman, Fieller
+    et al. 1957). They mix in the estimation covariance: one qubit's β̂ and η̂ are correlated
+    through the likelihood even when the true β and η are independent. The *corrected*
+    correlation is ``Cov_true[a, b] / √(Cov_true[a, a] Cov_true[b, b])`` (errors-in-variables),
+    with a percentile bootstrap interval over qubits (the whole estimate, Σ̂ included, recomputed
+    on each resample); a resample in which a true variance is not positive leaves the correlation
+    undefined and counts as −1 for the lower and +1 for the upper limit, so an unidentified
+    parameter gets an interval near [−1, 1] instead of a spurious finding.
 
 Spatial autocorrelation on the coupler graph
     With binary weights ``w_ij = 1`` for every working coupler of a class (or of all classes),
@@ -19,7 +40,11 @@ Spatial autocorrelation on the coupler graph
 
     I > E[I] = −1/(n−1) (C < 1) means neighbours are alike. p-values are two-sided permutation
     tests (values shuffled over the qubits, ``(1 + #{|T* − E| ≥ |T − E|}) / (1 + permutations)``).
-    :func:`correlogram` gives Moran's I between qubits at each graph distance.
+    :func:`correlogram` gives Moran's I between qubits at each graph distance. Independent
+    estimation noise adds to the denominators only, so it attenuates both statistics toward their
+    null values by the reliability r: given r, the table also holds the disattenuated
+    ``morans_i_true = E + (I − E)/r`` and ``gearys_c_true = 1 + (C − 1)/r``, and
+    :func:`spatial_findings` reports no structure for a parameter below the reliability rule.
 
 Association with position
     Each parameter against each position feature of :func:`qasa.topology.qubit_table`: Spearman's
@@ -53,10 +78,14 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings",
+    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings",
 ]
 
 OUTLIER_Z = 3.5
+
+#: The mapping rule: a parameter whose reliability (share of its across-qubit variance that is not
+#: estimation noise) is below this is not identified well enough to map, correlate or test spatially.
+RELIABILITY_MIN = 0.5
 
 
 def _good(fits: FitTable) -> pd.DataFrame:
@@ -136,8 +165,170 @@ def _fisher_ci(r: float, se: float, level: float = 0.95) -> tuple[float, float]:
     return float(np.tanh(z - q * se)), float(np.tanh(z + q * se))
 
 
-def correlations(fits: FitTable, params: Sequence[str] | None = None) -> pd.DataFrame:
-    """Pearson and Spearman correlations between every pair of parameters over good qubits."""
+def _estimates(fits: FitTable, params: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Good qubits with every parameter finite: ``(qubits, θ̂ (n, k), Σ̂ (n, k, k))`` (NaN where unknown)."""
+    good = _good(fits)
+    X = good[list(params)].to_numpy(float)
+    keep = np.isfinite(X).all(1)
+    good, X = good[keep], X[keep]
+    k = len(params)
+    S = np.full((len(good), k, k), np.nan)
+    for i, a in enumerate(params):
+        if f"{a}_stderr" in good:
+            S[:, i, i] = good[f"{a}_stderr"].to_numpy(float) ** 2
+        for j in range(i + 1, k):
+            for name in (f"cov_{a}_{params[j]}", f"cov_{params[j]}_{a}"):
+                if name in good:
+                    S[:, i, j] = S[:, j, i] = good[name].to_numpy(float)
+                    break
+    return good.index.to_numpy(), X, S
+
+
+def _resample_weights(n: int, bootstrap: int, seed: int | None) -> np.ndarray:
+    """Row 0: equal weights (the estimate); rows 1..B: multinomial bootstrap weights, each summing to 1."""
+    rng = np.random.default_rng(seed)
+    W = np.ones((1 + bootstrap, n))
+    if bootstrap:
+        W[1:] = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap)
+    return W / n
+
+
+def _true_covariance(X: np.ndarray, S: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per weight row: observed covariance C, mean estimation covariance Σ̄ and C − Σ̄ (B, k, k)."""
+    n, k = X.shape
+    mu = W @ X
+    C = (W @ np.einsum("ni,nj->nij", X, X).reshape(n, k * k)).reshape(-1, k, k) - np.einsum("bi,bj->bij", mu, mu)
+    C *= n / (n - 1)
+    finite = np.isfinite(S).reshape(n, k * k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Sbar = ((W @ np.where(finite, S.reshape(n, k * k), 0.0)) / (W @ finite)).reshape(-1, k, k)
+    return C, Sbar, C - Sbar
+
+
+def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstrap: int = 999,
+                seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
+    """Share of each parameter's across-qubit variance that is not estimation noise (module docstring).
+
+    Args:
+        fits: per-qubit fits with ``<p>_stderr`` columns (good qubits used).
+        params: parameters (default: the model's).
+        bootstrap: resamples of the qubits for the interval (0: none).
+        seed: seed of the resamples.
+        level: confidence level.
+
+    Returns:
+        One row per parameter (index ``param``): ``qubits``, ``qubits_with_stderr``,
+        ``var_observed``, ``var_noise`` (mean squared standard error), ``var_true``, ``sd_true``,
+        ``reliability`` with ``reliability_lo``/``reliability_hi``, ``identified``
+        (reliability ≥ :data:`RELIABILITY_MIN`) and ``verdict`` (a sentence).
+    """
+    params = list(params or fits.model.params)
+    _, X, S = _estimates(fits, params)
+    n = len(X)
+    rows = []
+    if n >= 3:
+        W = _resample_weights(n, bootstrap, seed)
+        C, Sbar, T = _true_covariance(X, S, W)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rel = np.einsum("bii->bi", T) / np.einsum("bii->bi", C)
+    for j, p in enumerate(params):
+        if n < 3:
+            rows.append({"param": p, "qubits": n})
+            continue
+        r = float(rel[0, j])
+        lo = hi = np.nan
+        if bootstrap and np.isfinite(rel[1:, j]).any():
+            lo, hi = np.nanquantile(rel[1:, j], [0.5 - level / 2, 0.5 + level / 2])
+        var_true = float(T[0, j, j])
+        rows.append({"param": p, "qubits": n, "qubits_with_stderr": int(np.isfinite(S[:, j, j]).sum()),
+                     "var_observed": float(C[0, j, j]), "var_noise": float(Sbar[0, j, j]),
+                     "var_true": var_true, "sd_true": float(np.sqrt(var_true)) if var_true > 0 else 0.0 if np.isfinite(var_true) else np.nan,
+                     "reliability": r, "reliability_lo": float(lo), "reliability_hi": float(hi),
+                     "identified": bool(r >= RELIABILITY_MIN)})
+    out = pd.DataFrame(rows).set_index("param")
+    out["verdict"] = [_verdict(p, row) for p, row in out.iterrows()]
+    return out
+
+
+def _verdict(param: str, row: pd.Series) -> str:
+    r = row.get("reliability", np.nan)
+    if not np.isfinite(r):
+        return f"{param}: reliability unknown (no standard errors or fewer than 3 good qubits)."
+    ci = (f" (95% CI {row['reliability_lo']:.2f} to {row['reliability_hi']:.2f})"
+          if np.isfinite(row.get("reliability_lo", np.nan)) else "")
+    noise = min(max(1 - r, 0.0), 1.0)
+    if r >= RELIABILITY_MIN:
+        return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation "
+                f"noise: identified well enough to map.")
+    return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation noise: "
+            f"not identified well enough to map (rule: reliability ≥ {RELIABILITY_MIN:g}); its map, correlations "
+            "and spatial statistics are not device findings.")
+
+
+def identification_findings(rel: pd.DataFrame, reads_per_h: int | None = None) -> list[str]:
+    """Sentences saying which parameters the protocol identified well enough to map (from :func:`reliability`)."""
+    suffix = f" at {reads_per_h:,} reads per h".replace(",", " ") if reads_per_h else ""
+    out = [v[:-1] + suffix + "." if suffix else v for v in rel["verdict"]]
+    return out
+
+
+def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, *, bootstrap: int = 999,
+                           seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
+    """Correlations between parameters across qubits with the estimation covariance removed.
+
+    Args:
+        fits: per-qubit fits with standard-error and covariance columns (good qubits used).
+        params: parameters (default: the model's).
+        bootstrap: resamples of the qubits for the intervals.
+        seed: seed of the resamples.
+        level: confidence level.
+
+    Returns:
+        One row per pair: ``a``, ``b``, ``n``, ``raw`` (Pearson of the fitted values),
+        ``noise_corr`` (the correlation of the estimation errors, mean Σ̂ normalized), ``corrected``
+        (NaN when a true variance is not positive), ``corrected_lo``, ``corrected_hi``,
+        ``reliability_a``, ``reliability_b`` and ``identified`` (both at least
+        :data:`RELIABILITY_MIN`).
+    """
+    params = list(params or fits.model.params)
+    _, X, S = _estimates(fits, params)
+    n, k = X.shape
+    if n < 4:
+        return pd.DataFrame(columns=["a", "b", "n", "raw", "noise_corr", "corrected", "corrected_lo",
+                                     "corrected_hi", "reliability_a", "reliability_b", "identified"])
+    W = _resample_weights(n, bootstrap, seed)
+    C, Sbar, T = _true_covariance(X, S, W)
+    dT = np.einsum("bii->bi", T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = dT / np.einsum("bii->bi", C)
+    rows = []
+    q = [0.5 - level / 2, 0.5 + level / 2]
+    for i in range(k):
+        for j in range(i + 1, k):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = T[:, i, j] / np.sqrt(dT[:, i] * dT[:, j])
+                raw = C[0, i, j] / np.sqrt(C[0, i, i] * C[0, j, j])
+                noise = Sbar[0, i, j] / np.sqrt(Sbar[0, i, i] * Sbar[0, j, j])
+            defined = (dT[:, i] > 0) & (dT[:, j] > 0) & np.isfinite(r)
+            r = np.clip(r, -1.0, 1.0)
+            lo = hi = np.nan
+            if bootstrap and np.isfinite(T[1:, i, j]).any():
+                lo = float(np.quantile(np.where(defined[1:], r[1:], -1.0), q[0]))
+                hi = float(np.quantile(np.where(defined[1:], r[1:], 1.0), q[1]))
+            rows.append({"a": params[i], "b": params[j], "n": n, "raw": float(raw), "noise_corr": float(noise),
+                         "corrected": float(r[0]) if defined[0] else np.nan, "corrected_lo": lo, "corrected_hi": hi,
+                         "reliability_a": float(rel[0, i]), "reliability_b": float(rel[0, j]),
+                         "identified": bool(rel[0, i] >= RELIABILITY_MIN and rel[0, j] >= RELIABILITY_MIN)})
+    return pd.DataFrame(rows)
+
+
+def correlations(fits: FitTable, params: Sequence[str] | None = None, *, corrected: bool = True,
+                 bootstrap: int = 999, seed: int | None = 0) -> pd.DataFrame:
+    """Raw Pearson and Spearman correlations between every pair of parameters over good qubits and,
+    when the fits have standard errors, the corrected correlation of :func:`corrected_correlations`
+    (columns ``corrected``, ``corrected_lo``, ``corrected_hi``, ``noise_corr``, ``reliability_a``,
+    ``reliability_b``, ``identified``). Only the corrected correlation of identified parameters
+    describes the device; the raw ones include the estimation covariance."""
     good = _good(fits)
     params = list(params or fits.model.params)
     rows = []
@@ -153,7 +344,12 @@ def correlations(fits: FitTable, params: Sequence[str] | None = None) -> pd.Data
             slo, shi = _fisher_ci(rho, np.sqrt(1.06 / (n - 3)))
             rows.append({"a": a, "b": b, "n": n, "pearson": r, "pearson_lo": lo, "pearson_hi": hi, "pearson_p": p,
                          "spearman": rho, "spearman_lo": slo, "spearman_hi": shi, "spearman_p": ps})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    has_se = all(f"{p}_stderr" in good for p in params)
+    if corrected and len(out) and has_se:
+        cc = corrected_correlations(fits, params, bootstrap=bootstrap, seed=seed).drop(columns=["n", "raw"])
+        out = out.merge(cc, on=["a", "b"], how="left")
+    return out
 
 
 def _prepare(values: pd.Series, edges: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -184,15 +380,19 @@ def _permutation_p(observed: float, null: np.ndarray, centre: float) -> float:
 
 
 def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutations: int = 999,
-                            seed: int | None = 0, by_class: bool = True) -> pd.DataFrame:
+                            seed: int | None = 0, by_class: bool = True,
+                            reliability: float | None = None) -> pd.DataFrame:
     """Moran's I and Geary's C over all couplers and per coupler class, with permutation p-values.
 
     Args:
         values: per-qubit values indexed by qubit (NaN ignored).
         edges: :func:`qasa.topology.edge_table` (columns u, v, cls).
-        permutations: shuffles of the values for the null distribution.
+        permutations: shuffles of the values for the null distribution (0: statistics only, NaN p-values).
         seed: seed of the shuffles.
         by_class: also test each coupler class separately.
+        reliability: the parameter's reliability (:func:`reliability`); adds the columns
+            ``reliability``, ``morans_i_true`` and ``gearys_c_true`` (disattenuated, NaN when the
+            reliability is not positive).
 
     Returns:
         One row per edge set (``all`` and each class): ``couplers``, ``qubits``, ``morans_i``,
@@ -215,12 +415,22 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
             xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)
             null_i.append(morans_i(xp, u, v))
             null_c.append(gearys_c(xp, u, v))
-        null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
         expected = -1.0 / (n - 1)
+        if permutations > 0:
+            null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
+            p_i, p_c = _permutation_p(i_obs, null_i, expected), _permutation_p(c_obs, null_c, 1.0)
+        else:
+            p_i = p_c = np.nan
         rows.append({"couplers": name, "n_couplers": int(len(u)), "qubits": n, "morans_i": i_obs,
-                     "expected_i": expected, "morans_p": _permutation_p(i_obs, null_i, expected),
-                     "gearys_c": c_obs, "gearys_p": _permutation_p(c_obs, null_c, 1.0)})
-    return pd.DataFrame(rows)
+                     "expected_i": expected, "morans_p": p_i, "gearys_c": c_obs, "gearys_p": p_c})
+    out = pd.DataFrame(rows)
+    if reliability is not None and len(out):
+        r = float(reliability)
+        ok = np.isfinite(r) and r > 0
+        out["reliability"] = r
+        out["morans_i_true"] = out["expected_i"] + (out["morans_i"] - out["expected_i"]) / r if ok else np.nan
+        out["gearys_c_true"] = 1 + (out["gearys_c"] - 1) / r if ok else np.nan
+    return out
 
 
 def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, sources: int = 400,
@@ -411,8 +621,18 @@ def annealing_time_trend(fits_by_time: Mapping[float, FitTable], param: str = "b
     return per, device
 
 
-def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01) -> list[str]:
-    """Sentences stating the significant results of :func:`spatial_autocorrelation` for ``param``."""
+def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01,
+                     reliability: float | None = None) -> list[str]:
+    """Sentences stating the significant results of :func:`spatial_autocorrelation` for ``param``.
+
+    With ``reliability`` below :data:`RELIABILITY_MIN` (or not finite) no structure is reported: one
+    sentence says the parameter is mostly estimation noise; otherwise the sentences give the
+    reliability and the disattenuated Moran's I.
+    """
+    if reliability is not None and not (np.isfinite(reliability) and reliability >= RELIABILITY_MIN):
+        return [f"{param} is not identified well enough to map (reliability {reliability:.2f} < "
+                f"{RELIABILITY_MIN:g}): its spatial statistics describe mostly estimation noise and are not "
+                "reported as structure."]
     out = []
     for _, r in table.iterrows():
         if r["morans_p"] < alpha:
@@ -421,6 +641,9 @@ def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01) -> li
             out.append(f"{param} is {sign} autocorrelated along {where}: Moran's I = {r['morans_i']:.3f} "
                        f"(expected {r['expected_i']:.4f}), p = {r['morans_p']:.3g}; "
                        f"Geary's C = {r['gearys_c']:.3f}, p = {r['gearys_p']:.3g} ({r['n_couplers']} couplers).")
+            if reliability is not None:
+                out[-1] = out[-1][:-1] + (f"; reliability {reliability:.2f}, disattenuated Moran's I ≈ "
+                                          f"{r['expected_i'] + (r['morans_i'] - r['expected_i']) / reliability:.3f}.")
     if not out:
         out.append(f"No spatial autocorrelation of {param} at p < {alpha:g} along any coupler class.")
     return out

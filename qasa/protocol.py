@@ -38,7 +38,9 @@ __all__ = ["Protocol", "Call", "h_grid"]
 def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
     """Return the symmetric grid ``-h_max, -h_max + h_step, ..., h_max`` (rounded to 1e-12).
 
-    The reference example of QASA is ``h_grid(1.0, 0.025)`` (81 values).
+    The default, ``h_grid(1.0, 0.025)`` (81 values), is the *reference h grid*: the grid of the
+    QASA paper and of the example command in lanl-ansi/QASA's README. The collection script's own
+    defaults are wider (``h_grid(2.0, 0.025)``, 161 values; :meth:`Protocol.reference_script`).
 
     Raises:
         ProtocolError: if ``h_max`` or ``h_step`` is not positive, or the grid exceeds 100 001 values.
@@ -87,8 +89,10 @@ class Protocol:
     """Configuration of a single-qubit assessment (pure data; see module docstring).
 
     Args:
-        h_values: the fields to sweep (units of h, with ``auto_scale=False``). Use
-            :meth:`Protocol.grid` for the reference ±h_max grid.
+        h_values: the fields to sweep (units of h, with ``auto_scale=False``); default the
+            reference h grid ±1 in steps of 0.025 (:func:`h_grid`). Use :meth:`Protocol.grid` for
+            another ±h_max grid and :meth:`Protocol.reference_script` for the reference
+            collection script's defaults.
         reads_per_h: total reads of every qubit at each h value.
         reads_per_call: the largest number of reads in one call (bounded by the sampler's
             ``num_reads_range``).
@@ -132,6 +136,26 @@ class Protocol:
     def grid(cls, h_max: float = 1.0, h_step: float = 0.025, **kwargs: Any) -> "Protocol":
         """Build a protocol on the symmetric grid :func:`h_grid` ``(h_max, h_step)``."""
         return cls(h_values=h_grid(h_max, h_step), **kwargs)
+
+    @classmethod
+    def reference_script(cls, **kwargs: Any) -> "Protocol":
+        """The defaults of the reference collection script, lanl-ansi/QASA ``collect_spin_table.py``.
+
+        Read from that script (``build_cli_parser`` and constants, commit 2fb4cf3c): ``--h-range``
+        2.0 and ``--h-step`` 0.025 (h from −2 to 2, 161 values), ``--num-reads`` 100 000 reads per
+        h value in calls of ``CALL_NUM_READS`` = 10 000, ``--annealing-time`` 1 µs, no spin-reversal
+        transform (``--spin-reversal-transform-rate`` unset), ``auto_scale=False`` and
+        ``flux_drift_compensation=False`` (DESIGN.md §3, §6). The script rescales the grid when it
+        exceeds the solver's ``h_range``; qasa instead rejects such a protocol before any call
+        (±2 fits the h_range of every current solver).
+
+        Args:
+            **kwargs: fields to override (e.g. ``qubits``, ``seed``).
+        """
+        base: dict[str, Any] = dict(reads_per_h=100_000, reads_per_call=10_000, gauges_per_h=1,
+                                    spin_reversal=False, annealing_time=1.0, flux_drift_compensation=False)
+        base.update(kwargs)
+        return cls.grid(2.0, 0.025, **base)
 
     def replace(self, **changes: Any) -> "Protocol":
         """Return a copy with some fields changed."""
@@ -244,6 +268,26 @@ class Protocol:
                                 h_index=h_index, h=h, gauge=gauge,
                                 num_reads=self.reads_of_gauge(gauge), flips=flips))
         return out
+
+    def extension_problem(self, larger: "Protocol") -> str | None:
+        """Why ``larger`` (more reads per h) cannot extend data collected with this protocol, or None.
+
+        An extension keeps every existing call: the same id and the same reads. That holds when the
+        extra reads come as whole extra gauges, i.e. when both protocols split their reads per h into
+        calls of the same size (e.g. reads_per_h a multiple of reads_per_call in both).
+        """
+        if larger.reads_per_h <= self.reads_per_h:
+            return f"reads_per_h={larger.reads_per_h} does not exceed the stored {self.reads_per_h}"
+        for g in range(self.calls_per_h):
+            if larger.reads_of_gauge(g) != self.reads_of_gauge(g):
+                return (f"the stored calls have {self.reads_of_gauge(g)} reads each, but {larger.reads_per_h} reads "
+                        f"per h in calls of at most {larger.reads_per_call} would change them; add a multiple of "
+                        f"{self.reads_of_gauge(0)} reads per h")
+        return None
+
+    def call_ids(self) -> set[str]:
+        """Ids of every call of the protocol (without expanding the gauges)."""
+        return {f"g{g:04d}-h{j:05d}" for g in range(self.calls_per_h) for j in range(len(self.h_values))}
 
     def call_seed(self, index: int) -> int:
         """Seed handed to a seeded sampler for call ``index`` (depends only on seed and index)."""

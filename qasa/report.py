@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json, utcnow
+from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json, json_safe, utcnow
 from qasa.fitting import FitTable, fit
 
 __all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report",
@@ -32,19 +32,6 @@ def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
     beta, se = float(table["beta"]), float(table["beta_stderr"])
     return {"beta": beta, "beta_stderr": se, "T_eff": 1.0 / beta if beta > 0 else math.nan,
             "T_eff_stderr": se / beta**2 if beta > 0 else math.nan}
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf by None so the JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | None = None,
@@ -223,7 +210,9 @@ def outcome_section(dataset: Dataset, dataset_path: str | Path) -> dict[str, Any
         return None
     h = dataset.calls["h"].to_numpy(float)
     h0 = float(h[np.argmin(np.abs(h))])
-    raw = dataset.samples(dataset_path, h0)
+    from qasa.store import DatasetStore
+
+    raw = DatasetStore(dataset_path).samples(h0, dataset.calls)
     res = dv.outcome_correlations(raw, dataset.protocol.qubits, edge_table(dataset.device))
     res["h"] = h0
     return res

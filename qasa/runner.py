@@ -16,6 +16,7 @@ read.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -25,14 +26,16 @@ import numpy as np
 import pandas as pd
 
 from qasa.cost import BudgetError, check_run_duration, estimate_call
-from qasa.dataset import COUNT_COLUMNS, Dataset, utcnow
+from qasa.dataset import COUNT_COLUMNS, Dataset, json_safe, utcnow
+from qasa.store import DatasetStore
 from qasa.errors import DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
 from qasa.leap import IN_FLIGHT, async_results, cloud_solver, is_transient, redact, tag
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.samplers import device_info, filter_parameters, validate
 
-__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "is_transient", "redact"]
+__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "sampler_settings", "check_budget_value",
+           "is_transient", "redact", "QPU_SECONDS_WITHOUT_BUDGET"]
 
 #: Parameters the protocol always asks for; silently skipped by samplers that do not know them.
 _ALWAYS = ("auto_scale", "flux_drift_compensation", "answer_mode", "num_reads", "label", "seed")
@@ -66,21 +69,69 @@ def _protocol_difference(stored: Protocol, requested: Protocol) -> str | None:
     return None
 
 
-def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None) -> Protocol:
+def sampler_settings(sampler: dimod.Sampler) -> dict[str, Any]:
+    """Everything about ``sampler`` that changes the data, as plain JSON (recorded and checked on resume).
+
+    The recipe :func:`qasa.samplers.get_sampler` attaches (backend, topology, β of ``sa``/``mock``,
+    preset, physics level, device seed, solver...) and the sampler's own ``qasa_settings()`` when it
+    has one (qasa's samplers do, also when built directly).
+    """
+    out: dict[str, Any] = {"class": f"{type(sampler).__module__}.{type(sampler).__qualname__}"}
+    recipe = getattr(sampler, "qasa_recipe", None)
+    if recipe is not None:
+        out["recipe"] = json_safe(recipe)
+    own = getattr(sampler, "qasa_settings", None)
+    if callable(own):
+        out["settings"] = json_safe(own())
+    return out
+
+
+#: How a changed sampler setting is named in an error (the CLI option that sets it).
+OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology_shape": "--shape",
+                "beta": "--beta", "seed": "--device-seed", "preset": "--preset", "physics": "--physics",
+                "solver": "--solver", "profile": "--profile", "class": "the sampler class"}
+
+
+def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k in ("recipe", "settings", "options"):
+                out.update(flat(v, ""))
+            else:
+                out.setdefault(k, v)
+        return out
+
+    a, b = flat(stored), flat(current)
+    for key in sorted(set(a) & set(b)):     # a setting one side does not record cannot be compared
+        if key in ("profile", "class"):   # credentials, and wrappers around the same sampler, change no data
+            continue
+        if a.get(key) != b.get(key):
+            name = OPTION_NAMES.get(key, key)
+            return f"{name}: stored {a.get(key)!r}, requested {b.get(key)!r}"
+    return None
+
+
+def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
+            extend: bool = False) -> Protocol:
     """Resolve and validate ``protocol`` for ``sampler`` and the output directory; no call is made.
 
     If ``out`` already holds a dataset, its seed and qubits fill in those left unset, and any other
-    difference is an error (the dataset is left untouched).
+    difference of the protocol or of a data-affecting sampler setting (:func:`sampler_settings`) is
+    refused naming it (the dataset is left untouched). With ``extend=True`` the protocol may ask for
+    more reads per h than stored, as long as every stored call keeps its id and reads (whole extra
+    gauges: see :meth:`qasa.protocol.Protocol.extends`).
 
     Raises:
         ProtocolError: the protocol cannot run on the sampler.
-        DatasetError: ``out`` holds a dataset of another protocol or device.
+        DatasetError: ``out`` holds a dataset of another protocol, sampler or device.
     """
     nodelist = getattr(sampler, "nodelist", None)
     if nodelist is None and protocol.qubits is None:
         raise ProtocolError("this sampler has no nodelist; give the qubits to assess explicitly")
-    if out is not None and (Path(out) / "metadata.json").is_file():
-        meta = json.loads((Path(out) / "metadata.json").read_text())
+    store = DatasetStore(out) if out is not None else None
+    if store is not None and store.exists:
+        meta = store.metadata()
         stored_dict = meta.get("protocol")
         if stored_dict is None:
             raise DatasetError(f"{out} holds a dataset without a protocol (imported data); choose another directory")
@@ -91,10 +142,22 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
         if protocol.qubits is None:
             fill["qubits"] = stored.qubits
         requested = protocol.replace(**fill).resolved(nodelist or ())
-        diff = _protocol_difference(stored, requested)
+        if extend and requested.reads_per_h != stored.reads_per_h:
+            problem = stored.extension_problem(requested)
+            if problem is not None:
+                raise DatasetError(f"cannot extend {out}: {problem}")
+            diff = _protocol_difference(stored.replace(reads_per_h=requested.reads_per_h), requested)
+        else:
+            diff = _protocol_difference(stored, requested)
         if diff is not None:
             raise DatasetError(f"{out} holds a dataset of a different protocol ({diff}); "
                                "use another output directory or the same options")
+        if meta.get("sampler") is not None:
+            diff = _settings_difference(meta["sampler"], sampler_settings(sampler))
+            if diff is not None:
+                raise DatasetError(f"{out} was collected with other sampler settings ({diff}); "
+                                   "resume with the stored settings (`qasa run DIR` alone uses them) "
+                                   "or use another output directory")
         solver = device_info(sampler)["solver"]
         stored_solver = (meta.get("device") or {}).get("solver")
         if stored_solver is not None and stored_solver != solver:
@@ -107,10 +170,34 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
     return protocol
 
 
+def check_budget_value(max_qpu_seconds: float | None) -> None:
+    """A budget must be a finite positive number of seconds (``nan`` would switch the guard off).
+
+    Raises:
+        BudgetError: naming the value and the allowed range.
+    """
+    if max_qpu_seconds is None:
+        return
+    try:
+        value = float(max_qpu_seconds)
+    except (TypeError, ValueError):
+        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a number of seconds > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a finite number of seconds > 0")
+
+
+def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff: float) -> None:
+    for name, value, low in (("keep_samples", keep_samples, 0), ("retries", retries, 0), ("in_flight", in_flight, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ProtocolError(f"{name}={value!r} must be an integer ≥ {low}")
+    if not (math.isfinite(backoff) and backoff >= 0):
+        raise ProtocolError(f"backoff={backoff!r} must be a finite number of seconds ≥ 0")
+
+
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
-        in_flight: int = 50) -> Dataset:
+        in_flight: int = 50, extend: bool = False) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -121,14 +208,17 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
             nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
             needs ``out`` and takes the SampleSet path even on the virtual QPU.
-        max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included). A run whose
-            estimate exceeds it does not start; a run that reaches it stops before the call that
-            would cross it, with everything collected saved (:class:`~qasa.cost.BudgetError`).
-        retries: attempts after a transient error (:func:`is_transient`) before giving up on a
-            call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
+        max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included), a finite
+            number > 0. A run whose estimate exceeds it does not start; a run that reaches it stops
+            before the call that would cross it, with everything collected saved
+            (:class:`~qasa.cost.BudgetError`). On a cloud solver (a real QPU) a run estimated above
+            :data:`QPU_SECONDS_WITHOUT_BUDGET` needs an explicit budget.
+        retries: attempts after a transient error (:func:`~qasa.leap.is_transient`) before giving
+            up on a call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
         backoff: first wait between attempts in seconds (doubled each time).
         in_flight: calls submitted at once to a cloud solver (``DWaveSampler``): their futures are
             reduced as they complete, in any order, straight from the answer matrix.
+        extend: allow a larger ``reads_per_h`` than the stored dataset's (extra gauges).
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -137,107 +227,173 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         ProtocolError, DatasetError: before any call, for bad input (nothing is written).
         BudgetError: over budget, before the first call or when the budget is reached.
     """
-    protocol = prepare(protocol, sampler, out)
-    calls = protocol.calls()
-    qubits = np.asarray(protocol.qubits, dtype=np.int64)
-    existing = Dataset.load(out) if out is not None and (Path(out) / "metadata.json").is_file() else None
-    done = existing.call_ids if existing is not None else set()
-    spent = _spent_us(existing)
-    todo = [c for c in calls if c.call_id not in done]
-    estimates = {n: estimate_call(sampler, protocol, len(qubits), n) for n in {c.num_reads for c in todo}}
-    if max_qpu_seconds is not None and todo and all(v is not None for v in estimates.values()):
-        needed = sum(estimates[c.num_reads] for c in todo)
-        if spent + needed > max_qpu_seconds * 1e6:
-            raise BudgetError(f"the remaining {len(todo)} calls need an estimated {needed / 1e6:.2f} s of QPU time "
-                              f"({spent / 1e6:.2f} s already spent); the budget is {max_qpu_seconds:g} s. "
+    check_budget_value(max_qpu_seconds)
+    _check_run_options(keep_samples, retries, in_flight, backoff)
+    protocol = prepare(protocol, sampler, out, extend=extend)
+    store = DatasetStore(out) if out is not None else None
+    if store is None:
+        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight)
+    if not store.exists:   # refuse an over-budget run before the directory is created
+        _plan_budget(protocol.calls(), protocol, sampler, 0.0, max_qpu_seconds)
+    with store.writing():
+        return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
+                           backoff, in_flight)
+
+
+#: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
+QPU_SECONDS_WITHOUT_BUDGET = 10.0
+
+
+def _plan_budget(todo: list[Call], protocol: Protocol, sampler: dimod.Sampler, spent: float,
+                 max_qpu_seconds: float | None) -> dict[int, float | None]:
+    """Estimated QPU time per call size; refuse before anything is submitted when over budget."""
+    n = len(protocol.qubits or ())
+    estimates = {r: estimate_call(sampler, protocol, n, r) for r in {c.num_reads for c in todo}}
+    known = all(v is not None for v in estimates.values())
+    needed = sum(estimates[c.num_reads] for c in todo) if known else None
+    if max_qpu_seconds is None and cloud_solver(sampler) is not None and todo:
+        if needed is None or needed > QPU_SECONDS_WITHOUT_BUDGET * 1e6:
+            shown = "an unknown amount of" if needed is None else f"an estimated {needed / 1e6:.1f} s of"
+            raise BudgetError(f"this run needs {shown} QPU time; pass --max-qpu-seconds (or set "
+                              f"QASA_MAX_QPU_SECONDS, or max_qpu_seconds=) to allow it — runs over "
+                              f"{QPU_SECONDS_WITHOUT_BUDGET:g} s on a QPU need an explicit budget. "
                               "Nothing was submitted.")
+    if max_qpu_seconds is not None and todo and needed is not None and spent + needed > max_qpu_seconds * 1e6:
+        raise BudgetError(f"the remaining {len(todo)} calls need an estimated {needed / 1e6:.2f} s of QPU time "
+                          f"({spent / 1e6:.2f} s already spent); the budget is {max_qpu_seconds:g} s. "
+                          "Nothing was submitted.")
+    return estimates
+
+
+def _device_record(protocol: Protocol, sampler: dimod.Sampler) -> dict[str, Any]:
     info = device_info(sampler)
     truth = getattr(sampler, "qasa_truth", None)
     if truth is not None:  # a virtual device knows what the assessment should find
         info["truth"] = truth(protocol)
-    base = sampler_parameters(protocol)
+    return info
+
+
+def _ignored_parameters(sampler: dimod.Sampler, base: dict[str, Any], solver: str) -> list[str]:
     _, ignored = filter_parameters(sampler, base)
     requested_ignored = [k for k in ignored if k not in _ALWAYS]
     if requested_ignored:
-        warnings.warn(f"{info['solver']} does not accept {requested_ignored}; they are not sent",
-                      stacklevel=2)
-    run_record = {"started": utcnow(), "ignored_parameters": requested_ignored}
+        warnings.warn(f"{solver} does not accept {requested_ignored}; they are not sent", stacklevel=3)
+    return requested_ignored
 
-    memory_counts: list[pd.DataFrame] = []
-    memory_calls: list[dict[str, Any]] = []
-    if out is not None:
-        out = Path(out)
-        if existing is not None:
-            runs = existing.metadata.get("runs", [])
-        else:
-            runs = []
-            Dataset.create(out, {"protocol": protocol.to_dict(), "device": info, "created": utcnow(),
-                                 "runs": []})
-        Dataset.update_metadata(out, runs=runs + [run_record])
+
+class _Budget:
+    """QPU time spent so far and the check before each submission."""
+
+    def __init__(self, spent: float, max_qpu_seconds: float | None, estimates: dict[int, float | None],
+                 total: int, done_before: int) -> None:
+        self.spent, self.limit, self.estimates = spent, max_qpu_seconds, estimates
+        self.total, self.done = total, done_before
+
+    def check(self, call: Call, committed: float) -> None:
+        if self.limit is None:
+            return
+        if self.spent + committed + (self.estimates.get(call.num_reads) or 0.0) > self.limit * 1e6:
+            raise BudgetError(f"QPU-time budget reached: {self.spent / 1e6:.3f} s spent of {self.limit:g} s "
+                              f"with {self.done} of {self.total} calls done; the collected data are "
+                              "saved — run again with a larger budget to resume.")
+
+    def add(self, call: Call, record: dict[str, Any]) -> None:
+        used = record.get("qpu_access_time")
+        self.spent += used if used is not None else (self.estimates.get(call.num_reads) or 0.0)
+        self.done += 1
+
+
+def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
+             store: DatasetStore | None, run_record):
+    if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
+        return async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, budget.check,
+                             budget.estimates, None if store is None else store.path / IN_FLIGHT, run_record)
+    return _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, budget.check)
+
+
+def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, max_qpu_seconds, retries,
+                backoff, in_flight) -> Dataset:
+    calls = protocol.calls()
+    qubits = np.asarray(protocol.qubits, dtype=np.int64)
+    existed = store.exists
+    done = store.done_call_ids() if existed else set()
+    todo = [c for c in calls if c.call_id not in done]
+    spent = store.spent_qpu_us() if existed else 0.0
+    estimates = _plan_budget(todo, protocol, sampler, spent, max_qpu_seconds)
+    base = sampler_parameters(protocol)
+    if not todo and existed:           # nothing to do: a finished dataset, returned as stored
+        if progress is not None:
+            progress(len(calls), len(calls))
+        ds = store.load()
+        if store.has_journal():
+            _finish(store, ds, None)
+        return ds
+    info = _device_record(protocol, sampler)
+    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
+    if existed:
+        meta = store.metadata()
+        store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
+                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}))
+    else:
+        store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
+                      "created": utcnow(), "runs": [run_record]})
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
-    state = {"spent": spent}
-
-    def check_budget(call: Call, committed: float) -> None:
-        if max_qpu_seconds is None:
-            return
-        if state["spent"] + committed + (estimates.get(call.num_reads) or 0.0) > max_qpu_seconds * 1e6:
-            raise BudgetError(f"QPU-time budget reached: {state['spent'] / 1e6:.3f} s spent of {max_qpu_seconds:g} s "
-                              f"with {total - len(todo) + finished[0]} of {total} calls done; the collected data are "
-                              "saved — run again with a larger budget to resume.")
-
-    finished = [0]
-    if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
-        results = async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget,
-                                 estimates, None if out is None else out / IN_FLIGHT, run_record)
-    else:
-        results = _sequential_results(todo, protocol, sampler, qubits, base, keep_samples if out else 0,
-                                      retries, backoff, check_budget)
+    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo))
+    results = _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
+                       store, run_record)
     try:
         for call, record, counts, samples in results:
-            state["spent"] += (record["qpu_access_time"] if record["qpu_access_time"] is not None
-                               else (estimates.get(call.num_reads) or 0.0))
-            if out is not None:
-                if samples is not None:   # before the journal entry: a journaled call has its samples
-                    Dataset.store_samples(out, call.call_id, samples)
-                Dataset.journal_call(out, record, counts)
-            else:
-                memory_counts.append(counts)
-                memory_calls.append(record)
-            finished[0] += 1
+            budget.add(call, record)
+            if samples is not None:   # before the journal entry: a journaled call has its samples
+                store.store_samples(call.call_id, samples)
+            store.journal_call(record, counts)
             if progress is not None:
-                progress(total - len(todo) + finished[0], total)
+                progress(budget.done, total)
     except BudgetError:
         raise
     except Exception as exc:
-        if out is not None:
-            failures = json.loads((out / "metadata.json").read_text()).get("failures", [])
-            failures.append({"call_id": getattr(exc, "qasa_call_id", None), "time": utcnow(),
-                             "error": redact(f"{type(exc).__name__}: {exc}")})
-            Dataset.update_metadata(out, failures=failures)
+        store.record_failure(getattr(exc, "qasa_call_id", None), redact(f"{type(exc).__name__}: {exc}"), utcnow())
         raise
+    ds = store.load()
+    return _finish(store, ds, run_record)
 
-    if out is None:
-        meta = {"protocol": protocol.to_dict(), "device": info, "created": run_record["started"],
-                "runs": [{**run_record, "finished": utcnow()}]}
-        counts = pd.concat(memory_counts, ignore_index=True) if memory_counts else None
-        ds = Dataset(counts if counts is not None else pd.DataFrame(columns=COUNT_COLUMNS),
-                     pd.DataFrame(memory_calls), meta)
-        return _with_totals(ds).sorted()
-    ds = Dataset.load(out)
-    ds.metadata["runs"][-1]["finished"] = utcnow()
-    if "reattached_in_flight" in run_record:
-        ds.metadata["runs"][-1]["reattached_in_flight"] = run_record["reattached_in_flight"]
+
+def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None) -> Dataset:
+    """Close the run record, add totals, sort and compact the dataset on disk."""
+    if run_record is not None and ds.metadata.get("runs"):
+        ds.metadata["runs"][-1]["finished"] = utcnow()
+        if "reattached_in_flight" in run_record:
+            ds.metadata["runs"][-1]["reattached_in_flight"] = run_record["reattached_in_flight"]
     ds = _with_totals(ds).sorted()
-    ds.save(out)
+    store.save(ds)
     return ds
 
 
-def _spent_us(ds: Dataset | None) -> float:
-    if ds is None or "qpu_access_time" not in ds.calls:
-        return 0.0
-    return float(np.nansum(ds.calls["qpu_access_time"].to_numpy(dtype=float)))
+def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight) -> Dataset:
+    calls = protocol.calls()
+    qubits = np.asarray(protocol.qubits, dtype=np.int64)
+    estimates = _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
+    base = sampler_parameters(protocol)
+    info = _device_record(protocol, sampler)
+    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
+    budget = _Budget(0.0, max_qpu_seconds, estimates, len(calls), 0)
+    if progress is not None:
+        progress(0, len(calls))
+    counts, records = [], []
+    for call, record, c, _ in _results(calls, protocol, sampler, qubits, base, budget, 0, retries, backoff,
+                                       in_flight, None, run_record):
+        budget.add(call, record)
+        counts.append(c)
+        records.append(record)
+        if progress is not None:
+            progress(budget.done, len(calls))
+    meta = {"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
+            "created": run_record["started"], "runs": [{**run_record, "finished": utcnow()}]}
+    ds = Dataset(pd.concat(counts, ignore_index=True) if counts else pd.DataFrame(columns=COUNT_COLUMNS),
+                 pd.DataFrame(records), meta)
+    return _with_totals(ds).sorted()
 
 
 def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:

@@ -11,7 +11,7 @@ Backends (:func:`get_sampler`):
   MockDWaveSampler's default steepest descent.
 - ``"sa"``: :class:`StructuredSASampler`, the same exact Gibbs sampler on a Chimera, Pegasus or
   Zephyr graph from dwave-networkx (``dwave.graphs``), seeded per call.
-- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.emulator`).
+- ``"emulator"``: qasa's virtual QPU (:mod:`qasa.virtual`).
 
 Any other :class:`dimod.Sampler` can be passed to the runner directly. Only keyword arguments listed
 in a sampler's ``parameters`` are sent to it (:func:`filter_parameters`).
@@ -32,13 +32,13 @@ import numpy as np
 
 from qasa.errors import CredentialsError, ProtocolError, SamplerError
 from qasa.protocol import Protocol
+from qasa.topology import DEFAULT_SHAPES, topology_graph
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_SHAPES",
     "StructuredSASampler",
     "get_sampler",
-    "topology_graph",
     "device_info",
     "filter_parameters",
     "validate",
@@ -47,37 +47,8 @@ __all__ = [
 
 BACKENDS = ("emulator", "sa", "mock", "qpu")
 
-#: Full-size shapes of the production topologies: Chimera C16 (2000Q), Pegasus P16 (Advantage),
-#: Zephyr Z12 (Advantage2).
-DEFAULT_SHAPES: dict[str, list[int]] = {"chimera": [16, 16, 4], "pegasus": [16], "zephyr": [12, 4]}
-
 #: h ranges by topology generation (DESIGN.md §2: [-2, 2] on 2000Q, [-4, 4] on Advantage/Advantage2).
 H_RANGES: dict[str, list[float]] = {"chimera": [-2.0, 2.0], "pegasus": [-4.0, 4.0], "zephyr": [-4.0, 4.0]}
-
-
-def topology_graph(topology_type: str, topology_shape: list[int] | None = None):
-    """Return the networkx graph of a D-Wave topology (fully yielded).
-
-    Raises:
-        SamplerError: for an unknown topology type or a malformed shape.
-    """
-    import dwave.graphs as dg
-
-    if topology_type not in DEFAULT_SHAPES:
-        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
-    shape = list(topology_shape) if topology_shape is not None else DEFAULT_SHAPES[topology_type]
-    try:
-        if topology_type == "chimera":
-            if len(shape) == 1:
-                shape = [shape[0], shape[0], 4]
-            return dg.chimera_graph(*shape), shape
-        if topology_type == "pegasus":
-            return dg.pegasus_graph(shape[0], fabric_only=True), shape[:1]
-        if len(shape) == 1:
-            shape = [shape[0], 4]
-        return dg.zephyr_graph(*shape), shape
-    except (TypeError, ValueError, IndexError) as exc:
-        raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
 
 
 class StructuredSASampler(dimod.Sampler, dimod.Structured):
@@ -210,13 +181,34 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
         seed: seed of the virtual QPU's hidden truth (``"emulator"``).
         broken_nodes: qubits to remove from the software backends.
         **options: further backend-specific options (``"emulator"``: preset, structure, physics...;
-            see :class:`qasa.emulator.VirtualQPU`).
+            see :class:`qasa.virtual.VirtualQPU`).
 
     Raises:
         SamplerError: unknown backend or solver; :class:`CredentialsError` without a Leap token.
     """
     if isinstance(backend, dimod.Sampler):
         return backend
+    sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
+                            profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
+    # how it was made: recorded with the data, checked on resume, reused by `qasa run DIR`
+    recipe = {"backend": backend, "topology_type": topology_type, "topology_shape": topology_shape,
+              "solver": solver, "broken_nodes": broken_nodes, **options}
+    if backend in ("sa", "mock"):
+        recipe["beta"] = beta
+    if backend == "emulator":
+        recipe["seed"] = getattr(sampler, "seed", seed)
+    if backend == "qpu":
+        recipe["profile"] = profile
+    try:
+        sampler.qasa_recipe = recipe
+    except AttributeError:  # pragma: no cover - a sampler class with __slots__
+        pass
+    return sampler
+
+
+def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: list[int] | None,
+                  solver: str | dict | None, profile: str | None, beta: float, seed: int | None,
+                  broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
     if backend == "sa":
@@ -234,7 +226,7 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
                                    proposal_acceptance_criteria="Gibbs", randomize_order=False),
             parameter_warnings=False)
     if backend == "emulator":
-        from qasa.emulator import VirtualQPU
+        from qasa.virtual import VirtualQPU
 
         return VirtualQPU(topology_type=topology_type, topology_shape=topology_shape, seed=seed,
                           broken_nodes=broken_nodes, **options)

@@ -222,22 +222,28 @@ def to_anneal_schedule(sh: Shape, sampler_or_properties, annealing_time: float =
                        s_min: float = 0.0, points: int | None = None) -> AnnealExport:
     """Export ``sh`` as a legal anneal schedule for a solver (see the module docstring).
 
-    The s-path is ``s(u) = 1 − (1 − s_min) f̃(u)``. It is first slope-limited to the solver's
-    maximum |ds/dt| (a jump, as in a step shape, becomes the steepest legal ramp), then
-    approximated piecewise-linearly with breakpoints placed greedily where the approximation is
-    worst, times rounded to 0.01 µs. ``max_error``/``mean_error`` compare the result with the
-    unlimited shape, so a shape the solver cannot follow is visible rather than hidden.
+    The s-path is ``s(u) = 1 − (1 − s_min) f̃(u)``. It is sampled on a grid of times that are
+    multiples of the QPU's 0.01 µs resolution (at most ~4 000 intervals), slope-limited there to the
+    solver's maximum |ds/dt| (a jump, as in a step shape or the start of a reverse anneal, becomes the
+    steepest legal ramp), and approximated piecewise-linearly with breakpoints chosen greedily among
+    those grid times where the approximation is worst. Because every breakpoint is a grid time, no
+    two points round to the same time and the end points are exact: a forward anneal starts at
+    (0, 0), a reverse anneal at (0, 1), and both end at (annealing_time, 1). A chord between grid
+    points of a slope-limited path is itself within the slope limit. ``max_error``/``mean_error``
+    compare the result with the unlimited shape, so a shape the solver cannot follow is visible
+    rather than hidden.
 
     Args:
         sh: the shape.
         sampler_or_properties: a sampler (its ``properties``) or the properties dict.
-        annealing_time: total duration in µs.
-        s_min: lowest anneal fraction reached (reverse anneals: the turning depth).
+        annealing_time: total duration in µs, a multiple of 0.01 µs.
+        s_min: lowest anneal fraction reached (reverse anneals: the turning depth), in [0, 1).
         points: number of points (default: the solver's maximum).
 
     Raises:
         ProtocolError: a shape that never decreases (not an anneal), an annealing time outside
-            the solver's range or too short to reach s = 1, or a bad number of points.
+            the solver's range, not on the 0.01 µs grid or too short to reach s = 1, a bad ``s_min``
+            or a bad number of points.
     """
     props = _properties(sampler_or_properties)
     tmin, tmax = props["annealing_time_range"]
@@ -247,37 +253,33 @@ def to_anneal_schedule(sh: Shape, sampler_or_properties, annealing_time: float =
         raise ProtocolError(f"points={npts} must lie in [2, {max_points}] (max_anneal_schedule_points)")
     if not tmin <= annealing_time <= tmax:
         raise ProtocolError(f"annealing_time={annealing_time:g} µs is outside annealing_time_range [{tmin:g}, {tmax:g}]")
+    centi = int(round(annealing_time * 100))
+    if abs(centi - annealing_time * 100) > 1e-6:
+        raise ProtocolError(f"annealing_time={annealing_time!r} µs is not a multiple of the QPU's 0.01 µs time resolution")
+    if not 0.0 <= s_min < 1.0:
+        raise ProtocolError(f"s_min={s_min!r} must lie in [0, 1)")
     fine = np.linspace(0, 1, 4001)
-    values = sh(fine)
-    if np.ptp(values) == 0:
+    if np.ptp(sh(fine)) == 0:
         raise ProtocolError(f"shape {sh.label} never changes: it is not an anneal")
     reverse = not sh.is_monotone()
-    s_path = 1.0 - (1.0 - s_min) * sh.normalized(fine)
+    # the time grid, in units of 0.01 µs: every exported time is one of these integers / 100
+    stride = max(1, -(-centi // 4000))
+    grid = np.unique(np.concatenate([np.arange(0, centi, stride), [centi]]))
+    t_full = grid / 100.0
+    u_full = grid / centi
+    s_target = 1.0 - (1.0 - s_min) * sh.normalized(u_full)
+    # a forward anneal starts at s = 0, a reverse anneal at s = 1 (the initial state is read in there);
+    # both end at s = 1. Jumps to or from the shape become the steepest legal ramps below.
+    s_target[0] = 1.0 if reverse else 0.0
+    s_target[-1] = 1.0
     limit = 1.0 / tmin
-    if reverse:
-        # a reverse anneal starts and ends at s = 1 (the initial state is read in at s = 1); the jumps
-        # at both ends become the steepest legal ramps in the slope limiter below
-        u_full = np.concatenate([[0.0], fine, [1.0]])
-        s_target = np.concatenate([[1.0], s_path, [1.0]])
-    else:
-        u_full, s_target = fine, s_path
-    t_full = u_full * annealing_time
     s_lim = _slope_limited(t_full, s_target, limit, both_ways=reverse)
-    if abs(s_lim[-1] - 1.0) > 1e-9:
+    if s_lim[-1] != 1.0:
         raise ProtocolError(f"annealing_time={annealing_time:g} µs is too short for the {sh.label} schedule to "
                             f"reach s = 1 at the solver's maximum slope {limit:g}/µs")
     knots = _greedy_knots(u_full, s_lim, npts, forced=[0, len(u_full) - 1])
-    t = np.round(t_full[knots], 2)
+    t = grid[knots] / 100.0
     s = np.clip(s_lim[knots], 0.0, 1.0)
-    s[0], s[-1] = (1.0, 1.0) if reverse else (0.0, 1.0)
-    keep = np.concatenate([[True], np.diff(t) > 0])
-    t, s = t[keep], s[keep]
-    # rounding times to 0.01 µs can steepen a segment slightly: pull its end back within the limit
-    for i in range(1, len(t)):
-        step = limit * (t[i] - t[i - 1])
-        s[i] = np.clip(s[i], s[i - 1] - step, s[i - 1] + step) if i < len(t) - 1 else s[i]
-    if abs(s[-1] - s[-2]) > limit * (t[-1] - t[-2]) + 1e-12:
-        raise ProtocolError(f"annealing_time={annealing_time:g} µs is too short for the {sh.label} schedule")
     schedule = [(float(a), float(b)) for a, b in zip(t, s)]
     approx = np.interp(t_full, t, s)
     err = np.abs(approx - s_target)

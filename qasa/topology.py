@@ -1,7 +1,7 @@
 """Qubit coordinates, coupler classes and device graphs for Chimera, Pegasus and Zephyr devices.
 
 The graphs and coordinates come from ``dwave.graphs`` (the successor of ``dwave_networkx``,
-DESIGN.md §5); positions are D-Wave's own drawing layouts, so maps look like D-Wave's documentation.
+docs/DESIGN.md §5); positions are D-Wave's own drawing layouts, so maps look like D-Wave's documentation.
 
 Per-qubit features (:func:`qubit_table`):
 
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 import networkx as nx
 import numpy as np
 
-from qasa.samplers import topology_graph
+from qasa.errors import SamplerError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
+__all__ = ["DEFAULT_SHAPES", "topology_graph", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
 
 #: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
 #: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
@@ -34,6 +34,38 @@ __all__ = ["device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "q
 #: and ``odd`` (same orientation and line position, the paired k offsets).
 COUPLER_CLASSES = {"chimera": ("internal", "external"), "pegasus": ("internal", "external", "odd"),
                    "zephyr": ("internal", "external", "odd")}
+
+#: Full-size shapes of the production topologies: Chimera C16 (2000Q), Pegasus P16 (Advantage),
+#: Zephyr Z12 (Advantage2).
+DEFAULT_SHAPES: dict[str, list[int]] = {"chimera": [16, 16, 4], "pegasus": [16], "zephyr": [12, 4]}
+
+
+def topology_graph(topology_type: str, topology_shape: list[int] | None = None) -> tuple[nx.Graph, list[int]]:
+    """Return the networkx graph of a D-Wave topology (fully yielded) and its normalized shape.
+
+    Chimera ``[m]`` means ``[m, m, 4]``, Zephyr ``[m]`` means ``[m, 4]``; Pegasus keeps ``[m]``
+    (the fabric-only graph, as on the QPU).
+
+    Raises:
+        SamplerError: for an unknown topology type or a malformed shape.
+    """
+    import dwave.graphs as dg
+
+    if topology_type not in DEFAULT_SHAPES:
+        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
+    shape = list(topology_shape) if topology_shape is not None else DEFAULT_SHAPES[topology_type]
+    try:
+        if topology_type == "chimera":
+            if len(shape) == 1:
+                shape = [shape[0], shape[0], 4]
+            return dg.chimera_graph(*shape), shape
+        if topology_type == "pegasus":
+            return dg.pegasus_graph(shape[0], fabric_only=True), shape[:1]
+        if len(shape) == 1:
+            shape = [shape[0], 4]
+        return dg.zephyr_graph(*shape), shape
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
 
 
 def device_graph(device: dict[str, Any]) -> nx.Graph:
@@ -82,8 +114,6 @@ def coupler_classes(topology_type: str, topology_shape: list[int] | None,
                     edges: Iterable[tuple[int, int]]) -> list[str]:
     """Class of each coupler (see :data:`COUPLER_CLASSES`), from dwave-networkx coordinates."""
     import dwave.graphs as dg
-
-    from qasa.samplers import topology_graph
 
     _, shape = topology_graph(topology_type, topology_shape)
     edges = list(edges)
@@ -136,8 +166,6 @@ def qubit_table(device: dict[str, Any]) -> "pd.DataFrame":
         ValueError: if the device has no topology type (e.g. an imported table without ``--topology``).
     """
     import pandas as pd
-
-    from qasa.samplers import topology_graph
 
     ttype = device.get("topology_type")
     if ttype is None:

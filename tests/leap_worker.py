@@ -14,4 +14,4 @@ def protocol():
 if __name__ == "__main__":
     endpoint, solver, out = sys.argv[1:4]
     sampler = DWaveSampler(endpoint=endpoint, token="DEV-worker-token", solver=solver)
-    qasa.run(protocol(), sampler, out, in_flight=2)
+    qasa.run(protocol(), sampler, out, in_flight=2, max_qpu_seconds=3600.0)

@@ -35,7 +35,7 @@ PREFIX = "/sapi/v2/"
 
 def solver_data(qpu, name: str) -> dict:
     """Solver definition in SAPI's format from a virtual QPU's properties."""
-    from qasa.samplers import topology_graph
+    from qasa.topology import topology_graph
 
     props = dict(qpu.properties)
     full, _ = topology_graph(props["topology"]["type"], props["topology"]["shape"])

@@ -10,7 +10,7 @@ import qasa
 from qasa.cli import main
 from qasa.cost import BudgetError, plan, timing_model
 from qasa.dataset import Dataset
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.errors import ProtocolError
 
 

@@ -66,6 +66,10 @@ def test_interrupted_compaction_loses_and_duplicates_nothing(dataset, tmp_path):
     first = dataset.counts["call_id"].iloc[0]
     dataset.save(path)
     record = dataset.calls[dataset.calls["call_id"] == first].iloc[0].to_dict()
-    Dataset.journal_call(path, record, dataset.counts[dataset.counts["call_id"] == first])
+    from qasa.store import DatasetStore
+
+    store = DatasetStore(path)
+    with store.writing():
+        store.journal_call(record, dataset.counts[dataset.counts["call_id"] == first])
     back = Dataset.load(path)
     assert back.sorted().equals(dataset.sorted())

@@ -8,7 +8,7 @@ import pytest
 
 import qasa
 from qasa import device as dv
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.topology import edge_table, qubit_table
 
@@ -150,7 +150,9 @@ def test_outcome_correlations_detect_a_shared_field_only_when_present(tmp_path, 
     protocol = qasa.Protocol(h_values=(0.0, 0.1), reads_per_h=2000, reads_per_call=1000, seed=1)
     ds = qasa.run(protocol, chimera_sa, out, keep_samples=1000)
     edges = edge_table(ds.device)
-    raw = ds.samples(out, 0.0)
+    from qasa.store import DatasetStore
+
+    raw = DatasetStore(out).samples(0.0)
     assert raw.shape == (2000, 128)
     res = dv.outcome_correlations(raw, ds.protocol.qubits, edges)
     assert abs(res["z_all"]) < 4 and all(abs(res[c]["z"]) < 4 for c in ("internal", "external"))
@@ -160,3 +162,107 @@ def test_outcome_correlations_detect_a_shared_field_only_when_present(tmp_path, 
     spins = np.where(rng.random((2000, 128)) < 0.5 * (1 + np.tanh(3 * shared)), -1, 1)
     res = dv.outcome_correlations(spins, ds.protocol.qubits, edges)
     assert res["z_all"] > 10 and res["p_all"] < 1e-6
+
+
+# -- estimation error: reliability and corrected correlations ----------------------------------
+
+from qasa.dataset import Response  # noqa: E402
+from qasa.models import get_model  # noqa: E402
+from qasa.protocol import h_grid  # noqa: E402
+
+_PAIRS = [("beta", "b"), ("beta", "gamma"), ("beta", "eta"), ("b", "gamma"), ("b", "eta"), ("gamma", "eta")]
+
+
+def _qasa_device(seed, n=120, reads=4000, eta0=0.1, beta_sd=0.1, rho_beta_gamma=0.0):
+    """Counts of ``n`` qubits drawn from the QASA model in their own frame (41 h values ±1) with
+    independent true β, b, γ, η, or a planted correlation ρ between β and log γ."""
+    rng = np.random.default_rng(seed)
+    zb, zg = rng.normal(size=(2, n))
+    beta = 5 + beta_sd * zb
+    gamma = 0.1 * np.exp(0.3 * (rho_beta_gamma * zb + np.sqrt(1 - rho_beta_gamma**2) * zg))
+    theta = np.column_stack([beta, rng.normal(0, 0.01, n), gamma, eta0 * np.exp(0.3 * rng.normal(size=n))])
+    h = np.array(h_grid(1.0, 0.05))
+    nt = np.full((n, len(h)), reads)
+    return theta, Response(np.arange(n), h, rng.binomial(nt, get_model("qasa").p_down(h, theta)), nt)
+
+
+def test_corrected_correlations_cover_zero_for_independent_parameters_where_raw_beta_eta_does_not():
+    """60 devices with independent true parameters: every corrected correlation's 95% interval
+    covers 0 at about the nominal rate; the raw corr(β̂, η̂) is biased (likelihood coupling)."""
+    covered, raw, corrected = [], [], []
+    for seed in range(60):
+        _, r = _qasa_device(seed)
+        c = dv.corrected_correlations(fit(r, "qasa"), bootstrap=299, seed=seed).set_index(["a", "b"]).loc[_PAIRS]
+        covered.append(((c["corrected_lo"] <= 0) & (0 <= c["corrected_hi"])).to_numpy())
+        raw.append(c["raw"].to_numpy())
+        corrected.append(c["corrected"].to_numpy())
+    covered, raw, corrected = np.array(covered), np.array(raw), np.array(corrected)
+    assert 0.91 <= covered.mean() <= 0.99, covered.mean(0)
+    assert covered.mean(0).min() >= 0.85, covered.mean(0)
+    be = _PAIRS.index(("beta", "eta"))
+    # raw: biased (its mean over devices is many standard errors above the true 0), and its Fisher
+    # interval misses 0 far more often than 5% of the time
+    r_be = raw[:, be]
+    assert r_be.mean() > 0.1 and r_be.mean() > 8 * r_be.std() / np.sqrt(len(r_be))
+    assert np.mean(np.abs(r_be) > 1.96 / np.sqrt(120 - 3)) > 0.25
+    # corrected: centred on 0 (mean over devices within 3 standard errors of it)
+    c_be = corrected[:, be]
+    assert abs(np.nanmean(c_be)) < 3 * np.nanstd(c_be) / np.sqrt(np.isfinite(c_be).sum())
+
+
+def test_corrected_correlation_recovers_a_planted_correlation():
+    theta, r = _qasa_device(1, n=300, beta_sd=0.4, rho_beta_gamma=0.6)
+    c = dv.corrected_correlations(fit(r, "qasa"), bootstrap=499, seed=1).set_index(["a", "b"])
+    truth = np.corrcoef(theta[:, 0], theta[:, 2])[0, 1]
+    row = c.loc[("beta", "gamma")]
+    assert row["corrected_lo"] < truth < row["corrected_hi"] and row["identified"]
+    assert abs(row["corrected"] - truth) < 0.1 and abs(row["corrected"]) > abs(row["raw"]) - 0.02
+    # the raw and corrected columns sit side by side in device.correlations
+    both = dv.correlations(fit(r, "qasa"), bootstrap=99).set_index(["a", "b"])
+    assert {"pearson", "spearman", "corrected", "corrected_lo", "corrected_hi", "identified"} <= set(both.columns)
+
+
+def test_reliability_says_eta_is_noise_at_4000_reads_per_h_and_flags_its_spatial_statistics():
+    # the virtual-QPU regime: βη ≈ 0.1, 4 000 reads per h
+    theta, r = _qasa_device(2, n=300, reads=4000, eta0=0.02, beta_sd=0.4)
+    fits = fit(r, "qasa")
+    rel = dv.reliability(fits, bootstrap=199)
+    assert rel.loc["beta", "identified"] and rel.loc["b", "identified"] and rel.loc["gamma", "identified"]
+    assert not rel.loc["eta", "identified"] and rel.loc["eta", "reliability"] < 0.3
+    # the deconvolved spread of β matches the true spread, the raw one is wider
+    assert rel.loc["beta", "sd_true"] == pytest.approx(theta[:, 0].std(ddof=1), rel=0.15)
+    assert np.sqrt(rel.loc["beta", "var_observed"]) > rel.loc["beta", "sd_true"]
+    words = dv.identification_findings(rel, reads_per_h=4000)
+    assert any(w.startswith("eta:") and "not identified well enough to map" in w and "4 000 reads per h" in w
+               for w in words)
+    assert any(w.startswith("beta:") and "identified well enough to map" in w and "not" not in w for w in words)
+    # a parameter below the rule gets no spatial finding, whatever its p-value
+    table = pd.DataFrame([{"couplers": "all", "n_couplers": 100, "qubits": 50, "morans_i": 0.4, "expected_i": -0.02,
+                           "morans_p": 0.001, "gearys_c": 0.6, "gearys_p": 0.001}])
+    flagged = dv.spatial_findings(table, "eta", reliability=rel.loc["eta", "reliability"])
+    assert len(flagged) == 1 and "not reported as structure" in flagged[0]
+    kept = dv.spatial_findings(table, "beta", reliability=0.8)
+    assert "positively autocorrelated" in kept[0] and "disattenuated Moran's I ≈ 0.505" in kept[0]
+
+
+def test_disattenuated_morans_i_recovers_the_noise_free_value(p6_edges):
+    qpu = VirtualQPU(seed=3, topology_shape=[6], broken_nodes=[], structure={"b": "smooth"})
+    true = qpu.truth["b"]
+    rng = np.random.default_rng(0)
+    noise_sd = true.std()                       # reliability 0.5
+    noisy = true + rng.normal(0, noise_sd, len(true))
+    i_true = dv.spatial_autocorrelation(true, p6_edges, permutations=0, by_class=False)["morans_i"].iloc[0]
+    t = dv.spatial_autocorrelation(noisy, p6_edges, permutations=99, by_class=False,
+                                   reliability=true.var() / noisy.var())
+    assert t["morans_i"].iloc[0] < 0.7 * i_true
+    assert t["morans_i_true"].iloc[0] == pytest.approx(i_true, rel=0.1)
+
+
+def test_reliability_without_standard_errors_is_unknown():
+    t = pd.DataFrame({"qubit": np.arange(10), "beta": np.linspace(4, 6, 10), "quality": "good", "reason": ""})
+    from qasa.fitting import FitTable
+
+    rel = dv.reliability(FitTable(t, "gibbs"), bootstrap=0)
+    assert np.isnan(rel.loc["beta", "reliability"]) and "unknown" in rel.loc["beta", "verdict"]
+    assert not rel.loc["beta", "identified"]
+    assert "corrected" not in dv.correlations(FitTable(t.assign(b=np.arange(10.0)), "gibbs-bias")).columns

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 import qasa
-from qasa.emulator import PRESETS, VirtualQPU
+from qasa.virtual import PRESETS, VirtualQPU
 from qasa.fitting import fit
 
 
@@ -173,3 +173,18 @@ def test_dynamics_level_matches_freezeout_level_roughly():
     ds = qasa.run(qasa.Protocol.grid(0.5, 0.05, reads_per_h=20_000, reads_per_call=10_000, seed=1), qpu)
     beta = fit(ds, "qasa").table["beta"].median()
     assert beta == pytest.approx(qpu.truth["beta"].median(), rel=0.15)
+
+
+def test_virtual_package_and_topology_import_only_downward():
+    """The virtual QPU never imports the fitter, runner or report it is used to test (issue 11)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(qasa.__file__).parent
+    upper = {"qasa.fitting", "qasa.runner", "qasa.report", "qasa.samplers", "qasa.dataset", "qasa.device",
+             "qasa.cli", "qasa.plots", "qasa.leap", "qasa.reduce"}
+    for path in [*sorted((root / "virtual").glob("*.py")), root / "topology.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not upper.intersection(n for n in names if n), (path.name, names)

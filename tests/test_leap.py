@@ -12,12 +12,15 @@ import qasa
 from qasa.cli import main
 from qasa.cost import BudgetError, plan
 from qasa.dataset import Dataset
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 
 sys.path.insert(0, str(Path(__file__).parent))
 import leap_worker  # noqa: E402
 from conftest import kill_worker_midway  # noqa: E402
 from sapi_server import SAPIServer  # noqa: E402
+
+#: QPU-time budget for runs on the test server (runs above 10 s of estimated QPU time need one).
+BUDGET = 3600.0
 
 TOKEN = "DEV-0000-qasa-test-secret"
 
@@ -44,10 +47,10 @@ def _sampler(server):
 def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
     protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=3)
     with SAPIServer(qpu) as server:
-        clean = qasa.run(protocol, _sampler(server), in_flight=20)
+        clean = qasa.run(protocol, _sampler(server), in_flight=20, max_qpu_seconds=BUDGET)
     with SAPIServer(qpu, fail_rate=0.2, drop_rate=0.05, drop_after_rate=0.1, drop_after_posts=(1, 3),
                     pending_polls=2, seed=7) as server:
-        faulty = qasa.run(protocol, _sampler(server), in_flight=20, retries=10, backoff=0.01)
+        faulty = qasa.run(protocol, _sampler(server), in_flight=20, retries=10, backoff=0.01, max_qpu_seconds=BUDGET)
         assert server.solved > len(faulty.calls)          # some answers were lost and paid twice...
     assert faulty.counts.equals(clean.counts)             # ...but nothing is counted twice or lost
     assert faulty.calls["problem_id"].notna().all() and faulty.calls["problem_id"].is_unique
@@ -55,7 +58,7 @@ def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
 
 def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
     with SAPIServer(qpu, pending_polls=3) as server:
-        reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5)
+        reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5, max_qpu_seconds=BUDGET)
         solved_before = server.solved
         out = tmp_path / "killed"
         done = kill_worker_midway("leap_worker.py", [server.endpoint, server.solver_name, out], out, calls=15,
@@ -64,7 +67,7 @@ def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
         in_flight = json.loads((out / "in_flight.json").read_text()) if (out / "in_flight.json").is_file() else {}
         in_flight = {c: pid for c, pid in in_flight.items() if c not in Dataset.load(out).call_ids}
         assert in_flight, "a call was in flight at the kill"
-        resumed = qasa.run(leap_worker.protocol(), _sampler(server), out, in_flight=5)
+        resumed = qasa.run(leap_worker.protocol(), _sampler(server), out, in_flight=5, max_qpu_seconds=BUDGET)
         paid = server.solved - solved_before
     assert resumed.counts.equals(reference.counts)
     # problems in flight at the kill are fetched by id, not paid for again
@@ -88,7 +91,7 @@ def test_estimate_matches_what_the_solver_reports_and_budget_holds(qpu, isolated
     with SAPIServer(qpu) as server:
         sampler = _sampler(server)
         table, totals = plan(protocol.resolved(sampler.nodelist), sampler)     # solver.estimate_qpu_access_time
-        ds = qasa.run(protocol, sampler)
+        ds = qasa.run(protocol, sampler, max_qpu_seconds=BUDGET)
         reported = ds.calls.set_index("call_id")["qpu_access_time"]
         assert (abs(reported.loc[table["call_id"]].to_numpy() - table["est_qpu_access_time_us"].to_numpy())
                 <= 1e-6 * reported.max()).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from qasa.physics import (bloch_equilibrium, calibrate_rate, evolve, freezeout_beta, freezeout_point,
+from qasa.virtual.physics import (bloch_equilibrium, calibrate_rate, evolve, freezeout_beta, freezeout_point,
                           kT_GHz, load_schedule, lowpass)
 
 W = 2 * np.pi * 1e3   # GHz → rad/µs

@@ -13,10 +13,26 @@ def test_reference_grid_has_81_values():
     assert len(h_grid(2.0, 0.025)) == 161  # the reference code default
 
 
-def test_default_protocol_is_the_reference_example():
+def test_default_protocol_uses_the_reference_h_grid():
     p = Protocol()
     assert p.h_values == h_grid(1.0, 0.025)
     assert p.flux_drift_compensation is False
+
+
+def test_reference_script_preset_has_the_collection_script_defaults():
+    """lanl-ansi/QASA collect_spin_table.py: ±2.0 step 0.025, 100 000 reads per h in calls of
+    10 000, 1 µs, no spin-reversal transform, flux drift compensation off."""
+    p = Protocol.reference_script()
+    assert p.h_values == h_grid(2.0, 0.025) and len(p.h_values) == 161
+    assert (p.reads_per_h, p.reads_per_call, p.annealing_time) == (100_000, 10_000, 1.0)
+    assert p.spin_reversal is False and p.flux_drift_compensation is False
+    assert p.calls_per_h == 10 and p.num_calls == 1610
+    p.check()
+    calls = p.replace(qubits=(0, 1, 2), seed=0).calls()
+    assert all((c.flips == 1).all() and c.num_reads == 10_000 for c in calls)   # identity gauges
+    # the preset differs from the default grid, and overrides pass through
+    assert p != Protocol() and Protocol.reference_script(seed=5, reads_per_h=20_000).reads_per_h == 20_000
+    assert Protocol.from_dict(p.to_dict()) == p
 
 
 def test_dict_round_trip_is_exact():
@@ -92,3 +108,12 @@ def test_gauges_come_in_antithetic_pairs():
         flips = np.array([c.flips for c in calls if c.h_index == h_index])
         assert len(flips) == 4 and (flips.sum(0) == 0).all()      # each qubit: 2 × (+1), 2 × (-1)
         assert np.array_equal(flips[1], -flips[0]) and not np.array_equal(flips[2], flips[0])
+
+
+def test_reference_script_preset_validates_on_a_2000q_like_and_an_advantage_like_device():
+    from qasa.emulator import VirtualQPU
+    from qasa.samplers import validate
+
+    for preset, shape in (("2000q", [2, 2, 4]), ("advantage4.1", [2])):
+        qpu = VirtualQPU(preset, topology_shape=shape, seed=0)
+        validate(Protocol.reference_script().resolved(qpu.nodelist), qpu)   # ±2 within h_range, 1 µs allowed

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 import qasa
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import build_report
 

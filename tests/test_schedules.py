@@ -102,3 +102,41 @@ def test_warmup_and_normalization():
     assert not sh.is_monotone() and shape("cosine").is_monotone()
     with pytest.raises(ValueError, match="unknown shape"):
         shape("triangle")
+
+
+@pytest.mark.parametrize("annealing_time", [0.5, 0.65, 0.73, 0.9, 1.0, 1.37, 20.0, 2000.0])
+@pytest.mark.parametrize("name, s_min", [("sgdr", 0.6), ("onecycle", 0.8), ("cosine", 0.0), ("step", 0.3),
+                                         ("sigmoid", 0.9), ("eigencurve", 0.5)])
+def test_exported_schedules_start_and_end_exactly_where_they_must(annealing_time, name, s_min):
+    """Issue 12 item 12: short reverse anneals used to end at s ≈ 0.9998 (two points rounded to one time)."""
+    from dwave.system import DWaveSampler
+    from dwave.system.testing import MockDWaveSampler
+
+    mock = MockDWaveSampler()
+    sh = shape(name, warmup=0.2) if name == "cosine" else shape(name)
+    try:
+        export = to_anneal_schedule(sh, mock, annealing_time, s_min=s_min)
+    except ProtocolError as exc:
+        assert "too short" in str(exc) and annealing_time < 2
+        return
+    schedule = export.schedule
+    assert schedule[0] == (0.0, 1.0 if export.reverse else 0.0)
+    assert schedule[-1] == (annealing_time, 1.0)
+    times = [t for t, _ in schedule]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(round(t * 100) == t * 100 or abs(round(t * 100) - t * 100) < 1e-9 for t in times)
+    DWaveSampler.validate_anneal_schedule(mock, schedule)
+
+
+def test_the_reported_short_reverse_anneal_now_ends_at_one():
+    from dwave.system import DWaveSampler
+    from dwave.system.testing import MockDWaveSampler
+
+    mock = MockDWaveSampler()
+    export = to_anneal_schedule(shape("sgdr"), mock, 0.65, s_min=0.6)   # ended at (0.65, 0.99965) before
+    assert export.reverse and export.schedule[-1] == (0.65, 1.0) and export.schedule[0] == (0.0, 1.0)
+    DWaveSampler.validate_anneal_schedule(mock, export.schedule)
+    with pytest.raises(ProtocolError, match="not a multiple of the QPU's 0.01 µs"):
+        to_anneal_schedule(shape("cosine"), mock, 20.005)
+    with pytest.raises(ProtocolError, match=r"s_min=1.0 must lie in \[0, 1\)"):
+        to_anneal_schedule(shape("cosine"), mock, 20.0, s_min=1.0)

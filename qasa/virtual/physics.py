@@ -1,6 +1,6 @@
 r"""Single-qubit physics of a quantum annealer: schedules, units, freeze-out and dynamics.
 
-Hamiltonian (D-Wave convention, DESIGN.md §2), in frequency units (GHz, Planck's h = 1)::
+Hamiltonian (D-Wave convention, docs/DESIGN.md §2), in frequency units (GHz, Planck's h = 1)::
 
     H(s) = −A(s)/2 σˣ + B(s)/2 · g(t) h σᶻ ,     s = s(t) the anneal fraction
 

@@ -1,0 +1,483 @@
+"""The dataset directory and its one owner, :class:`DatasetStore`.
+
+A dataset is a directory::
+
+    metadata.json      protocol, sampler recipe and settings, device, versions, runs, failures
+    counts.parquet     tidy counts (call_id, qubit, h, gauge, n_down, n_up), compacted
+    calls.parquet      one row per finished call (reads, timing, problem id, timestamps)
+    journal/           one Parquet file per call finished since the last compaction
+    samples/           optional raw reads per call (int8 .npy, nominal frame)
+    fits/              cached fit tables, each keyed by a fingerprint of what it was made from
+    in_flight.json     while a run submits to a cloud solver: SAPI problem ids of calls in flight
+
+Locks (``flock``, released by the kernel when a process dies, and creating no file): the writer
+holds the dataset directory itself exclusively for the whole run, so a second writer is refused;
+``journal/`` is held exclusively while the journal is compacted and shared while reading.
+
+Every write is atomic (temporary file, fsync, rename). The runner journals each call before the next
+one starts, so a killed process loses at most the calls in flight and never corrupts a file; a
+compaction writes ``calls.parquet``, then ``counts.parquet``, then removes the journal, and a reader
+takes the union (a call id present twice is taken once) under the shared compaction lock, so it never
+sees a half state.
+
+Loading is columnar: the compacted table and every journal part are read with pyarrow and
+concatenated as arrays; the ids of finished calls (what a resume skips) come from
+``calls.parquet`` and the journal's file names alone, without reading the counts.
+
+Stored data are validated on load (:meth:`DatasetStore.load`): counts are non-negative integers,
+``n_down + n_up`` equals the reads of the call, h is finite, gauges are ±1 (or 0 = not recorded,
+for datasets written before gauges were stored), call ids belong to the stored protocol. A dataset
+that fails is refused with one line naming the file and the first offending value; nothing is fitted
+or reported from it.
+
+Fit cache: :meth:`DatasetStore.cached_fit` returns a saved fit only if its fingerprint — a hash of
+the fit's input arrays (the programmed-frame response), the model, the fit options and qasa's
+version — equals the one of this dataset now, and its values still hash to what was saved. A fit table
+copied from another run, edited by hand or made by another qasa version is refitted, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qasa.dataset import (COUNT_COLUMNS, FORMAT, FORMAT_VERSION, Dataset, Response, atomic_write_bytes,
+                          atomic_write_json, normalize_calls, normalize_counts, table_bytes)
+from qasa.errors import DatasetError
+
+__all__ = ["DatasetStore", "fit_fingerprint"]
+
+IN_FLIGHT = "in_flight.json"
+
+
+def fit_fingerprint(response: Response, model: str, options: dict[str, Any] | None = None) -> str:
+    """Hash of everything a fit depends on: the response arrays, the model, options and qasa's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        qv = version("qasa")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        qv = "unknown"
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (response.qubits, response.h, response.n_down, response.n_total):
+        a = np.ascontiguousarray(arr)
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    h.update(json.dumps({"model": model, "options": options or {}, "qasa": qv}, sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()
+
+
+class DatasetStore:
+    """The one reader and writer of a dataset directory (see module docstring).
+
+    Args:
+        path: the dataset directory (need not exist yet).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._writer: int | None = None
+
+    def __repr__(self) -> str:
+        return f"DatasetStore({str(self.path)!r})"
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        """True if the directory holds a dataset (a ``metadata.json``)."""
+        return (self.path / "metadata.json").is_file()
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal"
+
+    # -- locks -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["DatasetStore"]:
+        """Hold the writer lock for the block: a second writer gets a one-line :class:`DatasetError`.
+
+        Also removes temporary files orphaned by a killed writer (only a lock holder may).
+        """
+        if self._writer is not None:       # re-entrant within one store object
+            yield self
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DatasetError(f"{self.path} is being written by another qasa process; "
+                                   "wait for it to finish (a dataset has one writer at a time)") from None
+            raise
+        self._writer = fd
+        try:
+            self._remove_orphans()
+            yield self
+        finally:
+            self._writer = None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _compaction_lock(self, exclusive: bool) -> Iterator[None]:
+        if exclusive:
+            self.journal.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.journal, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:        # no journal: nothing is being compacted
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _remove_orphans(self) -> None:
+        for folder in (self.path, self.journal, self.path / "samples", self.path / "fits"):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+
+    def _require_writer(self) -> None:
+        if self._writer is None:
+            raise RuntimeError("DatasetStore: writes need `with store.writing():`")
+
+    # -- metadata ------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """The validated ``metadata.json`` (without the format fields).
+
+        Raises:
+            DatasetError: not a qasa dataset, unreadable, or a field of the wrong type.
+        """
+        meta_path = self.path / "metadata.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{self.path} is not a qasa dataset (no metadata.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"cannot read {meta_path}: {exc}") from None
+        if not isinstance(meta, dict) or meta.pop("format", None) != FORMAT:
+            raise DatasetError(f"{meta_path} is not a qasa dataset (format field missing)")
+        version = meta.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise DatasetError(f"{self.path}: dataset format version {version!r} is not supported "
+                               f"(expected {FORMAT_VERSION})")
+        for key, kind in (("protocol", dict), ("device", dict), ("runs", list), ("failures", list),
+                          ("sampler", dict)):
+            if meta.get(key) is not None and not isinstance(meta[key], kind):
+                raise DatasetError(f"{meta_path}: field {key!r} must be a JSON {kind.__name__}, "
+                                   f"not {type(meta[key]).__name__}")
+        if meta.get("protocol") is not None:
+            from qasa.protocol import Protocol
+
+            try:
+                Protocol.from_dict(meta["protocol"]).check()
+            except (TypeError, ValueError) as exc:
+                raise DatasetError(f"{meta_path}: stored protocol is invalid: {exc}") from None
+        return meta
+
+    def create(self, metadata: dict[str, Any]) -> None:
+        """Start an empty dataset with ``metadata`` (needs the writer lock)."""
+        self._require_writer()
+        self.journal.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / "metadata.json",
+                          {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata})
+
+    def update_metadata(self, **changes: Any) -> dict[str, Any]:
+        """Atomically update top-level keys of ``metadata.json``; returns the new metadata."""
+        self._require_writer()
+        meta = self.metadata()
+        meta.update(changes)
+        atomic_write_json(self.path / "metadata.json", {"format": FORMAT, "format_version": FORMAT_VERSION, **meta})
+        return meta
+
+    def record_failure(self, call_id: str | None, error: str, time: str) -> None:
+        """Append a failure record (``error`` must already be free of credentials)."""
+        failures = list(self.metadata().get("failures", []))
+        failures.append({"call_id": call_id, "time": time, "error": error})
+        self.update_metadata(failures=failures)
+
+    # -- journal -------------------------------------------------------------------------------
+    def journal_call(self, record: dict[str, Any], counts: pd.DataFrame) -> None:
+        """Atomically add one finished call (its record and counts) to the journal."""
+        self._require_writer()
+        self.journal.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.journal / f"{record['call_id']}.parquet",
+                           table_bytes(normalize_counts(counts), meta=record))
+
+    def store_samples(self, call_id: str, samples: np.ndarray) -> None:
+        """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""
+        self._require_writer()
+        folder = self.path / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(samples, dtype=np.int8))
+        atomic_write_bytes(folder / f"{call_id}.npy", buf.getvalue())
+
+    def samples(self, h: float, calls: pd.DataFrame | None = None) -> np.ndarray:
+        """Raw reads kept at field ``h``, all calls stacked (columns follow the protocol's qubits).
+
+        Raises:
+            DatasetError: if no raw reads were kept for that h.
+        """
+        calls = self._calls_table() if calls is None else calls
+        ids = calls.loc[np.isclose(calls["h"].to_numpy(float), h), "call_id"] if "h" in calls else []
+        files = [f for f in (self.path / "samples" / f"{c}.npy" for c in ids) if f.is_file()]
+        if not files:
+            raise DatasetError(f"no raw reads kept at h={h:g} in {self.path} (run with keep_samples)")
+        return np.concatenate([np.load(f) for f in files])
+
+    def in_flight(self) -> dict[str, str]:
+        """Call id → SAPI problem id of the problems in flight when the last run stopped."""
+        path = self.path / IN_FLIGHT
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def set_in_flight(self, mapping: dict[str, str]) -> None:
+        """Record the problems in flight (an empty mapping removes the file)."""
+        self._require_writer()
+        path = self.path / IN_FLIGHT
+        if mapping:
+            atomic_write_json(path, mapping)
+        else:
+            path.unlink(missing_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _journal_parts(self) -> list[Path]:
+        return sorted(self.journal.glob("*.parquet")) if self.journal.is_dir() else []
+
+    def _calls_table(self) -> pd.DataFrame:
+        path = self.path / "calls.parquet"
+        if not path.is_file():
+            return pd.DataFrame({"call_id": pd.Series([], dtype="string")})
+        try:
+            return pd.read_parquet(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(f"cannot read {path}: {exc}") from None
+
+    def has_journal(self) -> bool:
+        """True if calls finished since the last compaction are waiting in the journal."""
+        return bool(self._journal_parts())
+
+    def spent_qpu_us(self) -> float:
+        """QPU access time (µs) recorded by every stored call, journal included (no counts read)."""
+        total = 0.0
+        with self._compaction_lock(exclusive=False):
+            seen = set()
+            path = self.path / "calls.parquet"
+            if path.is_file():
+                calls = pq.read_table(path)
+                if "qpu_access_time" in calls.column_names:
+                    v = calls.column("qpu_access_time").to_numpy(zero_copy_only=False).astype(float)
+                    total += float(np.nansum(v))
+                seen.update(calls.column("call_id").to_pylist())
+            for part in self._journal_parts():
+                if part.stem in seen:
+                    continue
+                try:
+                    record = json.loads(pq.read_schema(part).metadata[b"qasa_call"])
+                except (OSError, pa.ArrowException, KeyError, json.JSONDecodeError) as exc:
+                    raise DatasetError(f"cannot read {part}: {exc}") from None
+                used = record.get("qpu_access_time")
+                total += float(used) if used is not None else 0.0
+        return total
+
+    def done_call_ids(self) -> set[str]:
+        """Ids of the calls already stored (what a resume skips), without reading any counts."""
+        with self._compaction_lock(exclusive=False):
+            done = set()
+            path = self.path / "calls.parquet"
+            if path.is_file():
+                try:
+                    done.update(pq.read_table(path, columns=["call_id"]).column(0).to_pylist())
+                except (OSError, pa.ArrowException, KeyError) as exc:
+                    raise DatasetError(f"cannot read {path}: {exc}") from None
+            done.update(p.stem for p in self._journal_parts())
+        return done
+
+    def load(self, validate: bool = True) -> Dataset:
+        """Read the dataset (compacted tables plus journal), validated (see module docstring).
+
+        Raises:
+            DatasetError: not a dataset, an unreadable file, or invalid data (one line).
+        """
+        meta = self.metadata()
+        with self._compaction_lock(exclusive=False):
+            tables, call_frames, records = [], [], []
+            try:
+                counts_path = self.path / "counts.parquet"
+                calls = self._calls_table()
+                if counts_path.is_file():
+                    tables.append(pq.read_table(counts_path))
+                elif len(calls):
+                    raise DatasetError(f"{self.path}: calls.parquet lists {len(calls)} calls but "
+                                       "counts.parquet is missing")
+                known_counts = set(calls["call_id"].astype(str)) if len(calls) else set()
+                known_calls = set(known_counts)
+                if tables and "call_id" in tables[0].column_names:
+                    known_counts = set(pc_unique(tables[0].column("call_id")))
+                call_frames.append(calls)
+                for part in self._journal_parts():
+                    table = pq.read_table(part)
+                    record = json.loads(table.schema.metadata[b"qasa_call"])
+                    cid = record["call_id"]
+                    if cid not in known_counts:
+                        tables.append(table)
+                        known_counts.add(cid)
+                    if cid not in known_calls:
+                        records.append(record)
+                        known_calls.add(cid)
+            except DatasetError:
+                raise
+            except (OSError, pa.ArrowException, KeyError, ValueError, json.JSONDecodeError) as exc:
+                raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
+        counts = _concat_counts(tables)
+        if records:
+            call_frames.append(pd.DataFrame(records))
+        frames = [c for c in call_frames if len(c)]
+        calls = (pd.concat(frames, ignore_index=True) if frames
+                 else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
+        ds = Dataset(counts, calls, meta)
+        if validate:
+            self.validate(ds)
+        return ds
+
+    def validate(self, ds: Dataset) -> None:
+        """Refuse stored data that cannot be right (see module docstring).
+
+        Raises:
+            DatasetError: naming the file, the column and the first offending value.
+        """
+        c = ds.counts
+        where = f"{self.path}/counts"
+        for col in ("n_down", "n_up"):
+            v = c[col].to_numpy()
+            if v.size and v.min() < 0:
+                raise DatasetError(f"{where}: negative {col} ({int(v.min())}) for call "
+                                   f"{c['call_id'].iloc[int(np.argmin(v))]}; counts must be ≥ 0")
+        h = c["h"].to_numpy(float)
+        if h.size and not np.isfinite(h).all():
+            bad = h[~np.isfinite(h)][0]
+            raise DatasetError(f"{where}: h value {bad} is not finite")
+        g = c["gauge"].to_numpy()
+        if g.size and not np.isin(g, (-1, 0, 1)).all():
+            raise DatasetError(f"{where}: gauge value {int(g[~np.isin(g, (-1, 0, 1))][0])} is not ±1")
+        calls = ds.calls
+        if "num_reads" in calls and len(calls) and len(c):
+            reads = (c["n_down"] + c["n_up"]).groupby(c["call_id"].astype(str), sort=False).agg(["min", "max"])
+            expected = pd.Series(calls["num_reads"].to_numpy(), index=calls["call_id"].astype(str))
+            expected = expected[~expected.index.duplicated()].reindex(reads.index)
+            bad = reads.index[(expected.notna()) & ((reads["min"] != expected) | (reads["max"] != expected))]
+            if len(bad):
+                cid = bad[0]
+                raise DatasetError(f"{where}: call {cid} has n_down + n_up = {int(reads.loc[cid, 'min'])} "
+                                   f"reads per qubit, but the call recorded {int(expected.loc[cid])}")
+        protocol = ds.protocol
+        if protocol is not None and protocol.qubits is not None and protocol.seed is not None and len(calls):
+            allowed = protocol.call_ids()
+            ids = set(calls["call_id"].astype(str))
+            outside = sorted(ids - allowed)
+            if outside:
+                raise DatasetError(f"{self.path}: call id {outside[0]!r} is not a call of the stored protocol")
+
+    # -- writing ---------------------------------------------------------------------------------
+    def save(self, ds: Dataset) -> None:
+        """Write ``ds`` compacted (calls, then counts, then metadata) and clear the journal."""
+        self._require_writer()
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._compaction_lock(exclusive=True):
+            atomic_write_bytes(self.path / "calls.parquet", table_bytes(ds.calls))
+            atomic_write_bytes(self.path / "counts.parquet", table_bytes(ds.counts))
+            atomic_write_json(self.path / "metadata.json",
+                              {"format": FORMAT, "format_version": FORMAT_VERSION, **ds.metadata})
+            for part in self._journal_parts():
+                part.unlink()
+
+    # -- fit cache -------------------------------------------------------------------------------
+    def fit_path(self, model: str) -> Path:
+        return self.path / "fits" / f"{model}.parquet"
+
+    def cached_fit(self, model: str, fingerprint: str):
+        """The saved fit of ``model`` if it was made from exactly this input, else ``None``."""
+        from qasa.fitting import FitTable
+
+        path = self.fit_path(model)
+        if not path.is_file():
+            return None
+        try:
+            saved = FitTable.load(path)
+        except Exception:          # an unreadable cache entry is simply refitted
+            return None
+        if saved.meta.get("fingerprint") != fingerprint or saved.meta.get("table_hash") != _table_hash(saved.table):
+            return None
+        return saved
+
+    def save_fit(self, fits, fingerprint: str) -> Path:
+        """Save a fit table into ``fits/`` with the fingerprint of its input and a hash of its values."""
+        fits.meta["fingerprint"] = fingerprint
+        fits.meta["table_hash"] = _table_hash(fits.table)
+        path = fits.save(self.fit_path(fits.model.name))
+        if fits.model.name == "qasa":
+            fits.to_model_parameters_csv(self.path / "fits" / "model_parameters.csv")
+        return path
+
+
+def _table_hash(table: pd.DataFrame) -> str:
+    """Hash of a fit table's values: a table edited after it was saved is not used."""
+    values = pd.util.hash_pandas_object(table, index=False).to_numpy()
+    return hashlib.blake2b(values.tobytes() + ",".join(map(str, table.columns)).encode(), digest_size=16).hexdigest()
+
+
+def pc_unique(column: pa.ChunkedArray) -> list[str]:
+    import pyarrow.compute as pc
+
+    return pc.unique(column).to_pylist()
+
+
+_ARROW_TYPES = {"call_id": pa.string(), "qubit": pa.int64(), "h": pa.float64(), "gauge": pa.int8(),
+                "n_down": pa.int64(), "n_up": pa.int64()}
+
+
+def _concat_counts(tables: list[pa.Table]) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in
+                             zip(COUNT_COLUMNS, ["string", "int64", "float64", "int8", "int64", "int64"])})
+    cols: dict[str, list] = {c: [] for c in COUNT_COLUMNS}
+    for t in tables:
+        n = t.num_rows
+        for c in COUNT_COLUMNS:
+            if c in t.column_names:
+                col = t.column(c)
+                if pa.types.is_dictionary(col.type):
+                    col = col.dictionary_decode()
+                cols[c].append(col.cast(_ARROW_TYPES[c]))
+            elif c == "gauge":                 # written before gauges were stored
+                cols[c].append(pa.chunked_array([pa.array(np.zeros(n, np.int8))]))
+            else:
+                raise KeyError(c)
+    table = pa.table({c: pa.chunked_array([ch for p in parts for ch in p.chunks], type=_ARROW_TYPES[c])
+                      for c, parts in cols.items()})
+    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+    return df

@@ -1,0 +1,626 @@
+r"""The virtual QPU: a D-Wave-like sampler for single-qubit experiments with known per-qubit truth.
+
+:class:`VirtualQPU` subclasses :class:`dwave.system.testing.MockDWaveSampler` (as D-Wave's own
+shimming mock does): it has a QPU's ``properties`` and ``parameters`` for a Chimera, Pegasus or
+Zephyr device with absent qubits, rejects unknown keyword arguments, checks ranges like the QPU's
+server would, and returns ``sampleset.info['timing']`` following D-Wave's timing model. Unlike the
+mock it is thermal and physical, and its hidden truth is public (:attr:`VirtualQPU.truth`), so an
+assessment can be checked against it.
+
+Hidden truth per qubit (seeded, drawn on the device graph, see :func:`device_field`):
+
+- ``rate`` — c_q of the relaxation rate Γ = c_q A(s)² (log-normal around the preset's c), which
+  sets the qubit's freeze-out point s* for any anneal (:func:`qasa.virtual.physics.freezeout_point`);
+- ``beta`` — B(s*) / (2 k_B T) × ``b_scale`` (the preset's published temperature). ``b_scale``
+  is calibrated so that the device reproduces the published *average single-qubit T_eff*: the
+  Gibbs temperature of all qubits' expected responses pooled over h ∈ [−0.164, 0.164] (the h range
+  of ``dwave.system.temperatures.fast_effective_temperature``) equals the published value. For
+  the Advantage_system4.1 preset the correction is a few percent, well within the 30% that
+  D-Wave allows for its tables;
+- ``b`` — static bias (units of h); ``eta`` — field-noise amplitude (the ±η mixture of the QASA
+  model, or the σ of Gaussian noise); ``gamma`` — saturation; ``readout_error`` — ε.
+
+Physics levels (``physics=``):
+
+``"freezeout"`` (default)
+    Each read is drawn from the QASA model with the qubit's parameters at its freeze-out point for
+    the requested anneal (``annealing_time``, ``anneal_schedule``): P(−1) = ε + (1 − 2ε)(1 + m)/2,
+    ``m = ½[f(β(gh + b' + η), βγgh) + f(β(gh + b' − η), βγgh)]`` with ``g`` the h-gain at the
+    qubit's freeze-out time and ``b' = b + drift``.
+``"dynamics"``
+    The single-qubit open-system Bloch equation is integrated through the schedule with the
+    published A(s), B(s) (:func:`qasa.virtual.physics.evolve`), relaxing at Γ = c_q A(s)² toward the
+    instantaneous Gibbs state, for the two field-noise values h + b' ± η; the h-gain schedule is
+    low-pass filtered at the preset's control-line bandwidth. This level shows the h-gain quench
+    signatures of Morrell et al. (2022): with ``rate_scale=0`` (closed system) P(−1) oscillates with
+    the quench point, with the bath the oscillation is damped.
+
+Drift: unless ``flux_drift_compensation=True``, every call adds a Gaussian random-walk step
+(``drift_sd`` per call) to each qubit's bias, as slow flux drift between calls would.
+
+Randomness: each call draws from a generator seeded by ``(seed, label)`` when a label is given (so
+the same labelled call gives the same reads, e.g. after a resumed run) and by ``(seed, call count)``
+otherwise; the drift walk follows the instance's call count.
+
+Preset scales: temperatures, s* and T_eff are D-Wave's published figures (docs/DESIGN.md §2). The spreads
+of the per-qubit parameters are illustrative choices, not published values: ``eta_mean`` = 0.1/β
+follows the ratio of low-frequency flux noise (~10 µΦ₀) to the thermal transition width (~100 µΦ₀)
+from D-Wave's calibration notes; the readout error is uniform below the published bound 0.001.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import dimod
+import numpy as np
+import pandas as pd
+from dwave.system.testing import MockDWaveSampler
+
+from qasa.topology import coupler_classes, positions, topology_graph
+from qasa.virtual import physics as qphys
+from qasa.models import MODELS
+
+__all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES"]
+
+STRUCTURES = ("independent", "internal", "external", "odd", "smooth")
+_PARAMS = ("rate", "beta", "b", "gamma", "eta", "readout_error")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Configuration of a virtual device (see the module docstring for which values are published)."""
+
+    name: str
+    topology_type: str
+    topology_shape: tuple[int, ...]
+    schedule: str
+    temperature_mK: float
+    freezeout_s: float
+    teff: float | None
+    h_range: tuple[float, float]
+    h_filter_MHz: float
+    reference_annealing_time: float = 20.0
+    broken_fraction: float = 0.0025
+    rate_sd: float = 0.3
+    bias_sd: float = 0.01
+    eta_mean: float | None = None       # default 0.1 / β
+    gamma_mean: float = 0.1
+    readout_error_max: float = 0.001
+    drift_sd: float = 0.0001
+
+    @property
+    def rate(self) -> float:
+        """The calibrated c of Γ = c A(s)² (1/(µs·GHz²))."""
+        return qphys.calibrate_rate(qphys.load_schedule(self.schedule), self.freezeout_s,
+                                      self.reference_annealing_time)
+
+
+
+PRESETS: dict[str, Preset] = {
+    # D-Wave per-QPU documentation (docs/DESIGN.md §2); A/B from the Advantage_system6.2 table
+    "advantage4.1": Preset("Advantage_system4.1-like", "pegasus", (16,), "Advantage_system6.2", 15.4, 0.612, 0.198,
+                           (-4.0, 4.0), 3.0),
+    "advantage6.4": Preset("Advantage_system6.4-like", "pegasus", (16,), "Advantage_system6.2", 16.0, 0.616, 0.221,
+                           (-4.0, 4.0), 3.0),
+    # Advantage2_system1: A/B from the Advantage2_research1.4 table
+    "advantage2": Preset("Advantage2_system1-like", "zephyr", (12, 4), "Advantage2_research1.4", 20.0, 0.684, 0.112,
+                         (-4.0, 4.0), 30.0),
+    # 2000Q-like: the DW_2000Q_6 table and h_range [-2, 2] are published; the temperature and s*
+    # here are illustrative (no published single-qubit figures in our sources), T_eff not calibrated
+    "2000q": Preset("DW_2000Q-like", "chimera", (16, 16, 4), "DW_2000Q_6", 13.0, 0.60, None, (-2.0, 2.0), 3.0),
+}
+
+
+def device_field(structure: str, nodes: list[int], edges: list[tuple[int, int]], classes: list[str],
+                 positions: Mapping[int, np.ndarray], rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A unit-variance random field on the qubits with the given spatial structure.
+
+    - ``independent``: i.i.d. N(0, 1);
+    - ``internal`` / ``external`` / ``odd``: ``z_i + ρ Σ_{j ~ i} z_j`` over couplers of that class
+      (ρ = ``strength``), so qubits joined by such a coupler are positively correlated;
+    - ``smooth``: a sum of random low-frequency plane waves over the chip layout.
+
+    The result is standardized (mean 0, variance 1 over the device).
+    """
+    n = len(nodes)
+    z = rng.standard_normal(n)
+    if structure == "independent":
+        field = z
+    elif structure in ("internal", "external", "odd"):
+        index = {q: i for i, q in enumerate(nodes)}
+        field = z.copy()
+        sel = [(index[u], index[v]) for (u, v), c in zip(edges, classes) if c == structure]
+        if not sel:
+            raise ValueError(f"this topology has no {structure!r} couplers")
+        a, b = np.array(sel).T
+        np.add.at(field, a, strength * z[b])
+        np.add.at(field, b, strength * z[a])
+    elif structure == "smooth":
+        xy = np.array([positions[q] for q in nodes])
+        xy = (xy - xy.min(0)) / np.maximum(np.ptp(xy, 0), 1e-12)
+        field = np.zeros(n)
+        for _ in range(6):
+            k = rng.normal(0, 2.0, 2)
+            field += np.cos(2 * np.pi * xy @ k + rng.uniform(0, 2 * np.pi))
+        field += 0.2 * z   # a little independent variation on top
+    else:
+        raise ValueError(f"unknown structure {structure!r}; choose one of {list(STRUCTURES)}")
+    return (field - field.mean()) / (field.std() or 1.0)
+
+
+class VirtualQPU(MockDWaveSampler):
+    """A physics-aware virtual D-Wave QPU with public per-qubit truth (see the module docstring).
+
+    Args:
+        preset: a key of :data:`PRESETS` or a :class:`Preset`.
+        topology_type, topology_shape: override the preset's graph (e.g. a small Pegasus P4).
+        seed: seed of the hidden truth, the absent qubits and every call.
+        broken_nodes: absent qubits; ``None`` draws ``broken_fraction`` of them, ``[]`` for none.
+        structure: spatial structure of the per-qubit variation, one of :data:`STRUCTURES`, or a
+            dict ``{parameter: structure}`` (parameters: rate, b, gamma, eta, readout_error).
+        structure_strength: ρ of :func:`device_field`.
+        physics: ``"freezeout"`` or ``"dynamics"``.
+        noise: ``"telegraph"`` (the ±η mixture of the QASA model) or ``"gaussian"`` (σ = η).
+        dynamics_steps: time steps of the dynamics level over the part of the anneal integrated.
+        rate_scale: multiplies every qubit's relaxation rate in the dynamics level (0: closed system).
+        **overrides: fields of the preset to change (e.g. ``bias_sd=0``, ``drift_sd=0``).
+    """
+
+    def __init__(self, preset: str | Preset = "advantage4.1", *, topology_type: str | None = None,
+                 topology_shape: list[int] | None = None, seed: int | None = None,
+                 broken_nodes: list[int] | None = None, structure: str | dict[str, str] = "independent",
+                 structure_strength: float = 1.0, physics: str = "freezeout", noise: str = "telegraph",
+                 dynamics_steps: int = 400, rate_scale: float = 1.0, **overrides: Any) -> None:
+        if isinstance(preset, str):
+            if preset not in PRESETS:
+                raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            preset = PRESETS[preset]
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(Preset)}
+        if unknown:
+            raise ValueError(f"unknown emulator option(s) {sorted(unknown)}")
+        ttype = topology_type or preset.topology_type
+        shape = topology_shape if topology_shape is not None else (
+            list(preset.topology_shape) if ttype == preset.topology_type else None)
+        graph, shape = topology_graph(ttype, shape)
+        preset = dataclasses.replace(preset, topology_type=ttype, topology_shape=tuple(shape), **overrides)
+        if physics not in ("freezeout", "dynamics"):
+            raise ValueError(f"physics={physics!r}: choose 'freezeout' or 'dynamics'")
+        if noise not in ("telegraph", "gaussian"):
+            raise ValueError(f"noise={noise!r}: choose 'telegraph' or 'gaussian'")
+        self.preset = preset
+        self.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+        self.physics = physics
+        self.noise = noise
+        self.dynamics_steps = int(dynamics_steps)
+        self.rate_scale = float(rate_scale)
+        rng = np.random.default_rng([self.seed, 0])
+        all_nodes = sorted(graph.nodes)
+        if broken_nodes is None:
+            k = int(round(preset.broken_fraction * len(all_nodes)))
+            broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
+        super().__init__(topology_type=ttype, topology_shape=list(shape), broken_nodes=list(broken_nodes),
+                         parameter_warnings=False)
+        sched = qphys.load_schedule(preset.schedule)
+        self._schedule = sched
+        self.properties.update({
+            "chip_id": preset.name,
+            "h_range": list(preset.h_range),
+            "num_reads_range": [1, 10_000],
+            "annealing_time_range": [0.5, 2000.0],
+            "default_annealing_time": 20.0,
+            "h_gain_schedule_range": [-4.0, 4.0],
+            "max_anneal_schedule_points": 12,
+            "max_h_gain_schedule_points": 20,
+            "problem_timing_data": _timing_data(),
+            "problem_run_duration_range": [0.0, 1_000_000.0],
+            "vendor": "qasa virtual QPU",
+        })
+        # hidden truth
+        structures = structure if isinstance(structure, dict) else {p: structure for p in _PARAMS}
+        bad = set(structures) - set(_PARAMS)
+        if bad:
+            raise ValueError(f"structure given for unknown parameter(s) {sorted(bad)}; allowed {list(_PARAMS)}")
+        nodes = list(self.nodelist)
+        edges = [tuple(e) for e in self.edgelist]
+        classes = coupler_classes(ttype, list(shape), edges)
+        pos = positions({"topology_type": ttype, "topology_shape": list(shape)}) \
+            if "smooth" in structures.values() else {}
+        fields = {p: device_field(structures.get(p, "independent"), nodes, edges, classes, pos,
+                                  np.random.default_rng([self.seed, 1, i]), structure_strength)
+                  for i, p in enumerate(_PARAMS) if p != "beta"}
+        rate = preset.rate * np.exp(preset.rate_sd * fields["rate"])
+        s_star = qphys.freezeout_point(sched, rate, preset.reference_annealing_time)
+        beta = qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)
+        if preset.teff is not None:  # first guess: the mean β alone matches the published T_eff
+            beta = beta * (1.0 / preset.teff) / float(np.mean(beta))
+        eta_mean = preset.eta_mean if preset.eta_mean is not None else 0.1 / float(np.mean(beta))
+        from scipy.stats import norm
+
+        self._truth = pd.DataFrame({
+            "qubit": np.array(nodes, dtype=np.int64),
+            "rate": rate,
+            "freezeout_s": s_star,
+            "beta": beta,
+            "b": preset.bias_sd * fields["b"],
+            "gamma": preset.gamma_mean * np.exp(0.3 * fields["gamma"]),
+            "eta": eta_mean * np.exp(0.3 * fields["eta"]),
+            "readout_error": preset.readout_error_max * norm.cdf(fields["readout_error"]),
+        }).set_index("qubit")
+        self.b_scale = float(np.mean(beta) / np.mean(qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)))
+        if preset.teff is not None:
+            self.b_scale *= self._teff_scale()
+            self._truth["beta"] = self.b_scale * qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)
+        self._index = {q: i for i, q in enumerate(nodes)}
+        self._drift = np.zeros(len(nodes))
+        self._calls = 0
+        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+
+    def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
+        """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
+        t = self._truth if truth is None else truth
+        theta = t[["beta", "b", "gamma", "eta"]].to_numpy()
+        if self.noise == "telegraph":
+            p = MODELS["qasa"].p_down(h, theta)
+        else:
+            p = MODELS["gaussian-noise"].p_down(h, theta[:, [0, 1, 3]])
+        eps = t["readout_error"].to_numpy()[:, None]
+        return eps + (1 - 2 * eps) * p
+
+    def pooled_teff(self, truth: pd.DataFrame | None = None) -> float:
+        """Effective temperature of the device by D-Wave's definition, in closed form.
+
+        ``dwave.system.temperatures.fast_effective_temperature`` fits ``tanh(h/T)`` to the response of
+        all qubits pooled at small |h| (docs/DESIGN.md §6): its limit is ``T_eff = 1/S`` with ``S`` the
+        mean over qubits of the slope of the expected response ``m̄ = 2 P(−1) − 1`` at h = 0. For the
+        QASA model with readout error ε (freeze-out level)::
+
+            S = mean_q (1 − 2ε) β · ½ [sech²(β(b + η)) + sech²(β(b − η))]
+
+        (γ does not enter: f(x, u) is even in u); for Gaussian field noise the bracket is
+        ``E_δ sech²(β(b + δ))``, δ ~ N(0, η²) (8-node Gauss–Hermite). Over |h| ≤ 0.164 the pooled fit
+        differs from this limit by < 0.1 % (docs/DESIGN.md §6).
+        """
+        t = self._truth if truth is None else truth
+        return 1.0 / float(np.mean(_small_h_slope(t["beta"].to_numpy(), t["b"].to_numpy(), t["eta"].to_numpy(),
+                                                  t["readout_error"].to_numpy(), self.noise)))
+
+    def _teff_scale(self) -> float:
+        """Factor on every β that makes :meth:`pooled_teff` equal the preset's published T_eff."""
+        from scipy.optimize import brentq
+
+        t = self._truth
+        base, b, eta, eps = (t[c].to_numpy() for c in ("beta", "b", "eta", "readout_error"))
+        target = 1.0 / self.preset.teff
+
+        def gap(k: float) -> float:
+            return float(np.mean(_small_h_slope(k * base, b, eta, eps, self.noise))) - target
+
+        # the slope rises with k, then falls once kβη ≳ 1 (noise washes the response out): take the
+        # smallest root, bracketed on a geometric grid
+        grid = np.geomspace(0.05, 20.0, 120)
+        above = np.flatnonzero([gap(k) >= 0 for k in grid])
+        if above.size == 0 or above[0] == 0:
+            raise ValueError(f"no β scale gives the published T_eff={self.preset.teff} with these noise settings")
+        return float(brentq(gap, grid[above[0] - 1], grid[above[0]], xtol=1e-12))
+
+    # -- truth ---------------------------------------------------------------------------------
+    @property
+    def truth(self) -> pd.DataFrame:
+        """Per-qubit hidden parameters at the default anneal (20 µs), indexed by qubit."""
+        return self._truth.copy()
+
+    def truth_for(self, annealing_time: float | None = None, anneal_schedule=None,
+                  h_gain_schedule=None) -> pd.DataFrame:
+        """Per-qubit truth for a given anneal: freeze-out point, β and the h-gain at freeze-out."""
+        s_star, t_star, beta = self._freezeout(annealing_time, anneal_schedule)
+        out = self._truth.copy()
+        out["freezeout_s"] = s_star
+        out["beta"] = beta
+        out["gain"] = self._gain(h_gain_schedule, t_star)
+        return out
+
+    def qasa_truth(self, protocol) -> list[dict[str, Any]]:
+        """Truth in the parameters a QASA fit of ``protocol`` estimates (recorded in datasets).
+
+        β and γ always; b and η only without gauges (gauges turn the static bias into a
+        four-component mixture that the two-component QASA model only approximates). At the
+        dynamics level the response is not a QASA curve: only β (of the freeze-out point) is given.
+        """
+        t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule)
+        cols = ["beta"] if self.physics == "dynamics" else (
+            ["beta", "gamma"] if protocol.spin_reversal else ["beta", "b", "gamma", "eta"])
+        if protocol.qubits is not None:
+            t = t.loc[[q for q in protocol.qubits if q in t.index]]
+        t["beta"] = t["beta"] * t["gain"].abs()     # the fit sees β times the h gain at freeze-out
+        return t[cols].reset_index().to_dict("records")
+
+    # -- sampling --------------------------------------------------------------------------------
+    @dimod.bqm_structured
+    def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
+        """Sample uncoupled qubits like a QPU (see the module docstring).
+
+        Raises:
+            ValueError: unknown keyword, couplers present, or a value outside the QPU's ranges.
+        """
+        bqm = bqm.change_vartype(dimod.SPIN, inplace=False)
+        if bqm.num_interactions:
+            raise ValueError(f"the virtual QPU simulates uncoupled qubits only (J = 0); "
+                             f"got {bqm.num_interactions} couplers")
+        variables = list(bqm.variables)
+        h = np.array([bqm.linear[v] for v in variables], dtype=float)
+        num_reads = int(kwargs.get("num_reads", 1))
+        p, info, rng = self._prepare(variables, h, num_reads, kwargs)
+        spins = np.where(rng.random((num_reads, len(variables))) < p, -1, 1).astype(np.int8)
+        ss = dimod.SampleSet.from_samples_bqm((spins, variables), bqm)
+        if kwargs.get("answer_mode", "histogram") == "histogram":
+            ss = ss.aggregate()
+        ss.info.update(info)
+        return ss
+
+    def sample_counts(self, h: Mapping[int, float], num_reads: int = 1, **kwargs: Any
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Fast count-level sampling of uncoupled qubits: ``(qubits, n_down, info)``.
+
+        The same physics and checks as :meth:`sample`, but each qubit's number of −1 reads is one
+        binomial draw, so a full-device call costs O(qubits), not O(qubits × reads).
+        """
+        variables = list(h)
+        missing = [q for q in variables if q not in self._index]
+        if missing:
+            raise ValueError(f"qubit {missing[0]} is not an active qubit of {self.preset.name}")
+        hv = np.fromiter((h[q] for q in variables), dtype=float, count=len(variables))
+        p, info, rng = self._prepare(variables, hv, int(num_reads), dict(kwargs, num_reads=num_reads))
+        return np.asarray(variables, dtype=np.int64), rng.binomial(int(num_reads), p), info
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check(self, h: np.ndarray, kwargs: Mapping[str, Any]) -> None:
+        for kw in kwargs:
+            if kw not in self.parameters:
+                raise ValueError(f"kwarg {kw!r} invalid for {self.preset.name} (virtual QPU)")
+        props = self.properties
+        lo, hi = props["num_reads_range"]
+        n = int(kwargs.get("num_reads", 1))
+        if not lo <= n <= hi:
+            raise ValueError(f"num_reads={n} is outside num_reads_range [{lo}, {hi}]")
+        if not kwargs.get("auto_scale", True):
+            hlo, hhi = props["h_range"]
+            if h.size and (h.min() < hlo or h.max() > hhi):
+                raise ValueError(f"h value {h.min() if h.min() < hlo else h.max():g} is outside h_range [{hlo}, {hhi}]")
+        if "annealing_time" in kwargs and "anneal_schedule" in kwargs:
+            raise ValueError("annealing_time and anneal_schedule are mutually exclusive")
+        if "annealing_time" in kwargs:
+            a, b = props["annealing_time_range"]
+            if not a <= float(kwargs["annealing_time"]) <= b:
+                raise ValueError(f"annealing_time={kwargs['annealing_time']} is outside [{a}, {b}] µs")
+        if "anneal_schedule" in kwargs:
+            check_anneal_schedule(kwargs["anneal_schedule"], props, reverse_state="initial_state" in kwargs)
+        if "h_gain_schedule" in kwargs:
+            check_h_gain_schedule(kwargs["h_gain_schedule"], props)
+
+    def _rng(self, label: str | None) -> np.random.Generator:
+        key = zlib.crc32(label.encode()) if label is not None else self._calls
+        return np.random.default_rng([self.seed, 2, 0 if label is not None else 1, key])
+
+    def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per qubit, cached per anneal: freeze-out point s*, its time t*, and β there."""
+        key = (annealing_time, None if anneal_schedule is None else tuple(map(tuple, anneal_schedule)))
+        if key not in self._freeze_cache:
+            s_star = qphys.freezeout_point(self._schedule, self._col["rate"], annealing_time, anneal_schedule)
+            t, s = qphys.anneal_path(annealing_time, anneal_schedule)
+            # time of freeze-out: the last time the path is at s* (forward anneals: monotone)
+            t_star = np.interp(s_star, s, t) if np.all(np.diff(s) >= 0) else np.full_like(s_star, t[-1])
+            beta = self.b_scale * qphys.freezeout_beta(self._schedule.B_of(s_star), self.preset.temperature_mK)
+            self._freeze_cache[key] = (s_star, t_star, beta)
+        return self._freeze_cache[key]
+
+    def _gain(self, h_gain_schedule, t_star: np.ndarray) -> np.ndarray:
+        if h_gain_schedule is None:
+            return np.ones_like(t_star)
+        t, g = self._gain_curve(h_gain_schedule, float(np.max(t_star)) + 1.0)
+        return np.interp(t_star, t, g)
+
+    def _gain_curve(self, h_gain_schedule, t_end: float) -> tuple[np.ndarray, np.ndarray]:
+        """The low-pass-filtered h gain on a fine time grid (cached: every call of a protocol asks)."""
+        key = (tuple(map(tuple, h_gain_schedule)), float(t_end))
+        if key not in self._gain_cache:
+            self._gain_cache[key] = self._filtered_gain(h_gain_schedule, t_end)
+        return self._gain_cache[key]
+
+    def _filtered_gain(self, h_gain_schedule, t_end: float) -> tuple[np.ndarray, np.ndarray]:
+        pts = np.asarray(h_gain_schedule, dtype=float)
+        t_last = max(float(pts[-1, 0]), t_end)
+        tau = 1.0 / (2 * np.pi * self.preset.h_filter_MHz)
+        t = np.unique(np.concatenate([np.linspace(0, t_last, 2001), pts[:, 0],
+                                      (pts[:, 0][:, None] + np.linspace(0, 8 * tau, 41)).ravel()]))
+        t = t[t <= t_last]
+        g = np.interp(t, pts[:, 0], pts[:, 1])
+        return t, qphys.lowpass(t, g, self.preset.h_filter_MHz)
+
+    def _prepare(self, variables: list, h: np.ndarray, num_reads: int, kwargs: Mapping[str, Any]):
+        self._check(h, kwargs)
+        rng = self._rng(kwargs.get("label"))
+        idx = np.fromiter((self._index[v] for v in variables), dtype=np.int64, count=len(variables))
+        if kwargs.get("auto_scale", True) and h.size and np.abs(h).max() > 0:
+            h = h * (max(abs(x) for x in self.properties["h_range"]) / np.abs(h).max())
+        if not kwargs.get("flux_drift_compensation", True):
+            drift_rng = np.random.default_rng([self.seed, 3, self._calls])
+            self._drift += drift_rng.normal(0.0, self.preset.drift_sd, len(self._drift))
+            drift = self._drift[idx]
+        else:
+            drift = 0.0
+        self._calls += 1
+        annealing_time = kwargs.get("annealing_time")
+        anneal_schedule = kwargs.get("anneal_schedule")
+        col = {c: v[idx] for c, v in self._col.items()}
+        bias = col["b"] + drift
+        if self.physics == "freezeout":
+            _, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
+            gain = self._gain(kwargs.get("h_gain_schedule"), t_star)
+            field = (gain * h)[:, None]
+            eta = col["eta"]
+            if self.noise == "telegraph":
+                theta = np.column_stack([beta, bias, col["gamma"], eta])
+                m = MODELS["qasa"].m(field, theta)[:, 0]
+            else:
+                theta = np.column_stack([beta, bias, eta])
+                m = MODELS["gaussian-noise"].m(field, theta)[:, 0]
+            p = 0.5 * (1.0 + m)
+        else:
+            p = self.dynamics_p_down(h, bias, col["rate"], col["eta"], annealing_time, anneal_schedule,
+                                     kwargs.get("h_gain_schedule"))
+        eps = col["readout_error"]
+        p = eps + (1.0 - 2.0 * eps) * p
+        info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
+                "timing": self._timing(len(self.nodelist), num_reads, annealing_time, anneal_schedule, kwargs)}
+        if kwargs.get("label") is not None:
+            info["problem_label"] = kwargs["label"]
+        return np.clip(p, 0.0, 1.0), info, rng
+
+    def dynamics_p_down(self, h: np.ndarray, bias: np.ndarray, rate: np.ndarray, eta: np.ndarray,
+                        annealing_time=None, anneal_schedule=None, h_gain_schedule=None) -> np.ndarray:
+        """P(−1) from the open-system dynamics for per-trajectory fields (the dynamics level).
+
+        Args:
+            h: programmed field per trajectory; bias: static offset (not scaled by the h gain);
+            rate: c of Γ = c A(s)² per trajectory (times ``rate_scale``); eta: noise amplitude
+            (telegraph: the two values ±η are averaged; gaussian: 8-node Gauss–Hermite).
+        """
+        sched = self._schedule
+        t_path, s_path = qphys.anneal_path(annealing_time, anneal_schedule)
+        c = np.asarray(rate, float) * self.rate_scale
+        kT = qphys.kT_GHz(self.preset.temperature_mK)
+        # start where even the slowest-relaxing trajectory has ≥ 30 events left: equilibrium there
+        t_start = t_path[0]
+        if self.rate_scale > 0 and anneal_schedule is None and np.all(c > 0):
+            grid, sg, after1 = qphys.events_after(sched, t_path, s_path, 1.0)
+            ok = after1 * c.min() >= 30.0
+            if ok.any():
+                t_start = grid[np.flatnonzero(ok)[-1]]
+        t = np.linspace(t_start, t_path[-1], self.dynamics_steps + 1)
+        if h_gain_schedule is not None:
+            tg, g = self._gain_curve(h_gain_schedule, t_path[-1])
+            tau = 1.0 / (2 * np.pi * self.preset.h_filter_MHz)
+            fine = np.concatenate([np.arange(tk, tk + 10 * tau, tau / 20) for tk in np.asarray(h_gain_schedule)[:, 0]])
+            t = np.unique(np.concatenate([t, fine[(fine > t_start) & (fine < t_path[-1])]]))
+            gain = np.interp(t, tg, g)
+        else:
+            gain = np.ones_like(t)
+        s = np.interp(t, t_path, s_path)
+        A, B = sched.A_of(s), sched.B_of(s) * self.b_scale
+        if self.noise == "telegraph":
+            offsets, weights = np.array([1.0, -1.0]), np.array([0.5, 0.5])
+        else:
+            x, w = np.polynomial.hermite.hermgauss(8)
+            offsets, weights = np.sqrt(2.0) * x, w / np.sqrt(np.pi)
+        nd = len(offsets)
+        hh = np.repeat(np.asarray(h, float), nd)
+        off = (np.asarray(bias, float)[:, None] + np.asarray(eta, float)[:, None] * offsets).ravel()
+        rz = qphys.evolve(t, -A, B * gain, hh, kT, rate=A * A, offsets=off, bo=B,
+                            rate_scale=np.repeat(c, nd))
+        return (0.5 * (1.0 - rz)).reshape(-1, nd) @ weights
+
+    def _timing(self, num_qubits: int, num_reads: int, annealing_time, anneal_schedule,
+                kwargs: Mapping[str, Any]) -> dict[str, float]:
+        """D-Wave's QPU timing model (:func:`qasa.cost.timing_model`), in µs."""
+        from qasa.cost import timing_model
+
+        d = self.properties["problem_timing_data"]
+        anneal = annealing_time if annealing_time is not None else (
+            anneal_schedule[-1][0] if anneal_schedule is not None else d["default_annealing_time"])
+        return timing_model(d, num_qubits, num_reads, float(anneal), kwargs.get("readout_thermalization"),
+                            kwargs.get("programming_thermalization"))
+
+
+def _points(name: str, schedule: Any) -> np.ndarray:
+    try:
+        pts = np.asarray(schedule, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a list of (t, value) pairs, got {schedule!r}") from None
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 2:
+        raise ValueError(f"{name} must be a list of at least 2 (t, value) pairs, got {schedule!r}")
+    if not np.all(np.isfinite(pts)):
+        raise ValueError(f"{name} has a non-finite value: {schedule!r}")
+    t = pts[:, 0]
+    if t[0] != 0:
+        raise ValueError(f"{name} must start at t=0 µs, got t={t[0]:g} µs")
+    if np.any(np.diff(t) <= 0):
+        raise ValueError(f"{name} times {t.tolist()} must be strictly increasing")
+    return pts
+
+
+def check_anneal_schedule(schedule: Any, props: Mapping[str, Any], reverse_state: bool) -> None:
+    """The QPU server's rules for ``anneal_schedule`` (D-Wave solver-parameter documentation).
+
+    Times start at 0 µs and strictly increase, every s lies in [0, 1], the last point is at s = 1, the
+    total time is within ``annealing_time_range``, and no segment is steeper than
+    1/min(``annealing_time_range``) per µs. A forward anneal starts at s = 0 and has at most
+    ``max_anneal_schedule_points`` points; a reverse anneal starts at s = 1, needs an
+    ``initial_state`` and may use one point more (D-Wave allows the extra point for reverse anneals;
+    dwave-system's client-side ``validate_anneal_schedule`` does not know this, docs/DESIGN.md §5).
+
+    Raises:
+        ValueError: naming the offending value and the allowed range.
+    """
+    pts = _points("anneal_schedule", schedule)
+    t, s = pts[:, 0], pts[:, 1]
+    bad = s[(s < 0) | (s > 1)]
+    if bad.size:
+        raise ValueError(f"anneal_schedule s={bad[0]:g} is outside [0, 1]")
+    lo, hi = props["annealing_time_range"]
+    if t[-1] > hi:
+        raise ValueError(f"anneal_schedule lasts {t[-1]:g} µs; the maximum is {hi:g} µs")
+    if s[-1] != 1:
+        raise ValueError(f"anneal_schedule must end at s=1, got s={s[-1]:g}")
+    reverse = s[0] == 1
+    if not reverse and s[0] != 0:
+        raise ValueError(f"anneal_schedule must start at s=0 (forward) or s=1 (reverse), got s={s[0]:g}")
+    max_points = int(props["max_anneal_schedule_points"]) + (1 if reverse else 0)
+    if len(pts) > max_points:
+        kind = "a reverse anneal" if reverse else "a forward anneal"
+        raise ValueError(f"anneal_schedule has {len(pts)} points; {kind} allows at most {max_points}")
+    slope = np.abs(np.diff(s) / np.diff(t))
+    if slope.max() > 1.0 / lo + 1e-9:
+        raise ValueError(f"anneal_schedule slope {slope.max():g}/µs exceeds the maximum slope {1.0 / lo:g}/µs "
+                         f"(1/min(annealing_time_range))")
+    if reverse and not reverse_state:
+        raise ValueError("a reverse anneal (starting at s = 1) needs an initial_state")
+
+
+def check_h_gain_schedule(schedule: Any, props: Mapping[str, Any]) -> None:
+    """The QPU server's rules for ``h_gain_schedule``: times from 0 µs strictly increasing, at most
+    ``max_h_gain_schedule_points`` points, every gain within ``h_gain_schedule_range``.
+
+    Raises:
+        ValueError: naming the offending value and the allowed range.
+    """
+    pts = _points("h_gain_schedule", schedule)
+    if len(pts) > props["max_h_gain_schedule_points"]:
+        raise ValueError(f"h_gain_schedule has {len(pts)} points; at most {props['max_h_gain_schedule_points']}")
+    lo, hi = props["h_gain_schedule_range"]
+    bad = pts[(pts[:, 1] < lo) | (pts[:, 1] > hi), 1]
+    if bad.size:
+        raise ValueError(f"h_gain_schedule gain {bad[0]:g} is outside h_gain_schedule_range [{lo:g}, {hi:g}]")
+
+
+def _small_h_slope(beta: np.ndarray, b: np.ndarray, eta: np.ndarray, eps: np.ndarray, noise: str) -> np.ndarray:
+    """d m/dh at h = 0 per qubit of the observed response (see :meth:`VirtualQPU.pooled_teff`)."""
+    if noise == "telegraph":
+        offsets, weights = np.array([1.0, -1.0]), np.array([0.5, 0.5])
+    else:
+        x, w = np.polynomial.hermite.hermgauss(8)
+        offsets, weights = np.sqrt(2.0) * x, w / np.sqrt(np.pi)
+    arg = beta[:, None] * (b[:, None] + eta[:, None] * offsets)
+    return (1.0 - 2.0 * eps) * beta * (weights / np.cosh(arg) ** 2).sum(1)
+
+
+def _timing_data() -> dict[str, Any]:
+    from dwave.cloud.testing.mocks import qpu_problem_timing_data
+
+    return qpu_problem_timing_data("advantage")

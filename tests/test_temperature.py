@@ -1,0 +1,151 @@
+"""Effective temperature by D-Wave's definition: the same number as ``fast_effective_temperature``
+on the same sampler (virtual QPU, mock, exact Gibbs), an interval that is honest under qubit
+heterogeneity, and the whole-grid pooled fit shown with its lack of fit."""
+
+import math
+
+import dimod
+import numpy as np
+import pytest
+from dwave.system.temperatures import fast_effective_temperature
+
+import qasa
+from qasa.dataset import Response
+from qasa.emulator import VirtualQPU
+from qasa.fitting import fit
+from qasa.temperature import FAST_H_WINDOW, effective_temperature, qubit_beta_distribution
+
+
+class Recorder(dimod.Sampler, dimod.Structured):
+    """Passes calls to a sampler and keeps each (bqm, sampleset), to reuse D-Wave's own draws."""
+
+    def __init__(self, child):
+        self.child = child
+        self.log = []
+
+    nodelist = property(lambda self: self.child.nodelist)
+    edgelist = property(lambda self: self.child.edgelist)
+    properties = property(lambda self: self.child.properties)
+    parameters = property(lambda self: self.child.parameters)
+
+    def sample(self, bqm, **kwargs):
+        ss = self.child.sample(bqm, **kwargs)
+        self.log.append((bqm, ss))
+        return ss
+
+
+def _response_of(bqm, ss) -> Response:
+    """Counts of a sampleset of uncoupled qubits, each at its own field."""
+    qubits = list(ss.variables)
+    h = np.array([bqm.linear[q] for q in qubits])
+    down = ((ss.record.sample == -1) * ss.record.num_occurrences[:, None]).sum(0)
+    hu, col = np.unique(h, return_inverse=True)
+    nd = np.zeros((len(qubits), len(hu)), int)
+    nt = np.zeros_like(nd)
+    nd[np.arange(len(qubits)), col] = down
+    nt[np.arange(len(qubits)), col] = ss.record.num_occurrences.sum()
+    return Response(np.array(qubits), hu, nd, nt)
+
+
+def _fet(sampler, reads, seeds=(0, 1)):
+    """D-Wave's estimate (mean over seeds) and its standard error (our sandwich on its own draws)."""
+    rec = Recorder(sampler)
+    values, ses = [], []
+    for seed in seeds:
+        T, _ = fast_effective_temperature(rec, num_reads=reads, seed=seed, sampler_params={"num_reads": reads})
+        mine = effective_temperature(_response_of(*rec.log[-1]), None)
+        # the same estimator on the same draws: D-Wave's number to rounding
+        assert mine.T_eff == pytest.approx(T, rel=1e-8)
+        values.append(T)
+        ses.append(mine.T_eff_stderr)
+    return float(np.mean(values)), float(np.sqrt(np.sum(np.square(ses)))) / len(seeds)
+
+
+@pytest.fixture(scope="module")
+def virtual():
+    return VirtualQPU("advantage4.1", topology_shape=[4], seed=1)
+
+
+@pytest.fixture(scope="module")
+def virtual_data(virtual):
+    return qasa.run(qasa.Protocol.grid(1.0, 0.025, reads_per_h=10_000, seed=1), virtual)
+
+
+def test_virtual_qpu_agrees_with_fast_effective_temperature_and_the_published_value(virtual, virtual_data):
+    e = effective_temperature(virtual_data)
+    fet, fet_se = _fet(virtual, 10_000)
+    combined = math.hypot(e.T_eff_stderr, fet_se)
+    assert abs(e.T_eff - fet) < 2 * combined, (e.T_eff, fet, combined)
+    # the emulator is calibrated to the published Advantage_system4.1 T_eff (DESIGN.md §2)
+    assert e.T_eff_lo < 0.198 < e.T_eff_hi and e.T_eff == pytest.approx(0.198, rel=0.005)
+    assert e.beta_eff == pytest.approx(1 / e.T_eff) and e.h_window == pytest.approx(FAST_H_WINDOW)
+    assert e.h_values == 13 and e.qubits == len(virtual.nodelist) and e.reads == 13 * 10_000 * e.qubits
+    # heterogeneous qubits: the honest error is larger than the binomial one, and the small-|h|
+    # window fits one tanh (deviance/df near 1) while the qubits are overdispersed
+    assert e.design_effect > 2 and e.dispersion > 5 and e.deviance_per_df < 3
+    # the old whole-grid pooled fit is another number with a huge lack of fit
+    whole = effective_temperature(virtual_data, None)
+    assert whole.h_window is None and whole.h_values == 81
+    assert whole.T_eff > 1.05 * e.T_eff and whole.deviance_per_df > 1000
+    assert "whole-grid" in whole.method and "sandwich" in e.method
+    # a bootstrap over qubits gives about the same error
+    boot = effective_temperature(virtual_data, bootstrap=200, seed=3)
+    assert boot.T_eff == e.T_eff and boot.beta_eff_stderr == pytest.approx(e.beta_eff_stderr, rel=0.25)
+    assert boot.beta_eff_lo < e.beta_eff < boot.beta_eff_hi
+
+
+@pytest.mark.parametrize("backend", ["sa", "mock"])
+def test_exact_gibbs_samplers_agree_with_fast_effective_temperature_and_the_truth(backend):
+    sampler = qasa.get_sampler(backend, topology_shape=[3], beta=4.0)
+    ds = qasa.run(qasa.Protocol.grid(0.2, 0.025, reads_per_h=4000, reads_per_call=4000, seed=2), sampler)
+    e = effective_temperature(ds)
+    fet, fet_se = _fet(sampler, 4000)
+    assert abs(e.T_eff - fet) < 2 * math.hypot(e.T_eff_stderr, fet_se)
+    assert e.T_eff_lo < 0.25 < e.T_eff_hi                                  # truth 1/β
+    assert e.design_effect == pytest.approx(1.0, abs=0.3) and e.deviance_per_df < 2.5
+
+
+def test_sandwich_interval_covers_the_device_value_under_heterogeneity_where_the_naive_one_does_not():
+    """Qubits drawn from a population with β from 3 to 7 and biases: the pooled fit estimates the
+    population's pooled β*; the sandwich interval covers it ~95 % of the time, the binomial one does not."""
+    h = np.round(np.arange(-6, 7) * 0.025, 12)
+    def draw(rng, n):
+        return rng.uniform(3, 7, n), rng.normal(0, 0.03, n)
+    rng = np.random.default_rng(0)
+    beta, b = draw(rng, 200_000)
+    m_pop = np.tanh(beta[:, None] * (h + b[:, None])).mean(0)
+    # population value: Σ_j x_j (tanh(β* x_j) − E m(x_j)) = 0
+    from scipy.optimize import brentq
+    star = brentq(lambda B: float((h * (np.tanh(B * h) - m_pop)).sum()), 0.1, 50)
+    cover, naive_cover = [], []
+    for seed in range(200):
+        rng = np.random.default_rng(seed + 1)
+        beta, b = draw(rng, 150)
+        p = 0.5 * (1 + np.tanh(beta[:, None] * (h + b[:, None])))
+        nt = np.full(p.shape, 2000)
+        e = effective_temperature(Response(np.arange(150), h, rng.binomial(nt, p), nt))
+        cover.append(e.beta_eff_lo < star < e.beta_eff_hi)
+        naive_cover.append(abs(e.beta_eff - star) < 1.96 * e.naive_stderr)
+    assert 0.92 <= np.mean(cover) <= 0.98, np.mean(cover)
+    assert np.mean(naive_cover) < 0.7
+
+
+def test_degenerate_and_bad_input():
+    h = np.array([-1.0, 0.0, 1.0])
+    r = Response(np.arange(2), h, np.array([[0, 5, 10], [0, 5, 10]]), np.full((2, 3), 10))
+    with pytest.raises(ValueError, match=r"no reads at a nonzero h in the h window"):
+        effective_temperature(r)                                     # only h = 0 in ±0.164
+    with pytest.raises(ValueError, match="level"):
+        effective_temperature(r, None, level=1.5)
+    with pytest.raises(ValueError, match="lo < hi"):
+        effective_temperature(r, (0.2, -0.2))
+    e = effective_temperature(r, None)                               # every read aligned: T = 0, as D-Wave's
+    assert e.beta_eff == math.inf and e.T_eff == 0.0
+
+
+def test_qubit_beta_distribution_is_named_apart_from_t_eff(virtual_data):
+    fits = fit(virtual_data, "qasa")
+    d = qubit_beta_distribution(fits)
+    assert "not the device T_eff" in d["label"] and d["qubits"] > 250
+    assert d["q25"] < d["median"] < d["q75"] and 0 < d["sd_true"] < d["sd"]
+    assert d["T_of_median"] == pytest.approx(1 / d["median"])
