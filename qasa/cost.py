@@ -121,7 +121,7 @@ def plan(protocol: Protocol, sampler: dimod.Sampler) -> tuple[pd.DataFrame, dict
     for c in calls:
         if c.num_reads not in cache:
             cache[c.num_reads] = estimate_call(sampler, protocol, n, c.num_reads)
-        rows.append({"call_id": c.call_id, "h": c.h, "gauge": c.gauge, "num_reads": c.num_reads,
+        rows.append({"call_id": c.call_id, "h": c.h_scalar, "gauge": c.gauge, "num_reads": c.num_reads,
                      "est_qpu_access_time_us": cache[c.num_reads]})
     table = pd.DataFrame(rows)
     est = table["est_qpu_access_time_us"]

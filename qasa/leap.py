@@ -149,7 +149,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
                 returned, reads = count_down(np.asarray(result["solutions"]), result.get("num_occurrences"), qubits)
                 n_down = undo_gauge(returned, reads, call.flips)
                 timing = dict(result.get("timing") or getattr(fut, "timing", {}) or {})
-                record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
+                record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h_scalar,
                           "gauge": call.gauge, "num_reads": call.num_reads, "problem_id": fut.id,
                           "started": started, "finished": utcnow(),
                           "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,

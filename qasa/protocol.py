@@ -19,6 +19,14 @@ be resumed by skipping the ids already on disk. Each h value is read ``reads_per
 into ``gauges_per_h`` (or more, if ``reads_per_call`` demands it) calls of as equal size as possible,
 each under its own gauge. Calls are ordered gauge-major (every h once, then every h again...) so that
 slow drift of the device is spread over the whole h grid instead of aliasing onto it.
+
+Per-qubit designs. Qubits are independent and each can get its own field in the same call, so a
+call's ``h`` may be an array with one value per qubit (:attr:`Call.h`); the counts table keeps
+one row per (call, qubit) with that qubit's own ``h``, so any later fit sees the right fields.
+``design="permuted"`` is the permuted grid: every qubit still sees every value of ``h_values`` once
+per gauge round, but each qubit in its own seeded order (a fresh order per antithetic gauge pair),
+which decorrelates slow drift and neighbour effects from h. Information-optimal per-qubit designs
+are built by :mod:`qasa.design` and run by :mod:`qasa.adaptive`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,10 @@ import numpy as np
 
 from qasa.errors import ProtocolError
 
-__all__ = ["Protocol", "Call", "h_grid"]
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS"]
+
+#: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
+DESIGNS = ("grid", "permuted")
 
 
 def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
@@ -61,10 +72,12 @@ class Call:
     """One sampler call of a protocol.
 
     Attributes:
-        call_id: stable identifier, ``"g{gauge:04d}-h{h_index:05d}"``.
-        index: position in the protocol's call list.
-        h_index: index of the h value in ``Protocol.h_values``.
-        h: the nominal field (before the gauge).
+        call_id: stable identifier, ``"g{gauge:04d}-h{h_index:05d}"`` for a protocol's calls.
+        index: position in the protocol's call list (seeds the call, see :meth:`Protocol.call_seed`).
+        h_index: index of the h value in ``Protocol.h_values`` (the slot of a permuted grid; -1
+            for a designed call).
+        h: the nominal field (before the gauge): one float for every qubit, or an array with one
+            value per qubit of the call's qubit list (a per-qubit design).
         gauge: index of this call's gauge among the calls of the same h value.
         num_reads: reads of this call.
         flips: the gauge, one ±1 per qubit of the call's qubit list (all +1 without gauges).
@@ -73,15 +86,25 @@ class Call:
     call_id: str
     index: int
     h_index: int
-    h: float
+    h: float | np.ndarray = field(compare=False)
     gauge: int
     num_reads: int
     flips: np.ndarray = field(repr=False, compare=False)
 
     def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
         """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""
-        values = self.flips * self.h
+        values = self.flips * np.asarray(self.h, dtype=float)
         return {int(q): float(v) for q, v in zip(qubits, values)}
+
+    @property
+    def per_qubit(self) -> bool:
+        """True when the call carries one field per qubit."""
+        return np.ndim(self.h) > 0
+
+    @property
+    def h_scalar(self) -> float:
+        """The common field of the call, or NaN for a per-qubit call (the calls table's ``h``)."""
+        return float("nan") if self.per_qubit else float(self.h)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,8 @@ class Protocol:
         qubits: qubits to assess; ``None`` means every active qubit of the sampler.
         seed: seed of the gauges (and of seeded samplers); ``None`` draws one when the run starts.
         sampler_params: extra keyword arguments for the sampler (sent only if it accepts them).
+        design: ``"grid"`` (the same h on every qubit in each call) or ``"permuted"`` (every qubit
+            sees every h value once per gauge round, in its own seeded order; see module docstring).
     """
 
     h_values: tuple[float, ...] = field(default_factory=h_grid)
@@ -119,6 +144,7 @@ class Protocol:
     qubits: tuple[int, ...] | None = None
     seed: int | None = None
     sampler_params: dict[str, Any] = field(default_factory=dict, hash=False)
+    design: str = "grid"
 
     def __post_init__(self) -> None:
         # normalize containers so that equality and serialization are exact
@@ -215,6 +241,8 @@ class Protocol:
             raise ProtocolError("qubits contains duplicates")
         if self.seed is not None and not (isinstance(self.seed, (int, np.integer)) and self.seed >= 0):
             raise ProtocolError(f"seed={self.seed!r} must be a non-negative integer or None")
+        if self.design not in DESIGNS:
+            raise ProtocolError(f"design={self.design!r}; choose one of {list(DESIGNS)}")
 
     # -- expansion ----------------------------------------------------------------------------
     @property
@@ -253,8 +281,14 @@ class Protocol:
             raise ProtocolError("protocol must be resolved (qubits and seed set) before expansion")
         n = len(self.qubits)
         out = []
+        values = np.asarray(self.h_values, dtype=float)
+        orders = None
         for gauge in range(self.calls_per_h):
+            if self.design == "permuted" and gauge % 2 == 0:
+                orders = self.permutation(gauge // 2)
             for h_index, h in enumerate(self.h_values):
+                if orders is not None:
+                    h = values[orders[:, h_index]]
                 index = gauge * len(self.h_values) + h_index
                 if self.spin_reversal:
                     pair_index = (gauge - gauge % 2) * len(self.h_values) + h_index
@@ -268,6 +302,14 @@ class Protocol:
                                 h_index=h_index, h=h, gauge=gauge,
                                 num_reads=self.reads_of_gauge(gauge), flips=flips))
         return out
+
+    def permutation(self, round_index: int) -> np.ndarray:
+        """Per-qubit order of the h values in gauge round pair ``round_index`` of a permuted grid:
+        ``(qubits, len(h_values))`` indices, each row a permutation (depends on seed and round only)."""
+        if self.qubits is None or self.seed is None:
+            raise ProtocolError("protocol must be resolved (qubits and seed set) before expansion")
+        rng = np.random.default_rng([self.seed, 2, round_index])
+        return np.argsort(rng.random((len(self.qubits), len(self.h_values))), axis=1, kind="stable")
 
     def extension_problem(self, larger: "Protocol") -> str | None:
         """Why ``larger`` (more reads per h) cannot extend data collected with this protocol, or None.

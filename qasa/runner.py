@@ -19,7 +19,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dimod
 import numpy as np
@@ -197,7 +197,7 @@ def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff:
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
-        in_flight: int = 50, extend: bool = False) -> Dataset:
+        in_flight: int = 50, extend: bool = False, calls: Sequence[Call] | None = None) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -219,6 +219,11 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         in_flight: calls submitted at once to a cloud solver (``DWaveSampler``): their futures are
             reduced as they complete, in any order, straight from the answer matrix.
         extend: allow a larger ``reads_per_h`` than the stored dataset's (extra gauges).
+        calls: run these calls instead of ``protocol.calls()`` (e.g. a round of a per-qubit design,
+            :mod:`qasa.adaptive`), with the same journaling, resume and budget; ``protocol`` still
+            supplies the qubits, the sampler parameters and the seed. Their ids must be unique, of
+            the form ``<round>-c<5 digits>`` (recorded in ``metadata["design_rounds"]`` so that the
+            dataset accepts them), and every programmed field within the sampler's ``h_range``.
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -230,14 +235,16 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     protocol = prepare(protocol, sampler, out, extend=extend)
+    rounds = None if calls is None else _design_rounds(calls)
+    calls = protocol.calls() if calls is None else _checked_calls(calls, protocol, sampler)
     store = DatasetStore(out) if out is not None else None
     if store is None:
-        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight)
+        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight, calls)
     if not store.exists:   # refuse an over-budget run before the directory is created
-        _plan_budget(protocol.calls(), protocol, sampler, 0.0, max_qpu_seconds)
+        _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     with store.writing():
         return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
-                           backoff, in_flight)
+                           backoff, in_flight, calls, rounds)
 
 
 #: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
@@ -312,8 +319,7 @@ def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retrie
 
 
 def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, max_qpu_seconds, retries,
-                backoff, in_flight) -> Dataset:
-    calls = protocol.calls()
+                backoff, in_flight, calls: list[Call], rounds: dict[str, int] | None = None) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     existed = store.exists
     done = store.done_call_ids() if existed else set()
@@ -330,13 +336,17 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         return ds
     info = _device_record(protocol, sampler)
     run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
+    designed = {}
+    if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
+        known = (store.metadata().get("design_rounds") or {}) if existed else {}
+        designed = {"design_rounds": {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}}
     if existed:
         meta = store.metadata()
         store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
-                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}))
+                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}), **designed)
     else:
         store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
-                      "created": utcnow(), "runs": [run_record]})
+                      "created": utcnow(), "runs": [run_record], **designed})
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
@@ -371,8 +381,8 @@ def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None)
     return ds
 
 
-def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight) -> Dataset:
-    calls = protocol.calls()
+def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight,
+                   calls: list[Call]) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     estimates = _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     base = sampler_parameters(protocol)
@@ -394,6 +404,40 @@ def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backof
     ds = Dataset(pd.concat(counts, ignore_index=True) if counts else pd.DataFrame(columns=COUNT_COLUMNS),
                  pd.DataFrame(records), meta)
     return _with_totals(ds).sorted()
+
+
+def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:
+    """Explicit call ids are ``<round>-c<5 digits>``: the number of calls of each round."""
+    rounds: dict[str, int] = {}
+    for c in calls:
+        prefix, sep, number = str(c.call_id).rpartition("-c")
+        if not (sep and prefix and len(number) == 5 and number.isdigit()):
+            raise ProtocolError(f"explicit call id {c.call_id!r} must have the form '<round>-c<5 digits>' "
+                                "(e.g. 'a001-c00000')")
+        rounds[prefix] = max(rounds.get(prefix, 0), int(number) + 1)
+    return rounds
+
+
+def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sampler) -> list[Call]:
+    """Explicit calls: unique ids, one flip (and field) per qubit, fields within ``h_range``."""
+    calls = list(calls)
+    ids = [c.call_id for c in calls]
+    if len(set(ids)) != len(ids):
+        raise ProtocolError("the calls to run have duplicate call ids")
+    n = len(protocol.qubits or ())
+    h_range = (getattr(sampler, "properties", {}) or {}).get("h_range")
+    for c in calls:
+        if len(c.flips) != n or (c.per_qubit and np.shape(c.h) != (n,)):
+            raise ProtocolError(f"call {c.call_id} has {len(c.flips)} gauge signs and h of shape {np.shape(c.h)}; "
+                                f"the protocol has {n} qubits")
+        x = np.asarray(c.flips, float) * np.asarray(c.h, float)
+        if not np.isfinite(x).all():
+            raise ProtocolError(f"call {c.call_id} has a non-finite field")
+        if h_range is not None and x.size and (x.min() < h_range[0] or x.max() > h_range[1]):
+            bad = x.min() if x.min() < h_range[0] else x.max()
+            raise ProtocolError(f"call {c.call_id} programs h={bad:g}, outside the sampler's h_range "
+                                f"[{h_range[0]:g}, {h_range[1]:g}]")
+    return calls
 
 
 def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
@@ -451,7 +495,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
             samples = _subsample(sampleset, qubits, call.flips, keep_samples, protocol.call_seed(call.index))
     timing = info.get("timing") or {}
     record = {
-        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h,
+        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h_scalar,
         "gauge": call.gauge, "num_reads": call.num_reads,
         "problem_id": info.get("problem_id"),
         "started": started, "finished": utcnow(),

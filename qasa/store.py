@@ -26,7 +26,8 @@ concatenated as arrays; the ids of finished calls (what a resume skips) come fro
 
 Stored data are validated on load (:meth:`DatasetStore.load`): counts are non-negative integers,
 ``n_down + n_up`` equals the reads of the call, h is finite, gauges are ±1 (or 0 = not recorded,
-for datasets written before gauges were stored), call ids belong to the stored protocol. A dataset
+for datasets written before gauges were stored), call ids belong to the stored protocol (or to a
+round of a per-qubit design listed in ``metadata["design_rounds"]``, see :mod:`qasa.adaptive`). A dataset
 that fails is refused with one line naming the file and the first offending value; nothing is fitted
 or reported from it.
 
@@ -397,6 +398,9 @@ class DatasetStore:
         protocol = ds.protocol
         if protocol is not None and protocol.qubits is not None and protocol.seed is not None and len(calls):
             allowed = protocol.call_ids()
+            # rounds of a per-qubit design (qasa.adaptive): {"a001": number of calls, ...}
+            for prefix, n in (ds.metadata.get("design_rounds") or {}).items():
+                allowed = allowed | {f"{prefix}-c{i:05d}" for i in range(int(n))}
             ids = set(calls["call_id"].astype(str))
             outside = sorted(ids - allowed)
             if outside:

@@ -1,0 +1,391 @@
+r"""Information-optimal per-qubit designs: where to spend a qubit's reads to reach a precision target.
+
+Fisher information
+    A read at programmed field ``x`` returns −1 with probability ``p = (1 + m(x; θ))/2``. Its
+    expected (Fisher) information about θ is, per read,
+
+    .. math::  I(x; θ) = \frac{∂p/∂θ\,∂p/∂θ^T}{p(1-p)} = \frac{∇m\,∇m^T}{1 - m^2},
+
+    a rank-one matrix; ``N(x)`` reads at each ``x`` give ``M = Σ_x N(x) I(x; θ)``, and the
+    Cramér–Rao bound on the covariance of any unbiased estimator is ``M⁻¹``. Because
+    ``∂p/∂m = 1/2``, this is the information matrix of the fitter's Fisher scoring
+    (:mod:`qasa.fitting`). Qubits are independent, so everything here is per qubit (vectorized
+    over rows of ``theta``).
+
+Precision targets
+    A target is a 95 % (``level``) confidence-interval half-width per parameter, absolute (``b``:
+    0.003) or relative to the parameter (``beta``: ``"1%"``); it becomes a standard-deviation target
+    ``t_j = half_width / z`` with ``z = Φ⁻¹(1 − (1 − level)/2)`` (1.96). Untargeted parameters are
+    nuisance parameters: they are estimated, and their uncertainty inflates the others', but they
+    set no requirement.
+
+Criteria (over designs ``w``, a probability distribution of a qubit's reads over candidate fields)
+    - ``"minimax"``: minimize ``max_j V_j(w)/t_j²`` with ``V = diag(M(w)⁻¹)`` — the reads needed for
+      *every* targeted parameter to meet its target are ``N(w) = max_j V_j(w)/t_j²`` (per-read
+      information ``M(w) = Σ_x w_x I(x)``), so this design needs the fewest reads. It is solved by the
+      smooth surrogate ``Σ_j (V_j/t_j²)^q`` (convex in ``w``) with ``q`` raised in stages, by the
+      multiplicative algorithm ``w_x ← w_x (d_x / Σ w d)^{1/2}``, ``d_x = tr(A M⁻¹ I(x) M⁻¹)``,
+      ``A = diag((V_j/t_j²)^{q−1}/t_j²)`` (Silvey, Titterington & Torsney 1978; Yu 2010, "Monotonic
+      convergence of a general algorithm for computing optimal designs", Ann. Stat. 38). The
+      weights ``A`` put the reads where they reduce the uncertainty that still misses its target.
+    - ``"c"``: the same with one targeted parameter (c-optimal for ``c = e_j``).
+    - ``"D"``: maximize ``log det M(w)`` (all parameters), ``w_x ← w_x d_x / p`` with
+      ``d_x = tr(M⁻¹ I(x))``.
+
+    With earlier data (information ``M₀``) and ``N`` new reads the criteria use
+    ``M = M₀ + N Σ w_x I(x)`` — the design of an adaptive round (:mod:`qasa.adaptive`).
+
+Quantization
+    An optimal design is concentrated on a few fields (for the QASA model at β = 5: near ±0.1,
+    ±0.4 and the range ends, DESIGN.md §6). :func:`allocate` merges neighbouring candidates,
+    quantizes the fields to a grid (0.005 by default, so that the union of all qubits' fields — the
+    columns of :meth:`qasa.dataset.Dataset.response` — stays small) and apportions a whole number
+    of calls to each field (largest remainders): qubits share calls, each call carries one field per
+    qubit, so a qubit's reads come in units of one call's reads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+from scipy import stats
+
+from qasa.models import Model, get_model
+
+__all__ = ["fisher_per_read", "information", "parse_target", "sd_targets", "candidate_fields",
+           "optimal_design", "required_reads", "cramer_rao", "allocate", "uniform_weights", "z_value",
+           "CRITERIA"]
+
+CRITERIA = ("minimax", "c", "D")
+_CHUNK = 256
+
+
+def z_value(level: float = 0.95) -> float:
+    """Two-sided normal quantile of a ``level`` interval (1.96 at 95 %)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level!r} must lie strictly between 0 and 1")
+    return float(stats.norm.ppf(0.5 + level / 2.0))
+
+
+def fisher_per_read(model: Model | str, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Fisher information of one read at each field: shape ``(n, k, p, p)``.
+
+    Args:
+        model: response model.
+        x: programmed fields, shape ``(k,)`` (the same for every row) or ``(n, k)``.
+        theta: parameters, shape ``(n, p)``.
+    """
+    g, w = _grad_weight(get_model(model), x, theta)
+    return np.einsum("nkp,nkq->nkpq", g * w[..., None], g)
+
+
+def _grad_weight(model: Model, x, theta) -> tuple[np.ndarray, np.ndarray]:
+    """∇m (n, k, p) and 1/(1 − m²) (n, k), clipped like the fitter's probabilities."""
+    theta = np.asarray(theta, float)
+    m, g = model.m_jac(np.asarray(x, float), theta)
+    m = np.broadcast_to(m, g.shape[:2])
+    return g, 1.0 / np.maximum(1.0 - m * m, 4e-15)
+
+
+def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Expected information ``Σ_k reads_k I(x_k)`` of each row: shape ``(n, p, p)``.
+
+    Args:
+        x: fields ``(k,)`` or ``(n, k)``; reads: reads at each field, broadcastable to ``(n, k)``.
+    """
+    model = get_model(model)
+    theta = np.asarray(theta, float)
+    out = np.empty((len(theta), model.num_params, model.num_params))
+    x = np.asarray(x, float)
+    reads = np.broadcast_to(np.asarray(reads, float), (len(theta), x.shape[-1]))
+    for s in range(0, len(theta), _CHUNK):
+        sl = slice(s, s + _CHUNK)
+        xs = x if x.ndim == 1 else x[sl]
+        g, w = _grad_weight(model, xs, theta[sl])
+        out[sl] = np.einsum("nkp,nkq->npq", g * (w * reads[sl])[..., None], g)
+    return out
+
+
+def cramer_rao(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Cramér–Rao standard deviations ``sqrt(diag(M⁻¹))`` of each row for reads at fields ``x``: ``(n, p)``.
+
+    Rows whose information is singular get ``inf`` (a parameter the design cannot identify).
+    """
+    M = information(model, x, reads, theta)
+    return np.sqrt(np.maximum(_inv_diag(M), 0.0))
+
+
+def _inv(M: np.ndarray) -> np.ndarray:
+    """Batched inverse; singular rows become pseudo-inverses with ``inf`` on the unidentified diagonal."""
+    p = M.shape[-1]
+    scale = np.sqrt(np.maximum(np.einsum("npp->np", M), 1e-300))
+    Ms = M / scale[:, :, None] / scale[:, None, :]           # unit diagonal: better conditioned
+    try:
+        inv = np.linalg.inv(Ms + 1e-13 * np.eye(p))
+    except np.linalg.LinAlgError:
+        inv = np.stack([np.linalg.pinv(a) for a in Ms])
+    bad = ~np.isfinite(inv).all((1, 2)) | (np.einsum("npp->np", inv) <= 0).any(1)
+    inv = inv / scale[:, :, None] / scale[:, None, :]
+    if bad.any():
+        inv[bad] = np.inf
+    return inv
+
+
+def _inv_diag(M: np.ndarray) -> np.ndarray:
+    return np.einsum("npp->np", _inv(M))
+
+
+def parse_target(target: str | Mapping[str, float | str], model: Model | str = "qasa") -> dict[str, float | str]:
+    """Parse and check a precision target: ``"beta=1%,b=0.003,eta=0.01"`` or a dict.
+
+    Values are 95 % interval half-widths: a number is absolute (units of the parameter), a string
+    ending in ``%`` is relative to the parameter's value.
+
+    Raises:
+        ValueError: naming the bad entry, the model's parameters and the allowed form.
+    """
+    model = get_model(model)
+    if isinstance(target, str):
+        items: dict[str, str] = {}
+        for part in target.replace(" ", "").split(","):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep or not name or not value:
+                raise ValueError(f"target entry {part!r} is not 'name=value' (e.g. beta=1%,b=0.003,eta=0.01)")
+            if name in items:
+                raise ValueError(f"target gives {name!r} twice")
+            items[name] = value
+        target = items
+    if not target:
+        raise ValueError(f"the target is empty; give at least one of {list(model.params)} (e.g. beta=1%,b=0.003)")
+    out: dict[str, float | str] = {}
+    for name, value in target.items():
+        if name not in model.params:
+            raise ValueError(f"target parameter {name!r} is not a parameter of model {model.name!r}; "
+                             f"choose from {list(model.params)}")
+        text = str(value).strip()
+        rel = text.endswith("%")
+        try:
+            number = float(text[:-1] if rel else text)
+        except ValueError:
+            raise ValueError(f"target {name}={value!r} is not a number or a percentage (e.g. 0.003 or 1%)") from None
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(f"target {name}={value!r} must be a positive finite half-width")
+        out[name] = f"{number:g}%" if rel else number
+    return out
+
+
+def sd_targets(model: Model | str, target: Mapping[str, float | str], theta: np.ndarray,
+               level: float = 0.95) -> np.ndarray:
+    """Standard-deviation targets per row and parameter, ``(n, p)``; ``inf`` where untargeted.
+
+    A relative target is taken of ``|θ_j|`` of each row (NaN if that is 0 or not finite).
+    """
+    model = get_model(model)
+    target = parse_target(target, model)
+    theta = np.atleast_2d(np.asarray(theta, float))
+    z = z_value(level)
+    out = np.full(theta.shape, np.inf)
+    for j, name in enumerate(model.params):
+        if name not in target:
+            continue
+        value = target[name]
+        if isinstance(value, str):
+            hw = float(value[:-1]) / 100.0 * np.abs(theta[:, j])
+            out[:, j] = np.where(hw > 0, hw / z, np.nan)
+        else:
+            out[:, j] = float(value) / z
+    return out
+
+
+def candidate_fields(h_range: tuple[float, float] | list[float] = (-1.0, 1.0), step: float = 0.005,
+                     fine_max: float = 1.0, coarse_step: float = 0.05) -> np.ndarray:
+    """Candidate programmed fields: every multiple of ``step`` with ``|x| ≤ fine_max``, then
+    multiples of ``coarse_step`` out to the ends of ``h_range`` (ends included); zero excluded
+    only if it lies outside the range."""
+    lo, hi = float(h_range[0]), float(h_range[1])
+    if not lo < hi:
+        raise ValueError(f"h_range {h_range!r} must be an increasing pair")
+    fine = np.arange(math.ceil(max(lo, -fine_max) / step - 1e-9), math.floor(min(hi, fine_max) / step + 1e-9) + 1) * step
+    coarse = np.arange(math.ceil(lo / coarse_step - 1e-9), math.floor(hi / coarse_step + 1e-9) + 1) * coarse_step
+    coarse = coarse[np.abs(coarse) > fine_max]
+    x = np.unique(np.round(np.concatenate([fine, coarse, [lo, hi]]) / step) * step)
+    return np.round(x[(x >= lo - 1e-12) & (x <= hi + 1e-12)], 10) + 0.0
+
+
+def uniform_weights(n: int, k: int) -> np.ndarray:
+    """Equal weight on each of ``k`` fields for ``n`` rows."""
+    return np.full((n, k), 1.0 / k)
+
+
+def _criterion_value(V: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """max_j V_j / t_j² over targeted parameters (NaN target → NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.isinf(t), 0.0, V / t**2)
+    return r.max(1)
+
+
+def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray, target_sd: np.ndarray | None = None,
+                   *, criterion: str = "minimax", prior: np.ndarray | None = None, reads: float | np.ndarray = 1.0,
+                   iterations: int = 600) -> np.ndarray:
+    """Optimal design weights over ``candidates`` for each row of ``theta``: shape ``(n, k)``.
+
+    Args:
+        model: response model.
+        theta: parameters at which the information is evaluated (current estimates, or the truth
+            for the oracle design), ``(n, p)``.
+        candidates: candidate fields ``(k,)`` (e.g. :func:`candidate_fields` of the sampler's h_range).
+        target_sd: standard-deviation targets ``(n, p)`` (:func:`sd_targets`; ``inf`` = untargeted).
+            Needed for ``"minimax"`` and ``"c"``.
+        criterion: ``"minimax"``, ``"c"`` or ``"D"`` (module docstring).
+        prior: information already collected, ``(n, p, p)`` (adaptive rounds), or ``None``.
+        reads: reads the design will spend per row (scales it against ``prior``).
+        iterations: multiplicative-algorithm iterations.
+
+    Raises:
+        ValueError: unknown criterion, missing or unusable targets.
+    """
+    model = get_model(model)
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion={criterion!r}; choose one of {list(CRITERIA)}")
+    theta = np.atleast_2d(np.asarray(theta, float))
+    x = np.asarray(candidates, float)
+    n, p = theta.shape
+    if criterion != "D":
+        if target_sd is None:
+            raise ValueError(f"criterion {criterion!r} needs target_sd")
+        t = np.broadcast_to(np.asarray(target_sd, float), theta.shape)
+        targeted = np.isfinite(t).any(0) | np.isnan(t).any(0)
+        if not targeted.any():
+            raise ValueError("target_sd targets no parameter")
+        if criterion == "c" and targeted.sum() != 1:
+            raise ValueError("criterion 'c' needs exactly one targeted parameter")
+    reads = np.broadcast_to(np.asarray(reads, float), (n,))
+    w_out = np.empty((n, len(x)))
+    for s in range(0, n, _CHUNK):
+        sl = slice(s, s + _CHUNK)
+        g, iw = _grad_weight(model, x, theta[sl])
+        G = g * np.sqrt(iw)[..., None]                     # I(x) = G Gᵀ per candidate
+        P = None if prior is None else np.asarray(prior, float)[sl]
+        tt = None if criterion == "D" else np.array(t[sl])
+        w_out[sl] = _multiplicative(G, tt, P, reads[sl], criterion, iterations)
+    return w_out
+
+
+def _multiplicative(G, t, prior, reads, criterion, iterations):
+    n, k, p = G.shape
+    w = np.full((n, k), 1.0 / k)
+    ok = np.isfinite(G).all((1, 2))
+    G = np.where(ok[:, None, None], G, 0.0)
+    if t is not None:
+        t = np.where(np.isnan(t), 1.0, t)                  # a NaN target (relative to 0) counts as 1
+        active = np.isfinite(t)
+        tinv2 = np.where(active, 1.0 / np.where(active, t, 1.0) ** 2, 0.0)
+    stages = [1.0] if criterion == "D" else [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    per_stage = max(1, iterations // len(stages))
+    for q in stages:
+        for _ in range(per_stage):
+            M = np.einsum("nkp,nkq->npq", G * w[..., None], G) * reads[:, None, None]
+            if prior is not None:
+                M = M + prior
+            Minv = _inv(M)
+            Minv = np.where(np.isfinite(Minv), Minv, 0.0)
+            U = np.einsum("npq,nkq->nkp", Minv, G)           # M⁻¹ g_x
+            if criterion == "D":
+                d = np.einsum("nkp,nkp->nk", G, U)
+                new = w * d
+            else:
+                V = np.einsum("npp->np", Minv)
+                r = V * tinv2
+                rmax = np.maximum(r.max(1, keepdims=True), 1e-300)
+                a = np.where(active, (r / rmax) ** (q - 1.0) * tinv2, 0.0)
+                d = np.einsum("nkp,np->nk", U * U, a)
+                new = w * np.sqrt(np.maximum(d, 0.0))
+            total = new.sum(1, keepdims=True)
+            w = np.where(total > 0, new / np.where(total > 0, total, 1.0), w)
+    return w
+
+
+def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights: np.ndarray,
+                   target_sd: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """Reads needed per row so that every targeted parameter meets its sd target, ``(n,)``.
+
+    With reads spread over fields ``x`` by ``weights`` (``(k,)`` or ``(n, k)``, normalized here), the
+    answer is ``max_j V_j / t_j²`` (``V = diag M(w)⁻¹`` per read); with ``prior`` information the
+    smallest ``N`` with ``diag((prior + N M(w))⁻¹) ≤ t²`` (bisection; 0 if the prior already meets it).
+    ``inf`` where the design cannot identify a targeted parameter; NaN where a target is NaN.
+    """
+    model = get_model(model)
+    theta = np.atleast_2d(np.asarray(theta, float))
+    w = np.broadcast_to(np.asarray(weights, float), (len(theta), np.shape(x)[-1]))
+    w = w / w.sum(1, keepdims=True)
+    t = np.broadcast_to(np.asarray(target_sd, float), theta.shape)
+    M1 = information(model, x, w, theta)
+    base = _criterion_value(_inv_diag(M1), t)
+    nan = np.isnan(t).any(1)
+    if prior is None:
+        return np.where(nan, np.nan, base)
+    prior = np.asarray(prior, float)
+    lo = np.zeros(len(theta))
+    hi = np.where(np.isfinite(base), base, np.inf)
+    done = _criterion_value(_inv_diag(prior + 0 * M1), t) <= 1.0
+    hi = np.where(done, 0.0, hi)
+    finite = np.isfinite(hi) & ~done
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        ok = _criterion_value(_inv_diag(prior + mid[:, None, None] * M1), t) <= 1.0
+        hi = np.where(finite & ok, mid, hi)
+        lo = np.where(finite & ~ok, mid, lo)
+    return np.where(nan, np.nan, hi)
+
+
+def allocate(candidates: np.ndarray, weights: np.ndarray, calls: int, step: float = 0.005,
+             threshold: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Turn design weights into whole calls at quantized fields, per row.
+
+    Neighbouring candidates with weight above ``threshold`` are merged into one field (their
+    weighted mean, rounded to ``step``); the ``calls`` are then apportioned to the merged fields by
+    largest remainders.
+
+    Returns:
+        ``(fields, counts)``, both ``(n, s)`` with ``s`` the largest number of fields of any row:
+        row ``i`` spends ``counts[i, j]`` calls at field ``fields[i, j]`` (unused slots: count 0,
+        field NaN); every row's counts sum to ``calls``.
+    """
+    if not (isinstance(calls, (int, np.integer)) and calls >= 1):
+        raise ValueError(f"calls={calls!r} must be a positive integer")
+    x = np.asarray(candidates, float)
+    w = np.atleast_2d(np.asarray(weights, float))
+    rows_f, rows_c = [], []
+    for wi in w:
+        wi = wi / wi.sum()
+        keep = wi > threshold
+        if not keep.any():
+            keep = wi >= wi.max()
+        idx = np.flatnonzero(keep)
+        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+        groups = np.split(idx, breaks)
+        mass = np.array([wi[gr].sum() for gr in groups])
+        where = np.array([np.dot(wi[gr], x[gr]) / wi[gr].sum() for gr in groups])
+        where = np.round(np.round(where / step) * step, 10) + 0.0
+        where = np.clip(where, x.min(), x.max())
+        share = mass / mass.sum() * calls
+        cnt = np.floor(share).astype(int)
+        rest = calls - cnt.sum()
+        if rest:
+            cnt[np.argsort(-(share - cnt), kind="stable")[:rest]] += 1
+        # merged groups may round onto the same field
+        uniq, inv = np.unique(where, return_inverse=True)
+        merged = np.bincount(inv, weights=cnt).astype(int)
+        rows_f.append(uniq[merged > 0])
+        rows_c.append(merged[merged > 0])
+    s = max(len(f) for f in rows_f)
+    fields = np.full((len(w), s), np.nan)
+    counts = np.zeros((len(w), s), dtype=np.int64)
+    for i, (f, c) in enumerate(zip(rows_f, rows_c)):
+        fields[i, :len(f)] = f
+        counts[i, :len(c)] = c
+    return fields, counts
