@@ -122,6 +122,7 @@ class FitResult:
     success: bool
     message: str
     quality: str
+    interval: dict[str, tuple[float, float]] | None = None
 
 
 def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool):
@@ -506,7 +507,8 @@ class FitTable:
                          {p: float(row[p]) for p in self.model.params},
                          {p: float(row[f"{p}_stderr"]) for p in self.model.params},
                          float(row["loglik"]), bool(row["converged"]) and row["quality"] != "failed",
-                         str(row["reason"]) or "ok", str(row["quality"]))
+                         str(row["reason"]) or "ok", str(row["quality"]),
+                         {p: (float(row[f"{p}_lo"]), float(row[f"{p}_hi"])) for p in self.model.params})
 
     def covariance(self, qubit: int) -> np.ndarray:
         """The parameter covariance matrix of one qubit (NaN for parameters at a bound)."""

@@ -151,6 +151,7 @@ def test_fit_table_save_load_and_reference_csv(tmp_path):
     assert header.startswith("spin,β,b,γ,η,")
     rec = ft.result(1)
     assert rec.success and rec.params["eta"] == ft.table.loc[1, "eta"]
+    assert rec.interval["eta"] == (ft.table.loc[1, "eta_lo"], ft.table.loc[1, "eta_hi"])
 
 
 def test_hostile_extremes_stay_finite():
