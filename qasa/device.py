@@ -260,8 +260,9 @@ def _verdict(param: str, row: pd.Series) -> str:
     if r >= RELIABILITY_MIN:
         return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation "
                 f"noise: identified well enough to map.")
-    return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation noise: "
-            f"not identified well enough to map (rule: reliability ≥ {RELIABILITY_MIN:g}); its map, correlations "
+    excess = " (the fits' standard errors exceed the observed spread)" if r < 0 else ""
+    return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation noise"
+            f"{excess}: not identified well enough to map (rule: reliability ≥ {RELIABILITY_MIN:g}); its map, correlations "
             "and spatial statistics are not device findings.")
 
 
@@ -434,10 +435,12 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
 
 
 def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, sources: int = 400,
-                seed: int | None = 0) -> pd.DataFrame:
+                seed: int | None = 0, reliability: float | None = None) -> pd.DataFrame:
     """Moran's I between qubits at each shortest-path distance 1..max_distance on the coupler graph.
 
-    Pairs are all pairs from ``sources`` randomly chosen qubits (all qubits if fewer).
+    Pairs are all pairs from ``sources`` randomly chosen qubits (all qubits if fewer). With the
+    parameter's ``reliability`` the table also holds ``reliability`` and the disattenuated
+    ``morans_i_true = I / r`` (NaN when r is not positive; see the module docstring).
     """
     v = values.dropna().astype(float)
     index = pd.Index(v.index)
@@ -458,7 +461,12 @@ def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, s
             continue
         i_val = len(z) * np.sum(z[src[a]] * z[b]) / (a.size * np.sum(z * z))
         rows.append({"distance": d, "pairs": int(a.size), "morans_i": float(i_val)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if reliability is not None and len(out):
+        r = float(reliability)
+        out["reliability"] = r
+        out["morans_i_true"] = out["morans_i"] / r if np.isfinite(r) and r > 0 else np.nan
+    return out
 
 
 def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:

@@ -102,6 +102,14 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
             "category": "software",
         }
 
+    def qasa_settings(self) -> dict[str, Any]:
+        """Every setting that changes this sampler's data, as plain JSON (recorded by the runner)."""
+        topology = self._properties["topology"]
+        return {"topology_type": topology["type"], "topology_shape": list(topology["shape"]),
+                "beta": self.beta, "num_sweeps": self.num_sweeps, "beta_schedule": self.beta_schedule,
+                "acceptance": self.acceptance, "randomize_order": self.randomize_order,
+                "num_active_qubits": len(self._nodelist)}
+
     @property
     def nodelist(self) -> list[int]:
         return self._nodelist
@@ -124,8 +132,10 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
         """Sample ``num_reads`` states at inverse temperature ``beta`` (see class docstring).
 
         ``auto_scale=True`` (the QPU's default) divides h and J by the factor that makes the problem
-        just fill ``h_range`` and ``j_range``, as the QPU does; single-qubit work uses ``False``.
+        just fill ``h_range`` and ``j_range``, as the QPU does; single-qubit work uses ``False``. The
+        energies reported are those of ``bqm`` as given (dimod's contract), not of the rescaled problem.
         """
+        given = bqm
         if auto_scale:
             h_lim = max(abs(x) for x in self._properties["h_range"])
             j_lim = max(abs(x) for x in self._properties["j_range"])
@@ -142,6 +152,8 @@ class StructuredSASampler(dimod.Sampler, dimod.Structured):
         ss = self._child.sample(bqm, num_reads=num_reads, seed=seed,
                                 beta_schedule_type="custom", beta_schedule=schedule,
                                 proposal_acceptance_criteria=self.acceptance, randomize_order=self.randomize_order)
+        if bqm is not given:
+            ss.record.energy[:] = given.energies((ss.record.sample, ss.variables))
         if label is not None:
             ss.info["problem_label"] = label
         return ss

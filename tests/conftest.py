@@ -49,6 +49,7 @@ class FailingSampler(dimod.Sampler, dimod.Structured):
     edgelist = property(lambda self: self.child.edgelist)
     properties = property(lambda self: self.child.properties)
     parameters = property(lambda self: self.child.parameters)
+    qasa_settings = property(lambda self: getattr(self.child, "qasa_settings", None))   # the same device
 
     def sample(self, bqm, **kwargs):
         if self.calls >= self.fail_after:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 import qasa
@@ -100,3 +101,42 @@ def test_unknown_solver_is_a_clear_error(monkeypatch):
 
 def test_any_dimod_sampler_passes_through(chimera_sa):
     assert qasa.get_sampler(chimera_sa) is chimera_sa
+
+
+# -- the dimod contract, for every backend (issue 12 item 12) ---------------------------------------
+
+def _backends():
+    from qasa.virtual import VirtualQPU
+
+    return {"emulator": VirtualQPU(seed=3, topology_shape=[2], broken_nodes=[]),
+            "sa": get_sampler("sa", topology_type="chimera", topology_shape=[2, 2, 4], beta=2.0),
+            "mock": get_sampler("mock", topology_type="chimera", topology_shape=[2, 2, 4], beta=2.0)}
+
+
+@pytest.mark.parametrize("backend", ["emulator", "sa", "mock"])
+@pytest.mark.parametrize("auto_scale", [True, False])
+def test_energies_and_vartype_follow_the_problem_given(backend, auto_scale):
+    """dimod's own assert_sampleset_energies holds through sample_ising, sample_qubo and sample, and a
+    BINARY problem gets BINARY samples, whatever auto_scale does to the problem on the device."""
+    import dimod
+    from dimod.testing.asserts import assert_sampleset_energies
+
+    sampler = _backends()[backend]
+    q = sampler.nodelist[:6]
+    h = {v: 0.7 * (-1) ** i * (i + 1) / 6 for i, v in enumerate(q)}
+    kw = {"num_reads": 50, "auto_scale": auto_scale}
+    ising = dimod.BinaryQuadraticModel.from_ising(h, {}, offset=0.25)
+    qubo = {(v, v): 1.5 * (-1) ** i for i, v in enumerate(q)}
+    cases = [(sampler.sample_ising(h, {}, **kw), dimod.BinaryQuadraticModel.from_ising(h, {})),
+             (sampler.sample_qubo(qubo, **kw), dimod.BinaryQuadraticModel.from_qubo(qubo)),
+             (sampler.sample(ising, **kw), ising),
+             (sampler.sample(ising.change_vartype(dimod.BINARY, inplace=False), **kw),
+              ising.change_vartype(dimod.BINARY, inplace=False))]
+    if backend != "emulator":              # couplers: the virtual QPU refuses them (single-qubit device)
+        u, v = sampler.edgelist[0]
+        coupled = dimod.BinaryQuadraticModel({u: 0.3, v: -0.2}, {(u, v): -0.8}, 0.0, dimod.SPIN)
+        cases.append((sampler.sample(coupled, **kw), coupled))
+    for ss, bqm in cases:
+        assert ss.vartype is bqm.vartype
+        assert set(np.unique(ss.record.sample)) <= ({-1, 1} if bqm.vartype is dimod.SPIN else {0, 1})
+        assert_sampleset_energies(ss, bqm)

@@ -3,6 +3,8 @@ on the same sampler (virtual QPU, mock, exact Gibbs), an interval that is honest
 heterogeneity, and the whole-grid pooled fit shown with its lack of fit."""
 
 import math
+import sys
+from pathlib import Path
 
 import dimod
 import numpy as np
@@ -14,6 +16,9 @@ from qasa.dataset import Response
 from qasa.emulator import VirtualQPU
 from qasa.fitting import fit
 from qasa.temperature import FAST_H_WINDOW, effective_temperature, qubit_beta_distribution
+
+sys.path.insert(0, str(Path(__file__).parent))
+from qasa_sampler import QASAModelCountSampler  # noqa: E402
 
 
 class Recorder(dimod.Sampler, dimod.Structured):
@@ -29,7 +34,8 @@ class Recorder(dimod.Sampler, dimod.Structured):
     parameters = property(lambda self: self.child.parameters)
 
     def sample(self, bqm, **kwargs):
-        ss = self.child.sample(bqm, **kwargs)
+        # like qasa, send only what the sampler accepts (a test sampler may not take auto_scale)
+        ss = self.child.sample(bqm, **{k: v for k, v in kwargs.items() if k in self.child.parameters})
         self.log.append((bqm, ss))
         return ss
 
@@ -97,9 +103,15 @@ def test_virtual_qpu_agrees_with_fast_effective_temperature_and_the_published_va
 @pytest.mark.parametrize("backend", ["sa", "mock"])
 def test_exact_gibbs_samplers_agree_with_fast_effective_temperature_and_the_truth(backend):
     sampler = qasa.get_sampler(backend, topology_shape=[3], beta=4.0)
-    ds = qasa.run(qasa.Protocol.grid(0.2, 0.025, reads_per_h=4000, reads_per_call=4000, seed=2), sampler)
-    e = effective_temperature(ds)
-    fet, fet_se = _fet(sampler, 4000)
+    # the mock's simulated-annealing substitute draws its per-call seeds from numpy's global generator
+    state = np.random.get_state()
+    np.random.seed(11)
+    try:
+        ds = qasa.run(qasa.Protocol.grid(0.2, 0.025, reads_per_h=4000, reads_per_call=4000, seed=2), sampler)
+        e = effective_temperature(ds)
+        fet, fet_se = _fet(sampler, 4000)
+    finally:
+        np.random.set_state(state)
     assert abs(e.T_eff - fet) < 2 * math.hypot(e.T_eff_stderr, fet_se)
     assert e.T_eff_lo < 0.25 < e.T_eff_hi                                  # truth 1/β
     assert e.design_effect == pytest.approx(1.0, abs=0.3) and e.deviance_per_df < 2.5
@@ -149,3 +161,17 @@ def test_qubit_beta_distribution_is_named_apart_from_t_eff(virtual_data):
     assert "not the device T_eff" in d["label"] and d["qubits"] > 250
     assert d["q25"] < d["median"] < d["q75"] and 0 < d["sd_true"] < d["sd"]
     assert d["T_of_median"] == pytest.approx(1 / d["median"])
+
+
+def test_qasa_model_sampler_agrees_with_fast_effective_temperature():
+    """Independent per-qubit β ∈ [3, 10], b, γ, η (tests/qasa_sampler.py), default gauges."""
+    sampler = QASAModelCountSampler(400, seed=4)
+    ds = qasa.run(qasa.Protocol.grid(0.2, 0.025, reads_per_h=4000, seed=4), sampler)
+    e = effective_temperature(ds)
+    fet, fet_se = _fet(sampler, 4000)
+    assert abs(e.T_eff - fet) < 2 * math.hypot(e.T_eff_stderr, fet_se), (e.T_eff, fet)
+    # very heterogeneous qubits: the honest error is several times the binomial one
+    assert e.design_effect > 10
+    # the pooled small-|h| T_eff is not 1/mean β nor 1/median β of the qubits
+    truth = sampler.truth
+    assert abs(e.T_eff - 1 / truth["beta"].median()) > 3 * e.T_eff_stderr

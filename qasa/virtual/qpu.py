@@ -35,12 +35,25 @@ Physics levels (``physics=``):
     signatures of Morrell et al. (2022): with ``rate_scale=0`` (closed system) P(−1) oscillates with
     the quench point, with the bath the oscillation is damped.
 
-Drift: unless ``flux_drift_compensation=True``, every call adds a Gaussian random-walk step
-(``drift_sd`` per call) to each qubit's bias, as slow flux drift between calls would.
+Drift: unless ``flux_drift_compensation=True``, each qubit's bias carries a flux drift: a seeded
+Gaussian random walk (step ``drift_sd``) over the *passes* of a qasa run — a call labelled
+``"qasa gGGGG-hHHHHH"`` (the runner's labels: pass ``G`` visits every h value once) sees the walk
+after ``G + 1`` steps; any other call sees the first step. So the drift of a call is a function of
+the device seed and the call's label only, never of how many calls this process made before.
 
-Randomness: each call draws from a generator seeded by ``(seed, label)`` when a label is given (so
-the same labelled call gives the same reads, e.g. after a resumed run) and by ``(seed, call count)``
-otherwise; the drift walk follows the instance's call count.
+Randomness: a labelled call draws its reads (and problem id) from a generator seeded by
+``(seed, SHA-256 of the label)``, so the same labelled call gives the same reads in any process —
+SIGKILL and resume give the counts of an uninterrupted run. An unlabelled call has no identity and
+draws from the instance's own stream.
+
+Other QPU parameters: ``flux_biases`` (Φ₀, one per qubit of the chip) shift each qubit's field by
+D-Wave's published conversion at its freeze-out point (:meth:`VirtualQPU._flux_field`; refused on
+presets without a published M_AFM); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
+(not emulated), never accepted without effect.
+
+Estimand: :meth:`VirtualQPU.estimand` gives the parameters a QASA fit of a protocol's data converges
+to (readout error folded into γ, the drift the run saw into b; :mod:`qasa.virtual.estimand`), next
+to the physical truth; :meth:`VirtualQPU.qasa_truth` records both in a dataset.
 
 Preset scales: temperatures, s* and T_eff are D-Wave's published figures (docs/DESIGN.md §2). The spreads
 of the per-qubit parameters are illustrative choices, not published values: ``eta_mean`` = 0.1/β
@@ -51,8 +64,9 @@ from D-Wave's calibration notes; the readout error is uniform below the publishe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 import uuid
-import zlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -91,7 +105,8 @@ class Preset:
     eta_mean: float | None = None       # default 0.1 / β
     gamma_mean: float = 0.1
     readout_error_max: float = 0.001
-    drift_sd: float = 0.0001
+    drift_sd: float = 0.001             # per pass over the h grid (see the module docstring)
+    mafm_pH: float | None = None        # M_AFM for the flux-bias conversion (None: flux_biases refused)
 
     @property
     def rate(self) -> float:
@@ -103,13 +118,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # D-Wave per-QPU documentation (docs/DESIGN.md §2); A/B from the Advantage_system6.2 table
+    # M_AFM 1.647 pH: dwave.system.temperatures' published Advantage_system4.1 value
     "advantage4.1": Preset("Advantage_system4.1-like", "pegasus", (16,), "Advantage_system6.2", 15.4, 0.612, 0.198,
-                           (-4.0, 4.0), 3.0),
+                           (-4.0, 4.0), 3.0, mafm_pH=1.647),
     "advantage6.4": Preset("Advantage_system6.4-like", "pegasus", (16,), "Advantage_system6.2", 16.0, 0.616, 0.221,
                            (-4.0, 4.0), 3.0),
     # Advantage2_system1: A/B from the Advantage2_research1.4 table
+    # M_AFM 2.113 pH: the Advantage2 value of dwave.system.temperatures.Ip_in_units_of_B's example
     "advantage2": Preset("Advantage2_system1-like", "zephyr", (12, 4), "Advantage2_research1.4", 20.0, 0.684, 0.112,
-                         (-4.0, 4.0), 30.0),
+                         (-4.0, 4.0), 30.0, mafm_pH=2.113),
     # 2000Q-like: the DW_2000Q_6 table and h_range [-2, 2] are published; the temperature and s*
     # here are illustrative (no published single-qubit figures in our sources), T_eff not calibrated
     "2000q": Preset("DW_2000Q-like", "chimera", (16, 16, 4), "DW_2000Q_6", 13.0, 0.60, None, (-2.0, 2.0), 3.0),
@@ -176,18 +193,7 @@ class VirtualQPU(MockDWaveSampler):
                  broken_nodes: list[int] | None = None, structure: str | dict[str, str] = "independent",
                  structure_strength: float = 1.0, physics: str = "freezeout", noise: str = "telegraph",
                  dynamics_steps: int = 400, rate_scale: float = 1.0, **overrides: Any) -> None:
-        if isinstance(preset, str):
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-            preset = PRESETS[preset]
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(Preset)}
-        if unknown:
-            raise ValueError(f"unknown emulator option(s) {sorted(unknown)}")
-        ttype = topology_type or preset.topology_type
-        shape = topology_shape if topology_shape is not None else (
-            list(preset.topology_shape) if ttype == preset.topology_type else None)
-        graph, shape = topology_graph(ttype, shape)
-        preset = dataclasses.replace(preset, topology_type=ttype, topology_shape=tuple(shape), **overrides)
+        preset, graph = _resolve_preset(preset, topology_type, topology_shape, overrides)
         if physics not in ("freezeout", "dynamics"):
             raise ValueError(f"physics={physics!r}: choose 'freezeout' or 'dynamics'")
         if noise not in ("telegraph", "gaussian"):
@@ -198,50 +204,54 @@ class VirtualQPU(MockDWaveSampler):
         self.noise = noise
         self.dynamics_steps = int(dynamics_steps)
         self.rate_scale = float(rate_scale)
-        rng = np.random.default_rng([self.seed, 0])
-        all_nodes = sorted(graph.nodes)
+        self._structure = structure
+        self._structure_strength = float(structure_strength)
         if broken_nodes is None:
+            all_nodes = sorted(graph.nodes)
             k = int(round(preset.broken_fraction * len(all_nodes)))
+            rng = np.random.default_rng([self.seed, 0])
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
-        super().__init__(topology_type=ttype, topology_shape=list(shape), broken_nodes=list(broken_nodes),
-                         parameter_warnings=False)
-        sched = qphys.load_schedule(preset.schedule)
-        self._schedule = sched
-        self.properties.update({
-            "chip_id": preset.name,
-            "h_range": list(preset.h_range),
-            "num_reads_range": [1, 10_000],
-            "annealing_time_range": [0.5, 2000.0],
-            "default_annealing_time": 20.0,
-            "h_gain_schedule_range": [-4.0, 4.0],
-            "max_anneal_schedule_points": 12,
-            "max_h_gain_schedule_points": 20,
-            "problem_timing_data": _timing_data(),
-            "problem_run_duration_range": [0.0, 1_000_000.0],
-            "vendor": "qasa virtual QPU",
-        })
-        # hidden truth
+        super().__init__(topology_type=preset.topology_type, topology_shape=list(preset.topology_shape),
+                         broken_nodes=list(broken_nodes), parameter_warnings=False)
+        self._schedule = qphys.load_schedule(preset.schedule)
+        self.properties.update(_qpu_properties(preset))
+        self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
+        self._truth = self._draw_truth(structure, self._structure_strength)
+        self.b_scale = 1.0
+        if preset.teff is not None:                               # calibrate to the published T_eff
+            self.b_scale = self._teff_scale()
+            self._truth["beta"] *= self.b_scale
+        self._index = {q: i for i, q in enumerate(self.nodelist)}
+        self._unlabelled_calls = 0
+        self._walk: list[np.ndarray] = []
+        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+
+    def _draw_truth(self, structure: str | dict[str, str], strength: float) -> pd.DataFrame:
+        """The hidden per-qubit parameters (β before the T_eff calibration; see the module docstring)."""
+        from scipy.stats import norm
+
+        preset = self.preset
         structures = structure if isinstance(structure, dict) else {p: structure for p in _PARAMS}
         bad = set(structures) - set(_PARAMS)
         if bad:
             raise ValueError(f"structure given for unknown parameter(s) {sorted(bad)}; allowed {list(_PARAMS)}")
         nodes = list(self.nodelist)
         edges = [tuple(e) for e in self.edgelist]
-        classes = coupler_classes(ttype, list(shape), edges)
-        pos = positions({"topology_type": ttype, "topology_shape": list(shape)}) \
-            if "smooth" in structures.values() else {}
+        ttype, shape = preset.topology_type, list(preset.topology_shape)
+        classes = coupler_classes(ttype, shape, edges)
+        pos = positions({"topology_type": ttype, "topology_shape": shape}) if "smooth" in structures.values() else {}
         fields = {p: device_field(structures.get(p, "independent"), nodes, edges, classes, pos,
-                                  np.random.default_rng([self.seed, 1, i]), structure_strength)
+                                  np.random.default_rng([self.seed, 1, i]), strength)
                   for i, p in enumerate(_PARAMS) if p != "beta"}
         rate = preset.rate * np.exp(preset.rate_sd * fields["rate"])
-        s_star = qphys.freezeout_point(sched, rate, preset.reference_annealing_time)
-        beta = qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)
-        if preset.teff is not None:  # first guess: the mean β alone matches the published T_eff
-            beta = beta * (1.0 / preset.teff) / float(np.mean(beta))
-        eta_mean = preset.eta_mean if preset.eta_mean is not None else 0.1 / float(np.mean(beta))
-        from scipy.stats import norm
-
-        self._truth = pd.DataFrame({
+        s_star = qphys.freezeout_point(self._schedule, rate, preset.reference_annealing_time)
+        beta = qphys.freezeout_beta(self._schedule.B_of(s_star), preset.temperature_mK)
+        # η's scale: 0.1/β with β the mean that alone would give the published T_eff
+        mean_beta = 1.0 / preset.teff if preset.teff is not None else float(np.mean(beta))
+        eta_mean = preset.eta_mean if preset.eta_mean is not None else 0.1 / mean_beta
+        return pd.DataFrame({
             "qubit": np.array(nodes, dtype=np.int64),
             "rate": rate,
             "freezeout_s": s_star,
@@ -251,16 +261,14 @@ class VirtualQPU(MockDWaveSampler):
             "eta": eta_mean * np.exp(0.3 * fields["eta"]),
             "readout_error": preset.readout_error_max * norm.cdf(fields["readout_error"]),
         }).set_index("qubit")
-        self.b_scale = float(np.mean(beta) / np.mean(qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)))
-        if preset.teff is not None:
-            self.b_scale *= self._teff_scale()
-            self._truth["beta"] = self.b_scale * qphys.freezeout_beta(sched.B_of(s_star), preset.temperature_mK)
-        self._index = {q: i for i, q in enumerate(nodes)}
-        self._drift = np.zeros(len(nodes))
-        self._calls = 0
-        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-        self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+
+    def qasa_settings(self) -> dict[str, Any]:
+        """Every setting that changes this device's data, as plain JSON (recorded by the runner)."""
+        return {"seed": self.seed, "physics": self.physics, "noise": self.noise,
+                "structure": self._structure, "structure_strength": self._structure_strength,
+                "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
+                "preset_config": dataclasses.asdict(self.preset), "broken_nodes": sorted(
+                    set(range(self.properties["num_qubits"])) - set(self.nodelist))}
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
         """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
@@ -278,7 +286,7 @@ class VirtualQPU(MockDWaveSampler):
 
         ``dwave.system.temperatures.fast_effective_temperature`` fits ``tanh(h/T)`` to the response of
         all qubits pooled at small |h| (docs/DESIGN.md §6): its limit is ``T_eff = 1/S`` with ``S`` the
-        mean over qubits of the slope of the expected response ``m̄ = 2 P(−1) − 1`` at h = 0. For the
+        mean over qubits of the slope of the expected response ``m = 2 P(−1) − 1`` at h = 0. For the
         QASA model with readout error ε (freeze-out level)::
 
             S = mean_q (1 − 2ε) β · ½ [sech²(β(b + η)) + sech²(β(b − η))]
@@ -326,39 +334,113 @@ class VirtualQPU(MockDWaveSampler):
         out["gain"] = self._gain(h_gain_schedule, t_star)
         return out
 
-    def qasa_truth(self, protocol) -> list[dict[str, Any]]:
-        """Truth in the parameters a QASA fit of ``protocol`` estimates (recorded in datasets).
+    def estimand(self, protocol: Any) -> pd.DataFrame:
+        """The QASA parameters a fit of ``protocol``'s data from this device converges to.
 
-        β and γ always; b and η only without gauges (gauges turn the static bias into a
-        four-component mixture that the two-component QASA model only approximates). At the
-        dynamics level the response is not a QASA curve: only β (of the freeze-out point) is given.
+        The KL projection of the device's exact response onto the QASA model over the protocol's
+        calls, in the programmed (qubit's own) frame (:mod:`qasa.virtual.estimand`): readout error is
+        folded into γ (and β), the flux drift the calls of this run saw into b (and η). At the
+        freeze-out level each call's response is computed exactly (its gauge, its pass's drift,
+        flux biases, h gain). At the dynamics level the response is the Bloch-equation simulation the
+        device itself samples from, evaluated once per distinct programmed field with the run's mean
+        drift (its infinite-reads limit; the drift's spread, ≲ 10⁻³, is neglected there).
+
+        Args:
+            protocol: a resolved :class:`qasa.protocol.Protocol` (qubits and seed set: the gauges
+                and so the drift each qubit sees depend on them).
+
+        Returns:
+            DataFrame indexed by qubit with columns ``beta``, ``b``, ``gamma``, ``eta``.
+
+        Raises:
+            ValueError: if the protocol is not resolved.
+        """
+        from qasa.virtual.estimand import kl_projection
+
+        if protocol.qubits is None or protocol.seed is None:
+            raise ValueError("estimand needs a resolved protocol (qubits and seed set): protocol.resolved(qpu.nodelist)")
+        qubits = [q for q in protocol.qubits if q in self._index]
+        rows = np.array([self._index[q] for q in qubits], dtype=np.int64)
+        pos = {q: i for i, q in enumerate(protocol.qubits)}
+        keep = np.array([pos[q] for q in qubits], dtype=np.int64)
+        kw = {**dict(protocol.sampler_params), "annealing_time": protocol.annealing_time,
+              "anneal_schedule": protocol.anneal_schedule, "h_gain_schedule": protocol.h_gain_schedule}
+        drift_on = not protocol.flux_drift_compensation
+        hv = np.asarray(protocol.h_values, float)
+        fields = np.unique(np.concatenate([hv, -hv]) if protocol.spin_reversal else hv)
+        N = np.zeros((len(rows), len(fields)))
+        K = np.zeros_like(N)
+        r = np.arange(len(rows))
+        calls = protocol.calls()
+        if self.physics == "freezeout":
+            for call in calls:
+                x = (call.flips[keep] * call.h).astype(float)
+                offset = self._walk_at(call.gauge)[rows] if drift_on else 0.0
+                p = self._p_down(rows, x, offset, kw)
+                j = np.searchsorted(fields, x)
+                N[r, j] += call.num_reads
+                K[r, j] += call.num_reads * p
+        else:
+            for call in calls:
+                x = (call.flips[keep] * call.h).astype(float)
+                N[r, np.searchsorted(fields, x)] += call.num_reads
+            offset = 0.0
+            if drift_on:
+                w = np.array([c.num_reads for c in calls], float)
+                offset = sum(wi * self._walk_at(c.gauge)[rows] for wi, c in zip(w, calls)) / w.sum()
+            xs = np.broadcast_to(fields, N.shape)
+            P = self._p_down(np.repeat(rows, len(fields)), xs.ravel(), np.repeat(offset + np.zeros(len(rows)),
+                             len(fields)), kw).reshape(N.shape)
+            K = N * P
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
+        t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
+        start = np.column_stack([t["beta"] * t["gain"].abs(), t["b"], t["gamma"], t["eta"]])
+        theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
+        return pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
+                            index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
+
+    def qasa_truth(self, protocol: Any) -> list[dict[str, Any]]:
+        """Per-qubit truth recorded in a dataset's ``metadata['device']['truth']`` (one record per qubit).
+
+        ``beta, b, gamma, eta``: the physical truth (β at the qubit's freeze-out point times |h gain|;
+        at the dynamics level only β, the other three are not parameters of that simulation).
+        ``estimand_beta, estimand_b, estimand_gamma, estimand_eta``: what a QASA fit of this run
+        should recover (:meth:`estimand`): compare fits with these.
         """
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule)
-        cols = ["beta"] if self.physics == "dynamics" else (
-            ["beta", "gamma"] if protocol.spin_reversal else ["beta", "b", "gamma", "eta"])
         if protocol.qubits is not None:
             t = t.loc[[q for q in protocol.qubits if q in t.index]]
         t["beta"] = t["beta"] * t["gain"].abs()     # the fit sees β times the h gain at freeze-out
-        return t[cols].reset_index().to_dict("records")
+        cols = ["beta"] if self.physics == "dynamics" else ["beta", "b", "gamma", "eta"]
+        out = t[cols].copy()
+        est = self.estimand(protocol)
+        for c in est.columns:
+            out[f"estimand_{c}"] = est[c].reindex(out.index)
+        return out.reset_index().to_dict("records")
 
     # -- sampling --------------------------------------------------------------------------------
     @dimod.bqm_structured
     def sample(self, bqm: dimod.BinaryQuadraticModel, **kwargs: Any) -> dimod.SampleSet:
         """Sample uncoupled qubits like a QPU (see the module docstring).
 
+        The SampleSet has the vartype of ``bqm`` (BINARY samples for a QUBO) and the energies of
+        ``bqm`` itself, as dimod's contract asks.
+
         Raises:
             ValueError: unknown keyword, couplers present, or a value outside the QPU's ranges.
         """
-        bqm = bqm.change_vartype(dimod.SPIN, inplace=False)
-        if bqm.num_interactions:
+        spin = bqm.change_vartype(dimod.SPIN, inplace=False)
+        if spin.num_interactions:
             raise ValueError(f"the virtual QPU simulates uncoupled qubits only (J = 0); "
-                             f"got {bqm.num_interactions} couplers")
-        variables = list(bqm.variables)
-        h = np.array([bqm.linear[v] for v in variables], dtype=float)
+                             f"got {spin.num_interactions} couplers")
+        variables = list(spin.variables)
+        h = np.array([spin.linear[v] for v in variables], dtype=float)
         num_reads = int(kwargs.get("num_reads", 1))
         p, info, rng = self._prepare(variables, h, num_reads, kwargs)
         spins = np.where(rng.random((num_reads, len(variables))) < p, -1, 1).astype(np.int8)
-        ss = dimod.SampleSet.from_samples_bqm((spins, variables), bqm)
+        values = spins if bqm.vartype is dimod.SPIN else ((spins + 1) // 2).astype(np.int8)
+        ss = dimod.SampleSet.from_samples_bqm((values, variables), bqm)
         if kwargs.get("answer_mode", "histogram") == "histogram":
             ss = ss.aggregate()
         ss.info.update(info)
@@ -393,6 +475,15 @@ class VirtualQPU(MockDWaveSampler):
             hlo, hhi = props["h_range"]
             if h.size and (h.min() < hlo or h.max() > hhi):
                 raise ValueError(f"h value {h.min() if h.min() < hlo else h.max():g} is outside h_range [{hlo}, {hhi}]")
+        if kwargs.get("fast_anneal"):
+            raise ValueError("fast_anneal is not emulated by the virtual QPU (its fast-anneal schedule is not "
+                             "modelled); use annealing_time or anneal_schedule")
+        offsets = kwargs.get("anneal_offsets")
+        if offsets is not None and np.any(np.nan_to_num(np.asarray(offsets, float)) != 0):
+            raise ValueError("non-zero anneal_offsets are not emulated by the virtual QPU; "
+                             "send zeros or leave anneal_offsets out")
+        if kwargs.get("flux_biases") is not None:
+            self._flux_values(kwargs["flux_biases"])
         if "annealing_time" in kwargs and "anneal_schedule" in kwargs:
             raise ValueError("annealing_time and anneal_schedule are mutually exclusive")
         if "annealing_time" in kwargs:
@@ -404,9 +495,36 @@ class VirtualQPU(MockDWaveSampler):
         if "h_gain_schedule" in kwargs:
             check_h_gain_schedule(kwargs["h_gain_schedule"], props)
 
+    def _flux_values(self, flux_biases: Any) -> np.ndarray:
+        """Flux biases (Φ₀) of the active qubits, checked: one finite value per qubit of the chip."""
+        if self.preset.mafm_pH is None:
+            raise ValueError(f"flux_biases are not emulated on {self.preset.name}: no published M_AFM for it")
+        values = np.asarray(flux_biases, dtype=float)
+        n = self.properties["num_qubits"]
+        if values.shape != (n,):
+            raise ValueError(f"flux_biases must list one value per qubit ({n}), got shape {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("flux_biases must be finite")
+        return values[np.asarray(self.nodelist)]
+
     def _rng(self, label: str | None) -> np.random.Generator:
-        key = zlib.crc32(label.encode()) if label is not None else self._calls
-        return np.random.default_rng([self.seed, 2, 0 if label is not None else 1, key])
+        """The generator of one call: a function of (device seed, label) only (see the module docstring)."""
+        if label is None:       # an unlabelled call has no identity: the instance's own stream
+            self._unlabelled_calls += 1
+            return np.random.default_rng([self.seed, 2, 1, self._unlabelled_calls])
+        words = np.frombuffer(hashlib.sha256(str(label).encode()).digest()[:16], dtype=np.uint32)
+        return np.random.default_rng([self.seed, 2, 0, *words.tolist()])
+
+    def _walk_at(self, step: int) -> np.ndarray:
+        """Flux drift of every active qubit after ``step`` + 1 steps of the seeded random walk."""
+        if self.preset.drift_sd == 0:
+            return np.zeros(len(self.nodelist))
+        while len(self._walk) <= step:
+            k = len(self._walk)
+            prev = self._walk[-1] if self._walk else 0.0
+            self._walk.append(prev + np.random.default_rng([self.seed, 3, k]).normal(
+                0.0, self.preset.drift_sd, len(self.nodelist)))
+        return self._walk[step]
 
     def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per qubit, cached per anneal: freeze-out point s*, its time t*, and β there."""
@@ -445,43 +563,62 @@ class VirtualQPU(MockDWaveSampler):
 
     def _prepare(self, variables: list, h: np.ndarray, num_reads: int, kwargs: Mapping[str, Any]):
         self._check(h, kwargs)
-        rng = self._rng(kwargs.get("label"))
+        label = kwargs.get("label")
+        rng = self._rng(label)
         idx = np.fromiter((self._index[v] for v in variables), dtype=np.int64, count=len(variables))
         if kwargs.get("auto_scale", True) and h.size and np.abs(h).max() > 0:
             h = h * (max(abs(x) for x in self.properties["h_range"]) / np.abs(h).max())
+        drift = 0.0
         if not kwargs.get("flux_drift_compensation", True):
-            drift_rng = np.random.default_rng([self.seed, 3, self._calls])
-            self._drift += drift_rng.normal(0.0, self.preset.drift_sd, len(self._drift))
-            drift = self._drift[idx]
-        else:
-            drift = 0.0
-        self._calls += 1
+            drift = self._walk_at(_drift_step(label))[idx]
+        p = self._p_down(idx, h, drift, kwargs)
+        info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
+                "timing": self._timing(len(self.nodelist), num_reads, kwargs.get("annealing_time"),
+                                       kwargs.get("anneal_schedule"), kwargs)}
+        if label is not None:
+            info["problem_label"] = label
+        return p, info, rng
+
+    def _p_down(self, idx: np.ndarray, h: np.ndarray, offset: np.ndarray | float,
+                kwargs: Mapping[str, Any]) -> np.ndarray:
+        """Observed P(−1) of qubits ``idx`` (rows of the truth) at programmed fields ``h``.
+
+        ``offset`` adds to each qubit's static bias (flux drift); flux biases, the anneal and the h
+        gain come from ``kwargs`` as in a call. Readout error included.
+        """
         annealing_time = kwargs.get("annealing_time")
         anneal_schedule = kwargs.get("anneal_schedule")
+        h_gain_schedule = kwargs.get("h_gain_schedule")
         col = {c: v[idx] for c, v in self._col.items()}
-        bias = col["b"] + drift
+        s_star, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
+        bias = col["b"] + offset
+        if kwargs.get("flux_biases") is not None:
+            bias = bias + self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
         if self.physics == "freezeout":
-            _, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
-            gain = self._gain(kwargs.get("h_gain_schedule"), t_star)
-            field = (gain * h)[:, None]
-            eta = col["eta"]
+            field = (self._gain(h_gain_schedule, t_star) * h)[:, None]
             if self.noise == "telegraph":
-                theta = np.column_stack([beta, bias, col["gamma"], eta])
-                m = MODELS["qasa"].m(field, theta)[:, 0]
+                m = MODELS["qasa"].m(field, np.column_stack([beta, bias, col["gamma"], col["eta"]]))[:, 0]
             else:
-                theta = np.column_stack([beta, bias, eta])
-                m = MODELS["gaussian-noise"].m(field, theta)[:, 0]
+                m = MODELS["gaussian-noise"].m(field, np.column_stack([beta, bias, col["eta"]]))[:, 0]
             p = 0.5 * (1.0 + m)
         else:
             p = self.dynamics_p_down(h, bias, col["rate"], col["eta"], annealing_time, anneal_schedule,
-                                     kwargs.get("h_gain_schedule"))
+                                     h_gain_schedule)
         eps = col["readout_error"]
-        p = eps + (1.0 - 2.0 * eps) * p
-        info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
-                "timing": self._timing(len(self.nodelist), num_reads, annealing_time, anneal_schedule, kwargs)}
-        if kwargs.get("label") is not None:
-            info["problem_label"] = kwargs["label"]
-        return np.clip(p, 0.0, 1.0), info, rng
+        return np.clip(eps + (1.0 - 2.0 * eps) * p, 0.0, 1.0)
+
+    def _flux_field(self, flux: np.ndarray, s_star: np.ndarray) -> np.ndarray:
+        """Field (units of h) of flux biases Φ (Φ₀) at each qubit's freeze-out point.
+
+        D-Wave's published conversion, ``dwave.system.temperatures.fluxbias_to_h``: the flux term
+        ``−I_p(s) Φ₀ Φ σᶻ`` equals the problem term ``B(s)/2 h σᶻ`` for ``h = −2 I_p(s) Φ₀ Φ / B(s)`` with
+        ``I_p(s) = √(B(s)/(2 M_AFM))``, evaluated at the freeze-out point (the quasi-static hypothesis
+        under which D-Wave states the equivalence) with the preset's published M_AFM.
+        """
+        from dwave.system.temperatures import fluxbias_to_h
+
+        B = self._schedule.B_of(s_star)
+        return np.asarray(fluxbias_to_h(flux, B=B, MAFM=self.preset.mafm_pH), float)
 
     def dynamics_p_down(self, h: np.ndarray, bias: np.ndarray, rate: np.ndarray, eta: np.ndarray,
                         annealing_time=None, anneal_schedule=None, h_gain_schedule=None) -> np.ndarray:
@@ -536,6 +673,50 @@ class VirtualQPU(MockDWaveSampler):
             anneal_schedule[-1][0] if anneal_schedule is not None else d["default_annealing_time"])
         return timing_model(d, num_qubits, num_reads, float(anneal), kwargs.get("readout_thermalization"),
                             kwargs.get("programming_thermalization"))
+
+
+_CALL_ID = re.compile(r"\bg(\d+)-h\d+\b")
+
+
+def _drift_step(label: str | None) -> int:
+    """The drift walk's step of a call: the gauge pass of a qasa call label ``"qasa gGGGG-hHHHHH"``
+    (every h value once per pass), 0 for any other call."""
+    match = _CALL_ID.search(label) if label is not None else None
+    return int(match.group(1)) if match else 0
+
+
+def _resolve_preset(preset: str | Preset, topology_type: str | None, topology_shape: list[int] | None,
+                    overrides: Mapping[str, Any]) -> tuple[Preset, Any]:
+    """The preset with the graph and overrides applied, and the full topology graph."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        preset = PRESETS[preset]
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Preset)}
+    if unknown:
+        raise ValueError(f"unknown emulator option(s) {sorted(unknown)}")
+    ttype = topology_type or preset.topology_type
+    shape = topology_shape if topology_shape is not None else (
+        list(preset.topology_shape) if ttype == preset.topology_type else None)
+    graph, shape = topology_graph(ttype, shape)
+    return dataclasses.replace(preset, topology_type=ttype, topology_shape=tuple(shape), **overrides), graph
+
+
+def _qpu_properties(preset: Preset) -> dict[str, Any]:
+    """The QPU properties the virtual device advertises (on top of MockDWaveSampler's)."""
+    return {
+        "chip_id": preset.name,
+        "h_range": list(preset.h_range),
+        "num_reads_range": [1, 10_000],
+        "annealing_time_range": [0.5, 2000.0],
+        "default_annealing_time": 20.0,
+        "h_gain_schedule_range": [-4.0, 4.0],
+        "max_anneal_schedule_points": 12,
+        "max_h_gain_schedule_points": 20,
+        "problem_timing_data": _timing_data(),
+        "problem_run_duration_range": [0.0, 1_000_000.0],
+        "vendor": "qasa virtual QPU",
+    }
 
 
 def _points(name: str, schedule: Any) -> np.ndarray:
