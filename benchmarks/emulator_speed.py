@@ -2,8 +2,8 @@
 
 1. Freeze-out level, count path (what the runner uses): one call of 10 000 reads on every qubit of a
    fully yielded Pegasus P16 (5 640 qubits), labelled like a qasa call, flux drift on (the QASA
-   protocol's setting). Baseline: 1.5 ms median (qasa 0605448, drift off, this machine); target: a
-   median ≤ 2.5 ms.
+   protocol's setting). Baseline: best 1.4 ms, median 1.5 ms (qasa 0605448, drift off, this machine);
+   target: best of 21 calls ≤ 2.0 ms (the best is the figure a shared, loaded machine does not blur).
 2. The same through the dimod SampleSet path, 1 000 reads (for comparison; no target).
 3. The estimand of the default protocol (81 h × 10 gauges = 810 calls) on P16: the KL projection run
    when a dataset is created. Target ≤ 15 s.
@@ -22,8 +22,8 @@ import qasa
 from qasa.protocol import h_grid
 from qasa.virtual import VirtualQPU
 
-BASELINE_COUNT_MS = 1.5
-TARGET_COUNT_MS = 2.5
+BASELINE_COUNT_MS = 1.4
+TARGET_COUNT_MS = 2.0
 TARGET_ESTIMAND_S = 15.0
 BASELINE_DYNAMICS_S = 41.6
 TARGET_DYNAMICS_S = 60.0
@@ -43,10 +43,11 @@ def main(quick: bool = False) -> int:
         t0 = time.perf_counter()
         qpu.sample_counts(h, label=f"qasa g{k % 5:04d}-h{k:05d}", **kw)
         times.append(time.perf_counter() - t0)
-    med = float(np.median(times)) * 1e3
-    print(f"count path, 10 000 reads x {len(h)} qubits, drift on: best {min(times) * 1e3:.2f} ms, median {med:.2f} ms"
-          f" | baseline {BASELINE_COUNT_MS} ms, ratio {med / BASELINE_COUNT_MS:.2f}, target <= {TARGET_COUNT_MS} ms")
-    if med > TARGET_COUNT_MS:
+    best, med = min(times) * 1e3, float(np.median(times)) * 1e3
+    print(f"count path, 10 000 reads x {len(h)} qubits, drift on: best {best:.2f} ms, median {med:.2f} ms"
+          f" | baseline best {BASELINE_COUNT_MS} ms, ratio {best / BASELINE_COUNT_MS:.2f}, target best <= "
+          f"{TARGET_COUNT_MS} ms")
+    if best > TARGET_COUNT_MS:
         missed.append("count path")
     t0 = time.perf_counter()
     qpu.sample_ising(h, {}, num_reads=1000, auto_scale=False, answer_mode="raw", label="qasa g0000-h00000")

@@ -8,6 +8,8 @@ Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any, Callable
 import click
 
 from qasa.errors import QasaError
+from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
+from qasa.redact import redact
 
 __all__ = ["main"]
 
@@ -24,33 +28,162 @@ DEFAULT_BACKEND = "emulator"
 
 
 class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
+    """The qasa command group: every failure ends in ONE line ``error: ...`` on stderr and exit 1.
+
+    Usage errors (unknown option, a value out of its range), errors qasa raises for bad input
+    (:class:`QasaError`), errors of the file system (disk full, read-only or blocked paths), errors
+    of the QPU service that were not worth retrying or whose retries ran out: all the same way. No
+    traceback is printed (``QASA_TRACEBACK=1`` adds one, redacted, for bug reports). Everything
+    printed goes through :func:`qasa.redact.redact`: no configured Leap token is ever shown.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        from qasa.redact import redacting_streams
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        with redacting_streams(_profile_of(argv)):
+            code = self._guarded(argv, prog_name, complete_var, **extra)
+        sys.exit(code)
+
+    def _guarded(self, argv, prog_name, complete_var, **extra) -> int:
         try:
-            return super().invoke(ctx)
-        except QasaError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-        except ValueError as exc:  # bad option values caught by the library (e.g. unknown model)
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:          # --help, --version
+            return int(exc.exit_code)
+        except click.ClickException as exc:           # usage errors: same contract as every other error
+            hint = ""
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click.UsageError) and ctx is not None:
+                hint = f" (see '{ctx.command_path} --help')"
+            return _fail(exc.format_message() + hint)
+        except (click.Abort, KeyboardInterrupt, EOFError):
+            return _fail("interrupted; every call finished so far is saved (run again to resume)")
+        except BaseException as exc:                  # noqa: BLE001 - the one place that turns errors into a line
+            if isinstance(exc, SystemExit):
+                return int(exc.code or 0) if isinstance(exc.code, int) else 1
+            if os.environ.get("QASA_TRACEBACK"):
+                import traceback
+
+                sys.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+            return _fail(error_message(exc))
+        return rv if isinstance(rv, int) else 0
 
 
-def _ints(text: str | None) -> list[int] | None:
+def error_message(exc: BaseException) -> str:
+    """One line describing ``exc`` for the user (its type when it is not one of qasa's own errors)."""
+    if isinstance(exc, (QasaError, click.ClickException)):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        text = f"{exc.strerror}{where} ({type(exc).__name__}, errno {exc.errno})"
+    elif isinstance(exc, ValueError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _fail(message: str) -> int:
+    from qasa.redact import redact
+
+    click.echo(f"error: {redact(' '.join(message.split()))}", err=True)
+    return 1
+
+
+def _profile_of(argv: list[str]) -> str | None:
+    """The ``--profile`` value on a command line (its token is redacted even if not configured)."""
+    for i, arg in enumerate(argv):
+        if arg == "--profile" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--profile="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number within ``[low, high]`` (``low_open``: strictly above ``low``)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 unit: str = "") -> None:
+        self.low, self.high, self.low_open, self.unit = low, high, low_open, unit
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        return "a finite number" + (" " + " and ".join(parts) if parts else "") + (f" {self.unit}" if self.unit else "")
+
+    def convert(self, value: Any, param, ctx) -> float:
+        if isinstance(value, float) and math.isfinite(value) and self._inside(value):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number; allowed: {self.describe()}", param, ctx)
+        if not math.isfinite(number) or not self._inside(number):
+            self.fail(f"{value!r} is outside the allowed range: {self.describe()}", param, ctx)
+        return number
+
+    def _inside(self, x: float) -> bool:
+        if self.low is not None and (x <= self.low if self.low_open else x < self.low):
+            return False
+        return self.high is None or x <= self.high
+
+
+def _ints(text: str | None, what: str = "value") -> list[int] | None:
     if text is None:
         return None
+    parts = [p.strip() for p in text.split(",")]
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        if not parts or any(not p or not p.lstrip("-").isdigit() for p in parts):
+            raise ValueError
+        return [int(p) for p in parts]
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers (e.g. 16,16,4); "
+                                 f"give each {what} once, separated by commas") from None
 
 
 def _floats(text: str | None) -> list[float] | None:
     if text is None:
         return None
+    parts = [p.strip() for p in text.split(",")]
     try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
+        if not parts or any(not p for p in parts):
+            raise ValueError
+        values = [float(p) for p in parts]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from None
+    bad = [p for p, v in zip(parts, values) if not math.isfinite(v)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} in {text!r} is not a finite number")
+    return values
+
+
+def _shape(ctx, param, text: str | None) -> str | None:
+    """``--shape``: comma-separated positive integers (the topology checks the count and the size).
+    Option callbacks check the text and hand it on unchanged: the commands parse it."""
+    values = _ints(text, "dimension")
+    if values is not None and any(v < 1 for v in values):
+        raise click.BadParameter(f"{text!r}: every dimension must be a positive integer (>= 1)")
+    return text
+
+
+def _h_values(ctx, param, text: str | None) -> str | None:
+    _floats(text)
+    return text
+
+
+def _qubits(ctx, param, text: str | None) -> str | None:
+    values = _ints(text, "qubit")
+    if values is not None and any(v < 0 for v in values):
+        raise click.BadParameter(f"{text!r}: qubit labels are non-negative integers")
+    return text
 
 
 def _schedule(text: str | None) -> list[tuple[float, float]] | None:
@@ -61,9 +194,20 @@ def _schedule(text: str | None) -> list[tuple[float, float]] | None:
         points = [tuple(float(x) for x in p.split(",")) for p in text.replace(" ", "").split(";") if p]
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a schedule 't,s;t,s;...'") from None
+    if not points:
+        raise click.BadParameter(f"{text!r} holds no schedule points 't,s;t,s;...'")
     if any(len(p) != 2 for p in points):
         raise click.BadParameter(f"{text!r}: each point needs two numbers 't,s'")
+    if any(not math.isfinite(x) for p in points for x in p):
+        raise click.BadParameter(f"{text!r}: every time and value must be a finite number")
     return points
+
+
+def _schedule_option(ctx, param, text: str | None) -> str | None:
+    _schedule(text)
+    return text
+
+
 
 
 def backend_options(f: Callable) -> Callable:
@@ -73,13 +217,13 @@ def backend_options(f: Callable) -> Callable:
         click.option("--topology", "topology_type", default=None,
                      type=click.Choice(["chimera", "pegasus", "zephyr"]),
                      help="Device graph of the software backends [default: the preset's, or pegasus]."),
-        click.option("--shape", default=None, help="Topology shape, e.g. 16 (Pegasus), 16,16,4 (Chimera), 12,4 (Zephyr)."),
+        click.option("--shape", default=None, callback=_shape, help="Topology shape, e.g. 16 (Pegasus), 16,16,4 (Chimera), 12,4 (Zephyr)."),
         click.option("--solver", default=None,
                      help='QPU solver name, or features as JSON, e.g. \'{"topology__type": "pegasus"}\' (qpu backend).'),
         click.option("--profile", default=None, help="dwave-cloud-client configuration profile (qpu backend)."),
-        click.option("--beta", default=5.0, show_default=True, type=float,
+        click.option("--beta", default=5.0, show_default=True, type=FiniteFloat(0.0, low_open=True),
                      help="Inverse temperature of the sa/mock backends (1/h)."),
-        click.option("--device-seed", default=None, type=int, help="Seed of the virtual QPU's hidden truth."),
+        click.option("--device-seed", default=None, type=click.IntRange(min=0), help="Seed of the virtual QPU's hidden truth."),
         click.option("--preset", default="advantage4.1", show_default=True,
                      help="Virtual QPU preset: advantage4.1, advantage6.4, advantage2, 2000q."),
         click.option("--physics", default="freezeout", show_default=True, type=click.Choice(["freezeout", "dynamics"]),
@@ -93,19 +237,20 @@ def backend_options(f: Callable) -> Callable:
 def protocol_options(h_step: float, reads: int) -> Callable:
     def deco(f: Callable) -> Callable:
         opts = [
-            click.option("--h-max", default=1.0, show_default=True, type=float, help="Largest |h| of the grid (default: the reference h grid ±1 step 0.025)."),
-            click.option("--h-step", default=h_step, show_default=True, type=float, help="Grid step of h."),
-            click.option("--h-values", default=None, help="Explicit comma-separated h values (overrides the grid)."),
-            click.option("--reads", default=reads, show_default=True, type=int, help="Reads per h value."),
-            click.option("--reads-per-call", default=1000, show_default=True, type=int, help="Largest reads per call."),
-            click.option("--gauges-per-h", default=1, show_default=True, type=int, help="Least gauges (calls) per h value."),
+            click.option("--h-max", default=1.0, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Largest |h| of the grid (default: the reference h grid ±1 step 0.025)."),
+            click.option("--h-step", default=h_step, show_default=True, type=FiniteFloat(0.0, low_open=True), help="Grid step of h."),
+            click.option("--h-values", default=None, callback=_h_values, help="Explicit comma-separated h values (overrides the grid)."),
+            click.option("--reads", default=reads, show_default=True, type=click.IntRange(min=1), help="Reads per h value."),
+            click.option("--reads-per-call", default=1000, show_default=True, type=click.IntRange(min=1), help="Largest reads per call."),
+            click.option("--gauges-per-h", default=1, show_default=True, type=click.IntRange(min=1), help="Least gauges (calls) per h value."),
             click.option("--no-gauges", is_flag=True, help="Do not apply spin-reversal gauges."),
-            click.option("--annealing-time", default=None, type=float, help="Annealing time in µs."),
-            click.option("--anneal-schedule", default=None, help="Anneal schedule 't,s;t,s;...' (µs)."),
-            click.option("--h-gain-schedule", default=None, help="h-gain schedule 't,g;t,g;...' (µs)."),
-            click.option("--qubits", default=None, help="Comma-separated qubits (default: all active)."),
-            click.option("--num-qubits", default=None, type=int, help="Assess only the first N active qubits."),
-            click.option("--seed", default=None, type=int, help="Seed of gauges and seeded samplers."),
+            click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"),
+                         help="Annealing time in µs."),
+            click.option("--anneal-schedule", default=None, callback=_schedule_option, help="Anneal schedule 't,s;t,s;...' (µs)."),
+            click.option("--h-gain-schedule", default=None, callback=_schedule_option, help="h-gain schedule 't,g;t,g;...' (µs)."),
+            click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active)."),
+            click.option("--num-qubits", default=None, type=click.IntRange(min=1), help="Assess only the first N active qubits."),
+            click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and seeded samplers."),
         ]
         for o in reversed(opts):
             f = o(f)
@@ -134,11 +279,9 @@ def _sampler(o: dict[str, Any]):
 def _protocol(o: dict[str, Any], sampler):
     from qasa.protocol import Protocol, h_grid
 
-    h_values = _floats(o["h_values"]) or h_grid(o["h_max"], o["h_step"])
+    h_values = _floats(o["h_values"]) if o["h_values"] is not None else h_grid(o["h_max"], o["h_step"])
     qubits = _ints(o["qubits"])
     if o["num_qubits"] is not None:
-        if o["num_qubits"] < 1:
-            raise click.BadParameter(f"--num-qubits {o['num_qubits']} must be at least 1")
         qubits = sorted(sampler.nodelist)[: o["num_qubits"]]
     return Protocol(h_values=tuple(h_values), reads_per_h=o["reads"], reads_per_call=o["reads_per_call"],
                     gauges_per_h=o["gauges_per_h"], spin_reversal=not o["no_gauges"],
@@ -252,7 +395,7 @@ def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
         result = fn()
     for w in caught:
         if not quiet:
-            click.echo(f"warning: {w.message}", err=True)
+            click.echo(f"warning: {redact(w.message)}", err=True)
     return result
 
 
@@ -286,19 +429,23 @@ def info(as_json: bool, **o: Any) -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @backend_options
 @protocol_options(h_step=0.025, reads=10_000)
-@click.option("--keep-samples", default=0, show_default=True, type=int,
+@click.option("--keep-samples", default=0, show_default=True, type=click.IntRange(min=0),
               help="Also keep up to N raw reads per call (outcome correlations).")
-@click.option("--max-qpu-seconds", default=None, type=float, envvar="QASA_MAX_QPU_SECONDS",
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
-@click.option("--retries", default=3, show_default=True, type=int, help="Retries of a call after a transient error.")
-@click.option("--in-flight", default=50, show_default=True, type=int, help="Calls submitted at once to a Leap solver.")
-@click.option("--add-reads", default=0, show_default=True, type=int,
+@click.option("--retries", default=3, show_default=True, type=click.IntRange(0, MAX_RETRIES),
+              help="Retries of a call after a transient error.")
+@click.option("--call-timeout", default=600.0, show_default=True, type=FiniteFloat(0.0, low_open=True, unit="s"),
+              help="Seconds a Leap problem may take before its answer is fetched again by its id.")
+@click.option("--in-flight", default=50, show_default=True, type=click.IntRange(1, MAX_IN_FLIGHT),
+              help="Calls submitted at once to a Leap solver.")
+@click.option("--add-reads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Extend a finished dataset by N more reads per h (whole extra gauges).")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, in_flight: int, add_reads: int, dry_run: bool, **o: Any) -> None:
+            retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool, **o: Any) -> None:
     """Collect counts into dataset directory OUT.
 
     Re-running resumes: `qasa run OUT` alone continues the stored protocol on the stored backend and
@@ -317,7 +464,8 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     already = _already_done(out, protocol, add_reads)
     ds = _with_warnings(quiet or as_json, lambda: run(
         protocol, sampler, out, progress=_progress(quiet or as_json), keep_samples=keep_samples,
-        max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, extend=bool(add_reads)))
+        max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, extend=bool(add_reads),
+        call_timeout=call_timeout))
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us"),
@@ -364,8 +512,8 @@ def _fit_text(fits, comparison) -> str:
 @click.option("--model", default="qasa", show_default=True,
               help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
 @click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
-@click.option("--bootstrap", default=0, show_default=True, type=int, help="Parametric-bootstrap replicates.")
-@click.option("--seed", default=None, type=int, help="Seed of the bootstrap.")
+@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(min=0), help="Parametric-bootstrap replicates.")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
     """Fit a response model to every qubit of DATASET (results cached in DATASET/fits/)."""
@@ -424,7 +572,7 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
 @protocol_options(h_step=0.025, reads=4000)
 @click.option("--model", default="qasa", show_default=True)
 @click.option("--compare", is_flag=True, help="Include model comparison in the report.")
-@click.option("--max-qpu-seconds", default=None, type=float, envvar="QASA_MAX_QPU_SECONDS",
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -485,9 +633,10 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, allow_d
 
 @main.command()
 @click.option("--out", default="qasa-analogues", show_default=True, help="Output directory.")
-@click.option("--steps", default=1000, show_default=True, type=int, help="SGD steps of the noisy quadratic model.")
-@click.option("--sweeps", default=64, show_default=True, type=int, help="Simulated-annealing sweeps.")
-@click.option("--annealing-time", default=20.0, show_default=True, type=float, help="QPU anneal duration (µs).")
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1), help="SGD steps of the noisy quadratic model.")
+@click.option("--sweeps", default=64, show_default=True, type=click.IntRange(min=1), help="Simulated-annealing sweeps.")
+@click.option("--annealing-time", default=20.0, show_default=True, type=FiniteFloat(0.0, low_open=True, unit="µs"),
+              help="QPU anneal duration (µs).")
 @click.option("--backend", default="emulator", show_default=True, help="QPU system: emulator or qpu.")
 @click.option("--json", "as_json", is_flag=True)
 def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend: str, as_json: bool) -> None:
@@ -517,7 +666,7 @@ def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--topology", "topology_type", default=None, type=click.Choice(["chimera", "pegasus", "zephyr"]),
               help="Topology of the device the table came from (for maps).")
-@click.option("--shape", default=None, help="Topology shape.")
+@click.option("--shape", default=None, callback=_shape, help="Topology shape.")
 def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str | None) -> None:
     """Import a reference spin_table.csv into dataset directory OUT."""
     from qasa.dataset import Dataset

@@ -180,6 +180,26 @@ class Dataset:
         self.counts = normalize_counts(self.counts)
         self.calls = normalize_calls(self.calls)
 
+    def __repr__(self) -> str:
+        from qasa.display import dataset_repr
+
+        return dataset_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import dataset_html
+
+        return dataset_html(self)
+
+    def plot_response(self, qubit: int | list[int], fits=None, ax=None):
+        """Observed P(−1) versus h of one or more qubits (with the fitted curves of ``fits``); returns the axes.
+
+        See :func:`qasa.plots.response_curves`.
+        """
+        from qasa.plots import response_curves
+
+        qubits = [int(qubit)] if np.isscalar(qubit) else [int(q) for q in qubit]
+        return response_curves(self.response(qubits), fits, qubits, ax=ax)
+
     # -- views --------------------------------------------------------------------------------
     @property
     def protocol(self):

@@ -403,22 +403,44 @@ def spatial_autocorrelation(values: pd.Series, edges: pd.DataFrame, *, permutati
     sets = [("all", edges)]
     if by_class:
         sets += [(c, edges[edges["cls"] == c]) for c in sorted(edges["cls"].unique())]
-    rows = []
+    prepared = []
     for name, e in sets:
         x, u, v = _prepare(values, e)
         n = len(x)
         if len(u) == 0 or n < 3 or np.ptp(x) == 0:
             continue
+        # Σ over edges of z_u z_v for many permuted z at once, as a sparse product (memory-friendly)
+        adj = sparse.csr_matrix((np.ones(len(u)), (u, v)), shape=(n, n))
+        deg = np.bincount(u, minlength=n) + np.bincount(v, minlength=n)
+        prepared.append((name, x, u, v, adj, deg))
+    if not prepared:
+        return pd.DataFrame()
+    x = prepared[0][1]                      # the same qubits in every edge set
+    n = len(x)
+    nulls: dict[str, list[np.ndarray]] = {name: [] for name, *_ in prepared}
+    for start in range(0, permutations, 100):
+        k = min(100, permutations - start)
+        xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)      # shared by every edge set
+        zt = np.ascontiguousarray((xp - xp.mean(1, keepdims=True)).T)
+        ss = np.einsum("ij,ij->j", zt, zt)
+        crosses = {}
+        for name, _, u, v, adj, deg in prepared[::-1]:             # classes first, then "all"
+            if name == "all" and len(prepared) > 1 and sum(len(p[2]) for p in prepared[1:]) == len(u):
+                cross = sum(crosses[p[0]] for p in prepared[1:])    # the classes partition the couplers
+            else:
+                cross = np.einsum("ij,ij->j", adj @ zt, zt)        # Σ_edges z_u z_v
+            crosses[name] = cross
+            W = 2.0 * len(u)
+            i_null = (n / W) * 2.0 * cross / ss
+            c_null = (n - 1) / (2.0 * W) * 2.0 * (deg @ (zt * zt) - 2.0 * cross) / ss
+            nulls[name].append((i_null, c_null))
+    rows = []
+    for name, _, u, v, adj, deg in prepared:
         i_obs, c_obs = float(morans_i(x, u, v)), float(gearys_c(x, u, v))
-        null_i, null_c = [], []
-        for start in range(0, permutations, 100):
-            k = min(100, permutations - start)
-            xp = rng.permuted(np.broadcast_to(x, (k, n)), axis=1)
-            null_i.append(morans_i(xp, u, v))
-            null_c.append(gearys_c(xp, u, v))
         expected = -1.0 / (n - 1)
         if permutations > 0:
-            null_i, null_c = np.concatenate(null_i), np.concatenate(null_c)
+            null_i = np.concatenate([a for a, _ in nulls[name]])
+            null_c = np.concatenate([c for _, c in nulls[name]])
             p_i, p_c = _permutation_p(i_obs, null_i, expected), _permutation_p(c_obs, null_c, 1.0)
         else:
             p_i = p_c = np.nan

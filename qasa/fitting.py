@@ -489,8 +489,37 @@ class FitTable:
         return len(self.table)
 
     def __repr__(self) -> str:
-        q = self.table["quality"].value_counts().to_dict()
-        return f"FitTable(model={self.model.name!r}, qubits={len(self)}, quality={q})"
+        from qasa.display import fits_repr
+
+        return fits_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import fits_html
+
+        return fits_html(self)
+
+    def plot_map(self, param: str = "beta", device: dict[str, Any] | None = None, ax=None, good_only: bool = True):
+        """Map of one parameter on the device layout (``device``: a dataset's ``device`` dict; by default
+        the one recorded in :attr:`meta`, else a plain grid); returns the axes. See :func:`qasa.plots.layout_map`."""
+        from qasa.analysis import layout_table, parameter_info
+        from qasa.plots import layout_map
+
+        t = self.table.drop_duplicates("qubit").set_index("qubit")
+        lay, _ = layout_table(device or self.meta.get("device") or {}, t.index.tolist())
+        v = t.loc[lay.index, param].to_numpy(float)
+        if good_only:
+            v = np.where(t.loc[lay.index, "quality"].to_numpy() == "good", v, np.nan)
+        return layout_map(lay["x"], lay["y"], v, ax=ax, label=parameter_info(param).label)
+
+    def plot_histogram(self, param: str = "beta", ax=None):
+        """Histogram of one parameter over good qubits with its median, IQR and a typical 95% interval."""
+        from qasa.analysis import parameter_info
+        from qasa.plots import parameter_histogram
+
+        good = self.table[self.table["quality"] == "good"]
+        se = good[f"{param}_stderr"].to_numpy(float) if f"{param}_stderr" in good else None
+        return parameter_histogram(good[param].to_numpy(float), param, ax=ax, stderr=se,
+                                   label=parameter_info(param).label)
 
     @property
     def params(self) -> pd.DataFrame:

@@ -150,7 +150,8 @@ def _analyse(ds: Dataset, path: Path | None, *, model: str, compare: bool, write
 
         where = Path(report_dir) if report_dir is not None else (
             path / "report" if path is not None else Path("qasa-report"))
-        out.summary = build_report(ds, fits[model], where, comparison=comparison, truth=_truth(ds),
+        tables = {m: fits[m] for m in dict.fromkeys(models)} if compare else None   # the report adds BIC
+        out.summary = build_report(ds, fits[model], where, comparison=tables, truth=_truth(ds),
                                    dataset_path=path)
         out.report_dir = where
     return out

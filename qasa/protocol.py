@@ -40,10 +40,14 @@ import numpy as np
 
 from qasa.errors import ProtocolError
 
-__all__ = ["Protocol", "Call", "h_grid", "DESIGNS"]
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS"]
 
 #: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
 DESIGNS = ("grid", "permuted")
+
+#: Most calls one protocol may expand into (the reference protocol makes 810): a bound that keeps a
+#: mistyped read count from expanding for ever.
+MAX_CALLS = 100_000
 
 
 def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
@@ -157,6 +161,16 @@ class Protocol:
             object.__setattr__(self, "qubits", tuple(int(q) for q in self.qubits))
         object.__setattr__(self, "sampler_params", dict(self.sampler_params))
 
+    def __repr__(self) -> str:
+        from qasa.display import protocol_repr
+
+        return protocol_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import protocol_html
+
+        return protocol_html(self)
+
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def grid(cls, h_max: float = 1.0, h_step: float = 0.025, **kwargs: Any) -> "Protocol":
@@ -229,12 +243,17 @@ class Protocol:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ProtocolError(f"{name}={value!r} must be a positive integer")
+        if self.num_calls > MAX_CALLS:
+            raise ProtocolError(
+                f"reads_per_h={self.reads_per_h} in calls of at most {self.reads_per_call} reads over "
+                f"{len(self.h_values)} h values makes {self.num_calls} calls; at most {MAX_CALLS} are allowed "
+                "(use fewer reads or more reads per call)")
         if self.gauges_per_h > self.reads_per_h:
             raise ProtocolError(
                 f"gauges_per_h={self.gauges_per_h} exceeds reads_per_h={self.reads_per_h}; "
                 "every gauge needs at least one read")
-        if self.annealing_time is not None and not (self.annealing_time > 0):
-            raise ProtocolError(f"annealing_time={self.annealing_time!r} must be positive (µs)")
+        if self.annealing_time is not None and not (self.annealing_time > 0 and math.isfinite(self.annealing_time)):
+            raise ProtocolError(f"annealing_time={self.annealing_time!r} must be a positive finite number (µs)")
         if self.annealing_time is not None and self.anneal_schedule is not None:
             raise ProtocolError("give either annealing_time or anneal_schedule, not both")
         if self.qubits is not None and len(set(self.qubits)) != len(self.qubits):

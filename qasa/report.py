@@ -1,9 +1,19 @@
-"""Reports: one self-contained HTML page (figures embedded as PNG), ``summary.json`` and CSV tables.
+"""Rendering: an analysis object (:mod:`qasa.analysis`) → one self-contained HTML page, figures, CSVs, JSON.
 
-The report states what was measured: the device and protocol, the quality counts of the per-qubit
-fits, the median and spread of each parameter over good qubits, the pooled (device-wide) Gibbs
-temperature, response curves of a few qubits, parameter histograms and a map of β on the device
-layout; and, when given, model comparison and recovered-versus-true parameters (virtual QPU).
+:func:`render` is the one entry point. Every page (assessment, comparison, analogues) is built from
+one template (:data:`PAGE`): a header with provenance and parameter definitions, a table of
+contents, sections of real HTML tables (each with a CSV link beside it) and figures. Figures are
+drawn on :class:`matplotlib.figure.Figure` objects — never through ``pyplot`` and never with
+``matplotlib.use`` — written beside the page as SVG (and PDF on request) for papers, and the same
+SVG embedded in the page. Maps of each parameter are interactive in the page (a small canvas script: hover for the
+qubit id, coordinates, every parameter with its 95% interval and the fit quality; wheel to zoom,
+drag to pan, double-click to reset) and static vector SVG files beside it.
+
+The page opens offline: everything it shows is inside the HTML file; small tables are linked as
+``data:`` URIs, large ones (``fits.csv``) as files in the same directory.
+
+:func:`build_report`, :func:`build_comparison_report` and :func:`build_analogues_report` are
+thin wrappers (analysis + rendering) kept for callers of the earlier API.
 """
 
 from __future__ import annotations
@@ -11,427 +21,890 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json, json_safe, utcnow
-from qasa.fitting import FitTable, fit
+from qasa.analysis import (AnaloguesReport, AssessmentReport, ComparisonReport, analyze, analyze_analogues,
+                           analyze_comparison, format_value, json_safe, parameter_info, pooled_temperature)
+from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json
+from qasa.fitting import FitTable
 
-__all__ = ["summarize", "build_report", "pooled_temperature", "device_analysis", "build_comparison_report",
-           "build_analogues_report", "json_safe"]
+__all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
+           "pooled_temperature", "summarize", "PAGE"]
 
+#: Tables at most this large (bytes of CSV) are linked as data: URIs inside the page.
+INLINE_CSV_BYTES = 200_000
 
-def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
-    """Fit the ``gibbs`` model to the counts of all qubits summed: the device-wide β and T_eff = 1/β."""
-    r = data.response() if isinstance(data, Dataset) else data
-    table = fit(r.pooled(), "gibbs").table.iloc[0]
-    beta, se = float(table["beta"]), float(table["beta_stderr"])
-    return {"beta": beta, "beta_stderr": se, "T_eff": 1.0 / beta if beta > 0 else math.nan,
-            "T_eff_stderr": se / beta**2 if beta > 0 else math.nan}
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:1.5em auto;
+padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+h3{font-size:1.05em}.sub{color:#555;margin-top:0}
+table{border-collapse:collapse;margin:.4em 0;font-size:13px}
+th,td{border:1px solid #d0d0d0;padding:3px 8px;text-align:left;vertical-align:top}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+thead th{background:#f3f3f3}
+.tbl{display:flex;align-items:flex-start;gap:.8em;flex-wrap:wrap}.tbl .dl{font-size:12px;margin-top:.5em}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em}
+.prov td:first-child{width:15em;background:#fafafa}
+.notes{background:#fff6e0;border:1px solid #f0d080;padding:.5em 1em;border-radius:4px}
+figure{margin:.8em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:13px;color:#444}.links{font-size:12px}
+nav ul{columns:3;font-size:13px;padding-left:1.2em}
+.qmap{position:relative;display:inline-block;margin:.4em .8em .8em 0;vertical-align:top}
+.qmap canvas.map{border:1px solid #ccc;cursor:crosshair;touch-action:none;background:#fff}
+.qmap .bar{display:flex;align-items:center;gap:.4em;font-size:12px}
+.qmap .tip{position:absolute;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #888;
+padding:4px 6px;font-size:12px;white-space:pre;display:none;z-index:5;box-shadow:1px 1px 4px rgba(0,0,0,.2)}
+.qmap button{font-size:12px;padding:0 .5em}
+footer{margin-top:2em;font-size:12px;color:#666}
+"""
 
-
-def summarize(dataset: Dataset, fits: FitTable, comparison: dict[str, Any] | None = None,
-              truth: pd.DataFrame | None = None, analysis: dict[str, Any] | None = None,
-              response: Response | None = None) -> dict[str, Any]:
-    """The numbers of a report as a JSON-able dict (``summary.json``); ``response`` saves
-    summing the counts again when the caller has it."""
-    dev = dataset.device
-    proto = dataset.metadata.get("protocol") or {}
-    r = response if response is not None else dataset.response()
-    out: dict[str, Any] = {
-        "created": utcnow(),
-        "device": {"solver": dev.get("solver"), "topology_type": dev.get("topology_type"),
-                   "topology_shape": dev.get("topology_shape"), "active_qubits": dev.get("num_qubits")},
-        "data": {"qubits": int(len(r.qubits)), "h_values": int(len(r.h)),
-                 "h_min": float(r.h.min()) if len(r.h) else None, "h_max": float(r.h.max()) if len(r.h) else None,
-                 "reads_total": int(r.n_total.sum()), "calls": int(len(dataset.calls)),
-                 "annealing_time_us": proto.get("annealing_time"),
-                 "qpu_access_time_total_us": dataset.metadata.get("qpu_access_time_total_us")},
-        "fit": fits.summary(),
-        "pooled_gibbs": pooled_temperature(r),
-    }
-    if comparison is not None:
-        out["model_comparison"] = comparison
-    if truth is not None:
-        out["recovery"] = recovery_summary(fits, truth)
-    if analysis is not None:
-        pos = analysis["position"]
-        out["device_analysis"] = {
-            "findings": analysis["findings"],
-            "spatial": {p: t.to_dict("records") for p, t in analysis["spatial"].items()},
-            "correlations": analysis["correlations"].to_dict("records"),
-            "position_significant": pos[pos["significant"]].to_dict("records") if len(pos) else [],
-            "outliers": int(analysis["outliers"]["outlier"].sum()),
-            "exclusion_list": analysis["exclusion_list"],
-        }
-    return json_safe(out)
-
-
-def recovery_summary(fits: FitTable, truth: pd.DataFrame) -> dict[str, Any]:
-    """Per parameter: share of good qubits whose 95% interval covers the true value, and the
-    median absolute error (``truth`` indexed by qubit with the model's parameter names)."""
-    t = fits.table[fits.table["quality"] == "good"].set_index("qubit")
-    common = t.index.intersection(truth.index)
-    out = {}
-    for p in fits.model.params:
-        if p not in truth:
-            continue
-        est, se, tru = t.loc[common, p], t.loc[common, f"{p}_stderr"], truth.loc[common, p]
-        ok = np.isfinite(se)
-        cover = (np.abs(est - tru) <= 1.96 * se)[ok]
-        out[p] = {"qubits": int(ok.sum()), "coverage_95": float(cover.mean()) if ok.any() else None,
-                  "median_abs_error": float(np.median(np.abs(est - tru))) if len(common) else None}
-    return out
-
-
-def device_analysis(dataset: Dataset, fits: FitTable, permutations: int = 499, seed: int = 0) -> dict[str, Any] | None:
-    """Spatial autocorrelation, correlations, position association and outliers (data only).
-
-    Returns ``None`` when the dataset has no topology (e.g. an imported table without one).
-    """
-    from qasa import device as dv
-    from qasa.topology import edge_table, qubit_table
-
-    dev = dataset.device
-    if dev.get("topology_type") is None:
-        return None
-    edges = edge_table(dev)
-    qubits = qubit_table(dev)
-    params = list(fits.model.params)
-    good = fits.table[fits.table["quality"] == "good"].set_index("qubit")
-    spatial = {p: dv.spatial_autocorrelation(good[p], edges, permutations=permutations, seed=seed) for p in params}
-    return {
-        "spatial": spatial,
-        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p)],
-        "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
-        "correlations": dv.correlations(fits),
-        "position": dv.position_association(fits, qubits),
-        "outliers": dv.outliers(fits),
-        "exclusion_list": dv.exclusion_list(fits),
-        "robust": dv.summarize(fits),
-    }
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _figures(dataset: Dataset, r: Response, fits: FitTable, truth: pd.DataFrame | None) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qasa import plots
-
-    figs = []
-    good = fits.table[fits.table["quality"] == "good"]
-    # the qubits at the extremes and thirds of the first parameter (β): the spread of the device
-    first = fits.model.params[0]
-    ordered = good.sort_values(first)["qubit"].to_numpy()
-    show = [int(ordered[int(round(f * (len(ordered) - 1)))]) for f in (0, 1 / 3, 2 / 3, 1)] if len(ordered) else []
-    show = list(dict.fromkeys(show)) or list(r.qubits[:4])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plots.response_curves(r, fits, show, ax=ax)
-    ax.set_title(f"lowest, ⅓, ⅔ and highest {first} ({fits.model.name} fit, 95% bands)", fontsize=9)
-    figs.append(("Response curves", _png(fig)))
-    k = fits.model.num_params
-    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 2.8), squeeze=False)
-    for ax, p in zip(axes[0], fits.model.params):
-        plots.parameter_histogram(good[p].to_numpy(float), p, ax=ax)
-    fig.tight_layout()
-    figs.append(("Parameter distributions (good qubits)", _png(fig)))
-    dev = dataset.device
-    if dev.get("topology_type") is not None or dev.get("nodelist") is not None:
-        fig, ax = plt.subplots(figsize=(7, 6.5))
-        plots.device_map(good.set_index("qubit")[fits.model.params[0]], dev, ax=ax, name=fits.model.params[0])
-        figs.append((f"Map of {fits.model.params[0]}", _png(fig)))
-    if truth is not None:
-        t = good.set_index("qubit")
-        common = t.index.intersection(truth.index)
-        params = [p for p in fits.model.params if p in truth]
-        if params and len(common):
-            fig, axes = plt.subplots(1, len(params), figsize=(3.2 * len(params), 3), squeeze=False)
-            for ax, p in zip(axes[0], params):
-                plots.recovery(truth.loc[common, p], t.loc[common, p], t.loc[common, f"{p}_stderr"], p, ax=ax)
-            fig.tight_layout()
-            figs.append(("Recovered versus true parameters", _png(fig)))
-    return figs
-
-
-def _analysis_figures(fits: FitTable, analysis: dict[str, Any] | None) -> list[tuple[str, str]]:
-    if analysis is None:
-        return []
-    import matplotlib.pyplot as plt
-
-    from qasa import plots
-
-    figs = []
-    params = list(fits.model.params)
-    if len(params) > 1 and len(analysis["correlations"]):
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        plots.correlation_matrix(analysis["correlations"], params, ax=ax)
-        figs.append(("Correlations between parameters (Spearman, good qubits)", _png(fig)))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for p in params:
-        plots.correlogram(analysis["correlogram"][p], p, ax=ax)
-    figs.append(("Correlogram on the coupler graph", _png(fig)))
-    return figs
-
-
-def _table_html(rows: list[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.5g}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
-    return "—" if v is None else str(v)
-
-
-def outcome_section(dataset: Dataset, dataset_path: str | Path) -> dict[str, Any] | None:
-    """Outcome correlations at the h value closest to 0, when raw reads were kept."""
-    from qasa import device as dv
-    from qasa.topology import edge_table
-
-    if not (Path(dataset_path) / "samples").is_dir() or dataset.device.get("topology_type") is None:
-        return None
-    h = dataset.calls["h"].to_numpy(float)
-    h0 = float(h[np.argmin(np.abs(h))])
-    from qasa.store import DatasetStore
-
-    raw = DatasetStore(dataset_path).samples(h0, dataset.calls)
-    res = dv.outcome_correlations(raw, dataset.protocol.qubits, edge_table(dataset.device))
-    res["h"] = h0
-    return res
-
-
-def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *,
-                 comparison: tuple[pd.DataFrame, dict[str, Any]] | None = None,
-                 truth: pd.DataFrame | None = None, dataset_path: str | Path | None = None) -> dict[str, Any]:
-    """Write ``index.html``, ``summary.json`` and CSV tables into ``out_dir``; return the summary.
-
-    ``dataset_path`` (the dataset directory) enables the outcome-correlation section when raw
-    reads were kept.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    analysis = device_analysis(dataset, fits)
-    r = dataset.response()
-    summary = summarize(dataset, fits, comparison[1] if comparison else None, truth, analysis, r)
-    outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
-    if outcome is not None:
-        summary["outcome_correlations"] = json_safe(outcome)
-    if analysis is not None:
-        for name in ("correlations", "position", "outliers", "robust"):
-            atomic_write_bytes(out / f"{name}.csv", analysis[name].to_csv(index=name in ("outliers", "robust")).encode())
-        spatial = pd.concat([t.assign(param=p) for p, t in analysis["spatial"].items()], ignore_index=True)
-        atomic_write_bytes(out / "spatial.csv", spatial.to_csv(index=False).encode())
-        atomic_write_bytes(out / "exclude_qubits.txt", "".join(f"{q}\n" for q in analysis["exclusion_list"]).encode())
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_bytes(out / "fits.csv", fits.table.to_csv(index=False).encode())
-    if comparison is not None:
-        atomic_write_bytes(out / "model_comparison.csv", comparison[0].to_csv(index=False).encode())
-    sections = []
-    d, f, pooled = summary["device"], summary["fit"], summary["pooled_gibbs"]
-    sections.append("<h2>Device and data</h2>" + _table_html(list(d.items()) + list(summary["data"].items())))
-    rows = [("model", f["model"]), ("qubits fitted", f["qubits"]), ("quality", f["quality"])]
-    rows += [(p, f[p]) for p in fits.model.params]
-    rows += [("pooled Gibbs β", pooled["beta"]), ("pooled T_eff (units of h)", pooled["T_eff"])]
-    sections.append("<h2>Fit summary</h2><p>Medians and quartiles over good qubits "
-                    "(quality rule: see <code>qasa.fitting</code>).</p>" + _table_html(rows))
-    if comparison is not None:
-        dev = comparison[1]
-        rows = [(m, v) for m, v in dev["models"].items()] + [("preferred (total AIC)", dev["preferred"])]
-        rows += [(f"LR {t['small']} vs {t['big']}", {"p": t["pvalue"], "qubits rejecting at 0.01": t["qubits_rejecting_small_at_0.01"]})
-                 for t in dev["tests"]]
-        sections.append("<h2>Model comparison</h2>" + _table_html(rows))
-    if analysis is not None:
-        findings = "".join(f"<li>{html.escape(f)}</li>" for f in analysis["findings"])
-        pos = analysis["position"]
-        sig = pos[pos["significant"]] if len(pos) else pos
-        pos_text = ("".join(f"<li>{html.escape(r['param'])} varies with {html.escape(r['feature'])} "
-                            f"({r['test']}, statistic {r['statistic']:.3g}, p = {r['p']:.3g}, BH q = {r['q']:.3g})</li>"
-                            for _, r in sig.iterrows()) or "<li>no association with position at FDR 0.05</li>")
-        n_out = int(analysis["outliers"]["outlier"].sum())
-        sections.append(
-            "<h2>Device analysis</h2><h3>Spatial structure (Moran's I, Geary's C; permutation tests)</h3>"
-            f"<ul>{findings}</ul><h3>Association with position (Benjamini–Hochberg, FDR 0.05)</h3><ul>{pos_text}</ul>"
-            f"<h3>Outliers</h3><p>{n_out} good qubits have a robust z-score above 3.5 in some parameter; "
-            f"{len(analysis['exclusion_list'])} qubits (failed, bad or outlier) are listed in "
-            "<code>exclude_qubits.txt</code> for embeddings.</p>")
-    if outcome is not None:
-        rows = [("h", outcome["h"]), ("reads", outcome["reads"]),
-                ("mean correlation, all pairs", {"r": outcome["mean_all"], "z": outcome["z_all"], "p": outcome["p_all"]})]
-        rows += [(f"neighbours along {c} couplers", {"r": v["mean_r"], "z": v["z"], "p": v["p"]})
-                 for c, v in outcome.items() if isinstance(v, dict)]
-        sections.append("<h2>Outcome correlations within reads</h2><p>With J = 0, independent qubits give "
-                        "correlations ~N(0, 1/reads); crosstalk or a global noise field shows here.</p>"
-                        + _table_html(rows))
-    if "recovery" in summary:
-        sections.append(
-            "<h2>Recovery of the hidden truth</h2><p>The data came from qasa's virtual QPU, whose per-qubit "
-            "parameters are known. <em>coverage_95</em> is the share of good qubits whose 95% interval "
-            "(±1.96 standard errors) contains the true value: about 0.95 when the model and protocol resolve "
-            "the parameter. Lower values are findings, not failures: a readout error ε (≤ 0.001 on these "
-            "devices) is absorbed by γ, a noise amplitude η close to 0 trades off against β beyond what a "
-            "Wald interval shows, and with gauges only β and γ have a unique truth.</p>"
-            + _table_html(list(summary["recovery"].items())))
-    for title, png in _figures(dataset, r, fits, truth) + _analysis_figures(fits, analysis):
-        sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>qasa report — {html.escape(str(d.get('solver')))}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}}
-img{{max-width:100%}}</style></head>
-<body><h1>QASA single-qubit assessment</h1>
-<p>Generated {html.escape(summary['created'])} by qasa.</p>
-{''.join(sections)}
+#: The one page template of every report (assessment, comparison, analogues).
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title><style>{css}</style></head>
+<body>
+<header id="top"><h1>{title}</h1><p class="sub">{subtitle}</p>{notes}{header}</header>
+<nav><h2>Contents</h2><ul>{toc}</ul></nav>
+{sections}
+<footer>Generated {created} by qasa {version}. Figures: vector SVG{pdf} beside this page and inside it;
+tables: CSV links beside each table.</footer>
+{script}
 </body></html>
 """
-    atomic_write_bytes(out / "index.html", page.encode())
-    return summary
 
 
-def build_comparison_report(runs: dict[str, tuple[Dataset, FitTable]], out_dir: str | Path,
-                            param: str = "beta") -> dict[str, Any]:
-    """Compare assessments of the same device: paired per-qubit changes and, when the annealing
-    times differ, the trend of each parameter with annealing time.
+# -- page helpers ---------------------------------------------------------------------------------------
+class _Page:
+    """Collects the sections, figures and tables of one page and writes their files."""
+
+    def __init__(self, out: Path, formats: Sequence[str]):
+        self.out = out
+        self.formats = tuple(f for f in formats if f in ("svg", "pdf"))
+        self.sections: list[tuple[str, str, str]] = []
+        self.files: list[str] = []
+
+    def section(self, key: str, title: str, body: str) -> None:
+        self.sections.append((key, title, body))
+
+    def csv(self, df: pd.DataFrame, name: str, index: bool = False) -> str:
+        """Write ``name`` beside the page; return a link (a data: URI when small)."""
+        data = df.to_csv(index=index).encode()
+        atomic_write_bytes(self.out / name, data)
+        self.files.append(name)
+        if len(data) <= INLINE_CSV_BYTES:
+            href = "data:text/csv;charset=utf-8;base64," + base64.b64encode(data).decode()
+        else:
+            href = html.escape(name)
+        return f'<a class="dl" href="{href}" download="{html.escape(name)}">⤓ {html.escape(name)}</a>'
+
+    def table(self, rows: list[list[str]], header: Sequence[str], csv: pd.DataFrame | None = None,
+              name: str | None = None, numeric: Sequence[bool] | None = None, index_csv: bool = False,
+              css: str = "") -> str:
+        """An HTML table of already formatted cells, with a CSV link beside it (raw numbers)."""
+        numeric = list(numeric) if numeric is not None else [False] * len(header)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(
+            f'<td class="n">{html.escape(c)}</td>' if numeric[i] else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(r)) + "</tr>" for r in rows)
+        link = self.csv(csv, name, index=index_csv) if csv is not None and name else ""
+        cls = f' class="{css}"' if css else ""
+        return f'<div class="tbl"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{link}</div>'
+
+    def figure(self, fig, name: str, caption: str) -> str:
+        """Write ``fig`` beside the page (SVG, and PDF on request) and embed the SVG as an image.
+
+        The figure is drawn once per format; the page shows the same vector file it links to.
+        """
+        buf = io.BytesIO()
+        fig.savefig(buf, format="svg")
+        fig.set_layout_engine("none")          # keep the layout just computed for further formats
+        svg = buf.getvalue()
+        atomic_write_bytes(self.out / f"{name}.svg", svg)
+        self.files.append(f"{name}.svg")
+        links = [f'<a href="{name}.svg">SVG</a>']
+        if "pdf" in self.formats:
+            fig.savefig(self.out / f"{name}.pdf", format="pdf")
+            self.files.append(f"{name}.pdf")
+            links.append(f'<a href="{name}.pdf">PDF</a>')
+        data = base64.b64encode(svg).decode()
+        return (f'<figure><img alt="{html.escape(caption)}" src="data:image/svg+xml;base64,{data}">'
+                f'<figcaption>{html.escape(caption)} <span class="links">{" · ".join(links)}</span></figcaption></figure>')
+
+    def write(self, filename: str, title: str, subtitle: str, created: str, header: str = "",
+              notes: Sequence[str] = (), script: str = "") -> Path:
+        from qasa.analysis import _qasa_version
+
+        toc = "".join(f'<li><a href="#{k}">{html.escape(t)}</a></li>' for k, t, _ in self.sections)
+        sections = "".join(f'<section id="{k}"><h2>{html.escape(t)}</h2>{b}</section>' for k, t, b in self.sections)
+        note_html = ('<div class="notes"><strong>Note</strong><ul>' + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                     + "</ul></div>") if notes else ""
+        page = PAGE.format(title=html.escape(title), css=_CSS, subtitle=html.escape(subtitle), notes=note_html,
+                           header=header, toc=toc, sections=sections, created=html.escape(created),
+                           version=html.escape(_qasa_version()), pdf=" and PDF" if "pdf" in self.formats else "",
+                           script=script)
+        path = self.out / filename
+        atomic_write_bytes(path, page.encode())
+        return path
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure that belongs to no pyplot state (no backend switch)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _fmt(v: Any, se: Any = None, **kw: Any) -> str:
+    return format_value(v, se, **kw)
+
+
+def _p(v: float | None) -> str:
+    """A p-value: two significant digits, '< 0.001' below."""
+    if v is None or not np.isfinite(v):
+        return "—"
+    return "< 0.001" if v < 1e-3 else f"{v:.2g}"
+
+
+def _pv(v: float | None) -> str:
+    """``"= 0.012"`` or ``"< 0.001"`` after a "p"."""
+    text = _p(v)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _label(p: str) -> str:
+    info = parameter_info(p)
+    return f"{info.symbol} — {info.name}" + (f" ({info.unit})" if info.unit else "")
+
+
+def _progress(enabled: bool | None, total: int, desc: str):
+    from qasa.display import progress
+
+    return progress(total=total, desc=desc, disable=not enabled if enabled is not None else None)
+
+
+# -- entry point ------------------------------------------------------------------------------------
+def render(report: AssessmentReport | ComparisonReport | AnaloguesReport, out_dir: str | Path, *,
+           formats: Sequence[str] = ("svg",), progress: bool | None = False) -> Path:
+    """Write the report's page, figures, CSV tables and JSON summary into ``out_dir``.
 
     Args:
-        runs: label → (dataset, fit table), in the order to compare (the first is the reference).
-        out_dir: where ``comparison.html``, ``comparison.json`` and per-pair CSVs are written.
-        param: parameter whose trend is drawn.
+        report: from :func:`qasa.analysis.analyze`, :func:`~qasa.analysis.analyze_comparison` or
+            :func:`~qasa.analysis.analyze_analogues`.
+        out_dir: directory (created if needed).
+        formats: vector formats written beside the page for every figure: ``"svg"``, ``"pdf"``.
+        progress: show a progress bar (``None``: only in a notebook or terminal).
+
+    Returns:
+        The path of the HTML page (``index.html``, ``comparison.html`` or ``analogues.html``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qasa import device as dv
-    from qasa import plots
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = list(runs)
-    if len(labels) < 2:
-        raise ValueError("a comparison needs at least two assessments")
-    ref_label, ref_fit = labels[0], runs[labels[0]][1]
-    summary: dict[str, Any] = {"created": utcnow(), "runs": labels, "pairs": {}}
-    sections = []
-    for label in labels[1:]:
-        per, pair = dv.compare_fits(ref_fit, runs[label][1])
-        summary["pairs"][f"{ref_label} -> {label}"] = pair
-        atomic_write_bytes(out / f"changes_{_slug(ref_label)}_{_slug(label)}.csv", per.to_csv().encode())
-        rows = [(p, v) for p, v in pair.items()]
-        sections.append(f"<h2>{html.escape(ref_label)} → {html.escape(label)}</h2>"
-                        "<p>Per-qubit change with standard error √(se_a² + se_b²); <em>changed</em> counts qubits "
-                        "significant at FDR 0.05 (Benjamini–Hochberg); the Wilcoxon test is for a device-wide shift.</p>"
-                        + _table_html(rows))
-    times = {label: (ds.metadata.get("protocol") or {}).get("annealing_time") for label, (ds, _) in runs.items()}
-    figs = []
-    if all(t is not None for t in times.values()) and len(set(times.values())) == len(times):
-        by_time = {float(times[label]): fit for label, (_, fit) in runs.items()}
-        trends = {}
-        for p in ref_fit.model.params:
-            per, dev_trend = dv.annealing_time_trend(by_time, p)
-            trends[p] = dev_trend
-        summary["annealing_time_trend"] = trends
-        truth = None
-        truths = [_truth_median(ds, param) for ds, _ in (runs[lbl] for lbl in sorted(runs, key=lambda k: times[k]))]
-        if all(v is not None for v in truths):
-            truth = truths
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        plots.parameter_vs_annealing_time(trends[param]["levels"], param, truth, ax=ax)
-        figs.append((f"{param} versus annealing time", _png(fig)))
-        t = trends[param]
-        sections.append("<h2>Trend with annealing time</h2><p>"
-                        f"Median per-qubit slope of {html.escape(param)}: {t['median_slope_per_decade']:.4g} per decade of "
-                        f"annealing time; {t['qubits_increasing']} of {t['qubits']} qubits increase "
-                        f"(sign test p = {t['sign_test_p']:.3g}).</p>")
-    for title, png in figs:
-        sections.append(f"<h2>{html.escape(title)}</h2><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{png}\">")
-    summary = json_safe(summary)
-    atomic_write_json(out / "comparison.json", summary)
-    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qasa comparison</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}img{max-width:100%}</style>"
-            f"</head><body><h1>Comparison of QASA assessments</h1><p>{html.escape(', '.join(labels))}</p>"
-            + "".join(sections) + "</body></html>\n")
-    atomic_write_bytes(out / "comparison.html", page.encode())
-    return summary
+    if isinstance(report, AssessmentReport):
+        return _render_assessment(report, out, formats, progress)
+    if isinstance(report, ComparisonReport):
+        return _render_comparison(report, out, formats)
+    if isinstance(report, AnaloguesReport):
+        return _render_analogues(report, out, formats)
+    raise TypeError(f"cannot render {type(report).__name__}; give an object from qasa.analysis")
+
+
+# -- assessment ---------------------------------------------------------------------------------------
+def _header(rep: AssessmentReport, page: _Page) -> str:
+    prov_df = pd.DataFrame({"item": list(rep.provenance), "value": [_fmt(v) for v in rep.provenance.values()]})
+    prov = page.table([[k, v] for k, v in prov_df.itertuples(index=False)], ["item", "value"], prov_df,
+                      "provenance.csv", css="prov")
+    defs_df = pd.DataFrame([{"parameter": p, "symbol": parameter_info(p).symbol, "name": parameter_info(p).name,
+                             "unit": parameter_info(p).unit, "definition": parameter_info(p).definition}
+                            for p in rep.params])
+    defs = page.table(defs_df[["symbol", "name", "unit", "definition"]].values.tolist(),
+                      ["symbol", "name", "unit", "definition"], defs_df, "parameters.csv")
+    q = rep.quality
+    t = rep.temperature
+    teff = _fmt(t.get("T_eff"), t.get("T_eff_stderr"), with_error=True)
+    ci = (f" (95% CI [{_fmt(t['T_eff_lo'], t.get('T_eff_stderr'))}, {_fmt(t['T_eff_hi'], t.get('T_eff_stderr'))}])"
+          if t.get("T_eff_lo") is not None and np.isfinite(t.get("T_eff_lo", np.nan)) else "")
+    headline = (f"<p><strong>{q.get('good', 0)}</strong> of {sum(q.values())} qubits fitted well by the "
+                f"<code>{html.escape(rep.model)}</code> model ({q.get('bad', 0)} bad, {q.get('failed', 0)} failed; "
+                "quality rule in <code>qasa.fitting</code>). Effective temperature T<sub>eff</sub> = "
+                f"<strong>{html.escape(teff)}</strong>{html.escape(ci)} in units of h (β<sub>eff</sub> = "
+                f"{html.escape(_fmt(t.get('beta'), t.get('beta_stderr'), with_error=True))}).</p>"
+                f"<p class=\"sub\" style=\"font-size:13px\">{html.escape(str(t.get('method', '')))}</p>")
+    return (headline + '<div class="grid"><div><h3>Provenance</h3>' + prov + "</div>"
+            f'<div><h3>Parameters</h3>{defs}<p class="sub">Model: <code>{html.escape(rep.model)}</code>; '
+            "P(s = −1 | h) = (1 + m(h))/2 with m from <code>qasa.models</code> (docs/DESIGN.md §3).</p></div></div>")
+
+
+def _summary_section(rep: AssessmentReport, page: _Page) -> str:
+    rows = []
+    for p, s in rep.summary.iterrows():
+        se = s["median_se"]
+        _, dec = _round(s["median"], se)
+        rows.append([_label(p), _fmt(int(s["n"])), _fmt(s["median"], se, with_error=True),
+                     f"[{_fixed(s['q25'], dec)}, {_fixed(s['q75'], dec)}]", _fmt(s["mean"], s["mean_se"], with_error=True),
+                     _fmt(s["sd"], s["sd"])])
+    csv = rep.summary.reset_index()
+    table = page.table(rows, ["parameter", "qubits", "median ± se", "IQR [q25, q75]", "mean ± se", "sd"], csv,
+                       "summary.csv", numeric=[False, True, True, True, True, True])
+    qual = pd.DataFrame({"quality": list(rep.quality), "qubits": list(rep.quality.values())})
+    reasons = rep.fits.table.loc[rep.fits.table["quality"] != "good", "reason"].value_counts().head(8)
+    rtable = page.table([[r, _fmt(int(n))] for r, n in reasons.items()], ["reason a qubit is not good", "qubits"],
+                        reasons.rename_axis("reason").reset_index(name="qubits"), "not_good_reasons.csv",
+                        numeric=[False, True]) if len(reasons) else ""
+    fits_link = page.csv(rep.fits.table, "fits.csv")
+    return ("<p>Over good qubits. The standard error of the median is 1.2533·sd/√n; every number is rounded to "
+            "two significant digits of its uncertainty.</p>" + table
+            + page.table([[k, _fmt(v)] for k, v in rep.quality.items()], ["fit quality", "qubits"], qual, "quality.csv",
+                         numeric=[False, True])
+            + rtable + f"<p>Every qubit's parameters, standard errors and statistics: {fits_link}</p>")
+
+
+def _round(v: float, se: float) -> tuple[float, int]:
+    from qasa.analysis import round_to_uncertainty
+
+    return round_to_uncertainty(v, se)
+
+
+def _fixed(v: float, decimals: int) -> str:
+    if v is None or not np.isfinite(v):
+        return "—"
+    return f"{round(v, decimals):.{max(decimals, 0)}f}"
+
+
+def _comparison_section(rep: AssessmentReport, page: _Page) -> str:
+    c = rep.comparison
+    rows = [[r["model"], _fmt(r["params"]) if np.isfinite(r["params"]) else "—", _fmt(int(r["qubits"])),
+             _fmt(r["delta_aic"], 1.0), _fmt(r["delta_bic"], 1.0),
+             _pct(r["prefer_aic"]), _pct(r["prefer_bic"]), _fmt(r["aic_total"], 1.0)]
+            for _, r in c.iterrows()]
+    table = page.table(rows, ["model", "parameters", "qubits", "ΔAIC", "ΔBIC", "qubits preferring (AIC)",
+                              "qubits preferring (BIC)", "total AIC"], c, "model_comparison.csv",
+                       numeric=[False, True, True, True, True, True, True, True])
+    tests = "".join(f"<li>{html.escape(t['small'])} against {html.escape(t['big'])}: summed likelihood-ratio "
+                    f"statistic {_fmt(t['lr_total'], 1.0)} on {t['df']} df, p {_pv(t['pvalue'])}; "
+                    f"{t['qubits_rejecting_small_at_0.01']} qubits reject {html.escape(t['small'])} at 0.01</li>"
+                    for t in rep.tests)
+    return ("<p>Totals over the qubits fitted by every model; Δ is against the lowest total (0 = preferred). "
+            "A difference above 10 is decisive. Likelihood-ratio p-values are conservative when the extra "
+            "parameters sit on a bound.</p>" + table + (f"<ul>{tests}</ul>" if tests else ""))
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f} %"
+
+
+def _map_data(rep: AssessmentReport) -> dict[str, Any]:
+    """Column arrays for the interactive maps (values rounded to 5 significant digits)."""
+    from qasa.analysis import _interval
+
+    lay = rep.layout
+    t = rep.fits.table.set_index("qubit")
+    t = t[~t.index.duplicated()]
+    ids = [q for q in lay.index if q in t.index]
+    t = t.loc[ids]
+    lay = lay.loc[ids]
+
+    def r5(a):
+        a = np.asarray(a, float)
+        return [None if not np.isfinite(x) else float(f"{x:.5g}") for x in a]
+
+    params = {}
+    good = (t["quality"] == "good").to_numpy()
+    for p in rep.params:
+        v = t[p].to_numpy(float)
+        lo, hi = _interval(t, p)
+        ok = good & np.isfinite(v)
+        lo_c, hi_c = (np.percentile(v[ok], [1, 99]) if ok.any() else (0.0, 1.0))
+        info = parameter_info(p)
+        params[p] = {"v": r5(v), "lo": r5(lo), "hi": r5(hi), "range": [float(lo_c), float(hi_c)],
+                     "symbol": info.symbol, "unit": info.unit}
+    x, y = lay["x"].to_numpy(float), lay["y"].to_numpy(float)
+    return {"ids": [int(q) for q in ids], "x": [round(float(a), 5) for a in x], "y": [round(float(a), 5) for a in y],
+            "coord": [list(c) for c in lay["coord"]], "coord_names": list(lay.attrs.get("coord_names", [])),
+            "quality": t["quality"].tolist(), "reason": t["reason"].fillna("").tolist(),
+            "cell": _cell_size(x, y), "params": params, "order": rep.params}
+
+
+def _cell_size(x: np.ndarray, y: np.ndarray) -> float:
+    """Side of a qubit's square in layout units: 0.9 × the median nearest-neighbour distance."""
+    if len(x) < 2:
+        return 1.0
+    from scipy.spatial import cKDTree
+
+    xy = np.column_stack([x, y])
+    d, _ = cKDTree(xy).query(xy, k=2)
+    nn = d[:, 1]
+    nn = nn[nn > 0]
+    return float(0.9 * np.median(nn)) if nn.size else 1.0
+
+
+def _maps_section(rep: AssessmentReport, page: _Page, formats: Sequence[str]) -> tuple[str, str]:
+    data = _map_data(rep)
+    blocks = []
+    for p in rep.mapped:
+        info = parameter_info(p)
+        blocks.append(
+            f'<div class="qmap" data-param="{html.escape(p)}"><div class="bar"><strong>{html.escape(info.symbol)}</strong>'
+            f'<span>{html.escape(info.name)}{" (" + html.escape(info.unit) + ")" if info.unit else ""}</span>'
+            '<button data-z="1.5">+</button><button data-z="0.667">−</button><button data-z="0">reset</button></div>'
+            '<canvas class="map" width="520" height="520"></canvas>'
+            '<div class="bar"><span class="lo"></span><canvas class="cbar" width="200" height="10"></canvas>'
+            '<span class="hi"></span><span>grey: not good</span></div><div class="tip"></div></div>')
+    static = _static_maps(rep, page, formats, data)
+    text = ("<p>Each square is a qubit at its place in D-Wave's layout of the device (dwave.graphs). Hover for the "
+            "qubit's id, coordinates, every parameter with its 95% interval and its fit quality; scroll to zoom, "
+            "drag to pan, double-click to reset. Colours span the 1st–99th percentile of good qubits; qubits that "
+            f"are not good are grey. Vector versions: {static}</p>")
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    script = (f'<script type="application/json" id="qasa-map-data">{payload}</script>'
+              f"<script>{_MAP_JS}</script>")
+    return text + "".join(blocks), script
+
+
+def _static_maps(rep: AssessmentReport, page: _Page, formats: Sequence[str], data: dict[str, Any]) -> str:
+    """One vector SVG map per mapped parameter (``map_<param>.svg``), PDF on request (matplotlib)."""
+    links = []
+    for p in rep.mapped:
+        atomic_write_bytes(page.out / f"map_{p}.svg", svg_map(data, p).encode())
+        page.files.append(f"map_{p}.svg")
+        links.append(f'<a href="map_{p}.svg">map_{p}.svg</a>')
+    if "pdf" in formats:
+        from qasa import plots
+
+        lay = rep.layout
+        t = rep.fits.table.set_index("qubit")
+        t = t[~t.index.duplicated()]
+        ids = [q for q in lay.index if q in t.index]
+        good = t.loc[ids, "quality"].to_numpy() == "good"
+        for p in rep.mapped:
+            fig = _figure(6, 5.4)
+            v = np.where(good, t.loc[ids, p].to_numpy(float), np.nan)
+            plots.layout_map(lay.loc[ids, "x"], lay.loc[ids, "y"], v, ax=fig.subplots(), label=parameter_info(p).label,
+                             size=float(np.clip(9000.0 / max(len(ids), 1), 0.6, 40.0)))
+            fig.savefig(page.out / f"map_{p}.pdf", format="pdf")
+            page.files.append(f"map_{p}.pdf")
+            links.append(f'<a href="map_{p}.pdf">map_{p}.pdf</a>')
+    return " · ".join(links) + "."
+
+
+def svg_map(data: dict[str, Any], param: str, width: int = 640) -> str:
+    """A standalone vector SVG map of one parameter from :func:`_map_data` (one square per qubit).
+
+    Good qubits are coloured with viridis over the 1st–99th percentile of good qubits, the others
+    grey; a colour bar with the range and the parameter's label is drawn below the map.
+    """
+    from matplotlib import colormaps
+
+    x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
+    cell = float(data["cell"])
+    P = data["params"][param]
+    v = np.array([np.nan if a is None else a for a in P["v"]], float)
+    good = np.array([q == "good" for q in data["quality"]]) & np.isfinite(v)
+    lo, hi = P["range"]
+    span = hi - lo if hi > lo else 1.0
+    x0, x1, y0, y1 = x.min() - cell, x.max() + cell, y.min() - cell, y.max() + cell
+    scale = width / max(x1 - x0, 1e-12)
+    height = int(round((y1 - y0) * scale))
+    rgba = colormaps["viridis"](np.clip((v - lo) / span, 0, 1))
+    hexes = np.array([f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}" for r, g, b, _ in rgba])
+    fill = np.where(good, hexes, "#c8c8c8")
+    side = cell * scale
+    px, py = (x - x0) * scale - side / 2, (y1 - y) * scale - side / 2
+    rects = "".join(f'<rect x="{a:.2f}" y="{b:.2f}" width="{side:.2f}" height="{side:.2f}" fill="{f}"><title>qubit {q}</title></rect>'
+                    for a, b, f, q in zip(px, py, fill, data["ids"]))
+    stops = "".join(f'<stop offset="{t:.2f}" stop-color="#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"/>'
+                    for t, (r, g, b, _) in zip(np.linspace(0, 1, 11), colormaps["viridis"](np.linspace(0, 1, 11))))
+    label = f"{P['symbol']}" + (f" ({P['unit']})" if P["unit"] else "")
+    bar_y = height + 18
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}" '
+            f'viewBox="0 0 {width} {height + 60}" font-family="sans-serif" font-size="12">'
+            f'<defs><linearGradient id="cb">{stops}</linearGradient></defs>'
+            f'<rect width="{width}" height="{height + 60}" fill="#ffffff"/><g>{rects}</g>'
+            f'<rect x="{width * 0.25:.1f}" y="{bar_y}" width="{width * 0.5:.1f}" height="10" fill="url(#cb)"/>'
+            f'<text x="{width * 0.25 - 6:.1f}" y="{bar_y + 9}" text-anchor="end">{html.escape(_fmt(lo))}</text>'
+            f'<text x="{width * 0.75 + 6:.1f}" y="{bar_y + 9}">{html.escape(_fmt(hi))}</text>'
+            f'<text x="{width / 2:.1f}" y="{bar_y + 28}" text-anchor="middle">{html.escape(label)} — grey: not good</text>'
+            "</svg>\n")
+
+
+def _curves_section(rep: AssessmentReport, page: _Page) -> str:
+    from qasa import plots
+
+    first = rep.params[0]
+    t = rep.fits.table.set_index("qubit")
+    labels = {q: f"qubit {q}, {parameter_info(first).symbol} = {_fmt(t.loc[q, first], t.loc[q, f'{first}_stderr'])}"
+              for q in rep.curve_qubits if q in t.index}
+    fig = _figure(10, 3.8)
+    ax, rax = fig.subplots(1, 2, width_ratios=[3, 2])
+    plots.response_spread(rep.response, rep.fits, rep.curve_qubits, rep.median_curve, ax=ax, residual_ax=rax,
+                          labels=labels)
+    ax.set_title(f"qubits at the 5, 25, 50, 75, 95 % quantiles of {parameter_info(first).symbol}", fontsize=9)
+    rax.set_title(f"residuals of the {rep.model} fit", fontsize=9)
+    med = pd.DataFrame({"h": rep.response.h, "device_median_p_down": rep.median_curve})
+    link = page.csv(med, "device_median_response.csv")
+    return ("<p>The spread of the device: each qubit's observed P(s = −1) minus the device's median response "
+            "(points with binomial 1σ bars), its fitted curve (line) and the fit's 95% pointwise band (shaded); right, "
+            "the Pearson residuals (observed − fitted)/√(p(1−p)/N), within ±2 for a good fit. Device median: "
+            f"{link}</p>" + page.figure(fig, "response_curves", "Response curves relative to the device median"))
+
+
+def _distributions_section(rep: AssessmentReport, page: _Page) -> str:
+    from qasa import plots
+
+    good = rep.fits.table[rep.fits.table["quality"] == "good"]
+    k = len(rep.params)
+    fig = _figure(3.1 * k, 2.9)
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for ax, p in zip(axes, rep.params):
+        plots.parameter_histogram(good[p].to_numpy(float), p, ax=ax, stderr=good[f"{p}_stderr"].to_numpy(float),
+                                  label=parameter_info(p).label)
+    return page.figure(fig, "distributions", "Distributions over good qubits: median (dashed), interquartile range "
+                                             "(shaded) and a typical qubit's 95% interval (red bar)")
+
+
+def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
+    from qasa import plots
+
+    corr = rep.device["correlations"]
+    if not len(corr):
+        return "<p>Too few good qubits with two varying parameters for correlations.</p>"
+    has = "corrected" in corr
+    rows = []
+    for _, r in corr.iterrows():
+        row = [f"{parameter_info(r['a']).symbol} – {parameter_info(r['b']).symbol}", _fmt(int(r["n"])),
+               f"{r['pearson']:.2f} [{r['pearson_lo']:.2f}, {r['pearson_hi']:.2f}]",
+               f"{r['spearman']:.2f} [{r['spearman_lo']:.2f}, {r['spearman_hi']:.2f}]"]
+        if has:
+            c = r["corrected"]
+            row += [f"{r['noise_corr']:.2f}" if np.isfinite(r["noise_corr"]) else "—",
+                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined"),
+                    "yes" if r["identified"] else "no"]
+        rows.append(row)
+    header = ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]"] + (
+        ["estimation-error correlation", "corrected r [95% CI]", "both identified"] if has else [])
+    table = page.table(rows, header, corr, "correlations.csv", numeric=[False] + [True] * (len(header) - 1))
+    fig = _figure(4.6 * (2 if has else 1), 3.9)
+    axes = fig.subplots(1, 2 if has else 1, squeeze=False)[0]
+    labels = [parameter_info(p).symbol for p in rep.params]
+    plots.correlation_matrix(corr, rep.params, ax=axes[0], method="pearson", labels=labels)
+    axes[0].set_title("raw (fitted values)", fontsize=9)
+    if has:
+        plots.correlation_matrix(corr, rep.params, ax=axes[1], method="corrected", labels=labels)
+        axes[1].set_title("corrected for estimation error", fontsize=9)
+    text = ("<p>Across good qubits. One qubit's fitted parameters are correlated through its likelihood as well as "
+            "through the device (docs/DESIGN.md §6). The corrected correlation removes the mean estimation "
+            "covariance (errors in variables, <code>qasa.device.corrected_correlations</code>, bootstrap interval "
+            "over qubits); only pairs of identified parameters describe the device.</p>")
+    return text + table + page.figure(fig, "correlations", "Correlations between parameters: raw and corrected")
+
+
+def _reliability_section(rep: AssessmentReport, page: _Page) -> str:
+    rel = rep.reliability
+    rows = []
+    for p, r in rel.iterrows():
+        rows.append([_label(p), f"{r['reliability']:.2f} [{r['reliability_lo']:.2f}, {r['reliability_hi']:.2f}]"
+                     if np.isfinite(r.get("reliability_lo", np.nan)) else _fmt(r.get("reliability")),
+                     _fmt(r.get("sd_true"), None), "yes" if r.get("identified") else "no", str(r.get("verdict", ""))])
+    return ("<p>The reliability of a parameter is the share of its spread across qubits that is the device rather "
+            "than estimation noise (<code>qasa.device.reliability</code>); parameters below 0.5 are not mapped and "
+            "their correlations and spatial statistics are not device findings.</p>"
+            + page.table(rows, ["parameter", "reliability [95% CI]", "sd of the true values", "mapped", "verdict"],
+                         rel.reset_index(), "reliability.csv", numeric=[False, True, True, False, False]))
+
+
+def _spatial_section(rep: AssessmentReport, page: _Page) -> str:
+    from qasa import plots
+
+    a = rep.device
+    findings = "".join(f"<li>{html.escape(f)}</li>" for f in a["findings"])
+    spatial = pd.concat([t.assign(param=p) for p, t in a["spatial"].items() if len(t)], ignore_index=True) \
+        if any(len(t) for t in a["spatial"].values()) else pd.DataFrame()
+    rows = [[parameter_info(r["param"]).symbol, r["couplers"], _fmt(int(r["n_couplers"])), f"{r['morans_i']:.3f}",
+             _p(r["morans_p"]), f"{r['gearys_c']:.3f}", _p(r["gearys_p"])] for _, r in spatial.iterrows()]
+    table = page.table(rows, ["parameter", "couplers", "count", "Moran's I", "p", "Geary's C", "p"], spatial,
+                       "spatial.csv", numeric=[False, False, True, True, True, True, True]) if len(spatial) else ""
+    body = (f"<p>Moran's I (> 0: neighbours alike) and Geary's C (< 1: neighbours alike) on the {a['couplers']} "
+            f"working couplers, all and per coupler class, with two-sided permutation p-values.</p><ul>{findings}</ul>"
+            + table)
+    if any(len(t) for t in a["correlogram"].values()):
+        fig = _figure(5.2, 3.4)
+        ax = fig.subplots()
+        for p in rep.params:
+            plots.correlogram(a["correlogram"][p], parameter_info(p).symbol, ax=ax)
+        cg = pd.concat([t.assign(param=p) for p, t in a["correlogram"].items() if len(t)], ignore_index=True)
+        body += page.figure(fig, "correlogram", "Correlogram: Moran's I between qubits at each graph distance") \
+            + "<p>" + page.csv(cg, "correlogram.csv") + "</p>"
+    pos = a["position"]
+    if len(pos):
+        sig = pos[pos["significant"]]
+        items = "".join(f"<li>{html.escape(parameter_info(r['param']).symbol)} varies with {html.escape(r['feature'])} "
+                        f"({r['test']}, statistic {r['statistic']:.3g}, p {_pv(r['p'])}, BH q {_pv(r['q'])})</li>"
+                        for _, r in sig.iterrows()) or "<li>no association with position at FDR 0.05</li>"
+        body += ("<h3>Association with position (Benjamini–Hochberg, FDR 0.05)</h3><ul>" + items + "</ul><p>"
+                 + page.csv(pos, "position.csv") + "</p>")
+    out = a["outliers"]
+    n_out = int(out["outlier"].sum()) if len(out) else 0
+    atomic_write_bytes(page.out / "exclude_qubits.txt", "".join(f"{q}\n" for q in a["exclusion_list"]).encode())
+    page.files.append("exclude_qubits.txt")
+    body += (f"<h3>Outliers and qubits to avoid</h3><p>{n_out} good qubits have a robust z-score above 3.5 in some "
+             f"parameter; {len(a['exclusion_list'])} qubits (failed, bad or outlier) are listed in "
+             f"<a href=\"exclude_qubits.txt\">exclude_qubits.txt</a> for embeddings. "
+             + page.csv(out, "outliers.csv", index=True) + "</p>")
+    return body
+
+
+def _outcome_section(rep: AssessmentReport, page: _Page) -> str:
+    o = rep.outcome
+    rows = [["all pairs", "—", f"{o['mean_all']:.2g}", f"{o['z_all']:.2f}", _p(o["p_all"])]]
+    rows += [[f"neighbours along {c} couplers", _fmt(v["couplers"]), f"{v['mean_r']:.2g}", f"{v['z']:.2f}", _p(v["p"])]
+             for c, v in o.items() if isinstance(v, dict)]
+    df = pd.DataFrame(rows, columns=["pairs", "couplers", "mean r", "z", "p"])
+    return (f"<p>At h = {o['h']:g} over {o['reads']} reads. With J = 0, independent qubits give correlations "
+            "~N(0, 1/reads); crosstalk or a global noise field shows here.</p>"
+            + page.table(rows, list(df.columns), df, "outcome_correlations.csv",
+                         numeric=[False, True, True, True, True]))
+
+
+def _recovery_section(rep: AssessmentReport, page: _Page) -> str:
+    from qasa import plots
+
+    rec = rep.recovery
+    has_est = "coverage_95_estimand" in rec
+    rows = []
+    for p, r in rec.iterrows():
+        row = [_label(p), _fmt(int(r["qubits"])), _pct(r["coverage_95"]), _fmt(r["median_error"], r["median_abs_error"] / 5),
+               _fmt(r["median_abs_error"], r["median_abs_error"] / 5)]
+        if has_est:
+            row += [_pct(r.get("coverage_95_estimand", np.nan))]
+        rows.append(row)
+    header = ["parameter", "qubits", "95% coverage", "median error", "median |error|"] + (
+        ["95% coverage of the estimand"] if has_est else [])
+    table = page.table(rows, header, rec.reset_index(), "recovery.csv", numeric=[False] + [True] * (len(header) - 1))
+    truth = rep.truth
+    fig_html = ""
+    if truth is not None:
+        t = rep.fits.table[rep.fits.table["quality"] == "good"].set_index("qubit")
+        common = t.index.intersection(truth.index)
+        params = [p for p in rep.params if p in truth]
+        if params and len(common):
+            fig = _figure(3.1 * len(params), 3.0)
+            for ax, p in zip(fig.subplots(1, len(params), squeeze=False)[0], params):
+                plots.recovery(truth.loc[common, p], t.loc[common, p], t.loc[common, f"{p}_stderr"],
+                               parameter_info(p).symbol, ax=ax)
+            fig_html = page.figure(fig, "recovery", "Recovered versus true parameters (95% intervals)")
+    return ("<p>The data came from qasa's virtual QPU, whose per-qubit parameters are known. The coverage is the share "
+            "of good qubits whose 95% interval contains the true value: about 95 % when the model and protocol "
+            "resolve the parameter. Lower values are findings, not failures: a readout error ε is absorbed by γ, "
+            "η near 0 trades off against β beyond what a Wald interval shows, and with gauges only β and γ have a "
+            "unique truth (docs/DESIGN.md §6).</p>" + table + fig_html)
+
+
+def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str], progress: bool | None) -> Path:
+    page = _Page(out, formats)
+    steps: list[tuple[str, str, Callable[[], str]]] = [("summary", "Summary", lambda: _summary_section(rep, page))]
+    if rep.comparison is not None:
+        steps.append(("models", "Model comparison", lambda: _comparison_section(rep, page)))
+    script_holder: list[str] = []
+    if rep.mapped and len(rep.layout):
+        def maps() -> str:
+            body, script = _maps_section(rep, page, formats)
+            script_holder.append(script)
+            return body
+        steps.append(("maps", "Maps of the device", maps))
+    if rep.curve_qubits and len(rep.response.h):
+        steps.append(("curves", "Response curves", lambda: _curves_section(rep, page)))
+    if rep.quality.get("good", 0) >= 1 and len(rep.summary) and rep.summary["n"].max() > 0:
+        steps.append(("distributions", "Distributions", lambda: _distributions_section(rep, page)))
+    if rep.reliability is not None and len(rep.reliability):
+        steps.append(("identification", "Which parameters the data identify", lambda: _reliability_section(rep, page)))
+    if rep.device is not None:
+        steps.append(("correlations", "Correlations between parameters", lambda: _correlation_section(rep, page)))
+        steps.append(("spatial", "Spatial structure", lambda: _spatial_section(rep, page)))
+    if rep.outcome is not None:
+        steps.append(("outcomes", "Outcome correlations within reads", lambda: _outcome_section(rep, page)))
+    if rep.recovery is not None:
+        steps.append(("recovery", "Recovery of the hidden truth", lambda: _recovery_section(rep, page)))
+    bar = _progress(progress, len(steps) + 1, "report")
+    try:
+        for key, title, build in steps:
+            page.section(key, title, build())
+            bar.update(1)
+        atomic_write_json(out / "summary.json", rep.to_dict())
+        page.files.append("summary.json")
+        files = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in dict.fromkeys(page.files))
+        page.section("files", "Files", f"<p>Written beside this page:</p><ul>{files}</ul>")
+        path = page.write("index.html", rep.title, "Single-qubit assessment (QASA protocol; Nelson et al., IEEE TQE 2021)",
+                          rep.created, _header(rep, page), rep.notes, "".join(script_holder))
+        bar.update(1)
+    finally:
+        bar.close()
+    return path
+
+
+# -- comparison -------------------------------------------------------------------------------------------
+def _render_comparison(rep: ComparisonReport, out: Path, formats: Sequence[str]) -> Path:
+    from qasa import plots
+
+    page = _Page(out, formats)
+    labels = rep.labels
+    keys = ["Device (solver)", "Topology", "Qubits assessed", "Annealing", "Reads per h value", "Gauges", "Seed",
+            "QPU access time spent", "Collected"]
+    rows = [[k] + [_fmt(rep.provenance[lbl].get(k)) for lbl in labels] for k in keys]
+    header = page.table(rows, ["", *labels], pd.DataFrame(rows, columns=["item", *labels]), "provenance.csv")
+    for pair, (per, summ) in rep.pairs.items():
+        a, b = pair.split(" -> ")
+        trows = []
+        for p in rep.params:
+            v = summ.get(p)
+            if not isinstance(v, dict):
+                continue
+            trows.append([_label(p), _fmt(v.get("median_change"), v.get("median_change_se"), with_error=True),
+                          _fmt(v.get("changed")), _p(v.get("wilcoxon_p"))])
+        name = f"changes_{_slug(a)}_{_slug(b)}.csv"
+        table = page.table(trows, ["parameter", "median change ± se", "qubits changed (FDR 0.05)", "Wilcoxon p"],
+                           per, name, numeric=[False, True, True, True], index_csv=True)
+        page.section(f"pair-{_slug(pair)}", f"{a} → {b}",
+                     f"<p>{summ['qubits']} qubits good in both. Per-qubit change with standard error √(se_a² + se_b²); "
+                     "<em>changed</em> counts qubits significant at FDR 0.05 (Benjamini–Hochberg); the Wilcoxon test "
+                     "is for a device-wide shift.</p>" + table)
+    if rep.trends is not None and rep.param in rep.trends:
+        t = rep.trends[rep.param]
+        lv = pd.DataFrame(t["levels"])
+        fig = _figure(5.2, 3.5)
+        truth = (rep.truth_medians or {}).get(rep.param)
+        plots.parameter_vs_annealing_time(t["levels"], parameter_info(rep.param).label, truth, ax=fig.subplots())
+        trows = [[_label(p), _fmt(d.get("median_slope_per_decade"), None), f"{d.get('qubits_increasing')} of {d.get('qubits')}",
+                  _p(d.get("sign_test_p"))] for p, d in rep.trends.items()]
+        table = page.table(trows, ["parameter", "median slope per decade", "qubits increasing", "sign-test p"],
+                           pd.DataFrame([{"param": p, **{k: v for k, v in d.items() if k != "levels"}}
+                                         for p, d in rep.trends.items()]), "trends.csv",
+                           numeric=[False, True, True, True])
+        page.section("trend", "Trend with annealing time",
+                     "<p>Per-qubit weighted least-squares slope against log10(annealing time) over qubits good at "
+                     "every time; the device median ± 1.96 se at each time.</p>" + table
+                     + "<p>" + page.csv(lv, "levels.csv") + "</p>"
+                     + page.figure(fig, "trend", f"{parameter_info(rep.param).symbol} versus annealing time"))
+    atomic_write_json(out / "comparison.json", rep.to_dict())
+    return page.write("comparison.html", rep.title, ", ".join(labels), rep.created,
+                      "<h3>Assessments</h3>" + header, rep.notes)
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)[:40]
 
 
-def _truth_median(ds: Dataset, param: str) -> float | None:
-    truth = (ds.metadata.get("device") or {}).get("truth")
-    if not truth:
-        return None
-    values = [r[param] for r in truth if param in r]
-    return float(np.median(values)) if values else None
-
-
-def build_analogues_report(nqm: pd.DataFrame, sa: pd.DataFrame, qpu: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
-    """Write ``analogues.html`` (table + figure), ``analogues.csv`` and ``analogues.json``; return the
-    combined table (:func:`qasa.analogues.combined`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from qasa.analogues import combined
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table = combined(nqm, sa, qpu)
-    atomic_write_bytes(out / "analogues.csv", table.to_csv(index=False).encode())
-    atomic_write_json(out / "analogues.json", json_safe({"combined": table.to_dict("records"),
-                                                      "sgd": nqm.to_dict("records"), "sa": sa.to_dict("records"),
-                                                      "qpu": qpu.drop(columns=["anneal_schedule"], errors="ignore").to_dict("records")}))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+# -- analogues --------------------------------------------------------------------------------------------
+def _render_analogues(rep: AnaloguesReport, out: Path, formats: Sequence[str]) -> Path:
+    page = _Page(out, formats)
+    table = rep.table
+    shown = table.drop(columns=[c for c in table.columns if table[c].dtype == object and c != "shape"])
+    rows = [[str(r["shape"])[:48]] + [_fmt(float(r[c])) if np.isfinite(r[c]) else "—" for c in shown.columns if c != "shape"]
+            for _, r in shown.iterrows()]
+    cols = [c for c in shown.columns if c != "shape"]
+    page.section("table", "Schedule shapes side by side",
+                 "<p>Each row is one schedule shape used as an SGD learning rate (noisy quadratic model, best η₀), a "
+                 "simulated-annealing temperature (planted Ising instance; β_eff from a QASA fit on isolated spins) and a "
+                 "QPU anneal schedule (QASA on the virtual QPU). Temperatures: SGD ends in a Gibbs state at ηc/2; SA and "
+                 "QPU at 1/β of the fitted response.</p>"
+                 + page.table(rows, ["shape"] + [c.replace("_", " ") for c in cols], table, "analogues.csv",
+                              numeric=[False] + [True] * len(cols)))
+    fig = _figure(11, 4)
+    axes = fig.subplots(1, 2)
     x = np.arange(len(table))
     for k, (col, name) in enumerate((("sgd_temperature", "SGD ηc/2"), ("sa_temperature", "SA 1/β_eff"),
                                      ("qpu_temperature", "QPU 1/β"))):
         if col in table:
             v = table[col].to_numpy(float)
-            rel = v / np.nanmedian(v)
-            axes[0].bar(x + (k - 1) * 0.27, rel, width=0.27, label=name)
-    axes[0].set_xticks(x, [s.split("(")[0] for s in table["shape"]], rotation=60, ha="right", fontsize=8)
+            axes[0].bar(x + (k - 1) * 0.27, v / np.nanmedian(v), width=0.27, label=name)
+    axes[0].set_xticks(x, [str(s).split("(")[0] for s in table["shape"]], rotation=60, ha="right", fontsize=8)
     axes[0].set_ylabel("end temperature / median over shapes")
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=7, frameon=False)
-    axes[1].scatter(table["sa_ground_state_probability"], table["sgd_final_loss"])
-    for _, r in table.iterrows():
-        axes[1].annotate(r["shape"].split("(")[0], (r["sa_ground_state_probability"], r["sgd_final_loss"]), fontsize=7)
-    axes[1].set_xlabel("SA ground-state probability")
-    axes[1].set_ylabel("SGD final excess loss (best η₀)")
-    fig.tight_layout()
-    png = _png(fig)
-    shown = table.copy()
-    shown["shape"] = shown["shape"].str.slice(0, 40)
-    page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>qasa analogues</title>"
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;font-size:12px}"
-            "th,td{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}</style></head><body>"
-            "<h1>Annealing schedules on three systems</h1><p>Each row is one schedule shape used as an SGD learning "
-            "rate (noisy quadratic model, best η₀), a simulated-annealing temperature (planted Ising instance; β_eff from "
-            "a QASA fit on isolated spins) and a QPU anneal schedule (QASA on the virtual QPU). Temperatures: SGD ends in a "
-            "Gibbs state at ηc/2; SA and QPU at 1/β of the fitted response.</p>"
-            + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—")
-            + f"<h2>End temperature and quality</h2><img alt=\"analogues\" src=\"data:image/png;base64,{png}\"></body></html>\n")
-    atomic_write_bytes(out / "analogues.html", page.encode())
-    return table
+    if "sa_ground_state_probability" in table and "sgd_final_loss" in table:
+        axes[1].scatter(table["sa_ground_state_probability"], table["sgd_final_loss"])
+        for _, r in table.iterrows():
+            axes[1].annotate(str(r["shape"]).split("(")[0], (r["sa_ground_state_probability"], r["sgd_final_loss"]),
+                             fontsize=7)
+        axes[1].set_xlabel("SA ground-state probability")
+        axes[1].set_ylabel("SGD final excess loss (best η₀)")
+    page.section("figure", "End temperature and quality", page.figure(fig, "analogues", "End temperature and quality"))
+    for i, (title, df) in enumerate(rep.sections.items()):
+        page.section(f"extra-{i}", title, page.table([[_fmt(v) for v in r] for r in df.itertuples(index=False)],
+                                                     [str(c) for c in df.columns], df, f"analogues_{_slug(title)}.csv"))
+    atomic_write_json(out / "analogues.json", rep.to_dict())
+    return page.write("analogues.html", rep.title, "The same schedule shapes on SGD, simulated annealing and a QPU",
+                      rep.created, "", rep.notes)
+
+
+# -- the earlier API (thin wrappers) ---------------------------------------------------------------------
+def summarize(dataset: Dataset, fits: FitTable, comparison=None, truth: pd.DataFrame | None = None,
+              **kwargs: Any) -> dict[str, Any]:
+    """The JSON summary of :func:`qasa.analysis.analyze` (``summary.json``)."""
+    return analyze(dataset, fits, comparison, truth=truth, **kwargs).to_dict()
+
+
+def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *, comparison=None,
+                 truth: pd.DataFrame | None = None, dataset_path: str | Path | None = None,
+                 formats: Sequence[str] = ("svg",), progress: bool | None = False) -> dict[str, Any]:
+    """Analyse and render in one go: ``index.html``, ``summary.json``, CSVs and figures in ``out_dir``.
+
+    Returns the summary (:meth:`qasa.analysis.AssessmentReport.to_dict`).
+    """
+    rep = analyze(dataset, fits, comparison, truth=truth, dataset_path=dataset_path)
+    render(rep, out_dir, formats=formats, progress=progress)
+    return rep.to_dict()
+
+
+def build_comparison_report(runs: dict[str, tuple[Dataset, FitTable]], out_dir: str | Path,
+                            param: str = "beta") -> dict[str, Any]:
+    """Analyse and render a comparison (``comparison.html``, ``comparison.json``); return the summary."""
+    rep = analyze_comparison(runs, param)
+    render(rep, out_dir)
+    return rep.to_dict()
+
+
+def build_analogues_report(nqm: pd.DataFrame, sa: pd.DataFrame, qpu: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
+    """Analyse and render the analogue studies (``analogues.html``, ``.csv``, ``.json``); return the combined table."""
+    rep = analyze_analogues(nqm, sa, qpu)
+    render(rep, out_dir)
+    return rep.table
+
+
+#: The interactive map: canvas drawing, hover, zoom and pan (no external library).
+_MAP_JS = r"""(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("qasa-map-data").textContent);
+  var V = ["#440154","#481a6c","#472f7d","#414487","#39568c","#31688e","#2a788e","#23888e","#1f988b","#22a884",
+           "#35b779","#54c568","#7ad151","#a5db36","#d2e21b","#fde725"];
+  var RGB = V.map(function (h) { return [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)]; });
+  function colour(t) {
+    if (!(t >= 0)) t = 0; if (t > 1) t = 1;
+    var f = t * (RGB.length - 1), i = Math.min(Math.floor(f), RGB.length - 2), w = f - i, a = RGB[i], b = RGB[i + 1];
+    return "rgb(" + Math.round(a[0] + w * (b[0] - a[0])) + "," + Math.round(a[1] + w * (b[1] - a[1])) + "," +
+      Math.round(a[2] + w * (b[2] - a[2])) + ")";
+  }
+  function fmt(v, lo, hi) {
+    if (v === null || v === undefined) return "—";
+    var se = (lo !== null && hi !== null && hi > lo) ? (hi - lo) / 3.92 : null, d;
+    if (se) d = Math.max(0, 1 - Math.floor(Math.log10(se))); else d = Math.max(0, 3 - Math.floor(Math.log10(Math.abs(v) || 1)));
+    d = Math.min(d, 8);
+    var s = v.toFixed(d);
+    if (lo !== null && hi !== null) s += " [" + lo.toFixed(d) + ", " + hi.toFixed(d) + "]";
+    return s;
+  }
+  var n = D.ids.length, xmin = Infinity, xmax = -Infinity, ymin = Infinity, ymax = -Infinity;
+  for (var i = 0; i < n; i++) {
+    xmin = Math.min(xmin, D.x[i]); xmax = Math.max(xmax, D.x[i]); ymin = Math.min(ymin, D.y[i]); ymax = Math.max(ymax, D.y[i]);
+  }
+  var pad = D.cell;
+  xmin -= pad; xmax += pad; ymin -= pad; ymax += pad;
+  function QMap(el) {
+    this.el = el; this.param = el.getAttribute("data-param"); this.P = D.params[this.param];
+    this.canvas = el.querySelector("canvas.map"); this.tip = el.querySelector(".tip");
+    this.dpr = window.devicePixelRatio || 1;
+    var css = this.canvas.width;
+    this.w = css; this.h = this.canvas.height;
+    this.canvas.style.width = css + "px"; this.canvas.style.height = this.h + "px";
+    this.canvas.width = Math.round(css * this.dpr); this.canvas.height = Math.round(this.h * this.dpr);
+    this.reset(); this.colourbar(); this.bind(); this.draw();
+  }
+  QMap.prototype.reset = function () {
+    var s = Math.min(this.w / (xmax - xmin), this.h / (ymax - ymin));
+    this.s = s; this.tx = (this.w - s * (xmax - xmin)) / 2 - s * xmin; this.ty = (this.h - s * (ymax - ymin)) / 2 + s * ymax;
+  };
+  QMap.prototype.toCanvas = function (i) { return [this.tx + this.s * D.x[i], this.ty - this.s * D.y[i]]; };
+  QMap.prototype.draw = function () {
+    var c = this.canvas.getContext("2d"), P = this.P, lo = P.range[0], hi = P.range[1], span = hi > lo ? hi - lo : 1;
+    c.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    c.fillStyle = "#ffffff"; c.fillRect(0, 0, this.w, this.h);
+    var side = Math.max(this.s * D.cell, 1.2), half = side / 2;
+    for (var i = 0; i < n; i++) {
+      var p = this.toCanvas(i);
+      if (p[0] < -side || p[1] < -side || p[0] > this.w + side || p[1] > this.h + side) continue;
+      var v = P.v[i];
+      c.fillStyle = (D.quality[i] === "good" && v !== null) ? colour((v - lo) / span) : "#c8c8c8";
+      c.fillRect(p[0] - half, p[1] - half, side, side);
+    }
+    if (this.sel !== undefined) {
+      var q = this.toCanvas(this.sel);
+      c.strokeStyle = "#e41a1c"; c.lineWidth = 2; c.strokeRect(q[0] - half - 2, q[1] - half - 2, side + 4, side + 4);
+    }
+  };
+  QMap.prototype.colourbar = function () {
+    var cb = this.el.querySelector("canvas.cbar"), c = cb.getContext("2d");
+    for (var k = 0; k < cb.width; k++) { c.fillStyle = colour(k / (cb.width - 1)); c.fillRect(k, 0, 1, cb.height); }
+    this.el.querySelector(".lo").textContent = fmt(this.P.range[0], null, null);
+    this.el.querySelector(".hi").textContent = fmt(this.P.range[1], null, null);
+  };
+  QMap.prototype.pick = function (mx, my) {
+    var best = -1, bd = Infinity, lim = Math.max(this.s * D.cell, 6);
+    for (var i = 0; i < n; i++) {
+      var p = this.toCanvas(i), dx = p[0] - mx, dy = p[1] - my, d = dx * dx + dy * dy;
+      if (d < bd) { bd = d; best = i; }
+    }
+    return (best >= 0 && Math.sqrt(bd) <= lim) ? best : -1;
+  };
+  QMap.prototype.describe = function (i) {
+    var lines = ["qubit " + D.ids[i]];
+    if (D.coord_names.length) lines.push("(" + D.coord_names.join(", ") + ") = (" + D.coord[i].join(", ") + ")");
+    for (var k = 0; k < D.order.length; k++) {
+      var P = D.params[D.order[k]];
+      lines.push(P.symbol + " = " + fmt(P.v[i], P.lo[i], P.hi[i]) + (P.unit && P.unit !== "dimensionless" ? " " + P.unit : ""));
+    }
+    lines.push("quality: " + D.quality[i] + (D.reason[i] ? " (" + D.reason[i] + ")" : ""));
+    return lines.join("\n");
+  };
+  QMap.prototype.hover = function (mx, my) {
+    var i = this.pick(mx, my);
+    if (i < 0) { this.tip.style.display = "none"; this.tip.removeAttribute("data-qubit"); return; }
+    this.tip.textContent = this.describe(i);
+    this.tip.setAttribute("data-qubit", String(D.ids[i]));
+    this.tip.style.display = "block";
+    this.tip.style.left = (this.canvas.offsetLeft + mx + 14) + "px";
+    this.tip.style.top = (this.canvas.offsetTop + my + 14) + "px";
+  };
+  QMap.prototype.zoom = function (f, mx, my) {
+    this.tx = mx - f * (mx - this.tx); this.ty = my - f * (my - this.ty); this.s *= f; this.draw();
+  };
+  QMap.prototype.screenOf = function (qubit) {
+    var i = D.ids.indexOf(qubit); if (i < 0) return null;
+    var p = this.toCanvas(i), r = this.canvas.getBoundingClientRect();
+    return {x: r.left + p[0], y: r.top + p[1]};
+  };
+  QMap.prototype.bind = function () {
+    var self = this, cv = this.canvas, drag = null;
+    function local(e) { var r = cv.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
+    cv.addEventListener("mousemove", function (e) {
+      var m = local(e);
+      if (drag) { self.tx += m[0] - drag[0]; self.ty += m[1] - drag[1]; drag = m; self.draw(); return; }
+      self.hover(m[0], m[1]);
+    });
+    cv.addEventListener("mouseleave", function () { self.tip.style.display = "none"; drag = null; });
+    cv.addEventListener("mousedown", function (e) { drag = local(e); });
+    window.addEventListener("mouseup", function () { drag = null; });
+    cv.addEventListener("wheel", function (e) {
+      e.preventDefault(); var m = local(e); self.zoom(Math.exp(-e.deltaY * 0.0015), m[0], m[1]);
+    }, {passive: false});
+    cv.addEventListener("dblclick", function () { self.reset(); self.draw(); });
+    cv.addEventListener("click", function (e) {
+      var m = local(e), i = self.pick(m[0], m[1]);
+      qasaMaps.forEach(function (q) { q.sel = i >= 0 ? i : undefined; q.draw(); });
+    });
+    this.el.querySelectorAll("button").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var z = parseFloat(b.getAttribute("data-z"));
+        if (z === 0) { self.reset(); self.draw(); } else self.zoom(z, self.w / 2, self.h / 2);
+      });
+    });
+  };
+  var qasaMaps = [];
+  document.querySelectorAll(".qmap").forEach(function (el) { qasaMaps.push(new QMap(el)); });
+  window.qasaMaps = qasaMaps;
+})();
+"""

@@ -28,9 +28,11 @@ import pandas as pd
 from qasa.cost import BudgetError, check_run_duration, estimate_call
 from qasa.dataset import COUNT_COLUMNS, Dataset, json_safe, utcnow
 from qasa.store import DatasetStore
-from qasa.errors import DatasetError, ProtocolError
+from qasa.errors import AnswerError, DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import IN_FLIGHT, async_results, cloud_solver, is_transient, redact, tag
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, async_results, check_leap_options, check_sampleset,
+                        cloud_solver, is_transient, redact, tag)
+from qasa.redact import redact_obj
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.samplers import device_info, filter_parameters, validate
 
@@ -197,7 +199,8 @@ def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff:
 def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
-        in_flight: int = 50, extend: bool = False, calls: Sequence[Call] | None = None) -> Dataset:
+        in_flight: int = 50, extend: bool = False, calls: Sequence[Call] | None = None,
+        call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
     """Run ``protocol`` on ``sampler``, checkpointing each call into directory ``out``.
 
     Args:
@@ -224,6 +227,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
             supplies the qubits, the sampler parameters and the seed. Their ids must be unique, of
             the form ``<round>-c<5 digits>`` (recorded in ``metadata["design_rounds"]`` so that the
             dataset accepts them), and every programmed field within the sampler's ``h_range``.
+        call_timeout: seconds a cloud problem may take before its answer is fetched again by its id
+            (:mod:`qasa.leap`); a call still without an answer after ``retries`` such deadlines
+            stops the run (its problem id is kept, so the next run fetches it without paying again).
 
     Returns:
         The complete :class:`~qasa.dataset.Dataset` (compacted on disk when ``out`` is given).
@@ -234,17 +240,19 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     """
     check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
+    check_leap_options(retries, in_flight, call_timeout)
     protocol = prepare(protocol, sampler, out, extend=extend)
     rounds = None if calls is None else _design_rounds(calls)
     calls = protocol.calls() if calls is None else _checked_calls(calls, protocol, sampler)
     store = DatasetStore(out) if out is not None else None
     if store is None:
-        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight, calls)
+        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight, calls,
+                              call_timeout)
     if not store.exists:   # refuse an over-budget run before the directory is created
         _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     with store.writing():
         return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
-                           backoff, in_flight, calls, rounds)
+                           backoff, in_flight, calls, rounds, call_timeout)
 
 
 #: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
@@ -273,7 +281,7 @@ def _plan_budget(todo: list[Call], protocol: Protocol, sampler: dimod.Sampler, s
 
 
 def _device_record(protocol: Protocol, sampler: dimod.Sampler) -> dict[str, Any]:
-    info = device_info(sampler)
+    info = redact_obj(device_info(sampler))      # a solver's properties come from the server
     truth = getattr(sampler, "qasa_truth", None)
     if truth is not None:  # a virtual device knows what the assessment should find
         info["truth"] = truth(protocol)
@@ -311,15 +319,17 @@ class _Budget:
 
 
 def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-             store: DatasetStore | None, run_record):
+             store: DatasetStore | None, run_record, call_timeout: float | None = DEFAULT_CALL_TIMEOUT):
     if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
         return async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, budget.check,
-                             budget.estimates, None if store is None else store.path / IN_FLIGHT, run_record)
+                             budget.estimates, None if store is None else store.path / IN_FLIGHT, run_record,
+                             call_timeout)
     return _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, budget.check)
 
 
 def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, max_qpu_seconds, retries,
-                backoff, in_flight, calls: list[Call], rounds: dict[str, int] | None = None) -> Dataset:
+                backoff, in_flight, calls: list[Call], rounds: dict[str, int] | None = None,
+                call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     existed = store.exists
     done = store.done_call_ids() if existed else set()
@@ -352,7 +362,7 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         progress(total - len(todo), total)
     budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo))
     results = _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-                       store, run_record)
+                       store, run_record, call_timeout)
     try:
         for call, record, counts, samples in results:
             budget.add(call, record)
@@ -374,15 +384,16 @@ def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None)
     """Close the run record, add totals, sort and compact the dataset on disk."""
     if run_record is not None and ds.metadata.get("runs"):
         ds.metadata["runs"][-1]["finished"] = utcnow()
-        if "reattached_in_flight" in run_record:
-            ds.metadata["runs"][-1]["reattached_in_flight"] = run_record["reattached_in_flight"]
+        for key in ("reattached_in_flight", "leap"):
+            if key in run_record:
+                ds.metadata["runs"][-1][key] = run_record[key]
     ds = _with_totals(ds).sorted()
     store.save(ds)
     return ds
 
 
 def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight,
-                   calls: list[Call]) -> Dataset:
+                   calls: list[Call], call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     estimates = _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     base = sampler_parameters(protocol)
@@ -393,7 +404,7 @@ def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backof
         progress(0, len(calls))
     counts, records = [], []
     for call, record, c, _ in _results(calls, protocol, sampler, qubits, base, budget, 0, retries, backoff,
-                                       in_flight, None, run_record):
+                                       in_flight, None, run_record, call_timeout):
         budget.add(call, record)
         counts.append(c)
         records.append(record)
@@ -484,11 +495,15 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         # count-level fast path (the virtual QPU): per-qubit numbers of -1 reads, no SampleSet
         variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
         if not np.array_equal(variables, qubits):
-            raise RuntimeError("sample_counts returned qubits in another order than requested")
+            raise AnswerError("sample_counts returned qubits in another order than requested")
+        returned_down = np.asarray(returned_down)
+        if returned_down.shape != qubits.shape or (returned_down < 0).any() or (returned_down > call.num_reads).any():
+            raise AnswerError(f"sample_counts returned counts outside [0, {call.num_reads}] or of another shape")
         n_down = undo_gauge(returned_down, call.num_reads, call.flips)
         n_up = call.num_reads - n_down
     else:
         sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
+        check_sampleset(sampleset, qubits, call.num_reads)
         n_down, n_up = reduce_sampleset(sampleset, qubits, call.flips)
         info = sampleset.info
         if keep_samples:

@@ -223,6 +223,8 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
                   broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
+    if backend in ("sa", "mock") and not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise SamplerError(f"beta={beta!r} must be a finite number > 0 (inverse temperature, 1/h)")
     if backend == "sa":
         return StructuredSASampler(topology_type, topology_shape, beta=beta,
                                    broken_nodes=broken_nodes, **options)
@@ -244,15 +246,9 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
                           broken_nodes=broken_nodes, **options)
     if backend == "qpu":
         check_credentials(profile)
-        from dwave.cloud.exceptions import SolverNotFoundError
-        from dwave.system import DWaveSampler
+        from qasa.leap import open_dwave_sampler   # retries transient errors; messages redacted
 
-        try:
-            return DWaveSampler(solver=solver, profile=profile)
-        except SolverNotFoundError as exc:
-            raise SamplerError(f"solver {solver!r} not found or not available to this account: {exc}") from None
-        except Exception as exc:  # network/auth errors; messages of the client carry no token
-            raise SamplerError(f"cannot open the QPU solver {solver!r}: {type(exc).__name__}: {exc}") from None
+        return open_dwave_sampler(solver, profile, **options)
     raise SamplerError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)} or pass a dimod.Sampler")
 
 
@@ -386,6 +382,9 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         if "anneal_schedule" not in params:
             raise ProtocolError("this sampler does not accept anneal_schedule")
         schedule = [tuple(p) for p in protocol.anneal_schedule]
+        outside = [s for _, s in schedule if not (0.0 <= s <= 1.0)]
+        if outside:
+            raise ProtocolError(f"anneal_schedule value s={outside[0]:g} is outside the allowed range [0, 1]")
         _check_schedule_points("anneal_schedule", protocol.anneal_schedule, props.get("max_anneal_schedule_points"))
         if "annealing_time_range" in props and "max_anneal_schedule_points" in props:
             from dwave.system import DWaveSampler
@@ -401,3 +400,21 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         g_range = props.get("h_gain_schedule_range")
         for _, g in protocol.h_gain_schedule:
             _check_range("h_gain_schedule gain", g, g_range)
+    _check_applied(protocol, sampler)
+
+
+#: Protocol fields that change the physics, by the sampler parameter that carries them.
+_PHYSICS_FIELDS = ("annealing_time", "anneal_schedule", "h_gain_schedule")
+
+
+def _check_applied(protocol: Protocol, sampler: dimod.Sampler) -> None:
+    """Refuse an annealing parameter the sampler does not accept: it would not be sent, yet the
+    protocol stored with the data would say it had been applied. (``MockDWaveSampler`` accepts them
+    like a QPU and uses them in its timing, though its reads do not depend on them.)"""
+    accepted = set(getattr(sampler, "parameters", {}) or {})
+    for name in _PHYSICS_FIELDS:
+        value = getattr(protocol, name)
+        if value is not None and name not in accepted:
+            shown = f"{value:g} µs" if name == "annealing_time" else "given"
+            raise ProtocolError(f"{name} ({shown}) is not accepted by {type(sampler).__name__}, so it would not "
+                                "be applied; leave it unset for this backend")

@@ -16,6 +16,8 @@ Per-qubit features (:func:`qubit_table`):
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING, Any, Iterable
 
 import networkx as nx
@@ -26,7 +28,7 @@ from qasa.errors import SamplerError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_SHAPES", "topology_graph", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
+__all__ = ["DEFAULT_SHAPES", "topology_graph", "check_shape", "MAX_QUBITS", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
 
 #: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
 #: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
@@ -46,26 +48,78 @@ def topology_graph(topology_type: str, topology_shape: list[int] | None = None) 
     Chimera ``[m]`` means ``[m, m, 4]``, Zephyr ``[m]`` means ``[m, 4]``; Pegasus keeps ``[m]``
     (the fabric-only graph, as on the QPU).
 
+    The graph is built once per (type, shape) and shared: treat it as read-only (copy it to modify).
+
     Raises:
         SamplerError: for an unknown topology type or a malformed shape.
     """
+    try:
+        key = None if topology_shape is None else tuple(int(s) for s in topology_shape)
+    except (TypeError, ValueError):  # a malformed shape: the uncached path names the error
+        return _topology_graph(topology_type, topology_shape)
+    graph, shape = _cached_topology_graph(topology_type, key)
+    return graph, list(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_topology_graph(topology_type: str, shape: tuple[int, ...] | None) -> tuple[nx.Graph, list[int]]:
+    return _topology_graph(topology_type, None if shape is None else list(shape))
+
+
+def _topology_graph(topology_type: str, topology_shape: list[int] | None) -> tuple[nx.Graph, list[int]]:
     import dwave.graphs as dg
 
-    if topology_type not in DEFAULT_SHAPES:
-        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
-    shape = list(topology_shape) if topology_shape is not None else DEFAULT_SHAPES[topology_type]
+    shape = check_shape(topology_type, topology_shape)
     try:
         if topology_type == "chimera":
-            if len(shape) == 1:
-                shape = [shape[0], shape[0], 4]
             return dg.chimera_graph(*shape), shape
         if topology_type == "pegasus":
-            return dg.pegasus_graph(shape[0], fabric_only=True), shape[:1]
-        if len(shape) == 1:
-            shape = [shape[0], 4]
+            return dg.pegasus_graph(shape[0], fabric_only=True), shape
         return dg.zephyr_graph(*shape), shape
     except (TypeError, ValueError, IndexError) as exc:
         raise SamplerError(f"bad {topology_type} shape {shape!r}: {exc}") from exc
+
+
+#: Largest graph a software backend builds (qubits; a full Advantage has 5 640, Advantage2 4 800).
+MAX_QUBITS = 50_000
+
+_SHAPE_FORMS = {"chimera": "m (or m,n,t)", "pegasus": "m", "zephyr": "m (or m,t)"}
+
+
+def check_shape(topology_type: str, topology_shape: list[int] | None) -> list[int]:
+    """The full shape of a topology (defaults filled in), or :class:`SamplerError` naming the value.
+
+    Chimera takes ``m`` or ``m,n,t`` (``m`` means ``m,m,4``), Pegasus ``m >= 2``, Zephyr ``m`` or
+    ``m,t`` (``m`` means ``m,4``); every dimension is a positive integer, and the graph holds at
+    most :data:`MAX_QUBITS` qubits (Chimera ``2tmn``, Pegasus ``24m(m-1)``, Zephyr ``4tm(2m+1)``).
+    No shape is truncated: a Chimera shape given for Pegasus is refused.
+    """
+    if topology_type not in DEFAULT_SHAPES:
+        raise SamplerError(f"unknown topology {topology_type!r}; choose one of {sorted(DEFAULT_SHAPES)}")
+    if topology_shape is None:
+        return list(DEFAULT_SHAPES[topology_type])
+    shape = list(topology_shape)
+    allowed = {"chimera": (1, 3), "pegasus": (1,), "zephyr": (1, 2)}[topology_type]
+    shown = ",".join(map(str, shape))
+    if len(shape) not in allowed:
+        raise SamplerError(f"shape {shown!r} has {len(shape)} dimension(s); a {topology_type} shape is "
+                           f"{_SHAPE_FORMS[topology_type]}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in shape):
+        raise SamplerError(f"shape {shown!r}: every {topology_type} dimension must be a positive integer")
+    shape = [int(v) for v in shape]
+    if topology_type == "chimera":
+        shape = shape * 2 + [4] if len(shape) == 1 else shape
+        qubits = 2 * shape[0] * shape[1] * shape[2]
+    elif topology_type == "pegasus":
+        if shape[0] < 2:
+            raise SamplerError(f"pegasus shape {shown!r}: m must be at least 2")
+        qubits = 24 * shape[0] * (shape[0] - 1)
+    else:
+        shape = shape + [4] if len(shape) == 1 else shape
+        qubits = 4 * shape[1] * shape[0] * (2 * shape[0] + 1)
+    if qubits > MAX_QUBITS:
+        raise SamplerError(f"{topology_type} shape {shown!r} has {qubits} qubits; at most {MAX_QUBITS} are allowed")
+    return shape
 
 
 def device_graph(device: dict[str, Any]) -> nx.Graph:

@@ -14,14 +14,34 @@ Faults can be injected (all seeded): ``fail_rate`` (a share of requests answered
 or for the given submission requests, counted from 1), ``pending_polls`` (answers withheld for that
 many status polls: slow problems), and :meth:`SAPIServer.crash` / :meth:`SAPIServer.restart`.
 Every problem accepted is counted in ``server.solved`` so tests can check for double submission.
+
+Faults of content and timing, keyed by the number of the problem (counted from 1 in the order the
+server accepts them), ``answer_faults={n: kind}``:
+
+- ``"missing_variable"``: the answer leaves out one active qubit (the client fills it with 0);
+- ``"fewer_reads"``: one read fewer than requested (``num_occurrences`` of the first row lowered);
+- ``"bad_value"``: the answer is declared a QUBO answer, so the client decodes values 0/1;
+- ``"malformed_json"``: the first response carrying this answer is not JSON;
+- ``"never_complete"``: the problem stays PENDING until :meth:`SAPIServer.complete_all`;
+- ``"failed"``: the problem ends with status FAILED.
+
+``post_delay`` (seconds) makes every submission reply late — after the problem is accepted and
+paid — as a server slower than the client's request timeout; ``malformed_posts`` answers those
+submission requests (counted from 1) with a body that is not JSON, after accepting the problems;
+``status_faults={n: code}`` answers request number ``n`` (counted from 1, every endpoint) with that
+HTTP error (``Retry-After: retry_after`` on 429 and 503); ``solver_failures`` answers that many first
+solver requests with 503; ``echo_token_status`` answers every submission with that error code and a
+message that echoes the request's token. ``GET problems/?label=`` lists problems by label.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import socket
 import threading
+import time
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,16 +68,26 @@ def solver_data(qpu, name: str) -> dict:
             "properties": props, "avg_load": 0.0}
 
 
-def encode_answer(sampleset, variables: list[int], num_qubits: int, timing: dict) -> dict:
-    """A SampleSet as SAPI's ``qp`` answer (the inverse of ``dwave.cloud.coders.decode_qp_numpy``)."""
+def encode_answer(sampleset, variables: list[int], num_qubits: int, timing: dict, fault: str | None = None) -> dict:
+    """A SampleSet as SAPI's ``qp`` answer (the inverse of ``dwave.cloud.coders.decode_qp_numpy``),
+    optionally damaged (``fault``: ``"missing_variable"``, ``"fewer_reads"``; see the module docstring)."""
     active = np.asarray(sorted(variables), dtype="<i4")
+    if fault == "missing_variable":
+        active = active[1:]
     cols = [sampleset.variables.index(int(v)) for v in active]
     spins = sampleset.record.sample[:, cols]
+    occurrences = np.asarray(sampleset.record.num_occurrences, dtype="<i4").copy()
+    energies = np.asarray(sampleset.record.energy, dtype="<f8")
+    if fault == "fewer_reads":
+        if occurrences[0] > 1:
+            occurrences[0] -= 1
+        else:
+            spins, occurrences, energies = spins[1:], occurrences[1:], energies[1:]
     bits = np.packbits((spins > 0).astype(np.uint8), axis=1)
     return {"format": "qp", "num_variables": int(num_qubits),
             "active_variables": base64.b64encode(active.tobytes()).decode(),
-            "energies": base64.b64encode(np.asarray(sampleset.record.energy, dtype="<f8").tobytes()).decode(),
-            "num_occurrences": base64.b64encode(np.asarray(sampleset.record.num_occurrences, dtype="<i4").tobytes()).decode(),
+            "energies": base64.b64encode(np.ascontiguousarray(energies).tobytes()).decode(),
+            "num_occurrences": base64.b64encode(occurrences.tobytes()).decode(),
             "solutions": base64.b64encode(bits.tobytes()).decode(), "timing": timing}
 
 
@@ -66,7 +96,10 @@ class SAPIServer:
 
     def __init__(self, qpu, *, name: str = "Advantage_virtual", fail_rate: float = 0.0, drop_rate: float = 0.0,
                  drop_after_rate: float = 0.0, drop_after_posts: tuple[int, ...] = (), pending_polls: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, answer_faults: dict[int, str] | None = None, post_delay: float = 0.0,
+                 malformed_posts: tuple[int, ...] = (), status_faults: dict[int, int] | None = None,
+                 retry_after: float | None = None, solver_failures: int = 0,
+                 echo_token_status: int | None = None) -> None:
         self.qpu = qpu
         self.solver_name = name
         self.data = solver_data(qpu, name)
@@ -80,6 +113,15 @@ class SAPIServer:
         self.solved = 0
         self.requests = 0
         self.tokens_seen: set[str] = set()
+        self.answer_faults = dict(answer_faults or {})
+        self.post_delay = post_delay
+        self.malformed_posts = set(malformed_posts)
+        self.status_faults = dict(status_faults or {})
+        self.retry_after = retry_after
+        self.solver_failures = solver_failures
+        self.echo_token_status = echo_token_status
+        self.accepted = 0                      # problems accepted (numbering of answer_faults)
+        self.malformed_served: set[str] = set()
         self.httpd: ThreadingHTTPServer | None = None
         self.port = 0
 
@@ -136,25 +178,38 @@ class SAPIServer:
         except OSError:
             pass
 
-    def _reply(self, h: BaseHTTPRequestHandler, code: int, body, media: str | None = None) -> None:
+    def _reply(self, h: BaseHTTPRequestHandler, code: int, body, media: str | None = None,
+               raw: bytes | None = None) -> None:
         accept = h.headers.get("Accept", "")
         media_type = media or (accept.split(";")[0].strip() if accept and "*" not in accept else "application/json")
-        payload = orjson.dumps(body)
+        payload = raw if raw is not None else orjson.dumps(body)
         h.send_response(code)
         h.send_header("Content-Type", f"{media_type}; version=3.0.0")
         h.send_header("Content-Length", str(len(payload)))
+        if code in (429, 503) and self.retry_after is not None:
+            h.send_header("Retry-After", f"{self.retry_after:g}")
         h.end_headers()
         h.wfile.write(payload)
+
+    def complete_all(self) -> None:
+        """Let every problem held by ``"never_complete"`` complete."""
+        with self.lock:
+            for rec in self.problems.values():
+                rec["hold"] = False
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         with self.lock:
             self.requests += 1
+            number = self.requests
             token = h.headers.get("X-Auth-Token")
             if token:
                 self.tokens_seen.add(token)
             roll = self.rng.random()
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
+        if number in self.status_faults:
+            code = self.status_faults[number]
+            return self._reply(h, code, {"error_code": code, "error_msg": f"injected {code}"}, "application/json")
         if roll < self.drop_rate:
             return self._drop(h)
         if roll < self.drop_rate + self.fail_rate:
@@ -163,6 +218,13 @@ class SAPIServer:
         url = urlparse(h.path)
         path = url.path[len(PREFIX):] if url.path.startswith(PREFIX) else url.path.lstrip("/")
         query = parse_qs(url.query)
+        if method == "GET" and path.startswith("solvers/"):
+            with self.lock:
+                fail = self.solver_failures > 0
+                self.solver_failures -= fail
+            if fail:
+                return self._reply(h, 503, {"error_code": 503, "error_msg": "solver listing unavailable (injected)"},
+                                   "application/json")
         if method == "GET" and path in ("solvers/remote/", "solvers/remote"):
             return self._reply(h, 200, [self.data])
         if method == "GET" and path.startswith("solvers/remote/"):
@@ -171,30 +233,56 @@ class SAPIServer:
                 return self._reply(h, 404, {"error_code": 404, "error_msg": f"solver {name} not found"}, "application/json")
             return self._reply(h, 200, self.data)
         if method == "POST" and path in ("problems/", "problems"):
+            if self.echo_token_status is not None:
+                code = self.echo_token_status
+                return self._reply(h, code, {"error_code": code, "error_msg": f"token {token} is not valid here"},
+                                   "application/json")
             if h.headers.get("Content-Encoding") == "deflate":
                 raw = zlib.decompress(raw)
             answers = [self._submit(p) for p in json.loads(raw)]
             with self.lock:
                 self.posts += 1
-                drop = self.rng.random() < self.drop_after_rate or self.posts in self.drop_after_posts
+                post = self.posts
+                drop = self.rng.random() < self.drop_after_rate or post in self.drop_after_posts
+            if self.post_delay:             # accepted and paid for, but the reply comes late
+                time.sleep(self.post_delay)
             if drop:                        # solved and paid for, but the answer is lost on the way
                 return self._drop(h)
+            if post in self.malformed_posts:
+                return self._reply(h, 200, None, raw=b'[{"id": "truncated')
             return self._reply(h, 200, answers)
+        if method == "GET" and path in ("problems/", "problems") and "label" in query:
+            label = query["label"][0]
+            with self.lock:
+                found = [pid for pid, rec in self.problems.items() if rec.get("label") == label]
+            return self._reply(h, 200, [self._status(pid, poll=False, listing=True) for pid in found])
         if method == "GET" and path in ("problems/", "problems") and "id" in query:
             ids = [i for part in query["id"] for i in part.split(",") if i]
-            return self._reply(h, 200, [self._status(i, poll=True) for i in ids])
+            return self._answer(h, [self._status(i, poll=True) for i in ids])
         if method == "GET" and path.startswith("problems/") and path.rstrip("/").endswith("/answer"):
             pid = path.split("/")[1]
-            return self._reply(h, 200, self._status(pid, poll=False, force=True))
+            return self._answer(h, self._status(pid, poll=False, force=True))
         if method == "GET" and path.startswith("problems/"):
             pid = path.split("/")[1]
-            return self._reply(h, 200, self._status(pid, poll=False, force=True))
+            return self._answer(h, self._status(pid, poll=False, force=True))
         if method == "DELETE":
             return self._reply(h, 200, [])
         self._reply(h, 404, {"error_code": 404, "error_msg": f"unknown endpoint {method} {path}"}, "application/json")
 
+    def _answer(self, h: BaseHTTPRequestHandler, body) -> None:
+        """Reply with problem statuses; an answer marked ``"malformed_json"`` is garbled once."""
+        items = body if isinstance(body, list) else [body]
+        with self.lock:
+            garble = [b["id"] for b in items if "answer" in b and b["id"] not in self.malformed_served
+                      and self.problems.get(b["id"], {}).get("fault") == "malformed_json"]
+            self.malformed_served.update(garble)
+        if garble:
+            return self._reply(h, 200, None, raw=orjson.dumps(body)[:-7])
+        return self._reply(h, 200, body)
+
     def _submit(self, problem: dict) -> dict:
         pid = str(uuid.UUID(int=int(self.rng.integers(0, 2**62))))
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         try:
             h, J = decode_problem(self.data, problem["data"])
             params = dict(problem.get("params") or {})
@@ -202,30 +290,41 @@ class SAPIServer:
             if label is not None:
                 params["label"] = label
             ss = self.qpu.sample_ising(h, J, **params)
-            answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"], ss.info.get("timing", {}))
-            record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
-                      "submitted_on": "2026-01-01T00:00:00Z", "solved_on": "2026-01-01T00:00:01Z",
-                      "answer": answer, "polls_left": self.pending_polls,
-                      "solver": self.solver_name}
             with self.lock:
                 self.solved += 1
+                self.accepted += 1
+                fault = self.answer_faults.get(self.accepted)
+            answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"], ss.info.get("timing", {}),
+                                   fault)
+            record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
+                      "submitted_on": now, "solved_on": now,
+                      "answer": answer, "polls_left": self.pending_polls,
+                      "solver": {"name": self.solver_name}, "fault": fault, "hold": fault == "never_complete"}
+            if fault == "bad_value":
+                record["type"] = "qubo"
+            if fault == "failed":
+                record.update(status="FAILED", error_message="injected failure of the problem")
+                del record["answer"]
         except Exception as exc:  # the QPU refused the problem (bad parameter...)
             record = {"id": pid, "status": "FAILED", "type": problem.get("type", "ising"),
+                      "label": problem.get("label"), "submitted_on": now, "solver": {"name": self.solver_name},
                       "error_message": f"{type(exc).__name__}: {exc}", "polls_left": 0}
         with self.lock:
             self.problems[pid] = record
         return self._status(pid, poll=False)
 
-    def _status(self, pid: str, poll: bool, force: bool = False) -> dict:
+    def _status(self, pid: str, poll: bool, force: bool = False, listing: bool = False) -> dict:
         with self.lock:
             rec = self.problems.get(pid)
             if rec is None:
                 return {"id": pid, "status": "FAILED", "error_message": "problem not found"}
             if poll and rec["polls_left"] > 0:
                 rec["polls_left"] -= 1
-            pending = rec["polls_left"] > 0 and not force
-        out = {k: v for k, v in rec.items() if k not in ("polls_left", "answer")}
-        if pending:
+            pending = (rec["polls_left"] > 0 and not force) or rec.get("hold", False)
+        out = {k: v for k, v in rec.items() if k not in ("polls_left", "answer", "fault", "hold")}
+        if pending or listing:
+            if listing and not pending:
+                return out
             out["status"] = "PENDING"
             out.pop("solved_on", None)
         elif "answer" in rec:

@@ -79,7 +79,8 @@ from qasa.topology import coupler_classes, positions, topology_graph
 from qasa.virtual import physics as qphys
 from qasa.models import MODELS
 
-__all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES"]
+__all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES", "check_anneal_schedule",
+           "check_h_gain_schedule"]
 
 STRUCTURES = ("independent", "internal", "external", "odd", "smooth")
 _PARAMS = ("rate", "beta", "b", "gamma", "eta", "readout_error")
@@ -267,8 +268,17 @@ class VirtualQPU(MockDWaveSampler):
         return {"seed": self.seed, "physics": self.physics, "noise": self.noise,
                 "structure": self._structure, "structure_strength": self._structure_strength,
                 "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
-                "preset_config": dataclasses.asdict(self.preset), "broken_nodes": sorted(
-                    set(range(self.properties["num_qubits"])) - set(self.nodelist))}
+                "preset_config": dataclasses.asdict(self.preset)}
+
+    def __repr__(self) -> str:
+        from qasa.display import sampler_repr
+
+        return sampler_repr(self)
+
+    def _repr_html_(self) -> str:
+        from qasa.display import sampler_html
+
+        return sampler_html(self, {"T_eff (published)": self.preset.teff if self.preset.teff else "—"})
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
         """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""

@@ -1,0 +1,279 @@
+"""Analysis and rendering of reports: numbers, layout, degenerate data, reprs (qasa.analysis, qasa.report,
+qasa.display)."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import qasa
+from qasa.analysis import (MIN_GOOD_QUBITS, analyze, format_value, model_comparison, parameter_summary,
+                           round_to_uncertainty)
+from qasa.dataset import Dataset
+from qasa.virtual import VirtualQPU
+from qasa.fitting import FitTable, fit
+from qasa.models import get_model
+from qasa.report import build_report, render, svg_map
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A Pegasus P3 virtual device without gauges (every parameter has a truth), fitted by two models."""
+    qpu = VirtualQPU(seed=3, topology_shape=[3], broken_nodes=[])
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, spin_reversal=False, seed=2), qpu)
+    tables = {m: fit(ds, m) for m in ("gibbs", "qasa")}
+    return ds, tables
+
+
+# -- numbers -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, se, text", [
+    (5.14283, 0.0312, "5.143 ± 0.031"), (5.14283, 0.31, "5.14 ± 0.31"), (1234.5, 27.0, "1234 ± 27"),
+    (-8.04e-05, 0.00063, "-0.00008 ± 0.00063"), (0.21631, None, "0.2163"), (7503457.73, 1.0, "7503457.7 ± 1.0"),
+    (float("nan"), 0.1, "—"), (12, None, "12"),
+])
+def test_numbers_are_rounded_to_their_uncertainty(value, se, text):
+    assert format_value(value, se, with_error=se is not None) == text
+
+
+def test_round_to_uncertainty_keeps_two_significant_digits_of_the_error():
+    assert round_to_uncertainty(3.14159, 0.0123) == (3.142, 3)
+    assert round_to_uncertainty(31415.9, 230.0) == (31420.0, -1)
+
+
+def test_parameter_summary_matches_numpy_on_good_qubits(small):
+    _, tables = small
+    fits = tables["qasa"]
+    s = parameter_summary(fits)
+    good = fits.table[fits.table["quality"] == "good"]["beta"].to_numpy()
+    assert s.loc["beta", "n"] == len(good)
+    assert s.loc["beta", "median"] == pytest.approx(np.median(good))
+    assert s.loc["beta", "iqr"] == pytest.approx(np.subtract(*np.quantile(good, [0.75, 0.25])))
+    assert s.loc["beta", "median_se"] == pytest.approx(1.2533 * good.std(ddof=1) / np.sqrt(len(good)))
+
+
+def test_model_comparison_prefers_the_true_model_with_deltas_and_fractions(small):
+    _, tables = small
+    table, tests = model_comparison(tables)
+    row = table.set_index("model")
+    assert row.loc["qasa", "delta_aic"] == 0 and row.loc["gibbs", "delta_aic"] > 100
+    assert row.loc["qasa", "delta_bic"] == 0
+    assert table["prefer_aic"].sum() == pytest.approx(1) and row.loc["qasa", "prefer_aic"] > 0.9
+    # totals are sums of the per-qubit criteria over qubits fitted by both models
+    both = tables["qasa"].table["aic"].notna() & tables["gibbs"].table["aic"].notna()
+    assert row.loc["gibbs", "aic_total"] == pytest.approx(tables["gibbs"].table.loc[both, "aic"].sum())
+    assert row.loc["gibbs", "bic_total"] == pytest.approx(tables["gibbs"].table.loc[both, "bic"].sum())
+    assert tests == []          # gibbs vs qasa is not a registered nested pair
+
+
+def test_report_recovers_the_virtual_truth_and_states_provenance(small, tmp_path):
+    ds, tables = small
+    rep = analyze(ds, tables["qasa"], tables)
+    prov = rep.provenance
+    assert prov["Reads per h value"] == 4000 and prov["Seed"] == 2 and prov["Gauges"].startswith("none")
+    assert prov["Annealing"] == "20 µs (the sampler's default)"          # default used, not "—"
+    assert prov["qasa version"] == qasa.__version__ and "dimod" in prov["Ocean versions"]
+    assert set(rep.recovery.index) == {"beta", "b", "gamma", "eta"}
+    assert rep.recovery.loc["beta", "coverage_95"] > 0.8
+    assert rep.recovery.loc["b", "median_abs_error"] < 0.005
+    # maps only for parameters the data identify (reliability rule); the others are named in a note
+    rel = rep.reliability
+    assert rep.mapped == [p for p in rep.params if rel.loc[p, "identified"]] and "b" in rep.mapped
+    assert all(rel.loc[p, "verdict"] in " ".join(rep.notes) for p in rep.params if p not in rep.mapped)
+    page = render(rep, tmp_path, formats=("svg", "pdf"))
+    text = page.read_text()
+    # one map per identified parameter, with its data; a CSV link beside every table
+    assert text.count('class="qmap"') == len(rep.mapped)
+    tables = re.findall(r'<div class="tbl">(.*?)</div>', text)
+    assert len(tables) == text.count("<table") >= 8 and all('class="dl"' in t for t in tables)
+    for name in ("summary.csv", "model_comparison.csv", "recovery.csv", "correlations.csv", "spatial.csv"):
+        match = re.search(rf'href="data:text/csv;charset=utf-8;base64,([^"]+)" download="{name}"', text)
+        assert match, name
+        assert base64.b64decode(match.group(1)) == (tmp_path / name).read_bytes()
+    assert 'href="fits.csv"' in text or 'download="fits.csv"' in text
+    for p in rep.mapped:
+        assert (tmp_path / f"map_{p}.svg").is_file() and (tmp_path / f"map_{p}.pdf").is_file()
+    for fig in ("response_curves", "distributions", "correlations", "correlogram", "recovery"):
+        ET.parse(tmp_path / f"{fig}.svg")                                 # well-formed vector files
+        assert (tmp_path / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model_comparison"]["preferred"] == "qasa"
+    assert summary["parameters"]["eta"]["unit"] == "h"
+    assert "β — inverse temperature (1/h)" in text and "Δ" in text
+
+
+def test_interactive_map_data_and_static_svg_hold_every_qubit(small, tmp_path):
+    ds, tables = small
+    fits = tables["qasa"]
+    rep = analyze(ds, fits)
+    render(rep, tmp_path)
+    text = (tmp_path / "index.html").read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="qasa-map-data">(.*?)</script>', text).group(1))
+    t = fits.table.set_index("qubit")
+    assert sorted(data["ids"]) == sorted(t.index)
+    i = 7
+    q = data["ids"][i]
+    assert data["params"]["beta"]["v"][i] == pytest.approx(t.loc[q, "beta"], rel=1e-4)
+    assert data["params"]["beta"]["lo"][i] == pytest.approx(t.loc[q, "beta"] - 1.96 * t.loc[q, "beta_stderr"], rel=1e-4)
+    assert data["coord_names"] == ["u", "w", "k", "z"] and len(data["coord"][i]) == 4
+    root = ET.fromstring(svg_map(data, "beta"))
+    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+    assert len(rects) == len(data["ids"])
+
+
+def test_report_leaves_matplotlib_backend_alone(tmp_path):
+    code = f"""
+import matplotlib
+matplotlib.use("pdf")
+import qasa
+from qasa.virtual import VirtualQPU
+from qasa.fitting import fit
+from qasa.report import build_report
+qpu = VirtualQPU(seed=1, topology_shape=[2], broken_nodes=[])
+ds = qasa.run(qasa.Protocol.grid(1.0, 0.1, reads_per_h=500, seed=1), qpu)
+build_report(ds, fit(ds, "gibbs"), {str(tmp_path)!r})
+assert matplotlib.get_backend() == "pdf", matplotlib.get_backend()
+import sys
+assert "matplotlib.pyplot" not in sys.modules, "the report imported pyplot"
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+# -- degenerate data --------------------------------------------------------------------------------------
+def _dataset(down_fraction, h_values, reads, qubits=8, device=None, rng_seed=0) -> Dataset:
+    rng = np.random.default_rng(rng_seed)
+    h = np.asarray(h_values, float)
+    qs = np.arange(qubits)
+    if callable(down_fraction):
+        p = down_fraction(h)[None, :].repeat(qubits, 0)
+    else:
+        p = np.full((qubits, len(h)), float(down_fraction))
+    down = rng.binomial(reads, p)
+    ids = [f"g0000-h{j:05d}" for j in range(len(h))]
+    counts = pd.DataFrame({"call_id": np.tile(ids, qubits), "qubit": np.repeat(qs, len(h)), "h": np.tile(h, qubits),
+                           "gauge": 1, "n_down": down.ravel(), "n_up": (reads - down).ravel()})
+    calls = pd.DataFrame({"call_id": pd.Series(ids, dtype="string"), "h": h, "num_reads": reads})
+    dev = device or {"solver": "test", "topology_type": "chimera", "topology_shape": [2, 2, 4],
+                     "nodelist": list(range(qubits))}
+    return Dataset(counts, calls, {"protocol": None, "device": dev})
+
+
+GRID = np.linspace(-1, 1, 21)
+DEGENERATE = {
+    "all -1": lambda: _dataset(1.0, GRID, 100),
+    "all +1": lambda: _dataset(0.0, GRID, 100),
+    "one h": lambda: _dataset(lambda h: 0.5 * (1 + np.tanh(5 * h)), [0.1], 100),
+    "two h": lambda: _dataset(lambda h: 0.5 * (1 + np.tanh(5 * h)), [-0.1, 0.1], 100),
+    "1 read per h": lambda: _dataset(lambda h: 0.5 * (1 + np.tanh(5 * h)), GRID, 1),
+    "two good qubits": lambda: _dataset(lambda h: 0.5 * (1 + np.tanh(5 * h)), GRID, 2000, qubits=2),
+    "ids outside the topology": lambda: _dataset(
+        lambda h: 0.5 * (1 + np.tanh(5 * h)), GRID, 2000, qubits=40,
+        device={"solver": None, "topology_type": "chimera", "topology_shape": [2, 2, 4], "nodelist": list(range(40))}),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_degenerate_data_give_a_report_that_says_so(case, tmp_path):
+    ds = DEGENERATE[case]()
+    for model in ("gibbs", "qasa"):
+        fits = fit(ds, model)
+        summary = build_report(ds, fits, tmp_path / model)
+        page = (tmp_path / model / "index.html").read_text()
+        good = int((fits.table["quality"] == "good").sum())
+        if good < MIN_GOOD_QUBITS:
+            assert any(f"Only {good} of" in n for n in summary["notes"]), summary["notes"]
+            assert "Only " in page and "device_analysis" not in summary
+        if case == "ids outside the topology":
+            assert summary["qubits_outside_topology"] == list(range(32, 40))
+            assert any("not in the recorded chimera topology" in n for n in summary["notes"])
+            maps = re.search(r'id="qasa-map-data">(.*?)</script>', page)   # only if a parameter is identified
+            assert maps is None or max(json.loads(maps.group(1))["ids"]) == 31
+        json.dumps(summary, allow_nan=False)
+
+
+def test_empty_dataset_reports_nothing_measured(tmp_path):
+    ds = Dataset(pd.DataFrame(columns=["call_id", "qubit", "h", "n_down", "n_up"]), metadata={"device": {}})
+    fits = fit(ds, "gibbs")
+    summary = build_report(ds, fits, tmp_path)
+    assert any("no counts" in n for n in summary["notes"])
+
+
+# -- reprs and progress -----------------------------------------------------------------------------------
+def _advantage_size():
+    """A synthetic Advantage-size dataset and fit table (5 626 qubits × 81 h): sizes only."""
+    qubits = np.arange(5626)
+    h = np.round(np.linspace(-1, 1, 81), 6)
+    counts = pd.DataFrame({"call_id": np.repeat([f"g0000-h{j:05d}" for j in range(81)], len(qubits)),
+                           "qubit": np.tile(qubits, 81), "h": np.repeat(h, len(qubits)), "gauge": 1,
+                           "n_down": 500, "n_up": 500})
+    device = {"solver": "Advantage_system4.1", "topology_type": "pegasus", "topology_shape": [16],
+              "nodelist": qubits.tolist(), "edgelist": [[int(a), int(a) + 1] for a in qubits[:-1]]}
+    ds = Dataset(counts, pd.DataFrame({"call_id": pd.Series([f"g0000-h{j:05d}" for j in range(81)], dtype="string")}),
+                 {"protocol": qasa.Protocol.grid(seed=1).to_dict(), "device": device})
+    model = get_model("qasa")
+    table = pd.DataFrame({"qubit": qubits, **{p: 1.0 for p in model.params}, **{f"{p}_stderr": 0.1 for p in model.params},
+                          "quality": "good", "reason": ""})
+    return ds, FitTable(table, model)
+
+
+def test_reprs_are_short_and_html_is_compact():
+    ds, fits = _advantage_size()
+    protocol = qasa.Protocol.grid(seed=1)
+    for obj in (protocol, ds, fits):
+        text, html = repr(obj), obj._repr_html_()
+        assert len(text.encode()) <= 2000 and len(html.encode()) <= 20_000, type(obj).__name__
+    assert "81 values in [-1, 1], step 0.025" in repr(protocol) and "-0.975" not in repr(protocol)
+    assert "5626 qubits" in repr(ds) and "81 h values" in repr(ds)
+    assert "quality: good 5626" in repr(fits)
+    qpu = VirtualQPU(seed=0, topology_shape=[4])
+    assert "object at 0x" not in repr(qpu) and len(repr(qpu)) <= 2000 and len(qpu._repr_html_()) <= 20_000
+    assert "pegasus" in repr(qpu)
+
+
+def test_report_object_repr_is_short(small):
+    ds, tables = small
+    rep = analyze(ds, tables["qasa"], tables)
+    assert len(repr(rep)) <= 2000 and len(rep._repr_html_()) <= 20_000
+    assert "qasa" in repr(rep) and "preferred model (AIC)" in rep._repr_html_()
+
+
+def test_plot_methods_return_axes(small):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds, tables = small
+    fits = tables["qasa"]
+    ax = fits.plot_map("beta")
+    assert ax.collections and ax.figure is not None
+    assert fits.plot_histogram("eta").patches
+    q = int(fits.table["qubit"].iloc[0])
+    ax = ds.plot_response(q, fits=fits)
+    assert ax.lines
+    plt.close("all")
+
+
+def test_progress_callback_follows_the_runner():
+    from qasa.display import progress_callback
+
+    seen = []
+    cb = progress_callback("calls", disable=True)
+    qpu = VirtualQPU(seed=1, topology_shape=[2], broken_nodes=[])
+
+    def both(done, total):
+        seen.append((done, total))
+        cb(done, total)
+
+    qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), qpu, progress=both)
+    assert seen[0] == (0, 5) and seen[-1] == (5, 5)
