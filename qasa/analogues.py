@@ -31,11 +31,22 @@ Simulated annealing (dwave-samplers)
 QPU / virtual QPU
     QASA run with each monotone shape as the anneal schedule (:func:`qasa.schedules.to_anneal_schedule`):
     median fitted β and η, share of good qubits, and on the virtual QPU the true freeze-out point.
+
+The measured device next to its analogues (data for the assessment report)
+    All temperatures in units of the programmed field h, the unit of the measured T_eff = 1/β. The
+    anneal that was run fixes the device's instantaneous temperature ``T(t) = 2 k_B T_phys/B(s(t))``
+    (DESIGN.md §2); SA driven along it ends at the last T (isolated spins equilibrate every Gibbs
+    sweep, DESIGN.md §5), while SGD on the noisy quadratic model with the rate whose Gibbs floor is
+    T(t) — an exponential moving average ``h m_{t+1} = (1 − η_t h)² h m_t + (1 − (1 − η_t h)²) T_t`` —
+    falls behind as the rate falls and ends at a freeze-out temperature, like the device.
+    :func:`device_analogue` gives one row per system for one run; :func:`analogue_trend` calibrates the
+    SGD rate on one run and predicts the β trend across anneals next to the measured one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -45,6 +56,7 @@ from qasa.schedules import Shape, shape, to_anneal_schedule, to_beta_schedule
 __all__ = [
     "DEFAULT_SHAPES", "nqm_moments", "nqm_loss", "nqm_monte_carlo", "constant_floor", "optimal_schedule",
     "nqm_study", "two_direction_regression", "planted_instance", "sa_study", "qpu_study", "combined",
+    "temperature_profile", "sgd_end_temperature", "device_analogue", "analogue_trend",
 ]
 
 DEFAULT_SHAPES: tuple[Shape, ...] = (
@@ -273,3 +285,253 @@ def combined(nqm: pd.DataFrame, sa: pd.DataFrame, qpu: pd.DataFrame) -> pd.DataF
     cols = [c for c in ("beta", "eta", "good_fraction", "temperature", "true_freezeout_s") if c in qpu]
     c = qpu.set_index("shape")[cols].add_prefix("qpu_")
     return a.join(b, how="outer").join(c, how="outer").reset_index()
+
+
+# -- the measured device next to its classical analogues ---------------------------------------------------
+def temperature_profile(anneal: float | Sequence[Sequence[float]], temperature_mK: float = 16.0,
+                        schedule: str = "Advantage_system6.2", points: int = 1001) -> pd.DataFrame:
+    """The device's instantaneous temperature in units of h along an anneal.
+
+    ``T(t) = 2 k_B T_phys / B(s(t))`` (DESIGN.md §2: a qubit frozen at s has β = B(s)/(2 k_B T)), on
+    ``points`` equally spaced times; columns ``t`` (µs), ``s``, ``B_GHz``, ``T`` (units of h).
+
+    Raises:
+        ProtocolError: a malformed anneal (see :func:`qasa.schedules.shape_of_anneal`) or a
+            non-positive temperature.
+    """
+    from qasa.virtual import physics
+    from qasa.errors import ProtocolError
+    from qasa.schedules import shape_of_anneal
+
+    shape_of_anneal(anneal)                                   # validates the anneal
+    if not temperature_mK > 0:
+        raise ProtocolError(f"temperature_mK={temperature_mK!r} must be positive")
+    is_time = isinstance(anneal, (int, float, np.integer, np.floating))
+    t_pts, s_pts = physics.anneal_path(float(anneal) if is_time else None, None if is_time else anneal)
+    t = np.linspace(0.0, float(t_pts[-1]), int(points))
+    s = np.interp(t, t_pts, s_pts)
+    B = physics.load_schedule(schedule).B_of(s)
+    return pd.DataFrame({"t": t, "s": s, "B_GHz": B, "T": 2.0 * physics.kT_GHz(temperature_mK) / B})
+
+
+def sgd_end_temperature(temperatures: np.ndarray, eta0: float = 0.1, curvature: float = 1.0) -> float:
+    """End temperature of SGD on the noisy quadratic model driven along a temperature profile.
+
+    One SGD step per entry of ``temperatures`` (T_0, …, T_{N−1}, units of h). The loss is
+    ``½ h x²`` with h = ``curvature`` in units of the programmed field, so the SGD temperature and the
+    device's T_eff share one unit. The gradient-noise variance c is set by ``eta0`` (the learning rate
+    at the start; η₀h in (0, 2)) through the constant-rate floor of DESIGN.md §4, ``h m∞ = η c/(2 − η h)``:
+    ``c = T_0 (2/η₀ − h)``; each step then takes the rate whose floor is the current temperature,
+    ``η_t = 2 T_t / (c + h T_t)``, and SGD starts in that floor (``m_0 = T_0/h``). The exact moment
+    recursion ``m_{t+1} = (1 − η_t h)² m_t + η_t² c`` is then exactly an exponential moving average of
+    the temperature, ``h m_{t+1} = a_t h m_t + (1 − a_t) T_t`` with ``a_t = (1 − η_t h)²`` (the floor is
+    T_t by construction), solved in closed form with suffix products. The end temperature ``h m_N``
+    equals the last T while SGD keeps up and stays higher once the falling rate can no longer follow
+    the falling temperature (SGD's freeze-out). For η₀h ≤ 1 every η_t h ≤ 1, so a larger η₀ gives
+    smaller weights a_t and, on a falling temperature, a lower end temperature (monotone in η₀).
+
+    Raises:
+        ValueError: ``eta0`` outside (0, 2/curvature), non-positive temperatures or curvature.
+    """
+    T = np.asarray(temperatures, float)
+    h = float(curvature)
+    if not h > 0:
+        raise ValueError(f"curvature={curvature!r} must be positive")
+    if not 0 < eta0 * h < 2:
+        raise ValueError(f"eta0={eta0!r}: η₀·h must lie in (0, 2) for SGD to be stable (h = {h:g})")
+    if T.size == 0 or not np.all(T > 0):
+        raise ValueError("temperatures must be a non-empty array of positive values")
+    c = T[0] * (2.0 / eta0 - h)
+    eta = 2.0 * T / (c + h * T)
+    a = (1.0 - eta * h) ** 2
+    b = eta * eta * c
+    suffix = np.concatenate([np.cumprod(a[::-1])[::-1], [1.0]])    # Π_{j ≥ k} a_j, then 1
+    m_end = suffix[0] * (T[0] / h) + float(np.sum(b * suffix[1:]))
+    return h * m_end
+
+
+def _freezeout_on(profile: pd.DataFrame, temperature: float) -> tuple[float, float]:
+    """(s, t/t_end) of the last point of the anneal where the device's temperature is still ≥ ``temperature``
+    (the freeze-out point an end temperature corresponds to); NaN when the anneal never gets that cold or hot."""
+    T = profile["T"].to_numpy()
+    if not (T.min() <= temperature <= T.max()):
+        return math.nan, math.nan
+    above = np.nonzero(T >= temperature)[0]
+    i = int(above[-1])
+    if i == len(T) - 1:
+        return float(profile["s"].iloc[-1]), 1.0
+    # interpolate between i (T ≥ target) and i + 1 (T < target)
+    w = (T[i] - temperature) / (T[i] - T[i + 1])
+    s = profile["s"].iloc[i] + w * (profile["s"].iloc[i + 1] - profile["s"].iloc[i])
+    t = profile["t"].iloc[i] + w * (profile["t"].iloc[i + 1] - profile["t"].iloc[i])
+    return float(s), float(t / profile["t"].iloc[-1])
+
+
+def _sgd_temperatures(profile: pd.DataFrame, steps_per_us: float) -> np.ndarray:
+    t_end = float(profile["t"].iloc[-1])
+    n = max(2, int(round(t_end * steps_per_us)))
+    if n > 20_000_000:
+        raise ValueError(f"steps_per_us={steps_per_us:g} gives {n} SGD steps for a {t_end:g} µs anneal (max 2e7)")
+    return np.interp(np.arange(n) * t_end / n, profile["t"], profile["T"])
+
+
+def device_analogue(anneal: float | Sequence[Sequence[float]], beta_eff: float, beta_stderr: float | None = None, *,
+                    temperature_mK: float = 16.0, schedule: str = "Advantage_system6.2", eta0: float = 0.1,
+                    steps_per_us: float = 50.0, sweeps: int = 1000) -> pd.DataFrame:
+    r"""The measured device next to its classical analogues, all temperatures in units of h.
+
+    Unit mapping. The device's measured ``beta_eff`` is the QASA/Gibbs β of P(s) ∝ exp(−β h s), so
+    ``T_eff = 1/β_eff`` is in units of the programmed field h (the Ising energy unit). Along the anneal
+    the device's own instantaneous temperature in that unit is ``T(t) = 2 k_B T_phys / B(s(t))``
+    (DESIGN.md §2), which falls as B grows: this is the temperature schedule that was run
+    (:func:`temperature_profile`). Both analogues are driven along that same T(t):
+
+    - SA: a simulated-annealing run on the same Ising problem with β schedule
+      ``β_k = B(s(t_k))/(2 k_B T_phys)`` at ``sweeps`` equally spaced times. Isolated spins under Gibbs
+      updates in sequential order are sampled exactly at the last β (DESIGN.md §5), so SA's end
+      temperature is the schedule's last T: SA never freezes out on isolated spins.
+    - SGD on the noisy quadratic model with loss ½ h x² in units of h (:func:`sgd_end_temperature`):
+      the learning rate at each step is the one whose Gibbs floor ``η c/(2 − η h)`` (DESIGN.md §4) is
+      T(t), with ``steps_per_us`` steps per µs. SGD relaxes at a rate ∝ η, so as the temperature (and
+      with it the rate) falls it stops following: its end temperature is a freeze-out temperature,
+      the analogue of the device's T_eff.
+
+    Each end temperature is also placed on the anneal: ``freezeout_s`` is the last s at which the
+    device's instantaneous temperature was still that high (for the device, s* with
+    B(s*) = 2 k_B T_phys β_eff). The published B(s) tables are D-Wave's mean behaviour and can be off
+    by up to 30 % (DESIGN.md §2); a β_eff above the schedule's end value has no freeze-out point (NaN).
+
+    Args:
+        anneal: annealing time in µs (a linear forward anneal) or the ``[(t µs, s), ...]`` schedule run.
+        beta_eff: the measured effective β (units of 1/h), e.g. the median QASA β of the good qubits.
+        beta_stderr: its standard error, if known.
+        temperature_mK: the device's physical temperature (DESIGN.md §2 table).
+        schedule: the bundled A(s)/B(s) table (:data:`qasa.virtual.physics.SCHEDULES`).
+        eta0: the SGD analogue's learning rate at the start of the anneal (curvature 1, so in (0, 2)).
+        steps_per_us: SGD steps per µs of anneal.
+        sweeps: SA sweeps.
+
+    Returns:
+        One row per system — ``device (measured)``, ``SGD (noisy quadratic model)``,
+        ``SA (Gibbs, sequential)`` — with columns ``system``, ``shape`` (the anneal as a
+        :class:`qasa.schedules.Shape` label), ``annealing_time``, ``end_temperature`` (units of h),
+        ``beta`` (1/end_temperature), ``beta_stderr``, ``freezeout_s``, ``freezeout_fraction``
+        (t*/t_end), ``instantaneous_end_temperature`` (the schedule's last T) and ``note``.
+        ``attrs["temperature_profile"]`` holds the T(t) table, ``attrs["sa_beta_schedule"]`` the SA β per sweep.
+
+    Raises:
+        ValueError / ProtocolError: non-positive β, bad analogue parameters or a malformed anneal.
+    """
+    from qasa.schedules import shape_of_anneal
+
+    if not (beta_eff > 0 and math.isfinite(beta_eff)):
+        raise ValueError(f"beta_eff={beta_eff!r} must be a positive finite number")
+    if sweeps < 1:
+        raise ValueError(f"sweeps={sweeps!r} must be at least 1")
+    if not steps_per_us > 0:
+        raise ValueError(f"steps_per_us={steps_per_us!r} must be positive")
+    label = shape_of_anneal(anneal).label
+    profile = temperature_profile(anneal, temperature_mK, schedule)
+    t_end = float(profile["t"].iloc[-1])
+    T_last = float(profile["T"].iloc[-1])
+    sgd_T = sgd_end_temperature(_sgd_temperatures(profile, steps_per_us), eta0)
+    sweep_T = np.interp(np.linspace(0.0, t_end, int(sweeps)), profile["t"], profile["T"])
+    sa_T = float(sweep_T[-1])
+    rows = []
+    for system, T_end, err, note in (
+            ("device (measured)", 1.0 / beta_eff, beta_stderr, "T_eff = 1/β_eff"),
+            ("SGD (noisy quadratic model)", sgd_T, None,
+             f"η follows T(t): η₀h = {eta0:g}, {steps_per_us:g} steps/µs"),
+            ("SA (Gibbs, sequential)", sa_T, None, f"{int(sweeps)} sweeps at β = B(s(t))/(2k_BT); ends at the last β")):
+        s_star, u_star = _freezeout_on(profile, T_end)
+        rows.append({"system": system, "shape": label, "annealing_time": t_end, "end_temperature": float(T_end),
+                     "beta": 1.0 / float(T_end), "beta_stderr": math.nan if err is None else float(err),
+                     "freezeout_s": s_star, "freezeout_fraction": u_star, "instantaneous_end_temperature": T_last,
+                     "note": note if math.isfinite(s_star) else note + "; no point of the anneal is this cold/hot"})
+    out = pd.DataFrame(rows)
+    out.attrs["temperature_profile"] = profile
+    out.attrs["sa_beta_schedule"] = 1.0 / sweep_T
+    return out
+
+
+def analogue_trend(runs: pd.DataFrame | Sequence[Mapping[str, Any]], *, temperature_mK: float = 16.0,
+                   schedule: str = "Advantage_system6.2", eta0: float | None = None,
+                   steps_per_us: float | None = None, sweeps: int = 1000) -> pd.DataFrame:
+    """Measured β across runs at several anneals beside the trend the classical analogues predict.
+
+    Each run is a mapping (or DataFrame row) with ``anneal`` (annealing time in µs or a
+    ``[(t, s), ...]`` schedule) and ``beta`` (measured), optionally ``beta_stderr`` and ``label``.
+    All runs share one SGD step density (``steps_per_us``; default: at least 2 000 steps for the
+    shortest run and 50 per µs). With ``eta0=None`` the SGD analogue's one free rate is calibrated on
+    the first run — bisection on η₀ in (0, 1], where the SGD end temperature falls monotonically with
+    η₀ (see :func:`sgd_end_temperature`) — so that run's SGD β equals the measured one and the
+    other runs are predictions. SA on isolated spins ends at the schedule's last β whatever the
+    anneal's duration (no freeze-out), so its trend is flat for anneals that end at the same s.
+    Units and mapping: :func:`device_analogue`.
+
+    Returns:
+        One row per run: ``label``, ``shape``, ``annealing_time``, ``measured_beta``,
+        ``measured_beta_stderr``, ``measured_freezeout_s``, ``sgd_beta``, ``sgd_freezeout_s``,
+        ``sa_beta``, ``measured_trend`` and ``sgd_trend`` (β over the first run's β), and ``attrs``
+        ``eta0``, ``steps_per_us``, ``calibrated`` (bool) and ``rank_agreement`` (Spearman
+        correlation of measured and SGD-predicted β; NaN with fewer than three runs).
+
+    Raises:
+        ValueError: no runs, a run without ``anneal`` or ``beta``, or a first run whose β no SGD rate
+            reproduces (outside the range between the schedule's first and last instantaneous β).
+    """
+    records = runs.to_dict("records") if isinstance(runs, pd.DataFrame) else [dict(r) for r in runs]
+    if not records:
+        raise ValueError("analogue_trend needs at least one run")
+    for i, r in enumerate(records):
+        missing = {"anneal", "beta"} - set(r)
+        if missing:
+            raise ValueError(f"run {i} lacks {sorted(missing)}; each run needs 'anneal' and 'beta'")
+    if steps_per_us is None:
+        shortest = min(float(temperature_profile(r["anneal"], temperature_mK, schedule, points=2)["t"].iloc[-1])
+                       for r in records)
+        steps_per_us = max(50.0, 2000.0 / shortest)
+    calibrated = eta0 is None
+    if calibrated:
+        eta0 = _calibrate_eta0(records[0]["anneal"], float(records[0]["beta"]), temperature_mK, schedule, steps_per_us)
+    rows = []
+    for i, r in enumerate(records):
+        t = device_analogue(r["anneal"], float(r["beta"]), r.get("beta_stderr"), temperature_mK=temperature_mK,
+                            schedule=schedule, eta0=eta0, steps_per_us=steps_per_us, sweeps=sweeps)
+        dev, sgd, sa = t.iloc[0], t.iloc[1], t.iloc[2]
+        rows.append({"label": r.get("label", f"run {i}"), "shape": dev["shape"], "annealing_time": dev["annealing_time"],
+                     "measured_beta": dev["beta"], "measured_beta_stderr": dev["beta_stderr"],
+                     "measured_freezeout_s": dev["freezeout_s"], "sgd_beta": sgd["beta"],
+                     "sgd_freezeout_s": sgd["freezeout_s"], "sa_beta": sa["beta"]})
+    out = pd.DataFrame(rows)
+    out["measured_trend"] = out["measured_beta"] / out["measured_beta"].iloc[0]
+    out["sgd_trend"] = out["sgd_beta"] / out["sgd_beta"].iloc[0]
+    rho = math.nan
+    if len(out) >= 3:
+        from scipy.stats import spearmanr
+
+        rho = float(spearmanr(out["measured_beta"], out["sgd_beta"]).statistic)
+    out.attrs.update(eta0=float(eta0), steps_per_us=float(steps_per_us), calibrated=calibrated, rank_agreement=rho)
+    return out
+
+
+def _calibrate_eta0(anneal, beta: float, temperature_mK: float, schedule: str, steps_per_us: float) -> float:
+    """η₀ at which the SGD analogue's end β equals ``beta`` for ``anneal`` (bisection in log η₀ on (0, 1])."""
+    profile = temperature_profile(anneal, temperature_mK, schedule)
+    temps = _sgd_temperatures(profile, steps_per_us)
+    target = 1.0 / beta
+    lo, hi = 1e-9, 1.0
+    T_lo, T_hi = sgd_end_temperature(temps, lo), sgd_end_temperature(temps, hi)
+    if not T_hi <= target <= T_lo:
+        raise ValueError(f"measured β = {beta:g} of the first run is outside what the SGD analogue reaches for that "
+                         f"anneal at {steps_per_us:g} steps/µs (β from {1 / T_lo:.4g} to {1 / T_hi:.4g}); check "
+                         "temperature_mK and schedule, or raise steps_per_us")
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if sgd_end_temperature(temps, mid) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1 + 1e-13:
+            break
+    return math.sqrt(lo * hi)

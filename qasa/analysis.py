@@ -685,9 +685,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     if rel is not None and len(rel):
         skipped = [p for p in fits.model.params if p in rel.index and not bool(rel.loc[p, "identified"])
                    and np.isfinite(rel.loc[p, "reliability"])]
-        if skipped:
-            notes.append("Not mapped (mostly estimation noise at these reads): "
-                         + "; ".join(rel.loc[p, "verdict"] for p in skipped))
+        notes.extend(f"Not mapped — {rel.loc[p, 'verdict']}" for p in skipped)
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None

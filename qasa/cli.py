@@ -379,6 +379,8 @@ def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] |
 
     def progress(done: int, total: int) -> None:
         if state["bar"] is None:
+            if done == total:          # nothing to do: no bar
+                return
             state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
             state["bar"].__enter__()
             state["bar"].update(done)

@@ -46,7 +46,7 @@ __all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
 COUNT_COLUMNS = ["call_id", "qubit", "h", "gauge", "n_down", "n_up"]
-_COUNT_DTYPES = {"call_id": "string", "qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
+_COUNT_DTYPES = {"qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
                  "n_up": "int64"}
 
 
@@ -109,9 +109,28 @@ def table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
 
 
 def normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Counts with the standard columns and dtypes.
+
+    ``call_id`` is categorical with its categories (the call ids present) sorted, so that equal
+    counts compare equal whatever path built them; a few hundred calls × thousands of qubits then
+    cost one small integer per row instead of a string.
+    """
     if "gauge" not in df:          # written before gauges were stored: 0 = not recorded
         df = df.assign(gauge=0)
     df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
+    cid = df["call_id"]
+    if not isinstance(cid.dtype, pd.CategoricalDtype):
+        cid = cid.astype("category")
+    if len(cid.cat.categories) and not (np.bincount(cid.cat.codes.to_numpy()[cid.cat.codes.to_numpy() >= 0],
+                                                    minlength=len(cid.cat.categories)) > 0).all():
+        cid = cid.cat.remove_unused_categories()
+    names = [str(c) for c in cid.cat.categories]
+    order = sorted(names)
+    if names != order or cid.cat.categories.dtype != pd.Index(order).dtype:
+        cid = cid.cat.rename_categories(names).cat.reorder_categories(order) if names != order \
+            else cid.cat.rename_categories(pd.Index(order))
+        cid = cid.astype(pd.CategoricalDtype(pd.Index(order)))
+    df["call_id"] = cid
     return df.reset_index(drop=True)
 
 

@@ -134,7 +134,7 @@ def parameter_histogram(values: np.ndarray, name: str, ax=None, bins: int | str 
         if bins is None:  # √n bins between the 0.5th and 99.5th percentiles: a few outliers do not squash the shape
             lo, hi = np.percentile(v, [0.5, 99.5]) if v.size > 20 else (v.min(), v.max())
             bins = np.linspace(lo, hi, int(np.clip(np.sqrt(v.size), 5, 60)) + 1) if hi > lo else 1
-        ax.hist(v, bins=bins, color="#4c72b0", edgecolor="none")
+        ax.hist(v, bins=bins, color="#4c72b0", histtype="stepfilled")
         med = float(np.median(v))
         q25, q75 = np.quantile(v, [0.25, 0.75])
         ax.axvspan(q25, q75, color="#4c72b0", alpha=0.12, lw=0, label="IQR")

@@ -122,8 +122,11 @@ class _Page:
 
         The figure is drawn once per format; the page shows the same vector file it links to.
         """
+        import matplotlib
+
         buf = io.BytesIO()
-        fig.savefig(buf, format="svg")
+        with matplotlib.rc_context({"svg.fonttype": "none"}):   # text stays text: small, fast, searchable
+            fig.savefig(buf, format="svg")
         fig.set_layout_engine("none")          # keep the layout just computed for further formats
         svg = buf.getvalue()
         atomic_write_bytes(self.out / f"{name}.svg", svg)
@@ -154,11 +157,24 @@ class _Page:
         return path
 
 
-def _figure(width: float, height: float):
-    """A matplotlib Figure that belongs to no pyplot state (no backend switch)."""
+def _figure(width: float, height: float, margins: dict[str, float] | None = None):
+    """A matplotlib Figure that belongs to no pyplot state (no backend switch).
+
+    With ``margins`` (``subplots_adjust`` keywords) the layout is fixed, which draws a
+    multi-panel figure about a third faster than the constrained layout used otherwise.
+    """
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    if margins is None:
+        return Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(**margins)
+    return fig
+
+
+#: Fixed margins of a row of small panels (histograms, recovery) and of the response-curve pair.
+_ROW = {"left": 0.06, "right": 0.99, "bottom": 0.17, "top": 0.88, "wspace": 0.32}
+_PAIR = {"left": 0.09, "right": 0.99, "bottom": 0.13, "top": 0.92, "wspace": 0.24}
 
 
 def _fmt(v: Any, se: Any = None, **kw: Any) -> str:
@@ -169,7 +185,7 @@ def _p(v: float | None) -> str:
     """A p-value: two significant digits, '< 0.001' below."""
     if v is None or not np.isfinite(v):
         return "—"
-    return "< 0.001" if v < 1e-3 else f"{v:.2g}"
+    return "< 0.001" if v < 1e-3 else f"{v:#.2g}".rstrip(".")
 
 
 def _pv(v: float | None) -> str:
@@ -440,7 +456,7 @@ def _curves_section(rep: AssessmentReport, page: _Page) -> str:
     t = rep.fits.table.set_index("qubit")
     labels = {q: f"qubit {q}, {parameter_info(first).symbol} = {_fmt(t.loc[q, first], t.loc[q, f'{first}_stderr'])}"
               for q in rep.curve_qubits if q in t.index}
-    fig = _figure(10, 3.8)
+    fig = _figure(10, 3.8, _PAIR)
     ax, rax = fig.subplots(1, 2, width_ratios=[3, 2])
     plots.response_spread(rep.response, rep.fits, rep.curve_qubits, rep.median_curve, ax=ax, residual_ax=rax,
                           labels=labels)
@@ -459,7 +475,7 @@ def _distributions_section(rep: AssessmentReport, page: _Page) -> str:
 
     good = rep.fits.table[rep.fits.table["quality"] == "good"]
     k = len(rep.params)
-    fig = _figure(3.1 * k, 2.9)
+    fig = _figure(3.1 * k, 2.9, dict(_ROW, left=0.24 / k))
     axes = fig.subplots(1, k, squeeze=False)[0]
     for ax, p in zip(axes, rep.params):
         plots.parameter_histogram(good[p].to_numpy(float), p, ax=ax, stderr=good[f"{p}_stderr"].to_numpy(float),
@@ -593,7 +609,7 @@ def _recovery_section(rep: AssessmentReport, page: _Page) -> str:
         common = t.index.intersection(truth.index)
         params = [p for p in rep.params if p in truth]
         if params and len(common):
-            fig = _figure(3.1 * len(params), 3.0)
+            fig = _figure(3.1 * len(params), 3.0, dict(_ROW, left=0.24 / len(params)))
             for ax, p in zip(fig.subplots(1, len(params), squeeze=False)[0], params):
                 plots.recovery(truth.loc[common, p], t.loc[common, p], t.loc[common, f"{p}_stderr"],
                                parameter_info(p).symbol, ax=ax)

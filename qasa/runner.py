@@ -34,7 +34,7 @@ from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, async_results, check_lea
                         cloud_solver, is_transient, redact, tag)
 from qasa.redact import redact_obj
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
-from qasa.samplers import device_info, filter_parameters, validate
+from qasa.samplers import device_info, filter_parameters, solver_name, validate
 
 __all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "sampler_settings", "check_budget_value",
            "is_transient", "redact", "QPU_SECONDS_WITHOUT_BUDGET"]
@@ -105,7 +105,9 @@ def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str
         return out
 
     a, b = flat(stored), flat(current)
-    for key in sorted(set(a) & set(b)):     # a setting one side does not record cannot be compared
+    order = list(OPTION_NAMES)
+    keys = sorted(set(a) & set(b), key=lambda k: (order.index(k) if k in order else len(order), k))
+    for key in keys:     # a setting one side does not record cannot be compared
         if key in ("profile", "class"):   # credentials, and wrappers around the same sampler, change no data
             continue
         if a.get(key) != b.get(key):
@@ -160,7 +162,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
                 raise DatasetError(f"{out} was collected with other sampler settings ({diff}); "
                                    "resume with the stored settings (`qasa run DIR` alone uses them) "
                                    "or use another output directory")
-        solver = device_info(sampler)["solver"]
+        solver = solver_name(sampler)
         stored_solver = (meta.get("device") or {}).get("solver")
         if stored_solver is not None and stored_solver != solver:
             raise DatasetError(f"{out} holds data from solver {stored_solver!r}, not {solver!r}")

@@ -40,6 +40,7 @@ __all__ = [
     "StructuredSASampler",
     "get_sampler",
     "device_info",
+    "solver_name",
     "filter_parameters",
     "validate",
     "check_credentials",
@@ -262,6 +263,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def solver_name(sampler: dimod.Sampler) -> str:
+    """The solver's name (a QPU's, or the chip id of a software sampler, or its class name)."""
+    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
+    return getattr(getattr(sampler, "solver", None), "name", None) or props.get("chip_id") or type(sampler).__name__
+
+
 def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
     """Summarize a sampler as plain JSON-able data (no credentials).
 
@@ -274,8 +281,7 @@ def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
     topology = props.get("topology", {}) or {}
     nodelist = getattr(sampler, "nodelist", None)
     edgelist = getattr(sampler, "edgelist", None)
-    solver = getattr(getattr(sampler, "solver", None), "name", None) or props.get("chip_id") \
-        or type(sampler).__name__
+    solver = solver_name(sampler)
     return {
         "solver": solver,
         "sampler_class": f"{type(sampler).__module__}.{type(sampler).__qualname__}",

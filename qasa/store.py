@@ -331,14 +331,14 @@ class DatasetStore:
                 counts_path = self.path / "counts.parquet"
                 calls = self._calls_table()
                 if counts_path.is_file():
-                    tables.append(pq.read_table(counts_path))
+                    tables.append(pq.read_table(counts_path, read_dictionary=["call_id"]))
                 elif len(calls):
                     raise DatasetError(f"{self.path}: calls.parquet lists {len(calls)} calls but "
                                        "counts.parquet is missing")
                 known_counts = set(calls["call_id"].astype(str)) if len(calls) else set()
                 known_calls = set(known_counts)
                 if tables and "call_id" in tables[0].column_names:
-                    known_counts = set(pc_unique(tables[0].column("call_id")))
+                    known_counts = set(_call_ids_of(tables[0].column("call_id")))
                 call_frames.append(calls)
                 for part in self._journal_parts():
                     table = pq.read_table(part)
@@ -387,14 +387,17 @@ class DatasetStore:
             raise DatasetError(f"{where}: gauge value {int(g[~np.isin(g, (-1, 0, 1))][0])} is not ±1")
         calls = ds.calls
         if "num_reads" in calls and len(calls) and len(c):
-            reads = (c["n_down"] + c["n_up"]).groupby(c["call_id"].astype(str), sort=False).agg(["min", "max"])
-            expected = pd.Series(calls["num_reads"].to_numpy(), index=calls["call_id"].astype(str))
-            expected = expected[~expected.index.duplicated()].reindex(reads.index)
-            bad = reads.index[(expected.notna()) & ((reads["min"] != expected) | (reads["max"] != expected))]
-            if len(bad):
-                cid = bad[0]
-                raise DatasetError(f"{where}: call {cid} has n_down + n_up = {int(reads.loc[cid, 'min'])} "
-                                   f"reads per qubit, but the call recorded {int(expected.loc[cid])}")
+            cid = c["call_id"]
+            expected = pd.Series(calls["num_reads"].to_numpy(float), index=calls["call_id"].astype(str).to_numpy())
+            expected = expected[~expected.index.duplicated()]
+            per_category = expected.reindex([str(x) for x in cid.cat.categories]).to_numpy()
+            per_row = per_category[cid.cat.codes.to_numpy()]
+            reads = (c["n_down"].to_numpy() + c["n_up"].to_numpy()).astype(float)
+            bad = np.flatnonzero(np.isfinite(per_row) & (reads != per_row))
+            if bad.size:
+                i = bad[0]
+                raise DatasetError(f"{where}: call {cid.iloc[i]} has n_down + n_up = {int(reads[i])} reads for "
+                                   f"qubit {int(c['qubit'].iloc[i])}, but the call recorded {int(per_row[i])}")
         protocol = ds.protocol
         if protocol is not None and protocol.qubits is not None and protocol.seed is not None and len(calls):
             allowed = protocol.call_ids()
@@ -454,17 +457,22 @@ def _table_hash(table: pd.DataFrame) -> str:
     return hashlib.blake2b(values.tobytes() + ",".join(map(str, table.columns)).encode(), digest_size=16).hexdigest()
 
 
-def pc_unique(column: pa.ChunkedArray) -> list[str]:
+def _call_ids_of(column: pa.ChunkedArray) -> list[str]:
+    """Distinct call ids of a (possibly dictionary-encoded) column, without decoding every row."""
     import pyarrow.compute as pc
 
+    if pa.types.is_dictionary(column.type):
+        return sorted({v for chunk in column.chunks for v in chunk.dictionary.to_pylist()})
     return pc.unique(column).to_pylist()
 
 
-_ARROW_TYPES = {"call_id": pa.string(), "qubit": pa.int64(), "h": pa.float64(), "gauge": pa.int8(),
+_ARROW_TYPES = {"call_id": pa.dictionary(pa.int32(), pa.string()), "qubit": pa.int64(), "h": pa.float64(), "gauge": pa.int8(),
                 "n_down": pa.int64(), "n_up": pa.int64()}
 
 
 def _concat_counts(tables: list[pa.Table]) -> pd.DataFrame:
+    import pyarrow.compute as pc
+
     if not tables:
         return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in
                              zip(COUNT_COLUMNS, ["string", "int64", "float64", "int8", "int64", "int64"])})
@@ -474,14 +482,17 @@ def _concat_counts(tables: list[pa.Table]) -> pd.DataFrame:
         for c in COUNT_COLUMNS:
             if c in t.column_names:
                 col = t.column(c)
-                if pa.types.is_dictionary(col.type):
-                    col = col.dictionary_decode()
-                cols[c].append(col.cast(_ARROW_TYPES[c]))
+                if c == "call_id":
+                    if not pa.types.is_dictionary(col.type):
+                        col = pc.dictionary_encode(col.cast(pa.string()))
+                    col = pa.chunked_array([ch.cast(_ARROW_TYPES[c]) for ch in col.chunks], type=_ARROW_TYPES[c])
+                else:
+                    col = col.cast(_ARROW_TYPES[c])
+                cols[c].append(col)
             elif c == "gauge":                 # written before gauges were stored
                 cols[c].append(pa.chunked_array([pa.array(np.zeros(n, np.int8))]))
             else:
                 raise KeyError(c)
     table = pa.table({c: pa.chunked_array([ch for p in parts for ch in p.chunks], type=_ARROW_TYPES[c])
-                      for c, parts in cols.items()})
-    df = table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
-    return df
+                      for c, parts in cols.items()}).unify_dictionaries()
+    return table.to_pandas()

@@ -279,3 +279,43 @@ def test_progress_callback_follows_the_runner():
 
     qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), qpu, progress=both)
     assert seen[0] == (0, 5) and seen[-1] == (5, 5)
+
+
+# -- comparison and analogues pages (the same template) -----------------------------------------------------
+def test_comparison_page_shows_the_trend_with_annealing_time(tmp_path):
+    from qasa.analysis import analyze_comparison
+
+    qpu = VirtualQPU(seed=5, topology_shape=[2], broken_nodes=[], drift_sd=0.0)
+    runs = {}
+    for t in (5.0, 50.0, 500.0):
+        ds = qasa.run(qasa.Protocol.grid(1.0, 0.1, reads_per_h=3000, annealing_time=t, seed=1), qpu)
+        runs[f"{t:g} us"] = (ds, fit(ds, "qasa"))
+    rep = analyze_comparison(runs)
+    page = render(rep, tmp_path / "cmp")
+    text = page.read_text()
+    assert page.name == "comparison.html" and "Trend with annealing time" in text
+    trend = rep.trends["beta"]
+    # later freeze-out at longer anneals: β rises on the virtual QPU, as its truth does
+    truth = rep.truth_medians["beta"]
+    assert truth[0] < truth[-1] and trend["median_slope_per_decade"] > 0
+    tables = re.findall(r'<div class="tbl">(.*?)</div>', text)
+    assert len(tables) == text.count("<table") >= 3 and all('class="dl"' in t for t in tables)
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["runs"] == list(runs)
+
+
+def test_analogues_page_renders_every_shape_and_extra_sections(tmp_path):
+    from qasa.analysis import analyze_analogues
+
+    shapes = ["constant", "cosine", "linear"]
+    nqm = pd.DataFrame({"shape": shapes, "final_loss": [1e-3, 2e-4, 3e-4], "eta0_sensitivity": [1.0, 0.5, 0.6],
+                        "temperature": [0.1, 0.01, 0.02]})
+    sa = pd.DataFrame({"shape": shapes, "ground_state_probability": [0.1, 0.6, 0.5], "residual_energy": [3.0, 0.5, 0.7],
+                       "beta_effective": [1.0, 4.0, 3.0], "temperature": [1.0, 0.25, 0.33]})
+    qpu = pd.DataFrame({"shape": shapes, "beta": [5.0, 5.5, 5.2], "temperature": [0.2, 0.18, 0.19]})
+    extra = pd.DataFrame({"shape": shapes, "s_freeze": [0.61, 0.63, 0.62]})
+    rep = analyze_analogues(nqm, sa, qpu, sections={"Freeze-out per shape": extra})
+    page = render(rep, tmp_path / "ana")
+    text = page.read_text()
+    assert page.name == "analogues.html" and all(s in text for s in shapes)
+    assert "Freeze-out per shape" in text and "0.63" in text
+    assert (tmp_path / "ana" / "analogues.csv").is_file() and (tmp_path / "ana" / "analogues.svg").is_file()

@@ -1,0 +1,239 @@
+"""The dataset directory's one owner (DatasetStore), the pipeline's rules, and resume provenance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import qasa
+from qasa.cli import main
+from qasa.errors import DatasetError
+from qasa.store import DatasetStore
+
+SA = ["--backend", "sa", "--topology", "chimera", "--shape", "2,2,4", "--h-step", "0.1", "--reads", "400",
+      "--reads-per-call", "200", "--seed", "3", "--quiet"]
+EMU = ["--shape", "2", "--h-step", "0.25", "--reads", "400", "--reads-per-call", "200", "--seed", "3", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """Every file of a directory and the hash of its bytes (byte-identical check)."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_second_writer_is_refused_with_one_line(tmp_path, chimera_sa, small_protocol):
+    out = tmp_path / "ds"
+    qasa.run(small_protocol, chimera_sa, out)
+    before = tree_digest(out)
+    store = DatasetStore(out)
+    with store.writing():
+        with pytest.raises(DatasetError, match="being written by another qasa process"):
+            with DatasetStore(out).writing():
+                pass
+        with pytest.raises(DatasetError, match="being written by another qasa process"):
+            qasa.run(small_protocol, chimera_sa, out)
+        assert DatasetStore(out).load().equals(qasa.load(out))    # readers are never blocked out
+    assert tree_digest(out) == before
+
+
+def test_orphaned_temporary_files_are_removed_by_the_next_writer(tmp_path, chimera_sa, small_protocol):
+    out = tmp_path / "ds"
+    qasa.run(small_protocol, chimera_sa, out)
+    orphan = out / "journal" / ".g0000-h00000.parquet.abc.tmp"
+    orphan.write_bytes(b"half a file")
+    qasa.run(small_protocol, chimera_sa, out)          # a no-op resume takes the writer lock
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda c: c.assign(n_down=np.where(np.arange(len(c)) == 5, -3, c["n_down"])), "negative n_down"),
+    (lambda c: c.assign(h=np.where(np.arange(len(c)) == 5, np.nan, c["h"])), "not finite"),
+    (lambda c: c.assign(n_up=np.where(np.arange(len(c)) == 5, c["n_up"] + 1, c["n_up"])), "but the call recorded"),
+    (lambda c: c.assign(gauge=np.where(np.arange(len(c)) == 5, 3, c["gauge"]).astype("int8")), "not ±1"),
+])
+def test_stored_data_are_validated_on_load(tmp_path, chimera_sa, small_protocol, corrupt, match):
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    bad = corrupt(ds.counts.copy())
+    pq_bytes = __import__("qasa.dataset", fromlist=["table_bytes"]).table_bytes(bad)
+    (out / "counts.parquet").write_bytes(pq_bytes)
+    with pytest.raises(DatasetError, match=match):
+        qasa.load(out)
+    res = invoke("report", out)
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and res.output.startswith("error:")
+
+
+def test_call_ids_outside_the_protocol_and_missing_counts_are_refused(tmp_path, chimera_sa, small_protocol):
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    calls = ds.calls.copy()
+    calls.loc[0, "call_id"] = "g9999-h00000"
+    from qasa.dataset import table_bytes
+
+    (out / "calls.parquet").write_bytes(table_bytes(calls))
+    with pytest.raises(DatasetError, match="not a call of the stored protocol"):
+        qasa.load(out)
+    (out / "counts.parquet").unlink()
+    with pytest.raises(DatasetError, match="counts.parquet is missing"):
+        qasa.load(out)
+
+
+def test_loading_is_columnar_and_resume_reads_no_counts(tmp_path, chimera_sa, small_protocol, monkeypatch):
+    out = tmp_path / "ds"
+    qasa.run(small_protocol, chimera_sa, out)
+    loads = []
+    monkeypatch.setattr(DatasetStore, "load", lambda self, validate=True: loads.append(1) or
+                        DatasetStore.__dict__["_load"](self, validate) if False else _real_load(self, validate, loads))
+    assert DatasetStore(out).done_call_ids() == small_protocol.replace(
+        qubits=tuple(chimera_sa.nodelist)).call_ids()
+    assert loads == []
+
+
+_ORIGINAL_LOAD = DatasetStore.load
+
+
+def _real_load(self, validate, loads):
+    loads.append(1)
+    return _ORIGINAL_LOAD(self, validate)
+
+
+def test_assess_loads_once_and_fits_each_model_once(tmp_path, monkeypatch):
+    from qasa import fitting
+
+    loads, fits = [], []
+    monkeypatch.setattr(DatasetStore, "load", lambda self, validate=True: _real_load(self, validate, loads))
+    real_fit = fitting.fit
+
+    def counting_fit(data, model="qasa", **kw):
+        rows = len(data.qubits) if hasattr(data, "qubits") else None
+        if rows is None or rows > 1:          # per-qubit fits (a pooled one-row fit is not a model fit)
+            fits.append(fitting.get_model(model).name)
+        return real_fit(data, model, **kw)
+
+    monkeypatch.setattr(fitting, "fit", counting_fit)
+    res = invoke("assess", tmp_path / "a", *EMU, "--compare")
+    assert res.exit_code == 0, res.output
+    assert len(loads) == 1
+    assert sorted(fits) == sorted(qasa.pipeline.COMPARE_MODELS)
+    # a second report reuses every cached fit: no fit at all, one load
+    loads.clear(), fits.clear()
+    assert invoke("report", tmp_path / "a", "--compare").exit_code == 0
+    assert len(loads) == 1 and fits == []
+
+
+def test_a_fit_made_from_other_counts_is_never_used(tmp_path):
+    """Fit tables of another run of the same protocol copied into fits/: compare and report refit."""
+    from qasa.device import compare_fits
+    from qasa.fitting import FitTable
+
+    common = ["--shape", "2", "--h-step", "0.1", "--reads", "1000", "--reads-per-call", "500", "--quiet"]
+    a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
+    assert invoke("run", a, *common, "--seed", "1").exit_code == 0
+    assert invoke("run", b, *common, "--seed", "2").exit_code == 0
+    # another device of the same topology (a warmer preset), same protocol as b
+    assert invoke("run", other, *common, "--seed", "2", "--preset", "advantage6.4").exit_code == 0
+    for d in (a, b, other):
+        assert invoke("fit", d).exit_code == 0
+    stale = FitTable.load(other / "fits" / "qasa.parquet")
+    # the stale table would show a change that is not there (so this test can fail)
+    _, wrong = compare_fits(FitTable.load(a / "fits" / "qasa.parquet"), stale)
+    assert abs(wrong["beta"]["median_change"]) > 3 * wrong["beta"]["median_change_se"]
+    (b / "fits" / "qasa.parquet").write_bytes((other / "fits" / "qasa.parquet").read_bytes())
+    res = invoke("compare", a, b, "--out", tmp_path / "cmp", "--json")
+    assert res.exit_code == 0, res.output
+    pair = next(iter(json.loads(res.output)["pairs"].values()))
+    assert pair["qubits"] >= 30
+    for p in ("beta", "b", "gamma", "eta"):
+        assert abs(pair[p]["median_change"]) <= 3 * pair[p]["median_change_se"], p
+        assert pair[p]["changed"] == 0, p
+    refit = FitTable.load(b / "fits" / "qasa.parquet")
+    assert not np.allclose(refit.table["beta"], stale.table["beta"])    # the cache now holds b's own fit
+    # report refits too
+    (b / "fits" / "qasa.parquet").write_bytes((other / "fits" / "qasa.parquet").read_bytes())
+    summary = json.loads(invoke("report", b, "--json").output)
+    own = FitTable.load(b / "fits" / "qasa.parquet")
+    assert summary["fit"]["beta"]["median"] == pytest.approx(own.summary()["beta"]["median"])
+    assert not np.allclose(own.table["beta"], stale.table["beta"])
+
+
+def test_compare_refuses_datasets_of_different_topologies(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert invoke("run", a, *SA).exit_code == 0
+    assert invoke("run", b, *[x if x != "2,2,4" else "3,3,4" for x in SA]).exit_code == 0
+    res = invoke("compare", a, b, "--out", tmp_path / "cmp")
+    assert res.exit_code == 1 and "differs" in res.output and "--allow-different-devices" in res.output
+    assert res.output.count("\n") == 1
+    res = invoke("compare", a, b, "--out", tmp_path / "cmp", "--allow-different-devices")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--beta", "4"], "--beta"),
+    (["--topology", "pegasus", "--shape", "2"], "--topology"),
+])
+def test_resume_with_a_changed_sa_setting_is_refused_naming_it(tmp_path, args, option):
+    out = tmp_path / "ds"
+    assert invoke("run", out, *SA).exit_code == 0
+    before = tree_digest(out)
+    res = invoke("run", out, *SA, *args)
+    assert res.exit_code == 1 and option in res.output and res.output.count("\n") == 1
+    assert tree_digest(out) == before
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--physics", "dynamics"], "--physics"),
+    (["--preset", "advantage6.4"], "--preset"),
+    (["--device-seed", "5"], "--device-seed"),
+    (["--reads", "800"], "reads_per_h"),
+    (["--no-gauges"], "spin_reversal"),
+    (["--annealing-time", "50"], "annealing_time"),
+])
+def test_resume_with_a_changed_emulator_option_is_refused_naming_it(tmp_path, args, option):
+    out = tmp_path / "ds"
+    assert invoke("run", out, *EMU).exit_code == 0
+    before = tree_digest(out)
+    res = invoke("run", out, *args)
+    assert res.exit_code == 1 and option in res.output and res.output.count("\n") == 1, res.output
+    assert tree_digest(out) == before
+
+
+def test_run_dir_alone_finishes_a_killed_run_identically(tmp_path):
+    """SIGKILL a CLI run midway; `qasa run DIR` with no options finishes it; counts equal a clean run."""
+    from conftest import kill_worker_midway
+
+    opts = ["--backend", "sa", "--topology", "chimera", "--shape", "3,3,4", "--h-step", "0.005", "--reads", "400",
+            "--reads-per-call", "200", "--seed", "11", "--quiet"]
+    out, ref = tmp_path / "killed", tmp_path / "ref"
+    held = kill_worker_midway("cli_worker.py", ["run", out, *opts], out, calls=20)
+    total = 401 * 2
+    assert 0 < held < total
+    res = invoke("run", out)
+    assert res.exit_code == 0, res.output
+    assert invoke("run", ref, *opts).exit_code == 0
+    a, b = qasa.load(out), qasa.load(ref)
+    assert a.counts.equals(b.counts)
+    res = invoke("run", out, "--json")
+    assert json.loads(res.output)["already_finished"] is True
+
+
+def test_add_reads_extends_a_finished_dataset_keeping_every_call(tmp_path):
+    out = tmp_path / "ds"
+    assert invoke("run", out, *SA).exit_code == 0
+    first = qasa.load(out)
+    assert invoke("run", out, "--add-reads", "400", "--quiet").exit_code == 0
+    grown = qasa.load(out)
+    assert grown.protocol.reads_per_h == 800 and len(grown.calls) == 2 * len(first.calls)
+    old = grown.counts[grown.counts["call_id"].isin(first.counts["call_id"])].reset_index(drop=True)
+    assert old.astype({"call_id": str}).equals(first.counts.astype({"call_id": str}))
+    res = invoke("run", out, "--add-reads", "300")
+    assert res.exit_code == 1 and "add a multiple of 200" in res.output
