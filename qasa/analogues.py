@@ -293,22 +293,23 @@ def temperature_profile(anneal: float | Sequence[Sequence[float]], temperature_m
     """The device's instantaneous temperature in units of h along an anneal.
 
     ``T(t) = 2 k_B T_phys / B(s(t))`` (DESIGN.md §2: a qubit frozen at s has β = B(s)/(2 k_B T)), on
-    ``points`` equally spaced times; columns ``t`` (µs), ``s``, ``B_GHz``, ``T`` (units of h).
+    ``points`` equally spaced times plus the schedule's breakpoints; columns ``t`` (µs), ``s``,
+    ``B_GHz``, ``T`` (units of h).
 
     Raises:
         ProtocolError: a malformed anneal (see :func:`qasa.schedules.shape_of_anneal`) or a
             non-positive temperature.
     """
-    from qasa.virtual import physics
     from qasa.errors import ProtocolError
     from qasa.schedules import shape_of_anneal
+    from qasa.virtual import physics
 
     shape_of_anneal(anneal)                                   # validates the anneal
     if not temperature_mK > 0:
         raise ProtocolError(f"temperature_mK={temperature_mK!r} must be positive")
     is_time = isinstance(anneal, (int, float, np.integer, np.floating))
     t_pts, s_pts = physics.anneal_path(float(anneal) if is_time else None, None if is_time else anneal)
-    t = np.linspace(0.0, float(t_pts[-1]), int(points))
+    t = np.unique(np.concatenate([np.linspace(0.0, float(t_pts[-1]), int(points)), t_pts]))   # keep the breakpoints
     s = np.interp(t, t_pts, s_pts)
     B = physics.load_schedule(schedule).B_of(s)
     return pd.DataFrame({"t": t, "s": s, "B_GHz": B, "T": 2.0 * physics.kT_GHz(temperature_mK) / B})

@@ -195,7 +195,7 @@ def test_corrected_correlations_cover_zero_for_independent_parameters_where_raw_
     covered, raw, corrected = [], [], []
     for seed in range(60):
         _, r = _qasa_device(seed)
-        c = dv.corrected_correlations(fit(r, "qasa"), bootstrap=299, seed=seed).set_index(["a", "b"]).loc[_PAIRS]
+        c = dv.corrected_correlations(dv.point_fit(r, "qasa"), bootstrap=299, seed=seed).set_index(["a", "b"]).loc[_PAIRS]
         covered.append(((c["corrected_lo"] <= 0) & (0 <= c["corrected_hi"])).to_numpy())
         raw.append(c["raw"].to_numpy())
         corrected.append(c["corrected"].to_numpy())
@@ -215,20 +215,20 @@ def test_corrected_correlations_cover_zero_for_independent_parameters_where_raw_
 
 def test_corrected_correlation_recovers_a_planted_correlation():
     theta, r = _qasa_device(1, n=300, beta_sd=0.4, rho_beta_gamma=0.6)
-    c = dv.corrected_correlations(fit(r, "qasa"), bootstrap=499, seed=1).set_index(["a", "b"])
+    c = dv.corrected_correlations(dv.point_fit(r, "qasa"), bootstrap=499, seed=1).set_index(["a", "b"])
     truth = np.corrcoef(theta[:, 0], theta[:, 2])[0, 1]
     row = c.loc[("beta", "gamma")]
     assert row["corrected_lo"] < truth < row["corrected_hi"] and row["identified"]
     assert abs(row["corrected"] - truth) < 0.1 and abs(row["corrected"]) > abs(row["raw"]) - 0.02
     # the raw and corrected columns sit side by side in device.correlations
-    both = dv.correlations(fit(r, "qasa"), bootstrap=99).set_index(["a", "b"])
+    both = dv.correlations(dv.point_fit(r, "qasa"), bootstrap=99).set_index(["a", "b"])
     assert {"pearson", "spearman", "corrected", "corrected_lo", "corrected_hi", "identified"} <= set(both.columns)
 
 
 def test_reliability_says_eta_is_noise_at_4000_reads_per_h_and_flags_its_spatial_statistics():
     # the virtual-QPU regime: βη ≈ 0.1, 4 000 reads per h
     theta, r = _qasa_device(2, n=300, reads=4000, eta0=0.02, beta_sd=0.4)
-    fits = fit(r, "qasa")
+    fits = dv.point_fit(r, "qasa")
     rel = dv.reliability(fits, bootstrap=199)
     assert rel.loc["beta", "identified"] and rel.loc["b", "identified"] and rel.loc["gamma", "identified"]
     assert not rel.loc["eta", "identified"] and rel.loc["eta", "reliability"] < 0.3
@@ -289,8 +289,32 @@ def test_corrected_correlations_cover_zero_on_qasa_sampler_devices_run_with_defa
     for seed in range(50):
         sampler = QASAModelCountSampler(300, seed=100 + seed)
         ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, seed=seed), sampler)
-        c = dv.corrected_correlations(fit(ds, "qasa"), bootstrap=499, seed=seed).set_index(["a", "b"]).loc[_PAIRS]
+        c = dv.corrected_correlations(dv.point_fit(ds, "qasa"), bootstrap=499, seed=seed).set_index(["a", "b"]).loc[_PAIRS]
         covered.append(((c["corrected_lo"] <= 0) & (0 <= c["corrected_hi"])).to_numpy())
     covered = np.array(covered)
     assert 0.91 <= covered.mean() <= 0.99, covered.mean(0)
     assert covered.mean(0).min() >= 0.85, covered.mean(0)
+
+
+@pytest.mark.parametrize("reads, identified", [(4000, False), (1_000_000, True)])
+def test_split_half_reliability_tracks_the_truth_for_eta(reads, identified):
+    """βη ≈ 0.1 on the reference h grid: η is noise at 4 000 reads per h and identified at 10⁶ —
+    where a few Wald errors near η̂ = 0 make the moment estimate unusable."""
+    rng = np.random.default_rng(5)
+    n = 300
+    theta = np.column_stack([rng.normal(5, 0.3, n), rng.normal(0, 0.01, n), 0.1 * np.exp(0.3 * rng.normal(size=n)),
+                             0.02 * np.exp(0.3 * rng.normal(size=n))])
+    h = np.array(h_grid(1.0, 0.025))
+    nt = np.full((n, len(h)), reads)
+    r = Response(np.arange(n), h, rng.binomial(nt, get_model("qasa").p_down(h, theta)), nt)
+    eta_hat = dv.point_fit(r, "qasa").params["eta"]
+    truth = theta[:, 3].var(ddof=1) / eta_hat.var(ddof=1)          # share of Var(η̂) that is Var(η)
+    out = dv.split_half(r, bootstrap=199, seed=1)
+    rel = out["reliability"]
+    assert rel.loc["eta", "reliability"] == pytest.approx(truth, abs=0.15), (rel.loc["eta", "reliability"], truth)
+    assert rel.loc["eta", "identified"] == identified
+    assert rel.loc["eta", "reliability_lo"] < rel.loc["eta", "reliability"] < rel.loc["eta", "reliability_hi"]
+    assert rel.loc[["beta", "b", "gamma"], "identified"].all()
+    assert ("not identified" in rel.loc["eta", "verdict"]) != identified
+    c = out["correlations"].set_index(["a", "b"])
+    assert (c["corrected_lo"] <= 0).all() and (c["corrected_hi"] >= 0).all()     # independent truth

@@ -383,13 +383,15 @@ class VirtualQPU(MockDWaveSampler):
         r = np.arange(len(rows))
         calls = protocol.calls()
         if self.physics == "freezeout":
-            for call in calls:
-                x = (call.flips[keep] * call.h).astype(float)
-                offset = self._walk_at(call.gauge)[rows] if drift_on else 0.0
-                p = self._p_down(rows, x, offset, kw)
-                j = np.searchsorted(fields, x)
-                N[r, j] += call.num_reads
-                K[r, j] += call.num_reads * p
+            for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same drift)
+                group = [c for c in calls if c.gauge == gauge]
+                x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
+                offset = np.tile(self._walk_at(gauge)[rows], len(group)) if drift_on else 0.0
+                p = self._p_down(np.tile(rows, len(group)), x.ravel(), offset, kw).reshape(x.shape)
+                reads = np.array([c.num_reads for c in group], float)[:, None]
+                cell = (r * len(fields) + np.searchsorted(fields, x)).ravel()
+                N += np.bincount(cell, np.broadcast_to(reads, x.shape).ravel(), N.size).reshape(N.shape)
+                K += np.bincount(cell, (reads * p).ravel(), N.size).reshape(N.shape)
         else:
             for call in calls:
                 x = (call.flips[keep] * call.h).astype(float)

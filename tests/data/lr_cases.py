@@ -168,6 +168,18 @@ def _dict(rng, lo, hi, n_max, scale=(0.0, 2.0)) -> dict:
     return {"dict": [[k, _u(rng, *scale)] for k in keys]}
 
 
+def _exponential_args(rng, p: dict, n: int, start: str) -> None:
+    """exponential_decay's arguments (transition_steps ≤ 0 and decay_rate = 0 included), added to ``p``."""
+    p["transition_steps"] = _i(rng, 1, n // 2) if _maybe(rng, 0.85) else _i(rng, -3, 0)
+    p["decay_rate"] = 0.0 if _maybe(rng, 0.1) else _u(rng, 0.05, 1.3)
+    if _maybe(rng, 0.7):
+        p["transition_begin"] = _i(rng, -50, n // 3)
+    if _maybe(rng):
+        p["staircase"] = True
+    if _maybe(rng):
+        p["end_value"] = _u(rng, 0.0, 2.0) * p[start]
+
+
 def random_case(family: str, rng: np.random.Generator, steps: int, depth: int = 0) -> dict:
     """A random spec of ``family`` valid for ``steps`` values (t = 0..steps−1)."""
     lib = "torch" if family in TORCH_FAMILIES else "optax"
@@ -278,14 +290,8 @@ def random_case(family: str, rng: np.random.Generator, steps: int, depth: int = 
         if _maybe(rng, 0.9):
             p["boundaries_and_scales"] = _dict(rng, 0, n, 5)
     elif family == "exponential_decay":
-        p = {"init_value": _u(rng, 0.01, 2.0), "transition_steps": _i(rng, 1, n // 2) if _maybe(rng, 0.85)
-             else _i(rng, -3, 0), "decay_rate": 0.0 if _maybe(rng, 0.1) else _u(rng, 0.05, 1.3)}
-        if _maybe(rng, 0.7):
-            p["transition_begin"] = _i(rng, -50, n // 3)
-        if _maybe(rng):
-            p["staircase"] = True
-        if _maybe(rng):
-            p["end_value"] = _u(rng, 0.0, 2.0) * p["init_value"]
+        p = {"init_value": _u(rng, 0.01, 2.0)}
+        _exponential_args(rng, p, n, "init_value")
     elif family == "cosine_decay_schedule":
         p = {"init_value": _u(rng, 0.01, 2.0), "decay_steps": _i(rng, 1, n)}
         if _maybe(rng, 0.7):
@@ -317,15 +323,8 @@ def random_case(family: str, rng: np.random.Generator, steps: int, depth: int = 
         if _maybe(rng, 0.7):
             p["exponent"] = _u(rng, 0.3, 3.0)
     elif family == "warmup_exponential_decay_schedule":
-        p = {"init_value": _u(rng, 0.0, 1.0), "peak_value": _u(rng, 0.01, 2.0), "warmup_steps": _i(rng, 0, n // 3),
-             "transition_steps": _i(rng, 1, n // 2) if _maybe(rng, 0.85) else _i(rng, -3, 0),
-             "decay_rate": 0.0 if _maybe(rng, 0.1) else _u(rng, 0.05, 1.3)}
-        if _maybe(rng, 0.7):
-            p["transition_begin"] = _i(rng, -50, n // 3)
-        if _maybe(rng):
-            p["staircase"] = True
-        if _maybe(rng):
-            p["end_value"] = _u(rng, 0.0, 2.0) * p["peak_value"]
+        p = {"init_value": _u(rng, 0.0, 1.0), "peak_value": _u(rng, 0.01, 2.0), "warmup_steps": _i(rng, 0, n // 3)}
+        _exponential_args(rng, p, n, "peak_value")
     elif family == "sgdr_schedule":
         cycles = []
         for _ in range(_i(rng, 1, 4)):
