@@ -56,7 +56,8 @@ from qasa.schedules import Shape, shape, to_anneal_schedule, to_beta_schedule
 __all__ = [
     "DEFAULT_SHAPES", "nqm_moments", "nqm_loss", "nqm_monte_carlo", "constant_floor", "optimal_schedule",
     "nqm_study", "two_direction_regression", "planted_instance", "sa_study", "qpu_study", "combined",
-    "temperature_profile", "sgd_end_temperature", "device_analogue", "analogue_trend",
+    "temperature_profile", "sgd_end_temperature", "device_analogue", "analogue_trend", "analogue_runs",
+    "device_constants", "DEVICE_CONSTANTS",
 ]
 
 DEFAULT_SHAPES: tuple[Shape, ...] = (
@@ -536,3 +537,48 @@ def _calibrate_eta0(anneal, beta: float, temperature_mK: float, schedule: str, s
         if hi / lo < 1 + 1e-13:
             break
     return math.sqrt(lo * hi)
+
+
+DEVICE_CONSTANTS: dict[str, tuple[float, str]] = {
+    "Advantage_system4.1": (15.4, "Advantage_system6.2"),
+    "Advantage_system6.4": (16.0, "Advantage_system6.2"),
+    "Advantage2_system1": (20.0, "Advantage2_research1.4"),
+    "Advantage2_system2.1": (16.7, "Advantage2_research1.4"),
+    "Advantage2_research1.5": (17.5, "Advantage2_research1.4"),
+}
+"""Published temperature (mK, DESIGN.md §2 table) and the closest bundled A(s)/B(s) table per solver."""
+
+
+def device_constants(solver: str | None) -> dict[str, Any]:
+    """``{"temperature_mK": ..., "schedule": ...}`` for a solver of :data:`DEVICE_CONSTANTS` (a virtual
+    QPU's ``"<solver>-like"`` name counts as that solver), else ``{}`` so the analogue defaults apply."""
+    name = (solver or "").removesuffix("-like")
+    if name not in DEVICE_CONSTANTS:
+        return {}
+    mK, table = DEVICE_CONSTANTS[name]
+    return {"temperature_mK": mK, "schedule": table}
+
+
+def analogue_runs(runs: Mapping[str, tuple[Any, Any]], default_annealing_time: float = 20.0) -> list[dict[str, Any]]:
+    """Records for :func:`analogue_trend` from assessed runs ``{label: (Dataset, FitTable)}``.
+
+    ``anneal`` is the protocol's anneal schedule, else its annealing time, else the device's recorded
+    ``default_annealing_time``, else ``default_annealing_time`` (D-Wave's default is 20 µs);
+    ``beta`` is the median β of the qubits of quality "good" (all qubits if none is good) and
+    ``beta_stderr`` that median's standard error, √(π/2)·sd/√n.
+    """
+    records = []
+    for label, (ds, fits) in runs.items():
+        protocol = ds.protocol
+        anneal = None
+        if protocol is not None:
+            anneal = protocol.anneal_schedule if protocol.anneal_schedule is not None else protocol.annealing_time
+        if anneal is None:
+            anneal = float(ds.device.get("default_annealing_time") or default_annealing_time)
+        table = fits.table
+        good = table[table["quality"] == "good"] if "quality" in table else table
+        beta = (good if len(good) else table)["beta"].dropna()
+        stderr = math.sqrt(math.pi / 2) * float(beta.std(ddof=1)) / math.sqrt(len(beta)) if len(beta) > 1 else math.nan
+        records.append({"label": str(label), "anneal": [tuple(p) for p in anneal] if not np.isscalar(anneal) else
+                        float(anneal), "beta": float(beta.median()), "beta_stderr": stderr})
+    return records

@@ -213,7 +213,7 @@ def _true_covariance(X: np.ndarray, S: np.ndarray, W: np.ndarray) -> tuple[np.nd
 
 
 def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstrap: int = 999,
-                seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
+                seed: int | None = 0, level: float = 0.95, data=None) -> pd.DataFrame:
     """Share of each parameter's across-qubit variance that is not estimation noise (module docstring).
 
     Args:
@@ -222,13 +222,38 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
         bootstrap: resamples of the qubits for the interval (0: none).
         seed: seed of the resamples.
         level: confidence level.
+        data: the counts the fits were made from (Dataset or Response). When given, the
+            reliability, its interval, ``identified`` and ``verdict`` come from :func:`split_half`
+            (no standard errors needed; robust near bounds), ``var_true``/``var_noise``/``sd_true``
+            follow from it, and the moment estimate is kept as ``reliability_moment``.
 
     Returns:
         One row per parameter (index ``param``): ``qubits``, ``qubits_with_stderr``,
         ``var_observed``, ``var_noise`` (mean squared standard error), ``var_true``, ``sd_true``,
         ``reliability`` with ``reliability_lo``/``reliability_hi``, ``identified``
-        (reliability ≥ :data:`RELIABILITY_MIN`) and ``verdict`` (a sentence).
+        (reliability ≥ :data:`RELIABILITY_MIN`), ``method`` and ``verdict`` (a sentence).
     """
+    out = _moment_reliability(fits, params, bootstrap=bootstrap, seed=seed, level=level)
+    out["method"] = "moments"
+    if data is None or "reliability" not in out:
+        return out
+    half = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level)["reliability"]
+    common = out.index.intersection(half.index)
+    out["reliability_moment"] = out["reliability"]
+    for col in ("reliability", "reliability_lo", "reliability_hi", "identified", "verdict"):
+        out.loc[common, col] = half.loc[common, col]
+    out.loc[common, "method"] = "split-half"
+    r = out.loc[common, "reliability"].astype(float)
+    out.loc[common, "var_true"] = r * out.loc[common, "var_observed"]
+    out.loc[common, "var_noise"] = (1 - r) * out.loc[common, "var_observed"]
+    out.loc[common, "sd_true"] = np.sqrt(np.maximum(out.loc[common, "var_true"].astype(float), 0.0))
+    out["identified"] = out["identified"].astype(bool)
+    return out
+
+
+def _moment_reliability(fits: FitTable, params: Sequence[str] | None, *, bootstrap: int, seed: int | None,
+                        level: float) -> pd.DataFrame:
+    """The method-of-moments reliability (standard errors of the fits); see :func:`reliability`."""
     params = list(params or fits.model.params)
     _, X, S = _estimates(fits, params)
     n = len(X)

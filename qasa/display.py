@@ -65,11 +65,15 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
         disable = not _interactive()
     if disable:
         return iterable if iterable is not None else _NoBar()
+    import warnings
+
     try:
-        from tqdm.auto import tqdm
+        with warnings.catch_warnings():     # no ipywidgets: tqdm.auto falls back to a text bar, which is fine
+            warnings.simplefilter("ignore")
+            from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
         return iterable if iterable is not None else _NoBar()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=True, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=True, dynamic_ncols=True, mininterval=0.5)
 
 
 def progress_callback(desc: str = "calls", disable: bool | None = None) -> Callable[[int, int], None]:

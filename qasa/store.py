@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qasa.dataset import (COUNT_COLUMNS, FORMAT, FORMAT_VERSION, Dataset, Response, atomic_write_bytes,
-                          atomic_write_json, normalize_calls, normalize_counts, table_bytes)
+                          atomic_write_json, table_bytes)
 from qasa.errors import DatasetError
 
 __all__ = ["DatasetStore", "fit_fingerprint"]
@@ -217,11 +217,26 @@ class DatasetStore:
 
     # -- journal -------------------------------------------------------------------------------
     def journal_call(self, record: dict[str, Any], counts: pd.DataFrame) -> None:
-        """Atomically add one finished call (its record and counts) to the journal."""
+        """Atomically add one finished call (its record and counts) to the journal.
+
+        The part is built straight from the columns' arrays (no pandas conversion on this hot path).
+        """
         self._require_writer()
         self.journal.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.journal / f"{record['call_id']}.parquet",
-                           table_bytes(normalize_counts(counts), meta=record))
+        n = len(counts)
+        gauge = counts["gauge"].to_numpy() if "gauge" in counts else np.zeros(n, np.int8)
+        table = pa.table({
+            "call_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                                      pa.array([str(record["call_id"])])),
+            "qubit": pa.array(np.asarray(counts["qubit"].to_numpy(), np.int64)),
+            "h": pa.array(np.asarray(counts["h"].to_numpy(), np.float64)),
+            "gauge": pa.array(np.asarray(gauge, np.int8)),
+            "n_down": pa.array(np.asarray(counts["n_down"].to_numpy(), np.int64)),
+            "n_up": pa.array(np.asarray(counts["n_up"].to_numpy(), np.int64)),
+        }).replace_schema_metadata({b"qasa_call": json.dumps(record).encode()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(self.journal / f"{record['call_id']}.parquet", sink.getvalue().to_pybytes())
 
     def store_samples(self, call_id: str, samples: np.ndarray) -> None:
         """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""

@@ -177,3 +177,25 @@ def test_shape_of_anneal_round_trips_through_the_exporter():
     export = to_anneal_schedule(sh, MockDWaveSampler(), 20.0, points=4)
     assert np.allclose(export.schedule, sched, atol=1e-12) and export.max_error < 1e-12
     assert shape_of_anneal(20.0).label == "linear" == shape_of_anneal([(0, 0), (7.5, 1)]).label
+
+
+def test_analogue_runs_from_assessed_datasets_feed_the_trend():
+    import qasa
+    from qasa.fitting import fit
+    from qasa.virtual import VirtualQPU
+
+    vq = VirtualQPU(seed=1, topology_shape=[2], broken_nodes=[])
+    runs = {}
+    for ta in (2.0, 50.0, 400.0):
+        protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=1500, annealing_time=ta, seed=2)
+        ds = qasa.run(protocol, vq)
+        runs[f"{ta:g} µs"] = (ds, fit(ds, "qasa"))
+    records = an.analogue_runs(runs)
+    assert [r["anneal"] for r in records] == [2.0, 50.0, 400.0] and all(r["beta_stderr"] > 0 for r in records)
+    constants = an.device_constants(ds.device.get("solver"))          # the virtual Advantage_system4.1
+    assert constants == {"temperature_mK": 15.4, "schedule": "Advantage_system6.2"}
+    tr = an.analogue_trend(records, **constants)
+    truth = [float(vq.truth_for(annealing_time=ta)["beta"].median()) for ta in (2.0, 50.0, 400.0)]
+    assert np.allclose(tr["measured_beta"], truth, rtol=0.05)          # the fit recovers the device's β trend
+    assert tr["measured_beta"].is_monotonic_increasing and tr["sgd_beta"].is_monotonic_increasing
+    assert an.device_constants("Unknown_solver") == {}

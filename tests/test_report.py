@@ -106,6 +106,11 @@ def test_report_recovers_the_virtual_truth_and_states_provenance(small, tmp_path
         assert (tmp_path / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["model_comparison"]["preferred"] == "qasa"
+    # the device next to its SGD and SA analogues along the anneal that was run (20 µs default)
+    device_row = summary["analogue"][0]
+    assert device_row["system"] == "device (measured)" and device_row["annealing_time"] == 20.0
+    assert device_row["beta"] == pytest.approx(rep.summary.loc["beta", "median"])
+    assert "The device next to its classical analogues" in text
     assert summary["parameters"]["eta"]["unit"] == "h"
     assert "β — inverse temperature (1/h)" in text and "Δ" in text
 
