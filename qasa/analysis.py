@@ -511,6 +511,38 @@ def outcome_section(dataset: Dataset, dataset_path: str | Path) -> dict[str, Any
     return res
 
 
+#: Published physical temperatures of D-Wave solvers (mK; docs/DESIGN.md §2), matched by solver-name prefix.
+PUBLISHED_TEMPERATURE_MK = {"Advantage_system4.1": 15.4, "Advantage_system6.4": 16.0, "Advantage2_system1": 20.0,
+                            "Advantage2_system2.1": 16.7, "Advantage2_research1.5": 17.5}
+_SCHEDULE_OF_TOPOLOGY = {"pegasus": "Advantage_system6.2", "zephyr": "Advantage2_research1.4", "chimera": "DW_2000Q_6"}
+
+
+def _analogue(dataset: Dataset, summary: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+    """The measured device next to its SGD and SA analogues (:func:`qasa.analogues.device_analogue`),
+    driven along the anneal that was run; ``(table, None)`` or ``(None, why not)``."""
+    from qasa import analogues as an
+    from qasa.errors import QasaError
+
+    proto = dataset.metadata.get("protocol") or {}
+    dev = dataset.device
+    anneal = proto.get("anneal_schedule") or proto.get("annealing_time") or dev.get("default_annealing_time")
+    if anneal is None or "beta" not in summary.index or not np.isfinite(summary.loc["beta", "median"]):
+        return None, "no annealing time or no fitted β is known"
+    solver = str(dev.get("solver") or "")
+    temp = next((v for k, v in PUBLISHED_TEMPERATURE_MK.items() if solver.startswith(k)), None)
+    schedule = _SCHEDULE_OF_TOPOLOGY.get(dev.get("topology_type"), "Advantage_system6.2")
+    try:
+        table = an.device_analogue(anneal, float(summary.loc["beta", "median"]), float(summary.loc["beta", "median_se"]),
+                                   temperature_mK=temp or 16.0, schedule=schedule)
+    except (ValueError, QasaError) as exc:
+        return None, str(exc)
+    table.attrs["temperature_mK"] = temp or 16.0
+    table.attrs["temperature_source"] = (f"published for {solver}" if temp else
+                                         "assumed 16 mK (no published temperature for this solver)")
+    table.attrs["schedule"] = schedule
+    return table, None
+
+
 # -- the report objects -----------------------------------------------------------------------------
 @dataclass
 class AssessmentReport:
@@ -536,6 +568,8 @@ class AssessmentReport:
         recovery: :func:`recovery_table` against the known truth (virtual QPU), or ``None``;
             ``truth`` the known per-qubit parameters themselves.
         outcome: outcome correlations within reads, or ``None``.
+        analogue: the device next to its SGD and SA analogues along the same anneal
+            (:func:`qasa.analogues.device_analogue`; its ``attrs`` hold the temperature profile), or ``None``.
         notes: sentences about degenerate or partial data (shown at the top of the report).
     """
 
@@ -561,6 +595,7 @@ class AssessmentReport:
     recovery: pd.DataFrame | None = None
     truth: pd.DataFrame | None = field(default=None, repr=False)
     outcome: dict[str, Any] | None = None
+    analogue: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     device_info: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -612,6 +647,8 @@ class AssessmentReport:
             }
         if self.outcome is not None:
             out["outcome_correlations"] = self.outcome
+        if self.analogue is not None:
+            out["analogue"] = self.analogue.to_dict("records")
         return json_safe(out)
 
     def __repr__(self) -> str:
@@ -689,12 +726,13 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
+    analogue, _ = _analogue(dataset, summary) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
         quality=quality, summary=summary, temperature=_temperature(r), pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
         outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
-        recovery=rec if rec is not None and len(rec) else None, truth=truth, outcome=json_safe(outcome) if outcome else None,
+        recovery=rec if rec is not None and len(rec) else None, truth=truth, analogue=analogue, outcome=json_safe(outcome) if outcome else None,
         notes=notes, device_info={k: v for k, v in dataset.device.items()
                                   if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 

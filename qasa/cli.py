@@ -499,11 +499,13 @@ def _fit_text(fits, comparison) -> str:
         dev = comparison[1]
         lines.append("model comparison (total AIC; qubits best fitted):")
         for m, v in dev["models"].items():
-            lines.append(f"  {m:>15}: AIC {v['aic_total']:.10g}; best for {v['best_for_qubits']} qubits")
+            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.10g}"
+            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
         for t in dev["tests"]:
             lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
                          f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
-        lines.append(f"  preferred: {dev['preferred']}")
+        lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
+                     else "  preferred: none (no qubit was fitted by every model)")
     return "\n".join(lines)
 
 
@@ -574,10 +576,14 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
 @click.option("--compare", is_flag=True, help="Include model comparison in the report.")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
+@click.option("--design", "design_name", default="grid", show_default=True, type=click.Choice(["grid", "adaptive"]),
+              help="grid: the protocol as given; adaptive: pilot, then per-qubit optimal rounds until --target holds.")
+@click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
+              help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01 (%% = relative).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, as_json: bool, quiet: bool,
-           **o: Any) -> None:
+           design_name: str, target: dict[str, Any] | None, **o: Any) -> None:
     """Run, fit and report in one go (default: the built-in virtual QPU, no account needed).
 
     The default device is an Advantage_system4.1-like virtual QPU with known per-qubit truth; the
@@ -588,19 +594,79 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
     from qasa import pipeline
 
     sampler, protocol = _sampler_and_protocol(o, out)
+    extra: dict[str, Any] = {}
+    if design_name == "adaptive":
+        from qasa.adaptive import pilot_from
+
+        if target is None:
+            raise click.BadParameter("--design adaptive needs --target, e.g. beta=1%,b=0.003,eta=0.01",
+                                     param_hint="--target")
+        protocol = pilot_from(protocol, sampler)
+        extra = {"design": "adaptive", "target": target}
+    elif target is not None:
+        raise click.BadParameter("--target applies to --design adaptive only", param_hint="--target")
     result = _with_warnings(quiet or as_json, lambda: pipeline.assess(
         sampler, out, protocol, model=model, compare=compare, max_qpu_seconds=max_qpu_seconds,
-        progress=_progress(quiet or as_json)))
-    _emit(as_json, result.summary, _summary_text(result.summary, result.report_dir))
+        progress=_progress(quiet or as_json), **extra))
+    summary, text = result.summary, _summary_text(result.summary, result.report_dir)
+    if design_name == "adaptive":
+        from qasa.store import DatasetStore
+
+        adaptive = (DatasetStore(out).metadata().get("adaptive") or {}).get("result") or {}
+        summary = {**summary, "adaptive": adaptive}
+        text += (f"\nadaptive design: stopped on {adaptive.get('stopped')} after {adaptive.get('rounds')} rounds; "
+                 f"{adaptive.get('fraction_met', 0):.1%} of qubits within target; "
+                 f"{adaptive.get('reads_per_qubit')} reads per qubit in {adaptive.get('calls')} calls; "
+                 f"QPU access time {adaptive.get('qpu_access_time_s', 0):.2f} s")
+    _emit(as_json, summary, text)
+
+
+def _target(text: str | None) -> dict[str, Any] | None:
+    """Parse --target (one clear error naming the entry and the allowed form)."""
+    if text is None:
+        return None
+    from qasa.design import parse_target
+
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--target") from None
 
 
 @main.command("plan")
 @backend_options
 @protocol_options(h_step=0.025, reads=10_000)
+@click.option("--design", "design_name", default="grid", show_default=True, type=click.Choice(["grid", "adaptive"]),
+              help="adaptive: the expected QPU time of the adaptive plan beside the reference grid's for --target.")
+@click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
+              help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01.")
 @click.option("--json", "as_json", is_flag=True)
-def plan_cmd(as_json: bool, **o: Any) -> None:
+def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o: Any) -> None:
     """Check a protocol against the sampler and estimate its QPU time, without submitting anything."""
-    _plan(o, None, as_json)
+    if design_name == "grid":
+        if target is not None:
+            raise click.BadParameter("--target applies to --design adaptive only", param_hint="--target")
+        _plan(o, None, as_json)
+        return
+    if target is None:
+        raise click.BadParameter("--design adaptive needs --target, e.g. beta=1%,b=0.003,eta=0.01",
+                                 param_hint="--target")
+    from qasa.adaptive import expected_cost, pilot_from
+
+    sampler, protocol = _sampler_and_protocol(o, None)
+    cost = expected_cost(sampler, target, protocol=pilot_from(protocol, sampler))
+
+    def line(name: str, part: dict[str, Any]) -> str:
+        qpu = part["qpu_access_time_s"]
+        shown = f"{qpu:.1f} s ({qpu / 60:.1f} min)" if qpu is not None else "no timing model"
+        return f"  {name:>9}: {part['reads_per_qubit']} reads per qubit in {part['calls']} calls; QPU access time {shown}"
+
+    theta = ", ".join(f"{k}={v:g}" for k, v in cost["theta"].items() if k in ("beta", "b", "gamma", "eta"))
+    text = "\n".join([f"expected cost of target {','.join(f'{k}={v}' for k, v in target.items())} on {cost['qubits']} qubits "
+                      f"(Cramér–Rao bound at typical parameters {theta}; qubits worse than typical need more):",
+                      line("reference", cost["reference"]), line("adaptive", cost["adaptive"]),
+                      f"  reference/adaptive = {cost['ratio']:.2f}"])
+    _emit(as_json, cost, text)
 
 
 @main.command()

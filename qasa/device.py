@@ -213,7 +213,7 @@ def _true_covariance(X: np.ndarray, S: np.ndarray, W: np.ndarray) -> tuple[np.nd
 
 
 def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstrap: int = 999,
-                seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
+                seed: int | None = 0, level: float = 0.95, data=None) -> pd.DataFrame:
     """Share of each parameter's across-qubit variance that is not estimation noise (module docstring).
 
     Args:
@@ -222,13 +222,38 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
         bootstrap: resamples of the qubits for the interval (0: none).
         seed: seed of the resamples.
         level: confidence level.
+        data: the counts the fits were made from (Dataset or Response). When given, the
+            reliability, its interval, ``identified`` and ``verdict`` come from :func:`split_half`
+            (no standard errors needed; robust near bounds), ``var_true``/``var_noise``/``sd_true``
+            follow from it, and the moment estimate is kept as ``reliability_moment``.
 
     Returns:
         One row per parameter (index ``param``): ``qubits``, ``qubits_with_stderr``,
         ``var_observed``, ``var_noise`` (mean squared standard error), ``var_true``, ``sd_true``,
         ``reliability`` with ``reliability_lo``/``reliability_hi``, ``identified``
-        (reliability ≥ :data:`RELIABILITY_MIN`) and ``verdict`` (a sentence).
+        (reliability ≥ :data:`RELIABILITY_MIN`), ``method`` and ``verdict`` (a sentence).
     """
+    out = _moment_reliability(fits, params, bootstrap=bootstrap, seed=seed, level=level)
+    out["method"] = "moments"
+    if data is None or "reliability" not in out:
+        return out
+    half = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level)["reliability"]
+    common = out.index.intersection(half.index)
+    out["reliability_moment"] = out["reliability"]
+    for col in ("reliability", "reliability_lo", "reliability_hi", "identified", "verdict"):
+        out.loc[common, col] = half.loc[common, col]
+    out.loc[common, "method"] = "split-half"
+    r = out.loc[common, "reliability"].astype(float)
+    out.loc[common, "var_true"] = r * out.loc[common, "var_observed"]
+    out.loc[common, "var_noise"] = (1 - r) * out.loc[common, "var_observed"]
+    out.loc[common, "sd_true"] = np.sqrt(np.maximum(out.loc[common, "var_true"].astype(float), 0.0))
+    out["identified"] = out["identified"].astype(bool)
+    return out
+
+
+def _moment_reliability(fits: FitTable, params: Sequence[str] | None, *, bootstrap: int, seed: int | None,
+                        level: float) -> pd.DataFrame:
+    """The method-of-moments reliability (standard errors of the fits); see :func:`reliability`."""
     params = list(params or fits.model.params)
     _, X, S = _estimates(fits, params)
     n = len(X)
@@ -300,8 +325,10 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     No standard error enters, so this stays valid where Wald errors fail — near a bound (η̂ = 0),
     where one qubit with a tiny η̂ can carry an enormous Wald error and make the moment estimate of
     :func:`reliability` meaningless. It measures the share of the spread of the estimates that
-    repeats between independent data, i.e. that is the device. Intervals: percentile bootstrap over
-    qubits (undefined resamples as in :func:`corrected_correlations`).
+    repeats between independent data, i.e. that is the device — or a bias of the estimator that
+    both halves share (e.g. one that depends on each qubit's gauge pattern), which it cannot tell
+    from the device; with few qubits its point estimate is noisy (read the interval). Intervals:
+    percentile bootstrap over qubits (undefined resamples as in :func:`corrected_correlations`).
 
     Args:
         data: a :class:`~qasa.dataset.Dataset` or :class:`~qasa.dataset.Response` (counts).

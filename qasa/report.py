@@ -621,6 +621,36 @@ def _recovery_section(rep: AssessmentReport, page: _Page) -> str:
             "unique truth (docs/DESIGN.md §6).</p>" + table + fig_html)
 
 
+def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
+    a = rep.analogue
+    rows = [[r["system"], _fmt(r["end_temperature"], r["beta_stderr"] / r["beta"] ** 2 if np.isfinite(r["beta_stderr"]) else None),
+             _fmt(r["beta"], r["beta_stderr"] if np.isfinite(r["beta_stderr"]) else None),
+             _fmt(r["freezeout_s"], 0.001), _fmt(r["freezeout_fraction"], 0.001), str(r["note"])]
+            for _, r in a.iterrows()]
+    table = page.table(rows, ["system", "end temperature (units of h)", "β (1/h)", "freeze-out s", "freeze-out t/t_end",
+                              "note"], a, "analogue.csv", numeric=[False, True, True, True, True, False])
+    prof = a.attrs.get("temperature_profile")
+    fig_html = ""
+    if prof is not None and len(prof):
+        fig = _figure(6.4, 3.6)
+        ax = fig.subplots()
+        ax.plot(prof["t"], prof["T"], color="k", lw=1, label="device's instantaneous T(t)")
+        for (_, r), colour in zip(a.iterrows(), ("#c44e52", "#4c72b0", "#55a868")):
+            ax.axhline(r["end_temperature"], color=colour, lw=1, ls="--", label=f"{r['system']}: end T")
+        ax.set_yscale("log")
+        ax.set_xlabel("time in the anneal (µs)")
+        ax.set_ylabel("temperature (units of h)")
+        ax.legend(fontsize=7, frameon=False)
+        fig_html = page.figure(fig, "analogue", "The device's temperature along the anneal and where each system ends")
+    return ("<p>The anneal that was run is a temperature schedule: the device's instantaneous temperature in units "
+            f"of h is T(t) = 2k<sub>B</sub>T/B(s(t)) ({html.escape(a.attrs.get('temperature_source', ''))}; B(s) from "
+            f"the {html.escape(a.attrs.get('schedule', ''))} table, which D-Wave says can be off by up to 30 %). SGD "
+            "on the noisy quadratic model and simulated annealing driven along the same T(t) end at the "
+            "temperatures below; the device ends at 1/β of its median fitted β, and each end temperature is "
+            "placed at the point of the anneal that was that hot (<code>qasa.analogues.device_analogue</code>).</p>"
+            + table + fig_html)
+
+
 def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str], progress: bool | None) -> Path:
     page = _Page(out, formats)
     steps: list[tuple[str, str, Callable[[], str]]] = [("summary", "Summary", lambda: _summary_section(rep, page))]
@@ -646,6 +676,8 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
         steps.append(("outcomes", "Outcome correlations within reads", lambda: _outcome_section(rep, page)))
     if rep.recovery is not None:
         steps.append(("recovery", "Recovery of the hidden truth", lambda: _recovery_section(rep, page)))
+    if rep.analogue is not None:
+        steps.append(("analogue", "The device next to its classical analogues", lambda: _analogue_section(rep, page)))
     bar = _progress(progress, len(steps) + 1, "report")
     try:
         for key, title, build in steps:

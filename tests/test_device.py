@@ -318,3 +318,10 @@ def test_split_half_reliability_tracks_the_truth_for_eta(reads, identified):
     assert ("not identified" in rel.loc["eta", "verdict"]) != identified
     c = out["correlations"].set_index(["a", "b"])
     assert (c["corrected_lo"] <= 0).all() and (c["corrected_hi"] >= 0).all()     # independent truth
+    # device.reliability with the counts takes its verdict from the two halves
+    both = dv.reliability(dv.point_fit(r, "qasa"), bootstrap=99, seed=1, data=r)
+    assert (both["method"] == "split-half").all() and "reliability_moment" in both
+    assert both.loc["eta", "reliability"] == rel.loc["eta", "reliability"]
+    assert both.loc["eta", "identified"] == identified
+    assert both.loc["eta", "sd_true"] ** 2 == pytest.approx(rel.loc["eta", "reliability"] * both.loc["eta", "var_observed"]
+                                                            if rel.loc["eta", "reliability"] > 0 else 0.0, abs=1e-12)

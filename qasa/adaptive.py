@@ -1,0 +1,500 @@
+r"""Adaptive assessment: the least QPU time for a requested precision, round by round, resumable.
+
+Stages
+    1. **Pilot**: a short permuted grid (:class:`~qasa.protocol.Protocol` with ``design="permuted"``;
+       by default ±1 in steps of 0.05, one call per h value) gives every qubit a first fit.
+    2. **Rounds**: fit every qubit (maximum likelihood, programmed frame); check the stopping rule;
+       plan the next round; run it. A round is ``C`` calls of ``R`` reads (``R`` the protocol's
+       ``reads_per_call``), each call carrying one field per qubit. Qubits are independent but share
+       calls, so every qubit gets the same ``C`` calls per round and its design is *where* they go:
+       a whole number of calls at each of a few quantized fields (:func:`qasa.design.allocate`).
+
+Stopping rule
+    Every targeted parameter's 95 % interval half-width is within its target (``target``, e.g.
+    ``{"beta": "1%", "b": 0.003, "eta": 0.01}``) on at least ``fraction`` of the qubits — or the
+    QPU-time budget ``max_qpu_seconds`` is spent, or ``max_rounds`` rounds have run. Half-widths are
+    taken from the fit's interval columns ``<p>_lo``/``<p>_hi`` when the fit provides them (profile
+    likelihood), otherwise ``z · stderr``; a parameter without a finite interval misses its target.
+
+Planning a round (a deterministic function of the seed and the data of earlier rounds)
+    At the current estimates θ̂ (NaN rows take the median; parameters bounded below by 0 are floored
+    at half their median, since at η = 0 the information about η vanishes and a design would ask
+    for infinitely many reads), with ``M₀`` the expected information of each qubit's data so far:
+
+    - ``N_q`` = reads qubit q still needs on its own optimal design (:func:`qasa.design.required_reads`
+      with prior ``M₀``; 0 for qubits already within target);
+    - the round reads ``N`` = the ``fraction`` quantile of ``N_q`` — the reads that bring that fraction
+      of qubits to target if the Cramér–Rao prediction holds — kept between ``min_step`` and
+      ``growth`` times the reads so far (early estimates are rough) and within the budget;
+    - each qubit's design for those ``N`` reads is optimal *given* ``M₀`` (``minimax`` criterion,
+      :func:`qasa.design.optimal_design`), so reads go where they reduce the uncertainty that still
+      misses its target.
+
+Checkpoints
+    Before a round runs, its plan (per-qubit fields and numbers of calls, with the figures it was
+    derived from) is written atomically to ``OUT/design/round-NNN.json``; its calls have ids
+    ``aNNN-cNNNNN``, fields shuffled by ``(seed, round)`` and seeds ``(seed, index)``, and are run by
+    :func:`qasa.runner.run` (journaled one by one, budget-checked). A killed run resumes: finished
+    rounds are skipped, a round whose plan exists is completed from that plan, and the next plan is
+    computed from exactly the data an uninterrupted run would have had — so resume gives the same
+    data. ``metadata["adaptive"]`` holds the settings (a resume with other settings is refused) and,
+    at the end, the result: rounds, stop reason, fraction within target, reads per qubit, QPU time.
+
+The design lives in the programmed frame (the field each qubit is actually given), which is the frame
+of the fit; designed calls therefore carry identity gauges — a gauge would only relabel the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import dimod
+import numpy as np
+import pandas as pd
+
+from qasa import design as D
+from qasa.cost import BudgetError, estimate_call
+from qasa.dataset import Dataset, Response, atomic_write_json, utcnow
+from qasa.errors import DatasetError, ProtocolError
+from qasa.models import Model, get_model
+from qasa.protocol import Call, Protocol, h_grid
+from qasa.store import DatasetStore
+
+__all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
+           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus"]
+
+#: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
+#: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
+TYPICAL = {"beta": 5.05, "b": 0.0, "gamma": 0.1, "eta": 0.02, "sigma": 0.02, "epsilon": 5e-4}
+
+_DESIGN_DIR = "design"
+
+
+def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: float = 0.05, **kwargs: Any) -> Protocol:
+    """The default pilot: a permuted ±``h_max`` grid, one call of ``reads_per_call`` reads per h value."""
+    return Protocol.grid(h_max, h_step, reads_per_h=reads_per_call, reads_per_call=reads_per_call,
+                         design="permuted", **kwargs)
+
+
+def pilot_from(protocol: Protocol, sampler: dimod.Sampler) -> Protocol:
+    """The default pilot with ``protocol``'s qubits, seed, anneal, gauge and sampler settings (the
+    CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
+    if protocol.design == "permuted":
+        return protocol
+    props = getattr(sampler, "properties", {}) or {}
+    R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
+    return pilot_protocol(R).replace(
+        qubits=protocol.qubits, seed=protocol.seed, spin_reversal=protocol.spin_reversal,
+        annealing_time=protocol.annealing_time, anneal_schedule=protocol.anneal_schedule,
+        h_gain_schedule=protocol.h_gain_schedule, flux_drift_compensation=protocol.flux_drift_compensation,
+        sampler_params=protocol.sampler_params)
+
+
+# -- precision status --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrecisionStatus:
+    """Interval half-widths against the targets, per qubit.
+
+    Attributes:
+        qubits: qubit labels ``(n,)``.
+        half_width: 95 % half-widths ``(n, p)`` (NaN: no finite interval; untargeted columns too).
+        target: half-width targets ``(n, p)`` (``inf`` = untargeted).
+        met: all targeted parameters within target, ``(n,)``.
+    """
+
+    qubits: np.ndarray
+    half_width: np.ndarray
+    target: np.ndarray
+    met: np.ndarray
+
+    @property
+    def fraction(self) -> float:
+        """Fraction of qubits within every target."""
+        return float(self.met.mean()) if len(self.met) else 0.0
+
+
+def precision_status(fits, target: Mapping[str, float | str], level: float = 0.95) -> PrecisionStatus:
+    """Which qubits of a :class:`~qasa.fitting.FitTable` meet the precision ``target`` (module docstring)."""
+    model = fits.model
+    target = D.parse_target(target, model)
+    table = fits.table
+    z = D.z_value(level)
+    theta = table[list(model.params)].to_numpy(float)
+    hw = np.full(theta.shape, np.nan)
+    goal = np.full(theta.shape, np.inf)
+    for j, p in enumerate(model.params):
+        if p not in target:
+            continue
+        if f"{p}_lo" in table and f"{p}_hi" in table:
+            hw[:, j] = 0.5 * (table[f"{p}_hi"].to_numpy(float) - table[f"{p}_lo"].to_numpy(float))
+        else:
+            hw[:, j] = z * table[f"{p}_stderr"].to_numpy(float)
+        value = target[p]
+        goal[:, j] = (float(value[:-1]) / 100.0 * np.abs(theta[:, j])) if isinstance(value, str) else float(value)
+    targeted = np.isfinite(goal).any(0) | np.isnan(goal).any(0)
+    with np.errstate(invalid="ignore"):
+        ok = (hw <= goal) & np.isfinite(hw)
+    met = ok[:, targeted].all(1) & (table["quality"].to_numpy() != "failed")
+    return PrecisionStatus(table["qubit"].to_numpy(np.int64), hw, goal, met)
+
+
+# -- planning ----------------------------------------------------------------------------------------
+def _design_theta(model: Model, theta: np.ndarray) -> np.ndarray:
+    """Parameters to design at: NaN rows → medians; parameters bounded below by 0 floored at half their median."""
+    theta = np.array(theta, float)
+    finite = np.isfinite(theta).all(1)
+    med = np.nanmedian(theta[finite], axis=0) if finite.any() else np.array(
+        [TYPICAL.get(p, s) for p, s in zip(model.params, model.scale)])
+    theta[~finite] = med
+    for j, lo in enumerate(model.lower):
+        if lo == 0.0:
+            theta[:, j] = np.maximum(theta[:, j], 0.5 * abs(med[j]) if med[j] != 0 else model.scale[j])
+    return theta
+
+
+def plan_round(model: Model | str, response: Response, fits, target: Mapping[str, float | str],
+               candidates: np.ndarray, *, reads_per_call: int, fraction: float = 0.95, level: float = 0.95,
+               criterion: str = "minimax", growth: float = 3.0, min_step: float = 0.05,
+               max_calls: int | None = None, step: float = 0.005) -> dict[str, Any] | None:
+    """The next round's design (module docstring), or ``None`` when no call fits ``max_calls``.
+
+    Args:
+        model: the model fitted.
+        response: the data so far (programmed frame), rows in the order of the round's qubits.
+        fits: the fit of ``response`` (same rows).
+        target: precision target (:func:`qasa.design.parse_target`).
+        candidates: candidate fields (:func:`qasa.design.candidate_fields` of the sampler's h_range).
+        reads_per_call: reads of each call.
+        fraction, level: stopping rule (module docstring).
+        criterion: design criterion (:data:`qasa.design.CRITERIA`).
+        growth, min_step: a round's reads are kept within ``[min_step, growth]`` times the reads so far.
+        max_calls: the most calls the budget allows (``None``: no limit).
+        step: quantization of the fields.
+
+    Returns:
+        A JSON-compatible dict: ``calls``, ``reads_per_call``, ``fields`` and ``counts`` (per qubit,
+        lists), ``predicted_reads`` (the quantile of ``N_q``), ``reads_so_far``, ``fraction_met``.
+    """
+    model = get_model(model)
+    table = fits.table.set_index("qubit").loc[response.qubits]
+    status_met = precision_status(fits, target, level)
+    met = pd.Series(status_met.met, index=status_met.qubits).loc[response.qubits].to_numpy()
+    theta = _design_theta(model, table[list(model.params)].to_numpy(float))
+    t = D.sd_targets(model, target, theta, level)
+    prior = D.information(model, response.h, response.n_total.astype(float), theta)
+    w_alone = D.optimal_design(model, theta, candidates, t, criterion=criterion)
+    need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior)
+    need = np.where(met, 0.0, np.where(np.isnan(need), np.inf, need))
+    predicted = float(np.quantile(need, fraction, method="higher")) if len(need) else 0.0
+    so_far = float(response.n_total.sum(1).max()) if response.n_total.size else 0.0
+    reads = min(max(predicted, min_step * so_far, reads_per_call), max(growth * so_far, reads_per_call))
+    calls = int(math.ceil(reads / reads_per_call - 1e-9))
+    if max_calls is not None:
+        calls = min(calls, int(max_calls))
+    if calls < 1:
+        return None
+    w = D.optimal_design(model, theta, candidates, t, criterion=criterion, prior=prior,
+                         reads=float(calls * reads_per_call))
+    fields, counts = D.allocate(candidates, w, calls, step=step)
+    keep = counts > 0
+    return {"calls": calls, "reads_per_call": int(reads_per_call),
+            "qubits": [int(q) for q in response.qubits],
+            "fields": [[float(v) for v in f[k]] for f, k in zip(fields, keep)],
+            "counts": [[int(v) for v in c[k]] for c, k in zip(counts, keep)],
+            "predicted_reads": predicted if math.isfinite(predicted) else None,
+            "reads_so_far": so_far, "fraction_met": float(met.mean()) if len(met) else 0.0,
+            "criterion": criterion, "created": utcnow()}
+
+
+def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -> list[Call]:
+    """The calls of a planned round, in a seeded order (a function of the plan, seed and round only).
+
+    Each qubit's fields (``counts`` calls at each) are shuffled over the round's calls with a
+    generator seeded by ``(seed, 3, round, qubit position)``; gauges are the identity (the design is
+    in the programmed frame).
+    """
+    if protocol.qubits is None or protocol.seed is None:
+        raise ProtocolError("protocol must be resolved (qubits and seed set) before a round is expanded")
+    qubits = [int(q) for q in protocol.qubits]
+    row = {int(q): j for j, q in enumerate(plan["qubits"])}
+    if sorted(row) != sorted(qubits):
+        raise DatasetError("the stored round plan is for other qubits than the dataset's protocol")
+    C = int(plan["calls"])
+    H = np.empty((C, len(qubits)))
+    for i, q in enumerate(qubits):
+        f, c = plan["fields"][row[q]], plan["counts"][row[q]]
+        seq = np.repeat(np.asarray(f, float), np.asarray(c, int))
+        if len(seq) != C:
+            raise DatasetError(f"round {round_index} plan gives qubit {qubits[i]} {len(seq)} calls, not {C}")
+        H[:, i] = seq[np.random.default_rng([protocol.seed, 3, round_index, i]).permutation(C)]
+    ones = np.ones(len(qubits), dtype=np.int8)
+    R = int(plan["reads_per_call"])
+    return [Call(f"a{round_index:03d}-c{c:05d}", round_index * 1_000_000 + c, -1, H[c], 0, R, ones)
+            for c in range(C)]
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+def _settings(model: Model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step):
+    return {"model": model.name, "target": D.parse_target(target, model), "fraction": fraction, "level": level,
+            "criterion": criterion, "h_range": [float(h_range[0]), float(h_range[1])], "step": step,
+            "max_rounds": max_rounds, "growth": growth, "min_step": min_step}
+
+
+def _check_options(fraction, level, criterion, growth, min_step, max_rounds, step):
+    if not (0.0 < fraction <= 1.0):
+        raise ValueError(f"fraction={fraction!r} must lie in (0, 1]")
+    D.z_value(level)
+    if criterion not in D.CRITERIA:
+        raise ValueError(f"criterion={criterion!r}; choose one of {list(D.CRITERIA)}")
+    if not (growth >= 1.0 and math.isfinite(growth)):
+        raise ValueError(f"growth={growth!r} must be a finite number ≥ 1")
+    if not (0.0 < min_step <= growth):
+        raise ValueError(f"min_step={min_step!r} must lie in (0, growth]")
+    if not (isinstance(max_rounds, (int, np.integer)) and max_rounds >= 1):
+        raise ValueError(f"max_rounds={max_rounds!r} must be a positive integer")
+    if not (step > 0 and math.isfinite(step)):
+        raise ValueError(f"step={step!r} must be a positive number")
+
+
+def fit_with_restarts(response: Response, model: Model | str = "qasa"):
+    """Fit every qubit, then refit with one more start per qubit: its first estimate with the
+    parameters bounded below by 0 raised to at least half their median over qubits.
+
+    A fit that stopped on the spurious η = 0 optimum of the QASA likelihood (DESIGN.md §3, §6: at
+    η = 0 the score of η vanishes, so a projected step cannot leave the bound) is restarted away
+    from it; the better log-likelihood per qubit is kept. Both passes depend on the data only, so a
+    resumed assessment plans from the same fits.
+    """
+    from qasa.fitting import fit
+
+    model = get_model(model)
+    first = fit(response, model)
+    theta = first.table.set_index("qubit").loc[response.qubits, list(model.params)].to_numpy(float)
+    extra = _restart(model, theta)
+    if np.array_equal(extra, theta):
+        return first
+    nd, nt = response.n_down.astype(float), response.n_total.astype(float)
+    return fit(response, model, starts=list(model.starts(response.h, nd, nt)) + [extra])
+
+
+def _restart(model: Model, theta: np.ndarray) -> np.ndarray:
+    """A start per qubit away from the bounds at 0: each such parameter at least the median of its
+    positive estimates over qubits (or :data:`TYPICAL`); for the QASA model β is raised to keep the
+    slope at the centre, β sech²(βη) (DESIGN.md §3), as the model's own starts do."""
+    theta = np.array(theta, float)
+    finite = np.isfinite(theta).all(1)
+    out = _design_theta(model, theta)
+    for j, (name, lo) in enumerate(zip(model.params, model.lower)):
+        if lo != 0.0 or j == 0:
+            continue
+        col = theta[finite, j]
+        pos = col[col > 0]
+        level = float(np.median(pos)) if pos.size else TYPICAL.get(name, model.scale[j])
+        out[:, j] = np.maximum(out[:, j], level)
+    if model.name.startswith("qasa"):
+        c_old = theta[:, 0] * np.where(np.isfinite(theta[:, 3]), theta[:, 3], 0.0)
+        c_new = out[:, 0] * out[:, 3]
+        out[:, 0] = np.where(finite, out[:, 0] * np.cosh(c_new) ** 2 / np.cosh(c_old) ** 2, out[:, 0])
+    return out
+
+
+def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str, float | str] | str, *,
+                    protocol: Protocol | None = None, model: Model | str = "qasa", fraction: float = 0.95,
+                    level: float = 0.95, max_qpu_seconds: float | None = None,
+                    progress: Callable[[int, int], None] | None = None, criterion: str = "minimax",
+                    h_range: tuple[float, float] | None = None, step: float = 0.005, max_rounds: int = 30,
+                    growth: float = 3.0, min_step: float = 0.05,
+                    on_round: Callable[[int, dict[str, Any]], None] | None = None) -> Dataset:
+    """Adaptive assessment of every qubit to a precision target (module docstring) — what
+    ``qasa assess OUT --design adaptive --target ...`` runs.
+
+    Args:
+        sampler: any :class:`dimod.Sampler` (the virtual QPU, a QPU, a test sampler).
+        out: dataset directory (required: every round is checkpointed there; re-running resumes).
+        target: 95 % half-width per parameter, e.g. ``{"beta": "1%", "b": 0.003, "eta": 0.01}`` or
+            ``"beta=1%,b=0.003,eta=0.01"``.
+        protocol: the pilot (default :func:`pilot_protocol`); its qubits, seed, anneal settings and
+            ``reads_per_call`` apply to every round.
+        model: the model whose parameters are targeted.
+        fraction: fraction of qubits that must meet every target.
+        level: interval level of the targets.
+        max_qpu_seconds: QPU-time budget of the whole dataset; the assessment stops before exceeding it.
+        progress: ``progress(done, total)`` within each run of calls.
+        criterion: design criterion (``"minimax"``; ``"D"`` ignores the targets' balance).
+        h_range: fields the design may use (default: the sampler's ``h_range``, divided by the
+            largest |h gain| of the protocol's h-gain schedule).
+        step: quantization of designed fields.
+        max_rounds: the most adaptive rounds.
+        growth, min_step: bounds on a round's reads relative to the reads so far.
+        on_round: called as ``on_round(round, info)`` after each fit (info: fraction within target,
+            reads per qubit, QPU seconds so far) — for progress displays and benchmarks.
+
+    Returns:
+        The :class:`~qasa.dataset.Dataset`; ``metadata["adaptive"]["result"]`` reports the rounds,
+        the stop reason (``"target"``, ``"budget"``, ``"max_rounds"``), the fraction of qubits within
+        target, reads per qubit and QPU access time spent.
+
+    Raises:
+        ValueError: bad options or target (before any call).
+        DatasetError: ``out`` holds a dataset of other adaptive settings.
+    """
+    from qasa.runner import prepare, run
+
+    model = get_model(model)
+    if out is None:
+        raise ValueError("an adaptive assessment needs an output directory: its rounds are checkpointed there")
+    target = D.parse_target(target, model)
+    _check_options(fraction, level, criterion, growth, min_step, max_rounds, step)
+    props = getattr(sampler, "properties", {}) or {}
+    pilot = protocol if protocol is not None else pilot_protocol(
+        min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
+    pilot = prepare(pilot, sampler, out)           # every check, before any call
+    if h_range is None:
+        h_range = tuple(props.get("h_range") or (-max(abs(h) for h in pilot.h_values), max(abs(h) for h in pilot.h_values)))
+        if pilot.h_gain_schedule is not None:
+            gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
+            h_range = (h_range[0] / gain, h_range[1] / gain)
+    settings = _settings(model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step)
+    out = Path(out)
+    store = DatasetStore(out)
+    if store.exists:
+        stored = (store.metadata().get("adaptive") or {}).get("settings")
+        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
+            diff = [k for k in settings if stored.get(k) != json.loads(json.dumps(settings))[k]]
+            raise DatasetError(f"{out} holds an adaptive assessment with other settings ({', '.join(diff)}); "
+                               "use another directory or the same options")
+    reason = None
+    try:
+        run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
+    except BudgetError:
+        if not store.exists:        # the pilot alone is over budget: nothing was submitted
+            raise
+        reason = "budget"
+    protocol = Protocol.from_dict(store.metadata()["protocol"])
+    with store.writing():
+        meta = store.metadata()
+        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings})
+    candidates = D.candidate_fields(h_range, step=step)
+    R = int(protocol.reads_per_call)
+    per_call = estimate_call(sampler, protocol, len(protocol.qubits), R)
+    folder = out / _DESIGN_DIR
+    history: list[dict[str, Any]] = []
+    rnd = 1
+    status = None
+    while reason is None:
+        path = folder / f"round-{rnd:03d}.json"
+        if path.is_file():
+            plan = json.loads(path.read_text())
+        else:
+            ds = store.load()
+            response = ds.response(qubits=protocol.qubits)
+            fits = fit_with_restarts(response, model)
+            status = precision_status(fits, target, level)
+            info = {"round": rnd, "fraction_met": status.fraction,
+                    "reads_per_qubit": float(response.n_total.sum(1).max()),
+                    "qpu_access_time_s": store.spent_qpu_us() / 1e6}
+            history.append(info)
+            if on_round is not None:
+                on_round(rnd, info)
+            if status.fraction >= fraction:
+                reason = "target"
+                break
+            if rnd > max_rounds:
+                reason = "max_rounds"
+                break
+            max_calls = None
+            if max_qpu_seconds is not None and per_call:
+                max_calls = int((max_qpu_seconds * 1e6 - store.spent_qpu_us()) // per_call)
+            plan = plan_round(model, response, fits, target, candidates, reads_per_call=R, fraction=fraction,
+                              level=level, criterion=criterion, growth=growth, min_step=min_step,
+                              max_calls=max_calls, step=step)
+            if plan is None:
+                reason = "budget"
+                break
+            with store.writing():
+                folder.mkdir(exist_ok=True)
+                atomic_write_json(path, plan)
+        try:
+            run(protocol, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
+                calls=round_calls(plan, protocol, rnd))
+        except BudgetError:
+            reason = "budget"
+        rnd += 1
+    ds = store.load()
+    if status is None or reason != "target":
+        response = ds.response(qubits=protocol.qubits)
+        status = precision_status(fit_with_restarts(response, model), target, level)
+    reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
+    result = {"stopped": reason, "rounds": rnd - 1, "fraction_met": status.fraction,
+              "reads_per_qubit": int(reads.max()) if reads.size else 0,
+              "calls": int(len(ds.calls)), "qpu_access_time_s": store.spent_qpu_us() / 1e6,
+              "finished": utcnow()}
+    with store.writing():
+        meta = store.metadata()
+        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings, "result": result})
+    ds.metadata["adaptive"] = {"settings": settings, "result": result}
+    return ds
+
+
+# -- expected cost (qasa plan) -----------------------------------------------------------------------
+def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | str, *, model: Model | str = "qasa",
+                  theta: Mapping[str, float] | None = None, protocol: Protocol | None = None,
+                  reference: Protocol | None = None, level: float = 0.95,
+                  h_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Expected reads and QPU time of the adaptive plan and of the reference grid for ``target``.
+
+    Both come from the Cramér–Rao bound at one set of *typical* parameters ``theta`` (default
+    :data:`TYPICAL`, Advantage-like), not from the device: the reference grid (the same h on every
+    qubit, ``reference`` default the ±1 step-0.025 grid) needs ``max_j V_j/t_j²`` reads spread
+    uniformly; the adaptive plan spends the pilot, then the optimal design's remaining reads given
+    the pilot's information. Qubits worse than typical need more under either design.
+
+    Returns:
+        ``{"theta": ..., "reference": {...}, "adaptive": {...}, "ratio": reference/adaptive QPU time}``
+        where each part gives ``reads_per_qubit``, ``calls`` and ``qpu_access_time_s`` (None without a
+        timing model).
+    """
+    from qasa.runner import prepare
+
+    model = get_model(model)
+    target = D.parse_target(target, model)
+    values = dict(TYPICAL, **(theta or {}))
+    missing = [p for p in model.params if p not in values]
+    if missing:
+        raise ValueError(f"give typical values for {missing}")
+    th = np.array([[values[p] for p in model.params]], float)
+    t = D.sd_targets(model, target, th, level)
+    props = getattr(sampler, "properties", {}) or {}
+    pilot = prepare(protocol if protocol is not None else pilot_protocol(
+        min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))), sampler)
+    R = pilot.reads_per_call
+    ref = reference if reference is not None else Protocol.grid(1.0, 0.025, reads_per_call=R)
+    ref_x = np.array(ref.h_values)
+    n_ref = float(D.required_reads(model, th, ref_x, np.ones(len(ref_x)), t)[0])
+    ref_reads_per_h = int(math.ceil(n_ref / len(ref_x)))
+    ref_calls = len(ref_x) * int(math.ceil(ref_reads_per_h / R))
+    h_range = h_range or tuple(props.get("h_range") or (-1.0, 1.0))
+    cand = D.candidate_fields(h_range)
+    prior = D.information(model, np.array(pilot.h_values), np.full(len(pilot.h_values), float(pilot.reads_per_h)), th)
+    w = D.optimal_design(model, th, cand, t)
+    rest = float(D.required_reads(model, th, cand, w, t, prior=prior)[0])
+    ada_calls = pilot.num_calls + int(math.ceil(rest / R))
+    n = len(pilot.qubits or ())
+    per_call = estimate_call(sampler, pilot, n, R)
+    ref_per_call = estimate_call(sampler, ref.replace(qubits=pilot.qubits, seed=0), n, R)
+
+    def seconds(calls, per):
+        return None if per is None else calls * per / 1e6
+
+    out = {"theta": values, "target": target, "qubits": n, "bound": "Cramér–Rao at typical parameters",
+           "reference": {"reads_per_qubit": ref_calls * R, "calls": ref_calls,
+                         "qpu_access_time_s": seconds(ref_calls, ref_per_call)},
+           "adaptive": {"reads_per_qubit": ada_calls * R, "calls": ada_calls,
+                        "pilot_calls": pilot.num_calls, "qpu_access_time_s": seconds(ada_calls, per_call)}}
+    a, r = out["adaptive"]["qpu_access_time_s"], out["reference"]["qpu_access_time_s"]
+    out["ratio"] = (r / a) if a and r else ref_calls / ada_calls
+    return out

@@ -1,0 +1,170 @@
+"""Adaptive assessment: unbiased estimates on two different samplers, the stopping rule, the budget,
+resume after SIGKILL equal to an uninterrupted run, settings and target checks, expected cost."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from adaptive_worker import TARGET, assess
+from adaptive_worker import sampler as slow_sampler
+from conftest import kill_worker_midway
+from qasa_sampler import QASAModelCountSampler
+
+import qasa
+from qasa import adaptive as A
+from qasa import design as D
+from qasa.cost import BudgetError
+from qasa.errors import DatasetError
+
+PARAMS = ["beta", "b", "gamma", "eta"]
+
+
+def _unbiased(ds, truth, qubits):
+    """Mean error over qubits within 3.5 standard errors of zero, for every parameter."""
+    f = A.fit_with_restarts(ds.response(qubits=qubits), "qasa").table.set_index("qubit").loc[list(qubits)]
+    for p in PARAMS:
+        err = f[p].to_numpy(float) - truth.loc[list(qubits), p].to_numpy(float)
+        assert np.isfinite(err).all()
+        se = err.std(ddof=1) / np.sqrt(len(err))
+        assert abs(err.mean()) < 3.5 * se, (p, err.mean(), se)
+    return f
+
+
+def _check_result(ds, target, fraction=0.95):
+    res = ds.metadata["adaptive"]["result"]
+    assert res["stopped"] == "target" and res["fraction_met"] >= fraction
+    st = A.precision_status(A.fit_with_restarts(ds.response(), "qasa"), target)
+    assert st.fraction == pytest.approx(res["fraction_met"])
+    return res
+
+
+def test_adaptive_estimates_are_unbiased_on_the_qasa_model_sampler(tmp_path):
+    """A sampler that is not the virtual QPU: independent per-qubit truth, β 3–10, |b| ~ 0.02."""
+    s = QASAModelCountSampler(qubits=150, seed=8, eta=(0.04, 0.08), eta_zero_fraction=0.0)
+    target = {"beta": "2%", "b": 0.004, "eta": 0.015}
+    ds = A.assess_adaptive(s, tmp_path / "a", target, protocol=A.pilot_protocol(5000, h_step=0.1, seed=2))
+    res = _check_result(ds, target)
+    truth = s.truth.set_index("qubit")
+    _unbiased(ds, truth, tuple(s.nodelist))
+    # per-qubit fields on the 0.005 grid, recorded per (call, qubit); each round's plan on disk
+    designed = ds.counts[ds.counts["call_id"].str.startswith("a")]
+    assert designed.groupby("call_id")["h"].nunique().max() > 1
+    assert np.allclose(designed["h"] / 0.005, np.round(designed["h"] / 0.005))
+    plans = sorted((tmp_path / "a" / "design").glob("round-*.json"))
+    assert len(plans) == res["rounds"] >= 1
+    # cheaper than the reference grid would be for the same Cramér–Rao precision at the truth
+    theta = truth.loc[list(s.nodelist), PARAMS].to_numpy()
+    t = D.sd_targets("qasa", target, theta)
+    grid = np.array(qasa.h_grid(1.0, 0.025))
+    need_ref = np.quantile(D.required_reads("qasa", theta, grid, np.ones(len(grid)), t), 0.95)
+    assert res["reads_per_qubit"] < need_ref
+
+
+def test_adaptive_estimates_are_unbiased_on_the_virtual_qpu(tmp_path):
+    s = qasa.get_sampler("emulator", topology_type="pegasus", topology_shape=[4], seed=3, drift_sd=0.0,
+                         readout_error_max=0.0, eta_mean=0.05)
+    qubits = tuple(sorted(s.nodelist)[:120])
+    target = {"beta": "1.5%", "b": 0.004, "eta": 0.015}
+    ds = A.assess_adaptive(s, tmp_path / "v", target, protocol=A.pilot_protocol(10_000, seed=5, qubits=qubits))
+    res = _check_result(ds, target)
+    assert res["qpu_access_time_s"] == pytest.approx(np.nansum(ds.calls["qpu_access_time"]) / 1e6)
+    _unbiased(ds, s.truth, qubits)
+
+
+def test_budget_stops_the_adaptive_assessment_within_it(tmp_path):
+    s = qasa.get_sampler("emulator", topology_type="pegasus", topology_shape=[4], seed=3)
+    qubits = tuple(sorted(s.nodelist)[:30])
+    pilot = A.pilot_protocol(2000, seed=1, qubits=qubits)
+    ds = A.assess_adaptive(s, tmp_path / "b", "beta=0.5%,b=0.001,eta=0.005", protocol=pilot, max_qpu_seconds=40.0)
+    res = ds.metadata["adaptive"]["result"]
+    assert res["stopped"] == "budget"
+    assert 20.0 < res["qpu_access_time_s"] <= 40.0
+    assert res["fraction_met"] < 0.95
+    # a budget below the pilot: nothing is submitted
+    with pytest.raises(BudgetError):
+        A.assess_adaptive(s, tmp_path / "c", "beta=1%", protocol=pilot, max_qpu_seconds=1.0)
+    assert not (tmp_path / "c" / "metadata.json").exists()
+
+
+def test_bad_target_or_options_fail_before_any_call_and_other_settings_are_refused(tmp_path):
+    s = QASAModelCountSampler(qubits=10, seed=1)
+    for target, msg in (("beta=1%,tau=2", "not a parameter"), ({"b": -1}, "positive"), ("", "empty")):
+        with pytest.raises(ValueError, match=msg):
+            A.assess_adaptive(s, tmp_path / "x", target)
+    with pytest.raises(ValueError, match="fraction"):
+        A.assess_adaptive(s, tmp_path / "x", "beta=1%", fraction=1.5)
+    with pytest.raises(ValueError, match="output directory"):
+        A.assess_adaptive(s, None, "beta=1%")
+    assert not (tmp_path / "x").exists()
+    pilot = A.pilot_protocol(2000, h_step=0.1, seed=3)
+    A.assess_adaptive(s, tmp_path / "y", "beta=20%", protocol=pilot)
+    before = qasa.Dataset.load(tmp_path / "y")
+    with pytest.raises(DatasetError, match="other settings"):
+        A.assess_adaptive(s, tmp_path / "y", "beta=10%", protocol=pilot)
+    assert qasa.Dataset.load(tmp_path / "y").counts.equals(before.counts)
+
+
+def test_resume_after_sigkill_mid_round_gives_the_data_of_an_uninterrupted_run(tmp_path):
+    whole = assess(tmp_path / "whole")
+    res = whole.metadata["adaptive"]["result"]
+    assert res["stopped"] == "target" and res["rounds"] >= 2
+
+    def mid_round(out):
+        return (out / "design" / "round-001.json").is_file()
+
+    done = kill_worker_midway("adaptive_worker.py", [tmp_path / "killed", 0.02], tmp_path / "killed", 3,
+                              until=mid_round)
+    assert done < len(whole.calls)
+    resumed = assess(tmp_path / "killed")
+    a, b = whole.sorted(), resumed.sorted()
+    assert a.counts.equals(b.counts)
+    for p in sorted((tmp_path / "whole" / "design").glob("round-*.json")):
+        x, y = json.loads(p.read_text()), json.loads((tmp_path / "killed" / "design" / p.name).read_text())
+        x.pop("created"), y.pop("created")
+        assert x == y
+    res_b = resumed.metadata["adaptive"]["result"]
+    assert {k: res_b[k] for k in ("stopped", "rounds", "fraction_met", "reads_per_qubit", "calls")} == \
+        {k: res[k] for k in ("stopped", "rounds", "fraction_met", "reads_per_qubit", "calls")}
+    # running again on a finished assessment submits nothing
+    again = assess(tmp_path / "killed")
+    assert again.sorted().counts.equals(b.counts)
+
+
+def test_expected_cost_of_the_adaptive_plan_is_a_fraction_of_the_reference_grid():
+    s = qasa.get_sampler("emulator", topology_type="pegasus", topology_shape=[4], seed=3)
+    cost = A.expected_cost(s, "beta=1%,b=0.003,eta=0.01", protocol=A.pilot_protocol(qubits=tuple(s.nodelist[:50])))
+    assert 2.0 < cost["ratio"] < 3.5
+    assert cost["adaptive"]["qpu_access_time_s"] < cost["reference"]["qpu_access_time_s"]
+    assert cost["adaptive"]["calls"] >= cost["adaptive"]["pilot_calls"] == 41
+
+
+@pytest.mark.slow
+def test_cli_adaptive_assess(tmp_path):
+    from click.testing import CliRunner
+
+    from qasa.cli import main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["assess", str(out), "--design", "adaptive", "--target", "beta=2%,b=0.005",
+                                  "--num-qubits", "20", "--quiet", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["adaptive"]["stopped"] == "target" and data["adaptive"]["qpu_access_time_s"] > 0
+
+
+def test_cli_adaptive_target_errors_and_plan(tmp_path):
+    from click.testing import CliRunner
+
+    from qasa.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["assess", str(tmp_path / "z"), "--design", "adaptive", "--target", "beta=two"])
+    assert r.exit_code != 0 and "--target" in r.output and "not a number" in r.output
+    assert not (tmp_path / "z").exists()
+    r = runner.invoke(main, ["assess", str(tmp_path / "z"), "--design", "adaptive"])
+    assert r.exit_code != 0 and "needs --target" in r.output
+    r = runner.invoke(main, ["plan", "--design", "adaptive", "--target", "beta=1%,b=0.003,eta=0.01",
+                             "--num-qubits", "50"])
+    assert r.exit_code == 0 and "reference/adaptive" in r.output, r.output
