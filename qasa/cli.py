@@ -52,6 +52,9 @@ class _Group(click.Group):
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:          # --help, --version
             return int(exc.exit_code)
+        except _NO_ARGS_IS_HELP as exc:               # `qasa` alone: the help, as --help
+            click.echo(exc.ctx.get_help())
+            return 0
         except click.ClickException as exc:           # usage errors: same contract as every other error
             hint = ""
             ctx = getattr(exc, "ctx", None)
@@ -69,6 +72,10 @@ class _Group(click.Group):
                 sys.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
             return _fail(error_message(exc))
         return rv if isinstance(rv, int) else 0
+
+
+#: click >= 8.2 raises this for a group called without a command (older versions print the help).
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def error_message(exc: BaseException) -> str:

@@ -308,7 +308,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
         except (OSError, ValueError):
             recovered = {}
     stats = {"reattached_in_flight": 0, "retries": 0, "fetched_again_by_id": 0, "found_by_label": 0,
-             "problems_submitted": 0}
+             "submissions": 0}
     written: dict[str, str] = {}
     keep: dict[str, str] = {}                  # calls given up whose problem may still complete
     pending: dict[Any, _Job] = {}
@@ -359,7 +359,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             job.problem_id = None
             fut = solver.sample_ising(job.call.programmed_h(qubits), {}, label=label(job.call), **params)
             job.submitted += 1
-            stats["problems_submitted"] += 1
+            stats["submissions"] += 1
         job.how, job.since = action, time.monotonic()
         pending[fut] = job
 

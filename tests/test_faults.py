@@ -131,6 +131,8 @@ def test_usage_errors_follow_the_same_contract():
     one_error(cli("run"), "Missing argument")
     one_error(cli("fit", "/no/such/dataset"), "does not exist")
     assert cli("--help").exit_code == 0
+    bare = cli()                                   # `qasa` alone prints the help
+    assert bare.exit_code == 0 and "Commands:" in bare.output and not bare.stderr
 
 
 _values = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**15, 10**15).map(str),
