@@ -715,7 +715,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, r, bootstrap, seed) if enough else None
+    rel = _reliability(fits, bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
         device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
@@ -737,14 +737,13 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                                   if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
-def _reliability(fits: FitTable, r: Response, bootstrap: int, seed: int) -> pd.DataFrame | None:
-    """:func:`qasa.device.reliability` (split-half from the counts ``r``) when the fits have standard
-    errors, else ``None``."""
+def _reliability(fits: FitTable, bootstrap: int, seed: int) -> pd.DataFrame | None:
+    """:func:`qasa.device.reliability` when the fits have standard errors, else ``None``."""
     from qasa import device as dv
 
     if not all(f"{p}_stderr" in fits.table for p in fits.model.params):
         return None
-    rel = dv.reliability(fits, bootstrap=bootstrap, seed=seed, data=r)
+    rel = dv.reliability(fits, bootstrap=bootstrap, seed=seed)
     return rel if "reliability" in rel else None
 
 

@@ -325,8 +325,10 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     No standard error enters, so this stays valid where Wald errors fail — near a bound (η̂ = 0),
     where one qubit with a tiny η̂ can carry an enormous Wald error and make the moment estimate of
     :func:`reliability` meaningless. It measures the share of the spread of the estimates that
-    repeats between independent data, i.e. that is the device. Intervals: percentile bootstrap over
-    qubits (undefined resamples as in :func:`corrected_correlations`).
+    repeats between independent data, i.e. that is the device — or a bias of the estimator that
+    both halves share (e.g. one that depends on each qubit's gauge pattern), which it cannot tell
+    from the device; with few qubits its point estimate is noisy (read the interval). Intervals:
+    percentile bootstrap over qubits (undefined resamples as in :func:`corrected_correlations`).
 
     Args:
         data: a :class:`~qasa.dataset.Dataset` or :class:`~qasa.dataset.Response` (counts).

@@ -346,19 +346,21 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         if store.has_journal():
             _finish(store, ds, None)
         return ds
-    info = _device_record(protocol, sampler)
-    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
+    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, solver_name(sampler))}
     designed = {}
     if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
         known = (store.metadata().get("design_rounds") or {}) if existed else {}
         designed = {"design_rounds": {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}}
-    if existed:
-        meta = store.metadata()
+    if existed:   # the device record (and a virtual QPU's truth, which costs seconds) is made once,
+        meta = store.metadata()       # again only when the protocol was extended
+        extended = {"device": _device_record(protocol, sampler)} if meta.get("protocol") != protocol.to_dict() else {}
         store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
-                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}), **designed)
+                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}), **designed,
+                              **extended)
     else:
-        store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
-                      "created": utcnow(), "runs": [run_record], **designed})
+        store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler),
+                      "device": _device_record(protocol, sampler), "created": utcnow(), "runs": [run_record],
+                      **designed})
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
