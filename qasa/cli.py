@@ -499,11 +499,13 @@ def _fit_text(fits, comparison) -> str:
         dev = comparison[1]
         lines.append("model comparison (total AIC; qubits best fitted):")
         for m, v in dev["models"].items():
-            lines.append(f"  {m:>15}: AIC {v['aic_total']:.10g}; best for {v['best_for_qubits']} qubits")
+            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.10g}"
+            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
         for t in dev["tests"]:
             lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
                          f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
-        lines.append(f"  preferred: {dev['preferred']}")
+        lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
+                     else "  preferred: none (no qubit was fitted by every model)")
     return "\n".join(lines)
 
 

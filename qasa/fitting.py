@@ -8,23 +8,60 @@ Likelihood
 
 Optimizer
     A projected Levenberg–Marquardt iteration on Fisher scoring, vectorized over rows: the score
-    ``g = Σ_j (n − Np) / (p(1−p)) ∂p/∂θ`` and the expected information
-    ``F = Σ_j N / (p(1−p)) ∂p/∂θ ∂p/∂θᵀ`` are arrays over (row × h); each row solves
+    ``g = Σ_j (n − Np) / (p(1−p)) ∂p/∂φ`` and the expected information
+    ``F = Σ_j N / (p(1−p)) ∂p/∂φ ∂p/∂φᵀ`` are arrays over (row × h); each row solves
     ``(F + λ diag F) δ = g`` with its own damping λ (÷10 on an accepted step, ×10 on a rejected one);
     parameters at a bound with the score pointing outward are held there. Every row of every start is
     one row of the same arrays, so a whole device with several starts is one batched problem.
     A row has converged when an accepted step gains less than ``tol`` nats or moves every parameter
     by less than ``step_tol`` of its conditional standard error.
 
-Multi-start
+    The iteration runs on the internal parameters φ of :attr:`qasa.models.Model.internal`: the
+    parameters in which ``m`` is even (γ, η of ``qasa``, σ of ``gaussian-noise``) are fitted as
+    ``φ = θ²``. In θ the score of such a parameter is exactly 0 at θ = 0 (DESIGN.md §6), so a step
+    clipped onto the bound could never leave it; in φ the score there is ``½ ∂²ℓ/∂θ²``, so the fit
+    leaves the bound whenever the likelihood rises off it. Results are reported in θ.
+
+Multi-start and escape step
     The QASA likelihood has a spurious optimum at η = 0 (DESIGN.md §3), so each model supplies
     several starts (:meth:`qasa.models.Model.starts`); the best log-likelihood per qubit is kept.
+    The profiles below explore every parameter away from the fit; if any profile point beats the
+    fit by more than 1e-3 nats, the qubit is refitted from that point and its intervals recomputed
+    (up to 3 rounds). A qubit left on η = 0 is therefore a maximum of the profile over the whole
+    searched range, not a stuck start.
 
 Uncertainty
     Standard errors are the square roots of the diagonal of the inverse *observed* information
     ``−∂²ℓ/∂θ²`` (forward differences of the analytic score), over the parameters not at a bound;
-    a parameter at a bound gets a NaN standard error. ``bootstrap=B`` adds parametric-bootstrap
-    standard errors (B data sets drawn from the fitted curve, each refitted).
+    a parameter at a bound gets a NaN standard error (a Wald error conditional on the bound would be
+    too small, DESIGN.md §6). ``cov_<a>_<b>`` are the matching covariances. ``bootstrap=B`` adds
+    parametric-bootstrap standard errors (B data sets drawn from the fitted curve, each refitted in
+    φ, so that replicates of a fit on η = 0 can leave it).
+
+Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_intervals`)
+    For every parameter ``θ_j`` of every qubit, the profile ``ℓ_p(t) = max ℓ(θ)`` over all other
+    parameters with ``θ_j = t`` — every other parameter free within its bounds: η is profiled over,
+    never fixed at its estimate, so intervals of β, b, γ stay valid when η̂ = 0. The interval is
+    ``{t : 2 (ℓ̂ − ℓ_p(t)) ≤ c}`` with ``c = χ²₁(level)`` (3.841 at 95 %). Endpoints are found on
+    the signed root ``r(t) = √(2(ℓ̂ − ℓ_p(t)))``, which is nearly linear in the internal coordinate
+    φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps
+    inside a bracket (bisection when both leave it) until ``|r − √c| < 0.01`` (the end to 1 % of a
+    standard error);
+    the first trial point is the Wald step ``φ̂_j ± √c·se_φ`` from the expected information in φ
+    (finite on the bound), the other parameters warm-started from the previous point and moved by
+    their first-order regression on φ_j. All (qubit, parameter, side) rows are one batched
+    constrained maximization (:func:`maximize` with ``fixed``). Rules:
+
+    - *one-sided*: a parameter whose estimate is on its bound gets that bound as one end (η̂ = 0 →
+      ``[0, η_hi]``); if the profile stays below the cut-off all the way to the bound, that end is
+      the bound. The same χ²₁ cut-off is used on both sides: when the truth is on the bound the
+      likelihood-ratio law is ½χ²₀ + ½χ²₁ (Self & Liang 1987), so these intervals cover it with
+      probability 97.5 % (conservative), and 95 % elsewhere, asymptotically. Conditional on η̂ = 0
+      the coverage of η is higher still (a truth η = 0 is then always covered).
+    - *unbounded*: a profile that has not crossed the cut-off after 14 evaluations (each expanding
+      the search up to ×4) gives ±inf — the data do not bound the parameter on that side.
+    - Invariance: the intervals do not depend on the parametrization (φ or θ) — endpoints are
+      mapped back with ``θ = √φ``.
 
 Statistics and quality rule (:class:`QualityRule`)
     ``deviance`` = 2 (ℓ_saturated − ℓ), with ``df`` = (h values with reads) − (free parameters) and
@@ -34,8 +71,14 @@ Statistics and quality rule (:class:`QualityRule`)
     - ``failed``: degenerate data (no reads; all reads −1 or all +1; fewer distinct h values than
       parameters; no nonzero h) or the optimizer ended non-finite or unconverged — parameters NaN;
     - ``bad``: lack of fit (``gof_pvalue < gof_alpha``, default 1e-3), or a free parameter with a
-      non-finite standard error, or β's relative standard error above ``max_rel_stderr`` (0.5);
-    - ``good``: otherwise. The reason column says why a qubit is not good.
+      non-finite standard error, or β's relative standard error above ``max_rel_stderr`` (0.5), or
+      a parameter that the data do not identify (``"<p> not identified: interval unbounded"``);
+    - ``good``: otherwise. ``reason`` says why a qubit is not good, and for good qubits it names
+      every parameter that is only bounded on one side: ``"<p> on its bound: one-sided interval"``
+      (estimate on the bound) or ``"<p> interval reaches its bound: one-sided"`` (estimate inside,
+      bound not excluded). Such a value is an upper (or lower) limit, not a measurement: device
+      statistics of that parameter must treat it as censored. An empty ``reason`` means every
+      parameter has a two-sided, finite interval.
 """
 
 from __future__ import annotations
@@ -53,7 +96,7 @@ from qasa.dataset import Dataset, Response, atomic_write_bytes
 from qasa.models import Model, get_model
 
 __all__ = ["fit", "compare", "FitTable", "FitResult", "QualityRule", "maximize", "loglik",
-           "NESTED_PAIRS"]
+           "profile_intervals", "NESTED_PAIRS"]
 
 _PCLIP = 1e-15
 
@@ -79,6 +122,7 @@ class FitResult:
     success: bool
     message: str
     quality: str
+    interval: dict[str, tuple[float, float]] | None = None
 
 
 def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool):
@@ -137,9 +181,13 @@ def _evaluate_block(model, h, theta, n_down, n_total, info):
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
-             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3,
+             fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximize the likelihood of every row from ``theta0`` (see module docstring).
+
+    The iteration runs on the model's internal parameters φ (even parameters squared,
+    :attr:`qasa.models.Model.internal`), where the score does not vanish on the bound θ = 0;
+    ``theta0`` and the result are in the public parameters θ.
 
     Args:
         model: the response model.
@@ -151,15 +199,25 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         step_tol: convergence threshold on an accepted step, in units of each parameter's
             conditional standard error ``1/sqrt(F_jj)`` (a step far below the statistical
             uncertainty changes no conclusion; this ends slow creeping along flat directions).
+        fixed: optional ``(n, p)`` mask of parameters held at their ``theta0`` value (profiles).
 
     Returns:
         ``(theta, loglik, converged, iterations)`` per row.
     """
     model = get_model(model)
+    phi, ll, conv, iters, _ = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
+                                         max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed)
+    return model.from_internal(phi), ll, conv, iters
+
+
+def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
+                  fixed=None):
+    """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters."""
     lo = np.array(model.lower)
     hi = np.array(model.upper)
-    theta = np.clip(np.array(theta0, dtype=float), lo, hi)
+    theta = np.clip(np.array(phi0, dtype=float), lo, hi)
     n, k = theta.shape
+    fixed = np.zeros((n, k), bool) if fixed is None else np.asarray(fixed, bool)
     ll, score, info = _evaluate(model, h, theta, n_down, n_total)
     lam = np.full(n, 1e-3)
     converged = np.zeros(n, bool)
@@ -171,8 +229,8 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         if idx.size == 0:
             break
         th, g, F = theta[idx], score[idx], info[idx]
-        # hold parameters at a bound whose score points outward
-        held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0))
+        # hold parameters at a bound whose score points outward, and fixed ones
+        held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0)) | fixed[idx]
         free = ~held
         d = np.einsum("npp->np", F)
         A = F * (free[:, :, None] & free[:, None, :]) \
@@ -195,7 +253,160 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         done = (accept & ((gain < tol) | (moved < step_tol))) | (lam[idx] > 1e12)
         converged[idx[done]] = True
         active[idx[done]] = False
-    return theta, ll, converged, iters
+    return theta, ll, converged, iters, score
+
+
+#: Inner convergence of profile maximizations (gain in nats, step in conditional standard errors):
+#: after a Newton step that gained < 1e-3 nats or moved < 0.1 se from a first-order warm start,
+#: what remains is far below 1e-3 nats, i.e. < 5e-4 on the signed root.
+_PROFILE_TOL, _PROFILE_STEP_TOL = 1e-3, 0.1
+#: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
+_PROFILE_R_TOL = 1e-2
+
+
+def _safe_inverse(F: np.ndarray) -> np.ndarray:
+    """Batched inverse with a pseudo-inverse fallback; rows without a positive diagonal are NaN."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        try:
+            cov = np.linalg.inv(F)
+        except np.linalg.LinAlgError:
+            cov = np.stack([np.linalg.pinv(f) for f in F])
+        bad = ~(np.isfinite(cov).all((1, 2)) & (np.einsum("npp->np", cov) > 0).all(1))
+    cov[bad] = np.nan
+    return cov
+
+
+def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
+                      theta: np.ndarray, ll: np.ndarray, level: float = 0.95, max_steps: int = 14,
+                      cov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Profile-likelihood intervals of every parameter of every row (see module docstring).
+
+    Args:
+        model: the response model.
+        h, n_down, n_total: the data (as for :func:`maximize`).
+        theta, ll: the maximum-likelihood estimates and log-likelihoods of the rows.
+        level: confidence level (cut-off ``χ²₁`` quantile of ``level``).
+        max_steps: profile evaluations per endpoint.
+        cov: optional covariance of θ from the observed information (as in :class:`FitTable`); where
+            finite it sets the first trial points, otherwise the expected information in φ does.
+
+    Returns:
+        ``(lower, upper, better_theta, better_ll)``: interval ends ``(n, p)`` (±inf when the profile
+        never crosses the cut-off); and, for rows where some profile point beat ``ll`` by more than
+        1e-3 nats (the fit had stopped at a local optimum), the best such point and its
+        log-likelihood (NaN elsewhere).
+    """
+    model = get_model(model)
+    pm = model.internal
+    theta = np.asarray(theta, float)
+    n, k = theta.shape
+    phi = model.to_internal(theta)
+    c = float(stats.chi2.ppf(level, 1))
+    z = np.sqrt(c)
+    lo_b, hi_b = np.array(pm.lower), np.array(pm.upper)
+    _, _, F = _evaluate(pm, h, phi, n_down, n_total)
+    sigma = _safe_inverse(F)
+    if cov is not None:       # observed information, mapped to φ (dφ/dθ = 2θ for even parameters)
+        d = np.where(model.even_mask, 2.0 * theta, 1.0)
+        obs = cov * d[:, :, None] * d[:, None, :]
+        use = np.isfinite(obs).all((1, 2)) & (np.einsum("npp->np", np.nan_to_num(obs)) > 0).all(1)
+        sigma[use] = obs[use]
+    se = np.sqrt(np.einsum("npp->np", sigma))
+    fallback = 0.1 * np.abs(phi) + np.array(pm.scale)
+    se = np.where(np.isfinite(se) & (se > 0), se, fallback)
+    # how the other parameters move with the profiled one, to the first order
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.nan_to_num(sigma / np.einsum("npp->np", sigma)[:, None, :])   # [:, :, j]: ∂φ/∂φ_j
+
+    Q = np.repeat(np.arange(n), 2 * k)
+    J = np.tile(np.repeat(np.arange(k), 2), n)
+    S = np.tile([-1.0, 1.0], n * k)
+    R = len(Q)
+    start = phi[Q, J]
+    bound = np.where(S < 0, lo_b[J], hi_b[J])
+    ends = np.full(R, np.nan)
+    on_bound = S * (start - bound) >= 0
+    ends[on_bound] = bound[on_bound]
+    t_in, r_in = start.copy(), np.zeros(R)
+    t_prev, r_prev = start.copy(), np.zeros(R)
+    t_out, r_out = np.full(R, np.nan), np.full(R, np.nan)
+    t_last = start.copy()
+    warm = phi[Q].copy()
+    t_next = np.clip(start + S * z * se[Q, J], lo_b[J], hi_b[J])
+    best_ll = np.where(np.isfinite(ll), ll, -np.inf).astype(float)
+    best_phi = np.full((n, k), np.nan)
+    active = ~on_bound & np.isfinite(ll[Q])
+    rows = np.arange(R)
+    for _ in range(max_steps):
+        idx = rows[active]
+        if idx.size == 0:
+            break
+        q, j = Q[idx], J[idx]
+        cand = warm[idx] + slope[q, :, j] * (t_next[idx] - t_last[idx])[:, None]
+        cand[np.arange(idx.size), j] = t_next[idx]
+        cand = np.clip(cand, lo_b, hi_b)
+        fixed = np.zeros((idx.size, k), bool)
+        fixed[np.arange(idx.size), j] = True
+        ph, lp, _, _, grad = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
+                                           step_tol=_PROFILE_STEP_TOL)
+        warm[idx], t_last[idx] = ph, t_next[idx]
+        lp = np.where(np.isfinite(lp), lp, -np.inf)
+        # a profile point better than the fit: remember the best per row
+        for i in np.flatnonzero(lp > best_ll[q] + 1e-3):
+            if lp[i] > best_ll[q[i]]:
+                best_ll[q[i]], best_phi[q[i]] = lp[i], ph[i]
+        D = np.maximum(2.0 * (ll[q] - lp), 0.0)
+        r = np.sqrt(D)
+        t = t_next[idx]
+        # envelope theorem: dℓ_p/dt is the score of the profiled parameter at the constrained optimum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            newton = t - (z - r) * r / grad[np.arange(idx.size), j]
+        inside = D < c
+        hit = np.abs(r - z) < _PROFILE_R_TOL
+        at_b = t == bound[idx]
+        finish = hit | (inside & at_b)
+        ends[idx[finish]] = np.where(hit[finish], t[finish], bound[idx[finish]])
+        # bracket update
+        ii, oo = idx[inside & ~finish], idx[~inside & ~finish]
+        t_prev[ii], r_prev[ii] = t_in[ii], r_in[ii]
+        t_in[ii], r_in[ii] = t[inside & ~finish], r[inside & ~finish]
+        t_out[oo], r_out[oo] = t[~inside & ~finish], r[~inside & ~finish]
+        still = idx[~finish]
+        active[idx[finish]] = False
+        if still.size == 0:
+            continue
+        nw = newton[~finish]
+        nw_ok = np.isfinite(nw) & (S[still] * (nw - t[~finish]) * np.sign(z - r[~finish]) > 0)
+        ti, ri, to, ro = t_in[still], r_in[still], t_out[still], r_out[still]
+        bracketed = np.isfinite(to)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = to - ti                                   # signed bracket width
+            sec = ti + (z - ri) * w / (ro - ri)           # secant on the signed root r(t) − z
+            a, b = ti + 0.01 * w, to - 0.01 * w           # stay inside the bracket
+            sec = np.where(nw_ok, nw, sec)                # Newton when its step points the right way
+            sec = np.where(np.isfinite(sec), np.clip(sec, np.minimum(a, b), np.maximum(a, b)), ti + 0.5 * w)
+            d_in = ti - start[still]
+            ext = ti + (z - ri) * (ti - t_prev[still]) / (ri - r_prev[still])
+            ext = np.where(np.isfinite(ext) & (ri > r_prev[still]), ext, ti + 4.0 * d_in)
+            ext = np.where(nw_ok, nw, ext)
+            ext = start[still] + S[still] * np.clip(S[still] * (ext - start[still]), 1.01 * np.abs(d_in), 4.0 * np.abs(d_in))
+        nxt = np.where(bracketed, sec, np.clip(ext, lo_b[J[still]], hi_b[J[still]]))
+        t_next[still] = nxt
+    # rows that ran out of steps: bracketed → interpolate; never crossed → unbounded
+    left = rows[active]
+    if left.size:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            interp = t_in[left] + (z - r_in[left]) * (t_out[left] - t_in[left]) / (r_out[left] - r_in[left])
+        ends[left] = np.where(np.isfinite(t_out[left]) & np.isfinite(interp), interp, S[left] * np.inf)
+    ends = ends.reshape(n, k, 2)
+    lower = model.from_internal(ends[..., 0])
+    upper = model.from_internal(ends[..., 1])
+    ev = model.even_mask
+    upper[:, ev] = np.where(np.isinf(ends[..., 1][:, ev]), np.inf, upper[:, ev])
+    better = np.isfinite(best_phi).all(1)
+    better_theta = np.full((n, k), np.nan)
+    better_theta[better] = model.from_internal(best_phi[better])
+    return lower, upper, better_theta, np.where(better, best_ll, np.nan)
 
 
 def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
@@ -258,7 +469,8 @@ def _degenerate(model: Model, r: Response, rule: QualityRule) -> np.ndarray:
 class FitTable:
     """Per-qubit fit results of one model: a DataFrame plus the model it belongs to.
 
-    Columns: ``qubit``, one column per parameter, ``<param>_stderr``, ``cov_<a>_<b>`` (the
+    Columns: ``qubit``, one column per parameter, ``<param>_stderr``, ``<param>_lo`` and
+    ``<param>_hi`` (profile-likelihood interval; see module docstring), ``cov_<a>_<b>`` (the
     off-diagonal covariances), ``<param>_boot_stderr`` with a bootstrap, ``loglik``, ``deviance``,
     ``df``, ``gof_pvalue``, ``aic``, ``bic``, ``n_reads``, ``n_h``, ``converged``, ``iterations``,
     ``quality``, ``reason``.
@@ -268,6 +480,10 @@ class FitTable:
         self.table = table.reset_index(drop=True)
         self.model = get_model(model)
         self.meta = dict(meta or {})
+        for p in self.model.params:   # tables saved before intervals existed: the columns, empty
+            for col in (f"{p}_lo", f"{p}_hi"):
+                if col not in self.table:
+                    self.table[col] = np.nan
 
     def __len__(self) -> int:
         return len(self.table)
@@ -320,7 +536,8 @@ class FitTable:
                          {p: float(row[p]) for p in self.model.params},
                          {p: float(row[f"{p}_stderr"]) for p in self.model.params},
                          float(row["loglik"]), bool(row["converged"]) and row["quality"] != "failed",
-                         str(row["reason"]) or "ok", str(row["quality"]))
+                         str(row["reason"]) or "ok", str(row["quality"]),
+                         {p: (float(row[f"{p}_lo"]), float(row[f"{p}_hi"])) for p in self.model.params})
 
     def covariance(self, qubit: int) -> np.ndarray:
         """The parameter covariance matrix of one qubit (NaN for parameters at a bound)."""
@@ -384,11 +601,19 @@ class FitTable:
         return cls(table.to_pandas(), meta.pop("model"), meta)
 
     def to_model_parameters_csv(self, path: str | Path) -> Path:
-        """Write the reference ``model_parameters.csv`` (columns ``spin, β, b, γ, η``; qasa model only)."""
+        """Write the reference ``model_parameters.csv`` (qasa model only).
+
+        The columns of the reference (``spin, β, b, γ, η``) come first, so tools that read them by
+        name keep working; ``quality`` and ``reason`` follow. Rule: one row per qubit that was
+        fitted (quality ``good`` or ``bad``); qubits whose fit ``failed`` have no parameters and are
+        left out, so that no row has empty parameter cells (they remain in the FitTable with
+        their reason).
+        """
         if self.model.name != "qasa":
             raise ValueError(f"model_parameters.csv holds the qasa model, not {self.model.name!r}")
-        out = pd.DataFrame({"spin": self.table["qubit"], "β": self.table["beta"], "b": self.table["b"],
-                            "γ": self.table["gamma"], "η": self.table["eta"]})
+        t = self.table[self.table["quality"] != "failed"]
+        out = pd.DataFrame({"spin": t["qubit"], "β": t["beta"], "b": t["b"], "γ": t["gamma"], "η": t["eta"],
+                            "quality": t["quality"], "reason": t["reason"]})
         path = Path(path)
         atomic_write_bytes(path, out.to_csv(index=False, float_format="%.17g").encode())
         return path
@@ -399,8 +624,8 @@ class FitTable:
         df = pd.read_csv(path)
         table = pd.DataFrame({"qubit": df["spin"].astype("int64"), "beta": df["β"], "b": df["b"],
                               "gamma": df["γ"], "eta": df["η"]})
-        table["quality"] = "good"
-        table["reason"] = ""
+        table["quality"] = df["quality"].astype(str) if "quality" in df else "good"
+        table["reason"] = df["reason"].fillna("").astype(str) if "reason" in df else ""
         return cls(table, "qasa", {"source": str(Path(path).name)})
 
 
@@ -410,7 +635,7 @@ def _as_response(data: Dataset | Response) -> Response:
 
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
-        rule: QualityRule = QualityRule()) -> FitTable:
+        rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95) -> FitTable:
     """Fit ``model`` to every qubit of ``data`` by maximum likelihood (see module docstring).
 
     Args:
@@ -421,10 +646,14 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         bootstrap: number of parametric-bootstrap replicates (0: none).
         seed: seed of the bootstrap draws.
         rule: the quality rule.
+        intervals: compute profile-likelihood intervals (``<param>_lo``/``<param>_hi``; NaN if False).
+        level: their confidence level.
 
     Returns:
         A :class:`FitTable` with one row per qubit (degenerate qubits flagged, never raised).
     """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level!r} must lie in (0, 1)")
     model = get_model(model)
     r = _as_response(data)
     n, k = len(r.qubits), model.num_params
@@ -434,6 +663,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     ll = np.full(n, np.nan)
     conv = np.zeros(n, bool)
     iters = np.zeros(n, int)
+    lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
     if ok.size:
         h = r.h
         nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
@@ -448,21 +678,47 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         pick = best * ok.size + np.arange(ok.size)
         theta[ok], ll[ok], conv[ok] = th_all[pick], ll_all[pick], cv_all[pick]
         iters[ok] = it_all.reshape(S, ok.size).sum(0)
-    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule)
-    meta = {"max_iter": max_iter, "tol": tol}
+    cov = np.full((n, k, k), np.nan)
+    fitted = np.flatnonzero(np.isfinite(ll) & conv)
+    if fitted.size:
+        cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
+                                  r.n_total[fitted].astype(float))
+        if intervals:
+            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted)
+    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
+    meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
     if bootstrap:
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
 
 
-def _statistics(model, r, theta, ll, conv, iters, reasons, rule) -> pd.DataFrame:
+def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, rounds: int = 3) -> None:
+    """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
+    escape step of the module docstring), and its covariance and intervals are recomputed."""
+    for _ in range(rounds):
+        if rows.size == 0:
+            return
+        nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
+        lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level,
+                                                      cov=cov[rows])
+        lower[rows], upper[rows] = lo, hi
+        esc = np.flatnonzero(np.isfinite(better_ll))
+        if esc.size == 0:
+            return
+        th2, ll2, cv2, it2 = maximize(model, r.h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
+        improved = cv2 & np.isfinite(ll2) & (ll2 > ll[rows[esc]])
+        moved = rows[esc[improved]]
+        theta[moved], ll[moved], iters[moved] = th2[improved], ll2[improved], iters[moved] + it2[improved]
+        rows = moved
+        if rows.size:
+            cov[rows] = _covariance(model, r.h, theta[rows], r.n_down[rows].astype(float),
+                                    r.n_total[rows].astype(float))
+
+
+def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov) -> pd.DataFrame:
     n, k = theta.shape
-    cov = np.full((n, k, k), np.nan)
-    good_rows = np.flatnonzero(np.isfinite(ll) & conv)
-    if good_rows.size:
-        cov[good_rows] = _covariance(model, r.h, theta[good_rows], r.n_down[good_rows].astype(float),
-                                     r.n_total[good_rows].astype(float))
+    cov = cov.copy()
     with np.errstate(invalid="ignore"):
         se = np.sqrt(np.einsum("npp->np", cov))
     nd, nt = r.n_down.astype(float), r.n_total.astype(float)
@@ -493,16 +749,31 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule) -> pd.DataFrame
         rel = se[:, 0] / np.abs(theta[:, 0])
     bad_rel = live & ~bad_se & (rel > rule.max_rel_stderr)
     lack = live & (gof < rule.gof_alpha)
-    for mask, text in ((lack, f"lack of fit (p < {rule.gof_alpha:g})"),
-                       (bad_rel, f"relative stderr of {model.params[0]} > {rule.max_rel_stderr:g}"),
-                       (bad_se, "a free parameter has no finite stderr")):
+    lower, upper = lower.copy(), upper.copy()
+    lower[~live], upper[~live] = np.nan, np.nan
+    rules = [(lack, f"lack of fit (p < {rule.gof_alpha:g})", True),
+             (bad_rel, f"relative stderr of {model.params[0]} > {rule.max_rel_stderr:g}", True),
+             (bad_se, "a free parameter has no finite stderr", True)]
+    for j, p in enumerate(model.params):
+        unbounded = live & ((np.isinf(lower[:, j]) & np.isinf(lo[j]) & (lower[:, j] < 0))
+                            | (np.isinf(upper[:, j]) & np.isinf(hi[j]) & (upper[:, j] > 0)))
+        on = live & ~unbounded & ((theta[:, j] <= lo[j]) | (theta[:, j] >= hi[j]))
+        reaches = live & ~unbounded & ~on & ((lower[:, j] <= lo[j]) | (upper[:, j] >= hi[j]))
+        rules += [(unbounded, f"{p} not identified: interval unbounded", True),
+                  (on, f"{p} on its bound: one-sided interval", False),
+                  (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    for mask, text, bad in rules:
         reasons[mask] = np.where(reasons[mask] == "", text, reasons[mask].astype(str) + "; " + text)
-        quality[mask] = "bad"
+        if bad:
+            quality[mask] = "bad"
     data = {"qubit": r.qubits.astype("int64")}
     for j, p in enumerate(model.params):
         data[p] = theta[:, j]
     for j, p in enumerate(model.params):
         data[f"{p}_stderr"] = se[:, j]
+    for j, p in enumerate(model.params):
+        data[f"{p}_lo"] = lower[:, j]
+        data[f"{p}_hi"] = upper[:, j]
     cov[reasons != ""] = np.nan
     for i, a in enumerate(model.params):
         for j in range(i + 1, k):
@@ -566,6 +837,8 @@ def compare(data: Dataset | Response | dict[str, FitTable],
         r = _as_response(data)
         tables = {m: fit(r, m, **fit_kwargs) for m in models}
     names = list(tables)
+    if not names:
+        raise ValueError("compare needs at least one model")
     per = pd.DataFrame({"qubit": tables[names[0]].table["qubit"].to_numpy()})
     for m in names:
         t = tables[m].table.set_index("qubit")
@@ -590,5 +863,10 @@ def compare(data: Dataset | Response | dict[str, FitTable],
             device["tests"].append({"small": small, "big": big, "lr_total": total, "df": dk * n_used,
                                     "pvalue": float(stats.chi2.sf(total, max(dk * n_used, 1))),
                                     "qubits_rejecting_small_at_0.01": int((per[f"lr_pvalue_{small}_vs_{big}"] < 0.01).sum())})
-    device["preferred"] = min(names, key=lambda m: device["models"][m]["aic_total"])
+    device["qubits_compared"] = int(complete.sum())
+    # with no qubit fitted by every model there is nothing to compare: no preferred model
+    device["preferred"] = (min(names, key=lambda m: device["models"][m]["aic_total"]) if complete.any() else None)
+    if not complete.any():
+        for m in names:
+            device["models"][m]["aic_total"] = None
     return per, device

@@ -29,16 +29,30 @@ Readout error (:func:`with_readout`): each read is flipped with probability ε, 
 
 Evaluation is numerically safe: ``tanh`` never overflows, ``tanh(r)/r`` and its derivative use
 their Taylor series for ``r < 1e-2``.
+
+Even parameters and the internal parametrization
+    ``m`` is an even function of γ and η (they enter through ``u²`` and the symmetric pair
+    ``h + b ± η``) and of σ (the noise law is symmetric), so ``∂m/∂θ = 0`` at ``θ = 0``: on the
+    bound the score in θ vanishes whatever the data, and a projected optimizer clipped onto
+    ``θ = 0`` can never leave it (DESIGN.md §6). :attr:`Model.even` names these parameters and
+    :attr:`Model.internal` is the same model on ``φ = θ²`` for them (``φ ≥ 0``), in which the
+    likelihood is regular at the bound: ``∂m/∂φ = (∂m/∂θ)/(2θ) → ½ ∂²m/∂θ²`` as ``θ → 0``, which is
+    not zero. For ``θ < 1e-4`` that limit is taken as the secant ``(m(φ + 1e-8) − m(φ))/1e-8``
+    (relative error ~ β²·1e-8). Fits optimize in φ and report θ.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
 __all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa"]
+
+#: Below this value an even parameter's φ-derivative is a secant (see module docstring).
+EVEN_FLOOR = 1e-4
 
 #: Gauss–Hermite nodes for the Gaussian-noise average.
 GH_NODES = 40
@@ -161,6 +175,7 @@ class Model:
         lower, upper: bounds per parameter (``±inf`` when free).
         units: unit of each parameter.
         scale: typical magnitude of each parameter (finite-difference steps, reporting).
+        even: per parameter, whether ``m`` is even in it (fitted internally on ``φ = θ²``).
     """
 
     name: str
@@ -172,10 +187,41 @@ class Model:
     _fn: Callable = field(repr=False, compare=False)
     _starts: Callable = field(repr=False, compare=False)
     description: str = ""
+    even: tuple[bool, ...] = ()
 
     @property
     def num_params(self) -> int:
         return len(self.params)
+
+    @property
+    def even_mask(self) -> np.ndarray:
+        """Boolean mask of the even parameters (all False when none are declared)."""
+        return np.array(self.even, dtype=bool) if self.even else np.zeros(self.num_params, bool)
+
+    def to_internal(self, theta: np.ndarray) -> np.ndarray:
+        """θ → φ: even parameters squared (negative values count as 0)."""
+        phi = np.array(theta, dtype=float, copy=True)
+        ev = self.even_mask
+        phi[..., ev] = np.maximum(phi[..., ev], 0.0) ** 2
+        return phi
+
+    def from_internal(self, phi: np.ndarray) -> np.ndarray:
+        """φ → θ: square roots of the even parameters."""
+        theta = np.array(phi, dtype=float, copy=True)
+        ev = self.even_mask
+        theta[..., ev] = np.sqrt(np.maximum(theta[..., ev], 0.0))
+        return theta
+
+    @cached_property
+    def internal(self) -> "Model":
+        """The same model on φ (even parameters squared), with bounds and scales to match."""
+        ev = self.even_mask
+        if not ev.any():
+            return self
+        sq = lambda v: tuple(float(x) ** 2 if e else float(x) for x, e in zip(v, ev))  # noqa: E731
+        lower = tuple(0.0 if e else x for x, e in zip(self.lower, ev))
+        return Model(self.name + "[φ]", self.params, lower, sq(self.upper), self.units, sq(self.scale),
+                     _internal_fn(self._fn, np.flatnonzero(ev)), self._starts, self.description)
 
     def m(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Magnetization ``m(h)`` for each row of ``theta``: shape ``(n, k)``."""
@@ -203,6 +249,36 @@ class Model:
         beta, b, sat = _logistic_guess(np.asarray(h, float), np.asarray(n_down, float), np.asarray(n_total, float))
         out = [np.clip(s, self.lower, self.upper) for s in self._starts(beta, b, sat)]
         return out
+
+
+def _internal_fn(inner: Callable, even: np.ndarray) -> Callable:
+    """Magnetization and Jacobian in φ (even parameters squared; see module docstring)."""
+    delta = EVEN_FLOOR ** 2
+
+    def fn(h, phi, jac):
+        phi = np.asarray(phi, dtype=float)
+        theta = phi.copy()
+        theta[:, even] = np.sqrt(np.maximum(phi[:, even], 0.0))
+        m, dm = inner(h, theta, jac)
+        if not jac:
+            return m, None
+        m = np.broadcast_to(m, dm.shape[1:])
+        hh = np.asarray(h, dtype=float)
+        for j in even:
+            t = theta[:, j]
+            small = t < EVEN_FLOOR
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dm[j] = dm[j] / (2.0 * t[:, None])
+            if small.any():
+                rows = np.flatnonzero(small)
+                shifted = theta[rows].copy()
+                shifted[:, j] = np.sqrt(np.maximum(phi[rows, j], 0.0) + delta)
+                h_rows = hh if hh.ndim == 1 else hh[rows]
+                m_shift = np.broadcast_to(inner(h_rows, shifted, False)[0], (len(rows), dm.shape[-1]))
+                dm[j][rows] = (m_shift - m[rows]) / delta
+        return m, dm
+
+    return fn
 
 
 def _logistic_guess(h, n_down, n_total):
@@ -269,10 +345,11 @@ MODELS: dict[str, Model] = {
                         _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))"),
     "gaussian-noise": Model("gaussian-noise", ("beta", "b", "sigma"), (0.0, -_INF, 0.0), (_INF, _INF, _INF),
                             ("1/h", "h", "h"), (1.0, 0.01, 0.01), _gaussian, _starts_gaussian,
-                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)"),
+                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)", (False, False, True)),
     "qasa": Model("qasa", ("beta", "b", "gamma", "eta"), (0.0, -_INF, 0.0, 0.0), (_INF, _INF, _INF, _INF),
                   ("1/h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01), _qasa, _starts_qasa,
-                  "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)"),
+                  "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)",
+                  (False, False, True, True)),
 }
 
 
@@ -294,7 +371,7 @@ def with_readout(model: Model) -> Model:
 
     return Model(f"{model.name}+readout", model.params + ("epsilon",), model.lower + (0.0,),
                  model.upper + (0.5,), model.units + ("probability",), model.scale + (1e-3,),
-                 fn, starts, model.description + ", with readout error ε")
+                 fn, starts, model.description + ", with readout error ε", tuple(bool(e) for e in model.even_mask) + (False,))
 
 
 def get_model(model: str | Model) -> Model:

@@ -39,7 +39,11 @@ Learning-rate step convention
     ``total_iters``, a nested composite at a milestone) the schedule raises ``ValueError`` at the
     same step; ``last_epoch`` other than −1 (resuming) is refused.
     optax: ``lr(t)`` is ``schedule(count)`` with ``count = t`` the number of updates already applied
-    (0 for the first), evaluated in float64 (optax's own float32 default differs by ~1e-7).
+    (0 for the first), evaluated in float64 (optax's own float32 default differs by ~1e-7) and as
+    optax evaluates it eagerly. Under ``jax.jit``/``vmap`` XLA divides by a constant as a
+    multiplication by its reciprocal, so a compiled ``exponential_decay(..., staircase=True)`` can
+    step one count late at exact multiples of ``transition_steps`` (``417·(1/417) < 1``); qasa
+    follows the eager value, which is optax's documented formula.
     Composition: ``SequentialLR``/``ChainedScheduler`` take :class:`LRSchedule` objects of PyTorch
     classes, which share one optimizer as in PyTorch; ``LambdaLR``/``MultiplicativeLR``/``CyclicLR``
     take any ``step → factor`` callable, and optax's ``join_schedules`` any ``step → value``

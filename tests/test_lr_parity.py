@@ -111,6 +111,8 @@ def test_optax_edge_cases_behave_as_optax():
     assert f(10) == 0.5 and f(0) == 1.0
     f = lr_schedule("exponential_decay", init_value=1.0, transition_steps=10, decay_rate=0.5, end_value=2.0)
     assert f(0) == 2.0                                                  # optax clips the initial value too
+    f = lr_schedule("exponential_decay", init_value=1.0, transition_steps=417, decay_rate=1.06, staircase=True)
+    assert (f(416), f(417)) == (1.0, 1.06)            # optax's eager value (a jitted optax steps at 418)
     g = lr_schedule("warmup_cosine_decay_schedule", init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=110,
                     exponent=2.0)
     assert g(60) == pytest.approx(0.25, rel=1e-15)                        # (½(1 + cos π/2))² = ¼
