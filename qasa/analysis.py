@@ -665,7 +665,8 @@ class AssessmentReport:
 def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable] | tuple | None = None, *,
             truth: pd.DataFrame | None = None, estimand: pd.DataFrame | None = None,
             dataset_path: str | Path | None = None, response: Response | None = None,
-            permutations: int = 199, bootstrap: int = 199, seed: int = 0) -> AssessmentReport:
+            permutations: int = 199, bootstrap: int = 199, seed: int = 0,
+            split_half: bool = False) -> AssessmentReport:
     """Analyse an assessment: every number of its report, no rendering.
 
     Args:
@@ -681,6 +682,10 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         permutations: shuffles of each spatial permutation test (199: p-values resolve down to 0.005,
             below the 0.01 at which findings are stated, in a fraction of the time of 999).
         bootstrap: resamples of the qubits for the intervals of the reliabilities and corrected correlations.
+        split_half: take the reliability verdicts from split halves of the counts
+            (:func:`qasa.device.split_half`: robust near bounds, but two more fits of the model —
+            seconds on a full device, and a command then fits the model more than once); default the
+            method-of-moments reliability from the fits' standard errors.
         seed: seed of the permutation tests, bootstraps and the correlogram's sources.
 
     Returns:
@@ -715,7 +720,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, bootstrap, seed) if enough else None
+    rel = _reliability(fits, r if split_half else None, bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
         device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
@@ -737,13 +742,14 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                                   if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
-def _reliability(fits: FitTable, bootstrap: int, seed: int) -> pd.DataFrame | None:
-    """:func:`qasa.device.reliability` when the fits have standard errors, else ``None``."""
+def _reliability(fits: FitTable, r: Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
+    """:func:`qasa.device.reliability` when the fits have standard errors (split-half from the counts
+    ``r`` when given: two more fits of the model), else ``None``."""
     from qasa import device as dv
 
     if not all(f"{p}_stderr" in fits.table for p in fits.model.params):
         return None
-    rel = dv.reliability(fits, bootstrap=bootstrap, seed=seed)
+    rel = dv.reliability(fits, bootstrap=bootstrap, seed=seed, data=r)
     return rel if "reliability" in rel else None
 
 
