@@ -23,9 +23,9 @@ from pathlib import Path
 
 import qasa
 from qasa.analysis import analyze
-from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import render
+from qasa.virtual import VirtualQPU
 
 TARGET_S = 5.0
 
