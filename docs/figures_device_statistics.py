@@ -16,7 +16,6 @@ import math
 import sys
 from pathlib import Path
 
-import dimod
 import numpy as np
 from dwave.system.temperatures import fast_effective_temperature
 
@@ -30,35 +29,9 @@ from qasa.temperature import effective_temperature
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from qasa_sampler import QASAModelCountSampler  # noqa: E402
+from test_temperature import Recorder as _Recorder, _response_of as _counts  # noqa: E402
 
 PAIRS = [("beta", "b"), ("beta", "gamma"), ("beta", "eta"), ("b", "gamma"), ("b", "eta"), ("gamma", "eta")]
-
-
-class _Recorder(dimod.Sampler, dimod.Structured):
-    def __init__(self, child):
-        self.child, self.log = child, []
-
-    nodelist = property(lambda self: self.child.nodelist)
-    edgelist = property(lambda self: self.child.edgelist)
-    properties = property(lambda self: self.child.properties)
-    parameters = property(lambda self: self.child.parameters)
-
-    def sample(self, bqm, **kwargs):
-        ss = self.child.sample(bqm, **{k: v for k, v in kwargs.items() if k in self.child.parameters})
-        self.log.append((bqm, ss))
-        return ss
-
-
-def _counts(bqm, ss) -> Response:
-    qubits = list(ss.variables)
-    h = np.array([bqm.linear[q] for q in qubits])
-    down = ((ss.record.sample == -1) * ss.record.num_occurrences[:, None]).sum(0)
-    hu, col = np.unique(h, return_inverse=True)
-    nd = np.zeros((len(qubits), len(hu)), int)
-    nt = np.zeros_like(nd)
-    nd[np.arange(len(qubits)), col] = down
-    nt[np.arange(len(qubits)), col] = ss.record.num_occurrences.sum()
-    return Response(np.array(qubits), hu, nd, nt)
 
 
 def temperatures() -> None:

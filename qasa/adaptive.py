@@ -3,7 +3,8 @@ r"""Adaptive assessment: the least QPU time for a requested precision, round by 
 Stages
     1. **Pilot**: a short permuted grid (:class:`~qasa.protocol.Protocol` with ``design="permuted"``;
        by default ±1 in steps of 0.05, one call per h value) gives every qubit a first fit.
-    2. **Rounds**: fit every qubit (maximum likelihood, programmed frame); check the stopping rule;
+    2. **Rounds**: fit every qubit (maximum likelihood in the programmed frame, restarted away from
+       the spurious η = 0 optimum, :func:`fit_with_restarts`); check the stopping rule;
        plan the next round; run it. A round is ``C`` calls of ``R`` reads (``R`` the protocol's
        ``reads_per_call``), each call carrying one field per qubit. Qubits are independent but share
        calls, so every qubit gets the same ``C`` calls per round and its design is *where* they go:

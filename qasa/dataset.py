@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
 
-__all__ = ["Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow",
+__all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow",
            "normalize_counts", "normalize_calls", "table_bytes", "json_safe"]
 
 FORMAT = "qasa-dataset"
@@ -379,36 +379,107 @@ class Dataset:
                 so that maps can be drawn.
 
         Raises:
-            DatasetError: on missing columns, negative counts or counts above ``samples``.
+            DatasetError: naming the line, the column and the value, when the table is not one:
+                see :func:`read_spin_table`.
         """
-        try:
-            table = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot read spin table {path}: {exc}") from None
-        spin_cols = [c for c in table.columns if str(c).startswith("spin_")]
-        if "h" not in table or "samples" not in table or not spin_cols:
-            raise DatasetError(f"{path} is not a spin_table.csv: need columns h, samples, spin_<id>...")
-        try:
-            qubits = np.array([int(str(c)[5:]) for c in spin_cols])
-        except ValueError as exc:
-            raise DatasetError(f"{path}: bad spin column name: {exc}") from None
-        down = table[spin_cols].to_numpy()
-        samples = table["samples"].to_numpy()
-        if (down < 0).any() or (down > samples[:, None]).any():
-            raise DatasetError(f"{path}: spin counts must lie in [0, samples]")
-        ids = [f"spin_table-h{i:05d}" for i in range(len(table))]
+        h, samples, qubits, down = read_spin_table(path)
+        ids = [f"spin_table-h{i:05d}" for i in range(len(h))]
         counts = pd.DataFrame({
             "call_id": np.repeat(ids, len(qubits)),
-            "qubit": np.tile(qubits, len(table)),
-            "h": np.repeat(table["h"].to_numpy(dtype=float), len(qubits)),
+            "qubit": np.tile(qubits, len(h)),
+            "h": np.repeat(h, len(qubits)),
             "n_down": down.reshape(-1),
             "n_up": (samples[:, None] - down).reshape(-1),
         })
-        calls = pd.DataFrame({"call_id": pd.Series(ids, dtype="string"),
-                              "h": table["h"].to_numpy(dtype=float),
-                              "num_reads": samples.astype("int64")})
+        calls = pd.DataFrame({"call_id": pd.Series(ids, dtype="string"), "h": h, "num_reads": samples})
         dev = {"solver": None, "topology_type": None, "topology_shape": None,
                "nodelist": sorted(int(q) for q in qubits), "edgelist": None, **(device or {})}
         meta = {"protocol": None, "device": dev, "source": {"spin_table": str(Path(path).name)},
                 "created": utcnow()}
         return cls(counts, calls, meta)
+
+
+#: Largest read count accepted in an imported table (exact in float64, far above any real count).
+MAX_IMPORTED_COUNT = 2 ** 53
+
+
+def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read and check a reference ``spin_table.csv``: ``(h, samples, qubits, n_down)``.
+
+    Refused, with one line naming the line, the column and the value: an unreadable file; missing
+    ``h``/``samples``/``spin_<id>`` columns; a column twice, or two columns naming the same qubit
+    (``spin_5`` and ``spin_05``); a spin column whose name is not ``spin_<non-negative integer>``; a
+    table without rows; an empty or non-numeric cell; a non-finite h; the same h on two rows; a read
+    count that is not a whole number in ``[0, 2^53]`` (``samples`` at least 1); a spin count above
+    its row's ``samples``.
+    """
+    import csv
+    import re
+
+    name = Path(path).name
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"cannot read spin table {path}: {exc}") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise DatasetError(f"{name} is empty: a spin_table.csv has a header h,samples,spin_<id>... and one row per h")
+    header = [c.strip() for c in rows[0]]
+    seen: dict[str, int] = {}
+    for c in header:
+        if c in seen:
+            raise DatasetError(f"{name}: column {c!r} appears twice")
+        seen[c] = 1
+    spin_cols = [c for c in header if c.startswith("spin_")]
+    if "h" not in header or "samples" not in header or not spin_cols:
+        raise DatasetError(f"{name} is not a spin_table.csv: need columns h, samples, spin_<id>... (found {header[:5]})")
+    owner: dict[int, str] = {}
+    for c in spin_cols:
+        m = re.fullmatch(r"spin_(\d+)", c)
+        if m is None:
+            raise DatasetError(f"{name}: bad spin column name {c!r}: expected spin_<qubit id> (a non-negative integer)")
+        q = int(m.group(1))
+        if q in owner:
+            raise DatasetError(f"{name}: columns {owner[q]!r} and {c!r} both name qubit {q}")
+        owner[q] = c
+    body = rows[1:]
+    if not body:
+        raise DatasetError(f"{name} has a header but no rows: one row per h value is needed")
+    index = {c: header.index(c) for c in ["h", "samples", *spin_cols]}
+    values = np.empty((len(body), len(index)), dtype=float)
+    for i, row in enumerate(body):
+        line = i + 2
+        if len(row) != len(header):
+            raise DatasetError(f"{name} line {line}: {len(row)} cells for {len(header)} columns")
+        for j, (c, k) in enumerate(index.items()):
+            cell = row[k].strip()
+            if not cell:
+                raise DatasetError(f"{name} line {line}, column {c!r}: empty cell")
+            try:
+                values[i, j] = float(cell)
+            except ValueError:
+                raise DatasetError(f"{name} line {line}, column {c!r}: {cell!r} is not a number") from None
+            if c != "h" and not (0 <= values[i, j] <= MAX_IMPORTED_COUNT and values[i, j] == int(values[i, j])):
+                raise DatasetError(f"{name} line {line}, column {c!r}: {cell!r} is not a whole number of reads "
+                                   f"in [0, 2^53]")
+    h, samples, down = values[:, 0], values[:, 1], values[:, 2:]
+    bad = np.flatnonzero(~np.isfinite(h))
+    if bad.size:
+        raise DatasetError(f"{name} line {bad[0] + 2}, column 'h': {body[bad[0]][index['h']].strip()!r} is not finite")
+    first: dict[float, int] = {}
+    for i, v in enumerate(h):
+        if v in first:
+            raise DatasetError(f"{name}: h={v:g} appears on lines {first[v] + 2} and {i + 2}; each h value must "
+                               "appear once (sum the reads into one row)")
+        first[v] = i
+    zero = np.flatnonzero(samples < 1)
+    if zero.size:
+        raise DatasetError(f"{name} line {zero[0] + 2}, column 'samples': {samples[zero[0]]:g} reads; at least 1")
+    over = np.argwhere(down > samples[:, None])
+    if over.size:
+        i, j = over[0]
+        raise DatasetError(f"{name} line {i + 2}, column {spin_cols[j]!r}: {down[i, j]:g} reads of -1 exceed "
+                           f"samples={samples[i]:g}; spin counts must lie in [0, samples]")
+    qubits = np.array([int(c[5:]) for c in spin_cols], dtype=np.int64)
+    return h, samples.astype(np.int64), qubits, down.astype(np.int64)

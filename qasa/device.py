@@ -20,12 +20,13 @@ Reliability: how much of a parameter's spread is the device, not the fit
     map* when its reliability is at least 0.5; below, its maps, correlations and spatial
     statistics describe mostly the fit's noise and are not reported as device findings.
     The moment estimate needs trustworthy standard errors. Near a bound they are not: a Wald
-    error grows like 1/η̂ as η̂ → 0, so a few qubits with tiny η̂ can dominate mean Σ̂ (measured:
-    at 10⁶ reads per h, 5 of 400 qubits carried 95 % of Σ se² of η and the moment reliability
-    came out negative where the truth is 0.89). :func:`split_half` needs no standard error: it
-    fits two independent halves of the reads and correlates them (Spearman–Brown), and is the
-    estimate to use for η (measured against the truth at βη ≈ 0.1: 0.08 vs 0.12 at 4 000 reads per
-    h, 0.51 vs 0.42 at 10⁵, 0.90 vs 0.89 at 10⁶).
+    error grows like 1/η̂ as η̂ → 0, so a few qubits with tiny η̂ can dominate mean Σ̂ (measured on
+    one draw of 400 qubits at 10⁶ reads per h: 5 qubits carried 94 % of Σ se² of η and the moment
+    reliability came out −0.56 where the truth is 0.89). :func:`split_half` needs no standard
+    error: it fits two independent halves of the reads and correlates them (Spearman–Brown), and
+    is the estimate to use for η (split-half vs truth at βη ≈ 0.1 on the reference h grid, 300
+    qubits: 0.03 vs 0.11 at 4 000 reads per h, 0.52 vs 0.39 at 10⁵, 0.90 vs 0.82 at 10⁶;
+    ``docs/figures_device_statistics.py``).
 
 Correlations between parameters
     Raw Pearson and Spearman coefficients of the fitted values with 95% confidence intervals from

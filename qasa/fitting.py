@@ -44,12 +44,13 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     never fixed at its estimate, so intervals of β, b, γ stay valid when η̂ = 0. The interval is
     ``{t : 2 (ℓ̂ − ℓ_p(t)) ≤ c}`` with ``c = χ²₁(level)`` (3.841 at 95 %). Endpoints are found on
     the signed root ``r(t) = √(2(ℓ̂ − ℓ_p(t)))``, which is nearly linear in the internal coordinate
-    φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps
-    inside a bracket (bisection when both leave it) until ``|r − √c| < 0.01`` (the end to 1 % of a
-    standard error);
-    the first trial point is the Wald step ``φ̂_j ± √c·se_φ`` from the expected information in φ
-    (finite on the bound), the other parameters warm-started from the previous point and moved by
-    their first-order regression on φ_j. All (qubit, parameter, side) rows are one batched
+    φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps,
+    kept inside the bracket once the cut-off has been crossed (bisection if neither is finite), until
+    ``|r − √c| < 0.01`` (the end to 1 % of a standard error);
+    the first trial point is the Wald step ``φ̂_j ± √c·se_φ`` (observed information mapped to φ when
+    no parameter is on a bound, else the expected information in φ, which is finite there), the
+    other parameters warm-started from the previous point and moved by their first-order regression
+    on φ_j. An end still bracketed after the last step is interpolated on r. All (qubit, parameter, side) rows are one batched
     constrained maximization (:func:`maximize` with ``fixed``). Rules:
 
     - *one-sided*: a parameter whose estimate is on its bound gets that bound as one end (η̂ = 0 →
@@ -62,6 +63,11 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
       the search up to ×4) gives ±inf — the data do not bound the parameter on that side.
     - Invariance: the intervals do not depend on the parametrization (φ or θ) — endpoints are
       mapped back with ``θ = √φ``.
+
+    Measured (tests/test_inference.py, QASA-model devices of 2 000 qubits run through
+    :func:`qasa.run` with the default gauges): coverage 0.94–0.965 for each of β, b, γ, η over all
+    qubits and 0.935–0.97 for β, b, γ on the ~22 % of qubits with η̂ = 0; the ends agree with a
+    per-qubit scipy ``brentq`` on the same profile to ~2e-5 of the width (benchmarks/fit_speed.py).
 
 Statistics and quality rule (:class:`QualityRule`)
     ``deviance`` = 2 (ℓ_saturated − ℓ), with ``df`` = (h values with reads) − (free parameters) and

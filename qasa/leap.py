@@ -332,6 +332,10 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             written.clear()
             written.update(current)
 
+    def committed() -> float:
+        """Estimated QPU time of the calls submitted or about to be retried (not yet counted)."""
+        return sum(est.get(j.call.num_reads) or 0.0 for j in [*pending.values(), *(w[1] for w in waiting)])
+
     def label(call: Call) -> str:
         return f"qasa {call.call_id} seed {protocol.seed}"
 
@@ -371,8 +375,8 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             message = (f"call {call.call_id}: the QPU service refused "
                        f"{'problem ' + pid if pid else 'the submission'}: {type(exc).__name__}: {redact(exc)}")
         else:
-            message = (f"call {call.call_id} failed after {job.attempt} retries ({job.submitted} problems "
-                       f"submitted for it); last error: {type(exc).__name__}: {redact(exc)}")
+            message = (f"call {call.call_id} failed after {job.attempt} retries ({job.submitted} submissions); "
+                       f"last error: {type(exc).__name__}: {redact(exc)}")
         if state["fatal"] is None:
             state["fatal"] = tag(LeapError(message), call)
 
@@ -380,11 +384,11 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
         pid = getattr(fut, "id", None) if fut is not None else None
         if pid:
             job.problem_id = pid
-        if job.how == "recovered":              # the old answer is gone: pay for it again
-            job.problem_id = None
+        kind = "deadline" if isinstance(exc, _Deadline) else failure_kind(exc)
+        if job.how == "recovered" and kind == "fatal":   # the old problem is gone (failed, cancelled,
+            job.problem_id = None                        # unknown): pay for the call again
             waiting.append((time.monotonic(), job, "submit"))
             return
-        kind = "deadline" if isinstance(exc, _Deadline) else failure_kind(exc)
         if state["fatal"] is not None:          # draining: no more retries
             if job.problem_id:
                 keep[job.call.call_id] = job.problem_id
@@ -410,20 +414,24 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             for item in sorted((w for w in waiting if w[0] <= now), key=lambda w: w[0]):
                 waiting.remove(item)
                 _, job, action = item
-                if state["fatal"] is not None:
+                if state["fatal"] is not None or state["budget"] is not None:
                     if job.problem_id:
                         keep[job.call.call_id] = job.problem_id
                     continue
+                if action in ("submit", "lookup"):         # may cost QPU time again: within the budget?
+                    try:
+                        check_budget(job.call, committed())
+                    except BudgetError as exc:
+                        state["budget"] = exc
+                        continue
                 try:
                     start(job, action)
                 except Exception as exc:
                     failed(job, exc)
             while (queue and len(pending) + len(waiting) < in_flight and state["budget"] is None
                    and state["fatal"] is None):
-                committed = sum(est.get(j.call.num_reads) or 0.0 for j in pending.values()) + \
-                    sum(est.get(j.call.num_reads) or 0.0 for _, j, _ in waiting)
                 try:
-                    check_budget(queue[0], committed)
+                    check_budget(queue[0], committed())
                 except BudgetError as exc:
                     state["budget"] = exc
                     break

@@ -347,7 +347,12 @@ class Protocol:
         return None
 
     def call_ids(self) -> set[str]:
-        """Ids of every call of the protocol (without expanding the gauges)."""
+        """Ids of every call of the protocol (without expanding the gauges).
+
+        Raises:
+            ProtocolError: if the protocol fails :meth:`check` (e.g. more than :data:`MAX_CALLS` calls).
+        """
+        self.check()
         return {f"g{g:04d}-h{j:05d}" for g in range(self.calls_per_h) for j in range(len(self.h_values))}
 
     def call_seed(self, index: int) -> int:

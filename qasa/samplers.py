@@ -234,12 +234,17 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
         from dwave.system.testing import MockDWaveSampler
 
         _, shape = topology_graph(topology_type, topology_shape)
-        return MockDWaveSampler(
+        mock = MockDWaveSampler(
             topology_type=topology_type, topology_shape=shape, broken_nodes=broken_nodes,
             substitute_sampler=SimulatedAnnealingSampler(),
             substitute_kwargs=dict(beta_schedule_type="custom", beta_schedule=[float(beta)],
                                    proposal_acceptance_criteria="Gibbs", randomize_order=False),
             parameter_warnings=False)
+        # the mock passes keyword arguments it lists on to its substitute: listing `seed` lets the
+        # runner seed every call (otherwise the SA substitute draws from numpy's global generator
+        # and a resumed run differs from an uninterrupted one)
+        mock.parameters["seed"] = []
+        return mock
     if backend == "emulator":
         from qasa.virtual import VirtualQPU
 

@@ -28,8 +28,9 @@ server accepts them), ``answer_faults={n: kind}``:
 ``post_delay`` (seconds) makes every submission reply late — after the problem is accepted and
 paid — as a server slower than the client's request timeout; ``malformed_posts`` answers those
 submission requests (counted from 1) with a body that is not JSON, after accepting the problems;
-``status_faults={n: code}`` answers request number ``n`` (counted from 1, every endpoint) with that
-HTTP error (``Retry-After: retry_after`` on 429 and 503); ``solver_failures`` answers that many first
+``status_faults={n: code}`` answers request number ``n`` (counted from 1, every endpoint) and
+``post_faults={n: code}`` submission request number ``n`` with that HTTP error, before anything is
+accepted (``Retry-After: retry_after`` on 429 and 503); ``solver_failures`` answers that many first
 solver requests with 503; ``echo_token_status`` answers every submission with that error code and a
 message that echoes the request's token. ``GET problems/?label=`` lists problems by label.
 """
@@ -98,7 +99,7 @@ class SAPIServer:
                  drop_after_rate: float = 0.0, drop_after_posts: tuple[int, ...] = (), pending_polls: int = 0,
                  seed: int = 0, answer_faults: dict[int, str] | None = None, post_delay: float = 0.0,
                  malformed_posts: tuple[int, ...] = (), status_faults: dict[int, int] | None = None,
-                 retry_after: float | None = None, solver_failures: int = 0,
+                 retry_after: float | None = None, solver_failures: int = 0, post_faults: dict[int, int] | None = None,
                  echo_token_status: int | None = None) -> None:
         self.qpu = qpu
         self.solver_name = name
@@ -113,10 +114,13 @@ class SAPIServer:
         self.solved = 0
         self.requests = 0
         self.tokens_seen: set[str] = set()
+        self.handler_errors = 0
         self.answer_faults = dict(answer_faults or {})
         self.post_delay = post_delay
         self.malformed_posts = set(malformed_posts)
         self.status_faults = dict(status_faults or {})
+        self.post_faults = dict(post_faults or {})
+        self.post_requests = 0
         self.retry_after = retry_after
         self.solver_failures = solver_failures
         self.echo_token_status = echo_token_status
@@ -144,7 +148,11 @@ class SAPIServer:
             def do_DELETE(self):
                 server._handle(self, "DELETE")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that hung up (e.g. timed out): quiet,
+                server.handler_errors += 1                     # as the output of the code under test is checked
+
+        self.httpd = Server(("127.0.0.1", self.port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -237,6 +245,11 @@ class SAPIServer:
                 code = self.echo_token_status
                 return self._reply(h, code, {"error_code": code, "error_msg": f"token {token} is not valid here"},
                                    "application/json")
+            with self.lock:
+                self.post_requests += 1
+                code = self.post_faults.get(self.post_requests)
+            if code is not None:
+                return self._reply(h, code, {"error_code": code, "error_msg": f"injected {code}"}, "application/json")
             if h.headers.get("Content-Encoding") == "deflate":
                 raw = zlib.decompress(raw)
             answers = [self._submit(p) for p in json.loads(raw)]
@@ -250,7 +263,7 @@ class SAPIServer:
                 return self._drop(h)
             if post in self.malformed_posts:
                 return self._reply(h, 200, None, raw=b'[{"id": "truncated')
-            return self._reply(h, 200, answers)
+            return self._answer(h, answers)
         if method == "GET" and path in ("problems/", "problems") and "label" in query:
             label = query["label"][0]
             with self.lock:
