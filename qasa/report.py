@@ -22,15 +22,24 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from qasa.analysis import (AnaloguesReport, AssessmentReport, ComparisonReport, analyze, analyze_analogues,
-                           analyze_comparison, format_value, json_safe, parameter_info, pooled_temperature)
+from qasa.analysis import (
+    AnaloguesReport,
+    AssessmentReport,
+    ComparisonReport,
+    analyze,
+    analyze_analogues,
+    analyze_comparison,
+    format_value,
+    json_safe,
+    parameter_info,
+    pooled_temperature,
+)
 from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json
 from qasa.fitting import FitTable
 

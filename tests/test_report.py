@@ -14,13 +14,19 @@ import pandas as pd
 import pytest
 
 import qasa
-from qasa.analysis import (MIN_GOOD_QUBITS, analyze, format_value, model_comparison, parameter_summary,
-                           round_to_uncertainty)
+from qasa.analysis import (
+    MIN_GOOD_QUBITS,
+    analyze,
+    format_value,
+    model_comparison,
+    parameter_summary,
+    round_to_uncertainty,
+)
 from qasa.dataset import Dataset
-from qasa.virtual import VirtualQPU
 from qasa.fitting import FitTable, fit
 from qasa.models import get_model
 from qasa.report import build_report, render, svg_map
+from qasa.virtual import VirtualQPU
 
 ROOT = Path(__file__).parents[1]
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import qasa
-from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.report import build_report
+from qasa.virtual import VirtualQPU
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed")
