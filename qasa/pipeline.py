@@ -170,6 +170,9 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
             (``sampler_options`` go to it).
         out: dataset directory (re-running resumes); ``None`` keeps everything in memory.
         protocol: what to run; default the reference h grid with :data:`ASSESS_READS_PER_H` reads per h.
+            With ``design="adaptive"`` it is the pilot stage (default
+            :func:`qasa.adaptive.pilot_protocol`; :func:`qasa.adaptive.pilot_from` turns a grid
+            protocol's settings into one).
         model: the main model of the report.
         compare: also fit :data:`COMPARE_MODELS` and compare them.
         report: write the HTML report (``out/report`` by default, or ``report_dir``).
