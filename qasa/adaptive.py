@@ -62,7 +62,7 @@ from qasa.cost import BudgetError, estimate_call
 from qasa.dataset import Dataset, Response, atomic_write_json, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
-from qasa.protocol import Call, Protocol, h_grid
+from qasa.protocol import Call, Protocol
 from qasa.store import DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",

@@ -1,6 +1,6 @@
 r"""Analysis of an assessment: every number a report shows, as plain data (no HTML, no figures).
 
-:func:`analyze` turns a dataset and its fit table into an :class:`AssessmentReport`; 
+:func:`analyze` turns a dataset and its fit table into an :class:`AssessmentReport`;
 :func:`analyze_comparison` and :func:`analyze_analogues` do the same for ``qasa compare`` and
 ``qasa analogues``. :func:`qasa.report.render` turns any of them into one self-contained HTML page
 with figures, CSV tables and a JSON summary; :meth:`AssessmentReport.to_dict` is that JSON.
@@ -247,9 +247,12 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
 
 
 def _qasa_version() -> str:
-    import qasa
+    from importlib.metadata import PackageNotFoundError, version
 
-    return getattr(qasa, "__version__", "?")
+    try:
+        return version("qasa")
+    except PackageNotFoundError:   # pragma: no cover - running from a source tree that is not installed
+        return "?"
 
 
 def parameter_summary(fits: FitTable, params: Sequence[str] | None = None) -> pd.DataFrame:

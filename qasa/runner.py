@@ -476,7 +476,7 @@ def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, ret
             record, counts, samples = _with_retries(
                 lambda: _execute(call, protocol, sampler, qubits, base, keep_samples), retries, backoff)
         except Exception as exc:
-            raise tag(exc, call)
+            raise tag(exc, call) from None      # the same exception, with the call's id attached
         yield call, record, counts, samples
 
 

@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from adaptive_worker import TARGET, assess
-from adaptive_worker import sampler as slow_sampler
+from adaptive_worker import assess
 from conftest import kill_worker_midway
 from qasa_sampler import QASAModelCountSampler
 

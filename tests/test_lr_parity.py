@@ -10,7 +10,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
