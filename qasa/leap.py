@@ -240,7 +240,8 @@ def open_dwave_sampler(solver: Any = None, profile: str | None = None, retries: 
                 time.sleep(retry_delay(exc, backoff, attempt))
                 continue
             tried = f" after {attempt} retries" if attempt else ""
-            raise SamplerError(f"cannot open the QPU solver {solver!r}{tried}: {type(exc).__name__}: "
+            which = f"solver {solver!r}" if solver is not None else "the default solver of the configuration"
+            raise SamplerError(f"cannot open the QPU {which}{tried}: {type(exc).__name__}: "
                                f"{redact(exc)}") from None
         register(getattr(getattr(sampler.solver.client, "config", None), "token", None))
         return sampler

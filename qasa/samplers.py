@@ -204,6 +204,10 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
     sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
                             profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
     # how it was made: recorded with the data, checked on resume, reused by `qasa run DIR`
+    topology = (getattr(sampler, "properties", {}) or {}).get("topology") or {}
+    if backend != "qpu" and topology.get("type"):
+        # the graph actually built (a preset's default included), so that naming it on resume matches
+        topology_type, topology_shape = topology["type"], list(topology.get("shape") or []) or topology_shape
     recipe = {"backend": backend, "topology_type": topology_type, "topology_shape": topology_shape,
               "solver": solver, "broken_nodes": broken_nodes, **options}
     if backend in ("sa", "mock"):
