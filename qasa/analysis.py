@@ -25,6 +25,8 @@ Degenerate data
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -776,6 +778,8 @@ class ComparisonReport:
             when the annealing times differ.
         truth_medians: per parameter the true device median at each annealing time (virtual QPU).
         param: the parameter whose trend is drawn.
+        analogue_trend: when the runs used different anneals, the measured β trend beside the trend
+            its SGD and SA analogues predict (:func:`qasa.analogues.analogue_trend`).
     """
 
     created: str
@@ -787,6 +791,7 @@ class ComparisonReport:
     truth_medians: dict[str, list[float]] | None
     param: str = "beta"
     notes: list[str] = field(default_factory=list)
+    analogue_trend: pd.DataFrame | None = None
 
     kind = "comparison"
     title = "Comparison of QASA assessments"
@@ -797,6 +802,8 @@ class ComparisonReport:
                                "provenance": self.provenance}
         if self.trends is not None:
             out["annealing_time_trend"] = self.trends
+        if self.analogue_trend is not None:
+            out["analogue_trend"] = self.analogue_trend.to_dict("records")
         return json_safe(out)
 
     def __repr__(self) -> str:
@@ -843,7 +850,25 @@ def analyze_comparison(runs: Mapping[str, tuple[Dataset, FitTable]], param: str 
     return ComparisonReport(created=utcnow(), labels=labels,
                             provenance={lbl: provenance(ds) for lbl, (ds, _) in runs.items()},
                             params=list(ref_fit.model.params), pairs=pairs, trends=trends,
-                            truth_medians=truth or None, param=param, notes=notes)
+                            truth_medians=truth or None, param=param, notes=notes,
+                            analogue_trend=_analogue_trend(runs, notes))
+
+
+def _analogue_trend(runs: Mapping[str, tuple[Dataset, FitTable]], notes: list[str]) -> pd.DataFrame | None:
+    """The measured β trend across anneals beside its SGD/SA analogues' prediction (None if one anneal)."""
+    from qasa import analogues as an
+
+    if "beta" not in next(iter(runs.values()))[1].model.params:
+        return None
+    records = an.analogue_runs(runs)
+    if len({json.dumps(r["anneal"]) for r in records}) < 2:
+        return None
+    solver = next(iter(runs.values()))[0].device.get("solver")
+    try:
+        return an.analogue_trend(records, **an.device_constants(solver))
+    except (ValueError, ArithmeticError) as exc:
+        notes.append(f"The analogue trend could not be computed: {exc}.")
+        return None
 
 
 def _truth_median(ds: Dataset, param: str) -> float | None:

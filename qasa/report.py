@@ -747,6 +747,22 @@ def _render_comparison(rep: ComparisonReport, out: Path, formats: Sequence[str])
                      "every time; the device median ± 1.96 se at each time.</p>" + table
                      + "<p>" + page.csv(lv, "levels.csv") + "</p>"
                      + page.figure(fig, "trend", f"{parameter_info(rep.param).symbol} versus annealing time"))
+    if rep.analogue_trend is not None:
+        at = rep.analogue_trend
+        cols = [c for c in ("label", "annealing_time", "measured_beta", "sgd_beta", "sa_beta", "measured_trend",
+                            "sgd_trend") if c in at]
+        trows = [[_fmt(r[c]) if not isinstance(r[c], str) else r[c] for c in cols] for _, r in at.iterrows()]
+        rho = at.attrs.get("rank_agreement")
+        page.section("analogue-trend", "Measured β trend beside its classical analogues",
+                     "<p>For each anneal that was run, the device's measured median β next to the β its analogues "
+                     "predict when driven along the same temperature profile (<code>qasa.analogues.analogue_trend</code>): "
+                     "SGD on the noisy quadratic model, its one free rate calibrated on the first run, so the other rows "
+                     "are predictions; SA, which never freezes out and follows the end temperature. Temperatures are in "
+                     "units of h, as 1/β."
+                     + (f" Rank agreement of measured and SGD-predicted trends (Spearman): {_fmt(rho)}." if rho is not None
+                        else "") + "</p>"
+                     + page.table(trows, [c.replace("_", " ") for c in cols], at, "analogue_trend.csv",
+                                  numeric=[c != "label" for c in cols]))
     atomic_write_json(out / "comparison.json", rep.to_dict())
     return page.write("comparison.html", rep.title, ", ".join(labels), rep.created,
                       "<h3>Assessments</h3>" + header, rep.notes)

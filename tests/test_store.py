@@ -238,3 +238,25 @@ def test_add_reads_extends_a_finished_dataset_keeping_every_call(tmp_path):
     assert old.astype({"call_id": str}).equals(first.counts.astype({"call_id": str}))
     res = invoke("run", out, "--add-reads", "300")
     assert res.exit_code == 1 and "add a multiple of 200" in res.output
+
+
+def test_compare_across_annealing_times_shows_measured_and_predicted_trends(tmp_path):
+    """qasa compare of one device at several annealing times: the measured β trend sits beside the
+    trend its classical analogues predict (issue 14), on the comparison page and in its JSON."""
+    common = ["--shape", "2", "--h-step", "0.1", "--reads", "2000", "--reads-per-call", "1000", "--seed", "4", "--quiet"]
+    runs = []
+    for t in ("2", "20", "200"):
+        out = tmp_path / f"t{t}"
+        assert invoke("run", out, *common, "--annealing-time", t).exit_code == 0
+        runs.append(out)
+    res = invoke("compare", *runs, "--out", tmp_path / "cmp", "--json")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["analogue_trend"]
+    assert [r["annealing_time"] for r in rows] == [2.0, 20.0, 200.0]
+    measured = [r["measured_beta"] for r in rows]
+    predicted = [r["sgd_beta"] for r in rows]
+    assert measured == sorted(measured)                       # later freeze-out: colder, on the device
+    assert predicted == sorted(predicted)                     # and in the SGD analogue's prediction
+    assert rows[0]["sgd_beta"] == pytest.approx(rows[0]["measured_beta"], rel=1e-6)   # calibrated on the first run
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "beside its classical analogues" in page and "analogue_trend.csv" in page
