@@ -262,13 +262,16 @@ class Dataset:
         ids = np.array([c.call_id for c in calls])
         flips = np.stack([c.flips for c in calls]) if calls else np.zeros((0, 0), np.int8)
         order = np.argsort(ids)
-        col = {int(q): i for i, q in enumerate(protocol.qubits)}
+        pq_sorted = np.argsort(np.asarray(protocol.qubits, np.int64))
+        qubits_sorted = np.asarray(protocol.qubits, np.int64)[pq_sorted]
         rows = np.flatnonzero(unknown)
         cid = self.counts["call_id"].to_numpy(str)[rows]
         pos = np.searchsorted(ids[order], cid)
         pos = np.minimum(pos, len(ids) - 1)
         found = ids[order][pos] == cid
-        qcol = np.array([col.get(int(q), -1) for q in self.counts["qubit"].to_numpy()[rows]])
+        q = self.counts["qubit"].to_numpy(np.int64)[rows]        # column of each row's qubit, vectorized
+        qpos = np.minimum(np.searchsorted(qubits_sorted, q), max(len(qubits_sorted) - 1, 0))
+        qcol = np.where(qubits_sorted[qpos] == q, pq_sorted[qpos], -1) if len(qubits_sorted) else np.full(len(q), -1)
         ok = found & (qcol >= 0)
         g[rows[ok]] = flips[order[pos[ok]], qcol[ok]]
         g[rows[~ok]] = 1

@@ -95,11 +95,11 @@ OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology
 
 
 def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
         out = {}
         for k, v in d.items():
             if isinstance(v, dict) and k in ("recipe", "settings", "options"):
-                out.update(flat(v, ""))
+                out.update(flat(v))
             else:
                 out.setdefault(k, v)
         return out
@@ -343,9 +343,7 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         if progress is not None:
             progress(len(calls), len(calls))
         ds = store.load()
-        if store.has_journal():
-            _finish(store, ds, None)
-        return ds
+        return _finish(store, ds, None) if store.has_journal() else ds
     run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, solver_name(sampler))}
     designed = {}
     if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
