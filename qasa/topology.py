@@ -149,8 +149,6 @@ def device_graph(device: dict[str, Any]) -> nx.Graph:
 
 def positions(device: dict[str, Any], nodes: Iterable[int] | None = None) -> dict[int, np.ndarray]:
     """2-D drawing positions of qubits: D-Wave's topology layout, or a spring layout without topology."""
-    import dwave.graphs as dg
-
     ttype, shape = device.get("topology_type"), device.get("topology_shape")
     if ttype is None:
         g = device_graph(device)
