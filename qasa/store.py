@@ -241,7 +241,8 @@ class DatasetStore:
         text = json.dumps(record)
         table = table.replace_schema_metadata({b"qasa_call": text.encode()})
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
+        # a part lives until the next compaction: written uncompressed and without statistics (faster)
+        pq.write_table(table, sink, compression="none", write_statistics=False)
         atomic_write_bytes(self.journal / f"{record['call_id']}.parquet", sink.getvalue().to_pybytes())
         self._written[str(record["call_id"])] = (table, json.loads(text))
 

@@ -213,7 +213,7 @@ class VirtualQPU(MockDWaveSampler):
             rng = np.random.default_rng([self.seed, 0])
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
         super().__init__(topology_type=preset.topology_type, topology_shape=list(preset.topology_shape),
-                         broken_nodes=list(broken_nodes), parameter_warnings=False)
+                         broken_nodes=set(broken_nodes), parameter_warnings=False)   # a set: the mock tests every coupler against it
         self._schedule = qphys.load_schedule(preset.schedule)
         self.properties.update(_qpu_properties(preset))
         self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
