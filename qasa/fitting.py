@@ -99,7 +99,7 @@ import pandas as pd
 from scipy import stats
 
 from qasa.dataset import Dataset, Response, atomic_write_bytes
-from qasa.models import Model, get_model
+from qasa.models import Model, _buf, get_model
 
 __all__ = ["fit", "compare", "FitTable", "FitResult", "QualityRule", "maximize", "loglik",
            "profile_intervals", "NESTED_PAIRS"]
@@ -131,9 +131,13 @@ class FitResult:
     interval: dict[str, tuple[float, float]] | None = None
 
 
-def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool):
-    """Magnetization (n, k) and parameter-major Jacobian (p, n, k) from the model's function."""
-    m, dm = model._fn(h, theta, jac)
+def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool, ws: dict | None = None):
+    """Magnetization (n, k) and parameter-major Jacobian (p, n, k) from the model's function
+    (``ws``: a scratch workspace, used by model functions that accept one)."""
+    if ws is not None and getattr(model._fn, "workspace", False):
+        m, dm = model._fn(h, theta, jac, ws)
+    else:
+        m, dm = model._fn(h, theta, jac)
     return np.broadcast_to(m, (len(theta), len(h))), dm
 
 
@@ -157,38 +161,65 @@ CHUNK_ROWS = 192
 
 
 def _evaluate(model, h, theta, n_down, n_total, info=True):
-    """Log-likelihood, score and (optionally) expected information per row, in row chunks."""
+    """Log-likelihood, score and (optionally) expected information per row, in row chunks that
+    share one scratch workspace (see :func:`qasa.models._qasa_phi`)."""
     n = len(theta)
+    ws: dict = {}
     if n <= CHUNK_ROWS:
-        return _evaluate_block(model, h, theta, n_down, n_total, info)
+        return _evaluate_block(model, h, theta, n_down, n_total, info, ws)
     k = theta.shape[1]
     ll, score = np.empty(n), np.empty((n, k))
     fisher = np.empty((n, k, k)) if info else None
     for i in range(0, n, CHUNK_ROWS):
         sl = slice(i, i + CHUNK_ROWS)
-        out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info)
+        out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
         ll[sl], score[sl] = out[0], out[1]
         if info:
             fisher[sl] = out[2]
     return ll, score, fisher
 
 
-def _evaluate_block(model, h, theta, n_down, n_total, info):
-    m, dm = _m(model, h, theta, True)
-    p, q = _probabilities(m)
-    ll = (n_down * np.log(p) + (n_total - n_down) * np.log(q)).sum(-1)
-    w = 0.5 / (p * q)                        # 1/(p(1−p)) times ∂p/∂m = 1/2
-    dmt = dm.transpose(1, 0, 2)              # (n, p, k) view
-    score = np.matmul(dmt, ((n_down - n_total * p) * w)[..., None])[..., 0]
+def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
+    """One chunk: ``ℓ = Σ n log p + (N − n) log q``, score ``Σ (n − Np)/(2pq) ∂m/∂φ`` and expected
+    information ``Σ N/(4pq) ∂m/∂φ ∂m/∂φᵀ`` (p = (1 + m)/2, q = 1 − p, both clipped)."""
+    ws = {} if ws is None else ws
+    m, dm = _m(model, h, theta, True, ws)
+    shape = m.shape
+    p = np.add(1.0, m, out=_buf(ws, "p", shape))
+    p *= 0.5
+    np.clip(p, _PCLIP, 1 - _PCLIP, out=p)
+    q = np.subtract(1.0, m, out=_buf(ws, "q", shape))
+    q *= 0.5
+    np.clip(q, _PCLIP, 1 - _PCLIP, out=q)
+    lp = np.log(p, out=_buf(ws, "lp", shape))
+    lp *= n_down
+    lq = np.log(q, out=_buf(ws, "lq", shape))
+    lq *= np.subtract(n_total, n_down, out=_buf(ws, "nu", shape))
+    lp += lq
+    ll = lp.sum(-1)
+    pq = np.multiply(p, q, out=q)
+    res = np.multiply(n_total, p, out=p)
+    np.subtract(n_down, res, out=res)
+    res /= pq
+    res *= 0.5                                 # (n − Np)/(p q) · ∂p/∂m with ∂p/∂m = 1/2
+    dmt = dm.transpose(1, 0, 2)                # (n, p, k) view
+    score = np.matmul(dmt, res[..., None])[..., 0]
     if not info:
         return ll, score, None
-    a = dmt * np.sqrt(0.5 * n_total * w)[:, None, :]
+    sw = np.divide(n_total, pq, out=lq)
+    sw *= 0.25
+    np.sqrt(sw, out=sw)
+    if getattr(model._fn, "workspace", False):
+        a = dmt
+        a *= sw[:, None, :]                    # the model's scratch Jacobian, consumed here
+    else:
+        a = dmt * sw[:, None, :]
     return ll, score, np.matmul(a, a.transpose(0, 2, 1))
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
              theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3,
-             fixed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+             fixed: np.ndarray | None = None, n_starts: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximize the likelihood of every row from ``theta0`` (see module docstring).
 
     The iteration runs on the model's internal parameters φ (even parameters squared,
@@ -206,19 +237,32 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
             conditional standard error ``1/sqrt(F_jj)`` (a step far below the statistical
             uncertainty changes no conclusion; this ends slow creeping along flat directions).
         fixed: optional ``(n, p)`` mask of parameters held at their ``theta0`` value (profiles).
+        n_starts: the rows are ``n_starts`` stacked blocks of starting points for the same data
+            (block ``s`` row ``i`` starts qubit ``i``); a start that reaches the basin of a better
+            one (within 0.5 conditional standard errors in every parameter) is dropped and returns
+            log-likelihood −inf and ``converged`` False.
 
     Returns:
         ``(theta, loglik, converged, iterations)`` per row.
     """
     model = get_model(model)
     phi, ll, conv, iters, _ = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
-                                         max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed)
+                                         max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed,
+                                         n_starts=n_starts)
     return model.from_internal(phi), ll, conv, iters
 
 
 def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
-                  fixed=None):
-    """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters."""
+                  fixed=None, n_starts=1, merge_tol=0.5):
+    """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters.
+
+    A row stops when its next (nearly undamped) step is predicted to gain less than ``tol`` or to
+    move every parameter by less than ``step_tol`` conditional standard errors — without spending
+    an evaluation on that step — or when an accepted step did so. With ``n_starts > 1`` the rows are
+    that many stacked blocks of starts for the same data; a start that comes within ``merge_tol``
+    conditional standard errors (every parameter) of a better start of the same row has reached the
+    same basin and is dropped (log-likelihood −inf, not converged).
+    """
     lo = np.array(model.lower)
     hi = np.array(model.upper)
     theta = np.clip(np.array(phi0, dtype=float), lo, hi)
@@ -227,10 +271,13 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
     ll, score, info = _evaluate(model, h, theta, n_down, n_total)
     lam = np.full(n, 1e-3)
     converged = np.zeros(n, bool)
+    dropped = np.zeros(n, bool)
     iters = np.zeros(n, int)
     active = np.isfinite(ll)
     eye = np.eye(k)
     for _ in range(max_iter):
+        if n_starts > 1:
+            _drop_merged(theta, ll, info, active, converged, dropped, n_starts, merge_tol)
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -246,12 +293,23 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
             step = np.linalg.solve(A, rhs[..., None])[..., 0]
         except np.linalg.LinAlgError:
             step = np.stack([np.linalg.lstsq(a, r, rcond=None)[0] for a, r in zip(A, rhs)])
+        sd = np.sqrt(np.maximum(d, 0.0))
+        # a nearly undamped step that would change nothing: converged without evaluating it
+        predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+        small = (lam[idx] <= 1e-2) & ((predicted < tol) | ((np.abs(step) * sd).max(1) < step_tol))
+        if small.any():
+            converged[idx[small]] = True
+            active[idx[small]] = False
+            keep = ~small
+            idx, th, step, sd = idx[keep], th[keep], step[keep], sd[keep]
+            if idx.size == 0:
+                break
         new = np.clip(th + step, lo, hi)
         ll_new, s_new, F_new = _evaluate(model, h, new, n_down[idx], n_total[idx])
         accept = np.isfinite(ll_new) & (ll_new >= ll[idx])
         gain = np.where(accept, ll_new - ll[idx], 0.0)
         # step size in units of the (conditional) standard error 1/sqrt(F_jj)
-        moved = (np.abs(new - th) * np.sqrt(np.maximum(d, 0.0))).max(1)
+        moved = (np.abs(new - th) * sd).max(1)
         a_idx = idx[accept]
         theta[a_idx], ll[a_idx], score[a_idx], info[a_idx] = new[accept], ll_new[accept], s_new[accept], F_new[accept]
         lam[idx] = np.where(accept, np.maximum(lam[idx] / 10.0, 1e-12), lam[idx] * 10.0)
@@ -259,7 +317,31 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         done = (accept & ((gain < tol) | (moved < step_tol))) | (lam[idx] > 1e12)
         converged[idx[done]] = True
         active[idx[done]] = False
-    return theta, ll, converged, iters, score
+    ll = np.where(dropped, -np.inf, ll)
+    return theta, ll, converged & ~dropped, iters, score
+
+
+def _drop_merged(theta, ll, info, active, converged, dropped, n_starts, merge_tol) -> None:
+    """Drop, in place, every start that is within ``merge_tol`` conditional standard errors of a
+    better live start of the same row (rows are ``n_starts`` stacked blocks)."""
+    n, k = theta.shape
+    m = n // n_starts
+    th = theta.reshape(n_starts, m, k)
+    lls = ll.reshape(n_starts, m)
+    sd = np.sqrt(np.maximum(np.einsum("npp->np", info), 0.0)).reshape(n_starts, m, k)
+    live = ((active | converged) & ~dropped).reshape(n_starts, m)
+    for a in range(n_starts):
+        for b in range(a + 1, n_starts):
+            both = live[a] & live[b]
+            if not both.any():
+                continue
+            close = both & ((np.abs(th[a] - th[b]) * np.maximum(sd[a], sd[b])).max(1) < merge_tol)
+            if not close.any():
+                continue
+            worse = np.where(lls[a] < lls[b], a, b)
+            rows = worse[close] * m + np.flatnonzero(close)
+            dropped[rows], active[rows], converged[rows] = True, False, False
+            live.reshape(-1)[rows] = False
 
 
 #: Inner convergence of profile maximizations (gain in nats, step in conditional standard errors):
@@ -678,7 +760,8 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             start_list = [np.asarray(s, float)[ok] for s in start_list]
         S = len(start_list)
         th_all, ll_all, cv_all, it_all = maximize(model, h, np.tile(nd, (S, 1)), np.tile(nt, (S, 1)),
-                                                  np.concatenate(start_list), max_iter=max_iter, tol=tol)
+                                                  np.concatenate(start_list), max_iter=max_iter, tol=tol,
+                                                  n_starts=S)
         ll_s = np.where(np.isfinite(ll_all), ll_all, -np.inf).reshape(S, ok.size)
         best = ll_s.argmax(0)
         pick = best * ok.size + np.arange(ok.size)

@@ -164,6 +164,143 @@ def _qasa(h, theta, jac):
     return m, dm
 
 
+#: Below this value of ``r`` the η-curvature term ``K(r) = G'(r)/r`` uses its Taylor series.
+_SMALL_K = 3e-2
+#: Below this half-separation ``βη`` of the two components, ∂m/∂(η²) uses its η → 0 limit.
+_SMALL_D = 1e-4
+
+
+def _buf(ws: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A scratch array of ``shape`` from the workspace ``ws`` (reused across calls)."""
+    a = ws.get((name, shape))
+    if a is None:
+        a = ws[(name, shape)] = np.empty(shape)
+    return a
+
+
+def _qasa_phi(h, phi, jac, ws=None):
+    r"""The QASA model on ``φ = (β, b, γ², η²)``, fused for speed (the fitter's inner loop).
+
+    Same magnetization as :func:`_qasa`; its Jacobian is taken in φ directly:
+
+    - ``∂m/∂(γ²) = β²h²/4 · Σ± x± G(r±)`` (γ enters only through ``u² = β²γ²h²`` and
+      ``∂f/∂(u²) = x G/2``), finite at γ = 0;
+    - ``∂m/∂(η²) = β/(4η) · (f_x(x₊) − f_x(x₋))``, and for ``βη < 1e-4`` its limit
+      ``β²/4 · (f_xx(x₊) + f_xx(x₋))`` (error O((βη)²)) with ``f_xx = 3xG + x³K``,
+      ``K = G'(r)/r = −2 tanh(r) sech²(r)/r³ − 3G/r²`` (Taylor series ``16/15 − 136r²/105 + 992r⁴/945``
+      for ``r < 0.03``);
+    - ``∂m/∂β = ½ [Σ± f_x(x±)·(h + b) + (f_x(x₊) − f_x(x₋))·η + β γ² h² Σ± x± G(r±)]``,
+      ``∂m/∂b = β/2 · Σ± f_x(x±)``.
+
+    Every element-wise step writes into a scratch array of the workspace ``ws`` (a dict the caller
+    keeps between calls): allocating a fresh ``(n, k)`` array costs several times the arithmetic on
+    it. With a workspace, the returned ``m`` and ``dm`` are scratch arrays too, valid until the next
+    call with the same ``ws``; without one they are new arrays. Agrees with ``_internal_fn(_qasa)``
+    to rounding (tests/test_models.py).
+    """
+    ws = {} if ws is None else ws
+    phi = np.asarray(phi, dtype=float)
+    h = np.asarray(h, dtype=float)
+    shape = (len(phi), h.shape[-1])
+
+    def B(name):
+        return _buf(ws, name, shape)
+
+    beta, b = phi[:, 0:1], phi[:, 1:2]
+    pg = np.maximum(phi[:, 2:3], 0.0)
+    eta = np.sqrt(np.maximum(phi[:, 3:4], 0.0))
+    d = beta * eta
+    h2 = h * h
+    hb = np.add(h, b, out=B("hb"))
+    u2 = np.multiply(h2, beta * beta * pg, out=B("u2"))
+    xp = np.multiply(hb, beta, out=B("xp"))
+    xm = np.subtract(xp, d, out=B("xm"))
+    xp += d
+    m = B("m")
+    close = (d < _SMALL_D)[:, 0]
+    fxx = 0.0
+    parts = []
+    for i, x in enumerate((xp, xm)):
+        g, G, r, t = _g_G_into(x, u2, B, jac)
+        if jac and close.any():     # ∂²f/∂x² where βη is tiny (the η² derivative below)
+            fxx = fxx + _fxx(x[close], r[close], t[close], G[close])
+        if i == 0:
+            np.multiply(x, g, out=m)
+        else:
+            m += np.multiply(x, g, out=B("r"))
+        if jac:
+            xG = np.multiply(x, G, out=B("xG" + "pm"[i]))
+            fx = np.multiply(x, xG, out=B("fx" + "pm"[i]))
+            fx += g
+            parts.append((fx, xG))
+    m *= 0.5
+    if not jac:
+        return m, None
+    (fxp, xGp), (fxm, xGm) = parts
+    dm = _buf(ws, "dm", (4,) + shape)
+    fxs = np.add(fxp, fxm, out=dm[1])
+    xGs = np.add(xGp, xGm, out=dm[2])
+    fxd = np.subtract(fxp, fxm, out=dm[3])
+    tmp = B("r")
+    # ∂m/∂β
+    np.multiply(fxs, hb, out=dm[0])
+    dm[0] += np.multiply(fxd, eta, out=tmp)
+    np.multiply(h2, beta * pg, out=tmp)
+    tmp *= xGs
+    dm[0] += tmp
+    dm[0] *= 0.5
+    # ∂m/∂b = β/2 Σ f_x
+    dm[1] *= 0.5 * beta
+    # ∂m/∂(γ²) = β²h²/4 Σ xG
+    dm[2] *= np.multiply(h2, 0.25 * beta * beta, out=tmp)
+    # ∂m/∂(η²) = β/(4η) (f_x(x₊) − f_x(x₋)), or its limit where βη is tiny
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dm[3] *= beta / (4.0 * eta)
+    if close.any():
+        dm[3][close] = fxx * (0.25 * beta[close] ** 2)
+    return m, dm
+
+
+def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):
+    """``(g, G, r, t)`` at ``r = √(x² + u²)``: ``g = tanh(r)/r``, ``G = g'(r)/r`` (if ``jac``), ``t = tanh r``,
+    in the scratch arrays ``B("g")``, ``B("G")``, ``B("r")``, ``B("t")``; Taylor series for ``r < 1e-2``
+    as in :func:`_g_and_G`."""
+    r2 = np.multiply(x, x, out=B("r2"))
+    r2 += u2
+    r = np.sqrt(r2, out=B("r"))
+    t = np.tanh(r, out=B("t"))
+    G = None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = np.divide(t, r, out=B("g"))
+        if jac:
+            G = np.multiply(t, t, out=B("G"))
+            np.subtract(1.0, G, out=G)          # sech² r
+            G -= g
+            G /= r2                             # (sech² r − tanh r / r) / r² = g'(r)/r
+    small = r < _SMALL
+    if small.any():
+        rs2 = r2[small]
+        g[small] = 1.0 - rs2 / 3.0 + 2.0 * rs2 * rs2 / 15.0
+        if jac:
+            G[small] = -2.0 / 3.0 + 8.0 * rs2 / 15.0 - 34.0 * rs2 * rs2 / 105.0
+    return g, G, r, t
+
+
+_qasa_phi.workspace = True   # the fitter passes a workspace (see :func:`qasa.fitting._evaluate`)
+
+
+def _fxx(x: np.ndarray, r: np.ndarray, t: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """``∂²f/∂x² = 3xG + x³K`` of ``f = x tanh(r)/r``, from ``r``, ``t = tanh r`` and ``G = g'(r)/r``
+    (see :func:`_qasa_phi`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        K = (-2.0 * t * (1.0 - t * t) / r - 3.0 * G) / (r * r)
+    small = r < _SMALL_K
+    if small.any():
+        rs2 = r[small] ** 2
+        K[small] = 16.0 / 15.0 - 136.0 * rs2 / 105.0 + 992.0 * rs2 * rs2 / 945.0
+    return x * (3.0 * G + x * x * K)
+
+
 # -- model objects -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Model:
@@ -188,6 +325,7 @@ class Model:
     _starts: Callable = field(repr=False, compare=False)
     description: str = ""
     even: tuple[bool, ...] = ()
+    _phi_fn: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_params(self) -> int:
@@ -221,7 +359,7 @@ class Model:
         sq = lambda v: tuple(float(x) ** 2 if e else float(x) for x, e in zip(v, ev))  # noqa: E731
         lower = tuple(0.0 if e else x for x, e in zip(self.lower, ev))
         return Model(self.name + "[φ]", self.params, lower, sq(self.upper), self.units, sq(self.scale),
-                     _internal_fn(self._fn, np.flatnonzero(ev)), self._starts, self.description)
+                     self._phi_fn or _internal_fn(self._fn, np.flatnonzero(ev)), self._starts, self.description)
 
     def m(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Magnetization ``m(h)`` for each row of ``theta``: shape ``(n, k)``."""
@@ -349,7 +487,7 @@ MODELS: dict[str, Model] = {
     "qasa": Model("qasa", ("beta", "b", "gamma", "eta"), (0.0, -_INF, 0.0, 0.0), (_INF, _INF, _INF, _INF),
                   ("1/h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01), _qasa, _starts_qasa,
                   "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)",
-                  (False, False, True, True)),
+                  (False, False, True, True), _qasa_phi),
 }
 
 
