@@ -315,8 +315,9 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
                 theta[rows] = th[small] + step[small]
                 ll[rows] += np.maximum(predicted[small], 0.0)
                 score[rows] = g_new[small]
-        else:
-            small = (lam[idx] <= 1e-2) & ((predicted < tol) | ((np.abs(step) * sd).max(1) < step_tol))
+        else:       # (a step that would reach a bound is taken: the estimate lands on the bound)
+            small = (lam[idx] <= 1e-2) & ((predicted < tol) | ((np.abs(step) * sd).max(1) < step_tol)) \
+                & ((th + step > lo) & (th + step < hi) | (step == 0)).all(1)
         if small.any():
             converged[idx[small]] = True
             active[idx[small]] = False
