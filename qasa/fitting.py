@@ -157,9 +157,11 @@ def _probabilities(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP), np.clip(0.5 * (1.0 - m), _PCLIP, 1 - _PCLIP))
 
 
-#: Rows evaluated together: small enough that the temporaries stay in the CPU cache, which makes
-#: the memory-bound elementwise work several times faster than one pass over all rows.
-CHUNK_ROWS = 192
+#: Rows evaluated together, in one reused scratch workspace: small enough that the scratch arrays
+#: stay in the CPU cache (the element-wise work is memory-bound), large enough that the ~60 numpy
+#: calls per chunk cost little. Measured on the fit_speed device (5 640 × 81): 128 rows 1.25 s,
+#: 192 1.21 s, 256 1.21 s, 384 1.14 s, 512 1.14 s (CPU time of a full fit, best of 3).
+CHUNK_ROWS = 384
 _LAM_REJECT = 1.0
 
 
@@ -569,18 +571,30 @@ def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.nd
 
 
 def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
-    """−∂²ℓ/∂θ² by forward differences of the analytic score (relative step 1e-6), symmetrized."""
+    """−∂²ℓ/∂θ² by forward differences of the analytic score (relative step 1e-6), symmetrized.
+
+    The differences are taken in the internal parameters φ (the fitter's fast model) and mapped
+    back: with ``J = dφ/dθ`` (``2θ`` for an even parameter, else 1),
+    ``−∂²ℓ/∂θ² = J (−∂²ℓ/∂φ²) J − 2 diag(∂ℓ/∂φ)`` over the even parameters.
+    """
+    pm = model.internal
+    phi = model.to_internal(theta)
     n, k = theta.shape
     H = np.zeros((n, k, k))
-    scale = np.array(model.scale)
-    _, s0, _ = _evaluate(model, h, theta, n_down, n_total, info=False)
+    scale = np.array(pm.scale)
+    _, s0, _ = _evaluate(pm, h, phi, n_down, n_total, info=False)
     for j in range(k):
-        step = 1e-6 * np.maximum(np.abs(theta[:, j]), scale[j])
-        tp = theta.copy()
+        step = 1e-6 * np.maximum(np.abs(phi[:, j]), scale[j])
+        tp = phi.copy()
         tp[:, j] += step
-        _, sp, _ = _evaluate(model, h, tp, n_down, n_total, info=False)
+        _, sp, _ = _evaluate(pm, h, tp, n_down, n_total, info=False)
         H[:, j, :] = -(sp - s0) / step[:, None]
-    return 0.5 * (H + np.transpose(H, (0, 2, 1)))
+    H = 0.5 * (H + np.transpose(H, (0, 2, 1)))
+    ev = model.even_mask
+    J = np.where(ev, 2.0 * theta, 1.0)
+    H = H * J[:, :, None] * J[:, None, :]
+    H[:, ev, ev] -= 2.0 * s0[:, ev]
+    return H
 
 
 def _covariance(model: Model, h, theta, n_down, n_total) -> np.ndarray:
