@@ -184,6 +184,29 @@ class Response:
         return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows])
 
 
+def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and each element's position among them (hashing, not a full sort)."""
+    codes, uniques = pd.factorize(values, sort=False)
+    uniques = np.asarray(uniques)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return uniques[order], rank[codes]
+
+
+def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> "Response":
+    """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads."""
+    q, qi = _sorted_codes(qubit)
+    hv, hi = _sorted_codes(h)
+    cell = qi * len(hv) + hi
+    size = len(q) * len(hv)
+    n_down = np.bincount(cell, weights=down, minlength=size)
+    n_total = np.bincount(cell, weights=down + up, minlength=size)
+    shape = (len(q), len(hv))
+    return Response(q.astype(np.int64), hv.astype(float), np.rint(n_down).astype(np.int64).reshape(shape),
+                    np.rint(n_total).astype(np.int64).reshape(shape))
+
+
 @dataclass
 class Dataset:
     """Counts of one assessment plus its metadata (see module docstring for the on-disk layout).
@@ -291,23 +314,17 @@ class Dataset:
         if frame not in ("programmed", "nominal"):
             raise ValueError(f"frame={frame!r}; choose 'programmed' or 'nominal'")
         df = self.counts
+        qubit = df["qubit"].to_numpy(np.int64)
+        h = df["h"].to_numpy(float)
+        down, up = df["n_down"].to_numpy(np.int64), df["n_up"].to_numpy(np.int64)
         if frame == "programmed":
-            g = self.gauges()
-            flipped = g < 0
-            df = pd.DataFrame({"qubit": df["qubit"].to_numpy(),
-                               "h": np.where(flipped, -df["h"].to_numpy(float), df["h"].to_numpy(float)) + 0.0,
-                               "n_down": np.where(flipped, df["n_up"].to_numpy(), df["n_down"].to_numpy()),
-                               "n_up": np.where(flipped, df["n_down"].to_numpy(), df["n_up"].to_numpy())})
+            flipped = self.gauges() < 0
+            h = np.where(flipped, -h, h)
+            down, up = np.where(flipped, up, down), np.where(flipped, down, up)
         if qubits is not None:
-            df = df[df["qubit"].isin(list(qubits))]
-        grouped = df.groupby(["qubit", "h"], sort=True)[["n_down", "n_up"]].sum()
-        q = np.unique(grouped.index.get_level_values(0).to_numpy())
-        h = np.unique(grouped.index.get_level_values(1).to_numpy())
-        full = pd.MultiIndex.from_product([q, h], names=["qubit", "h"])
-        grouped = grouped.reindex(full, fill_value=0)
-        down = grouped["n_down"].to_numpy().reshape(len(q), len(h))
-        up = grouped["n_up"].to_numpy().reshape(len(q), len(h))
-        return Response(q, h, down, down + up)
+            keep = np.isin(qubit, np.fromiter((int(q) for q in qubits), np.int64))
+            qubit, h, down, up = qubit[keep], h[keep], down[keep], up[keep]
+        return _summed(qubit, h + 0.0, down, up)      # + 0.0: −0.0 and 0.0 are one field
 
     def equals(self, other: "Dataset") -> bool:
         """True if counts, calls and metadata are identical."""

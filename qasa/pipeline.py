@@ -92,9 +92,9 @@ def fit(data: Dataset | Response | str | Path, model: str = "qasa", *, store: Da
 
 
 def fit_models(data: Dataset, models: Iterable[str], *, store: DatasetStore | None = None,
-               cache: bool = True, **fit_kwargs: Any) -> dict[str, FitTable]:
+               cache: bool = True, response: Response | None = None, **fit_kwargs: Any) -> dict[str, FitTable]:
     """Fit several models to one dataset, summing the counts once (cache rule of :func:`fit`)."""
-    r = data.response()
+    r = response if response is not None else data.response()
     return {m: fit(data, m, store=store, cache=cache, response=r, **fit_kwargs) for m in dict.fromkeys(models)}
 
 
@@ -142,7 +142,8 @@ def _analyse(ds: Dataset, path: Path | None, *, model: str, compare: bool, write
              report_dir: str | Path | None, cache: bool) -> Assessment:
     store = DatasetStore(path) if path is not None else None
     models = list(COMPARE_MODELS) + [model] if compare else [model]
-    fits = fit_models(ds, models, store=store, cache=cache)
+    r = ds.response()              # summed once: the fits and the report share it
+    fits = fit_models(ds, models, store=store, cache=cache, response=r)
     comparison = fitting.compare({m: fits[m] for m in dict.fromkeys(models)}) if compare else None
     out = Assessment(ds, fits, model, comparison, path)
     if write_report:
@@ -152,7 +153,7 @@ def _analyse(ds: Dataset, path: Path | None, *, model: str, compare: bool, write
             path / "report" if path is not None else Path("qasa-report"))
         tables = {m: fits[m] for m in dict.fromkeys(models)} if compare else None   # the report adds BIC
         out.summary = build_report(ds, fits[model], where, comparison=tables, truth=_truth(ds),
-                                   dataset_path=path)
+                                   dataset_path=path, response=r)
         out.report_dir = where
     return out
 

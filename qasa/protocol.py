@@ -98,7 +98,7 @@ class Call:
     def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
         """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""
         values = self.flips * np.asarray(self.h, dtype=float)
-        return {int(q): float(v) for q, v in zip(qubits, values)}
+        return dict(zip(np.asarray(qubits, dtype=np.int64).tolist(), np.broadcast_to(values, np.shape(qubits)).tolist()))
 
     @property
     def per_qubit(self) -> bool:

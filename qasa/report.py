@@ -40,7 +40,7 @@ from qasa.analysis import (
     parameter_info,
     pooled_temperature,
 )
-from qasa.dataset import Dataset, atomic_write_bytes, atomic_write_json
+from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json
 from qasa.fitting import FitTable
 
 __all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
@@ -824,12 +824,14 @@ def summarize(dataset: Dataset, fits: FitTable, comparison=None, truth: pd.DataF
 
 def build_report(dataset: Dataset, fits: FitTable, out_dir: str | Path, *, comparison=None,
                  truth: pd.DataFrame | None = None, dataset_path: str | Path | None = None,
-                 formats: Sequence[str] = ("svg",), progress: bool | None = False) -> dict[str, Any]:
+                 formats: Sequence[str] = ("svg",), progress: bool | None = False,
+                 response: Response | None = None) -> dict[str, Any]:
     """Analyse and render in one go: ``index.html``, ``summary.json``, CSVs and figures in ``out_dir``.
 
+    ``response`` is ``dataset.response()`` when the caller already has it (it is not summed again).
     Returns the summary (:meth:`qasa.analysis.AssessmentReport.to_dict`).
     """
-    rep = analyze(dataset, fits, comparison, truth=truth, dataset_path=dataset_path)
+    rep = analyze(dataset, fits, comparison, truth=truth, dataset_path=dataset_path, response=response)
     render(rep, out_dir, formats=formats, progress=progress)
     return rep.to_dict()
 

@@ -91,6 +91,9 @@ class DatasetStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._writer: int | None = None
+        # journal parts this object wrote: call id -> (table, record), so that reading the dataset
+        # back after a run does not parse again the files it has just written
+        self._written: dict[str, tuple[pa.Table, dict[str, Any]]] = {}
 
     def __repr__(self) -> str:
         return f"DatasetStore({str(self.path)!r})"
@@ -131,6 +134,7 @@ class DatasetStore:
             yield self
         finally:
             self._writer = None
+            self._written.clear()       # without the lock, the files on disk are the truth
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
@@ -233,10 +237,13 @@ class DatasetStore:
             "gauge": pa.array(np.asarray(gauge, np.int8)),
             "n_down": pa.array(np.asarray(counts["n_down"].to_numpy(), np.int64)),
             "n_up": pa.array(np.asarray(counts["n_up"].to_numpy(), np.int64)),
-        }).replace_schema_metadata({b"qasa_call": json.dumps(record).encode()})
+        })
+        text = json.dumps(record)
+        table = table.replace_schema_metadata({b"qasa_call": text.encode()})
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         atomic_write_bytes(self.journal / f"{record['call_id']}.parquet", sink.getvalue().to_pybytes())
+        self._written[str(record["call_id"])] = (table, json.loads(text))
 
     def store_samples(self, call_id: str, samples: np.ndarray) -> None:
         """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""
@@ -356,8 +363,7 @@ class DatasetStore:
                     known_counts = set(_call_ids_of(tables[0].column("call_id")))
                 call_frames.append(calls)
                 for part in self._journal_parts():
-                    table = pq.read_table(part)
-                    record = json.loads(table.schema.metadata[b"qasa_call"])
+                    table, record = self._journal_part(part)
                     cid = record["call_id"]
                     if cid not in known_counts:
                         tables.append(table)
@@ -379,6 +385,13 @@ class DatasetStore:
         if validate:
             self.validate(ds)
         return ds
+
+    def _journal_part(self, part: Path) -> tuple[pa.Table, dict[str, Any]]:
+        """One journal part's counts and call record (from memory when this object wrote it)."""
+        if part.stem in self._written:
+            return self._written[part.stem]
+        table = pq.read_table(part)
+        return table, json.loads(table.schema.metadata[b"qasa_call"])
 
     def validate(self, ds: Dataset) -> None:
         """Refuse stored data that cannot be right (see module docstring).
@@ -436,6 +449,7 @@ class DatasetStore:
                               {"format": FORMAT, "format_version": FORMAT_VERSION, **ds.metadata})
             for part in self._journal_parts():
                 part.unlink()
+            self._written.clear()
 
     # -- fit cache -------------------------------------------------------------------------------
     def fit_path(self, model: str) -> Path:

@@ -149,19 +149,26 @@ def device_graph(device: dict[str, Any]) -> nx.Graph:
 
 def positions(device: dict[str, Any], nodes: Iterable[int] | None = None) -> dict[int, np.ndarray]:
     """2-D drawing positions of qubits: D-Wave's topology layout, or a spring layout without topology."""
-    import dwave.graphs as dg
-
     ttype, shape = device.get("topology_type"), device.get("topology_shape")
     if ttype is None:
         g = device_graph(device)
         pos = nx.spring_layout(g, seed=0) if g.number_of_edges() else \
             {n: np.array([i % 64, -(i // 64)], float) for i, n in enumerate(sorted(g.nodes))}
     else:
-        full, _ = topology_graph(ttype, shape)
-        layout = {"chimera": dg.chimera_layout, "pegasus": dg.pegasus_layout, "zephyr": dg.zephyr_layout}[ttype]
-        pos = layout(full)
+        _, shape = topology_graph(ttype, shape)
+        pos = _full_layout(ttype, tuple(shape))
     wanted = pos.keys() if nodes is None else nodes
     return {int(n): np.asarray(pos[n]) for n in wanted if n in pos}
+
+
+@functools.lru_cache(maxsize=8)
+def _full_layout(topology_type: str, shape: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """D-Wave's drawing layout of the full topology, computed once per (type, shape) (read-only)."""
+    import dwave.graphs as dg
+
+    full, _ = topology_graph(topology_type, list(shape))
+    layout = {"chimera": dg.chimera_layout, "pegasus": dg.pegasus_layout, "zephyr": dg.zephyr_layout}[topology_type]
+    return {int(n): np.asarray(xy) for n, xy in layout(full).items()}
 
 
 def coupler_classes(topology_type: str, topology_shape: list[int] | None,
@@ -185,9 +192,10 @@ def coupler_classes(topology_type: str, topology_shape: list[int] | None,
     else:
         raise ValueError(f"unknown topology {topology_type!r}")
     f = getattr(conv, to)
+    coord = {n: f(n) for n in {n for e in edges for n in e}}       # once per qubit, not per coupler end
     out = []
     for u, v in edges:
-        a, b = f(u), f(v)
+        a, b = coord[u], coord[v]
         out.append("internal" if a[0] != b[0] else "external" if a[zi] != b[zi] else "odd")
     return out
 
@@ -225,8 +233,8 @@ def qubit_table(device: dict[str, Any]) -> "pd.DataFrame":
     if ttype is None:
         raise ValueError("the device has no topology type; give one (e.g. qasa import --topology)")
     full, shape = topology_graph(ttype, device.get("topology_shape"))
-    g = device_graph(device)
-    nodes = sorted(g.nodes)
+    node_array, edges = _nodes_edges(device)
+    nodes = node_array.tolist()
     table = pd.DataFrame(_coordinates(ttype, shape, nodes), index=pd.Index(nodes, name="qubit"))
     pos = positions(device)                      # every qubit of the full topology
     all_xy = np.array(list(pos.values()))
@@ -235,7 +243,8 @@ def qubit_table(device: dict[str, Any]) -> "pd.DataFrame":
     xy = np.array([pos[q] for q in nodes])
     table["x"], table["y"] = xy[:, 0], xy[:, 1]
     table["distance"] = np.sqrt(((xy - centre) ** 2).sum(1)) / radius
-    table["degree"] = [g.degree(q) for q in nodes]
+    pos_of = np.searchsorted(node_array, edges.ravel())
+    table["degree"] = np.bincount(pos_of, minlength=len(nodes)).astype(np.int64) if len(nodes) else []
     return table
 
 
@@ -243,8 +252,23 @@ def edge_table(device: dict[str, Any]) -> "pd.DataFrame":
     """Working couplers of a recorded device: columns ``u``, ``v``, ``cls`` (coupler class)."""
     import pandas as pd
 
-    g = device_graph(device)
-    edges = sorted(tuple(sorted(e)) for e in g.edges)
-    classes = coupler_classes(device["topology_type"], device.get("topology_shape"), edges) if edges else []
-    u, v = (np.array(x, dtype=np.int64) for x in zip(*edges)) if edges else (np.array([], np.int64),) * 2
+    _, edges = _nodes_edges(device)
+    u, v = edges[:, 0].copy(), edges[:, 1].copy()
+    classes = coupler_classes(device["topology_type"], device.get("topology_shape"),
+                              list(zip(u.tolist(), v.tolist()))) if len(edges) else []
     return pd.DataFrame({"u": u, "v": v, "cls": classes})
+
+
+def _nodes_edges(device: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The qubits (sorted) and couplers (``u < v`` pairs, sorted, each once) of :func:`device_graph`.
+
+    A device that lists its qubits and couplers gets them with numpy, without building the graph.
+    """
+    nodes, edges = device.get("nodelist"), device.get("edgelist")
+    if device.get("topology_type") is None or nodes is None or edges is None:
+        g = device_graph(device)
+        pairs = sorted(tuple(sorted(e)) for e in g.edges)
+        return np.array(sorted(g.nodes), dtype=np.int64), np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    e = np.sort(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=1)
+    e = np.unique(e, axis=0) if len(e) else e
+    return np.union1d(np.asarray(nodes, dtype=np.int64), e.ravel()), e

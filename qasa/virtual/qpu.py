@@ -223,6 +223,7 @@ class VirtualQPU(MockDWaveSampler):
             self.b_scale = self._teff_scale()
             self._truth["beta"] *= self.b_scale
         self._index = {q: i for i, q in enumerate(self.nodelist)}
+        self._rows_cache: tuple[list, np.ndarray, np.ndarray] | None = None
         self._unlabelled_calls = 0
         self._walk: list[np.ndarray] = []
         self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -449,7 +450,7 @@ class VirtualQPU(MockDWaveSampler):
         variables = list(spin.variables)
         h = np.array([spin.linear[v] for v in variables], dtype=float)
         num_reads = int(kwargs.get("num_reads", 1))
-        p, info, rng = self._prepare(variables, h, num_reads, kwargs)
+        p, info, rng = self._prepare(self._rows(variables)[0], h, num_reads, kwargs)
         spins = np.where(rng.random((num_reads, len(variables))) < p, -1, 1).astype(np.int8)
         values = spins if bqm.vartype is dimod.SPIN else ((spins + 1) // 2).astype(np.int8)
         ss = dimod.SampleSet.from_samples_bqm((values, variables), bqm)
@@ -466,12 +467,10 @@ class VirtualQPU(MockDWaveSampler):
         binomial draw, so a full-device call costs O(qubits), not O(qubits × reads).
         """
         variables = list(h)
-        missing = [q for q in variables if q not in self._index]
-        if missing:
-            raise ValueError(f"qubit {missing[0]} is not an active qubit of {self.preset.name}")
-        hv = np.fromiter((h[q] for q in variables), dtype=float, count=len(variables))
-        p, info, rng = self._prepare(variables, hv, int(num_reads), dict(kwargs, num_reads=num_reads))
-        return np.asarray(variables, dtype=np.int64), rng.binomial(int(num_reads), p), info
+        idx, qubits = self._rows(variables)
+        hv = np.fromiter(h.values(), dtype=float, count=len(variables))
+        p, info, rng = self._prepare(idx, hv, int(num_reads), dict(kwargs, num_reads=num_reads))
+        return qubits.copy(), rng.binomial(int(num_reads), p), info
 
     # -- internals -------------------------------------------------------------------------------
     def _check(self, h: np.ndarray, kwargs: Mapping[str, Any]) -> None:
@@ -573,11 +572,30 @@ class VirtualQPU(MockDWaveSampler):
         g = np.interp(t, pts[:, 0], pts[:, 1])
         return t, qphys.lowpass(t, g, self.preset.h_filter_MHz)
 
-    def _prepare(self, variables: list, h: np.ndarray, num_reads: int, kwargs: Mapping[str, Any]):
+    def _rows(self, variables: list) -> tuple[np.ndarray, np.ndarray]:
+        """Row of the truth of each qubit, and the qubits as int64 labels.
+
+        The last list asked for is remembered (a run sends the same qubits in every call), so a
+        call costs one list comparison instead of a dictionary look-up per qubit.
+
+        Raises:
+            ValueError: naming the first qubit that is not an active qubit of the device.
+        """
+        cached = self._rows_cache
+        if cached is not None and cached[0] == variables:
+            return cached[1], cached[2]
+        missing = [q for q in variables if q not in self._index]
+        if missing:
+            raise ValueError(f"qubit {missing[0]} is not an active qubit of {self.preset.name}")
+        idx = np.fromiter((self._index[v] for v in variables), dtype=np.int64, count=len(variables))
+        qubits = np.asarray(self.nodelist, dtype=np.int64)[idx]
+        self._rows_cache = (list(variables), idx, qubits)
+        return idx, qubits
+
+    def _prepare(self, idx: np.ndarray, h: np.ndarray, num_reads: int, kwargs: Mapping[str, Any]):
         self._check(h, kwargs)
         label = kwargs.get("label")
         rng = self._rng(label)
-        idx = np.fromiter((self._index[v] for v in variables), dtype=np.int64, count=len(variables))
         if kwargs.get("auto_scale", True) and h.size and np.abs(h).max() > 0:
             h = h * (max(abs(x) for x in self.properties["h_range"]) / np.abs(h).max())
         drift = 0.0
