@@ -249,7 +249,15 @@ def test_a_parameter_on_its_bound_gets_a_one_sided_interval(model, theta, param)
     t = fit(r, model).table
     j = m.params.index(param)
     on = t[param] == m.lower[j]
-    assert on.sum() >= 5, "the test needs qubits on the bound"
+    if model == "gibbs-bias":
+        # coin flips fitted by tanh(β(h + b)): the likelihood can rise towards β → 0+, |b| → ∞ (a
+        # constant offset βb), so many qubits end just off the bound — with b flagged unidentified
+        off = ~on & (t["beta_lo"] == 0.0)
+        assert on.sum() >= 1 and off.sum() >= 5
+        assert t.loc[off, "reason"].str.contains("b not identified: interval unbounded").all()
+        assert (t.loc[off, "quality"] == "bad").all()
+    else:
+        assert on.sum() >= 5, "the test needs qubits on the bound"
     assert (t.loc[on, f"{param}_lo"] == m.lower[j]).all()
     assert (np.isfinite(t.loc[on, f"{param}_hi"]) & (t.loc[on, f"{param}_hi"] > m.lower[j])).all()
     assert t.loc[on, "reason"].str.contains(f"{param} on its bound: one-sided interval").all()

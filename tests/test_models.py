@@ -128,3 +128,51 @@ def test_internal_parametrization_is_regular_on_the_bound(name, theta):
             assert np.abs(jac_theta[..., j]).max() < 1e-15 and np.abs(jac[..., j]).max() > 0.1
     assert model.internal.lower[int(np.flatnonzero(model.even_mask)[0])] == 0.0
     assert get_model("gibbs").internal is get_model("gibbs")
+
+
+def _awkward_qasa_rows(n: int = 400, seed: int = 3) -> np.ndarray:
+    """QASA parameters with every special case: η = 0, γ = 0, both, tiny η (βη around 1e-4), β = 0."""
+    rng = np.random.default_rng(seed)
+    theta = np.column_stack([rng.uniform(0.5, 12, n), rng.normal(0, 0.02, n), rng.uniform(0, 0.3, n),
+                             rng.uniform(0, 0.1, n)])
+    theta[:60, 3] = 0.0
+    theta[60:100, 2] = 0.0
+    theta[100:120, 2:] = 0.0
+    theta[120:180, 3] = 10 ** rng.uniform(-9, -3, 60) / theta[120:180, 0]
+    theta[180:190, 0] = 0.0
+    theta[190:195, 1] = 0.0
+    return theta
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(100, 400), slice(130, 400), slice(200, 400)])
+def test_fused_qasa_model_equals_the_generic_internal_model(rows):
+    """The fitter's fused QASA function on φ (scratch workspace, per-row factors applied after the
+    sum over h) gives the same m and Jacobian as the generic θ² wrapper around the plain model, on
+    rows with η = 0, γ = 0, tiny βη and β = 0, whether few or many rows need the η → 0 limit."""
+    from qasa.fitting import _evaluate, _evaluate_block
+    from qasa.models import _internal_fn, _qasa, _qasa_phi
+
+    theta = _awkward_qasa_rows()[rows]
+    phi = get_model("qasa").to_internal(theta)
+    m0, dm0 = _internal_fn(_qasa, np.array([2, 3]))(H, phi, True)
+    m1, dm1 = _qasa_phi(H, phi, True)
+    assert np.allclose(m1, m0, rtol=0, atol=1e-15)
+    for j in range(4):
+        scale = np.abs(dm0[j]).max(1, keepdims=True) + 1e-300
+        # the generic wrapper takes a secant (relative error ~ β²·1e-8) on the bound, the fused one the limit
+        assert (np.abs(dm1[j] - dm0[j]) / scale).max() < 1e-6, j
+    # the likelihood pieces through the scratch path equal those through the plain Jacobian (on rows
+    # off the bounds: on them the score sums residuals against the secant's 1e-6 errors)
+    regular = (theta[:, 0] > 0) & (theta[:, 2] > 1e-3) & (theta[:, 0] * theta[:, 3] > 1e-3)
+    theta, phi, m0 = theta[regular], phi[regular], m0[regular]
+    p = np.clip(0.5 * (1 + m0), 0.01, 0.99)
+    nt = np.full(p.shape, 1000.0)
+    nd = np.round(p * nt)
+    ll_ws, s_ws, f_ws = _evaluate(get_model("qasa").internal, H, phi, nd, nt)
+    plain = MODELS["qasa"].internal
+    generic = type(plain)(plain.name, plain.params, plain.lower, plain.upper, plain.units, plain.scale,
+                          _internal_fn(_qasa, np.array([2, 3])), plain._starts)
+    ll_g, s_g, f_g = _evaluate_block(generic, H, phi, nd, nt, True)
+    assert np.allclose(ll_ws, ll_g, rtol=1e-9)     # rounding of m near saturation (p ~ 1e-12)
+    assert np.allclose(s_ws, s_g, rtol=1e-6, atol=1e-6 * np.abs(s_g).max())
+    assert np.allclose(f_ws, f_g, rtol=1e-6, atol=1e-9 * np.abs(f_g).max())
