@@ -397,3 +397,16 @@ def test_sample_counts_from_arrays_equals_from_a_dict_in_any_qubit_order(p4):
         assert np.array_equal(q1, qubits) and np.array_equal(q2, qubits) and np.array_equal(n1, n2)
     with pytest.raises(ValueError, match="not an active qubit"):
         p4.sample_counts(_Fields(np.array([nodes[0], 10**6]), np.zeros(2)), num_reads=10)
+
+
+def test_expected_response_on_a_grid_equals_the_per_qubit_one(p4):
+    """_p_down with several fields per qubit (the estimand's pass) gives exactly the per-qubit values
+    of the reads' path, and its fused QASA evaluation agrees to rounding."""
+    rng = np.random.default_rng(2)
+    rows = np.arange(len(p4.nodelist))
+    x = rng.choice([-0.4, -0.1, 0.0, 0.2, 0.6], (len(rows), 7))
+    offset = rng.normal(0, 0.01, len(rows))
+    kw = {"annealing_time": 50.0}
+    flat = p4._p_down(np.repeat(rows, 7), x.ravel(), np.repeat(offset, 7), kw).reshape(x.shape)
+    assert np.array_equal(p4._p_down(rows, x, offset, kw), flat)
+    assert np.allclose(p4._p_down(rows, x, offset, kw, fused=True), flat, rtol=0, atol=1e-15)
