@@ -171,6 +171,17 @@ def device_field(structure: str, nodes: list[int], edges: list[tuple[int, int]],
     return (field - field.mean()) / (field.std() or 1.0)
 
 
+class _MemberList(list):
+    """A list with O(1) membership tests (a frozen copy of its items as a set); never mutated."""
+
+    def __init__(self, items: Any) -> None:
+        super().__init__(items)
+        self._members = frozenset(self)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members
+
+
 class VirtualQPU(MockDWaveSampler):
     """A physics-aware virtual D-Wave QPU with public per-qubit truth (see the module docstring).
 
@@ -212,8 +223,11 @@ class VirtualQPU(MockDWaveSampler):
             k = int(round(preset.broken_fraction * len(all_nodes)))
             rng = np.random.default_rng([self.seed, 0])
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
+        self.__dict__["_building"] = True         # see the nodelist property
         super().__init__(topology_type=preset.topology_type, topology_shape=list(preset.topology_shape),
                          broken_nodes=set(broken_nodes), parameter_warnings=False)   # a set: the mock tests every coupler against it
+        del self.__dict__["_building"]
+        self.nodelist = list(self.nodelist)
         self._schedule = qphys.load_schedule(preset.schedule)
         self.properties.update(_qpu_properties(preset))
         self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
@@ -229,6 +243,17 @@ class VirtualQPU(MockDWaveSampler):
         self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+
+    @property
+    def nodelist(self) -> list[int]:  # type: ignore[override]
+        """The active qubits (sorted), as MockDWaveSampler sets them."""
+        return self.__dict__.get("_nodelist")
+
+    @nodelist.setter
+    def nodelist(self, value: list[int]) -> None:
+        # while MockDWaveSampler.__init__ runs, membership tests against the list are O(1): it tests
+        # every qubit index against it (O(n²) on a plain list, 0.1 s for an Advantage-size device)
+        self.__dict__["_nodelist"] = _MemberList(value) if self.__dict__.get("_building") else value
 
     def _draw_truth(self, structure: str | dict[str, str], strength: float) -> pd.DataFrame:
         """The hidden per-qubit parameters (β before the T_eff calibration; see the module docstring)."""
