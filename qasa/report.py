@@ -341,7 +341,13 @@ def _map_data(rep: AssessmentReport) -> dict[str, Any]:
 
     def r5(a):
         a = np.asarray(a, float)
-        return [None if not np.isfinite(x) else float(f"{x:.5g}") for x in a]
+        ok = np.isfinite(a)
+        # float(f"{x:.5g}") of every finite value, formatted in one call and parsed by numpy
+        rounded = np.array(("%.5g " * int(ok.sum()) % tuple(a[ok].tolist())).split(), dtype=float)
+        out: list[float | None] = [None] * len(a)
+        for i, v in zip(np.flatnonzero(ok).tolist(), rounded.tolist()):
+            out[i] = v
+        return out
 
     params = {}
     good = (t["quality"] == "good").to_numpy()
@@ -441,12 +447,13 @@ def svg_map(data: dict[str, Any], param: str, width: int = 640) -> str:
     scale = width / max(x1 - x0, 1e-12)
     height = int(round((y1 - y0) * scale))
     rgba = colormaps["viridis"](np.clip((v - lo) / span, 0, 1))
-    hexes = np.array([f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}" for r, g, b, _ in rgba])
-    fill = np.where(good, hexes, "#c8c8c8")
+    rgb = (rgba[:, :3] * 255).astype(int)                   # int(c * 255), as the colour bar below
+    hexes = ("#%02x%02x%02x " * len(rgb) % tuple(rgb.ravel().tolist())).split()
+    fill = [h if g else "#c8c8c8" for h, g in zip(hexes, good.tolist())]
     side = cell * scale
     px, py = (x - x0) * scale - side / 2, (y1 - y) * scale - side / 2
-    rects = "".join(f'<rect x="{a:.2f}" y="{b:.2f}" width="{side:.2f}" height="{side:.2f}" fill="{f}"><title>qubit {q}</title></rect>'
-                    for a, b, f, q in zip(px, py, fill, data["ids"]))
+    rect = f'<rect x="%.2f" y="%.2f" width="{side:.2f}" height="{side:.2f}" fill="%s"><title>qubit %d</title></rect>'
+    rects = rect * len(px) % tuple(v for row in zip(px.tolist(), py.tolist(), fill, data["ids"]) for v in row)
     stops = "".join(f'<stop offset="{t:.2f}" stop-color="#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"/>'
                     for t, (r, g, b, _) in zip(np.linspace(0, 1, 11), colormaps["viridis"](np.linspace(0, 1, 11))))
     label = f"{P['symbol']}" + (f" ({P['unit']})" if P["unit"] else "")
