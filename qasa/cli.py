@@ -7,6 +7,7 @@ Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import json
@@ -76,6 +77,9 @@ class _Group(click.Group):
         return rv if isinstance(rv, int) else 0
 
 
+_EXIT_FREEZE = False
+
+
 @contextlib.contextmanager
 def _fewer_collections() -> Iterator[None]:
     """Run a command with less memory housekeeping (both settings are undone afterwards).
@@ -84,15 +88,21 @@ def _fewer_collections() -> Iterator[None]:
       figures) next to the hundreds of thousands that importing numpy, pandas and scipy created; the
       collector's full passes over the latter cost ~0.4 s of ``qasa assess``. Everything alive now is
       moved out of its way (``gc.freeze``, after one collection, so nothing unreachable is kept) and
-      the youngest generation is collected every 10 000 allocations instead of 700.
+      the youngest generation is collected every 10 000 allocations instead of 700. When the
+      process ends, everything is frozen too (``atexit``): the interpreter's last collection over
+      millions of objects took ~0.3 s; objects are still freed, files closed, exit handlers run.
     - The C allocator (glibc only, :func:`_reuse_freed_memory`): the arrays of a full device (1–30 MB
       each) are allocated and freed hundreds of times; by default each one is mapped fresh from the
       kernel and unmapped when freed, ~0.4 s of page faults in ``qasa assess``.
     """
+    global _EXIT_FREEZE
     old = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, *old[1:])
+    if not _EXIT_FREEZE:     # at exit, a last collection over every object would cost ~0.3 s: nothing
+        atexit.register(gc.freeze)        # is left to collect when the process ends (atexit runs first)
+        _EXIT_FREEZE = True
     restore = _reuse_freed_memory()
     try:
         yield
