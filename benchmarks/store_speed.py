@@ -4,7 +4,8 @@ Targets (issue 11): loading an Advantage-size dataset with 10 000 reads per h (8
 qubits, 4.6 M count rows) takes ≤ 1 s; a no-op resume of it (``qasa.run`` on the finished
 directory) ≤ 2 s; ``qasa assess`` (default options) at least 2× faster than the code of a baseline
 commit, measured in the same run (``--baseline-commit``, default 46e526e, the last commit before the
-store and pipeline were rewritten), each timed ``--repeat`` times (the minimum is compared).
+store and pipeline were rewritten), each timed ``--repeat`` times, the two alternating so that both
+see the same machine load (the minimum is compared).
 
     python benchmarks/store_speed.py                 # everything (a few minutes)
     python benchmarks/store_speed.py --skip-assess   # load and resume only
@@ -38,15 +39,21 @@ def timed(fn, repeat: int) -> float:
     return best
 
 
-def assess_time(source: Path, out: Path, repeat: int) -> float:
+def assess_once(source: Path, target: Path) -> float:
+    """Wall time of ``qasa assess target`` run from the code in ``source`` (a fresh process)."""
     env = dict(os.environ, PYTHONPATH=str(source))
-    best = float("inf")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "qasa.cli", "assess", str(target), "--quiet"], env=env, check=True,
+                   stdout=subprocess.DEVNULL, cwd=target.parent)     # not cwd=ROOT: -m would import ./qasa
+    return time.perf_counter() - t0
+
+
+def assess_times(sources: dict[str, Path], out: Path, repeat: int) -> dict[str, float]:
+    """Best of ``repeat`` runs of each source, the sources alternating (both see the same load)."""
+    best = {name: float("inf") for name in sources}
     for i in range(repeat):
-        target = out.with_name(f"{out.name}-{i}")
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "qasa.cli", "assess", str(target), "--quiet"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, cwd=out.parent)
-        best = min(best, time.perf_counter() - t0)
+        for name, source in sources.items():
+            best[name] = min(best[name], assess_once(source, out / f"{name}-{i}"))
     return best
 
 
@@ -76,8 +83,8 @@ def main() -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(old),
                             args.baseline_commit], check=True)
             try:
-                t_old = assess_time(old, tmp / "old-run", args.repeat)
-                t_new = assess_time(ROOT, tmp / "new-run", args.repeat)
+                t = assess_times({"old": old, "new": ROOT}, tmp, args.repeat)
+                t_old, t_new = t["old"], t["new"]
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
             ratio = t_old / t_new
