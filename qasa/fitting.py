@@ -381,9 +381,10 @@ def _drop_merged(theta, ll, info, active, converged, dropped, n_starts, merge_to
 _PROFILE_TOL, _PROFILE_STEP_TOL = 1e-3, 0.1
 #: A profile point whose next step is predicted to gain less than this (nats) takes the quadratic
 #: model's maximum instead of evaluating the step. Measured against converged profiles (3 000
-#: qubits, 23 682 first points): the model's error was below 0.001 nats for 99 % of the points with
-#: a predicted gain in [0.02, 0.05) nats (below 5e-4 on the signed root), below 1.5e-4 under 0.02.
-_PROFILE_PREDICT_TOL = 0.05
+#: qubits, 23 682 first points), 99th percentile of the model's error by predicted gain: 1.5e-4
+#: nats below 0.02, 0.001 in [0.02, 0.05), 0.0034 in [0.05, 0.1) — at most 0.0017 on the signed
+#: root, a sixth of the end tolerance.
+_PROFILE_PREDICT_TOL = 0.1
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -570,19 +571,20 @@ def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.nd
     return ok, np.where(ok, tq, np.nan)
 
 
-def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
+def _observed_info(model: Model, h, theta, n_down, n_total, score: np.ndarray | None = None) -> np.ndarray:
     """−∂²ℓ/∂θ² by forward differences of the analytic score (relative step 1e-6), symmetrized.
 
     The differences are taken in the internal parameters φ (the fitter's fast model) and mapped
     back: with ``J = dφ/dθ`` (``2θ`` for an even parameter, else 1),
-    ``−∂²ℓ/∂θ² = J (−∂²ℓ/∂φ²) J − 2 diag(∂ℓ/∂φ)`` over the even parameters.
+    ``−∂²ℓ/∂θ² = J (−∂²ℓ/∂φ²) J − 2 diag(∂ℓ/∂φ)`` over the even parameters. ``score``: ``∂ℓ/∂φ`` at
+    ``theta`` when the caller has it (the optimizer's last evaluation).
     """
     pm = model.internal
     phi = model.to_internal(theta)
     n, k = theta.shape
     H = np.zeros((n, k, k))
     scale = np.array(pm.scale)
-    _, s0, _ = _evaluate(pm, h, phi, n_down, n_total, info=False)
+    s0 = score if score is not None and np.isfinite(score).all() else _evaluate(pm, h, phi, n_down, n_total, info=False)[1]
     for j in range(k):
         step = 1e-6 * np.maximum(np.abs(phi[:, j]), scale[j])
         tp = phi.copy()
@@ -597,11 +599,11 @@ def _observed_info(model: Model, h, theta, n_down, n_total) -> np.ndarray:
     return H
 
 
-def _covariance(model: Model, h, theta, n_down, n_total) -> np.ndarray:
+def _covariance(model: Model, h, theta, n_down, n_total, score: np.ndarray | None = None) -> np.ndarray:
     """Inverse observed information over the free parameters; NaN rows/columns at bounds."""
     lo, hi = np.array(model.lower), np.array(model.upper)
     at_bound = (theta <= lo) | (theta >= hi)
-    info = _observed_info(model, h, theta, n_down, n_total)
+    info = _observed_info(model, h, theta, n_down, n_total, score)
     k = theta.shape[1]
     out = np.full((len(theta), k, k), np.nan)
     for pattern in {tuple(row) for row in at_bound}:
@@ -837,6 +839,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     conv = np.zeros(n, bool)
     iters = np.zeros(n, int)
     lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance)
     if ok.size:
         h = r.h
         nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
@@ -844,19 +847,20 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         if starts is not None:
             start_list = [np.asarray(s, float)[ok] for s in start_list]
         S = len(start_list)
-        th_all, ll_all, cv_all, it_all = maximize(model, h, np.tile(nd, (S, 1)), np.tile(nt, (S, 1)),
-                                                  np.concatenate(start_list), max_iter=max_iter, tol=tol,
-                                                  n_starts=S)
+        phi_all, ll_all, cv_all, it_all, sc_all = _maximize_phi(
+            model.internal, h, np.tile(nd, (S, 1)), np.tile(nt, (S, 1)), model.to_internal(np.concatenate(start_list)),
+            max_iter=max_iter, tol=tol, n_starts=S)
         ll_s = np.where(np.isfinite(ll_all), ll_all, -np.inf).reshape(S, ok.size)
         best = ll_s.argmax(0)
         pick = best * ok.size + np.arange(ok.size)
-        theta[ok], ll[ok], conv[ok] = th_all[pick], ll_all[pick], cv_all[pick]
+        theta[ok], ll[ok], conv[ok] = model.from_internal(phi_all[pick]), ll_all[pick], cv_all[pick]
+        score[ok] = sc_all[pick]
         iters[ok] = it_all.reshape(S, ok.size).sum(0)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
-                                  r.n_total[fitted].astype(float))
+                                  r.n_total[fitted].astype(float), score[fitted])
         if intervals:
             _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted)
     table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
