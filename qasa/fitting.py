@@ -14,7 +14,15 @@ Optimizer
     parameters at a bound with the score pointing outward are held there. Every row of every start is
     one row of the same arrays, so a whole device with several starts is one batched problem.
     A row has converged when an accepted step gains less than ``tol`` nats or moves every parameter
-    by less than ``step_tol`` of its conditional standard error.
+    by less than ``step_tol`` of its conditional standard error — or, checked before spending an
+    evaluation on it, when the next nearly undamped step is *predicted* by the quadratic model to do
+    so (the Newton-decrement test; a step that would reach a bound is always taken). Starts of the
+    same qubit that come within 0.5 conditional standard errors of a better one (every parameter)
+    have reached its basin and are dropped.
+
+    Evaluation of the ``qasa`` model runs on a fused function of φ (:func:`qasa.models._qasa_phi`)
+    that writes into scratch arrays reused across row chunks and leaves per-row factors of the
+    Jacobian to be applied after the sum over h.
 
     The iteration runs on the internal parameters φ of :attr:`qasa.models.Model.internal`: the
     parameters in which ``m`` is even (γ, η of ``qasa``, σ of ``gaussian-noise``) are fitted as
@@ -46,11 +54,16 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     the signed root ``r(t) = √(2(ℓ̂ − ℓ_p(t)))``, which is nearly linear in the internal coordinate
     φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps,
     kept inside the bracket once the cut-off has been crossed (bisection if neither is finite), until
-    ``|r − √c| < 0.01`` (the end to 1 % of a standard error);
+    ``|r − √c| < 0.01`` (the end to 1 % of a standard error), or until a quadratic model of ``r``
+    through the estimate and the last point (value and slope) puts the end within half that
+    tolerance of its Newton step (:func:`_quadratic_end`; not across a change of the parameters on
+    their bounds);
     the first trial point is the Wald step ``φ̂_j ± √c·se_φ`` (observed information mapped to φ when
     no parameter is on a bound, else the expected information in φ, which is finite there), the
     other parameters warm-started from the previous point and moved by their first-order regression
-    on φ_j. An end still bracketed after the last step is interpolated on r. All (qubit, parameter, side) rows are one batched
+    on φ_j (a parameter on its bound at the estimate stays there). The maximization over the other
+    parameters at a point stops on the quadratic model's maximum when its predicted gain is below
+    0.1 nats (:data:`_PROFILE_PREDICT_TOL`, measured error ≤ 0.0034 nats at the 99th percentile). An end still bracketed after the last step is interpolated on r. All (qubit, parameter, side) rows are one batched
     constrained maximization (:func:`maximize` with ``fixed``). Rules:
 
     - *one-sided*: a parameter whose estimate is on its bound gets that bound as one end (η̂ = 0 →
