@@ -7,13 +7,15 @@ Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -43,7 +45,7 @@ class _Group(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         argv = list(sys.argv[1:] if args is None else args)
-        with redacting_streams(_profile_of(argv)):
+        with redacting_streams(_profile_of(argv)), _fewer_collections():
             code = self._guarded(argv, prog_name, complete_var, **extra)
         sys.exit(code)
 
@@ -72,6 +74,27 @@ class _Group(click.Group):
                 sys.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
             return _fail(error_message(exc))
         return rv if isinstance(rv, int) else 0
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run a command with less cyclic garbage collection (undone afterwards).
+
+    A command allocates millions of small objects (tables, records, figures) next to the hundreds of
+    thousands that importing numpy, pandas and scipy created; the collector's full passes over the
+    latter cost ~0.4 s of ``qasa assess``. Everything alive now is moved out of its way
+    (``gc.freeze``, after one collection, so nothing unreachable is kept) and the youngest
+    generation is collected every 10 000 allocations instead of 700.
+    """
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, *old[1:])
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old)
 
 
 #: click >= 8.2 raises this for a group called without a command (older versions print the help).

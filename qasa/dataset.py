@@ -28,7 +28,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,7 +42,7 @@ import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
 
-__all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "utcnow",
+__all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "json_text", "utcnow",
            "normalize_counts", "normalize_calls", "table_bytes", "json_safe"]
 
 FORMAT = "qasa-dataset"
@@ -97,8 +99,40 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
+    """Write ``obj`` as indented JSON to ``path`` atomically (long lists on one line, see :func:`json_text`)."""
+    atomic_write_bytes(path, (json_text(obj) + "\n").encode())
+
+
+#: Lists longer than this are written on one line by :func:`json_text`.
+LONG_LIST = 64
+
+
+def json_text(obj: Any) -> str:
+    """Indented JSON (keys sorted, NaN refused) whose long lists each take one compact line.
+
+    The short fields stay readable one per line, and the per-qubit lists (qubits, couplers, a
+    virtual device's truth) are encoded by the json module's C encoder: ``json.dumps`` with an
+    indent runs in pure Python, seconds for a full device's metadata. The text parses to the
+    same value as ``json.dumps(obj, indent=1, sort_keys=True)``.
+    """
+    long: dict[str, str] = {}
+    token = f"qasa-long-list-{uuid.uuid4().hex}-"
+
+    def shorten(o: Any) -> Any:
+        if isinstance(o, dict):
+            return {k: shorten(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            if len(o) <= LONG_LIST:
+                return [shorten(v) for v in o]
+            key = f"{token}{len(long)}"
+            long[json.dumps(key)] = json.dumps(o, sort_keys=True, allow_nan=False, separators=(",", ":"))
+            return key
+        return o
+
+    text = json.dumps(shorten(obj), indent=1, sort_keys=True, allow_nan=False)
+    if not long:
+        return text
+    return re.sub(re.escape(json.dumps(token)[:-1]) + r'\d+"', lambda m: long[m.group(0)], text)
 
 
 def table_bytes(df: pd.DataFrame, meta: dict[str, Any] | None = None) -> bytes:
@@ -334,7 +368,11 @@ class Dataset:
 
     def sorted(self) -> "Dataset":
         """Counts sorted by (call_id, qubit); calls by call_id."""
-        counts = self.counts.sort_values(["call_id", "qubit"], kind="stable").reset_index(drop=True)
+        counts = self.counts
+        codes = counts["call_id"].cat.codes.to_numpy()
+        dc, dq = np.diff(codes), np.diff(counts["qubit"].to_numpy())
+        if (codes < 0).any() or not np.all((dc > 0) | ((dc == 0) & (dq >= 0))):   # in order: nothing would move
+            counts = counts.sort_values(["call_id", "qubit"], kind="stable").reset_index(drop=True)
         calls = self.calls.sort_values("call_id", kind="stable").reset_index(drop=True)
         return Dataset(counts, calls, self.metadata)
 

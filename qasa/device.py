@@ -618,29 +618,52 @@ def correlogram(values: pd.Series, edges: pd.DataFrame, max_distance: int = 6, s
     ``morans_i_true = I / r`` (NaN when r is not positive; see the module docstring).
     """
     v = values.dropna().astype(float)
-    index = pd.Index(v.index)
-    ui, vi = index.get_indexer(edges["u"]), index.get_indexer(edges["v"])
-    keep = (ui >= 0) & (vi >= 0)
-    n = len(v)
-    adj = sparse.coo_matrix((np.ones(keep.sum()), (ui[keep], vi[keep])), shape=(n, n)).tocsr()
-    adj = adj + adj.T
-    rng = np.random.default_rng(seed)
-    src = np.sort(rng.choice(n, size=min(sources, n), replace=False))
-    dist = csgraph.dijkstra(adj, unweighted=True, indices=src, limit=max_distance + 0.5)
+    src, a, b, dd = _pairs_by_distance(pd.Index(v.index), edges, max_distance, sources, seed)
     x = v.to_numpy()
     z = x - x.mean()
     rows = []
     for d in range(1, max_distance + 1):
-        a, b = np.nonzero(dist == d)
-        if a.size == 0:
+        at = dd == d
+        if not at.any():
             continue
-        i_val = len(z) * np.sum(z[src[a]] * z[b]) / (a.size * np.sum(z * z))
-        rows.append({"distance": d, "pairs": int(a.size), "morans_i": float(i_val)})
+        i_val = len(z) * np.sum(z[src[a[at]]] * z[b[at]]) / (int(at.sum()) * np.sum(z * z))
+        rows.append({"distance": d, "pairs": int(at.sum()), "morans_i": float(i_val)})
     out = pd.DataFrame(rows)
     if reliability is not None and len(out):
         r = float(reliability)
         out["reliability"] = r
         out["morans_i_true"] = out["morans_i"] / r if np.isfinite(r) and r > 0 else np.nan
+    return out
+
+
+_PAIRS_CACHE: dict[str, tuple[np.ndarray, ...]] = {}
+
+
+def _pairs_by_distance(index: pd.Index, edges: pd.DataFrame, max_distance: int, sources: int,
+                       seed: int | None) -> tuple[np.ndarray, ...]:
+    """``(src, a, b, d)``: the pairs (source ``src[a]``, qubit ``b``) at graph distance ``d`` ≤ max_distance.
+
+    The shortest paths run once per (qubits, couplers, sources, seed): a report's parameters share
+    them (the last result is kept, keyed by a hash of its inputs).
+    """
+    import hashlib
+
+    key = hashlib.blake2b(np.ascontiguousarray(index.to_numpy(np.int64)).tobytes()
+                          + np.ascontiguousarray(edges[["u", "v"]].to_numpy(np.int64)).tobytes()
+                          + repr((max_distance, sources, seed)).encode(), digest_size=16).hexdigest()
+    if key in _PAIRS_CACHE:
+        return _PAIRS_CACHE[key]
+    ui, vi = index.get_indexer(edges["u"]), index.get_indexer(edges["v"])
+    keep = (ui >= 0) & (vi >= 0)
+    n = len(index)
+    adj = sparse.coo_matrix((np.ones(keep.sum()), (ui[keep], vi[keep])), shape=(n, n)).tocsr()
+    adj = adj + adj.T
+    rng = np.random.default_rng(seed)
+    src = np.sort(rng.choice(n, size=min(sources, n), replace=False))
+    dist = csgraph.dijkstra(adj, unweighted=True, indices=src, limit=max_distance + 0.5)
+    a, b = np.nonzero((dist >= 1) & (dist <= max_distance))     # row-major, as np.nonzero(dist == d)
+    _PAIRS_CACHE.clear()
+    _PAIRS_CACHE[key] = out = (src, a, b, dist[a, b].astype(np.int64))
     return out
 
 

@@ -184,6 +184,10 @@ def _figure(width: float, height: float, margins: dict[str, float] | None = None
 #: Fixed margins of a row of small panels (histograms, recovery) and of the response-curve pair.
 _ROW = {"left": 0.06, "right": 0.99, "bottom": 0.17, "top": 0.88, "wspace": 0.32}
 _PAIR = {"left": 0.09, "right": 0.99, "bottom": 0.13, "top": 0.92, "wspace": 0.24}
+#: Fixed margins of a single panel, and of one or two correlation matrices with their colour bars.
+_SINGLE = {"left": 0.18, "right": 0.97, "bottom": 0.14, "top": 0.96}
+_MATRIX = {"left": 0.1, "right": 0.97, "bottom": 0.08, "top": 0.93}
+_MATRIX_PAIR = {"left": 0.05, "right": 0.97, "bottom": 0.08, "top": 0.93, "wspace": 0.2}
 
 
 def _fmt(v: Any, se: Any = None, **kw: Any) -> str:
@@ -514,7 +518,7 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
     header = ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]"] + (
         ["estimation-error correlation", "corrected r [95% CI]", "both identified"] if has else [])
     table = page.table(rows, header, corr, "correlations.csv", numeric=[False] + [True] * (len(header) - 1))
-    fig = _figure(4.6 * (2 if has else 1), 3.9)
+    fig = _figure(4.6 * (2 if has else 1), 3.9, _MATRIX_PAIR if has else _MATRIX)
     axes = fig.subplots(1, 2 if has else 1, squeeze=False)[0]
     labels = [parameter_info(p).symbol for p in rep.params]
     plots.correlation_matrix(corr, rep.params, ax=axes[0], method="pearson", labels=labels)
@@ -558,7 +562,7 @@ def _spatial_section(rep: AssessmentReport, page: _Page) -> str:
             f"working couplers, all and per coupler class, with two-sided permutation p-values.</p><ul>{findings}</ul>"
             + table)
     if any(len(t) for t in a["correlogram"].values()):
-        fig = _figure(5.2, 3.4)
+        fig = _figure(5.2, 3.4, _SINGLE)
         ax = fig.subplots()
         for p in rep.params:
             plots.correlogram(a["correlogram"][p], parameter_info(p).symbol, ax=ax)
@@ -641,7 +645,7 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
     prof = a.attrs.get("temperature_profile")
     fig_html = ""
     if prof is not None and len(prof):
-        fig = _figure(6.4, 3.6)
+        fig = _figure(6.4, 3.6, _SINGLE)
         ax = fig.subplots()
         ax.plot(prof["t"], prof["T"], color="k", lw=1, label="device's instantaneous T(t)")
         for (_, r), colour in zip(a.iterrows(), ("#c44e52", "#4c72b0", "#55a868")):

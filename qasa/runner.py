@@ -10,7 +10,8 @@ only, so a resumed run on a seeded sampler gives exactly the counts of an uninte
 
 A sampler that offers ``sample_counts(h, **params) -> (qubits, n_down, info)`` (qasa's virtual QPU)
 is asked for counts directly instead of a SampleSet: the same numbers without materializing every
-read.
+read. ``h`` is a read-only mapping ``{qubit: programmed field}`` whose ``qasa_arrays()`` also gives
+the qubits and fields as two arrays.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 import warnings
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Sequence
 
 import dimod
@@ -495,7 +497,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
     samples = None
     if counts_path is not None and not keep_samples:
         # count-level fast path (the virtual QPU): per-qubit numbers of -1 reads, no SampleSet
-        variables, returned_down, info = counts_path(call.programmed_h(qubits), **params)
+        variables, returned_down, info = counts_path(_Fields(qubits, call.flips * np.asarray(call.h, float)), **params)
         if not np.array_equal(variables, qubits):
             raise AnswerError("sample_counts returned qubits in another order than requested")
         returned_down = np.asarray(returned_down)
@@ -521,6 +523,40 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
     }
     counts = counts_frame(call, qubits, n_down, n_up + n_down)
     return record, counts, samples
+
+
+class _Fields(Mapping):
+    """``{qubit: programmed field}`` (what ``sample_counts`` is given), backed by two arrays.
+
+    It is a read-only mapping like :meth:`qasa.protocol.Call.programmed_h`'s dict, built only if
+    asked for; ``qasa_arrays()`` hands a sampler that knows it (qasa's virtual QPU) the arrays
+    themselves, without a Python object per qubit.
+    """
+
+    __slots__ = ("_qubits", "_values", "_dict")
+
+    def __init__(self, qubits: np.ndarray, values: np.ndarray) -> None:
+        self._qubits = np.asarray(qubits, dtype=np.int64)
+        self._values = np.broadcast_to(np.asarray(values, dtype=float), self._qubits.shape)
+        self._dict: dict[int, float] | None = None
+
+    def _as_dict(self) -> dict[int, float]:
+        if self._dict is None:
+            self._dict = dict(zip(self._qubits.tolist(), self._values.tolist()))
+        return self._dict
+
+    def __getitem__(self, qubit: int) -> float:
+        return self._as_dict()[qubit]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._qubits.tolist())
+
+    def __len__(self) -> int:
+        return len(self._qubits)
+
+    def qasa_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The qubits (int64) and their programmed fields (float), in the mapping's order."""
+        return self._qubits, self._values
 
 
 def _subsample(sampleset: dimod.SampleSet, qubits: np.ndarray, flips: np.ndarray, k: int, seed: int) -> np.ndarray:

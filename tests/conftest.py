@@ -93,7 +93,7 @@ def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: f
     journal = Path(out) / "journal"
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if len(list(journal.glob("*.parquet")) if journal.is_dir() else []) >= calls:
+        if len(list(journal.glob("*.arrow")) if journal.is_dir() else []) >= calls:   # journal parts
             proc.send_signal(signal.SIGSTOP)          # freeze it, then decide: no race with its next write
             if until is None or until(out):
                 break

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,3 +75,65 @@ def test_interrupted_compaction_loses_and_duplicates_nothing(dataset, tmp_path):
         store.journal_call(record, dataset.counts[dataset.counts["call_id"] == first])
     back = Dataset.load(path)
     assert back.sorted().equals(dataset.sorted())
+
+
+def _reference_response(counts: pd.DataFrame, frame: str) -> tuple:
+    """The sums by a pandas groupby (the definition), for comparison with Dataset.response."""
+    g = counts["gauge"].to_numpy()
+    flip = (g < 0) if frame == "programmed" else np.zeros(len(g), bool)
+    df = pd.DataFrame({"qubit": counts["qubit"].to_numpy(),
+                       "h": np.where(flip, -counts["h"].to_numpy(), counts["h"].to_numpy()) + 0.0,
+                       "down": np.where(flip, counts["n_up"], counts["n_down"]),
+                       "total": counts["n_up"].to_numpy() + counts["n_down"].to_numpy()})
+    wide = df.groupby(["qubit", "h"])[["down", "total"]].sum().unstack(fill_value=0)
+    return wide.index.to_numpy(), wide["down"].columns.to_numpy(), wide["down"].to_numpy(), wide["total"].to_numpy()
+
+
+@pytest.mark.parametrize("frame", ["programmed", "nominal"])
+def test_response_sums_equal_a_groupby_with_gaps_repeats_and_gauges(frame):
+    """Random calls (some (qubit, h) cells read twice, some never, mixed gauges, h = ±0.0) sum
+    exactly as a groupby; a qubit subset keeps its rows and every h of the subset."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in range(40):
+        h = float(rng.choice([-0.5, -0.0, 0.0, 0.25, 0.5]))
+        qubits = np.sort(rng.choice(np.array([3, 7, 11, 400, 5000]), size=rng.integers(1, 6), replace=False))
+        n = rng.integers(1, 50)
+        down = rng.integers(0, n + 1, len(qubits))
+        rows.append(pd.DataFrame({"call_id": f"c{c:03d}", "qubit": qubits, "h": h,
+                                  "gauge": rng.choice([-1, 1], len(qubits)).astype(np.int8),
+                                  "n_down": down, "n_up": n - down}))
+    ds = Dataset(pd.concat(rows, ignore_index=True))
+    r = ds.response(frame=frame)
+    q, h, down, total = _reference_response(ds.counts, frame)
+    assert np.array_equal(r.qubits, q) and np.array_equal(r.h, h)
+    assert np.array_equal(r.n_down, down) and np.array_equal(r.n_total, total)
+    assert r.n_down.dtype == np.int64 and r.qubits.dtype == np.int64 and not np.any((r.h == 0) & np.signbit(r.h))
+    sub = ds.response([400, 3], frame=frame)
+    keep = ds.counts["qubit"].isin([3, 400]).to_numpy()
+    q, h, down, total = _reference_response(ds.counts[keep], frame)
+    assert np.array_equal(sub.qubits, q) and np.array_equal(sub.h, h) and np.array_equal(sub.n_total, total)
+
+
+def test_sorted_orders_counts_that_are_out_of_order_and_keeps_ordered_ones():
+    counts = pd.DataFrame({"call_id": ["b", "a", "b", "a"], "qubit": [1, 2, 0, 1], "h": 0.1, "gauge": 1,
+                           "n_down": [1, 2, 3, 4], "n_up": 0})
+    s = Dataset(counts).sorted()
+    assert s.counts["call_id"].astype(str).tolist() == ["a", "a", "b", "b"]
+    assert s.counts["qubit"].tolist() == [1, 2, 0, 1] and s.counts["n_down"].tolist() == [4, 2, 3, 1]
+    assert s.sorted().counts.equals(s.counts)
+
+
+def test_json_text_is_the_same_json_with_long_lists_on_one_line():
+    from qasa.dataset import LONG_LIST, json_text
+
+    obj = {"b": list(range(LONG_LIST + 1)), "a": {"short": [1, 2], "records": [{"q": i, "x": 0.5} for i in range(100)]},
+           "text": "qasa-long-list-0", "pairs": [[i, i + 1] for i in range(200)]}
+    text = json_text(obj)
+    assert json.loads(text) == obj
+    lines = text.splitlines()
+    assert any(line.strip().startswith('"b": [0,1,2,') for line in lines)          # one line
+    assert any(line.strip() == "1," for line in lines)                               # short list indented
+    assert list(json.loads(text)) == ["a", "b", "pairs", "text"]                      # keys sorted
+    with pytest.raises(ValueError):
+        json_text({"x": [float("nan")] * (LONG_LIST + 1)})

@@ -378,3 +378,22 @@ def test_flux_biases_shift_the_field_by_dwaves_published_conversion(p4):
     assert stats.chi2.sf(np.sum(z**2), len(z)) > 1e-3
     p0 = p4.expected_p_down(np.array([0.0]))[:, 0]
     assert np.mean(n_down / 10_000 - p0) > 0.1                     # a real shift toward −1 (E = h s, h > 0)
+
+
+def test_sample_counts_from_arrays_equals_from_a_dict_in_any_qubit_order(p4):
+    """The runner hands the virtual QPU its fields as arrays (runner._Fields); the counts are those of
+    the same fields given as a dict, for the remembered qubit list, a reordered one and a subset."""
+    from qasa.runner import _Fields
+
+    rng = np.random.default_rng(4)
+    nodes = np.array(p4.nodelist, dtype=np.int64)
+    for qubits in (nodes, nodes[::-1], nodes, rng.permutation(nodes)[:50]):
+        x = rng.choice([-0.2, 0.05, 0.3], len(qubits))
+        kw = dict(num_reads=500, label="same call", auto_scale=False, flux_drift_compensation=False)
+        fields = _Fields(qubits, x)
+        assert dict(fields) == dict(zip(qubits.tolist(), x.tolist())) and len(fields) == len(qubits)
+        q1, n1, _ = p4.sample_counts(fields, **kw)
+        q2, n2, _ = p4.sample_counts(dict(zip(qubits.tolist(), x.tolist())), **kw)
+        assert np.array_equal(q1, qubits) and np.array_equal(q2, qubits) and np.array_equal(n1, n2)
+    with pytest.raises(ValueError, match="not an active qubit"):
+        p4.sample_counts(_Fields(np.array([nodes[0], 10**6]), np.zeros(2)), num_reads=10)

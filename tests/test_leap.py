@@ -84,7 +84,7 @@ def _call_in_flight(out: Path) -> bool:
         pending = json.loads((out / "in_flight.json").read_text())
     except (OSError, ValueError):
         return False
-    journaled = {p.stem for p in (out / "journal").glob("*.parquet")}
+    journaled = {p.stem for p in (out / "journal").glob("*.arrow")}
     return any(c not in journaled for c in pending)
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -268,3 +269,37 @@ def test_compare_across_annealing_times_shows_measured_and_predicted_trends(tmp_
     assert rows[0]["sgd_beta"] == pytest.approx(rows[0]["measured_beta"], rel=1e-6)   # calibrated on the first run
     page = (tmp_path / "cmp" / "comparison.html").read_text()
     assert "beside its classical analogues" in page and "analogue_trend.csv" in page
+
+
+def test_journal_parts_of_either_format_are_read_and_resumed(tmp_path, chimera_sa, small_protocol):
+    """A run journals Arrow IPC parts; Parquet parts left by an earlier qasa are read the same way
+    (counts, call records, QPU time, the ids a resume skips), and compaction clears both."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    ids = list(ds.calls["call_id"].astype(str))
+    old, new = ids[-1], ids[-2]
+    keep = ~ds.counts["call_id"].isin([old, new])
+    store = DatasetStore(out)
+    with store.writing():
+        store.save(qasa.Dataset(ds.counts[keep], ds.calls[ds.calls["call_id"].isin(ids[:-2])], ds.metadata))
+        record = ds.calls[ds.calls["call_id"] == new].iloc[0].to_dict()
+        store.journal_call({k: (None if pd.isna(v) else v) for k, v in record.items()},
+                           ds.counts[ds.counts["call_id"] == new])
+    assert (out / "journal" / f"{new}.arrow").is_file()
+    part = ds.counts[ds.counts["call_id"] == old]
+    record = {k: (None if pd.isna(v) else v) for k, v in ds.calls[ds.calls["call_id"] == old].iloc[0].to_dict().items()}
+    table = pa.Table.from_pandas(part.assign(call_id=part["call_id"].astype(str)), preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({b"qasa_call": json.dumps(record).encode()}),
+                   out / "journal" / f"{old}.parquet")
+    fresh = DatasetStore(out)
+    assert fresh.done_call_ids() == set(ids)
+    assert fresh.spent_qpu_us() == pytest.approx(float(np.nansum(ds.calls["qpu_access_time"].to_numpy(float))))
+    assert fresh.has_journal() and len(list((out / "journal").iterdir())) == 2
+    back = fresh.load()
+    assert back.sorted().counts.equals(ds.sorted().counts)
+    assert back.sorted().calls["call_id"].astype(str).tolist() == sorted(ids)
+    again = qasa.run(small_protocol, chimera_sa, out)           # nothing to run: compacted
+    assert again.counts.equals(ds.counts) and not list((out / "journal").iterdir())

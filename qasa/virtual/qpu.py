@@ -213,7 +213,7 @@ class VirtualQPU(MockDWaveSampler):
             rng = np.random.default_rng([self.seed, 0])
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
         super().__init__(topology_type=preset.topology_type, topology_shape=list(preset.topology_shape),
-                         broken_nodes=list(broken_nodes), parameter_warnings=False)
+                         broken_nodes=set(broken_nodes), parameter_warnings=False)   # a set: the mock tests every coupler against it
         self._schedule = qphys.load_schedule(preset.schedule)
         self.properties.update(_qpu_properties(preset))
         self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
@@ -466,9 +466,15 @@ class VirtualQPU(MockDWaveSampler):
         The same physics and checks as :meth:`sample`, but each qubit's number of −1 reads is one
         binomial draw, so a full-device call costs O(qubits), not O(qubits × reads).
         """
-        variables = list(h)
-        idx, qubits = self._rows(variables)
-        hv = np.fromiter(h.values(), dtype=float, count=len(variables))
+        arrays = getattr(h, "qasa_arrays", None)      # qasa's runner: the qubits and fields as arrays
+        if arrays is not None:
+            given, hv = arrays()
+            idx, qubits = self._rows_of(np.asarray(given))
+            hv = np.asarray(hv, dtype=float)
+        else:
+            variables = list(h)
+            idx, qubits = self._rows(variables)
+            hv = np.fromiter(h.values(), dtype=float, count=len(variables))
         p, info, rng = self._prepare(idx, hv, int(num_reads), dict(kwargs, num_reads=num_reads))
         return qubits.copy(), rng.binomial(int(num_reads), p), info
 
@@ -591,6 +597,13 @@ class VirtualQPU(MockDWaveSampler):
         qubits = np.asarray(self.nodelist, dtype=np.int64)[idx]
         self._rows_cache = (list(variables), idx, qubits)
         return idx, qubits
+
+    def _rows_of(self, qubits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_rows` of an array of qubit labels (compared as an array with the last one asked for)."""
+        cached = self._rows_cache
+        if cached is not None and cached[2].shape == qubits.shape and np.array_equal(cached[2], qubits):
+            return cached[1], cached[2]
+        return self._rows(qubits.tolist())
 
     def _prepare(self, idx: np.ndarray, h: np.ndarray, num_reads: int, kwargs: Mapping[str, Any]):
         self._check(h, kwargs)
