@@ -171,6 +171,17 @@ def device_field(structure: str, nodes: list[int], edges: list[tuple[int, int]],
     return (field - field.mean()) / (field.std() or 1.0)
 
 
+class _MemberList(list):
+    """A list with O(1) membership tests (a frozen copy of its items as a set); never mutated."""
+
+    def __init__(self, items: Any) -> None:
+        super().__init__(items)
+        self._members = frozenset(self)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members
+
+
 class VirtualQPU(MockDWaveSampler):
     """A physics-aware virtual D-Wave QPU with public per-qubit truth (see the module docstring).
 
@@ -212,8 +223,11 @@ class VirtualQPU(MockDWaveSampler):
             k = int(round(preset.broken_fraction * len(all_nodes)))
             rng = np.random.default_rng([self.seed, 0])
             broken_nodes = sorted(rng.choice(all_nodes, size=k, replace=False).tolist()) if k else []
+        self.__dict__["_building"] = True         # see the nodelist property
         super().__init__(topology_type=preset.topology_type, topology_shape=list(preset.topology_shape),
                          broken_nodes=set(broken_nodes), parameter_warnings=False)   # a set: the mock tests every coupler against it
+        del self.__dict__["_building"]
+        self.nodelist = list(self.nodelist)
         self._schedule = qphys.load_schedule(preset.schedule)
         self.properties.update(_qpu_properties(preset))
         self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
@@ -229,6 +243,17 @@ class VirtualQPU(MockDWaveSampler):
         self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+
+    @property
+    def nodelist(self) -> list[int]:  # type: ignore[override]
+        """The active qubits (sorted), as MockDWaveSampler sets them."""
+        return self.__dict__.get("_nodelist")
+
+    @nodelist.setter
+    def nodelist(self, value: list[int]) -> None:
+        # while MockDWaveSampler.__init__ runs, membership tests against the list are O(1): it tests
+        # every qubit index against it (O(n²) on a plain list, 0.1 s for an Advantage-size device)
+        self.__dict__["_nodelist"] = _MemberList(value) if self.__dict__.get("_building") else value
 
     def _draw_truth(self, structure: str | dict[str, str], strength: float) -> pd.DataFrame:
         """The hidden per-qubit parameters (β before the T_eff calibration; see the module docstring)."""
@@ -366,7 +391,7 @@ class VirtualQPU(MockDWaveSampler):
         Raises:
             ValueError: if the protocol is not resolved.
         """
-        from qasa.virtual.estimand import kl_projection
+        from qasa.virtual.estimand import kl_projection, readout_gamma
 
         if protocol.qubits is None or protocol.seed is None:
             raise ValueError("estimand needs a resolved protocol (qubits and seed set): protocol.resolved(qpu.nodelist)")
@@ -387,8 +412,8 @@ class VirtualQPU(MockDWaveSampler):
             for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same drift)
                 group = [c for c in calls if c.gauge == gauge]
                 x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
-                offset = np.tile(self._walk_at(gauge)[rows], len(group)) if drift_on else 0.0
-                p = self._p_down(np.tile(rows, len(group)), x.ravel(), offset, kw).reshape(x.shape)
+                offset = self._walk_at(gauge)[rows] if drift_on else 0.0
+                p = self._p_down(rows, x.T, offset, kw, fused=True).T
                 reads = np.array([c.num_reads for c in group], float)[:, None]
                 cell = (r * len(fields) + np.searchsorted(fields, x)).ravel()
                 N += np.bincount(cell, np.broadcast_to(reads, x.shape).ravel(), N.size).reshape(N.shape)
@@ -408,7 +433,18 @@ class VirtualQPU(MockDWaveSampler):
         with np.errstate(invalid="ignore", divide="ignore"):
             p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
-        start = np.column_stack([t["beta"] * t["gain"].abs(), t["b"], t["gamma"], t["eta"]])
+        # start from the truth moved by the closed forms of docs/DESIGN.md §6: readout error shrinks β by
+        # 1 − 2ε and widens γ (readout_gamma), the run's mean drift adds to b. From the plain truth, the
+        # scoring stopped short of the minimum on the η = 0 bound for ~0.5% of the qubits (up to 0.4 nats)
+        eps = t["readout_error"].to_numpy()
+        drift = 0.0
+        if drift_on:
+            reads: dict[int, float] = {}
+            for c in calls:
+                reads[c.gauge] = reads.get(c.gauge, 0.0) + c.num_reads
+            drift = sum(n * self._walk_at(g)[rows] for g, n in reads.items()) / sum(reads.values())
+        start = np.column_stack([t["beta"] * t["gain"].abs() * (1.0 - 2.0 * eps), t["b"] + drift,
+                                 readout_gamma(t["gamma"].to_numpy(), eps), t["eta"]])
         theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
         return pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
                             index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
@@ -623,11 +659,14 @@ class VirtualQPU(MockDWaveSampler):
         return p, info, rng
 
     def _p_down(self, idx: np.ndarray, h: np.ndarray, offset: np.ndarray | float,
-                kwargs: Mapping[str, Any]) -> np.ndarray:
+                kwargs: Mapping[str, Any], fused: bool = False) -> np.ndarray:
         """Observed P(−1) of qubits ``idx`` (rows of the truth) at programmed fields ``h``.
 
-        ``offset`` adds to each qubit's static bias (flux drift); flux biases, the anneal and the h
-        gain come from ``kwargs`` as in a call. Readout error included.
+        ``h`` holds one field per qubit (shape ``(n,)``) or several (shape ``(n, k)``: the result has
+        that shape). ``offset`` adds to each qubit's static bias (flux drift); flux biases, the anneal
+        and the h gain come from ``kwargs`` as in a call. Readout error included. ``fused`` evaluates
+        the QASA model with its fused form on φ (:attr:`qasa.models.Model.internal`: the same values
+        to rounding, 10⁻¹⁶, twice as fast; for the estimand, never for the reads).
         """
         annealing_time = kwargs.get("annealing_time")
         anneal_schedule = kwargs.get("anneal_schedule")
@@ -637,17 +676,23 @@ class VirtualQPU(MockDWaveSampler):
         bias = col["b"] + offset
         if kwargs.get("flux_biases") is not None:
             bias = bias + self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
+        grid = np.ndim(h) == 2
+        bias = np.broadcast_to(bias, np.shape(idx))
         if self.physics == "freezeout":
-            field = (self._gain(h_gain_schedule, t_star) * h)[:, None]
+            gain = self._gain(h_gain_schedule, t_star)
+            field = gain[:, None] * h if grid else (gain * h)[:, None]
             if self.noise == "telegraph":
-                m = MODELS["qasa"].m(field, np.column_stack([beta, bias, col["gamma"], col["eta"]]))[:, 0]
+                theta = np.column_stack([beta, bias, col["gamma"], col["eta"]])
+                model = MODELS["qasa"]
+                m = model.internal.m(field, model.to_internal(theta)) if fused else model.m(field, theta)
             else:
-                m = MODELS["gaussian-noise"].m(field, np.column_stack([beta, bias, col["eta"]]))[:, 0]
-            p = 0.5 * (1.0 + m)
+                m = MODELS["gaussian-noise"].m(field, np.column_stack([beta, bias, col["eta"]]))
+            p = 0.5 * (1.0 + (m if grid else m[:, 0]))
         else:
-            p = self.dynamics_p_down(h, bias, col["rate"], col["eta"], annealing_time, anneal_schedule,
-                                     h_gain_schedule)
-        eps = col["readout_error"]
+            rep = np.shape(h)[1] if grid else 1
+            p = self.dynamics_p_down(np.ravel(h), *(np.repeat(v, rep) for v in (bias, col["rate"], col["eta"])),
+                                     annealing_time, anneal_schedule, h_gain_schedule).reshape(np.shape(h))
+        eps = col["readout_error"][:, None] if grid else col["readout_error"]
         return np.clip(eps + (1.0 - 2.0 * eps) * p, 0.0, 1.0)
 
     def _flux_field(self, flux: np.ndarray, s_star: np.ndarray) -> np.ndarray:
