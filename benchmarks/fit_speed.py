@@ -188,7 +188,8 @@ def main() -> int:
     print(f"scipy per-qubit loop, estimates + profile intervals: {t_base_full:8.3f} s "
           f"(intervals measured on {len(irows)} qubits: {t_int_subset:.2f} s, scaled)")
     print(f"speed-up, same job (both with intervals):     {speedup_like:8.1f} x   (target >= 50 x)")
-    print(f"speed-up, qasa with intervals vs scipy point estimates only: {speedup:8.1f} x")
+    print(f"speed-up, qasa with intervals vs scipy point estimates only: {speedup:8.1f} x   "
+          f"(the strict reading of issue 10, >= 50 x: {'met' if speedup >= 50 else 'NOT met'})")
     print(f"speed-up of the point fit alone:              {t_base / t_point:8.1f} x")
     print(f"interval ends, qasa vs scipy brentq: median |difference| {np.median(agree):.2g}, "
           f"max {np.max(agree):.2g} of the interval width ({both.sum()} finite ends; "

@@ -317,7 +317,7 @@ def _warm_start(fits: FitTable | None, r, model: str) -> np.ndarray | None:
     if fits is None or fits.model.name != m.name:
         return None
     t = fits.table.drop_duplicates("qubit").set_index("qubit")
-    theta = t.reindex(r.qubits)[list(m.params)].to_numpy(float)
+    theta = np.array(t.reindex(r.qubits)[list(m.params)].to_numpy(float), copy=True)
     missing = ~np.isfinite(theta).all(1)
     if missing.any():
         theta[missing] = m.starts(r.h, r.n_down[missing].astype(float), r.n_total[missing].astype(float))[0]

@@ -157,7 +157,7 @@ def test_no_token_is_ever_written(tmp_path, monkeypatch):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, ["assess", str(out), "--shape", "3", "--h-step", "0.25", "--reads", "1000",
                                     "--json", "--quiet"])
-    assert res.exit_code == 0 and token not in res.output
+    assert res.exit_code == 0 and token not in res.output, (res.output[-2000:], repr(res.exception))
     for f in out.rglob("*"):
         if f.is_file():
             assert token.encode() not in f.read_bytes(), f

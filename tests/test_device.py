@@ -329,3 +329,17 @@ def test_split_half_reliability_tracks_the_truth_for_eta(reads, identified):
     assert both.loc["eta", "identified"] == identified
     assert both.loc["eta", "sd_true"] ** 2 == pytest.approx(warm.loc["eta", "reliability"] * both.loc["eta", "var_observed"]
                                                             if warm.loc["eta", "reliability"] > 0 else 0.0, abs=1e-12)
+
+
+def test_split_half_from_a_fit_with_failed_qubits_starts_those_from_the_model():
+    """Qubits the whole-data fit could not fit (here: all reads −1) have no estimate to start the
+    halves from; they take the model's start, and the others the whole-data estimates."""
+    theta, r = _qasa_device(3, n=60)
+    r.n_down[:3] = r.n_total[:3]                      # three degenerate qubits: fit 'failed'
+    pf = dv.point_fit(r, "qasa")
+    assert (pf.table["quality"].iloc[:3] == "failed").all()
+    start = dv._warm_start(pf, r, "qasa")
+    assert np.isfinite(start).all()
+    assert np.allclose(start[3:], pf.table[["beta", "b", "gamma", "eta"]].to_numpy()[3:])
+    out = dv.split_half(r, bootstrap=49, seed=2, fits=pf)["reliability"]
+    assert out["qubits"].max() <= 57 and np.isfinite(out["reliability"]).all()
