@@ -78,8 +78,12 @@ def utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename).
+
+    ``durable=False`` skips the fsync, for files that can be made again (a report): a reader still
+    never sees a half-written file, but a power cut may lose the newest version.
+    """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -90,7 +94,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -98,9 +103,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically (long lists on one line, see :func:`json_text`)."""
-    atomic_write_bytes(path, (json_text(obj) + "\n").encode())
+    atomic_write_bytes(path, (json_text(obj) + "\n").encode(), durable)
 
 
 #: Lists longer than this are written on one line by :func:`json_text`.

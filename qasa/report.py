@@ -10,7 +10,9 @@ qubit id, coordinates, every parameter with its 95% interval and the fit quality
 drag to pan, double-click to reset) and static vector SVG files beside it.
 
 The page opens offline: everything it shows is inside the HTML file; small tables are linked as
-``data:`` URIs, large ones (``fits.csv``) as files in the same directory.
+``data:`` URIs, large ones (``fits.csv``) as files in the same directory. Every file is written
+atomically (a reader never sees half a file) but not fsynced: a report can be made again from its
+dataset.
 
 :func:`build_report`, :func:`build_comparison_report` and :func:`build_analogues_report` are
 thin wrappers (analysis + rendering) kept for callers of the earlier API.
@@ -105,7 +107,7 @@ class _Page:
     def csv(self, df: pd.DataFrame, name: str, index: bool = False) -> str:
         """Write ``name`` beside the page; return a link (a data: URI when small)."""
         data = df.to_csv(index=index).encode()
-        atomic_write_bytes(self.out / name, data)
+        atomic_write_bytes(self.out / name, data, durable=False)
         self.files.append(name)
         if len(data) <= INLINE_CSV_BYTES:
             href = "data:text/csv;charset=utf-8;base64," + base64.b64encode(data).decode()
@@ -138,7 +140,7 @@ class _Page:
             fig.savefig(buf, format="svg")
         fig.set_layout_engine("none")          # keep the layout just computed for further formats
         svg = buf.getvalue()
-        atomic_write_bytes(self.out / f"{name}.svg", svg)
+        atomic_write_bytes(self.out / f"{name}.svg", svg, durable=False)
         self.files.append(f"{name}.svg")
         links = [f'<a href="{name}.svg">SVG</a>']
         if "pdf" in self.formats:
@@ -162,7 +164,7 @@ class _Page:
                            version=html.escape(_qasa_version()), pdf=" and PDF" if "pdf" in self.formats else "",
                            script=script)
         path = self.out / filename
-        atomic_write_bytes(path, page.encode())
+        atomic_write_bytes(path, page.encode(), durable=False)
         return path
 
 
@@ -406,7 +408,7 @@ def _static_maps(rep: AssessmentReport, page: _Page, formats: Sequence[str], dat
     """One vector SVG map per mapped parameter (``map_<param>.svg``), PDF on request (matplotlib)."""
     links = []
     for p in rep.mapped:
-        atomic_write_bytes(page.out / f"map_{p}.svg", svg_map(data, p).encode())
+        atomic_write_bytes(page.out / f"map_{p}.svg", svg_map(data, p).encode(), durable=False)
         page.files.append(f"map_{p}.svg")
         links.append(f'<a href="map_{p}.svg">map_{p}.svg</a>')
     if "pdf" in formats:
@@ -586,7 +588,8 @@ def _spatial_section(rep: AssessmentReport, page: _Page) -> str:
                  + page.csv(pos, "position.csv") + "</p>")
     out = a["outliers"]
     n_out = int(out["outlier"].sum()) if len(out) else 0
-    atomic_write_bytes(page.out / "exclude_qubits.txt", "".join(f"{q}\n" for q in a["exclusion_list"]).encode())
+    atomic_write_bytes(page.out / "exclude_qubits.txt", "".join(f"{q}\n" for q in a["exclusion_list"]).encode(),
+                       durable=False)
     page.files.append("exclude_qubits.txt")
     body += (f"<h3>Outliers and qubits to avoid</h3><p>{n_out} good qubits have a robust z-score above 3.5 in some "
              f"parameter; {len(a['exclusion_list'])} qubits (failed, bad or outlier) are listed in "
@@ -703,7 +706,7 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
         for key, title, build in steps:
             page.section(key, title, build())
             bar.update(1)
-        atomic_write_json(out / "summary.json", rep.to_dict())
+        atomic_write_json(out / "summary.json", rep.to_dict(), durable=False)
         page.files.append("summary.json")
         files = "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in dict.fromkeys(page.files))
         page.section("files", "Files", f"<p>Written beside this page:</p><ul>{files}</ul>")
@@ -774,7 +777,7 @@ def _render_comparison(rep: ComparisonReport, out: Path, formats: Sequence[str])
                         else "") + "</p>"
                      + page.table(trows, [c.replace("_", " ") for c in cols], at, "analogue_trend.csv",
                                   numeric=[c != "label" for c in cols]))
-    atomic_write_json(out / "comparison.json", rep.to_dict())
+    atomic_write_json(out / "comparison.json", rep.to_dict(), durable=False)
     return page.write("comparison.html", rep.title, ", ".join(labels), rep.created,
                       "<h3>Assessments</h3>" + header, rep.notes)
 
@@ -821,7 +824,7 @@ def _render_analogues(rep: AnaloguesReport, out: Path, formats: Sequence[str]) -
     for i, (title, df) in enumerate(rep.sections.items()):
         page.section(f"extra-{i}", title, page.table([[_fmt(v) for v in r] for r in df.itertuples(index=False)],
                                                      [str(c) for c in df.columns], df, f"analogues_{_slug(title)}.csv"))
-    atomic_write_json(out / "analogues.json", rep.to_dict())
+    atomic_write_json(out / "analogues.json", rep.to_dict(), durable=False)
     return page.write("analogues.html", rep.title, "The same schedule shapes on SGD, simulated annealing and a QPU",
                       rep.created, "", rep.notes)
 
