@@ -87,17 +87,17 @@ def _fewer_collections() -> Iterator[None]:
     - Cyclic garbage collection: a command allocates millions of small objects (tables, records,
       figures) next to the hundreds of thousands that importing numpy, pandas and scipy created; the
       collector's full passes over the latter cost ~0.4 s of ``qasa assess``. Everything alive now is
-      moved out of its way (``gc.freeze``, after one collection, so nothing unreachable is kept) and
-      the youngest generation is collected every 10 000 allocations instead of 700. When the
-      process ends, everything is frozen too (``atexit``): the interpreter's last collection over
-      millions of objects took ~0.3 s; objects are still freed, files closed, exit handlers run.
+      moved out of its way (``gc.freeze``; any garbage among it is collected after the command, once
+      ``gc.unfreeze`` hands it back) and the youngest generation is collected every 10 000
+      allocations instead of 700. When the process ends, everything is frozen too (``atexit``): the
+      interpreter's last collection over millions of objects took ~0.3 s, for memory the system
+      takes back anyway (every file qasa writes is closed before; exit handlers still run).
     - The C allocator (glibc only, :func:`_reuse_freed_memory`): the arrays of a full device (1–30 MB
       each) are allocated and freed hundreds of times; by default each one is mapped fresh from the
       kernel and unmapped when freed, ~0.4 s of page faults in ``qasa assess``.
     """
     global _EXIT_FREEZE
     old = gc.get_threshold()
-    gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, *old[1:])
     if not _EXIT_FREEZE:     # at exit, a last collection over every object would cost ~0.3 s: nothing
