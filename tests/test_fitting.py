@@ -317,3 +317,50 @@ def test_model_parameters_csv_flags_quality_and_leaves_out_failed_qubits(tmp_pat
     assert back.table["qubit"].tolist() == [0, 1]
     assert back.table["quality"].tolist() == ft.table["quality"][:2].tolist()
     assert back.table["reason"].tolist() == ft.table["reason"][:2].tolist()
+
+
+def test_qasa_interval_ends_on_eta_bound_qubits_match_an_independent_profile():
+    """Qubits with η̂ = 0: along γ (and β) the profile can pull η off its bound, into another local
+    maximum of the inner problem. Each reported end must sit on the cut-off of the profile computed
+    independently (scipy, the other three parameters re-maximized from two starts: η on the bound
+    and η at the estimate of the end's own inner fit)."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(0)
+    n = 300
+    theta = np.column_stack([rng.uniform(4, 10, n), rng.normal(0, 0.01, n), rng.uniform(0.0, 0.2, n),
+                             rng.uniform(0.0, 0.1, n)])
+    r = _draw("qasa", theta, 10_000, seed=40, h=np.linspace(-1, 1, 81))
+    t = fit(r, "qasa").table
+    rows = np.flatnonzero((t["eta"] == 0).to_numpy() & (t["quality"] == "good").to_numpy())
+    assert len(rows) >= 20
+    c = stats.chi2.ppf(0.95, 1)
+    bounds = [(1e-6, None), (None, None), (0.0, None), (0.0, None)]
+
+    def profile(i, j, v):
+        nd, nt = r.n_down[i:i + 1], r.n_total[i:i + 1]
+        free = [q for q in range(4) if q != j]
+        est = t.loc[i, ["beta", "b", "gamma", "eta"]].to_numpy(float)
+        best = -np.inf
+        for eta0 in (0.0, 0.05):
+            x0 = est[free].copy()
+            if 3 in free:
+                x0[free.index(3)] = eta0
+
+            def nll(x):
+                full = est.copy()
+                full[j], full[free] = v, x
+                return -loglik("qasa", r.h, full[None, :], nd, nt)[0]
+            res = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=[bounds[q] for q in free],
+                                    options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000})
+            best = max(best, -res.fun)
+        return best
+
+    for i in rows:
+        for j, p in ((0, "beta"), (2, "gamma")):
+            for end in ("hi",):
+                v = t.loc[i, f"{p}_{end}"]
+                if not np.isfinite(v) or v <= 0:
+                    continue
+                D = 2 * (t.loc[i, "loglik"] - profile(i, j, v))
+                assert D == pytest.approx(c, abs=0.08), (i, p, end, D)     # |r − 1.96| < 0.02
