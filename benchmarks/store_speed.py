@@ -88,7 +88,7 @@ def main() -> int:
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
             ratio = t_old / t_new
-            print(f"(load average {os.getloadavg()[0]:.2f} at the end: above ~1.5 on 2 cores the ratio is pessimistic)")
+            print(f"(load average {os.getloadavg()[0]:.2f} at the end; compare on a quiet machine, below ~1.5 on 2 cores)")
             print(f"{'qasa assess (' + args.baseline_commit + ')':<28}{t_old:>9.2f}s")
             print(f"{'qasa assess (this tree)':<28}{t_new:>9.2f}s{'':>10}  speed-up {ratio:.2f}× "
                   f"(target ≥ 2×) {'ok' if ratio >= 2.0 else 'MISSED'}")
