@@ -73,6 +73,7 @@ Comparisons
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -192,13 +193,19 @@ def _estimates(fits: FitTable, params: Sequence[str]) -> tuple[np.ndarray, np.nd
     return good.index.to_numpy(), X, S
 
 
+@functools.lru_cache(maxsize=4)
 def _resample_weights(n: int, bootstrap: int, seed: int | None) -> np.ndarray:
-    """Row 0: equal weights (the estimate); rows 1..B: multinomial bootstrap weights, each summing to 1."""
+    """Row 0: equal weights (the estimate); rows 1..B: multinomial bootstrap weights, each summing to 1.
+
+    Drawn once per (n, B, seed) — a report's statistics resample the same qubits — and read-only.
+    """
     rng = np.random.default_rng(seed)
     W = np.ones((1 + bootstrap, n))
     if bootstrap:
         W[1:] = rng.multinomial(n, np.full(n, 1.0 / n), size=bootstrap)
-    return W / n
+    W /= n
+    W.flags.writeable = False
+    return W
 
 
 def _true_covariance(X: np.ndarray, S: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
