@@ -475,8 +475,8 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
         return None
     dev = dict(device, nodelist=sorted(int(q) for q in inside))
     if dev.get("edgelist") is not None:
-        keep = set(dev["nodelist"])
-        dev["edgelist"] = [e for e in dev["edgelist"] if e[0] in keep and e[1] in keep]
+        edges = np.asarray(dev["edgelist"], dtype=np.int64).reshape(-1, 2)
+        dev["edgelist"] = edges[np.isin(edges, dev["nodelist"]).all(1)].tolist()
     edges = edge_table(dev)
     qubits = qubit_table(dev)
     params = list(fits.model.params)
