@@ -292,13 +292,15 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
     same basin and is dropped (log-likelihood −inf, not converged).
 
     With ``predict > 0`` (profiles, where the value of the maximum is what counts) the check before
-    a step is on the predicted gain alone: below ``predict`` nats, with the step inside the bounds
-    and every held parameter still held by the linearized score, the row returns the quadratic
+    a step is on the predicted gain alone: below ``predict`` nats, with a short step (every
+    parameter by less than 10 % of ``|φ| + scale``) inside the bounds and every held parameter
+    still held by the linearized score, the row returns the quadratic
     model's maximum — the point after the step, ``ℓ`` plus the predicted gain and the linearized
     score ``g − F·δ`` (the model's error is a fraction of the predicted gain).
     """
     lo = np.array(model.lower)
     hi = np.array(model.upper)
+    scale = np.array(model.scale)
     theta = np.clip(np.array(phi0, dtype=float), lo, hi)
     n, k = theta.shape
     fixed = np.zeros((n, k), bool) if fixed is None else np.asarray(fixed, bool)
@@ -336,7 +338,10 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
             g_new = g - np.einsum("npq,nq->np", F, step)
             release = held & ~fixed[idx] & (((th <= lo) & (g_new > 0)) | ((th >= hi) & (g_new < 0)))
             inside = ((th + step >= lo) & (th + step <= hi)).all(1) & ~release.any(1)
-            small = (lam[idx] <= 1e-2) & (predicted < predict) & inside
+            # ... and the step short (the quadratic model is trusted near the point only: a nearly
+            # flat direction, e.g. b when β → 0, gives a huge step with a tiny predicted gain)
+            short = (np.abs(step) <= _TRUST * (np.abs(th) + scale)).all(1)
+            small = (lam[idx] <= 1e-2) & (predicted < predict) & inside & short
             if small.any():
                 rows = idx[small]
                 theta[rows] = th[small] + step[small]
@@ -402,6 +407,8 @@ _PROFILE_TOL, _PROFILE_STEP_TOL = 1e-3, 0.1
 #: nats below 0.02, 0.001 in [0.02, 0.05), 0.0034 in [0.05, 0.1) — at most 0.0017 on the signed
 #: root, a sixth of the end tolerance.
 _PROFILE_PREDICT_TOL = 0.1
+#: ... and only when every parameter's step is below this fraction of ``|φ| + scale``.
+_TRUST = 0.1
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -478,6 +485,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     t_out, r_out = np.full(R, np.nan), np.full(R, np.nan)
     t_last = start.copy()
     warm = phi[Q].copy()
+    warm_in = phi[Q].copy()
     t_next = np.clip(start + S * z * se[Q, J], lo_b[J], hi_b[J])
     best_ll = np.where(np.isfinite(ll), ll, -np.inf).astype(float)
     best_phi = np.full((n, k), np.nan)
@@ -504,6 +512,12 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         D = np.maximum(2.0 * (ll[q] - lp), 0.0)
         r = np.sqrt(D)
         t = t_next[idx]
+        # a point beyond the cut-off is no warm start for the next one, which lies nearer the
+        # estimate (its inner fit may have run far along a flat direction, e.g. b as β → 0): the next
+        # point starts from the last point inside (at first the estimate), moved to first order
+        ins, out = idx[D < c], idx[D >= c]
+        warm_in[ins] = ph[D < c]
+        warm[out], t_last[out] = warm_in[out], t_in[out]
         # envelope theorem: dℓ_p/dt is the score of the profiled parameter at the constrained optimum
         with np.errstate(invalid="ignore", divide="ignore"):
             newton = t - (z - r) * r / grad[np.arange(idx.size), j]
@@ -890,8 +904,10 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
 
 def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, rounds: int = 3) -> None:
     """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
-    escape step of the module docstring), and its covariance and intervals are recomputed."""
-    for _ in range(rounds):
+    escape step of the module docstring), and its covariance and intervals are recomputed. After
+    the last escape round the moved rows get their intervals once more (around the final estimate:
+    an interval is never left from an earlier one)."""
+    for round_ in range(rounds + 1):
         if rows.size == 0:
             return
         nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
@@ -899,7 +915,7 @@ def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, t
                                                       cov=cov[rows])
         lower[rows], upper[rows] = lo, hi
         esc = np.flatnonzero(np.isfinite(better_ll))
-        if esc.size == 0:
+        if esc.size == 0 or round_ == rounds:
             return
         th2, ll2, cv2, it2 = maximize(model, r.h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
         improved = cv2 & np.isfinite(ll2) & (ll2 > ll[rows[esc]])

@@ -364,3 +364,25 @@ def test_qasa_interval_ends_on_eta_bound_qubits_match_an_independent_profile():
                     continue
                 D = 2 * (t.loc[i, "loglik"] - profile(i, j, v))
                 assert D == pytest.approx(c, abs=0.08), (i, p, end, D)     # |r − 1.96| < 0.02
+
+
+def test_no_interval_side_collapses_onto_the_estimate_on_weak_qubits():
+    """β ≈ 0.5 with large η and γ on its bound: profile points near β → 0 let b run off along a flat
+    direction; that point must not warm-start the next one (which lies nearer the estimate), or the
+    search collapses the side onto the estimate. Every side of every good qubit stays away from its
+    estimate (the old fitter collapsed 13 of these sides, an intermediate version 114)."""
+    rng = np.random.default_rng(21)
+    n = 300
+    theta = np.column_stack([np.full(n, 0.5), rng.normal(0, 0.02, n), np.where(rng.random(n) < 0.4, 0.0, rng.uniform(0, .3, n)),
+                             np.where(rng.random(n) < 0.4, 0.0, rng.uniform(0, .15, n))])
+    r = _draw("qasa", theta, 1000, seed=22, h=np.round(np.arange(-1, 1 + 1e-9, 0.025), 12))
+    t = fit(r, "qasa").table
+    good = t["quality"] == "good"
+    assert good.sum() > 200
+    collapsed = 0
+    for p, lower in (("beta", 0.0), ("b", -np.inf), ("gamma", 0.0), ("eta", 0.0)):
+        w = t[f"{p}_hi"] - t[f"{p}_lo"]
+        on = t[p] <= lower
+        collapsed += int((good & ~on & ((t[p] - t[f"{p}_lo"]) <= 1e-6 * w)).sum())
+        collapsed += int((good & ((t[f"{p}_hi"] - t[p]) <= 1e-6 * w)).sum())
+    assert collapsed == 0
