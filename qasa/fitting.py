@@ -176,10 +176,6 @@ def _probabilities(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: calls per chunk cost little. Measured on the fit_speed device (5 640 × 81): 128 rows 1.25 s,
 #: 192 1.21 s, 256 1.21 s, 384 1.14 s, 512 1.14 s (CPU time of a full fit, best of 3).
 CHUNK_ROWS = 384
-#: Damping after a rejected step is at least this (Levenberg–Marquardt ``λ``, relative to diag F):
-#: a far start (the ``qasa`` model's βη = 1 start) otherwise spends 3–4 rejected evaluations climbing
-#: from 1e-3 (measured: 101 167 → 90 888 row evaluations for the fit_speed device's three starts).
-_LAM_REJECT = 1.0
 
 
 def _evaluate(model, h, theta, n_down, n_total, info=True):
@@ -365,7 +361,7 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         moved = (np.abs(new - th) * sd).max(1)
         a_idx = idx[accept]
         theta[a_idx], ll[a_idx], score[a_idx], info[a_idx] = new[accept], ll_new[accept], s_new[accept], F_new[accept]
-        lam[idx] = np.where(accept, np.maximum(lam[idx] / 10.0, 1e-12), np.maximum(lam[idx] * 10.0, _LAM_REJECT))
+        lam[idx] = np.where(accept, np.maximum(lam[idx] / 10.0, 1e-12), lam[idx] * 10.0)
         iters[idx] += 1
         done = (accept & ((gain < tol) | (moved < step_tol))) | (lam[idx] > 1e12)
         converged[idx[done]] = True
