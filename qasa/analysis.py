@@ -691,8 +691,8 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
             (:func:`qasa.device.split_half`, the default: valid near bounds, where the fits'
             standard errors are not — the moment estimate gave η a reliability of −2.8 on the virtual
             Advantage at 4 000 reads per h, split halves 0.09). It costs two point fits of half the
-            reads, started from ``fits`` (~0.9 s for 5 626 qubits). ``False``: the
-            method-of-moments reliability from the fits' standard errors (no extra fit).
+            reads (~1.5 s for 5 626 qubits). ``False``: the method-of-moments reliability from the
+            fits' standard errors (no extra fit).
         seed: seed of the permutation tests, bootstraps and the correlogram's sources.
 
     Returns:

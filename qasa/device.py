@@ -245,7 +245,7 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
     out["method"] = "moments"
     if data is None or "reliability" not in out:
         return out
-    half = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level, fits=fits)["reliability"]
+    half = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level)["reliability"]
     common = out.index.intersection(half.index)
     out["reliability_moment"] = out["reliability"]
     for col in ("reliability", "reliability_lo", "reliability_hi", "identified", "verdict"):
@@ -306,33 +306,17 @@ def _verdict(param: str, row: pd.Series) -> str:
             "and spatial statistics are not device findings.")
 
 
-def point_fit(data, model: str = "qasa", starts: Sequence[np.ndarray] | None = None) -> FitTable:
+def point_fit(data, model: str = "qasa") -> FitTable:
     """:func:`qasa.fitting.fit` for point estimates and Wald covariances only: profile-likelihood
     intervals are skipped — device statistics here do not read them, and they cost more than the
-    fit. ``starts``: as for :func:`~qasa.fitting.fit`."""
+    fit."""
     from qasa.fitting import fit
 
-    return fit(data, model, intervals=False, starts=starts)
-
-
-def _warm_start(fits: FitTable | None, r, model: str) -> np.ndarray | None:
-    """The whole-data estimates as one start per qubit of ``r`` (the model's first start where the
-    whole-data fit has none), or ``None`` without a usable fit of this model."""
-    from qasa.models import get_model
-
-    m = get_model(model)
-    if fits is None or fits.model.name != m.name:
-        return None
-    t = fits.table.drop_duplicates("qubit").set_index("qubit")
-    theta = np.array(t.reindex(r.qubits)[list(m.params)].to_numpy(float), copy=True)
-    missing = ~np.isfinite(theta).all(1)
-    if missing.any():
-        theta[missing] = m.starts(r.h, r.n_down[missing].astype(float), r.n_total[missing].astype(float))[0]
-    return np.clip(theta, m.lower, m.upper)
+    return fit(data, model, intervals=False)
 
 
 def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
-               level: float = 0.95, fits: FitTable | None = None) -> dict[str, pd.DataFrame]:
+               level: float = 0.95) -> dict[str, pd.DataFrame]:
     """Reliability and corrected correlations from two independent halves of the reads (model-free).
 
     Every (qubit, h) count is split in two by drawing half of its reads without replacement
@@ -357,10 +341,6 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         seed: seed of the split and of the bootstrap.
         bootstrap: resamples of the qubits.
         level: confidence level.
-        fits: the fit of the whole data with this model (optional). Its estimates start both
-            halves' fits (one start each instead of the model's several: each half's maximum lies
-            within ~√2 standard errors of the whole-data one); qubits it did not fit start from the
-            model's first start.
 
     Returns:
         ``{"reliability": ..., "correlations": ...}``: the first indexed by ``param`` with
@@ -376,10 +356,11 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     nd, nt = r.n_down.astype(np.int64), r.n_total.astype(np.int64)
     half = nt // 2
     nd_a = rng.hypergeometric(nd, nt - nd, half) if nt.size else nd
-    ra, rb = Response(r.qubits, r.h, nd_a, half), Response(r.qubits, r.h, nd - nd_a, nt - half)
-    start = _warm_start(fits, r, model)
-    fa = point_fit(ra, model, starts=None if start is None else [start])
-    fb = point_fit(rb, model, starts=None if start is None else [start])
+    # each half from the model's own starts: started from the whole-data estimate, both halves stay
+    # near it along flat directions and their errors correlate (measured: β's split-half reliability
+    # 0.31 against 0.12 from cold starts on 3-cell devices with 1 000 reads per h, truth ≈ 0.02)
+    fa = point_fit(Response(r.qubits, r.h, nd_a, half), model)
+    fb = point_fit(Response(r.qubits, r.h, nd - nd_a, nt - half), model)
     params = list(fa.model.params)
     ga, gb = _good(fa)[params], _good(fb)[params]
     common = ga.index.intersection(gb.index)
@@ -418,8 +399,8 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
                                   "corrected": float(c[0]) if defined[0] else np.nan,
                                   "corrected_lo": lo, "corrected_hi": hi})
     else:
-        rel_rows = [{"param": p, "qubits": n, "reliability": np.nan, "identified": False, "method": "split-half"}
-                    for p in params]
+        rel_rows = [{"param": p, "qubits": n, "half_r": np.nan, "reliability": np.nan, "reliability_lo": np.nan,
+                     "reliability_hi": np.nan, "identified": False, "method": "split-half"} for p in params]
     rel_df = pd.DataFrame(rel_rows).set_index("param")
     rel_df["verdict"] = [_verdict(p, row) for p, row in rel_df.iterrows()]
     return {"reliability": rel_df,
