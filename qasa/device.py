@@ -327,7 +327,8 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         r_p = K_pp / √(Var θ̂_A,p Var θ̂_B,p),   reliability_p = 2 r_p / (1 + r_p)   (Spearman–Brown)
         corrected_ab = K_ab / √(K_aa K_bb)
 
-    No standard error enters, so this stays valid where Wald errors fail — near a bound (η̂ = 0),
+    (The halves' standard errors, which only the quality rule reads, come from the expected
+    information.) No standard error enters, so this stays valid where Wald errors fail — near a bound (η̂ = 0),
     where one qubit with a tiny η̂ can carry an enormous Wald error and make the moment estimate of
     :func:`reliability` meaningless. It measures the share of the spread of the estimates that
     repeats between independent data, i.e. that is the device — or a bias of the estimator that
@@ -350,6 +351,7 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         ``corrected``, ``corrected_lo``, ``corrected_hi``.
     """
     from qasa.dataset import Dataset, Response
+    from qasa.fitting import fit
 
     r = data.response() if isinstance(data, Dataset) else data
     rng = np.random.default_rng(seed)
@@ -359,8 +361,8 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     # each half from the model's own starts: started from the whole-data estimate, both halves stay
     # near it along flat directions and their errors correlate (measured: β's split-half reliability
     # 0.31 against 0.12 from cold starts on 3-cell devices with 1 000 reads per h, truth ≈ 0.02)
-    fa = point_fit(Response(r.qubits, r.h, nd_a, half), model)
-    fb = point_fit(Response(r.qubits, r.h, nd - nd_a, nt - half), model)
+    fa = fit(Response(r.qubits, r.h, nd_a, half), model, intervals=False, information="expected")
+    fb = fit(Response(r.qubits, r.h, nd - nd_a, nt - half), model, intervals=False, information="expected")
     params = list(fa.model.params)
     ga, gb = _good(fa)[params], _good(fb)[params]
     common = ga.index.intersection(gb.index)

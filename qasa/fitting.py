@@ -626,11 +626,18 @@ def _observed_info(model: Model, h, theta, n_down, n_total, score: np.ndarray | 
     return H
 
 
-def _covariance(model: Model, h, theta, n_down, n_total, score: np.ndarray | None = None) -> np.ndarray:
-    """Inverse observed information over the free parameters; NaN rows/columns at bounds."""
+def _covariance(model: Model, h, theta, n_down, n_total, score: np.ndarray | None = None,
+                expected: bool = False) -> np.ndarray:
+    """Inverse observed (``expected``: Fisher) information over the free parameters; NaN rows/columns
+    at bounds."""
     lo, hi = np.array(model.lower), np.array(model.upper)
     at_bound = (theta <= lo) | (theta >= hi)
-    info = _observed_info(model, h, theta, n_down, n_total, score)
+    if expected:
+        _, _, F = _evaluate(model.internal, h, model.to_internal(theta), n_down, n_total)
+        J = np.where(model.even_mask, 2.0 * theta, 1.0)          # dφ/dθ
+        info = F * J[:, :, None] * J[:, None, :]
+    else:
+        info = _observed_info(model, h, theta, n_down, n_total, score)
     k = theta.shape[1]
     out = np.full((len(theta), k, k), np.nan)
     for pattern in {tuple(row) for row in at_bound}:
@@ -837,7 +844,8 @@ def _as_response(data: Dataset | Response) -> Response:
 
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
-        rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95) -> FitTable:
+        rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95,
+        information: str = "observed") -> FitTable:
     """Fit ``model`` to every qubit of ``data`` by maximum likelihood (see module docstring).
 
     Args:
@@ -850,12 +858,19 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         rule: the quality rule.
         intervals: compute profile-likelihood intervals (``<param>_lo``/``<param>_hi``; NaN if False).
         level: their confidence level.
+        information: ``"observed"`` (default) — standard errors and covariances from the observed
+            information ``−∂²ℓ/∂θ²`` (four more score evaluations per qubit); ``"expected"`` — from
+            the expected (Fisher) information, one evaluation: asymptotically the same, for callers
+            that need the estimates and only rough errors (the halves of
+            :func:`qasa.device.split_half`).
 
     Returns:
         A :class:`FitTable` with one row per qubit (degenerate qubits flagged, never raised).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
+    if information not in ("observed", "expected"):
+        raise ValueError(f"information={information!r} must be 'observed' or 'expected'")
     model = get_model(model)
     r = _as_response(data)
     n, k = len(r.qubits), model.num_params
@@ -887,7 +902,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
-                                  r.n_total[fitted].astype(float), score[fitted])
+                                  r.n_total[fitted].astype(float), score[fitted], expected=information == "expected")
         if intervals:
             _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted)
     table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)

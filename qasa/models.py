@@ -166,7 +166,9 @@ def _qasa(h, theta, jac):
 
 #: Below this value of ``r`` the η-curvature term ``K(r) = G'(r)/r`` uses its Taylor series.
 _SMALL_K = 3e-2
-#: Below this half-separation ``βη`` of the two components, ∂m/∂(η²) uses its η → 0 limit.
+#: Below this half-separation ``d = βη`` of the two components, ∂m/∂(η²) uses its η → 0 limit
+#: ``β²/4 · (f_xx(x₊) + f_xx(x₋))`` (at η = 0, the usual case, the components coincide and f_xx is
+#: evaluated once).
 _SMALL_D = 1e-4
 
 
@@ -224,18 +226,22 @@ def _qasa_phi(h, phi, jac, ws=None):
     xp += beta * b + d
     m = B("m")
     close = (d < _SMALL_D)[:, 0]
+    split = close & (d[:, 0] > 0)         # near η = 0 but not on it: both components' f_xx
     # ∂²f/∂x² where βη is tiny (the η² derivative below): on those rows, or on all rows in scratch
     # arrays when they are many (gathering them would cost more)
     n_close = int(close.sum()) if jac else 0
     whole = n_close > 0.25 * len(close)
-    fxx = 0.0
+    any_split = bool(n_close and split.any())
+    fxx, fxx_split = 0.0, 0.0
     parts = []
     for i, x in enumerate((xp, xm)):
         g, G, r, t = _g_G_into(x, u2, B, jac)
-        if whole:
-            _fxx_into(x, r, t, G, B("fxx"), B("K"), add=i > 0)
-        elif n_close:
-            fxx = fxx + _fxx(x[close], r[close], t[close], G[close])
+        if i == 0 and whole:
+            _fxx_into(x, r, t, G, B("fxx"), B("K"), add=False)
+        elif i == 0 and n_close:
+            fxx = _fxx(x[close], r[close], t[close], G[close])
+        if any_split:
+            fxx_split = fxx_split + _fxx(x[split], r[split], t[split], G[split])
         if i == 0:
             np.multiply(x, g, out=m)
         else:
@@ -275,9 +281,13 @@ def _qasa_phi(h, phi, jac, ws=None):
     with np.errstate(divide="ignore", invalid="ignore"):
         scale[:, 3] = beta[:, 0] / (4.0 * eta[:, 0])
     if whole:
-        np.copyto(dm[3], B("fxx"), where=close[:, None])
+        fxx = B("fxx")
+        fxx *= 2.0                      # f_xx(x₊) + f_xx(x₋) with x₊ = x₋ (η = 0)
+        np.copyto(dm[3], fxx, where=close[:, None])
     elif n_close:
-        dm[3][close] = fxx
+        dm[3][close] = 2.0 * fxx
+    if any_split:
+        dm[3][split] = fxx_split
     scale[close, 3] = scale[close, 2]
     if scratch:
         return m, dm, scale

@@ -386,3 +386,20 @@ def test_no_interval_side_collapses_onto_the_estimate_on_weak_qubits():
         collapsed += int((good & ~on & ((t[p] - t[f"{p}_lo"]) <= 1e-6 * w)).sum())
         collapsed += int((good & ((t[f"{p}_hi"] - t[p]) <= 1e-6 * w)).sum())
     assert collapsed == 0
+
+
+def test_expected_information_errors_agree_with_observed_ones():
+    """information='expected' (one evaluation) gives the same standard errors as the observed
+    information to a few per cent on well-fitted qubits; an unknown choice is refused."""
+    rng = np.random.default_rng(8)
+    theta = np.column_stack([rng.uniform(4, 10, 200), rng.normal(0, 0.01, 200), rng.uniform(0.05, 0.2, 200),
+                             rng.uniform(0.03, 0.1, 200)])
+    r = _draw("qasa", theta, 4000, seed=9)
+    obs = fit(r, "qasa", intervals=False).table
+    exp = fit(r, "qasa", intervals=False, information="expected").table
+    assert np.array_equal(obs[["beta", "b", "gamma", "eta"]].to_numpy(), exp[["beta", "b", "gamma", "eta"]].to_numpy())
+    for p in ("beta", "b", "gamma", "eta"):
+        ratio = (exp[f"{p}_stderr"] / obs[f"{p}_stderr"]).dropna()
+        assert len(ratio) > 150 and abs(ratio.median() - 1) < 0.01 and ratio.between(0.8, 1.25).mean() > 0.97, p
+    with pytest.raises(ValueError, match="information"):
+        fit(r, "qasa", information="fisher")
