@@ -128,7 +128,8 @@ def _reuse_freed_memory() -> Callable[[], None]:
     except (OSError, AttributeError):
         return lambda: None
     trim_threshold, top_pad, mmap_threshold = -1, -2, -3           # glibc's M_* parameter numbers
-    if not (mallopt(mmap_threshold, 32 << 20) and mallopt(trim_threshold, 1 << 34) and mallopt(top_pad, 256 << 20)):
+    # (mallopt takes a C int: 2**31 − 1 is "never trim"; a larger Python int would wrap around to 0)
+    if not (mallopt(mmap_threshold, 32 << 20) and mallopt(trim_threshold, 2**31 - 1) and mallopt(top_pad, 256 << 20)):
         return lambda: None
 
     def restore() -> None:
