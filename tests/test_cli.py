@@ -148,3 +148,17 @@ def test_report_refits_when_the_dataset_grew(tmp_path):
     stale.save(out / "fits" / "gibbs.parquet")
     summary = json.loads(invoke("report", out, "--model", "gibbs", "--json").output)
     assert summary["fit"]["beta"]["median"] < 10
+
+
+def test_assess_with_fewer_h_values_than_parameters_reports_instead_of_failing(tmp_path):
+    """Three h values cannot identify the four QASA parameters: the virtual QPU records no estimand
+    (its projection is singular), every fit says why it failed, and the report is still written."""
+    import qasa
+
+    res = invoke("assess", tmp_path / "a", "--shape", "3", "--h-step", "1.0", "--reads", "1000", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "report" / "index.html").exists()
+    fits = pd.read_csv(tmp_path / "a" / "report" / "fits.csv")
+    assert (fits["quality"] == "failed").all() and fits["reason"].str.contains("h values").all()
+    truth = qasa.load(tmp_path / "a").device["truth"]
+    assert truth and not any(k.startswith("estimand_") for k in truth[0])

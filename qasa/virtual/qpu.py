@@ -386,7 +386,8 @@ class VirtualQPU(MockDWaveSampler):
                 and so the drift each qubit sees depend on them).
 
         Returns:
-            DataFrame indexed by qubit with columns ``beta``, ``b``, ``gamma``, ``eta``.
+            DataFrame indexed by qubit with columns ``beta``, ``b``, ``gamma``, ``eta`` (NaN when the
+            protocol has fewer distinct fields than the model has parameters: nothing identifies them).
 
         Raises:
             ValueError: if the protocol is not resolved.
@@ -445,7 +446,12 @@ class VirtualQPU(MockDWaveSampler):
             drift = sum(n * self._walk_at(g)[rows] for g, n in reads.items()) / sum(reads.values())
         start = np.column_stack([t["beta"] * t["gain"].abs() * (1.0 - 2.0 * eps), t["b"] + drift,
                                  readout_gamma(t["gamma"].to_numpy(), eps), t["eta"]])
-        theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
+        if np.unique(np.asarray(fields)).size < 4:
+            # fewer distinct fields than QASA parameters: no fit of this run identifies them, so there is
+            # no estimand (NaN, and recovery sections show none) — the projection's system is singular
+            theta = np.full((len(qubits), 4), np.nan)
+        else:
+            theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
         return pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
                             index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
 
@@ -464,8 +470,9 @@ class VirtualQPU(MockDWaveSampler):
         cols = ["beta"] if self.physics == "dynamics" else ["beta", "b", "gamma", "eta"]
         out = t[cols].copy()
         est = self.estimand(protocol)
-        for c in est.columns:
-            out[f"estimand_{c}"] = est[c].reindex(out.index)
+        if est.notna().any().any():       # none when the protocol cannot identify the model
+            for c in est.columns:
+                out[f"estimand_{c}"] = est[c].reindex(out.index)
         return out.reset_index().to_dict("records")
 
     # -- sampling --------------------------------------------------------------------------------
