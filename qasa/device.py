@@ -327,8 +327,8 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         r_p = K_pp / √(Var θ̂_A,p Var θ̂_B,p),   reliability_p = 2 r_p / (1 + r_p)   (Spearman–Brown)
         corrected_ab = K_ab / √(K_aa K_bb)
 
-    (The halves' standard errors, which only the quality rule reads, come from the expected
-    information.) No standard error enters, so this stays valid where Wald errors fail — near a bound (η̂ = 0),
+    No standard error enters the reliability (the halves' own errors, from the expected information,
+    only decide which qubits pass the quality rule), so this stays valid where Wald errors fail — near a bound (η̂ = 0),
     where one qubit with a tiny η̂ can carry an enormous Wald error and make the moment estimate of
     :func:`reliability` meaningless. It measures the share of the spread of the estimates that
     repeats between independent data, i.e. that is the device — or a bias of the estimator that

@@ -146,22 +146,23 @@ class FitResult:
 
 
 def _m(model: Model, h: np.ndarray, theta: np.ndarray, jac: bool, ws: dict | None = None):
-    """Magnetization (n, k) and parameter-major Jacobian (p, n, k) from the model's function
-    (``ws``: a scratch workspace, used by model functions that accept one)."""
+    """Magnetization (n, k), parameter-major Jacobian (p, n, k) and its per-row factors (n, p) from the
+    model's function. A function that accepts a scratch workspace ``ws`` returns ``dm`` without the
+    factors (the caller applies them after summing over h, see :func:`qasa.models._qasa_phi`);
+    otherwise the factors are ``None`` and ``dm`` is the Jacobian."""
+    scale = None
     if ws is not None and getattr(model._fn, "workspace", False):
         m, dm, scale = model._fn(h, theta, jac, ws)
-        if dm is not None:
-            ws["scale"] = scale          # per-row factors of dm, applied by the caller
     else:
         m, dm = model._fn(h, theta, jac)
-    return np.broadcast_to(m, (len(theta), len(h))), dm
+    return np.broadcast_to(m, (len(theta), len(h))), dm, scale
 
 
 def loglik(model: Model | str, h: np.ndarray, theta: np.ndarray, n_down: np.ndarray,
            n_total: np.ndarray) -> np.ndarray:
     """Binomial log-likelihood per row (without the binomial coefficient)."""
     model = get_model(model)
-    m, _ = _m(model, np.asarray(h, float), np.asarray(theta, float), False)
+    m, _, _ = _m(model, np.asarray(h, float), np.asarray(theta, float), False)
     p_down, p_up = _probabilities(m)
     return (n_down * np.log(p_down) + (n_total - n_down) * np.log(p_up)).sum(-1)
 
@@ -201,7 +202,7 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     """One chunk: ``ℓ = Σ n log p + (N − n) log q``, score ``Σ (n − Np)/(2pq) ∂m/∂φ`` and expected
     information ``Σ N/(4pq) ∂m/∂φ ∂m/∂φᵀ`` (p = (1 + m)/2, q = 1 − p, both clipped)."""
     ws = {} if ws is None else ws
-    m, dm = _m(model, h, theta, True, ws)
+    m, dm, scale = _m(model, h, theta, True, ws)
     shape = m.shape
     p = np.add(1.0, m, out=_buf(ws, "p", shape))
     p *= 0.5
@@ -221,7 +222,6 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     res /= pq
     res *= 0.5                                 # (n − Np)/(p q) · ∂p/∂m with ∂p/∂m = 1/2
     dmt = dm.transpose(1, 0, 2)                # (n, p, k) view
-    scale = ws.pop("scale", None)              # per-row factors of a scratch Jacobian (see _m)
     score = np.matmul(dmt, res[..., None])[..., 0]
     if scale is not None:
         score *= scale

@@ -292,7 +292,7 @@ def _qasa_phi(h, phi, jac, ws=None):
     if scratch:
         return m, dm, scale
     dm = dm * scale.T[:, :, None]
-    return m.copy(), dm
+    return m, dm
 
 
 def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):

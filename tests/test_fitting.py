@@ -401,5 +401,6 @@ def test_expected_information_errors_agree_with_observed_ones():
     for p in ("beta", "b", "gamma", "eta"):
         ratio = (exp[f"{p}_stderr"] / obs[f"{p}_stderr"]).dropna()
         assert len(ratio) > 150 and abs(ratio.median() - 1) < 0.01 and ratio.between(0.8, 1.25).mean() > 0.97, p
+        assert not np.allclose(ratio, 1.0, rtol=1e-9, atol=0.0), p     # a different information was used
     with pytest.raises(ValueError, match="information"):
         fit(r, "qasa", information="fisher")
