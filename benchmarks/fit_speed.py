@@ -16,6 +16,9 @@ Baselines, both per qubit with scipy on the same objective (``qasa.fitting._eval
 The cost of the intervals is printed separately: the time of ``fit(..., intervals=False)`` (point
 estimates and standard errors) and the extra time of the intervals, in seconds and as a multiple of
 the point fit. qasa's timings are the median of ``--repeat`` runs (min–max shown as the noise).
+Every time is CPU time of this process (``time.process_time``), and qasa's runs alternate with
+slices of the scipy point-estimate baseline, so that both see the same machine: on a shared machine
+wall-clock ratios of runs made a minute apart moved by ±10 %.
 
 Run on one core: ``python benchmarks/fit_speed.py`` (the script pins BLAS/OpenMP to one thread).
 Targets (issues 3 and 10): ≥ 50× faster than scipy doing the same job (estimates and intervals),
@@ -60,7 +63,7 @@ def baseline(r: Response, rows: np.ndarray) -> tuple[np.ndarray, float]:
     nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
     starts = model.starts(r.h, nd, nt)
     best = np.full(len(rows), -np.inf)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in range(len(rows)):
         d, t = nd[i:i + 1], nt[i:i + 1]
 
@@ -71,7 +74,7 @@ def baseline(r: Response, rows: np.ndarray) -> tuple[np.ndarray, float]:
         for s in starts:
             res = optimize.minimize(objective, s[i], jac=True, method="L-BFGS-B", bounds=bounds)
             best[i] = max(best[i], -res.fun)
-    return best, time.perf_counter() - t0
+    return best, time.process_time() - t0
 
 
 def baseline_intervals(r: Response, rows: np.ndarray, table, level: float = 0.95) -> tuple[np.ndarray, float]:
@@ -86,7 +89,7 @@ def baseline_intervals(r: Response, rows: np.ndarray, table, level: float = 0.95
     c = stats.chi2.ppf(level, 1)
     bounds = [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in zip(model.lower, model.upper)]
     ends = np.full((len(rows), k, 2), np.nan)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for n_i, i in enumerate(rows):
         d, t = r.n_down[i:i + 1].astype(float), r.n_total[i:i + 1].astype(float)
         theta = table.loc[i, list(model.params)].to_numpy(float)
@@ -124,16 +127,13 @@ def baseline_intervals(r: Response, rows: np.ndarray, table, level: float = 0.95
                         break
                 ends[n_i, j, side] = (optimize.brentq(profile, inner, outer, xtol=1e-6 * step) if outer is not None
                                       else (bound if inner == bound else sign * np.inf))
-    return ends, time.perf_counter() - t0
+    return ends, time.process_time() - t0
 
 
-def _timed(fn, repeat: int) -> tuple[object, list[float]]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, times
+def _timed(fn) -> tuple[object, float]:
+    t0 = time.process_time()
+    out = fn()
+    return out, time.process_time() - t0
 
 
 def main() -> int:
@@ -148,13 +148,20 @@ def main() -> int:
     args = ap.parse_args()
     r, _ = device_data(args.qubits, args.reads, args.seed)
     fit(Response(r.qubits[:10], r.h, r.n_down[:10], r.n_total[:10]), "qasa")   # warm-up (imports)
-    _, t_points = _timed(lambda: fit(r, "qasa", intervals=False), args.repeat)
-    ft, t_fulls = _timed(lambda: fit(r, "qasa"), args.repeat)
-    table = ft.table
-    t_point, t_qasa = float(np.median(t_points)), float(np.median(t_fulls))
     n_base = args.qubits if args.baseline_qubits == "all" else min(int(args.baseline_qubits), args.qubits)
     rows = np.sort(np.random.default_rng(1).choice(args.qubits, n_base, replace=False))
-    ll_base, t_base_subset = baseline(r, rows)
+    # qasa's runs and slices of the baseline alternate, so both see the same machine load
+    t_points, t_fulls, ll_parts, t_base_subset = [], [], [], 0.0
+    for part in np.array_split(rows, args.repeat):
+        t_points.append(_timed(lambda: fit(r, "qasa", intervals=False))[1])
+        ft, t = _timed(lambda: fit(r, "qasa"))
+        t_fulls.append(t)
+        (ll, t) = baseline(r, part)
+        ll_parts.append(ll)
+        t_base_subset += t
+    ll_base = np.concatenate(ll_parts)
+    table = ft.table
+    t_point, t_qasa = float(np.median(t_points)), float(np.median(t_fulls))
     t_base = t_base_subset * args.qubits / n_base
     ll_qasa = table["loglik"].to_numpy()[rows]
     # L-BFGS-B stops when the relative change of the objective is below ftol = 2.2e-9, so the

@@ -172,11 +172,12 @@ def _probabilities(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP), np.clip(0.5 * (1.0 - m), _PCLIP, 1 - _PCLIP))
 
 
-#: Rows evaluated together, in one reused scratch workspace: small enough that the scratch arrays
-#: stay in the CPU cache (the element-wise work is memory-bound), large enough that the ~60 numpy
-#: calls per chunk cost little. Measured on the fit_speed device (5 640 × 81): 128 rows 1.25 s,
-#: 192 1.21 s, 256 1.21 s, 384 1.14 s, 512 1.14 s (CPU time of a full fit, best of 3).
-CHUNK_ROWS = 384
+#: (row, h) cells evaluated together, in one reused scratch workspace: small enough that the
+#: scratch arrays stay in the CPU cache (the element-wise work is memory-bound), large enough that
+#: the ~60 numpy calls per chunk cost little. Measured on the fit_speed device (5 640 × 81): chunks
+#: of 128 rows 1.25 s, 192 1.21 s, 256 1.21 s, 384 1.14 s, 512 1.14 s (CPU time of a full fit, best
+#: of 3); a chunk has ``CHUNK_CELLS // len(h)`` rows.
+CHUNK_CELLS = 384 * 81
 
 
 def _evaluate(model, h, theta, n_down, n_total, info=True):
@@ -184,13 +185,14 @@ def _evaluate(model, h, theta, n_down, n_total, info=True):
     share one scratch workspace (see :func:`qasa.models._qasa_phi`)."""
     n = len(theta)
     ws: dict = {}
-    if n <= CHUNK_ROWS:
+    rows = max(1, CHUNK_CELLS // max(len(h), 1))
+    if n <= rows:
         return _evaluate_block(model, h, theta, n_down, n_total, info, ws)
     k = theta.shape[1]
     ll, score = np.empty(n), np.empty((n, k))
     fisher = np.empty((n, k, k)) if info else None
-    for i in range(0, n, CHUNK_ROWS):
-        sl = slice(i, i + CHUNK_ROWS)
+    for i in range(0, n, rows):
+        sl = slice(i, i + rows)
         out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
         ll[sl], score[sl] = out[0], out[1]
         if info:
@@ -204,41 +206,40 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     ws = {} if ws is None else ws
     m, dm, scale = _m(model, h, theta, True, ws)
     shape = m.shape
-    p = np.add(1.0, m, out=_buf(ws, "p", shape))
-    p *= 0.5
-    np.clip(p, _PCLIP, 1 - _PCLIP, out=p)
-    q = np.subtract(1.0, m, out=_buf(ws, "q", shape))
+    # p = (1 + m)/2 and q = (1 − m)/2 clipped to [1e-15, 1 − 1e-15]: m clipped once (into p's array)
+    p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=_buf(ws, "p", shape))
+    q = np.subtract(1.0, p, out=_buf(ws, "q", shape))
     q *= 0.5
-    np.clip(q, _PCLIP, 1 - _PCLIP, out=q)
+    p += 1.0
+    p *= 0.5
     lp = np.log(p, out=_buf(ws, "lp", shape))
-    lp *= n_down
     lq = np.log(q, out=_buf(ws, "lq", shape))
-    lq *= np.subtract(n_total, n_down, out=_buf(ws, "nu", shape))
-    lp += lq
-    ll = lp.sum(-1)
+    lp -= lq                                   # ℓ = Σ n log(p/q) + N log q, as two row-wise dot products
+    ll = np.einsum("nk,nk->n", n_down, lp)
+    ll += np.einsum("nk,nk->n", n_total, lq)
     pq = np.multiply(p, q, out=q)
     res = np.multiply(n_total, p, out=p)
     np.subtract(n_down, res, out=res)
-    res /= pq
-    res *= 0.5                                 # (n − Np)/(p q) · ∂p/∂m with ∂p/∂m = 1/2
+    res /= pq                                  # (n − Np)/(p q); the score is ½ Σ res ∂m/∂φ (∂p/∂m = ½)
     dmt = dm.transpose(1, 0, 2)                # (n, p, k) view
     score = np.matmul(dmt, res[..., None])[..., 0]
-    if scale is not None:
-        score *= scale
+    score *= 0.5 if scale is None else 0.5 * scale
     if not info:
         return ll, score, None
-    sw = np.divide(n_total, pq, out=lq)
-    sw *= 0.25
+    sw = np.divide(n_total, pq, out=lq)        # N/(pq); the information is ¼ Σ N/(pq) ∂m ∂mᵀ
     np.sqrt(sw, out=sw)
     if scale is not None:
         a = dmt
         a *= sw[:, None, :]                    # the model's scratch Jacobian, consumed here
         fisher = np.matmul(a, a.transpose(0, 2, 1))
-        fisher *= scale[:, :, None]
-        fisher *= scale[:, None, :]
+        half = 0.5 * scale
+        fisher *= half[:, :, None]
+        fisher *= half[:, None, :]
         return ll, score, fisher
     a = dmt * sw[:, None, :]
-    return ll, score, np.matmul(a, a.transpose(0, 2, 1))
+    fisher = np.matmul(a, a.transpose(0, 2, 1))
+    fisher *= 0.25
+    return ll, score, fisher
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
@@ -270,7 +271,7 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
         ``(theta, loglik, converged, iterations)`` per row.
     """
     model = get_model(model)
-    phi, ll, conv, iters, _ = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
+    phi, ll, conv, iters, _, _ = _maximize_phi(model.internal, h, n_down, n_total, model.to_internal(theta0),
                                          max_iter=max_iter, tol=tol, step_tol=step_tol, fixed=fixed,
                                          n_starts=n_starts)
     return model.from_internal(phi), ll, conv, iters
@@ -367,7 +368,79 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         converged[idx[done]] = True
         active[idx[done]] = False
     ll = np.where(dropped, -np.inf, ll)
-    return theta, ll, converged & ~dropped, iters, score
+    return theta, ll, converged & ~dropped, iters, score, info
+
+
+#: Multi-start on a coarse grid: used when the grid has at least this many h values ...
+_COARSE_MIN_H = 54
+#: ... keeping every ``len(h) // _COARSE_H``-th value; the coarse fit converges to this gain (nats)
+#: or step (conditional standard errors) ...
+_COARSE_H, _COARSE_TOL, _COARSE_STEP_TOL = 20, 1e-3, 0.1
+#: ... and merges starts within this many conditional standard errors of a better one (a basin
+#: there is only a start for the refinement) ...
+_COARSE_MERGE = 1.0
+#: ... and every distinct basin it finds within this many nats of its best is refined on all data.
+_COARSE_KEEP = 2.0
+
+
+def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, coarse=True):
+    """The best of several starts per row: ``phi0`` is ``(S, n, p)``; returns ``(phi, loglik,
+    converged, iterations, score, information)`` per row (iterations summed over starts and
+    stages; score and expected information in φ at ``phi``, from the optimizer's last evaluation).
+
+    With ``S > 1`` and a long grid, the starts first run on every ``len(h) // 20``-th h value, where
+    an evaluation costs a quarter as much (81 → 21 values), to a loose tolerance; starts that reach
+    the same basin merge there. Only the best coarse basin per row — and any other one within
+    :data:`_COARSE_KEEP` nats of it — is then refined on all the data. Measured on the fit_speed
+    device (2 × 5 640 qubits): the same maximum as running every start on all the data to within
+    3e-5 nats (the convergence tolerance) on every qubit, in half the time.
+    """
+    S, n, k = phi0.shape
+    if S == 1 or len(h) < _COARSE_MIN_H or not coarse:
+        out = _maximize_phi(model, h, np.tile(n_down, (S, 1)), np.tile(n_total, (S, 1)), phi0.reshape(S * n, k),
+                            max_iter=max_iter, tol=tol, n_starts=S)
+        return _best_per_row(n, np.arange(S * n) % n, *out)
+    cols = np.arange(0, len(h), len(h) // _COARSE_H)
+    phc, llc, _, itc, _, _ = _maximize_phi(model, h[cols], np.tile(n_down[:, cols], (S, 1)),
+                                           np.tile(n_total[:, cols], (S, 1)), phi0.reshape(S * n, k),
+                                           max_iter=max_iter, tol=_COARSE_TOL, step_tol=_COARSE_STEP_TOL,
+                                           n_starts=S, merge_tol=_COARSE_MERGE)
+    llc = np.where(np.isfinite(llc), llc, -np.inf)
+    row = np.arange(S * n) % n
+    best = llc.reshape(S, n).max(0)
+    keep = np.flatnonzero(np.isfinite(llc) & (llc >= best[row] - _COARSE_KEEP))
+    out = _best_per_row(n, row[keep], *_maximize_phi(model, h, n_down[row[keep]], n_total[row[keep]], phc[keep],
+                                                     max_iter=max_iter, tol=tol))
+    out[3][:] += itc.reshape(S, n).sum(0)
+    lost = ~np.isfinite(best)                    # no start of the row ran on the coarse grid
+    if lost.any():
+        sub = _multistart(model, h, n_down[lost], n_total[lost], phi0[:, lost], max_iter=max_iter, tol=tol,
+                          coarse=False)
+        for a, b in zip(out, sub):
+            a[lost] = b
+    return out
+
+
+def _best_per_row(n, row, phi, ll, cv, it, *per_entry):
+    """Per row index ``0..n-1``, the entry of ``row`` with the highest finite log-likelihood:
+    ``(phi, ll, converged, iterations summed over the row's entries, *per_entry)``; NaN, −inf and
+    False for a row without entries."""
+    ll = np.where(np.isfinite(ll), ll, -np.inf)
+    order = np.lexsort((-ll, row))                  # by row, best first
+    first = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+    pick = np.full(n, -1)
+    pick[row[first]] = first
+    got = pick >= 0
+    iters = np.zeros(n, int)
+    np.add.at(iters, row, it)
+
+    def gather(a, fill):
+        res = np.full((n,) + a.shape[1:], fill, dtype=a.dtype)
+        res[got] = a[pick[got]]
+        return res
+
+    return (gather(phi, np.nan), gather(ll, -np.inf), gather(cv, False), iters,
+            *(gather(a, np.nan) for a in per_entry))
 
 
 def _drop_merged(theta, ll, info, active, converged, dropped, n_starts, merge_tol) -> None:
@@ -423,7 +496,8 @@ def _safe_inverse(F: np.ndarray) -> np.ndarray:
 
 def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
                       theta: np.ndarray, ll: np.ndarray, level: float = 0.95, max_steps: int = 14,
-                      cov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      cov: np.ndarray | None = None, information: np.ndarray | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Profile-likelihood intervals of every parameter of every row (see module docstring).
 
     Args:
@@ -434,6 +508,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         max_steps: profile evaluations per endpoint.
         cov: optional covariance of θ from the observed information (as in :class:`FitTable`); where
             finite it sets the first trial points, otherwise the expected information in φ does.
+        information: optional expected information in φ at ``theta`` ``(n, p, p)``, when the caller
+            has it (the optimizer's last evaluation); rows that are not all finite are evaluated.
 
     Returns:
         ``(lower, upper, better_theta, better_ll)``: interval ends ``(n, p)`` (±inf when the profile
@@ -449,7 +525,10 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     c = float(stats.chi2.ppf(level, 1))
     z = np.sqrt(c)
     lo_b, hi_b = np.array(pm.lower), np.array(pm.upper)
-    _, _, F = _evaluate(pm, h, phi, n_down, n_total)
+    F = np.full((n, k, k), np.nan) if information is None else np.array(information, dtype=float)
+    need = ~np.isfinite(F).all((1, 2))
+    if need.any():
+        F[need] = _evaluate(pm, h, phi[need], n_down[need], n_total[need])[2]
     sigma = _safe_inverse(F)
     if cov is not None:       # observed information, mapped to φ (dφ/dθ = 2θ for even parameters)
         d = np.where(model.even_mask, 2.0 * theta, 1.0)
@@ -497,7 +576,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         cand = np.clip(cand, lo_b, hi_b)
         fixed = np.zeros((idx.size, k), bool)
         fixed[np.arange(idx.size), j] = True
-        ph, lp, _, _, grad = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
+        ph, lp, _, _, grad, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
                                            step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL)
         warm[idx], t_last[idx] = ph, t_next[idx]
         lp = np.where(np.isfinite(lp), lp, -np.inf)
@@ -627,13 +706,15 @@ def _observed_info(model: Model, h, theta, n_down, n_total, score: np.ndarray | 
 
 
 def _covariance(model: Model, h, theta, n_down, n_total, score: np.ndarray | None = None,
-                expected: bool = False) -> np.ndarray:
+                expected: bool = False, fisher: np.ndarray | None = None) -> np.ndarray:
     """Inverse observed (``expected``: Fisher) information over the free parameters; NaN rows/columns
-    at bounds."""
+    at bounds. ``score``, ``fisher``: ``∂ℓ/∂φ`` and the expected information in φ at ``theta``, when the
+    caller has them (the optimizer's last evaluation)."""
     lo, hi = np.array(model.lower), np.array(model.upper)
     at_bound = (theta <= lo) | (theta >= hi)
     if expected:
-        _, _, F = _evaluate(model.internal, h, model.to_internal(theta), n_down, n_total)
+        F = fisher if fisher is not None and np.isfinite(fisher).all() else \
+            _evaluate(model.internal, h, model.to_internal(theta), n_down, n_total)[2]
         J = np.where(model.even_mask, 2.0 * theta, 1.0)          # dφ/dθ
         info = F * J[:, :, None] * J[:, None, :]
     else:
@@ -881,30 +962,26 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     conv = np.zeros(n, bool)
     iters = np.zeros(n, int)
     lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
-    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance)
+    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance) ...
+    fisher = np.full((n, k, k), np.nan)      # ... and the expected information in φ (by the intervals)
     if ok.size:
         h = r.h
         nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
         start_list = list(starts) if starts is not None else model.starts(h, nd, nt)
         if starts is not None:
             start_list = [np.asarray(s, float)[ok] for s in start_list]
-        S = len(start_list)
-        phi_all, ll_all, cv_all, it_all, sc_all = _maximize_phi(
-            model.internal, h, np.tile(nd, (S, 1)), np.tile(nt, (S, 1)), model.to_internal(np.concatenate(start_list)),
-            max_iter=max_iter, tol=tol, n_starts=S)
-        ll_s = np.where(np.isfinite(ll_all), ll_all, -np.inf).reshape(S, ok.size)
-        best = ll_s.argmax(0)
-        pick = best * ok.size + np.arange(ok.size)
-        theta[ok], ll[ok], conv[ok] = model.from_internal(phi_all[pick]), ll_all[pick], cv_all[pick]
-        score[ok] = sc_all[pick]
-        iters[ok] = it_all.reshape(S, ok.size).sum(0)
+        phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
+            model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
+            max_iter=max_iter, tol=tol)
+        theta[ok] = model.from_internal(phi_ok)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
-                                  r.n_total[fitted].astype(float), score[fitted], expected=information == "expected")
+                                  r.n_total[fitted].astype(float), score[fitted], expected=information == "expected",
+                                  fisher=fisher[fitted])
         if intervals:
-            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted)
+            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted, fisher)
     table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
     meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
     if bootstrap:
@@ -913,7 +990,8 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     return FitTable(table, model, meta)
 
 
-def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, rounds: int = 3) -> None:
+def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, fisher=None,
+               rounds: int = 3) -> None:
     """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
     escape step of the module docstring), and its covariance and intervals are recomputed. After
     the last escape round the moved rows get their intervals once more (around the final estimate:
@@ -923,7 +1001,8 @@ def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, t
             return
         nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
         lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level,
-                                                      cov=cov[rows])
+                                                      cov=cov[rows], information=None if fisher is None else fisher[rows])
+        fisher = None               # (escaped rows have moved: their information is evaluated anew)
         lower[rows], upper[rows] = lo, hi
         esc = np.flatnonzero(np.isfinite(better_ll))
         if esc.size == 0 or round_ == rounds:

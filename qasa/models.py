@@ -311,13 +311,23 @@ def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):
             np.subtract(1.0, G, out=G)          # sech² r
             G -= g
             G /= r2                             # (sech² r − tanh r / r) / r² = g'(r)/r
-    small = r < _SMALL
-    if small.any():
-        rs2 = r2[small]
-        g[small] = 1.0 - rs2 / 3.0 + 2.0 * rs2 * rs2 / 15.0
+    small = _where_small(r, _SMALL)
+    if small.size:                          # flat indices: a boolean mask would scan the whole chunk 3 more times
+        rs2 = r2.reshape(-1)[small]
+        g.reshape(-1)[small] = 1.0 - rs2 / 3.0 + 2.0 * rs2 * rs2 / 15.0
         if jac:
-            G[small] = -2.0 / 3.0 + 8.0 * rs2 / 15.0 - 34.0 * rs2 * rs2 / 105.0
+            G.reshape(-1)[small] = -2.0 / 3.0 + 8.0 * rs2 / 15.0 - 34.0 * rs2 * rs2 / 105.0
     return g, G, r, t
+
+
+def _where_small(r: np.ndarray, below: float) -> np.ndarray:
+    """Flat indices of the entries of the contiguous array ``r`` below ``below`` (none: one reduction)."""
+    if r.min() >= below:
+        return _NONE
+    return np.flatnonzero(r.reshape(-1) < below)
+
+
+_NONE = np.zeros(0, dtype=np.intp)
 
 
 _qasa_phi.workspace = True   # the fitter passes a workspace (see :func:`qasa.fitting._evaluate`)
@@ -348,10 +358,10 @@ def _fxx_into(x, r, t, G, out, K, add: bool) -> None:
         K -= G
         K /= r
         K /= r
-    small = r < _SMALL_K
-    if small.any():
-        rs2 = r[small] ** 2
-        K[small] = 16.0 / 15.0 - 136.0 * rs2 / 105.0 + 992.0 * rs2 * rs2 / 945.0
+    small = _where_small(r, _SMALL_K)
+    if small.size:
+        rs2 = r.reshape(-1)[small] ** 2
+        K.reshape(-1)[small] = 16.0 / 15.0 - 136.0 * rs2 / 105.0 + 992.0 * rs2 * rs2 / 945.0
     K *= x
     K *= x
     K += G
