@@ -381,44 +381,71 @@ _COARSE_H, _COARSE_TOL, _COARSE_STEP_TOL = 20, 1e-3, 0.1
 _COARSE_MERGE = 1.0
 #: ... and every distinct basin it finds within this many nats of its best is refined on all data.
 _COARSE_KEEP = 2.0
+#: A row takes the coarse path if at least this many coarse h values see its transition (observed
+#: P(−1) in [0.1, 0.9]; a Gibbs curve's transition is 2.2/β wide) ...
+_COARSE_MIN_TRANSITION = 3
+#: ... and keeps its coarse result only if the fitted β resolves the coarse grid: β·Δh ≤ this.
+_COARSE_MAX_BETA_STEP = 1.5
 
 
-def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, coarse=True):
+def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8):
     """The best of several starts per row: ``phi0`` is ``(S, n, p)``; returns ``(phi, loglik,
     converged, iterations, score, information)`` per row (iterations summed over starts and
     stages; score and expected information in φ at ``phi``, from the optimizer's last evaluation).
 
-    With ``S > 1`` and a long grid, the starts first run on every ``len(h) // 20``-th h value, where
-    an evaluation costs a quarter as much (81 → 21 values), to a loose tolerance; starts that reach
-    the same basin merge there. Only the best coarse basin per row — and any other one within
-    :data:`_COARSE_KEEP` nats of it — is then refined on all the data. Measured on the fit_speed
-    device (2 × 5 640 qubits): the same maximum as running every start on all the data to within
+    With ``S > 1`` and a long grid, the starts of a row first run on every ``len(h) // 20``-th h
+    value, where an evaluation costs a quarter as much (81 → 21 values), to a loose tolerance; starts
+    that reach the same basin merge there. Only the best coarse basin — and any other one within
+    :data:`_COARSE_KEEP` nats of it — is then refined on all the data. A row takes this path only if
+    the coarse grid resolves its response: its observed P(−1) changes by at most
+    :data:`_COARSE_MAX_JUMP` between neighbouring coarse values (a transition narrower than the
+    coarse spacing leaves β unidentified there, and a coarse fit then runs off to β → ∞: seen with a
+    spacing of 2/β); the other rows run every start on all the data. Measured on the fit_speed
+    device (3 × 5 640 qubits): the same maximum as running every start on all the data to within
     3e-5 nats (the convergence tolerance) on every qubit, in half the time.
     """
     S, n, k = phi0.shape
-    if S == 1 or len(h) < _COARSE_MIN_H or not coarse:
-        out = _maximize_phi(model, h, np.tile(n_down, (S, 1)), np.tile(n_total, (S, 1)), phi0.reshape(S * n, k),
-                            max_iter=max_iter, tol=tol, n_starts=S)
-        return _best_per_row(n, np.arange(S * n) % n, *out)
-    cols = np.arange(0, len(h), len(h) // _COARSE_H)
-    phc, llc, _, itc, _, _ = _maximize_phi(model, h[cols], np.tile(n_down[:, cols], (S, 1)),
-                                           np.tile(n_total[:, cols], (S, 1)), phi0.reshape(S * n, k),
-                                           max_iter=max_iter, tol=_COARSE_TOL, step_tol=_COARSE_STEP_TOL,
-                                           n_starts=S, merge_tol=_COARSE_MERGE)
-    llc = np.where(np.isfinite(llc), llc, -np.inf)
-    row = np.arange(S * n) % n
-    best = llc.reshape(S, n).max(0)
-    keep = np.flatnonzero(np.isfinite(llc) & (llc >= best[row] - _COARSE_KEEP))
-    out = _best_per_row(n, row[keep], *_maximize_phi(model, h, n_down[row[keep]], n_total[row[keep]], phc[keep],
-                                                     max_iter=max_iter, tol=tol))
-    out[3][:] += itc.reshape(S, n).sum(0)
-    lost = ~np.isfinite(best)                    # no start of the row ran on the coarse grid
-    if lost.any():
-        sub = _multistart(model, h, n_down[lost], n_total[lost], phi0[:, lost], max_iter=max_iter, tol=tol,
-                          coarse=False)
-        for a, b in zip(out, sub):
-            a[lost] = b
+    out = (np.full((n, k), np.nan), np.full(n, -np.inf), np.zeros(n, bool), np.zeros(n, int),
+           np.full((n, k), np.nan), np.full((n, k, k), np.nan))
+    coarse = np.zeros(n, bool)
+    if S > 1 and len(h) >= _COARSE_MIN_H:
+        cols = np.arange(0, len(h), len(h) // _COARSE_H)
+        coarse = _resolved(n_down[:, cols], n_total[:, cols])
+    if coarse.any():
+        rows = np.flatnonzero(coarse)
+        m = rows.size
+        phc, llc, _, itc, _, _ = _maximize_phi(model, h[cols], np.tile(n_down[rows][:, cols], (S, 1)),
+                                               np.tile(n_total[rows][:, cols], (S, 1)), phi0[:, rows].reshape(S * m, k),
+                                               max_iter=max_iter, tol=_COARSE_TOL, step_tol=_COARSE_STEP_TOL,
+                                               n_starts=S, merge_tol=_COARSE_MERGE)
+        llc = np.where(np.isfinite(llc), llc, -np.inf)
+        if model.params[0] == "beta":     # a coarse fit that ran off to a step: β beyond the grid's resolution
+            llc[phc[:, 0] * np.diff(h[cols]).max() > _COARSE_MAX_BETA_STEP] = -np.inf
+        row = np.arange(S * m) % m
+        best = llc.reshape(S, m).max(0)
+        keep = np.flatnonzero(np.isfinite(llc) & (llc >= best[row] - _COARSE_KEEP))
+        sel = rows[row[keep]]
+        res = _best_per_row(m, row[keep], *_maximize_phi(model, h, n_down[sel], n_total[sel], phc[keep],
+                                                         max_iter=max_iter, tol=tol))
+        res[3][:] += itc.reshape(S, m).sum(0)
+        for a, b in zip(out, res):
+            a[rows] = b
+        coarse[rows[~np.isfinite(best)]] = False     # no start of the row ran on the coarse grid
+    full = np.flatnonzero(~coarse)
+    if full.size:
+        res = _maximize_phi(model, h, np.tile(n_down[full], (S, 1)), np.tile(n_total[full], (S, 1)),
+                            phi0[:, full].reshape(S * full.size, k), max_iter=max_iter, tol=tol, n_starts=S)
+        for a, b in zip(out, _best_per_row(full.size, np.arange(S * full.size) % full.size, *res)):
+            a[full] = b
     return out
+
+
+def _resolved(n_down: np.ndarray, n_total: np.ndarray) -> np.ndarray:
+    """Rows with at least :data:`_COARSE_MIN_TRANSITION` columns whose observed P(−1) lies in
+    [0.1, 0.9] (the transition is sampled by the columns)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = n_down / n_total
+    return ((p >= 0.1) & (p <= 0.9)).sum(1) >= _COARSE_MIN_TRANSITION
 
 
 def _best_per_row(n, row, phi, ll, cv, it, *per_entry):
