@@ -33,6 +33,12 @@ Optimizer
 Multi-start and escape step
     The QASA likelihood has a spurious optimum at η = 0 (DESIGN.md §3), so each model supplies
     several starts (:meth:`qasa.models.Model.starts`); the best log-likelihood per qubit is kept.
+    On a long grid (≥ 54 h values) the starts run first on every ``len(h) // 20``-th h value (a
+    quarter of the cost per evaluation on the 81-value reference grid), to a loose tolerance, and
+    only the best coarse basin (and any within 2 nats of it) is refined on all the data; a qubit whose
+    transition the coarse grid does not sample (fewer than 3 coarse values with observed P(−1) in
+    [0.1, 0.9]), or whose coarse fit steepens beyond the coarse grid's resolution (β·Δh > 1.5), runs
+    every start on all the data instead (:func:`_multistart`).
     The profiles below explore every parameter away from the fit; if any profile point beats the
     fit by more than 1e-3 nats, the qubit is refitted from that point and its intervals recomputed
     (up to 3 rounds). A qubit left on η = 0 is therefore a maximum of the profile over the whole
@@ -424,12 +430,13 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
         row = np.arange(S * m) % m
         best = llc.reshape(S, m).max(0)
         keep = np.flatnonzero(np.isfinite(llc) & (llc >= best[row] - _COARSE_KEEP))
-        sel = rows[row[keep]]
-        res = _best_per_row(m, row[keep], *_maximize_phi(model, h, n_down[sel], n_total[sel], phc[keep],
-                                                         max_iter=max_iter, tol=tol))
-        res[3][:] += itc.reshape(S, m).sum(0)
-        for a, b in zip(out, res):
-            a[rows] = b
+        if keep.size:
+            sel = rows[row[keep]]
+            res = _best_per_row(m, row[keep], *_maximize_phi(model, h, n_down[sel], n_total[sel], phc[keep],
+                                                             max_iter=max_iter, tol=tol))
+            res[3][:] += itc.reshape(S, m).sum(0)
+            for a, b in zip(out, res):
+                a[rows] = b
         coarse[rows[~np.isfinite(best)]] = False     # no start of the row ran on the coarse grid
     full = np.flatnonzero(~coarse)
     if full.size:
@@ -454,7 +461,7 @@ def _best_per_row(n, row, phi, ll, cv, it, *per_entry):
     False for a row without entries."""
     ll = np.where(np.isfinite(ll), ll, -np.inf)
     order = np.lexsort((-ll, row))                  # by row, best first
-    first = order[np.r_[True, row[order][1:] != row[order][:-1]]]
+    first = order[np.r_[True, row[order][1:] != row[order][:-1]][:order.size]]
     pick = np.full(n, -1)
     pick[row[first]] = first
     got = pick >= 0

@@ -322,7 +322,7 @@ def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):
 
 def _where_small(r: np.ndarray, below: float) -> np.ndarray:
     """Flat indices of the entries of the contiguous array ``r`` below ``below`` (none: one reduction)."""
-    if r.min() >= below:
+    if r.min(initial=below) >= below:
         return _NONE
     return np.flatnonzero(r.reshape(-1) < below)
 

@@ -404,3 +404,54 @@ def test_expected_information_errors_agree_with_observed_ones():
         assert not np.allclose(ratio, 1.0, rtol=1e-9, atol=0.0), p     # a different information was used
     with pytest.raises(ValueError, match="information"):
         fit(r, "qasa", information="fisher")
+
+
+def test_coarse_grid_starts_reach_the_maximum_of_every_start_on_all_data(monkeypatch):
+    """The starts run first on every 4th h value and only the best basin is refined (qasa.fitting._multistart).
+    Same maxima as every start on all data, on qubits the coarse grid resolves (β·Δh ≤ 1) and on
+    sharp ones it does not (β = 25–40: β·Δh up to 4, where a coarse fit runs off to a step and the
+    row must fall back to all data)."""
+    import qasa.fitting as fitting
+
+    rng = np.random.default_rng(11)
+    n = 300
+    beta = np.r_[rng.uniform(4, 10, n - 60), rng.uniform(25, 40, 60)]
+    theta = np.column_stack([beta, rng.normal(0, 0.02, n), rng.uniform(0, 0.2, n), rng.uniform(0, 0.1, n)])
+    r = _draw("qasa", theta, 2000, seed=12)
+    cols = np.arange(0, 81, 81 // fitting._COARSE_H)
+    resolved = fitting._resolved(r.n_down[:, cols].astype(float), r.n_total[:, cols].astype(float))
+    assert resolved[:n - 60].mean() > 0.9 and resolved[n - 60:].mean() < 0.3   # (a wide η staircase can pass)
+    calls = []
+    real = fitting._maximize_phi
+    monkeypatch.setattr(fitting, "_maximize_phi", lambda model, h, *a, **k: calls.append(len(h)) or real(model, h, *a, **k))
+    coarse = fit(r, "qasa", intervals=False).table
+    assert len(cols) in calls                     # the coarse path ran
+    monkeypatch.setattr(fitting, "_COARSE_MIN_H", 10**9)
+    full = fit(r, "qasa", intervals=False).table
+    assert (coarse["loglik"] - full["loglik"]).min() > -1e-3
+    assert (coarse["quality"] == full["quality"]).mean() > 0.99
+    sharp = coarse.iloc[n - 60:]
+    assert (sharp["quality"] == "good").all()
+    assert np.all(np.abs(sharp["beta"] - beta[n - 60:]) < 5 * sharp["beta_stderr"])
+
+
+def test_a_coarse_fit_that_runs_off_to_a_step_falls_back_to_all_data(monkeypatch):
+    """A grid too coarse for the transition let a coarse fit run off to β ≈ 7 800 and the refinement
+    stay there, 5 500 nats short: qubit 4237 of the fit_speed device (benchmarks/fit_speed.py,
+    seed 2: β = 7.6, η = 0.068) with every 8th h value (Δh = 0.2, β·Δh ≈ 1.5). The β·Δh check alone
+    (the data check switched off here) sends the row back to all data."""
+    import qasa.fitting as fitting
+
+    rng = np.random.default_rng(2)            # benchmarks/fit_speed.py: device_data(5640, 10_000, 2)
+    theta = np.column_stack([rng.uniform(4, 10, 5640), rng.normal(0, 0.01, 5640), rng.uniform(0.0, 0.2, 5640),
+                             rng.uniform(0.0, 0.1, 5640)])
+    model = get_model("qasa")
+    nt = np.full((5640, len(H81)), 10_000)
+    nd = rng.binomial(nt, model.p_down(H81, theta))[4237:4238].astype(float)
+    nt = nt[:1].astype(float)
+    phi0 = model.to_internal(np.concatenate(model.starts(H81, nd, nt))).reshape(3, 1, 4)
+    monkeypatch.setattr(fitting, "_COARSE_H", 10)      # every 8th value
+    monkeypatch.setattr(fitting, "_resolved", lambda nd, nt: np.ones(len(nd), bool))
+    phi, ll, conv, *_ = fitting._multistart(model.internal, H81, nd, nt, phi0)
+    assert conv.all()
+    assert abs(phi[0, 0] - theta[4237, 0]) < 0.2
