@@ -989,6 +989,8 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     model = get_model(model)
     r = _as_response(data)
     n, k = len(r.qubits), model.num_params
+    if starts is not None:
+        starts = _check_starts(model, starts, n)
     reasons = _degenerate(model, r, rule)
     ok = np.flatnonzero(reasons == "")
     theta = np.full((n, k), np.nan)
@@ -1022,6 +1024,30 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
+
+
+def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
+    """User-given starting points as float arrays ``(n, p)``, finite and within the model's bounds.
+
+    Raises:
+        ValueError: naming the start, the offending value and the allowed shape or range.
+    """
+    out = []
+    if len(starts) == 0:
+        raise ValueError("starts is empty: give at least one (n_qubits, p) array, or None for the model's starts")
+    lo, hi = np.array(model.lower), np.array(model.upper)
+    for i, s in enumerate(starts):
+        a = np.asarray(s, dtype=float)
+        if a.shape != (n, model.num_params):
+            raise ValueError(f"starts[{i}] has shape {a.shape}; {model.name} needs ({n}, {model.num_params}): "
+                             f"one row per qubit, columns {', '.join(model.params)}")
+        bad = ~np.isfinite(a) | (a < lo) | (a > hi)
+        if bad.any():
+            q, j = np.argwhere(bad)[0]
+            raise ValueError(f"starts[{i}][{q}, {j}] = {float(a[q, j])!r}: {model.params[j]} must be finite and lie in "
+                             f"[{lo[j]:g}, {hi[j]:g}]")
+        out.append(a)
+    return out
 
 
 def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, fisher=None,
