@@ -391,7 +391,7 @@ _COARSE_MIN_H = 54
 _COARSE_H, _COARSE_TOL, _COARSE_STEP_TOL = 20, 1e-3, 0.1
 #: ... and merges starts within this many conditional standard errors of a better one (a basin
 #: there is only a start for the refinement) ...
-_COARSE_MERGE = 1.0
+_COARSE_MERGE = 2.0
 #: ... and every distinct basin it finds within this many nats of its best is refined on all data.
 _COARSE_KEEP = 2.0
 #: A row takes the coarse path if at least this many coarse h values see its transition (observed
