@@ -227,9 +227,10 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     p *= 0.5
     lp = np.log(p, out=_buf(ws, "lp", shape))
     lq = np.log(q, out=_buf(ws, "lq", shape))
-    lp -= lq                                   # ℓ = Σ n log(p/q) + N log q, as two row-wise dot products
+    # ℓ = Σ n log p + (N − n) log q as two row-wise dot products (terms of one sign: the form
+    # Σ n log(p/q) + N log q cancels and loses a digit, 1.5e-7 nats at 10⁶ reads per h)
     ll = np.einsum("nk,nk->n", n_down, lp)
-    ll += np.einsum("nk,nk->n", n_total, lq)
+    ll += np.einsum("nk,nk->n", np.subtract(n_total, n_down, out=_buf(ws, "nu", shape)), lq)
     pq = np.multiply(p, q, out=q)
     res = np.multiply(n_total, p, out=p)
     np.subtract(n_down, res, out=res)
@@ -401,29 +402,36 @@ _COARSE_MIN_TRANSITION = 3
 _COARSE_MAX_BETA_STEP = 1.5
 
 
-def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8):
+def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, trap=None):
     """The best of several starts per row: ``phi0`` is ``(S, n, p)``; returns ``(phi, loglik,
     converged, iterations, score, information)`` per row (iterations summed over starts and
     stages; score and expected information in φ at ``phi``, from the optimizer's last evaluation).
+    ``model`` is the internal model (φ); ``trap`` marks its parameters whose lower bound is a trap:
+    :func:`fit` passes the even parameters (:attr:`~qasa.models.Model.even_mask`) that the starts
+    spread over (η for ``qasa``, σ for ``gaussian-noise``: the starts exist to leave their zero).
 
     With ``S > 1`` and a long grid, the starts of a row first run on every ``len(h) // 20``-th h
     value, where an evaluation costs a quarter as much (81 → 21 values), to a loose tolerance; starts
     that reach the same basin merge there. Only the best coarse basin — and any other one within
-    :data:`_COARSE_KEEP` nats of it — is then refined on all the data. A row takes this path only if
-    the coarse grid resolves its response: its observed P(−1) changes by at most
-    :data:`_COARSE_MAX_JUMP` between neighbouring coarse values (a transition narrower than the
-    coarse spacing leaves β unidentified there, and a coarse fit then runs off to β → ∞: seen with a
-    spacing of 2/β); the other rows run every start on all the data. Measured on the fit_speed
-    device (3 × 5 640 qubits): the same maximum as running every start on all the data to within
-    3e-5 nats (the convergence tolerance) on every qubit, in half the time.
+    :data:`_COARSE_KEEP` nats of it — is then refined on all the data. A row runs every start on all
+    the data instead (:func:`_coarse_rows` says which rows may try the coarse path) when
+
+    - the coarse values do not sample its transition or hold less than half their share of its reads;
+    - its coarse fit steepens beyond the coarse grid's resolution (β·Δh > 1.5: a coarse fit running
+      off to a step, seen with a spacing of 2/β);
+    - its best coarse basin has a ``trap`` parameter on its lower bound (the
+      η = 0 optimum the starts exist to avoid, docs/DESIGN.md §3: on the coarse data every start can
+      fall into it while all the data have a better basin);
+    - its refinement does not converge.
+
+    Measured on the fit_speed device (3 × 5 640 qubits): the same maximum as running every start on
+    all the data to within 3e-5 nats (the convergence tolerance) on every qubit, in about half the time.
     """
     S, n, k = phi0.shape
     out = (np.full((n, k), np.nan), np.full(n, -np.inf), np.zeros(n, bool), np.zeros(n, int),
            np.full((n, k), np.nan), np.full((n, k, k), np.nan))
-    coarse = np.zeros(n, bool)
-    if S > 1 and len(h) >= _COARSE_MIN_H:
-        cols = np.arange(0, len(h), len(h) // _COARSE_H)
-        coarse = _resolved(n_down[:, cols], n_total[:, cols])
+    cols = np.arange(0, len(h), max(len(h) // _COARSE_H, 1))
+    coarse = _coarse_rows(h, cols, n_down, n_total) if S > 1 and len(h) >= _COARSE_MIN_H else np.zeros(n, bool)
     if coarse.any():
         rows = np.flatnonzero(coarse)
         m = rows.size
@@ -435,16 +443,20 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
         if model.params[0] == "beta":     # a coarse fit that ran off to a step: β beyond the grid's resolution
             llc[phc[:, 0] * np.diff(h[cols]).max() > _COARSE_MAX_BETA_STEP] = -np.inf
         row = np.arange(S * m) % m
-        best = llc.reshape(S, m).max(0)
-        keep = np.flatnonzero(np.isfinite(llc) & (llc >= best[row] - _COARSE_KEEP))
+        best_at = llc.reshape(S, m).argmax(0) * m + np.arange(m)
+        ok = np.isfinite(llc[best_at])
+        if trap is not None:                                                        # the η = 0 trap
+            ok &= ~(np.asarray(trap, bool) & (phc[best_at] <= np.array(model.lower))).any(1)
+        keep = np.flatnonzero(ok[row] & np.isfinite(llc) & (llc >= llc[best_at][row] - _COARSE_KEEP))
         if keep.size:
             sel = rows[row[keep]]
             res = _best_per_row(m, row[keep], *_maximize_phi(model, h, n_down[sel], n_total[sel], phc[keep],
                                                              max_iter=max_iter, tol=tol))
+            ok &= res[2]                                  # a refinement that did not converge: all data
             res[3][:] += itc.reshape(S, m).sum(0)
             for a, b in zip(out, res):
-                a[rows] = b
-        coarse[rows[~np.isfinite(best)]] = False     # no start of the row ran on the coarse grid
+                a[rows[ok]] = b[ok]
+        coarse[rows[~ok]] = False
     full = np.flatnonzero(~coarse)
     if full.size:
         res = _maximize_phi(model, h, np.tile(n_down[full], (S, 1)), np.tile(n_total[full], (S, 1)),
@@ -454,12 +466,22 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
     return out
 
 
-def _resolved(n_down: np.ndarray, n_total: np.ndarray) -> np.ndarray:
-    """Rows with at least :data:`_COARSE_MIN_TRANSITION` columns whose observed P(−1) lies in
-    [0.1, 0.9] (the transition is sampled by the columns)."""
+def _spread(starts: Sequence[np.ndarray]) -> np.ndarray:
+    """Parameters in which the starts differ (for some row)."""
+    a = np.stack([np.asarray(x, float) for x in starts])
+    return (np.nanmax(a, axis=0) > np.nanmin(a, axis=0)).any(0)
+
+
+def _coarse_rows(h: np.ndarray, cols: np.ndarray, n_down: np.ndarray, n_total: np.ndarray) -> np.ndarray:
+    """Rows that may try the coarse path: at least :data:`_COARSE_MIN_TRANSITION` coarse values whose
+    observed P(−1) lies in [0.1, 0.9] (the transition is sampled), and at least half their share of
+    the row's reads on the coarse values (few reads there make spurious coarse optima)."""
+    nd, nt = n_down[:, cols], n_total[:, cols]
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = n_down / n_total
-    return ((p >= 0.1) & (p <= 0.9)).sum(1) >= _COARSE_MIN_TRANSITION
+        p = nd / nt
+        share = nt.sum(1) / n_total.sum(1)
+    sampled = ((p >= 0.1) & (p <= 0.9)).sum(1) >= _COARSE_MIN_TRANSITION
+    return sampled & (share >= 0.5 * len(cols) / len(h))
 
 
 def _best_per_row(n, row, phi, ll, cv, it, *per_entry):
@@ -1015,7 +1037,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             start_list = [np.asarray(s, float)[ok] for s in start_list]
         phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
             model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
-            max_iter=max_iter, tol=tol)
+            max_iter=max_iter, tol=tol, trap=model.even_mask & _spread(start_list))
         theta[ok] = model.from_internal(phi_ok)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)

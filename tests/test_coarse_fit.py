@@ -1,7 +1,8 @@
-"""Known failures of the coarse-grid multistart and of the profile intervals (found by a tester).
+"""Hard cases of the coarse-grid multistart and of the profile intervals (found by a tester).
 
-Each test states the correct behaviour and is marked ``xfail(strict=True)``: it fails today, and it
-will XPASS — failing the suite — once the bug is fixed, so whoever fixes it removes the marker.
+Each test states the correct behaviour with the data that broke it. A test still marked
+``xfail(strict=True)`` fails today and will XPASS — failing the suite — once its bug is fixed, so
+whoever fixes it removes the marker.
 The reference ("every start on all data") is :func:`qasa.fit` with ``_COARSE_MIN_H`` above the grid
 length (docs/DESIGN.md §3: the η = 0 optimum the multistart exists to avoid).
 """
@@ -26,8 +27,6 @@ def _both(monkeypatch, r, model="qasa"):
     return coarse, full
 
 
-@pytest.mark.xfail(strict=True, reason="coarse path: only the best coarse basin is refined; with few reads on "
-                   "the coarse columns it is a spurious basin and the refinement runs off to β → ∞")
 def test_few_reads_on_the_coarse_columns_do_not_decide_the_basin(monkeypatch):
     """The coarse columns (every 4th of 81) have 3 reads, the others 10⁴: the coarse data have a spurious
     optimum (β 9.4, γ 0, η 0.52) that passes the β·Δh check; refined on all data it runs off to
@@ -45,8 +44,6 @@ def test_few_reads_on_the_coarse_columns_do_not_decide_the_basin(monkeypatch):
     assert coarse["loglik"] > full["loglik"] - 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="coarse path: on the coarse grid every start falls into the η = 0 basin, "
-                   "so the better η > 0 basin of the full data is never refined")
 def test_coarse_starts_do_not_end_on_the_eta_zero_optimum(monkeypatch):
     """linspace(-1, 1, 60), 1 000 reads per h, truth (0.731, 0.118, 0.385, 0.097): every start on all
     data reaches ℓ = −36 855.286 (η̂ = 0.65); the coarse path stops on η = 0, 0.70 nats lower, and
@@ -61,8 +58,6 @@ def test_coarse_starts_do_not_end_on_the_eta_zero_optimum(monkeypatch):
     assert coarse["loglik"] > full["loglik"] - 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="coarse path: a single refined basin that needs more than max_iter "
-                   "iterations fails the qubit; the all-data multistart has other starts that converge")
 def test_a_slow_refinement_does_not_fail_a_qubit_the_reference_fits(monkeypatch):
     """Virtual QPU (advantage4.1, 81 values, 20 reads per h; `qasa assess --device-seed 1004 --seed 2004
     --reads 20 --num-qubits 1000`, qubit 620): the refinement of the coarse basin (γ on its bound)
