@@ -33,9 +33,10 @@ that fails is refused with one line naming the file and the first offending valu
 or reported from it.
 
 Fit cache: :meth:`DatasetStore.cached_fit` returns a saved fit only if its fingerprint — a hash of
-the fit's input arrays (the programmed-frame response), the model, the fit options and qasa's
-version — equals the one of this dataset now, and its values still hash to what was saved. A fit table
-copied from another run, edited by hand or made by another qasa version is refitted, never used.
+the fit's input arrays (the programmed-frame response), the model, the fit options, qasa's
+version and the fitting engine's source — equals the one of this dataset now, and its values still
+hash to what was saved. A fit table copied from another run, edited by hand or made by another qasa
+version or other fitting code is refitted, never used.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -79,8 +82,22 @@ def fit_fingerprint(response: Response, model: str, options: dict[str, Any] | No
         a = np.ascontiguousarray(arr)
         h.update(str(a.dtype).encode() + str(a.shape).encode())
         h.update(a.tobytes())
-    h.update(json.dumps({"model": model, "options": options or {}, "qasa": qv}, sort_keys=True,
-                        default=str).encode())
+    h.update(json.dumps({"model": model, "options": options or {}, "qasa": qv, "engine": _engine_hash()},
+                        sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _engine_hash() -> str:
+    """Hash of the fitting engine's source (``qasa/fitting.py``, ``qasa/models.py``): a fit made by other
+    fitting code is not reused even when qasa's version string is the same (a source checkout)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in ("qasa.fitting", "qasa.models"):
+        spec = importlib.util.find_spec(name)        # the file, without importing the module
+        if spec is None or spec.origin is None:     # pragma: no cover - frozen installs
+            h.update(name.encode())
+            continue
+        h.update(Path(spec.origin).read_bytes())
     return h.hexdigest()
 
 

@@ -303,3 +303,21 @@ def test_journal_parts_of_either_format_are_read_and_resumed(tmp_path, chimera_s
     assert back.sorted().calls["call_id"].astype(str).tolist() == sorted(ids)
     again = qasa.run(small_protocol, chimera_sa, out)           # nothing to run: compacted
     assert again.counts.equals(ds.counts) and not list((out / "journal").iterdir())
+
+
+def test_a_fit_made_by_other_fitting_code_is_refitted(tmp_path, monkeypatch):
+    """The fingerprint includes the fitting engine's source: a cached fit of the same counts made by
+    other code (same qasa version string, e.g. a source checkout at another commit) is not reused."""
+    import qasa.pipeline
+    import qasa.store
+
+    out = tmp_path / "a"
+    assert invoke("run", out, *SA).exit_code == 0
+    first = qasa.pipeline.fit(out, "gibbs-bias")
+    assert qasa.pipeline.fit(out, "gibbs-bias").meta["fingerprint"] == first.meta["fingerprint"]   # cached
+    monkeypatch.setattr(qasa.store, "_engine_hash", lambda: "other fitting code")
+    fits = []
+    real = qasa.pipeline.fitting.fit
+    monkeypatch.setattr(qasa.pipeline.fitting, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    again = qasa.pipeline.fit(out, "gibbs-bias")
+    assert fits == [1] and again.meta["fingerprint"] != first.meta["fingerprint"]
