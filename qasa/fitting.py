@@ -59,7 +59,8 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     ``{t : 2 (ℓ̂ − ℓ_p(t)) ≤ c}`` with ``c = χ²₁(level)`` (3.841 at 95 %). Endpoints are found on
     the signed root ``r(t) = √(2(ℓ̂ − ℓ_p(t)))``, which is nearly linear in the internal coordinate
     φ_j, by Newton steps (``dℓ_p/dt`` is the score of θ_j at the constrained optimum) or secant steps,
-    kept inside the bracket once the cut-off has been crossed (bisection if neither is finite), until
+    kept inside the bracket once the cut-off has been crossed (bisection if neither is finite, or if
+    the last step left more than half of a bracket whose outer point has r > 2√c), until
     ``|r − √c| < 0.01`` (the end to 1 % of a standard error), or until a quadratic model of ``r``
     through the estimate and the last point (value and slope) puts the end within half that
     tolerance of its Newton step (:func:`_quadratic_end`; not across a change of the parameters on
@@ -70,6 +71,10 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     on φ_j (a parameter on its bound at the estimate stays there). The maximization over the other
     parameters at a point stops on the quadratic model's maximum when its predicted gain is below
     0.1 nats (:data:`_PROFILE_PREDICT_TOL`, measured error ≤ 0.0034 nats at the 99th percentile).
+    A point reached by a long move (beyond 1.5 Wald steps) that lands far beyond the cut-off
+    (2(ℓ̂ − ℓ_p) > 4c) is maximized again from the last point inside, unmoved, and the better maximum
+    is kept: the first-order move over such a distance can lead the inner fit to a poor local
+    maximum, which would end a profile that in fact levels off below the cut-off (β → ∞ when γ > 0).
     An end still bracketed after the last step is interpolated on r. All (qubit, parameter, side)
     rows are one batched constrained maximization (:func:`maximize` with ``fixed``). Rules:
 
@@ -541,6 +546,10 @@ _PROFILE_TOL, _PROFILE_STEP_TOL = 1e-3, 0.1
 _PROFILE_PREDICT_TOL = 0.1
 #: ... and only when every parameter's step is below this fraction of ``|φ| + scale``.
 _TRUST = 0.1
+#: A profile point reached by a move of more than 1.5 Wald steps with 2(ℓ̂ − ℓ_p) above this multiple
+#: of the cut-off is maximized a second time, from the last point inside the cut-off
+#: (see :func:`profile_intervals`).
+_PROFILE_RECHECK = 4.0
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -622,6 +631,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     t_prev, r_prev = start.copy(), np.zeros(R)
     t_out, r_out = np.full(R, np.nan), np.full(R, np.nan)
     t_last = start.copy()
+    w_prev = np.full(R, np.nan)              # bracket width before the last step (bisection rule)
     warm = phi[Q].copy()
     warm_in = phi[Q].copy()
     t_next = np.clip(start + S * z * se[Q, J], lo_b[J], hi_b[J])
@@ -641,8 +651,22 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         fixed[np.arange(idx.size), j] = True
         ph, lp, _, _, grad, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
                                            step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL)
-        warm[idx], t_last[idx] = ph, t_next[idx]
         lp = np.where(np.isfinite(lp), lp, -np.inf)
+        # far beyond the cut-off after a long move (beyond 1.5 Wald steps): the warm start, moved to first
+        # order over that distance, may have led the inner fit astray (a β profile levelling off at r = 1.3 read r = 890 at one point); the point is
+        # maximized again from the last point inside, unmoved, and the better maximum kept
+        far = np.flatnonzero((2.0 * (ll[q] - lp) > _PROFILE_RECHECK * c)
+                             & (np.abs(t_next[idx] - t_last[idx]) > 1.5 * z * se[q, j]))
+        if far.size:
+            again = warm_in[idx[far]].copy()
+            again[np.arange(far.size), j[far]] = t_next[idx[far]]
+            ph2, lp2, _, _, grad2, _ = _maximize_phi(pm, h, n_down[q[far]], n_total[q[far]], np.clip(again, lo_b, hi_b),
+                                                     fixed=fixed[far], tol=_PROFILE_TOL, step_tol=_PROFILE_STEP_TOL,
+                                                     predict=_PROFILE_PREDICT_TOL)
+            better = np.isfinite(lp2) & (lp2 > lp[far])
+            sel = far[better]
+            ph[sel], lp[sel], grad[sel] = ph2[better], lp2[better], grad2[better]
+        warm[idx], t_last[idx] = ph, t_next[idx]
         # a profile point better than the fit: remember the best per row
         for i in np.flatnonzero(lp > best_ll[q] + 1e-3):
             if lp[i] > best_ll[q[i]]:
@@ -690,6 +714,12 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
             a, b = ti + 0.01 * w, to - 0.01 * w           # stay inside the bracket
             sec = np.where(nw_ok, nw, sec)                # Newton when its step points the right way
             sec = np.where(np.isfinite(sec), np.clip(sec, np.minimum(a, b), np.maximum(a, b)), ti + 0.5 * w)
+            # ... but bisection when the last step left more than half the bracket and its outer point
+            # is far beyond the cut-off (r > 2√c: a root far from linear in t, e.g. an η profile flat to
+            # 0.55 and steep beyond crept by 1 % steps)
+            slow = (np.abs(w) > 0.5 * np.abs(w_prev[still])) & (ro > 2.0 * z)
+            sec = np.where(slow, ti + 0.5 * w, sec)
+            w_prev[still] = np.where(bracketed, w, np.nan)
             d_in = ti - start[still]
             ext = ti + (z - ri) * (ti - t_prev[still]) / (ri - r_prev[still])
             ext = np.where(np.isfinite(ext) & (ri > r_prev[still]), ext, ti + 4.0 * d_in)

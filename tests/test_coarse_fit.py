@@ -1,14 +1,11 @@
 """Hard cases of the coarse-grid multistart and of the profile intervals (found by a tester).
 
-Each test states the correct behaviour with the data that broke it. A test still marked
-``xfail(strict=True)`` fails today and will XPASS — failing the suite — once its bug is fixed, so
-whoever fixes it removes the marker.
+Each test states the correct behaviour with the data that broke it (all fixed since).
 The reference ("every start on all data") is :func:`qasa.fit` with ``_COARSE_MIN_H`` above the grid
 length (docs/DESIGN.md §3: the η = 0 optimum the multistart exists to avoid).
 """
 
 import numpy as np
-import pytest
 
 from qasa import fitting
 from qasa.dataset import Response
@@ -75,8 +72,6 @@ def test_a_slow_refinement_does_not_fail_a_qubit_the_reference_fits(monkeypatch)
     assert coarse["quality"] != "failed"
 
 
-@pytest.mark.xfail(strict=True, reason="profile intervals: a profile that levels off below the cut-off (the qasa "
-                   "model tends to a smooth curve as β → ∞ when γ > 0) gets a finite upper end")
 def test_a_beta_profile_that_never_crosses_the_cut_off_is_unbounded():
     """54 values on [−1, 1], 10⁴ reads per h, truth (59.2, −0.435, 0.553, 0.064): the profile of β
     levels off at r = √(2(ℓ̂ − ℓ_p)) ≈ 1.27 < 1.96 for every β ≥ 50 (checked to 1e8), so β is not
@@ -96,8 +91,6 @@ def test_a_beta_profile_that_never_crosses_the_cut_off_is_unbounded():
     assert row["beta_hi"] == np.inf                     # ... so the interval must not end below it
 
 
-@pytest.mark.xfail(strict=True, reason="profile intervals: the η interval ends before the profile crosses the "
-                   "cut-off; the 95 % interval is shorter than the 50 % one")
 def test_profile_intervals_of_eta_are_nested_in_the_level():
     """Reference grid, 1 000 reads per h, truth (0.884, −0.086, 0.484, 0.294), η̂ ≈ 0.01: the profile of η
     has r = 0.19 at the reported 95 % end 0.351 (cut-off 1.96; it crosses between 0.5 and 0.6), and
