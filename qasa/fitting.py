@@ -424,10 +424,11 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
     - the coarse values do not sample its transition or hold less than half their share of its reads;
     - its coarse fit steepens beyond the coarse grid's resolution (β·Δh > 1.5: a coarse fit running
       off to a step, seen with a spacing of 2/β);
-    - its best coarse basin has a ``trap`` parameter on its lower bound (the
-      η = 0 optimum the starts exist to avoid, docs/DESIGN.md §3: on the coarse data every start can
-      fall into it while all the data have a better basin);
     - its refinement does not converge.
+
+    A row whose best coarse basin has a ``trap`` parameter on its lower bound (the η = 0 optimum the
+    starts exist to avoid, docs/DESIGN.md §3: on the coarse data every start can fall into it while
+    all the data have a better basin) also runs, on all the data, the start farthest from that bound.
 
     Measured on the fit_speed device (3 × 5 640 qubits): the same maximum as running every start on
     all the data to within 3e-5 nats (the convergence tolerance) on every qubit, in about half the time.
@@ -450,13 +451,18 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
         row = np.arange(S * m) % m
         best_at = llc.reshape(S, m).argmax(0) * m + np.arange(m)
         ok = np.isfinite(llc[best_at])
-        if trap is not None:                                                        # the η = 0 trap
-            ok &= ~(np.asarray(trap, bool) & (phc[best_at] <= np.array(model.lower))).any(1)
         keep = np.flatnonzero(ok[row] & np.isfinite(llc) & (llc >= llc[best_at][row] - _COARSE_KEEP))
-        if keep.size:
-            sel = rows[row[keep]]
-            res = _best_per_row(m, row[keep], *_maximize_phi(model, h, n_down[sel], n_total[sel], phc[keep],
-                                                             max_iter=max_iter, tol=tol))
+        ref_rows, ref_phi = row[keep], phc[keep]
+        if trap is not None:      # the η = 0 trap: also the start farthest from it, on all the data
+            trap = np.asarray(trap, bool)
+            trapped = np.flatnonzero(ok & (trap & (phc[best_at] <= np.array(model.lower))).any(1))
+            far = phi0[:, rows[trapped]][:, :, trap].sum(2).argmax(0)
+            ref_rows = np.r_[ref_rows, trapped]
+            ref_phi = np.concatenate([ref_phi, phi0[far, rows[trapped]]])
+        if ref_rows.size:
+            sel = rows[ref_rows]
+            res = _best_per_row(m, ref_rows, *_maximize_phi(model, h, n_down[sel], n_total[sel], ref_phi,
+                                                            max_iter=max_iter, tol=tol))
             ok &= res[2]                                  # a refinement that did not converge: all data
             res[3][:] += itc.reshape(S, m).sum(0)
             for a, b in zip(out, res):
