@@ -338,3 +338,53 @@ def test_split_half_with_fewer_than_four_qubits_good_in_both_halves_says_unknown
     rel = dv.reliability(pf, bootstrap=19, seed=2, data=r)
     assert (rel["method"] == "split-half").all() and not rel["identified"].any()
     assert rel["verdict"].str.contains("unknown").all()
+
+
+def test_concurrently_runs_in_a_child_and_falls_back_when_it_fails(monkeypatch):
+    """split_half fits its two halves at once, one in a forked child: the value comes back unchanged,
+    a child that fails is replaced by computing in this process, and QASA_WORKERS=1 turns it off."""
+    import os
+    import time
+
+    from qasa.device import _concurrently, _spare_core
+
+    if not _spare_core():
+        pytest.skip("no spare core (or not Linux)")
+    parent = os.getpid()
+    pid, value = _concurrently(lambda x: (os.getpid(), np.arange(x)), 5)()
+    assert pid != parent and np.array_equal(value, np.arange(5))
+
+    def fails_in_a_child():
+        if os.getpid() != parent:
+            raise RuntimeError("child")
+        return "computed here"
+
+    assert _concurrently(fails_in_a_child)() == "computed here"
+
+    def hangs_in_a_child():
+        if os.getpid() != parent:
+            time.sleep(60)
+        return "computed here"
+
+    t0 = time.monotonic()
+    assert _concurrently(hangs_in_a_child)(0.5) == "computed here"
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setenv("QASA_WORKERS", "1")
+    assert _concurrently(os.getpid)() == parent
+
+
+def test_split_half_gives_the_same_numbers_with_and_without_the_child(monkeypatch):
+    from qasa.models import get_model
+    from qasa.protocol import h_grid
+
+    rng = np.random.default_rng(3)
+    theta = np.column_stack([rng.uniform(4, 8, 60), rng.normal(0, 0.02, 60), rng.uniform(0, 0.2, 60),
+                             rng.uniform(0, 0.1, 60)])
+    h = np.array(h_grid(1.0, 0.05))
+    nt = np.full((60, len(h)), 1000)
+    r = Response(np.arange(60), h, rng.binomial(nt, get_model("qasa").p_down(h, theta)), nt)
+    both = dv.split_half(r, "qasa", bootstrap=50)
+    monkeypatch.setenv("QASA_WORKERS", "1")
+    serial = dv.split_half(r, "qasa", bootstrap=50)
+    pd.testing.assert_frame_equal(both["reliability"], serial["reliability"])
+    pd.testing.assert_frame_equal(both["correlations"], serial["correlations"])
