@@ -104,3 +104,19 @@ def test_profile_intervals_of_eta_are_nested_in_the_level():
     wide = fit(r, "qasa", level=0.95).table.iloc[0]
     narrow = fit(r, "qasa", level=0.5).table.iloc[0]
     assert wide["eta_lo"] <= narrow["eta_lo"] and wide["eta_hi"] >= narrow["eta_hi"]
+
+
+def test_a_response_that_never_saturates_does_not_take_the_coarse_path(monkeypatch):
+    """γ 2.5–4.3 keeps P(−1) inside [0.1, 0.9] on the whole grid: every coarse value looked like the
+    transition, every coarse start ended on η = 0 and the fit was up to 77 000 nats short (10⁶ reads
+    per h). Such rows now run every start on all the data."""
+    rng = np.random.default_rng(7)
+    n = 40
+    theta = np.column_stack([rng.uniform(17, 30, n), rng.uniform(-0.2, 0.2, n), rng.uniform(2.5, 4.3, n),
+                             rng.uniform(0.27, 0.41, n)])
+    nt = np.full((n, 81), 10**6)
+    r = Response(np.arange(n), H81, rng.binomial(nt, get_model("qasa").p_down(H81, theta)), nt)
+    coarse = fit(r, "qasa", intervals=False).table
+    monkeypatch.setattr(fitting, "_COARSE_MIN_H", 10**9)
+    full = fit(r, "qasa", intervals=False).table
+    assert (coarse["loglik"] - full["loglik"]).min() > -1e-3
