@@ -120,3 +120,41 @@ def test_a_response_that_never_saturates_does_not_take_the_coarse_path(monkeypat
     monkeypatch.setattr(fitting, "_COARSE_MIN_H", 10**9)
     full = fit(r, "qasa", intervals=False).table
     assert (coarse["loglik"] - full["loglik"]).min() > -1e-3
+
+
+def test_the_lower_end_of_an_unbounded_beta_profile_is_on_the_cut_off():
+    """Reference grid, 100 reads per h, truth (23.8, 0.012, 0.534, 0.298): β̂ runs off to ~1e31 (the profile
+    of β is flat above β ≈ 15), correctly 'beta not identified' with β_hi = inf, but β_lo ≈ 1e27, where
+    2(ℓ̂ − ℓ_p) ≈ 0: the data do not exclude the truth (2(ℓ̂ − ℓ_p(23.8)) = 0.054), the interval did. The
+    end is now bisected on a log scale and, left far beyond the cut-off, the conservative outer point."""
+    nd = np.array([9, 8, 8, 10, 7, 8, 9, 6, 5, 7, 3, 11, 9, 7, 7, 6, 13, 16, 10, 11, 13, 12, 20, 12, 16, 13, 18, 24,
+                   31, 24, 47, 47, 43, 45, 45, 50, 47, 46, 52, 45, 45, 43, 52, 53, 44, 55, 54, 54, 55, 69, 66, 75,
+                   88, 76, 83, 90, 91, 84, 91, 85, 92, 90, 89, 89, 88, 94, 91, 91, 93, 91, 91, 87, 93, 93, 95, 91,
+                   98, 96, 92, 91, 92])
+    nt = np.full(81, 100)
+    row = fit(Response(np.array([0]), H81, nd[None], nt[None]), "qasa").table.iloc[0]
+    theta = row[["beta", "b", "gamma", "eta"]].to_numpy(float)[None]
+    at = theta.copy()
+    at[0, 0] = 23.8
+    fixed = np.array([[True, False, False, False]])
+    _, ll_at, _, _ = maximize("qasa", H81, nd[None].astype(float), nt[None].astype(float), at, fixed=fixed, tol=1e-10)
+    assert 2 * (row["loglik"] - ll_at[0]) < 3.84        # the data do not exclude β = 23.8 ...
+    assert row["beta_lo"] <= 23.8                         # ... so the interval must contain it
+
+
+def test_a_coarse_eta_zero_trap_at_large_gamma_is_escaped(monkeypatch):
+    """Reference grid, 10⁶ reads per h, truth (28.5, 0.182, 2.77, 0.323): every coarse start ends on η = 0, and
+    the start farthest from the bound, run alone on all the data, ends there too (β 1.29, γ 2.78, η 0: lack of
+    fit), 77 274 nats below every start on all the data (β 23.0, γ 2.77, η 0.323, good). A response that
+    never leaves [0.1, 0.9] now runs every start on all the data."""
+    nd = np.array([360568, 362298, 362563, 362574, 365239, 364723, 365699, 367788, 370416, 370588, 372263, 373153,
+                   375612, 377202, 379100, 381118, 383530, 386604, 389939, 392608, 396363, 399350, 403376, 409058,
+                   413708, 420417, 425933, 433964, 442596, 451992, 463608, 476837, 490178, 504895, 518758, 532661,
+                   542459, 545356, 536981, 517399, 500631, 534290, 605571, 659631, 690593, 708089, 717190, 721980,
+                   723448, 723380, 723233, 722950, 720896, 719948, 718207, 716686, 715256, 713930, 712229, 711370,
+                   709272, 709035, 707406, 706167, 705932, 703275, 703134, 701941, 701031, 700531, 699590, 698876,
+                   698455, 697573, 696670, 695995, 695597, 695030, 694478, 693999, 694362])
+    r = Response(np.array([261]), H81, nd[None], np.full((1, 81), 10**6))
+    coarse, full = _both(monkeypatch, r)
+    assert full["eta"] > 0.3 and full["quality"] == "good"       # the reference finds the truth's basin ...
+    assert coarse["loglik"] >= full["loglik"] - 1e-3              # ... so must the default fit
