@@ -75,6 +75,7 @@ Comparisons
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
@@ -334,47 +335,67 @@ def _spare_core() -> bool:
         return (os.cpu_count() or 1) > 1
 
 
-def _concurrently(fn: Callable[..., Any], *args: Any) -> Callable[[float | None], Any]:
-    """Start ``fn(*args)`` in a forked child when a core is spare; returns ``join(timeout)``, which
-    waits for the result. The result comes back pickled through a pipe; if the child fails, or sends
-    nothing within ``timeout`` seconds (then it is killed), or no core is spare, ``fn`` runs in this
-    process instead, so the result never depends on the child."""
-    if not _spare_core():
-        out = fn(*args)
-        return lambda timeout=None: out
-    sys.stdout.flush(), sys.stderr.flush()
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                   # the child: compute, send, leave without cleanup
-        code = 1
-        try:
-            os.close(rfd)
-            data = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
-            with os.fdopen(wfd, "wb") as f:
-                f.write(data)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
+class _Concurrently:
+    """``fn(*args)`` started in a forked child when a core is spare (see :func:`_spare_core`).
 
-    def join(timeout: float | None = None) -> Any:
+    :meth:`result` waits for it; the result comes back pickled through a pipe, and if the child fails,
+    or sends nothing within the timeout (then it is killed), or no core is spare, ``fn`` runs in this
+    process instead, so the result never depends on the child. :meth:`cancel` kills and reaps the child
+    (the caller was interrupted: a child left blocked on the pipe would hold its memory).
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn, self.args, self.pid, self.fd = fn, args, None, None
+        if not _spare_core():
+            return
+        sys.stdout.flush(), sys.stderr.flush()
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:                               # the child: compute, send, leave without cleanup
+            code = 1
+            try:
+                os.close(rfd)
+                data = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(wfd, "wb") as f:
+                    f.write(data)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        self.pid, self.fd = pid, rfd
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The value of ``fn(*args)``, from the child if it delivers within ``timeout`` seconds."""
+        if self.pid is None:
+            return self.fn(*self.args)
         chunks, end = [], None if timeout is None else time.monotonic() + timeout
-        with os.fdopen(rfd, "rb", buffering=0) as f:
+        with os.fdopen(self.fd, "rb", buffering=0) as f:
+            self.fd = None
             while True:
                 wait = None if end is None else max(end - time.monotonic(), 0.0)
                 if not select.select([f], [], [], wait)[0]:          # no word from the child in time
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(self.pid, signal.SIGKILL)
                     break
                 chunk = f.read(1 << 20)
                 if not chunk:
                     break
                 chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
         if status == 0 and chunks:
             return pickle.loads(b"".join(chunks))
-        return fn(*args)
+        return self.fn(*self.args)
 
-    return join
+    def cancel(self) -> None:
+        """Kill and reap the child, close the pipe (idempotent)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = None
 
 
 def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
@@ -427,10 +448,13 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         ft = fit(Response(r.qubits, r.h, n_down, n_total), model, intervals=False, information="expected")
         return ft.table, ft.model.name, ft.meta
 
-    join = _concurrently(half_fit, nd_a, half)
-    t0 = time.monotonic()
-    fb = FitTable(*half_fit(nd - nd_a, nt - half))
-    fa = FitTable(*join(10.0 + 5.0 * (time.monotonic() - t0)))    # the other half's work, with room
+    other = _Concurrently(half_fit, nd_a, half)
+    try:
+        t0 = time.monotonic()
+        fb = FitTable(*half_fit(nd - nd_a, nt - half))
+        fa = FitTable(*other.result(10.0 + 5.0 * (time.monotonic() - t0)))    # the other half's work, with room
+    finally:
+        other.cancel()
     params = list(fa.model.params)
     ga, gb = _good(fa)[params], _good(fb)[params]
     common = ga.index.intersection(gb.index)

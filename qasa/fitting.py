@@ -37,8 +37,9 @@ Multi-start and escape step
     quarter of the cost per evaluation on the 81-value reference grid), to a loose tolerance, and
     only the best coarse basin (and any within 2 nats of it) is refined on all the data; a qubit
     left on η = 0 there also runs the start farthest from η = 0 on all the data. A qubit whose
-    transition the coarse grid does not sample (fewer than 3 coarse values with observed P(−1) in
-    [0.1, 0.9]), whose coarse values hold under half their share of its reads, whose coarse fit
+    transition and tails the coarse grid does not sample (fewer than 3 coarse values with observed
+    P(−1) in [0.1, 0.9], or fewer than 2 outside), whose coarse values hold under half their share of
+    its reads, whose coarse fit
     steepens beyond the coarse grid's resolution (β·Δh > 1.5) or whose refinement does not converge
     runs every start on all the data instead (:func:`_multistart`).
     The profiles below explore every parameter away from the fit; if any profile point beats the
@@ -77,7 +78,9 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     (2(ℓ̂ − ℓ_p) > 4c) is maximized again from the last point inside, unmoved, and the better maximum
     is kept: the first-order move over such a distance can lead the inner fit to a poor local
     maximum, which would end a profile that in fact levels off below the cut-off (β → ∞ when γ > 0).
-    An end still bracketed after the last step is interpolated on r. All (qubit, parameter, side)
+    An end still bracketed after the last step is interpolated on r, or, when the outer point of
+    the bracket is far beyond the cut-off (r > 2√c), is that outer point (conservative). A bracket
+    over orders of magnitude of a parameter bounded below by 0 is bisected on a log scale. All (qubit, parameter, side)
     rows are one batched constrained maximization (:func:`maximize` with ``fixed``). Rules:
 
     - *one-sided*: a parameter whose estimate is on its bound gets that bound as one end (η̂ = 0 →
@@ -489,13 +492,16 @@ def _spread(starts: Sequence[np.ndarray]) -> np.ndarray:
 
 def _coarse_rows(h: np.ndarray, cols: np.ndarray, n_down: np.ndarray, n_total: np.ndarray) -> np.ndarray:
     """Rows that may try the coarse path: at least :data:`_COARSE_MIN_TRANSITION` coarse values whose
-    observed P(−1) lies in [0.1, 0.9] (the transition is sampled), and at least half their share of
-    the row's reads on the coarse values (few reads there make spurious coarse optima)."""
+    observed P(−1) lies in [0.1, 0.9] (the transition is sampled) and two outside it (so are the
+    saturated tails: a response that never leaves [0.1, 0.9], γ ≳ 2, let every coarse start end on
+    η = 0, up to 77 000 nats short), and at least half their share of the row's reads on the coarse
+    values (few reads there make spurious coarse optima)."""
     nd, nt = n_down[:, cols], n_total[:, cols]
     with np.errstate(invalid="ignore", divide="ignore"):
         p = nd / nt
         share = nt.sum(1) / n_total.sum(1)
-    sampled = ((p >= 0.1) & (p <= 0.9)).sum(1) >= _COARSE_MIN_TRANSITION
+    inside = (p >= 0.1) & (p <= 0.9)
+    sampled = (inside.sum(1) >= _COARSE_MIN_TRANSITION) & ((~inside & (nt > 0)).sum(1) >= 2)
     return sampled & (share >= 0.5 * len(cols) / len(h))
 
 
@@ -729,7 +735,13 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
             # is far beyond the cut-off (r > 2√c: a root far from linear in t, e.g. an η profile flat to
             # 0.55 and steep beyond crept by 1 % steps)
             slow = (np.abs(w) > 0.5 * np.abs(w_prev[still])) & (ro > 2.0 * z)
-            sec = np.where(slow, ti + 0.5 * w, sec)
+            # (a bracket over orders of magnitude of a parameter bounded below by 0 is bisected on a
+            # log scale: from a runaway β̂ ≈ 1e31 down to 20 halving would take 100 steps)
+            js = J[still]
+            s_j = np.asarray(pm.scale)[js]
+            lo_v, hi_v = np.maximum(np.minimum(ti, to), s_j), np.maximum(np.maximum(ti, to), s_j)
+            wide = (lo_b[js] == 0.0) & (hi_v > 100.0 * lo_v)
+            sec = np.where(slow, np.where(wide, np.sqrt(lo_v * hi_v), ti + 0.5 * w), sec)
             w_prev[still] = np.where(bracketed, w, np.nan)
             d_in = ti - start[still]
             ext = ti + (z - ri) * (ti - t_prev[still]) / (ri - r_prev[still])
@@ -738,11 +750,14 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
             ext = start[still] + S[still] * np.clip(S[still] * (ext - start[still]), 1.01 * np.abs(d_in), 4.0 * np.abs(d_in))
         nxt = np.where(bracketed, sec, np.clip(ext, lo_b[J[still]], hi_b[J[still]]))
         t_next[still] = nxt
-    # rows that ran out of steps: bracketed → interpolate; never crossed → unbounded
+    # rows that ran out of steps: bracketed → interpolate (or, when the outer point is far beyond the
+    # cut-off, r > 2√c, and r is far from linear across the bracket, take that outer point: the
+    # interval is then conservative, not short); never crossed → unbounded
     left = rows[active]
     if left.size:
         with np.errstate(invalid="ignore", divide="ignore"):
             interp = t_in[left] + (z - r_in[left]) * (t_out[left] - t_in[left]) / (r_out[left] - r_in[left])
+        interp = np.where(r_out[left] > 2.0 * z, t_out[left], interp)
         ends[left] = np.where(np.isfinite(t_out[left]) & np.isfinite(interp), interp, S[left] * np.inf)
     ends = ends.reshape(n, k, 2)
     lower = model.from_internal(ends[..., 0])

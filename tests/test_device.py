@@ -342,16 +342,17 @@ def test_split_half_with_fewer_than_four_qubits_good_in_both_halves_says_unknown
 
 def test_concurrently_runs_in_a_child_and_falls_back_when_it_fails(monkeypatch):
     """split_half fits its two halves at once, one in a forked child: the value comes back unchanged,
-    a child that fails is replaced by computing in this process, and QASA_WORKERS=1 turns it off."""
+    a child that fails or hangs is replaced by computing in this process, a cancelled child is killed
+    and reaped (no zombie, no open pipe), and QASA_WORKERS=1 turns it off."""
     import os
     import time
 
-    from qasa.device import _concurrently, _spare_core
+    from qasa.device import _Concurrently, _spare_core
 
     if not _spare_core():
         pytest.skip("no spare core (or not Linux)")
     parent = os.getpid()
-    pid, value = _concurrently(lambda x: (os.getpid(), np.arange(x)), 5)()
+    pid, value = _Concurrently(lambda x: (os.getpid(), np.arange(x)), 5).result()
     assert pid != parent and np.array_equal(value, np.arange(5))
 
     def fails_in_a_child():
@@ -359,7 +360,7 @@ def test_concurrently_runs_in_a_child_and_falls_back_when_it_fails(monkeypatch):
             raise RuntimeError("child")
         return "computed here"
 
-    assert _concurrently(fails_in_a_child)() == "computed here"
+    assert _Concurrently(fails_in_a_child).result() == "computed here"
 
     def hangs_in_a_child():
         if os.getpid() != parent:
@@ -367,10 +368,16 @@ def test_concurrently_runs_in_a_child_and_falls_back_when_it_fails(monkeypatch):
         return "computed here"
 
     t0 = time.monotonic()
-    assert _concurrently(hangs_in_a_child)(0.5) == "computed here"
+    assert _Concurrently(hangs_in_a_child).result(0.5) == "computed here"
     assert time.monotonic() - t0 < 10
+    fds = len(os.listdir("/proc/self/fd"))
+    child = _Concurrently(lambda: np.zeros(10**6))        # 8 MB: the child blocks on the full pipe
+    time.sleep(0.5)
+    child_pid = child.pid
+    child.cancel()
+    assert not os.path.exists(f"/proc/{child_pid}") and len(os.listdir("/proc/self/fd")) == fds
     monkeypatch.setenv("QASA_WORKERS", "1")
-    assert _concurrently(os.getpid)() == parent
+    assert _Concurrently(os.getpid).result() == parent
 
 
 def test_split_half_gives_the_same_numbers_with_and_without_the_child(monkeypatch):
