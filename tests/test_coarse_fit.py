@@ -6,6 +6,7 @@ length (docs/DESIGN.md §3: the η = 0 optimum the multistart exists to avoid).
 """
 
 import numpy as np
+import pytest
 
 from qasa import fitting
 from qasa.dataset import Response
