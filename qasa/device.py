@@ -82,6 +82,7 @@ import pickle
 import select
 import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -325,14 +326,30 @@ def point_fit(data, model: str = "qasa") -> FitTable:
 
 
 def _spare_core() -> bool:
-    """A forked child may run beside this process: Linux (fork is safe with numpy there), more than
-    one usable core, not switched off by ``QASA_WORKERS=1``."""
+    """A forked child may run beside this process: Linux, this the only Python thread, more than one
+    usable core, not switched off by ``QASA_WORKERS=1``.
+
+    Only one thread: OpenBLAS's pre-fork handler joins its worker threads, and blocks for ever while
+    another thread is inside a numpy/BLAS call (a tester's hang, 5 of 8 attempts with a busy thread)."""
     if sys.platform != "linux" or os.environ.get("QASA_WORKERS", "").strip() == "1":
+        return False
+    if threading.active_count() > 1:
         return False
     try:
         return len(os.sched_getaffinity(0)) > 1
     except (AttributeError, OSError):  # pragma: no cover
         return (os.cpu_count() or 1) > 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked child: be killed when the parent dies (Linux ``PR_SET_PDEATHSIG``), so a killed
+    ``qasa`` leaves no orphan computing on; exits at once if the parent is already gone."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class _Concurrently:
@@ -350,10 +367,12 @@ class _Concurrently:
             return
         sys.stdout.flush(), sys.stderr.flush()
         rfd, wfd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:                               # the child: compute, send, leave without cleanup
             code = 1
             try:
+                _die_with_parent(parent)
                 os.close(rfd)
                 data = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
                 with os.fdopen(wfd, "wb") as f:

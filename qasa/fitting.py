@@ -1051,7 +1051,8 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     Args:
         data: a :class:`~qasa.dataset.Dataset` or a :class:`~qasa.dataset.Response`.
         model: model or model name (:func:`qasa.models.get_model`).
-        starts: starting points, each ``(n_qubits, p)``; default: the model's data-driven starts.
+        starts: starting points, a sequence of ``(n_qubits, p)`` arrays (or one such array); default:
+            the model's data-driven starts.
         max_iter, tol: optimizer limits (see :func:`maximize`).
         bootstrap: number of parametric-bootstrap replicates (0: none).
         seed: seed of the bootstrap draws.
@@ -1118,6 +1119,9 @@ def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np
         ValueError: naming the start, the offending value and the allowed shape or range.
     """
     out = []
+    if isinstance(starts, np.ndarray) and starts.ndim == 2:
+        starts = [starts]                          # one (n, p) array: one start
+    starts = list(starts)
     if len(starts) == 0:
         raise ValueError("starts is empty: give at least one (n_qubits, p) array, or None for the model's starts")
     lo, hi = np.array(model.lower), np.array(model.upper)

@@ -380,6 +380,43 @@ def test_concurrently_runs_in_a_child_and_falls_back_when_it_fails(monkeypatch):
     assert _Concurrently(os.getpid).result() == parent
 
 
+def test_no_fork_beside_another_thread_and_no_orphan_after_a_kill(tmp_path):
+    """A fork while another thread is inside a BLAS call can block for ever in OpenBLAS's pre-fork
+    handler (a tester's hang), so there is no child while another Python thread runs; and a child
+    whose parent is killed dies with it (PR_SET_PDEATHSIG) instead of computing on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from qasa.device import _spare_core
+
+    if not _spare_core():
+        pytest.skip("no spare core (or not Linux)")
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait)
+    busy.start()
+    try:
+        assert not _spare_core()
+    finally:
+        stop.set()
+        busy.join()
+    assert _spare_core()
+    script = ("import os, sys, time\nfrom qasa.device import _Concurrently\n"
+              "c = _Concurrently(time.sleep, 60)\nprint(c.pid, flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    child = int(parent.stdout.readline())
+    assert os.path.exists(f"/proc/{child}")
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{child}")
+
+
 def test_split_half_gives_the_same_numbers_with_and_without_the_child(monkeypatch):
     from qasa.models import get_model
     from qasa.protocol import h_grid

@@ -476,6 +476,8 @@ def test_given_starts_are_used():
     given = fit(r, "qasa", starts=[theta], intervals=False).table
     own = fit(r, "qasa", intervals=False).table
     assert np.allclose(given["loglik"], own["loglik"], atol=1e-4)
+    for same in (theta, (s for s in [theta])):        # one bare (n, p) array, a generator
+        assert np.allclose(fit(r, "qasa", starts=same, intervals=False).table["loglik"], own["loglik"], atol=1e-4)
 
 
 def test_loglik_is_summed_without_cancellation():
