@@ -26,9 +26,10 @@ Reliability: how much of a parameter's spread is the device, not the fit
     error: it fits two independent halves of the reads and correlates them (Spearman–Brown), and
     is the estimate to use for η (split-half vs truth at βη ≈ 0.1 on the reference h grid, 300
     qubits: 0.03 vs 0.11 at 4 000 reads per h, 0.52 vs 0.39 at 10⁵, 0.90 vs 0.82 at 10⁶;
-    ``docs/figures_device_statistics.py``). On Linux with a spare core the two halves are fitted at
-    the same time, one in a forked child process (the result is the same; ``QASA_WORKERS=1`` turns
-    it off; if the child fails its half is fitted in the parent).
+    ``docs/figures_device_statistics.py``). On Linux with a spare core, when no other thread of the
+    process runs, the two halves are fitted at the same time, one in a forked child process that dies
+    with its parent (the result is the same; ``QASA_WORKERS=1`` turns it off; if the child fails or
+    hangs, its half is fitted in the parent).
 
 Correlations between parameters
     Raw Pearson and Spearman coefficients of the fitted values with 95% confidence intervals from
