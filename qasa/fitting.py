@@ -438,7 +438,7 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
     Measured: the same maximum as running every start on all the data to within 3e-5 nats (the
     convergence tolerance) on every qubit of the fit_speed device (3 × 5 640 qubits), with half the
     evaluations (9 instead of 18 per qubit, counted in all-data units); on the virtual Advantage
-    (4 000 reads per h, η̂ = 0 on a third of the qubits) 0.72 s instead of 1.0 s of CPU.
+    (4 000 reads per h, η̂ = 0 on a third of the qubits) 0.64 s instead of 1.0 s of CPU.
     """
     S, n, k = phi0.shape
     out = (np.full((n, k), np.nan), np.full(n, -np.inf), np.zeros(n, bool), np.zeros(n, int),

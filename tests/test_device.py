@@ -427,8 +427,20 @@ def test_split_half_gives_the_same_numbers_with_and_without_the_child(monkeypatc
     h = np.array(h_grid(1.0, 0.05))
     nt = np.full((60, len(h)), 1000)
     r = Response(np.arange(60), h, rng.binomial(nt, get_model("qasa").p_down(h, theta)), nt)
+    if not dv._spare_core():
+        pytest.skip("no spare core (or not Linux, or another thread runs)")
+    children = []
+    real = dv._Concurrently.__init__
+
+    def spy(self, *a):
+        real(self, *a)
+        children.append(self.pid)
+
+    monkeypatch.setattr(dv._Concurrently, "__init__", spy)
     both = dv.split_half(r, "qasa", bootstrap=50)
+    assert children and children[0] is not None        # one half was fitted in a child
     monkeypatch.setenv("QASA_WORKERS", "1")
     serial = dv.split_half(r, "qasa", bootstrap=50)
+    assert children[-1] is None
     pd.testing.assert_frame_equal(both["reliability"], serial["reliability"])
     pd.testing.assert_frame_equal(both["correlations"], serial["correlations"])
