@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from collections.abc import Iterator, Mapping
@@ -245,9 +246,11 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     check_leap_options(retries, in_flight, call_timeout)
-    protocol = prepare(protocol, sampler, out, extend=extend)
-    rounds = None if calls is None else _design_rounds(calls)
-    calls = protocol.calls() if calls is None else _checked_calls(calls, protocol, sampler)
+    _check_out(out)
+    requested, explicit = protocol, calls
+    protocol = prepare(requested, sampler, out, extend=extend)
+    rounds = None if explicit is None else _design_rounds(explicit)
+    calls = protocol.calls() if explicit is None else _checked_calls(explicit, protocol, sampler)
     store = DatasetStore(out) if out is not None else None
     if store is None:
         return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight, calls,
@@ -255,8 +258,18 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     if not store.exists:   # refuse an over-budget run before the directory is created
         _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
     with store.writing():
+        # again under the writer lock: another writer may have created or extended the dataset since
+        # (its seed and qubits then fill in those left unset, as on any resume)
+        protocol = prepare(requested, sampler, out, extend=extend)
+        calls = protocol.calls() if explicit is None else _checked_calls(explicit, protocol, sampler)
         return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
                            backoff, in_flight, calls, rounds, call_timeout)
+
+
+def _check_out(out: str | Path | None) -> None:
+    """An output directory is None (in memory) or a non-empty path (``""`` would mean the current directory)."""
+    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip()):
+        raise ProtocolError(f"output directory {out!r} must be a non-empty path (or None to keep the run in memory)")
 
 
 #: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
@@ -336,7 +349,9 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
                 call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
     qubits = np.asarray(protocol.qubits, dtype=np.int64)
     existed = store.exists
-    done = store.done_call_ids() if existed else set()
+    # stored data are read and validated before anything new is run (or paid for): a damaged dataset is
+    # refused as it stands, and what a resume skips is exactly what loads
+    done = set(store.load().calls["call_id"].astype(str)) if existed else set()
     todo = [c for c in calls if c.call_id not in done]
     spent = store.spent_qpu_us() if existed else 0.0
     estimates = _plan_budget(todo, protocol, sampler, spent, max_qpu_seconds)

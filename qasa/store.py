@@ -209,6 +209,12 @@ class DatasetStore:
             if meta.get(key) is not None and not isinstance(meta[key], kind):
                 raise DatasetError(f"{meta_path}: field {key!r} must be a JSON {kind.__name__}, "
                                    f"not {type(meta[key]).__name__}")
+        rounds = meta.get("design_rounds")
+        if rounds is not None and not (isinstance(rounds, dict) and all(
+                isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 10**5
+                for k, v in rounds.items())):
+            raise DatasetError(f"{meta_path}: field 'design_rounds' must map round names to a number of calls in "
+                               f"[0, 100000] (ids have 5 digits), not {json.dumps(rounds, default=str)[:80]}")
         if meta.get("protocol") is not None:
             from qasa.protocol import Protocol
 
@@ -368,24 +374,28 @@ class DatasetStore:
     def load(self, validate: bool = True) -> Dataset:
         """Read the dataset (compacted tables plus journal), validated (see module docstring).
 
+        The calls are the union of ``calls.parquet`` and the journal's records, the counts the union of
+        ``counts.parquet`` and the journal's counts (a call id present twice is taken once), so a
+        compaction interrupted between any two of its writes loses nothing. ``metadata.json`` is read
+        last, under the same shared lock: a call journaled by a writer that first recorded it in the
+        metadata (an adaptive round, an extension) is never seen without its metadata.
+
         Raises:
             DatasetError: not a dataset, an unreadable file, or invalid data (one line).
         """
-        meta = self.metadata()
+        if not self.exists:
+            self.metadata()                 # raises the one-line "not a qasa dataset"
         with self._compaction_lock(exclusive=False):
             tables, call_frames, records = [], [], []
             try:
                 counts_path = self.path / "counts.parquet"
                 calls = self._calls_table()
+                known_counts: set[str] = set()
                 if counts_path.is_file():
                     tables.append(pq.read_table(counts_path, read_dictionary=["call_id"]))
-                elif len(calls):
-                    raise DatasetError(f"{self.path}: calls.parquet lists {len(calls)} calls but "
-                                       "counts.parquet is missing")
-                known_counts = set(calls["call_id"].astype(str)) if len(calls) else set()
-                known_calls = set(known_counts)
-                if tables and "call_id" in tables[0].column_names:
-                    known_counts = set(_call_ids_of(tables[0].column("call_id")))
+                    if "call_id" in tables[0].column_names:
+                        known_counts = set(_call_ids_of(tables[0].column("call_id")))
+                known_calls = set(calls["call_id"].astype(str)) if len(calls) else set()
                 call_frames.append(calls)
                 for part in self._journal_parts():
                     table, record = self._journal_part(part)
@@ -400,6 +410,8 @@ class DatasetStore:
                 raise
             except (OSError, pa.ArrowException, KeyError, ValueError, json.JSONDecodeError) as exc:
                 raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
+            meta = self.metadata()
+        _check_calls_have_counts(self.path, known_calls, known_counts)
         counts = _concat_counts(tables)
         if records:
             call_frames.append(pd.DataFrame(records))
@@ -455,25 +467,54 @@ class DatasetStore:
                 i = bad[0]
                 raise DatasetError(f"{where}: call {cid.iloc[i]} has n_down + n_up = {int(reads[i])} reads for "
                                    f"qubit {int(c['qubit'].iloc[i])}, but the call recorded {int(per_row[i])}")
+        if len(c):       # one row per (call, qubit): a duplicated row would count its reads twice
+            codes = pd.factorize(c["call_id"])[0].astype(np.int64)
+            q = c["qubit"].to_numpy(np.int64)
+            key = codes * (int(q.max()) - int(q.min()) + 1) + (q - int(q.min()))
+            rows = np.bincount(key) if key.max() < 50_000_000 else np.unique(key, return_counts=True)[1]
+            if rows.max() > 1:
+                _, first, seen = np.unique(key, return_index=True, return_counts=True)
+                i = first[int(np.argmax(seen > 1))]
+                raise DatasetError(f"{where}: qubit {int(q[i])} of call {c['call_id'].iloc[i]} has "
+                                   f"{int(seen.max())} rows; each call has one row per qubit")
+        if "qpu_access_time" in calls and len(calls):
+            t = pd.to_numeric(calls["qpu_access_time"], errors="coerce").to_numpy(float)
+            given = calls["qpu_access_time"].notna().to_numpy()
+            bad = np.flatnonzero(given & ~(np.isfinite(t) & (t >= 0)))
+            if bad.size:
+                i = bad[0]
+                raise DatasetError(f"{self.path}/calls: call {calls['call_id'].iloc[i]} records qpu_access_time "
+                                   f"{_shown(calls['qpu_access_time'].iloc[i])}; it must be a finite number of µs ≥ 0")
         protocol = ds.protocol
+        if protocol is not None and protocol.qubits is not None and len(c):
+            inside = np.isin(c["qubit"].to_numpy(np.int64), np.asarray(protocol.qubits, np.int64))
+            if not inside.all():
+                i = int(np.argmin(inside))
+                raise DatasetError(f"{where}: qubit {int(c['qubit'].iloc[i])} of call {c['call_id'].iloc[i]} is "
+                                   "not a qubit of the stored protocol")
         if protocol is not None and protocol.qubits is not None and protocol.seed is not None and len(calls):
             allowed = protocol.call_ids()
-            # rounds of a per-qubit design (qasa.adaptive): {"a001": number of calls, ...}
-            for prefix, n in (ds.metadata.get("design_rounds") or {}).items():
-                allowed = allowed | {f"{prefix}-c{i:05d}" for i in range(int(n))}
-            ids = set(calls["call_id"].astype(str))
-            outside = sorted(ids - allowed)
-            if outside:
-                raise DatasetError(f"{self.path}: call id {outside[0]!r} is not a call of the stored protocol")
+            rounds = ds.metadata.get("design_rounds") or {}
+            for cid in sorted(set(calls["call_id"].astype(str)) - allowed):
+                # a round of a per-qubit design (qasa.adaptive): "<round>-c<5 digits>", below its count
+                prefix, sep, number = cid.rpartition("-c")
+                if not (sep and number.isdigit() and len(number) == 5 and prefix in rounds
+                        and int(number) < rounds[prefix]):
+                    raise DatasetError(f"{self.path}: call id {cid!r} is not a call of the stored protocol")
 
     # -- writing ---------------------------------------------------------------------------------
     def save(self, ds: Dataset) -> None:
-        """Write ``ds`` compacted (calls, then counts, then metadata) and clear the journal."""
+        """Write ``ds`` compacted (counts, then calls, then metadata) and clear the journal.
+
+        Every state between two of these writes loads to the same dataset (:meth:`load` takes the
+        union of the compacted tables and the journal, which is removed last): counts are written
+        before the calls that list them, so no interruption leaves a listed call without counts.
+        """
         self._require_writer()
         self.path.mkdir(parents=True, exist_ok=True)
         with self._compaction_lock(exclusive=True):
-            atomic_write_bytes(self.path / "calls.parquet", table_bytes(ds.calls))
             atomic_write_bytes(self.path / "counts.parquet", table_bytes(ds.counts))
+            atomic_write_bytes(self.path / "calls.parquet", table_bytes(ds.calls))
             atomic_write_json(self.path / "metadata.json",
                               {"format": FORMAT, "format_version": FORMAT_VERSION, **ds.metadata})
             for part in self._journal_parts():
@@ -509,6 +550,23 @@ class DatasetStore:
         return path
 
 
+def _shown(value: Any) -> str:
+    """A stored value as a user typed it (``-1000.0``, ``'abc'``), not numpy's repr."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _check_calls_have_counts(path: Path, calls: set[str], counted: set[str]) -> None:
+    """Every listed call has counts and every count belongs to a listed call (one-line error otherwise)."""
+    missing = sorted(calls - counted)
+    if missing:
+        raise DatasetError(f"{path}: call {missing[0]!r} is listed in calls.parquet but its counts are in neither "
+                           f"counts.parquet nor journal/ ({len(missing)} such calls); the dataset is damaged")
+    orphans = sorted(counted - calls)
+    if orphans:
+        raise DatasetError(f"{path}: counts of call {orphans[0]!r} are stored but no call record lists it "
+                           f"({len(orphans)} such calls; calls.parquet damaged or removed?)")
+
+
 def _part_schema(part: Path) -> pa.Schema:
     """The schema (with the call record) of a journal part, without reading its counts."""
     if part.suffix == JOURNAL_SUFFIX:
@@ -527,8 +585,12 @@ def _call_ids_of(column: pa.ChunkedArray) -> list[str]:
     """Distinct call ids of a (possibly dictionary-encoded) column, without decoding every row."""
     import pyarrow.compute as pc
 
-    if pa.types.is_dictionary(column.type):
-        return sorted({v for chunk in column.chunks for v in chunk.dictionary.to_pylist()})
+    if pa.types.is_dictionary(column.type):      # the ids that rows use (a dictionary may hold unused ones)
+        used = set()
+        for chunk in column.chunks:
+            codes = np.unique(chunk.indices.to_numpy(zero_copy_only=False))
+            used.update(chunk.dictionary.take(pa.array(codes)).to_pylist())
+        return sorted(used)
     return pc.unique(column).to_pylist()
 
 

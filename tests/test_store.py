@@ -73,19 +73,127 @@ def test_stored_data_are_validated_on_load(tmp_path, chimera_sa, small_protocol,
     assert res.exit_code == 1 and res.output.count("\n") == 1 and res.output.startswith("error:")
 
 
+def _rewrite(path: Path, frame: pd.DataFrame) -> None:
+    from qasa.dataset import table_bytes
+
+    path.write_bytes(table_bytes(frame))
+
+
 def test_call_ids_outside_the_protocol_and_missing_counts_are_refused(tmp_path, chimera_sa, small_protocol):
     out = tmp_path / "ds"
     ds = qasa.run(small_protocol, chimera_sa, out)
+    first = str(ds.calls["call_id"].iloc[0])
     calls = ds.calls.copy()
-    calls.loc[0, "call_id"] = "g9999-h00000"
-    from qasa.dataset import table_bytes
-
-    (out / "calls.parquet").write_bytes(table_bytes(calls))
+    calls.loc[0, "call_id"] = "g9999-h00000"          # a call id outside the protocol, with its counts
+    counts = ds.counts.copy()
+    counts["call_id"] = counts["call_id"].astype(str).replace({first: "g9999-h00000"})
+    _rewrite(out / "calls.parquet", calls)
+    _rewrite(out / "counts.parquet", counts)
     with pytest.raises(DatasetError, match="not a call of the stored protocol"):
         qasa.load(out)
-    (out / "counts.parquet").unlink()
-    with pytest.raises(DatasetError, match="counts.parquet is missing"):
+    _rewrite(out / "calls.parquet", ds.calls)
+    _rewrite(out / "counts.parquet", ds.counts[ds.counts["call_id"] != first])     # a listed call without counts
+    with pytest.raises(DatasetError, match=f"call '{first}' is listed in calls.parquet but its counts"):
         qasa.load(out)
+    (out / "counts.parquet").unlink()
+    with pytest.raises(DatasetError, match="in neither counts.parquet nor journal"):
+        qasa.load(out)
+    _rewrite(out / "counts.parquet", ds.counts)
+    (out / "calls.parquet").unlink()                   # counts that no call lists: never re-run silently
+    with pytest.raises(DatasetError, match="no call record lists it"):
+        qasa.load(out)
+    res = invoke("run", out)                           # a resume refuses before running anything
+    assert res.exit_code == 1 and "no call record lists it" in res.output
+    assert not (out / "calls.parquet").exists() and not list((out / "journal").glob("*.arrow"))
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda c, calls: (pd.concat([c, c.iloc[[3]]], ignore_index=True), calls), "has 2 rows; each call has one row"),
+    (lambda c, calls: (c.assign(qubit=np.where(np.arange(len(c)) == 2, 99_999, c["qubit"])), calls),
+     "qubit 99999 of call .* is not a qubit of the stored protocol"),
+    (lambda c, calls: (c, calls.assign(qpu_access_time=np.where(np.arange(len(calls)) == 1, -1000.0,
+                                                                 calls["qpu_access_time"].astype(float)))),
+     "records qpu_access_time -1000.0"),
+])
+def test_duplicated_rows_foreign_qubits_and_negative_timing_are_refused(tmp_path, chimera_sa, small_protocol,
+                                                                         corrupt, match):
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    counts, calls = corrupt(ds.counts.copy(), ds.calls.assign(qpu_access_time=1.0))
+    _rewrite(out / "counts.parquet", counts)
+    _rewrite(out / "calls.parquet", calls)
+    with pytest.raises(DatasetError, match=match):
+        qasa.load(out)
+
+
+def test_design_rounds_of_absurd_size_are_refused_before_anything_is_built(tmp_path, chimera_sa, small_protocol):
+    out = tmp_path / "ds"
+    qasa.run(small_protocol, chimera_sa, out)
+    meta = json.loads((out / "metadata.json").read_text())
+    meta["design_rounds"] = {"a001": 300_000_000}
+    (out / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="design_rounds.*in \\[0, 100000\\]"):
+        qasa.load(out)
+
+
+@pytest.mark.parametrize("stop_after", ["counts.parquet", "calls.parquet", "metadata.json", "one journal part"])
+def test_a_compaction_interrupted_after_any_write_loads_and_resumes_identically(tmp_path, chimera_sa, small_protocol,
+                                                                                monkeypatch, stop_after):
+    """The first compaction writes counts, calls, metadata, then removes the journal; a stop (SIGKILL,
+    Ctrl-C, a full disk) after any one of these writes leaves a dataset that loads to the same counts
+    and that `qasa run DIR` finishes (issue: calls.parquet written before counts.parquet bricked it)."""
+    import qasa.store as store_mod
+
+    ref = qasa.run(small_protocol, chimera_sa, tmp_path / "ref")
+    out = tmp_path / "ds"
+    real_write, real_unlink = store_mod.atomic_write_bytes, Path.unlink
+    if stop_after == "metadata.json":
+        real_json = store_mod.atomic_write_json
+
+        def write_json(path, obj):
+            real_json(path, obj)
+            if Path(path).name == "metadata.json" and any((out / "journal").glob("*.arrow")) \
+                    and (out / "calls.parquet").exists():
+                raise KeyboardInterrupt
+        monkeypatch.setattr(store_mod, "atomic_write_json", write_json)
+    elif stop_after == "one journal part":
+        def unlink(self, *a, **k):
+            real_unlink(self, *a, **k)
+            if self.suffix == ".arrow":
+                raise KeyboardInterrupt
+        monkeypatch.setattr(Path, "unlink", unlink)
+    else:
+        def write(path, data):
+            real_write(path, data)
+            if Path(path).name == stop_after:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(store_mod, "atomic_write_bytes", write)
+    with pytest.raises(KeyboardInterrupt):
+        qasa.run(small_protocol.replace(seed=ref.protocol.seed), chimera_sa, out)
+    monkeypatch.undo()
+    half = qasa.load(out)
+    pd.testing.assert_frame_equal(half.counts.reset_index(drop=True), ref.counts.reset_index(drop=True))
+    res = invoke("run", out)
+    assert res.exit_code == 0, res.output
+    done = qasa.load(out)
+    pd.testing.assert_frame_equal(done.counts.reset_index(drop=True), ref.counts.reset_index(drop=True))
+    assert not list((out / "journal").glob("*.arrow"))
+
+
+def test_a_dataset_bricked_by_the_old_compaction_order_is_recovered(tmp_path, chimera_sa, small_protocol):
+    """calls.parquet listing every call, no counts.parquet, every count still in journal/ (the state the
+    old order left): loads to the full counts."""
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    store = DatasetStore(out)
+    with store.writing():
+        for _, rec in ds.calls.iterrows():
+            store.journal_call({k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
+                                for k, v in rec.items()},
+                               ds.counts[ds.counts["call_id"] == rec["call_id"]])
+    (out / "counts.parquet").unlink()
+    again = qasa.load(out)
+    pd.testing.assert_frame_equal(again.sorted().counts.reset_index(drop=True), ds.counts.reset_index(drop=True))
 
 
 _ORIGINAL_LOAD = DatasetStore.load
