@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ import qasa
 from qasa.cli import main
 from qasa.errors import DatasetError
 from qasa.store import DatasetStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import FailingSampler  # noqa: E402
 
 SA = ["--backend", "sa", "--topology", "chimera", "--shape", "2,2,4", "--h-step", "0.1", "--reads", "400",
       "--reads-per-call", "200", "--seed", "3", "--quiet"]
@@ -429,3 +433,59 @@ def test_a_fit_made_by_other_fitting_code_is_refitted(tmp_path, monkeypatch):
     monkeypatch.setattr(qasa.pipeline.fitting, "fit", lambda *a, **k: fits.append(1) or real(*a, **k))
     again = qasa.pipeline.fit(out, "gibbs-bias")
     assert fits == [1] and again.meta["fingerprint"] != first.meta["fingerprint"]
+
+
+def test_a_reader_during_a_new_round_sees_the_round_with_its_metadata(tmp_path, chimera_sa, small_protocol,
+                                                                       monkeypatch):
+    """A writer records a design round in metadata.json, then journals its calls; a reader that lists the
+    journal after that call was written must also read the metadata that allows it (it reads it last)."""
+    out = tmp_path / "ds"
+    ds = qasa.run(small_protocol, chimera_sa, out)
+    last = ds.calls.iloc[-1]
+    writer, reader = DatasetStore(out), DatasetStore(out)
+    real_parts = DatasetStore._journal_parts
+    state = {"done": False}
+
+    def parts_after_a_round(self):
+        if self is reader and not state["done"]:      # the writer acts between the reader's steps
+            state["done"] = True
+            with writer.writing():
+                writer.update_metadata(design_rounds={"a001": 1})
+                rec = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in last.items()}
+                writer.journal_call({**rec, "call_id": "a001-c00000"},
+                                    ds.counts[ds.counts["call_id"] == last["call_id"]])
+        return real_parts(self)
+
+    monkeypatch.setattr(DatasetStore, "_journal_parts", parts_after_a_round)
+    got = reader.load()
+    assert "a001-c00000" in set(got.calls["call_id"].astype(str)) and state["done"]
+
+
+def test_a_second_writer_that_lost_the_race_resumes_the_first_ones_dataset(tmp_path, chimera_sa, small_protocol,
+                                                                           monkeypatch):
+    """`qasa run DIR` prepared while DIR did not exist yet, and another writer created it before this one took
+    the lock: the protocol is resolved again under the lock, so it continues that dataset with its seed
+    instead of adding calls (other gauges) of its own seed."""
+    out = tmp_path / "ds"
+    first = small_protocol.replace(seed=7)
+    real_writing = DatasetStore.writing
+
+    def writing_after_another_writer(self):
+        monkeypatch.setattr(DatasetStore, "writing", real_writing)
+        with pytest.raises(ConnectionError):              # the other writer wins the race, stops after 5 calls
+            qasa.run(first, FailingSampler(chimera_sa, 5), out)
+        return real_writing(self)
+
+    monkeypatch.setattr(DatasetStore, "writing", writing_after_another_writer)
+    ds = qasa.run(small_protocol.replace(seed=None), chimera_sa, out)
+    assert ds.protocol.seed == 7
+    ref = qasa.run(first, chimera_sa)
+    pd.testing.assert_frame_equal(qasa.load(out).counts.reset_index(drop=True), ref.counts.reset_index(drop=True))
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_output_directory_is_refused_and_nothing_is_written(tmp_path, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    res = invoke("run", out, "--backend", "sa", "--topology", "chimera", "--shape", "2")
+    assert res.exit_code == 1 and res.output.startswith("error:") and "non-empty path" in res.output
+    assert list(tmp_path.iterdir()) == []
