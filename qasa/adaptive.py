@@ -66,7 +66,7 @@ from qasa.protocol import Call, Protocol
 from qasa.store import DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
-           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus"]
+           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT"]
 
 #: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
@@ -245,6 +245,37 @@ def _settings(model: Model, target, fraction, level, criterion, h_range, step, m
             "max_rounds": max_rounds, "growth": growth, "min_step": min_step}
 
 
+#: Default feasibility bound of an adaptive assessment (reads per qubit): 10⁸, above the 8.1·10⁷ of the
+#: QASA paper's example design (81 fields × 10⁶ reads).
+MAX_READS_PER_QUBIT = 1e8
+#: Most candidate fields a design may weigh (a finer ``step`` would exhaust memory, not improve the design).
+MAX_CANDIDATES = 20_000
+
+
+def _check_max_reads(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"max_reads_per_qubit={value!r} must be a finite number > 0")
+
+
+def _checked_candidates(h_range: Any, step: Any) -> np.ndarray:
+    """The design's candidate fields, or a one-line ValueError naming ``h_range``/``step`` (before the pilot)."""
+    try:
+        lo, hi = (float(v) for v in h_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"h_range={h_range!r} must be a pair of numbers (lo, hi)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"h_range={h_range!r} must be an increasing pair of finite numbers")
+    if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step={step!r} must be a finite number > 0")
+    n = (min(hi, 1.0) - max(lo, -1.0)) / step
+    if n > MAX_CANDIDATES:
+        raise ValueError(f"step={step!r} gives {n:.3g} candidate fields in h_range {[lo, hi]}; at most "
+                         f"{MAX_CANDIDATES} (step ≥ {(min(hi, 1.0) - max(lo, -1.0)) / MAX_CANDIDATES:.2g})")
+    return D.candidate_fields((lo, hi), step=step)
+
+
 def _check_options(fraction, level, criterion, growth, min_step, max_rounds, step):
     if not (0.0 < fraction <= 1.0):
         raise ValueError(f"fraction={fraction!r} must lie in (0, 1]")
@@ -309,7 +340,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
                     progress: Callable[[int, int], None] | None = None, criterion: str = "minimax",
                     h_range: tuple[float, float] | None = None, step: float = 0.005, max_rounds: int = 30,
                     growth: float = 3.0, min_step: float = 0.05,
-                    on_round: Callable[[int, dict[str, Any]], None] | None = None) -> Dataset:
+                    on_round: Callable[[int, dict[str, Any]], None] | None = None,
+                    max_reads_per_qubit: float = MAX_READS_PER_QUBIT) -> Dataset:
     """Adaptive assessment of every qubit to a precision target (module docstring) — what
     ``qasa assess OUT --design adaptive --target ...`` runs.
 
@@ -331,12 +363,16 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         step: quantization of designed fields.
         max_rounds: the most adaptive rounds.
         growth, min_step: bounds on a round's reads relative to the reads so far.
+        max_reads_per_qubit: feasibility bound: when the reads the design predicts for the target
+            (its ``fraction`` quantile over qubits) exceed it, the assessment stops with reason
+            ``"infeasible"`` before the next round (default :data:`MAX_READS_PER_QUBIT`).
         on_round: called as ``on_round(round, info)`` after each fit (info: fraction within target,
             reads per qubit, QPU seconds so far) — for progress displays and benchmarks.
 
     Returns:
         The :class:`~qasa.dataset.Dataset`; ``metadata["adaptive"]["result"]`` reports the rounds,
-        the stop reason (``"target"``, ``"budget"``, ``"max_rounds"``), the fraction of qubits within
+        the stop reason (``"target"``, ``"budget"``, ``"max_rounds"``, ``"infeasible"`` with the
+        predicted reads per qubit), the fraction of qubits within
         target, reads per qubit and QPU access time spent.
 
     Raises:
@@ -359,6 +395,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         if pilot.h_gain_schedule is not None:
             gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
             h_range = (h_range[0] / gain, h_range[1] / gain)
+    candidates = _checked_candidates(h_range, step)            # before the pilot spends anything
+    _check_max_reads(max_reads_per_qubit)
     settings = _settings(model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step)
     out = Path(out)
     store = DatasetStore(out)
@@ -368,7 +406,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
             diff = [k for k in settings if stored.get(k) != json.loads(json.dumps(settings))[k]]
             raise DatasetError(f"{out} holds an adaptive assessment with other settings ({', '.join(diff)}); "
                                "use another directory or the same options")
-    reason = None
+    reason, infeasible = None, None
     try:
         run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
     except BudgetError:
@@ -379,7 +417,6 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
     with store.writing():
         meta = store.metadata()
         store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings})
-    candidates = D.candidate_fields(h_range, step=step)
     R = int(protocol.reads_per_call)
     per_call = estimate_call(sampler, protocol, len(protocol.qubits), R)
     folder = out / _DESIGN_DIR
@@ -416,6 +453,10 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
             if plan is None:
                 reason = "budget"
                 break
+            if plan.get("predicted_reads") is None or plan["predicted_reads"] > max_reads_per_qubit:
+                # the target is out of reach: stop before paying for rounds that cannot meet it
+                reason, infeasible = "infeasible", plan.get("predicted_reads")
+                break
             with store.writing():
                 folder.mkdir(exist_ok=True)
                 atomic_write_json(path, plan)
@@ -434,6 +475,9 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
               "reads_per_qubit": int(reads.max()) if reads.size else 0,
               "calls": int(len(ds.calls)), "qpu_access_time_s": store.spent_qpu_us() / 1e6,
               "finished": utcnow()}
+    if reason == "infeasible":
+        result["predicted_reads_per_qubit"] = infeasible
+        result["max_reads_per_qubit"] = max_reads_per_qubit
     with store.writing():
         meta = store.metadata()
         store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings, "result": result})

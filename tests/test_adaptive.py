@@ -167,3 +167,30 @@ def test_cli_adaptive_target_errors_and_plan(tmp_path):
     r = runner.invoke(main, ["plan", "--design", "adaptive", "--target", "beta=1%,b=0.003,eta=0.01",
                              "--num-qubits", "50"])
     assert r.exit_code == 0 and "reference/adaptive" in r.output, r.output
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"step": 1e-9}, "step=1e-09 gives .* candidate fields"),
+    ({"h_range": (0, 0)}, r"h_range=\(0, 0\) must be an increasing pair"),
+    ({"h_range": (0, float("nan"))}, "must be an increasing pair of finite numbers"),
+    ({"max_reads_per_qubit": 0}, "max_reads_per_qubit=0 must be a finite number > 0"),
+])
+def test_bad_design_options_are_refused_before_the_pilot_runs(tmp_path, kwargs, match):
+    out = tmp_path / "a"
+    with pytest.raises(ValueError, match=match):
+        A.assess_adaptive(QASAModelCountSampler(qubits=4, seed=1), out, "beta=2%",
+                          protocol=A.pilot_protocol(2000, h_step=0.2, seed=1), **kwargs)
+    assert not out.exists()
+
+
+def test_an_unreachable_target_stops_as_infeasible_after_the_pilot(tmp_path):
+    """β to 0.001 % needs ~10¹² reads per qubit: the design says so after the pilot and stops, instead of
+    growing rounds (each up to 3× the reads so far) towards it."""
+    out = tmp_path / "a"
+    ds = A.assess_adaptive(QASAModelCountSampler(qubits=6, seed=1), out, "beta=0.001%",
+                           protocol=A.pilot_protocol(2000, h_step=0.2, seed=1))
+    res = ds.metadata["adaptive"]["result"]
+    assert res["stopped"] == "infeasible" and res["rounds"] == 0
+    assert res["predicted_reads_per_qubit"] is None or res["predicted_reads_per_qubit"] > 1e10
+    pilot_calls = A.pilot_protocol(2000, h_step=0.2, seed=1).num_calls
+    assert len(ds.calls) == pilot_calls                 # nothing beyond the pilot was spent
