@@ -39,7 +39,7 @@ from qasa.dataset import Dataset, Response, json_safe, utcnow
 from qasa.fitting import FitTable, fit
 
 __all__ = [
-    "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
+    "collection_status", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
     "AnaloguesReport", "analyze", "analyze_comparison", "analyze_analogues", "provenance", "parameter_summary",
     "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "layout_table",
     "pooled_temperature",
@@ -195,6 +195,12 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
                 + (f" in steps of {steps[0]:g}" if steps.size == 1 else ""))
     else:
         grid = "—"
+    collection = collection_status(dataset)
+    adaptive = collection["design"] == "adaptive"
+    if adaptive:
+        n_fields = int(pd.unique(dataset.counts["h"]).size) if len(dataset.counts) else 0
+        grid = (f"pilot: {grid}; then {collection['rounds']} adaptive round(s) of per-qubit fields — "
+                f"{n_fields} distinct programmed fields in all")
     if proto:
         reads_per_h = proto.get("reads_per_h")
         calls_per_h = max(int(proto.get("gauges_per_h") or 1), -(-int(reads_per_h or 0) // int(proto.get("reads_per_call") or 1)))
@@ -227,15 +233,22 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
         "Qubits assessed": int(len(r.qubits)),
         "Active qubits of the device": dev.get("num_qubits"),
         "h grid": grid,
-        "Reads per h value": reads_per_h,
+        "Design": ("adaptive (qasa.adaptive): a pilot grid, then per-qubit designed fields" if adaptive
+                   else "h grid, the same field on every qubit" if proto else "not recorded (imported data)"),
+        "Reads per h value": (f"pilot: {reads_per_h}; rounds: per qubit (reads per qubit "
+                              f"{int(r.n_total.sum(1).max()) if len(r.qubits) else 0} in all)" if adaptive
+                              else f"{reads_per_h} planned; {collection['reads_per_h_collected']} collected (partial)"
+                              if collection["partial"] else reads_per_h),
         "Reads per call": proto.get("reads_per_call"),
         "Gauges": gauges,
         "Annealing": anneal,
         "h-gain schedule": (", ".join(f"({t:g} µs, g={g:g})" for t, g in proto["h_gain_schedule"])
-                            if proto.get("h_gain_schedule") else "none"),
-        "Flux-drift compensation": "on" if proto.get("flux_drift_compensation") else "off",
+                            if proto.get("h_gain_schedule") else "none" if proto else "not recorded"),
+        "Flux-drift compensation": ("on" if proto.get("flux_drift_compensation") else "off") if proto
+        else "not recorded",
         "Seed": proto.get("seed"),
-        "Calls": int(len(dataset.calls)),
+        "Calls": (f"{collection['done']} of {collection['planned']} planned — partial: interrupted, stopped by its "
+                  "budget, or still being written" if collection["partial"] else int(len(dataset.calls))),
         "Qubit-reads in all": int(r.n_total.sum()),
         "QPU access time spent": (f"{qpu_us / 1e6:.3f} s" if qpu_us else "none recorded"),
         "Collected": (f"{runs[0].get('started', '?')} → {runs[-1].get('finished', '?')}" if runs
@@ -246,6 +259,34 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
     if (meta.get("source") or {}).get("spin_table"):
         out["Source"] = f"imported from {meta['source']['spin_table']}"
     return out
+
+
+def collection_status(dataset: Dataset) -> dict[str, Any]:
+    """How much of what was planned the dataset holds.
+
+    Returns:
+        ``design`` ("grid", "adaptive" or "imported"), ``planned`` and ``done`` calls (``planned`` is
+        None for imported data), ``partial`` (fewer calls than planned: an interrupted run, a budget
+        stop, or a run still writing), ``rounds`` (adaptive rounds recorded) and
+        ``reads_per_h_collected`` (median over (qubit, h) of the reads collected, for a partial grid).
+    """
+    from qasa.protocol import Protocol
+
+    meta = dataset.metadata
+    rounds = meta.get("design_rounds") or {}
+    if not meta.get("protocol"):
+        return {"design": "imported", "planned": None, "done": int(len(dataset.calls)), "partial": False,
+                "rounds": 0, "reads_per_h_collected": None}
+    planned = Protocol.from_dict(meta["protocol"]).num_calls + sum(int(v) for v in rounds.values())
+    done = int(len(dataset.calls))
+    collected = None
+    if done < planned and len(dataset.counts):
+        c = dataset.counts
+        per = (c["n_down"] + c["n_up"]).groupby([c["qubit"], c["h"].abs()]).sum()
+        collected = int(np.median(per.to_numpy())) if len(per) else 0
+    design = "adaptive" if rounds or meta.get("adaptive") else "grid"
+    return {"design": design, "planned": int(planned), "done": done, "partial": done < planned,
+            "rounds": len(rounds), "reads_per_h_collected": collected}
 
 
 def _qasa_version() -> str:
@@ -522,22 +563,27 @@ PUBLISHED_TEMPERATURE_MK = {"Advantage_system4.1": 15.4, "Advantage_system6.4": 
 _SCHEDULE_OF_TOPOLOGY = {"pegasus": "Advantage_system6.2", "zephyr": "Advantage2_research1.4", "chimera": "DW_2000Q_6"}
 
 
-def _analogue(dataset: Dataset, summary: pd.DataFrame) -> tuple[pd.DataFrame | None, str | None]:
+def _analogue(dataset: Dataset, temperature: Mapping[str, Any]) -> tuple[pd.DataFrame | None, str | None]:
     """The measured device next to its SGD and SA analogues (:func:`qasa.analogues.device_analogue`),
-    driven along the anneal that was run; ``(table, None)`` or ``(None, why not)``."""
+    driven along the anneal that was run; ``(table, None)`` or ``(None, why not)``.
+
+    The device's row is the report's headline effective temperature (``temperature``, from
+    :func:`_temperature`): one device temperature per page, never 1/median(β) beside it.
+    """
     from qasa import analogues as an
     from qasa.errors import QasaError
 
     proto = dataset.metadata.get("protocol") or {}
     dev = dataset.device
     anneal = proto.get("anneal_schedule") or proto.get("annealing_time") or dev.get("default_annealing_time")
-    if anneal is None or "beta" not in summary.index or not np.isfinite(summary.loc["beta", "median"]):
-        return None, "no annealing time or no fitted β is known"
+    beta, beta_se = float(temperature.get("beta", math.nan)), temperature.get("beta_stderr")
+    if anneal is None or not (np.isfinite(beta) and beta > 0):
+        return None, "no annealing time or no effective temperature is known"
     solver = str(dev.get("solver") or "")
     temp = next((v for k, v in PUBLISHED_TEMPERATURE_MK.items() if solver.startswith(k)), None)
     schedule = _SCHEDULE_OF_TOPOLOGY.get(dev.get("topology_type"), "Advantage_system6.2")
     try:
-        table = an.device_analogue(anneal, float(summary.loc["beta", "median"]), float(summary.loc["beta", "median_se"]),
+        table = an.device_analogue(anneal, beta, None if beta_se is None else float(beta_se),
                                    temperature_mK=temp or 16.0, schedule=schedule)
     except (ValueError, QasaError) as exc:
         return None, str(exc)
@@ -576,6 +622,7 @@ class AssessmentReport:
         analogue: the device next to its SGD and SA analogues along the same anneal
             (:func:`qasa.analogues.device_analogue`; its ``attrs`` hold the temperature profile), or ``None``.
         notes: sentences about degenerate or partial data (shown at the top of the report).
+        collection: :func:`collection_status` of the dataset (planned and done calls, partial, design).
     """
 
     created: str
@@ -603,12 +650,17 @@ class AssessmentReport:
     analogue: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     device_info: dict[str, Any] = field(default_factory=dict, repr=False)
+    collection: dict[str, Any] = field(default_factory=dict)
 
     kind = "assessment"
 
     @property
     def title(self) -> str:
-        return f"QASA assessment of {self.provenance.get('Device (solver)', 'a device')}"
+        device = self.provenance.get("Device (solver)")
+        if not device or device == "not recorded":
+            source = str(self.provenance.get("Source", "")).removeprefix("imported from ")
+            return f"QASA assessment of imported data ({source})" if source else "QASA assessment of an unnamed device"
+        return f"QASA assessment of {device}"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary (``summary.json``): strict JSON, NaN as null."""
@@ -621,7 +673,8 @@ class AssessmentReport:
                        "topology_shape": dev.get("topology_shape"), "active_qubits": dev.get("num_qubits")},
             "data": {"qubits": int(len(r.qubits)), "h_values": int(len(r.h)),
                      "h_min": float(r.h.min()) if len(r.h) else None, "h_max": float(r.h.max()) if len(r.h) else None,
-                     "reads_total": int(r.n_total.sum()), "calls": self.provenance.get("Calls")},
+                     "reads_total": int(r.n_total.sum()), "calls": int(self.collection.get("done", 0))},
+            "collection": self.collection,
             "parameters": {p: {"symbol": parameter_info(p).symbol, "unit": parameter_info(p).unit,
                                "definition": parameter_info(p).definition} for p in self.params},
             "fit": self.fits.summary(),
@@ -709,6 +762,11 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         # the virtual QPU records what a fit of this run converges to beside the truth
         cols = {c: c[len("estimand_"):] for c in truth.columns if c.startswith("estimand_")}
         estimand = truth[list(cols)].rename(columns=cols) if cols else None
+    collection = collection_status(dataset)
+    if collection["partial"]:
+        notes.append(f"Partial dataset: {collection['done']} of {collection['planned']} planned calls "
+                     "(interrupted, stopped by its budget, or still being written); every number below is from "
+                     "the calls collected so far. `qasa run DIR` resumes it.")
     if len(r.qubits) == 0:
         notes.append("The dataset holds no counts: nothing was measured, so nothing is analysed.")
     elif n_good < MIN_GOOD_QUBITS:
@@ -738,15 +796,17 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
-    analogue, _ = _analogue(dataset, summary) if enough else (None, None)
+    temperature = _temperature(r)
+    analogue, _ = _analogue(dataset, temperature) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
-        quality=quality, summary=summary, temperature=_temperature(r), pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
+        quality=quality, summary=summary, temperature=temperature, pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
         outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
         recovery=rec if rec is not None and len(rec) else None, truth=truth, analogue=analogue, outcome=json_safe(outcome) if outcome else None,
-        notes=notes, device_info={k: v for k, v in dataset.device.items()
-                                  if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
+        notes=notes, collection=collection,
+        device_info={k: v for k, v in dataset.device.items()
+                     if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
 def _reliability(fits: FitTable, r: Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:

@@ -632,6 +632,10 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
     lines = [f"device {summary['device']['solver']}: {summary['data']['qubits']} qubits, "
              f"{summary['data']['h_values']} h values, {summary['data']['reads_total']} qubit-reads",
              f"fit ({f['model']}): quality {f['quality']}"]
+    coll = summary.get("collection") or {}
+    if coll.get("partial"):
+        lines.insert(1, f"PARTIAL dataset: {coll['done']} of {coll['planned']} planned calls (interrupted, stopped by "
+                        "its budget, or still being written); `qasa run DIR` resumes it")
     for p in ("beta", "b", "gamma", "eta", "sigma"):
         if f.get(p):
             lines.append(f"  {p:>6}: median {f[p]['median']:.5g}  IQR [{f[p]['q25']:.5g}, {f[p]['q75']:.5g}]")

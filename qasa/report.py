@@ -669,8 +669,8 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
             f"of h is T(t) = 2k<sub>B</sub>T/B(s(t)) ({html.escape(a.attrs.get('temperature_source', ''))}; B(s) from "
             f"the {html.escape(a.attrs.get('schedule', ''))} table, which D-Wave says can be off by up to 30 %). SGD "
             "on the noisy quadratic model and simulated annealing driven along the same T(t) end at the "
-            "temperatures below; the device ends at 1/β of its median fitted β, and each end temperature is "
-            "placed at the point of the anneal that was that hot (<code>qasa.analogues.device_analogue</code>).</p>"
+            "temperatures below; the device ends at its effective temperature T<sub>eff</sub> (the headline above), "
+            "and each end temperature is placed at the point of the anneal that was that hot (<code>qasa.analogues.device_analogue</code>).</p>"
             + table + fig_html)
 
 

@@ -1,6 +1,8 @@
 """The CLI end to end (click's CliRunner: the real commands, in-process)."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -162,3 +164,43 @@ def test_assess_with_fewer_h_values_than_parameters_reports_instead_of_failing(t
     assert (fits["quality"] == "failed").all() and fits["reason"].str.contains("h values").all()
     truth = qasa.load(tmp_path / "a").device["truth"]
     assert truth and not any(k.startswith("estimand_") for k in truth[0])
+
+
+def test_a_report_on_a_partial_dataset_says_it_is_partial(tmp_path):
+    """An interrupted run is reported as what it is: calls done of planned, reads collected beside reads
+    planned, a note at the top; never "Reads per h value: <planned>" alone."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import FailingSampler
+
+    import qasa
+
+    out = tmp_path / "run"
+    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[2, 2, 4], beta=4.0)
+    protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=1)
+    with pytest.raises(ConnectionError):
+        qasa.run(protocol, FailingSampler(sa, 30), out)
+    res = invoke("report", out, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    coll = summary["collection"]
+    assert coll["partial"] and 0 < coll["done"] < coll["planned"] == 84
+    prov = json.loads((out / "report" / "summary.json").read_text())["provenance"]
+    assert prov["Calls"].startswith(f"{coll['done']} of 84 planned — partial")
+    assert prov["Reads per h value"].startswith("2000 planned; ") and "collected (partial)" in prov["Reads per h value"]
+    assert any(n.startswith("Partial dataset") for n in summary["notes"])
+    text = invoke("report", out).output
+    assert f"PARTIAL dataset: {coll['done']} of 84 planned calls" in text
+
+
+def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
+    out = tmp_path / "run"
+    invoke("run", out, "--backend", "sa", *SMALL[:-4], "--reads", "2000", *SMALL[-2:], "--quiet")
+    assert invoke("export", out, tmp_path / "spin_table.csv").exit_code == 0
+    assert invoke("import", tmp_path / "spin_table.csv", tmp_path / "imp", "--topology", "chimera",
+                  "--shape", "2,2,4").exit_code == 0
+    assert invoke("report", tmp_path / "imp").exit_code == 0
+    html_text = (tmp_path / "imp" / "report" / "index.html").read_text()
+    assert "QASA assessment of imported data (" in html_text and "assessment of not recorded" not in html_text
+    prov = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())["provenance"]
+    assert prov["h-gain schedule"] == prov["Flux-drift compensation"] == "not recorded"
+    assert prov["Design"] == "not recorded (imported data)"

@@ -115,7 +115,9 @@ def test_report_recovers_the_virtual_truth_and_states_provenance(small, tmp_path
     # the device next to its SGD and SA analogues along the anneal that was run (20 µs default)
     device_row = summary["analogue"][0]
     assert device_row["system"] == "device (measured)" and device_row["annealing_time"] == 20.0
-    assert device_row["beta"] == pytest.approx(rep.summary.loc["beta", "median"])
+    # one device temperature per page: the analogue row is the headline T_eff, not 1/median(β)
+    assert device_row["end_temperature"] == pytest.approx(rep.temperature["T_eff"], rel=1e-9)
+    assert abs(1 / rep.summary.loc["beta", "median"] - rep.temperature["T_eff"]) > 1e-3     # they differ here
     assert "The device next to its classical analogues" in text
     assert summary["parameters"]["eta"]["unit"] == "h"
     assert "β — inverse temperature (1/h)" in text and "Δ" in text
