@@ -289,6 +289,16 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
             "rounds": len(rounds), "reads_per_h_collected": collected}
 
 
+def _pilot(dataset: Dataset) -> Dataset:
+    """The calls of the stored protocol (an adaptive assessment's pilot grid), without the designed rounds."""
+    from qasa.protocol import Protocol
+
+    ids = Protocol.from_dict(dataset.metadata["protocol"]).call_ids()
+    calls = dataset.calls[dataset.calls["call_id"].astype(str).isin(ids)]
+    counts = dataset.counts[dataset.counts["call_id"].astype(str).isin(ids)]
+    return Dataset(counts.reset_index(drop=True), calls.reset_index(drop=True), dataset.metadata)
+
+
 def _qasa_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -796,7 +806,14 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
-    temperature = _temperature(r)
+    if collection["design"] == "adaptive":
+        temperature = _temperature(_pilot(dataset).response())
+        temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
+                                 "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
+                                 "pooling qubits measured at different fields is not that estimator. "
+                                 + str(temperature.get("method", "")))
+    else:
+        temperature = _temperature(r)
     analogue, _ = _analogue(dataset, temperature) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
