@@ -229,7 +229,7 @@ def report_repr(rep: Any) -> str:
 
 
 def report_html(rep: Any) -> str:
-    from qasa.analysis import format_value, parameter_info
+    from qasa.parameters import format_value, parameter_info
 
     rows: list[tuple[str, Any]] = [(k, rep.provenance.get(k)) for k in
                                    ("Device (solver)", "Topology", "Qubits assessed", "h grid", "Reads per h value",

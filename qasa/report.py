@@ -37,13 +37,12 @@ from qasa.analysis import (
     analyze,
     analyze_analogues,
     analyze_comparison,
-    format_value,
     json_safe,
-    parameter_info,
     pooled_temperature,
 )
 from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json
 from qasa.fitting import FitTable
+from qasa.parameters import format_value, parameter_info, round_to_uncertainty
 
 __all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
            "pooled_temperature", "summarize", "PAGE"]
@@ -297,7 +296,6 @@ def _summary_section(rep: AssessmentReport, page: _Page) -> str:
 
 
 def _round(v: float, se: float) -> tuple[float, int]:
-    from qasa.analysis import round_to_uncertainty
 
     return round_to_uncertainty(v, se)
 
