@@ -321,6 +321,7 @@ def test_every_draw_of_a_call_is_a_function_of_seed_and_label():
     assert not np.array_equal(first, other_pass)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_on_the_default_virtual_qpu_gives_identical_counts(tmp_path):
     import sys
     from pathlib import Path
