@@ -235,11 +235,6 @@ class Response:
         return Response(np.array([-1]), self.h, self.n_down.sum(0, keepdims=True),
                         self.n_total.sum(0, keepdims=True))
 
-    def subset(self, rows: Iterable[int] | np.ndarray) -> "Response":
-        """Rows selected by index or boolean mask."""
-        rows = np.asarray(rows)
-        return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows])
-
 
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and each element's position among them (hashing, not a full sort)."""

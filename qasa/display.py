@@ -33,9 +33,6 @@ class _NoBar:
     def close(self) -> None:
         pass
 
-    def set_description(self, *_: Any, **__: Any) -> None:
-        pass
-
     def __enter__(self) -> "_NoBar":
         return self
 
