@@ -186,3 +186,38 @@ def test_the_checks_see_what_they_must():
         "b → a: no such deferred import any more", "a → b: no such deferred import any more"]
     g["b"]["a"] = "deferred"
     assert stale({("b", "a"): "down"}, g, order) == ["b → a: points down, needs no allowance"]
+
+
+@pytest.mark.parametrize("old, new, names", [
+    ("qasa.analysis", "qasa.parameters", ["ParameterInfo", "PARAMETERS", "parameter_info", "round_to_uncertainty",
+                                          "format_value"]),
+    ("qasa.analysis", "qasa.topology", ["layout_table"]),
+    ("qasa.samplers", "qasa.protocol", ["filter_parameters"]),
+])
+def test_names_moved_down_are_still_importable_where_users_import_them(old, new, names):
+    import importlib
+
+    before, after = importlib.import_module(old), importlib.import_module(new)
+    for name in names:
+        assert getattr(before, name) is getattr(after, name) and name in before.__all__ and name in after.__all__
+
+
+def test_dataset_load_and_save_go_through_the_registered_store(tmp_path, monkeypatch):
+    """qasa.dataset does not import the store above it: qasa/__init__ registers DatasetStore there,
+    and Dataset.save/load use whatever class is registered."""
+    import qasa
+    from qasa import dataset
+
+    assert dataset._STORE is qasa.DatasetStore
+    seen = []
+
+    class Spy(qasa.DatasetStore):
+        def __init__(self, path):
+            seen.append(path)
+            super().__init__(path)
+
+    monkeypatch.setattr(dataset, "_STORE", Spy)
+    data = qasa.run(qasa.Protocol.grid(0.5, 0.5, reads_per_h=20, reads_per_call=10, seed=1),
+                    qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1, 1, 4]))
+    data.save(tmp_path / "d")
+    assert qasa.Dataset.load(tmp_path / "d").equals(data) and seen == [tmp_path / "d"] * 2
