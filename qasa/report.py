@@ -648,7 +648,7 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
              _fmt(r["beta"], r["beta_stderr"] if np.isfinite(r["beta_stderr"]) else None),
              _fmt(r["freezeout_s"], 0.001), _fmt(r["freezeout_fraction"], 0.001), str(r["note"])]
             for _, r in a.iterrows()]
-    table = page.table(rows, ["system", "end temperature (units of h)", "β (1/h)", "freeze-out s", "freeze-out t/t_end",
+    table = page.table(rows, ["system", "end temperature (units of h)", parameter_info("beta").label, "freeze-out s", "freeze-out t/t_end",
                               "note"], a, "analogue.csv", numeric=[False, True, True, True, True, False])
     prof = a.attrs.get("temperature_profile")
     fig_html = ""
