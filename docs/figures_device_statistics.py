@@ -22,7 +22,7 @@ from dwave.system.temperatures import fast_effective_temperature
 import qasa
 from qasa import device as dv
 from qasa.dataset import Response
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.models import get_model
 from qasa.protocol import h_grid
 from qasa.temperature import effective_temperature

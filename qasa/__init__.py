@@ -12,6 +12,9 @@ from qasa.runner import run
 from qasa.samplers import device_info, get_sampler, validate
 from qasa.store import DatasetStore
 from qasa.pipeline import Assessment, assess, compare_runs, fit, load
+from qasa import dataset as _dataset
+
+_dataset._register_store(DatasetStore)   # Dataset.load/save go through the store, which sits above qasa.dataset
 
 __version__ = "0.1.0"
 

@@ -293,13 +293,15 @@ def _check_options(fraction, level, criterion, growth, min_step, max_rounds, ste
 
 
 def fit_with_restarts(response: Response, model: Model | str = "qasa"):
-    """Fit every qubit, then refit with one more start per qubit: its first estimate with the
-    parameters bounded below by 0 raised to at least half their median over qubits.
+    """Fit every qubit, then refit with one more start per qubit (:func:`_restart`: its first estimate
+    with the parameters bounded below by 0 raised to the median of their positive estimates over
+    qubits); the better log-likelihood per qubit is kept.
 
-    A fit that stopped on the spurious η = 0 optimum of the QASA likelihood (DESIGN.md §3, §6: at
-    η = 0 the score of η vanishes, so a projected step cannot leave the bound) is restarted away
-    from it; the better log-likelihood per qubit is kept. Both passes depend on the data only, so a
-    resumed assessment plans from the same fits.
+    The fit already optimizes the even parameters on φ = θ², where the bound at 0 no longer traps the optimizer
+    (qasa.models), and from several starts; this one more start, placed from the whole device, is
+    for the qubits whose own starts still ended in the likelihood's spurious optimum near η = 0
+    (DESIGN.md §3), where the next round's design would ask for no information about η. Both
+    passes depend on the data only, so a resumed assessment plans from the same fits.
     """
     from qasa.fitting import fit
 

@@ -204,8 +204,9 @@ def sa_study(shapes: Sequence[Shape] = DEFAULT_SHAPES, beta_range: tuple[float, 
     """
     from dwave.samplers import SimulatedAnnealingSampler
 
-    import qasa
     from qasa.fitting import fit
+    from qasa.protocol import Protocol
+    from qasa.runner import run
     from qasa.samplers import StructuredSASampler
 
     bqm, ground, e0 = planted_instance(seed=seed)
@@ -223,9 +224,9 @@ def sa_study(shapes: Sequence[Shape] = DEFAULT_SHAPES, beta_range: tuple[float, 
         residual = (ss.record.energy - e0) / len(variables)
         single = StructuredSASampler("chimera", [4, 4, 4], beta_schedule=list(betas), acceptance="Metropolis",
                                      randomize_order=True)
-        protocol = qasa.Protocol.grid(1.0, 0.2, reads_per_h=qasa_reads, reads_per_call=min(qasa_reads, 10_000),
+        protocol = Protocol.grid(1.0, 0.2, reads_per_h=qasa_reads, reads_per_call=min(qasa_reads, 10_000),
                                       seed=seed)
-        ds = qasa.run(protocol, single)
+        ds = run(protocol, single)
         pooled = fit(ds.response().pooled(), "gibbs").table.iloc[0]
         rows.append({"shape": sh.label, "ground_state_probability": float(np.sum(gs * occ) / occ.sum()),
                      "residual_energy": float(np.sum(residual * occ) / occ.sum()), "beta_final": float(betas[-1]),
@@ -244,9 +245,10 @@ def qpu_study(shapes: Sequence[Shape] = DEFAULT_SHAPES, sampler=None, annealing_
     ``good_fraction``, ``temperature`` (1/β), and on the virtual QPU ``true_beta`` and
     ``true_freezeout_s`` (medians).
     """
-    import qasa
     from qasa.errors import ProtocolError
     from qasa.fitting import fit
+    from qasa.protocol import Protocol
+    from qasa.runner import run
 
     if sampler is None:
         from qasa.virtual import VirtualQPU
@@ -263,8 +265,8 @@ def qpu_study(shapes: Sequence[Shape] = DEFAULT_SHAPES, sampler=None, annealing_
             row["note"] = str(exc)
             rows.append(row)
             continue
-        protocol = qasa.Protocol.grid(1.0, h_step, reads_per_h=reads_per_h, anneal_schedule=export.schedule, seed=seed)
-        ds = qasa.run(protocol, sampler)
+        protocol = Protocol.grid(1.0, h_step, reads_per_h=reads_per_h, anneal_schedule=export.schedule, seed=seed)
+        ds = run(protocol, sampler)
         t = fit(ds, "qasa").table
         good = t[t["quality"] == "good"]
         row.update(anneal_schedule=export.schedule, approximation_error=export.max_error,

@@ -37,6 +37,8 @@ import pandas as pd
 
 from qasa.dataset import Dataset, Response, json_safe, utcnow
 from qasa.fitting import FitTable, fit
+from qasa.parameters import PARAMETERS, ParameterInfo, format_value, parameter_info, round_to_uncertainty
+from qasa.topology import layout_table
 
 __all__ = [
     "collection_status", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
@@ -47,91 +49,6 @@ __all__ = [
 
 #: Fewest good qubits for device-level statistics (correlations and spatial statistics need ≥ 4).
 MIN_GOOD_QUBITS = 4
-
-
-@dataclass(frozen=True)
-class ParameterInfo:
-    """How a parameter is shown: symbol, name, unit and one-sentence definition."""
-
-    symbol: str
-    name: str
-    unit: str
-    definition: str
-
-    @property
-    def label(self) -> str:
-        """``"β (1/h)"``-style axis label."""
-        return f"{self.symbol} ({self.unit})" if self.unit else self.symbol
-
-
-#: Definitions of the response-model parameters (qasa.models; DESIGN.md §3). Fields h, b, η, σ are
-#: in units of the programmed h (``auto_scale=False``); β in 1/h.
-PARAMETERS: dict[str, ParameterInfo] = {
-    "beta": ParameterInfo("β", "inverse temperature", "1/h",
-                          "Effective inverse temperature of the qubit at freeze-out, β = B(s*)/(2 k_B T) in units "
-                          "of the programmed field: P(−1) = (1 + tanh β(h + b))/2 for a classical Gibbs qubit."),
-    "b": ParameterInfo("b", "static bias", "h",
-                       "Field offset: the qubit responds to h + b (in the qubit's programmed frame)."),
-    "gamma": ParameterInfo("γ", "saturation", "dimensionless",
-                           "Ratio of the transverse to the longitudinal field at freeze-out: |m| saturates at "
-                           "1/√(1 + γ²), so P(−1) never reaches 0 or 1."),
-    "eta": ParameterInfo("η", "field-noise amplitude", "h",
-                         "Half-width of the two-point field noise: the response is the mean of the Gibbs "
-                         "responses at h + b + η and h + b − η."),
-    "sigma": ParameterInfo("σ", "Gaussian field noise", "h",
-                           "Standard deviation of a Gaussian field noise averaged into the response."),
-    "epsilon": ParameterInfo("ε", "readout error", "probability",
-                             "Probability that a read returns the opposite spin."),
-}
-
-
-def parameter_info(name: str) -> ParameterInfo:
-    """The :class:`ParameterInfo` of a parameter (a plain fallback for unknown names)."""
-    return PARAMETERS.get(name, ParameterInfo(name, name, "", ""))
-
-
-# -- numbers ----------------------------------------------------------------------------------------
-def round_to_uncertainty(value: float, uncertainty: float | None, digits: int = 2) -> tuple[float, int]:
-    """Round ``value`` to the decimal place of the ``digits``-th significant digit of ``uncertainty``.
-
-    Returns ``(rounded value, decimals)``; decimals may be negative (rounding to tens...). Without a
-    finite positive uncertainty the value keeps four significant digits.
-    """
-    if value is None or not math.isfinite(value):
-        return (math.nan, 0)
-    if uncertainty is None or not math.isfinite(uncertainty) or uncertainty <= 0:
-        decimals = 3 - int(math.floor(math.log10(abs(value)))) if value != 0 else 3
-    else:
-        decimals = digits - 1 - int(math.floor(math.log10(uncertainty)))
-    return (round(value, decimals), decimals)
-
-
-def format_value(value: Any, uncertainty: float | None = None, *, digits: int = 2, with_error: bool = False) -> str:
-    """A number as text, rounded to its uncertainty (``"5.14 ± 0.03"`` with ``with_error``).
-
-    Integers print as integers, ``None``/NaN as an em dash, other objects with ``str``.
-    """
-    if value is None:
-        return "—"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}".replace(",", "\u2009")
-    if not isinstance(value, (float, np.floating)):
-        return str(value)
-    v = float(value)
-    if not math.isfinite(v):
-        return "—"
-    rounded, decimals = round_to_uncertainty(v, uncertainty, digits)
-    known = uncertainty is not None and math.isfinite(uncertainty) and uncertainty > 0
-    if not known and (abs(rounded) >= 1e6 or (abs(rounded) < 1e-4 and rounded != 0)):
-        text = f"{rounded:.4g}"
-    else:
-        text = f"{rounded:.{min(max(decimals, 0), 12)}f}"
-    if with_error and uncertainty is not None and math.isfinite(uncertainty) and uncertainty > 0:
-        err, _ = round_to_uncertainty(uncertainty, uncertainty, digits)
-        text += f" ± {err:.{max(decimals, 0)}f}"
-    return text
 
 
 # -- pieces of the analysis -------------------------------------------------------------------------
@@ -435,58 +352,6 @@ def _mapped_parameters(fits: FitTable, reliability: pd.DataFrame | None) -> list
                 continue
         out.append(p)
     return out
-
-
-def layout_table(device: Mapping[str, Any], qubits: Sequence[int]) -> tuple[pd.DataFrame, list[int]]:
-    """Drawing position and topology coordinates per qubit, and the qubits outside the topology.
-
-    Positions are D-Wave's layouts (``dwave.graphs``); a device without topology gets a plain grid.
-    Coordinates (``coord`` column, names in ``attrs["coord_names"]``): Chimera ``(i, j, u, k)``,
-    Pegasus ``(u, w, k, z)``, Zephyr ``(u, w, k, j, z)``; ``cell`` is the same as text.
-    """
-    from qasa.topology import positions
-
-    qubits = [int(q) for q in qubits]
-    ttype = device.get("topology_type")
-    if ttype is None:
-        cols = max(int(math.ceil(math.sqrt(max(len(qubits), 1)))), 1)
-        order = {q: i for i, q in enumerate(sorted(qubits))}
-        df = pd.DataFrame({"x": [float(order[q] % cols) for q in qubits],
-                           "y": [-float(order[q] // cols) for q in qubits],
-                           "coord": [()] * len(qubits), "cell": ["—"] * len(qubits)},
-                          index=pd.Index(qubits, name="qubit"))
-        df.attrs["coord_names"] = []
-        return df, []
-    pos = positions(dict(device, nodelist=None))
-    inside = [q for q in qubits if q in pos]
-    outside = [q for q in qubits if q not in pos]
-    names, coords = _coordinates(ttype, device.get("topology_shape"), inside)
-    df = pd.DataFrame({"x": [float(pos[q][0]) for q in inside], "y": [float(pos[q][1]) for q in inside],
-                       "coord": coords,
-                       "cell": [f"({', '.join(names)}) = ({', '.join(str(c) for c in t)})" for t in coords]},
-                      index=pd.Index(inside, name="qubit"))
-    df.attrs["coord_names"] = names
-    return df, outside
-
-
-def _coordinates(ttype: str, shape: Sequence[int] | None, nodes: list[int]) -> tuple[list[str], list[tuple]]:
-    import dwave.graphs as dg
-
-    shape = _shape(ttype, shape)
-    if ttype == "chimera":
-        conv = dg.chimera_coordinates(*shape)
-        return ["i", "j", "u", "k"], [tuple(int(c) for c in conv.linear_to_chimera(q)) for q in nodes]
-    if ttype == "pegasus":
-        conv = dg.pegasus_coordinates(shape[0])
-        return ["u", "w", "k", "z"], [tuple(int(c) for c in conv.linear_to_pegasus(q)) for q in nodes]
-    conv = dg.zephyr_coordinates(*shape)
-    return ["u", "w", "k", "j", "z"], [tuple(int(c) for c in conv.linear_to_zephyr(q)) for q in nodes]
-
-
-def _shape(ttype: str, shape: Sequence[int] | None) -> list[int]:
-    from qasa.topology import check_shape
-
-    return check_shape(ttype, None if shape is None else list(shape))
 
 
 def _curve_qubits(fits: FitTable, count: int = 5) -> list[int]:

@@ -1,8 +1,10 @@
 """The ``qasa`` command line: thin wrappers that parse, call the library and print.
 
-Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report), ``import`` and
-``export`` (the reference ``spin_table.csv``). Every command prints text by default and JSON with
-``--json``; a handled error prints one line ``error: ...`` on stderr and exits with status 1.
+Commands: ``info``, ``run``, ``fit``, ``report``, ``assess`` (run + fit + report), ``plan`` (QPU time
+and calls before a run), ``compare`` (assessments of one device), ``analogues`` (each schedule shape
+on SGD, simulated annealing and the QPU), ``import`` and ``export`` (the reference ``spin_table.csv``). Every
+command prints text by default and JSON with ``--json``; a handled error prints one line
+``error: ...`` on stderr and exits with status 1.
 """
 
 from __future__ import annotations

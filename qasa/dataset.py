@@ -16,7 +16,9 @@ keeps its sign under every gauge (docs/DESIGN.md §6).
 
 On disk a dataset is a directory owned by :class:`qasa.store.DatasetStore` (layout, atomic
 journal, locks, validation and the fit cache are described there); :meth:`Dataset.load` and
-:meth:`Dataset.save` go through it.
+:meth:`Dataset.save` go through it. The store sits above this module (it builds Datasets), so this
+module does not import it: ``qasa/__init__`` (which Python runs before any code of ``qasa.dataset``)
+hands the class over with :func:`_register_store`, and the import graph keeps no circle.
 
 The reference QASA scripts use ``spin_table.csv`` (columns ``h, samples, spin_<id>...``, each cell
 the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_spin_table` and
@@ -33,7 +35,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -50,6 +52,22 @@ FORMAT_VERSION = 1
 COUNT_COLUMNS = ["call_id", "qubit", "h", "gauge", "n_down", "n_up"]
 _COUNT_DTYPES = {"qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
                  "n_up": "int64"}
+
+
+#: The directory's owner, :class:`qasa.store.DatasetStore`, plugged in by ``qasa/__init__``.
+_STORE: Callable[[str | os.PathLike], Any] | None = None
+
+
+def _register_store(store_class: Callable[[str | os.PathLike], Any]) -> None:
+    """Plug in the class that owns a dataset directory (called once, by ``qasa/__init__``)."""
+    global _STORE
+    _STORE = store_class
+
+
+def _store(path: str | os.PathLike) -> Any:
+    if _STORE is None:   # unreachable through any import of qasa: its __init__ registers the store first
+        raise RuntimeError("qasa.dataset is used without qasa/__init__, which registers the dataset store")
+    return _STORE(path)
 
 
 _UMASK = os.umask(0)
@@ -217,11 +235,6 @@ class Response:
         return Response(np.array([-1]), self.h, self.n_down.sum(0, keepdims=True),
                         self.n_total.sum(0, keepdims=True))
 
-    def subset(self, rows: Iterable[int] | np.ndarray) -> "Response":
-        """Rows selected by index or boolean mask."""
-        rows = np.asarray(rows)
-        return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows])
-
 
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values and each element's position among them (hashing, not a full sort)."""
@@ -384,9 +397,7 @@ class Dataset:
     # -- disk (the directory is owned by :class:`qasa.store.DatasetStore`) -------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the dataset compacted to directory ``path`` through :class:`~qasa.store.DatasetStore`."""
-        from qasa.store import DatasetStore
-
-        store = DatasetStore(path)
+        store = _store(path)
         with store.writing():
             store.save(self)
         return store.path
@@ -394,9 +405,7 @@ class Dataset:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Dataset":
         """Read and validate a dataset directory (:meth:`qasa.store.DatasetStore.load`)."""
-        from qasa.store import DatasetStore
-
-        return DatasetStore(path).load()
+        return _store(path).load()
 
     # -- reference format -------------------------------------------------------------------
     def to_spin_table(self, path: str | os.PathLike, frame: str | None = None) -> Path:

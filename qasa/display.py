@@ -33,9 +33,6 @@ class _NoBar:
     def close(self) -> None:
         pass
 
-    def set_description(self, *_: Any, **__: Any) -> None:
-        pass
-
     def __enter__(self) -> "_NoBar":
         return self
 
@@ -229,7 +226,7 @@ def report_repr(rep: Any) -> str:
 
 
 def report_html(rep: Any) -> str:
-    from qasa.analysis import format_value, parameter_info
+    from qasa.parameters import format_value, parameter_info
 
     rows: list[tuple[str, Any]] = [(k, rep.provenance.get(k)) for k in
                                    ("Device (solver)", "Topology", "Qubits assessed", "h grid", "Reads per h value",

@@ -910,8 +910,9 @@ class FitTable:
     def plot_map(self, param: str = "beta", device: dict[str, Any] | None = None, ax=None, good_only: bool = True):
         """Map of one parameter on the device layout (``device``: a dataset's ``device`` dict; by default
         the one recorded in :attr:`meta`, else a plain grid); returns the axes. See :func:`qasa.plots.layout_map`."""
-        from qasa.analysis import layout_table, parameter_info
+        from qasa.parameters import parameter_info
         from qasa.plots import layout_map
+        from qasa.topology import layout_table
 
         t = self.table.drop_duplicates("qubit").set_index("qubit")
         lay, _ = layout_table(device or self.meta.get("device") or {}, t.index.tolist())
@@ -922,7 +923,7 @@ class FitTable:
 
     def plot_histogram(self, param: str = "beta", ax=None):
         """Histogram of one parameter over good qubits with its median, IQR and a typical 95% interval."""
-        from qasa.analysis import parameter_info
+        from qasa.parameters import parameter_info
         from qasa.plots import parameter_histogram
 
         good = self.table[self.table["quality"] == "good"]

@@ -42,10 +42,9 @@ import numpy as np
 from qasa.cost import BudgetError
 from qasa.dataset import atomic_write_json, utcnow
 from qasa.errors import AnswerError, LeapError, ProtocolError, QasaError, SamplerError
-from qasa.protocol import Call
+from qasa.protocol import Call, filter_parameters
 from qasa.redact import redact, register
 from qasa.reduce import count_down, counts_frame, undo_gauge
-from qasa.samplers import filter_parameters
 
 __all__ = ["cloud_solver", "async_results", "is_transient", "redact", "tag", "IN_FLIGHT", "check_answer",
            "check_sampleset", "check_leap_options", "open_dwave_sampler", "retry_delay", "failure_kind",

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from qasa.dataset import Response
-
 if TYPE_CHECKING:
     import pandas as pd
+
+    from qasa.dataset import Response
 
 __all__ = ["response_curves", "response_spread", "parameter_histogram", "device_map", "layout_map", "recovery",
            "correlation_matrix", "correlogram", "parameter_vs_annealing_time"]

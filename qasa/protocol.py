@@ -34,13 +34,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from qasa.errors import ProtocolError
 
-__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS"]
+if TYPE_CHECKING:
+    import dimod
+
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_parameters"]
 
 #: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
 DESIGNS = ("grid", "permuted")
@@ -360,3 +363,22 @@ class Protocol:
         if self.seed is None:
             raise ProtocolError("protocol must be resolved before calls are seeded")
         return int(np.random.SeedSequence([self.seed, index, 1]).generate_state(1)[0] % 2**31)
+
+
+def filter_parameters(sampler: dimod.Sampler, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Split a call's ``params`` into those the sampler accepts (its ``parameters``) and the names it does not.
+
+    Lives here, below both :mod:`qasa.samplers` (which re-exports it) and :mod:`qasa.leap`, which
+    filter every call's parameters before sending it.
+
+    Args:
+        sampler: any ``dimod.Sampler``; one without ``parameters`` accepts none.
+        params: the call's sampler parameters.
+
+    Returns:
+        ``(accepted, ignored)``: the accepted parameters and the sorted names of the others.
+    """
+    accepted_names = set(getattr(sampler, "parameters", {}) or {})
+    accepted = {k: v for k, v in params.items() if k in accepted_names}
+    ignored = sorted(k for k in params if k not in accepted_names)
+    return accepted, ignored

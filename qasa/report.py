@@ -37,13 +37,12 @@ from qasa.analysis import (
     analyze,
     analyze_analogues,
     analyze_comparison,
-    format_value,
     json_safe,
-    parameter_info,
     pooled_temperature,
 )
 from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_json
 from qasa.fitting import FitTable
+from qasa.parameters import format_value, parameter_info, round_to_uncertainty
 
 __all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
            "pooled_temperature", "summarize", "PAGE"]
@@ -297,7 +296,6 @@ def _summary_section(rep: AssessmentReport, page: _Page) -> str:
 
 
 def _round(v: float, se: float) -> tuple[float, int]:
-    from qasa.analysis import round_to_uncertainty
 
     return round_to_uncertainty(v, se)
 
@@ -650,7 +648,7 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
              _fmt(r["beta"], r["beta_stderr"] if np.isfinite(r["beta_stderr"]) else None),
              _fmt(r["freezeout_s"], 0.001), _fmt(r["freezeout_fraction"], 0.001), str(r["note"])]
             for _, r in a.iterrows()]
-    table = page.table(rows, ["system", "end temperature (units of h)", "β (1/h)", "freeze-out s", "freeze-out t/t_end",
+    table = page.table(rows, ["system", "end temperature (units of h)", parameter_info("beta").label, "freeze-out s", "freeze-out t/t_end",
                               "note"], a, "analogue.csv", numeric=[False, True, True, True, True, False])
     prof = a.attrs.get("temperature_profile")
     fig_html = ""

@@ -127,7 +127,7 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
     difference of the protocol or of a data-affecting sampler setting (:func:`sampler_settings`) is
     refused naming it (the dataset is left untouched). With ``extend=True`` the protocol may ask for
     more reads per h than stored, as long as every stored call keeps its id and reads (whole extra
-    gauges: see :meth:`qasa.protocol.Protocol.extends`).
+    gauges: see :meth:`qasa.protocol.Protocol.extension_problem`).
 
     Raises:
         ProtocolError: the protocol cannot run on the sampler.

@@ -31,7 +31,7 @@ import dimod
 import numpy as np
 
 from qasa.errors import CredentialsError, ProtocolError, SamplerError
-from qasa.protocol import Protocol
+from qasa.protocol import Protocol, filter_parameters
 from qasa.topology import DEFAULT_SHAPES, topology_graph
 
 __all__ = [
@@ -316,14 +316,6 @@ def _snapshot(props: Mapping[str, Any]) -> dict[str, Any]:
 
     skip = {"qubits", "couplers", "anneal_offset_ranges", "parameters"}
     return json.loads(json.dumps({k: v for k, v in props.items() if k not in skip}, default=str))
-
-
-def filter_parameters(sampler: dimod.Sampler, params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split ``params`` into those the sampler accepts (its ``parameters``) and the names it does not."""
-    accepted_names = set(getattr(sampler, "parameters", {}) or {})
-    accepted = {k: v for k, v in params.items() if k in accepted_names}
-    ignored = sorted(k for k in params if k not in accepted_names)
-    return accepted, ignored
 
 
 def _check_range(name: str, value: float, allowed: list[float] | None, unit: str = "") -> None:

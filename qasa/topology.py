@@ -17,8 +17,9 @@ Per-qubit features (:func:`qubit_table`):
 from __future__ import annotations
 
 import functools
+import math
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
@@ -28,7 +29,8 @@ from qasa.errors import SamplerError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_SHAPES", "topology_graph", "check_shape", "MAX_QUBITS", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table"]
+__all__ = ["DEFAULT_SHAPES", "topology_graph", "check_shape", "MAX_QUBITS", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table",
+           "layout_table"]
 
 #: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
 #: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
@@ -272,3 +274,49 @@ def _nodes_edges(device: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     e = np.sort(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=1)
     e = np.unique(e, axis=0) if len(e) else e
     return np.union1d(np.asarray(nodes, dtype=np.int64), e.ravel()), e
+
+
+def layout_table(device: Mapping[str, Any], qubits: Sequence[int]) -> tuple["pd.DataFrame", list[int]]:
+    """Drawing position and topology coordinates per qubit, and the qubits outside the topology.
+
+    Positions are D-Wave's layouts (``dwave.graphs``); a device without topology gets a plain grid.
+    Coordinates (``coord`` column, names in ``attrs["coord_names"]``): Chimera ``(i, j, u, k)``,
+    Pegasus ``(u, w, k, z)``, Zephyr ``(u, w, k, j, z)``; ``cell`` is the same as text.
+    """
+    import pandas as pd
+
+    qubits = [int(q) for q in qubits]
+    ttype = device.get("topology_type")
+    if ttype is None:
+        cols = max(int(math.ceil(math.sqrt(max(len(qubits), 1)))), 1)
+        order = {q: i for i, q in enumerate(sorted(qubits))}
+        df = pd.DataFrame({"x": [float(order[q] % cols) for q in qubits],
+                           "y": [-float(order[q] // cols) for q in qubits],
+                           "coord": [()] * len(qubits), "cell": ["—"] * len(qubits)},
+                          index=pd.Index(qubits, name="qubit"))
+        df.attrs["coord_names"] = []
+        return df, []
+    pos = positions(dict(device, nodelist=None))
+    inside = [q for q in qubits if q in pos]
+    outside = [q for q in qubits if q not in pos]
+    names, coords = _coordinate_tuples(ttype, device.get("topology_shape"), inside)
+    df = pd.DataFrame({"x": [float(pos[q][0]) for q in inside], "y": [float(pos[q][1]) for q in inside],
+                       "coord": coords,
+                       "cell": [f"({', '.join(names)}) = ({', '.join(str(c) for c in t)})" for t in coords]},
+                      index=pd.Index(inside, name="qubit"))
+    df.attrs["coord_names"] = names
+    return df, outside
+
+
+def _coordinate_tuples(ttype: str, shape: Sequence[int] | None, nodes: list[int]) -> tuple[list[str], list[tuple]]:
+    import dwave.graphs as dg
+
+    shape = check_shape(ttype, None if shape is None else list(shape))
+    if ttype == "chimera":
+        conv = dg.chimera_coordinates(*shape)
+        return ["i", "j", "u", "k"], [tuple(int(c) for c in conv.linear_to_chimera(q)) for q in nodes]
+    if ttype == "pegasus":
+        conv = dg.pegasus_coordinates(shape[0])
+        return ["u", "w", "k", "z"], [tuple(int(c) for c in conv.linear_to_pegasus(q)) for q in nodes]
+    conv = dg.zephyr_coordinates(*shape)
+    return ["u", "w", "k", "j", "z"], [tuple(int(c) for c in conv.linear_to_zephyr(q)) for q in nodes]

@@ -39,6 +39,7 @@ def _check_result(ds, target, fraction=0.95):
     return res
 
 
+@pytest.mark.slow
 def test_adaptive_estimates_are_unbiased_on_the_qasa_model_sampler(tmp_path):
     """A sampler that is not the virtual QPU: independent per-qubit truth, β 3–10, |b| ~ 0.02."""
     s = QASAModelCountSampler(qubits=150, seed=8, eta=(0.04, 0.08), eta_zero_fraction=0.0)
@@ -80,6 +81,17 @@ def test_adaptive_estimates_are_unbiased_on_the_virtual_qpu(tmp_path):
     pooled_all = _temperature(ds.response())
     assert abs(pooled_all["T_eff"] - expected) > 3 * pooled_all["T_eff_stderr"]
     assert "pilot grid" in t["method"]
+    # per-qubit fields on the 0.005 grid, recorded per (call, qubit); each round's plan on disk
+    designed = ds.counts[ds.counts["call_id"].str.startswith("a")]
+    assert designed.groupby("call_id")["h"].nunique().max() > 1
+    assert np.allclose(designed["h"] / 0.005, np.round(designed["h"] / 0.005))
+    assert len(sorted((tmp_path / "v" / "design").glob("round-*.json"))) == res["rounds"] >= 1
+    # cheaper than the reference grid would be for the same Cramér–Rao precision at the truth
+    theta = s.truth.loc[list(qubits), PARAMS].to_numpy()
+    grid = np.array(qasa.h_grid(1.0, 0.025))
+    need_ref = np.quantile(D.required_reads("qasa", theta, grid, np.ones(len(grid)), D.sd_targets("qasa", target, theta)),
+                           0.95)
+    assert res["reads_per_qubit"] < need_ref
 
 
 def test_budget_stops_the_adaptive_assessment_within_it(tmp_path):
@@ -115,6 +127,49 @@ def test_bad_target_or_options_fail_before_any_call_and_other_settings_are_refus
     assert qasa.Dataset.load(tmp_path / "y").counts.equals(before.counts)
 
 
+def test_resume_after_an_interruption_mid_round_gives_the_data_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """The client crashes in the middle of the designed round (in process, on a small device: the
+    SIGKILL version is in the slow lane); assessing the directory again finishes it with the counts
+    and plan of an uninterrupted run, and once finished submits nothing."""
+    from adaptive_worker import SlowCounts
+
+    def small(out):
+        s = SlowCounts(0.0, qubits=20, seed=4, eta=(0.04, 0.08), eta_zero_fraction=0.0)
+        return A.assess_adaptive(s, out, {"beta": "3%", "b": 0.006},
+                                 protocol=A.pilot_protocol(5000, h_step=0.1, seed=17))
+
+    whole = small(tmp_path / "whole")
+    pilot = int((~whole.calls["call_id"].str.startswith("a")).sum())
+    designed = len(whole.calls) - pilot
+    assert designed >= 10
+    real, calls = SlowCounts.sample_counts, []
+
+    def lost_mid_round(self, h, **kw):
+        calls.append(1)
+        if len(calls) > pilot + designed // 2:
+            raise RuntimeError("simulated crash")     # not retried (a lost connection would be)
+        return real(self, h, **kw)
+
+    monkeypatch.setattr(SlowCounts, "sample_counts", lost_mid_round)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        small(tmp_path / "cut")
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / "design" / "round-001.json").is_file()
+    assert len(qasa.Dataset.load(tmp_path / "cut").calls) == pilot + designed // 2
+    resumed = small(tmp_path / "cut")
+    assert resumed.sorted().counts.equals(whole.sorted().counts)
+    plans = sorted((tmp_path / "whole" / "design").glob("round-*.json"))
+    assert plans
+    for p in plans:
+        x, y = json.loads(p.read_text()), json.loads((tmp_path / "cut" / "design" / p.name).read_text())
+        x.pop("created"), y.pop("created")
+        assert x == y
+    calls.clear()
+    monkeypatch.setattr(SlowCounts, "sample_counts", lost_mid_round)
+    assert small(tmp_path / "cut").sorted().counts.equals(whole.sorted().counts) and not calls
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_mid_round_gives_the_data_of_an_uninterrupted_run(tmp_path):
     whole = assess(tmp_path / "whole")
     res = whole.metadata["adaptive"]["result"]

@@ -321,10 +321,14 @@ def test_split_half_reliability_tracks_the_truth_for_eta(reads, identified):
     # device.reliability with the counts takes its verdict from the two halves
     both = dv.reliability(dv.point_fit(r, "qasa"), bootstrap=99, seed=1, data=r)
     assert (both["method"] == "split-half").all() and "reliability_moment" in both
-    assert both.loc["eta", "reliability"] == rel.loc["eta", "reliability"]
+    # the same split-half estimate: equal to rounding (the fits' matrix products may run on other BLAS
+    # threads or shapes), far tighter than its gap to the moment estimate or to another seed's halves
+    assert both.loc["eta", "reliability"] == pytest.approx(rel.loc["eta", "reliability"], rel=1e-6, abs=1e-9)
+    assert both.loc["eta", "reliability"] != pytest.approx(both.loc["eta", "reliability_moment"], rel=1e-6, abs=1e-9)
     assert both.loc["eta", "identified"] == identified
-    assert both.loc["eta", "sd_true"] ** 2 == pytest.approx(rel.loc["eta", "reliability"] * both.loc["eta", "var_observed"]
-                                                            if rel.loc["eta", "reliability"] > 0 else 0.0, abs=1e-12)
+    r_both = both.loc["eta", "reliability"]
+    assert both.loc["eta", "sd_true"] ** 2 == pytest.approx(r_both * both.loc["eta", "var_observed"] if r_both > 0 else 0.0,
+                                                            rel=1e-12, abs=1e-15)
 
 
 def test_split_half_with_fewer_than_four_qubits_good_in_both_halves_says_unknown():

@@ -321,6 +321,7 @@ def test_every_draw_of_a_call_is_a_function_of_seed_and_label():
     assert not np.array_equal(first, other_pass)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_on_the_default_virtual_qpu_gives_identical_counts(tmp_path):
     import sys
     from pathlib import Path
@@ -431,13 +432,13 @@ def test_sample_counts_from_arrays_equals_from_a_dict_in_any_qubit_order(p4):
 
 
 def test_expected_response_on_a_grid_equals_the_per_qubit_one(p4):
-    """_p_down with several fields per qubit (the estimand's pass) gives exactly the per-qubit values
-    of the reads' path, and its fused QASA evaluation agrees to rounding."""
+    """_p_down with several fields per qubit (the estimand's pass) gives the per-qubit values of the
+    reads' path (to rounding: the arrays have other shapes), and its fused QASA evaluation agrees too."""
     rng = np.random.default_rng(2)
     rows = np.arange(len(p4.nodelist))
     x = rng.choice([-0.4, -0.1, 0.0, 0.2, 0.6], (len(rows), 7))
     offset = rng.normal(0, 0.01, len(rows))
     kw = {"annealing_time": 50.0}
     flat = p4._p_down(np.repeat(rows, 7), x.ravel(), np.repeat(offset, 7), kw).reshape(x.shape)
-    assert np.array_equal(p4._p_down(rows, x, offset, kw), flat)
+    np.testing.assert_allclose(p4._p_down(rows, x, offset, kw), flat, rtol=1e-14, atol=1e-15)
     assert np.allclose(p4._p_down(rows, x, offset, kw, fused=True), flat, rtol=0, atol=1e-15)

@@ -353,7 +353,30 @@ def test_rate_limits_and_5xx_are_retried_without_paying_twice(qpu, clean, isolat
     assert ds.counts.equals(clean.counts) and paid == len(ds.calls)
 
 
+def _record_waits(monkeypatch) -> list[float]:
+    """The retry waits qasa.leap asks for, recorded instead of slept (the retries, not the clock, are tested)."""
+    from qasa import leap
+
+    waits: list[float] = []
+    real = leap.retry_delay
+    monkeypatch.setattr(leap, "retry_delay", lambda exc, backoff, attempt: waits.append(real(exc, backoff, attempt)) or 0.0)
+    return waits
+
+
+def test_retry_waits_double_honour_retry_after_and_are_capped():
+    from types import SimpleNamespace
+
+    from qasa.leap import MAX_RETRY_WAIT, retry_delay
+
+    assert [retry_delay(None, 0.5, a) for a in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    after = SimpleNamespace(response=SimpleNamespace(headers={"Retry-After": "7"}))
+    assert retry_delay(after, 0.5, 1) == 7.0 and retry_delay(after, 0.5, 5) == 8.0      # the longer of the two
+    assert retry_delay(SimpleNamespace(retry_after="soon"), 0.5, 2) == 1.0               # unreadable: ignored
+    assert retry_delay(SimpleNamespace(retry_after=1e9), 0.5, 1) == MAX_RETRY_WAIT < 1e9
+
+
 def test_5xx_while_the_solver_is_opened_is_retried(qpu, isolated, tmp_path):
+    waits = _record_waits(isolated)
     with SAPIServer(qpu, solver_failures=2) as server:
         isolated.setenv("DWAVE_API_ENDPOINT", server.endpoint)
         isolated.setenv("DWAVE_API_TOKEN", TOKEN)
@@ -363,9 +386,11 @@ def test_5xx_while_the_solver_is_opened_is_retried(qpu, isolated, tmp_path):
         isolated.setenv("XDG_CACHE_HOME", str(tmp_path / "cold-cache"))      # no cached solver list
         one_error(cli("info", "--backend", "qpu", "--solver", server.solver_name), "cannot open the QPU solver",
                   "after 3 retries")
+    assert waits == [0.5, 1.0, 0.5, 1.0, 2.0]          # backoff 0.5 s doubling: twice, then three times
 
 
 def test_exhausted_retries_give_one_line(qpu, isolated, tmp_path):
+    waits = _record_waits(isolated)
     with SAPIServer(qpu, post_faults={n: 503 for n in range(1, 50)}) as server:
         isolated.setenv("DWAVE_API_ENDPOINT", server.endpoint)
         isolated.setenv("DWAVE_API_TOKEN", TOKEN)
@@ -373,6 +398,7 @@ def test_exhausted_retries_give_one_line(qpu, isolated, tmp_path):
                   "--reads", "500", "--reads-per-call", "250", "--retries", "2", "--max-qpu-seconds", "100", "--quiet")
         assert server.solved == 0
     one_error(res, "failed after 2 retries (3 submissions)", "injected 503")
+    assert set(waits) == {0.5, 1.0}                    # each call's retries back off 0.5 s, then 1 s
 
 
 def test_failed_problem_gives_one_line_and_keeps_the_calls_finished(qpu, isolated, tmp_path):

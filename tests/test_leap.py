@@ -58,6 +58,7 @@ def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
     assert faulty.calls["problem_id"].notna().all() and faulty.calls["problem_id"].is_unique
 
 
+@pytest.mark.slow
 def test_client_killed_once_resumes_to_the_same_counts(qpu, isolated, tmp_path):
     with SAPIServer(qpu, pending_polls=3) as server:
         reference = qasa.run(leap_worker.protocol(), _sampler(server), in_flight=5, max_qpu_seconds=BUDGET)

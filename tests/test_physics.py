@@ -25,7 +25,7 @@ def test_published_tables_load():
     assert np.all(np.diff(s.B) >= 0)
 
 
-@pytest.mark.parametrize("h", [0.05, -0.7])
+@pytest.mark.parametrize("h", [0.05, pytest.param(-0.7, marks=pytest.mark.slow)])
 def test_closed_dynamics_match_solve_ivp_to_1e6(h):
     sched = load_schedule("Advantage_system6.2")
     ta = 0.02

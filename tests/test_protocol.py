@@ -111,7 +111,7 @@ def test_gauges_come_in_antithetic_pairs():
 
 
 def test_reference_script_preset_validates_on_a_2000q_like_and_an_advantage_like_device():
-    from qasa.emulator import VirtualQPU
+    from qasa.virtual import VirtualQPU
     from qasa.samplers import validate
 
     for preset, shape in (("2000q", [2, 2, 4]), ("advantage4.1", [2])):

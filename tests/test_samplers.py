@@ -140,3 +140,53 @@ def test_energies_and_vartype_follow_the_problem_given(backend, auto_scale):
         assert ss.vartype is bqm.vartype
         assert set(np.unique(ss.record.sample)) <= ({-1, 1} if bqm.vartype is dimod.SPIN else {0, 1})
         assert_sampleset_energies(ss, bqm)
+
+
+def _shipped_samplers():
+    """Every sampler qasa ships: the exact Gibbs "sa" backend, its SA-schedule form (the analogue
+    studies), the mock backend, and the virtual QPU ("emulator") with each physics and noise law."""
+    from qasa.virtual import VirtualQPU
+
+    return {
+        "sa": lambda: get_sampler("sa", topology_type="chimera", topology_shape=[2, 2, 4]),
+        "sa-schedule": lambda: get_sampler("sa", topology_type="zephyr", topology_shape=[1, 4],
+                                           beta_schedule=[0.1, 1.0, 5.0], acceptance="Metropolis",
+                                           randomize_order=True),
+        "mock": lambda: get_sampler("mock", topology_type="chimera", topology_shape=[2, 2, 4]),
+        "emulator": lambda: get_sampler("emulator", topology_type="pegasus", topology_shape=[2], seed=1),
+        "emulator-gaussian": lambda: VirtualQPU(topology_type="zephyr", topology_shape=[1, 4], seed=2,
+                                                noise="gaussian"),
+        "emulator-dynamics": lambda: VirtualQPU(topology_type="pegasus", topology_shape=[2], seed=3,
+                                                physics="dynamics"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_shipped_samplers()))
+def test_every_shipped_sampler_meets_the_dimod_sampler_and_structured_api(name):
+    """dimod's own API checks, then real samples: energies those of the model as given (in SPIN and
+    BINARY), every read counted, variables outside the structure refused; the virtual QPU, which
+    simulates uncoupled qubits, refuses couplers naming them."""
+    import dimod
+    from dimod.testing import assert_sampler_api, assert_sampleset_energies, assert_structured_api
+
+    s = _shipped_samplers()[name]()
+    assert_sampler_api(s)
+    assert_structured_api(s)
+    assert isinstance(s, dimod.Sampler) and isinstance(s, dimod.Structured)
+    u, v = s.edgelist[0]
+    w = s.nodelist[-1]
+    coupled = not name.startswith("emulator")          # the virtual QPU simulates uncoupled qubits only
+    quad = {(u, v): -0.5} if coupled else {}
+    bqm = dimod.BinaryQuadraticModel({u: 0.3, v: -0.2, w: 0.1}, quad, 0.25, "SPIN")
+    ss = s.sample(bqm, num_reads=20)
+    assert_sampleset_energies(ss, bqm)
+    assert ss.vartype is dimod.SPIN and set(ss.variables) == {u, v, w} and ss.record.num_occurrences.sum() == 20
+    qubo = {(u, u): 1.0, (w, w): -0.5} | ({(u, v): -2.0} if coupled else {})
+    ss = s.sample_qubo(qubo, num_reads=5)
+    assert_sampleset_energies(ss, dimod.BQM.from_qubo(qubo))
+    assert ss.vartype is dimod.BINARY and ss.record.num_occurrences.sum() == 5
+    with pytest.raises(dimod.exceptions.BinaryQuadraticModelStructureError):
+        s.sample_ising({max(s.nodelist) + 10**6: 0.1}, {}, num_reads=1)
+    if not coupled:
+        with pytest.raises(ValueError, match="J = 0"):
+            s.sample_ising({u: 0.1}, {(u, v): -0.5}, num_reads=1)

@@ -329,6 +329,37 @@ def test_resume_with_a_changed_emulator_option_is_refused_naming_it(tmp_path, ar
     assert tree_digest(out) == before
 
 
+def test_run_dir_alone_finishes_an_interrupted_run_identically(tmp_path, monkeypatch):
+    """A CLI run interrupted after 12 calls (a crash); `qasa run DIR` with no options
+    rebuilds the sampler from the stored recipe and finishes it; counts equal a clean run's.
+    (The SIGKILL version of this test is in the slow lane.)"""
+    from qasa.samplers import StructuredSASampler
+
+    opts = ["--backend", "sa", "--topology", "chimera", "--shape", "2,2,4", "--h-step", "0.1", "--reads", "400",
+            "--reads-per-call", "200", "--seed", "11", "--quiet"]
+    out, ref = tmp_path / "cut", tmp_path / "ref"
+    real, calls = StructuredSASampler.sample, []
+
+    def lost_after_12(self, bqm, **kw):
+        calls.append(1)
+        if len(calls) > 12:
+            raise RuntimeError("simulated crash")     # not retried (a lost connection would be)
+        return real(self, bqm, **kw)
+
+    monkeypatch.setattr(StructuredSASampler, "sample", lost_after_12)
+    assert CliRunner().invoke(main, [str(a) for a in ("run", out, *opts)]).exit_code != 0
+    monkeypatch.undo()
+    assert len(qasa.load(out).calls) == 12
+    res = invoke("run", out)
+    assert res.exit_code == 0, res.output
+    assert invoke("run", ref, *opts).exit_code == 0
+    a, b = qasa.load(out), qasa.load(ref)
+    assert len(a.calls) == 21 * 2 and a.counts.equals(b.counts)
+    res = invoke("run", out, "--json")
+    assert json.loads(res.output)["already_finished"] is True
+
+
+@pytest.mark.slow
 def test_run_dir_alone_finishes_a_killed_run_identically(tmp_path):
     """SIGKILL a CLI run midway; `qasa run DIR` with no options finishes it; counts equal a clean run."""
     from conftest import kill_worker_midway

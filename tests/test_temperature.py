@@ -13,7 +13,7 @@ from dwave.system.temperatures import fast_effective_temperature
 
 import qasa
 from qasa.dataset import Response
-from qasa.emulator import VirtualQPU
+from qasa.virtual import VirtualQPU
 from qasa.fitting import fit
 from qasa.temperature import FAST_H_WINDOW, effective_temperature, qubit_beta_distribution
 
