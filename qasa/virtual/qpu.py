@@ -403,7 +403,7 @@ class VirtualQPU(MockDWaveSampler):
         out["gain"] = self._gain(h_gain_schedule, t_star)
         return out
 
-    def estimand(self, protocol: Any) -> pd.DataFrame:
+    def estimand(self, protocol: Any, pooled: bool = False) -> pd.DataFrame:
         """The QASA parameters a fit of ``protocol``'s data from this device converges to.
 
         A fit that knows calls are programmings (a per-call field offset δ_c ~ N(0, σ_call²) beside
@@ -420,9 +420,14 @@ class VirtualQPU(MockDWaveSampler):
         simulation the device itself samples from, evaluated once per distinct programmed field at
         the run-average offset (its infinite-reads limit; within-call noise is not simulated there).
 
+        With ``pooled=True``: what a fit that treats all reads as independent (qasa ≤ 9f8ad1f's
+        likelihood) converges to instead — each call's response at its own offset, so the offsets'
+        spread folds into η (η*² ≈ η² + σ_call², docs/DESIGN.md §7) and β.
+
         Args:
             protocol: a resolved :class:`qasa.protocol.Protocol` (qubits and seed set: the gauges
                 and every draw of a call depend on them).
+            pooled: the target of a pooled-reads fit instead (see above).
 
         Returns:
             DataFrame indexed by qubit with columns ``beta``, ``b``, ``gamma``, ``eta`` (NaN when the
@@ -449,8 +454,15 @@ class VirtualQPU(MockDWaveSampler):
         K = np.zeros_like(N)
         r = np.arange(len(rows))
         calls = protocol.calls()
-        mean_off, sigma_call, within = self._run_offsets(rows, protocol, calls, kw)
-        if self.physics == "freezeout":
+        mean_off, sigma_call, within, offs = self._run_offsets(rows, protocol, calls, kw)
+        if self.physics == "freezeout" and pooled:
+            for k, c in enumerate(calls):
+                x = (c.flips[keep] * c.h).astype(float)
+                p = self._p_down(rows, x, offs[k], kw, within=within[c.gauge])
+                cell = np.searchsorted(fields, x)
+                N[r, cell] += c.num_reads
+                K[r, cell] += c.num_reads * p
+        elif self.physics == "freezeout":
             for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same reads per call)
                 group = [c for c in calls if c.gauge == gauge]
                 x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
@@ -510,10 +522,10 @@ class VirtualQPU(MockDWaveSampler):
         return np.sqrt(var)
 
     def _run_offsets(self, rows: np.ndarray, protocol: Any, calls: list, kw: Mapping[str, Any]
-                     ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None]]:
+                     ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None], np.ndarray]:
         """Per qubit (rows), the reads-weighted mean and spread of the per-call offsets of a run of
-        ``protocol``, and each pass's within-call σ (None without flux noise): the draws the runner's
-        calls get (:meth:`call_noise` with :meth:`CallKey.of`)."""
+        ``protocol``, each pass's within-call σ (None without flux noise) and the offsets (calls × rows):
+        the draws the runner's calls get (:meth:`call_noise` with :meth:`CallKey.of`)."""
         offs = np.zeros((len(calls), len(rows)))
         within: dict[int, np.ndarray | None] = {}
         for k, c in enumerate(calls):
@@ -524,7 +536,7 @@ class VirtualQPU(MockDWaveSampler):
         reads = np.array([c.num_reads for c in calls], float)
         mean = reads @ offs / reads.sum()
         spread = np.sqrt(reads @ (offs - mean) ** 2 / reads.sum())
-        return mean, spread, within
+        return mean, spread, within, offs
 
     def qasa_truth(self, protocol: Any) -> list[dict[str, Any]]:
         """Per-qubit truth recorded in a dataset's ``metadata['device']['truth']`` (one record per qubit).
