@@ -214,7 +214,7 @@ class VirtualQPU(MockDWaveSampler):
                  structure_strength: float = 1.0, physics: str = "freezeout", noise: str = "telegraph",
                  dynamics_steps: int = 400, rate_scale: float = 1.0, ideal: bool = False, **overrides: Any) -> None:
         if ideal:          # every noise source beyond shots off (docs/DESIGN.md §7): the device of qasa ≤ 9f8ad1f
-            overrides = {**overrides, **IDEAL}
+            overrides = {**IDEAL, **overrides}          # a source named explicitly stays on
         preset, graph = _resolve_preset(preset, topology_type, topology_shape, overrides)
         if physics not in ("freezeout", "dynamics"):
             raise ValueError(f"physics={physics!r}: choose 'freezeout' or 'dynamics'")
@@ -681,10 +681,10 @@ class VirtualQPU(MockDWaveSampler):
         """The 1/f components of run ``run``: frequencies, bin widths, X and Y (active qubits × components)."""
         if run not in self._flux_runs:
             rng = np.random.default_rng([self.seed, 7, *run])
-            f, df = self.flux_noise_model.frequencies(rng)
             n = len(self.nodelist)
+            f, df = self.flux_noise_model.frequencies(rng, n)
             self._flux_runs = dict(list(self._flux_runs.items())[-1:])       # keep at most two runs
-            self._flux_runs[run] = (f, df, rng.standard_normal((n, f.size)), rng.standard_normal((n, f.size)))
+            self._flux_runs[run] = (f, df, rng.standard_normal(f.shape), rng.standard_normal(f.shape))
         return self._flux_runs[run]
 
     @property
@@ -722,10 +722,11 @@ class VirtualQPU(MockDWaveSampler):
         if flux.amplitude:
             T = duration_us * 1e-6
             f, df, X, Y = self._flux_run(key.run)
+            f = f[idx]
             u, v = qnoise.call_mean_basis(f, key.position * T, T)
-            a = flux.weights(f, df, compensated)
+            a = flux.weights(f, df[idx], compensated)
             per = self._h_per_uphi0(s_star)
-            offset = offset + per * (X[idx] @ (a * u) + Y[idx] @ (a * v))
+            offset = offset + per * np.einsum("qk,qk->q", a, X[idx] * u + Y[idx] * v)
             t_path, _ = qphys.anneal_path(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
             within = per * np.sqrt(flux.within_variance(T, 1e6 / float(t_path[-1]), compensated))
         return offset, within
