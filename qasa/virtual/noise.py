@@ -32,7 +32,8 @@ with the given spectrum, evaluable at any time, so a call's value needs no earli
     a_k² = S_Φ(f_k) Δf_k
 
 on 20 log-spaced bins per decade from f_min to 10³ Hz, each qubit's frequency jittered inside its
-bin independently (one qubit's process is a sum of lines; pooled over qubits the spectrum is smooth;
+bin independently (64 sets of frequencies, a qubit draws its set; one qubit's process is a sum of
+lines, pooled over qubits the spectrum is smooth;
 content above 10³ Hz moves a call mean by < 3 % of its amplitude for calls ≥ 10 ms, the programming
 time alone, and enters only the within-call variance). A call occupies ``[t₀, t₀ + T]`` on the device's clock; the part of
 the spectrum slower than the call appears as the call's *offset*, the mean of δΦ over the call
@@ -125,8 +126,9 @@ class FluxNoise:
     f_c: float = 1e-3
 
     def frequencies(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Component frequencies of ``n`` qubits, each jittered inside its bin independently per
-        qubit (so the spectrum pooled over qubits has no comb), and the bin widths (Hz): ``(n, K)``."""
+        """``n`` sets of component frequencies, each jittered inside its bin independently per set
+        (so the spectrum pooled over qubits of different sets has no comb), and the bin widths (Hz):
+        both ``(n, K)``."""
         edges = np.logspace(np.log10(self.f_min), np.log10(_F_TOP),
                             int(round(_PER_DECADE * np.log10(_F_TOP / self.f_min))) + 1)
         lo, hi = edges[:-1], edges[1:]

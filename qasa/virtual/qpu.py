@@ -677,14 +677,20 @@ class VirtualQPU(MockDWaveSampler):
                 0.0, self.preset.drift_sd, len(self.nodelist)))
         return walk[step]
 
-    def _flux_run(self, run: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The 1/f components of run ``run``: frequencies, bin widths, X and Y (active qubits × components)."""
+    def _flux_run(self, run: tuple[int, ...]) -> tuple[np.ndarray, dict[bool, np.ndarray], np.ndarray,
+                                                       np.ndarray, np.ndarray]:
+        """The 1/f components of run ``run``: frequency sets (64 × K), their weights a_k by drift
+        compensation, each active qubit's set, and X, Y (active qubits × K)."""
         if run not in self._flux_runs:
             rng = np.random.default_rng([self.seed, 7, *run])
             n = len(self.nodelist)
-            f, df = self.flux_noise_model.frequencies(rng, n)
+            flux = self.flux_noise_model
+            f, df = flux.frequencies(rng, 64)
+            a = {c: flux.weights(f, df, c) for c in (False, True)}
+            sets = rng.integers(0, 64, n)
             self._flux_runs = dict(list(self._flux_runs.items())[-1:])       # keep at most two runs
-            self._flux_runs[run] = (f, df, rng.standard_normal(f.shape), rng.standard_normal(f.shape))
+            self._flux_runs[run] = (f, a, sets, rng.standard_normal((n, f.shape[1])),
+                                    rng.standard_normal((n, f.shape[1])))
         return self._flux_runs[run]
 
     @property
@@ -721,12 +727,11 @@ class VirtualQPU(MockDWaveSampler):
         within = None
         if flux.amplitude:
             T = duration_us * 1e-6
-            f, df, X, Y = self._flux_run(key.run)
-            f = f[idx]
+            f, a, sets, X, Y = self._flux_run(key.run)
             u, v = qnoise.call_mean_basis(f, key.position * T, T)
-            a = flux.weights(f, df[idx], compensated)
+            au, av = (a[compensated] * u)[sets[idx]], (a[compensated] * v)[sets[idx]]
             per = self._h_per_uphi0(s_star)
-            offset = offset + per * np.einsum("qk,qk->q", a, X[idx] * u + Y[idx] * v)
+            offset = offset + per * (np.einsum("qk,qk->q", au, X[idx]) + np.einsum("qk,qk->q", av, Y[idx]))
             t_path, _ = qphys.anneal_path(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
             within = per * np.sqrt(flux.within_variance(T, 1e6 / float(t_path[-1]), compensated))
         return offset, within
