@@ -35,25 +35,60 @@ Physics levels (``physics=``):
     signatures of Morrell et al. (2022): with ``rate_scale=0`` (closed system) P(−1) oscillates with
     the quench point, with the bath the oscillation is damped.
 
-Drift: unless ``flux_drift_compensation=True``, each qubit's bias carries a flux drift: a seeded
-Gaussian random walk (step ``drift_sd``) over the *passes* of a qasa run — a call labelled
-``"qasa gGGGG-hHHHHH"`` (the runner's labels: pass ``G`` visits every h value once) sees the walk
-after ``G + 1`` steps; any other call sees the first step. So the drift of a call is a function of
-the device seed and the call's label only, never of how many calls this process made before.
+Noise beyond shots (docs/DESIGN.md §7; the closed forms and D-Wave's sources are in
+:mod:`qasa.virtual.noise`). A real QPU programs the chip anew for every call, and each call's reads
+share errors that change between calls. On by default, with the preset's published figures:
 
-Randomness: a labelled call draws its reads (and problem id) from a generator seeded by
-``(seed, SHA-256 of the label)``, so the same labelled call gives the same reads in any process —
-SIGKILL and resume give the counts of an uninterrupted run. An unlabelled call has no identity and
-draws from the instance's own stream.
+- per-programming field error (ICE): each call adds N(0, σ_ice²) per qubit, σ_ice = 0.025 → 0.010
+  for s* = 0.28 → 0.75 (D-Wave, "Errors and Error Correction"; 0.0144 at Advantage_system4.1's
+  s* = 0.612); ``ice_scale`` (0 turns it off);
+- 1/f flux noise: √S_Φ(1 Hz) = 2 µΦ₀/√Hz (``flux_noise``), α = 0.9 (``flux_noise_alpha``, published
+  0.75–1), flat below 1 mHz when the call asks for ``flux_drift_compensation=True``, converted to h
+  with D-Wave's ``fluxbias_to_h`` at the qubit's freeze-out point with the preset's published M_AFM
+  (presets without one have no flux noise). The device has a clock: a call's window starts at its
+  position in the run times its QPU access time (D-Wave's timing model, :meth:`VirtualQPU._timing`)
+  and lasts that long; the noise's mean over the window is the call's offset, its expected variance
+  about the mean (up to 1/annealing time) is within-call Gaussian field noise, independent per read,
+  on top of the QASA model's ±η (freeze-out level only);
+- h-DAC quantization: a deterministic error per qubit and programmed value, up to ±0.008 at h = 0 and
+  ±0.0005 at h = 2 (``dac_q0``, ``dac_q2``; the qubit's grid phase is ``truth['dac_phase']``);
+- h scale: the qubit realizes g_q·h, g_q ~ N(1, 0.01²) (``gain_sd``; ``truth['h_scale']``);
+- the pass walk of qasa ≤ 9f8ad1f (kept, ``drift_sd``): without drift compensation a qubit's bias
+  carries a seeded Gaussian random walk over the passes of a run (pass G of the call id sees the
+  walk after G + 1 steps).
+
+``ideal=True`` turns the first four off (a source named explicitly, e.g. ``ideal=True, dac_q0=0.008``,
+stays on): the device of qasa ≤ 9f8ad1f, whose counts for the same labelled call it reproduces bit for bit.
+
+Calibration with the noise: ``b_scale`` makes the *pooled* small-h slope of the device equal the
+published T_eff with every source averaged in (:meth:`VirtualQPU.pooled_teff`: the slope
+E[g_q (1 − 2ε) β sech²(β(b ± η + δ))] with δ Gaussian of the variance of the per-programming error,
+the whole 1/f noise up to 1/(20 µs) with drift compensation, D-Wave's defaults, and the DAC error at
+h ≈ 0, q₀²/3), so ``dwave.system.temperatures.fast_effective_temperature`` measures 0.198 on the
+Advantage_system4.1 preset with the noise on (about 1.2 % colder β than the ideal device needs).
+
+Randomness and identity of a call. A labelled call draws its reads (and problem id) from a generator
+seeded by ``(seed, SHA-256 of the label)``, as in qasa ≤ 9f8ad1f. Its noise draws depend on the call's
+identity parsed from the label (:class:`CallKey`): the call id ``gGGGG-hHHHHH``, the run seed
+``seed N`` and the position ``call N`` — the runner labels calls ``qasa <call id> seed <protocol
+seed> call <index>`` (the Leap path's ``qasa <call id> seed <protocol seed>`` gives the same
+per-programming errors; without ``call N`` the position is G·81 + H, qasa's default grid). So every
+draw of a call is a function of (device seed, run seed, call) only: SIGKILL and resume give the counts
+of an uninterrupted run, and two run seeds give independent reads. An unlabelled call has no identity
+and draws from the instance's own stream (numbered calls).
 
 Other QPU parameters: ``flux_biases`` (Φ₀, one per qubit of the chip) shift each qubit's field by
 D-Wave's published conversion at its freeze-out point (:meth:`VirtualQPU._flux_field`; refused on
 presets without a published M_AFM); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
 (not emulated), never accepted without effect.
 
-Estimand: :meth:`VirtualQPU.estimand` gives the parameters a QASA fit of a protocol's data converges
-to (readout error folded into γ, the drift the run saw into b; :mod:`qasa.virtual.estimand`), next
-to the physical truth; :meth:`VirtualQPU.qasa_truth` records both in a dataset.
+Estimand: :meth:`VirtualQPU.estimand` gives the parameters a fit of a protocol's data converges to,
+computed from the very draws the run's calls get: b plus the run's average per-call offset, β, γ, η
+the KL projection of the response without the offsets' spread (readout error folded into γ,
+within-call noise into η; :mod:`qasa.virtual.estimand`), and ``sigma_call``, the spread of the run's
+per-call offsets (h units) that a random-effects fit estimates; ``pooled=True`` gives the target of a
+fit that pools reads across calls instead. :meth:`VirtualQPU.qasa_truth` records the physical truth
+(with the expected ``sigma_call``) and the estimand in a dataset.
 
 Preset scales: temperatures, s* and T_eff are D-Wave's published figures (docs/DESIGN.md §2). The spreads
 of the per-qubit parameters are illustrative choices, not published values: ``eta_mean`` = 0.1/β
@@ -205,6 +240,7 @@ class VirtualQPU(MockDWaveSampler):
         noise: ``"telegraph"`` (the ±η mixture of the QASA model) or ``"gaussian"`` (σ = η).
         dynamics_steps: time steps of the dynamics level over the part of the anneal integrated.
         rate_scale: multiplies every qubit's relaxation rate in the dynamics level (0: closed system).
+        ideal: no noise beyond shots (:data:`IDEAL`; see the module docstring).
         **overrides: fields of the preset to change (e.g. ``bias_sd=0``, ``drift_sd=0``).
     """
 
@@ -308,7 +344,7 @@ class VirtualQPU(MockDWaveSampler):
 
     def qasa_settings(self) -> dict[str, Any]:
         """Every setting that changes this device's data, as plain JSON (recorded by the runner)."""
-        return {"seed": self.seed, "physics": self.physics, "noise": self.noise,
+        return {"seed": self.seed, "physics": self.physics, "noise": self.noise, "ideal": self.ideal,
                 "structure": self._structure, "structure_strength": self._structure_strength,
                 "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
                 "preset_config": dataclasses.asdict(self.preset)}
@@ -346,7 +382,9 @@ class VirtualQPU(MockDWaveSampler):
 
         (γ does not enter: f(x, u) is even in u); for Gaussian field noise the bracket is
         ``E_δ sech²(β(b + δ))``, δ ~ N(0, η²) (8-node Gauss–Hermite). Over |h| ≤ 0.164 the pooled fit
-        differs from this limit by < 0.1 % (docs/DESIGN.md §6).
+        differs from this limit by < 0.1 % (docs/DESIGN.md §6). With noise beyond shots the bracket is
+        also averaged over a Gaussian field offset of the noise's variance and the slope multiplied
+        by the qubit's h scale (:meth:`_teff_noise`, the module docstring).
         """
         t = self._truth if truth is None else truth
         return 1.0 / float(np.mean(_small_h_slope(t["beta"].to_numpy(), t["b"].to_numpy(), t["eta"].to_numpy(),
