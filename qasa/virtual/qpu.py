@@ -294,6 +294,7 @@ class VirtualQPU(MockDWaveSampler):
         self._walks: dict[tuple[int, ...], list[np.ndarray]] = {}
         self._flux_runs: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._freeze_cache = {}
+        self._scale_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
 
@@ -360,7 +361,7 @@ class VirtualQPU(MockDWaveSampler):
         return sampler_html(self, {"T_eff (published)": self.preset.teff if self.preset.teff else "—"})
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
-        """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
+        """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge, no noise beyond shots)."""
         t = self._truth if truth is None else truth
         theta = t[["beta", "b", "gamma", "eta"]].to_numpy()
         if self.noise == "telegraph":
@@ -715,10 +716,9 @@ class VirtualQPU(MockDWaveSampler):
                 0.0, self.preset.drift_sd, len(self.nodelist)))
         return walk[step]
 
-    def _flux_run(self, run: tuple[int, ...]) -> tuple[np.ndarray, dict[bool, np.ndarray], np.ndarray,
-                                                       np.ndarray, np.ndarray]:
+    def _flux_run(self, run: tuple[int, ...]) -> tuple[np.ndarray, dict[bool, np.ndarray], list]:
         """The 1/f components of run ``run``: frequency sets (64 × K), their weights a_k by drift
-        compensation, each active qubit's set, and X, Y (active qubits × K)."""
+        compensation, and per set its active qubits (rows) with their [X | Y] (rows × 2K)."""
         if run not in self._flux_runs:
             rng = np.random.default_rng([self.seed, 7, *run])
             n = len(self.nodelist)
@@ -726,10 +726,20 @@ class VirtualQPU(MockDWaveSampler):
             f, df = flux.frequencies(rng, 64)
             a = {c: flux.weights(f, df, c) for c in (False, True)}
             sets = rng.integers(0, 64, n)
+            X, Y = rng.standard_normal((n, f.shape[1])), rng.standard_normal((n, f.shape[1]))
+            blocks = [(rows, np.hstack([X[rows], Y[rows]])) for rows in (np.flatnonzero(sets == k) for k in range(64))]
             self._flux_runs = dict(list(self._flux_runs.items())[-1:])       # keep at most two runs
-            self._flux_runs[run] = (f, a, sets, rng.standard_normal((n, f.shape[1])),
-                                    rng.standard_normal((n, f.shape[1])))
+            self._flux_runs[run] = (f, a, blocks)
         return self._flux_runs[run]
+
+    def _noise_scales(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray]:
+        """Per active qubit, cached per anneal: σ of the per-programming error and |δh| per µΦ₀."""
+        key = (annealing_time, None if anneal_schedule is None else tuple(map(tuple, anneal_schedule)))
+        if key not in self._scale_cache:
+            s_star = self._freezeout(annealing_time, anneal_schedule)[0]
+            per = self._h_per_uphi0(s_star) if self.flux_noise_model.amplitude else np.zeros_like(s_star)
+            self._scale_cache[key] = (qnoise.ice_sd(s_star, self.preset.ice_scale), per)
+        return self._scale_cache[key]
 
     @property
     def flux_noise_model(self) -> qnoise.FluxNoise:
@@ -758,20 +768,22 @@ class VirtualQPU(MockDWaveSampler):
         flux = self.flux_noise_model
         if preset.ice_scale == 0 and flux.amplitude == 0:
             return offset, None
-        s_star = self._freezeout(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))[0][idx]
+        ice, per = self._noise_scales(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
         if preset.ice_scale:
             z = np.random.default_rng([self.seed, 6, *key.stream]).standard_normal(len(self.nodelist))[idx]
-            offset = offset + qnoise.ice_sd(s_star, preset.ice_scale) * z
+            offset = offset + ice[idx] * z
         within = None
         if flux.amplitude:
             T = duration_us * 1e-6
-            f, a, sets, X, Y = self._flux_run(key.run)
+            f, a, blocks = self._flux_run(key.run)
             u, v = qnoise.call_mean_basis(f, key.position * T, T)
-            au, av = (a[compensated] * u)[sets[idx]], (a[compensated] * v)[sets[idx]]
-            per = self._h_per_uphi0(s_star)
-            offset = offset + per * (np.einsum("qk,qk->q", au, X[idx]) + np.einsum("qk,qk->q", av, Y[idx]))
+            coef = np.hstack([a[compensated] * u, a[compensated] * v])          # (sets, 2K)
+            phi = np.empty(len(self.nodelist))
+            for k, (rows, xy) in enumerate(blocks):
+                phi[rows] = xy @ coef[k]
+            offset = offset + per[idx] * phi[idx]
             t_path, _ = qphys.anneal_path(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
-            within = per * np.sqrt(flux.within_variance(T, 1e6 / float(t_path[-1]), compensated))
+            within = per[idx] * np.sqrt(flux.within_variance(T, 1e6 / float(t_path[-1]), compensated))
         return offset, within
 
     def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
