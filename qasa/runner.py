@@ -93,7 +93,7 @@ def sampler_settings(sampler: dimod.Sampler) -> dict[str, Any]:
 #: How a changed sampler setting is named in an error (the CLI option that sets it).
 OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology_shape": "--shape",
                 "beta": "--beta", "seed": "--device-seed", "preset": "--preset", "physics": "--physics",
-                "solver": "--solver", "profile": "--profile", "class": "the sampler class"}
+                "solver": "--solver", "profile": "--profile", "ideal": "--ideal", "class": "the sampler class"}
 
 
 def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:

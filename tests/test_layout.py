@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qasa"
 ORDER = [
     "errors", "redact", "models", "reduce", "display", "schedules",
     "protocol", "topology", "dataset", "cost",
-    "virtual.physics", "virtual.estimand", "virtual.qpu", "virtual", "emulator",
+    "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual", "emulator",
     "samplers", "leap", "store", "runner",
     "fitting", "design", "plots", "device", "temperature", "analogues", "analysis", "report",
     "adaptive", "pipeline", "cli", "__init__",
