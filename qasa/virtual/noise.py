@@ -12,7 +12,7 @@ This module holds the closed forms the virtual QPU (:mod:`qasa.virtual.qpu`) dra
 ``δh_i ~ N(0, σ_ice²)`` independent per qubit and per call. D-Wave gives σ falling from ≈ 0.025 at
 s ≈ 0.28 to ≈ 0.010 at s ≈ 0.75 (a 2X-era figure, the only s-resolved one published); the virtual
 QPU interpolates linearly in the qubit's freeze-out point s* (clamped to the end values): 0.0144 at
-s* = 0.612 (Advantage_system4.1), 0.0127 at 0.684 (Advantage2_system1).
+s* = 0.612 (Advantage_system4.1), 0.0121 at 0.684 (Advantage2_system1).
 
 **1/f flux noise** (:class:`FluxNoise`). Flux spectral density ``S_Φ(f) = A² (1 Hz / f)^α`` with
 ``A = √S_Φ(1 Hz) ≈ 2 µΦ₀/√Hz`` and ``α`` between 0.75 and 1 (D-Wave's published range; the presets

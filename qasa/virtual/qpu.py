@@ -65,7 +65,7 @@ published T_eff with every source averaged in (:meth:`VirtualQPU.pooled_teff`: t
 E[g_q (1 − 2ε) β sech²(β(b ± η + δ))] with δ Gaussian of the variance of the per-programming error,
 the whole 1/f noise up to 1/(20 µs) with drift compensation, D-Wave's defaults, and the DAC error at
 h ≈ 0, q₀²/3), so ``dwave.system.temperatures.fast_effective_temperature`` measures 0.198 on the
-Advantage_system4.1 preset with the noise on (about 1.2 % colder β than the ideal device needs).
+Advantage_system4.1 preset with the noise on (its β is 1.2 % larger than the ideal device's).
 
 Randomness and identity of a call. A labelled call draws its reads (and problem id) from a generator
 seeded by ``(seed, SHA-256 of the label)``, as in qasa ≤ 9f8ad1f. Its noise draws depend on the call's
