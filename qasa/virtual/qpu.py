@@ -83,7 +83,7 @@ presets without a published M_AFM); non-zero ``anneal_offsets`` and ``fast_annea
 (not emulated), never accepted without effect.
 
 Estimand: :meth:`VirtualQPU.estimand` gives the parameters a fit of a protocol's data converges to,
-computed from the very draws the run's calls get: b plus the run's average per-call offset, β, γ, η
+computed from the very draws the run's calls get: b plus the run-average drift, β, γ, η
 the KL projection of the response without the offsets' spread (readout error folded into γ,
 within-call noise into η; :mod:`qasa.virtual.estimand`), and ``sigma_call``, the spread of the run's
 per-call offsets (h units) that a random-effects fit estimates; ``pooled=True`` gives the target of a
@@ -446,9 +446,10 @@ class VirtualQPU(MockDWaveSampler):
         """The QASA parameters a fit of ``protocol``'s data from this device converges to.
 
         A fit that knows calls are programmings (a per-call field offset δ_c ~ N(0, σ_call²) beside
-        the within-call η) converges to: ``b`` = static b plus the run average of this run's per-call
-        offsets (pass walk, per-programming errors, the call means of the 1/f flux noise: "the
-        run-average drift"); ``eta``, ``beta``, ``gamma``: the KL projection of the device's response
+        the within-call η) estimates: ``b`` = static b plus the run-average drift (the reads-weighted
+        average over this run's calls of the pass walk and the call means of the 1/f flux noise; the
+        per-programming errors have mean 0 and are the between-call noise such a fit's interval
+        accounts for); ``eta``, ``beta``, ``gamma``: the KL projection of the device's response
         *without* the offsets' spread — the response at the run-average offset, with the within-call
         flux noise, the DAC's rounding of each programmed value, the qubit's h scale, readout error,
         flux biases and the h gain (:mod:`qasa.virtual.estimand`; readout error is folded into γ and
@@ -562,20 +563,25 @@ class VirtualQPU(MockDWaveSampler):
 
     def _run_offsets(self, rows: np.ndarray, protocol: Any, calls: list, kw: Mapping[str, Any]
                      ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None], np.ndarray]:
-        """Per qubit (rows), the reads-weighted mean and spread of the per-call offsets of a run of
-        ``protocol``, each pass's within-call σ (None without flux noise) and the offsets (calls × rows):
-        the draws the runner's calls get (:meth:`call_noise` with :meth:`CallKey.of`)."""
+        """Per qubit (rows): the run-average drift (the reads-weighted mean of the per-call offsets
+        without the per-programming errors, whose mean is 0), the reads-weighted spread of the whole
+        per-call offsets about their mean, each pass's within-call σ (None without flux noise) and the
+        offsets (calls × rows): the draws the runner's calls get (:meth:`call_noise`, :meth:`CallKey.of`)."""
         offs = np.zeros((len(calls), len(rows)))
+        ice = np.zeros_like(offs)
         within: dict[int, np.ndarray | None] = {}
         for k, c in enumerate(calls):
             duration = self._timing(len(self.nodelist), c.num_reads, protocol.annealing_time, protocol.anneal_schedule,
                                     kw)["qpu_access_time"]
-            off, within[c.gauge] = self.call_noise(rows, CallKey.of(protocol.seed, c), kw, duration)
+            key = CallKey.of(protocol.seed, c)
+            off, within[c.gauge] = self.call_noise(rows, key, kw, duration)
             offs[k] = off
+            ice[k] = self.call_noise(rows, key, kw, duration, ice_part=True)[0]
         reads = np.array([c.num_reads for c in calls], float)
-        mean = reads @ offs / reads.sum()
-        spread = np.sqrt(reads @ (offs - mean) ** 2 / reads.sum())
-        return mean, spread, within, offs
+        total = reads @ offs / reads.sum()
+        spread = np.sqrt(reads @ (offs - total) ** 2 / reads.sum())
+        drift = reads @ (offs - ice) / reads.sum()        # the per-programming errors are not drift: mean 0
+        return drift, spread, within, offs
 
     def qasa_truth(self, protocol: Any) -> list[dict[str, Any]]:
         """Per-qubit truth recorded in a dataset's ``metadata['device']['truth']`` (one record per qubit).
@@ -751,14 +757,15 @@ class VirtualQPU(MockDWaveSampler):
         """|δh| of a flux of 1 µΦ₀ at each freeze-out point (D-Wave's conversion, :meth:`_flux_field`)."""
         return np.abs(self._flux_field(np.full(np.shape(s_star), 1e-6), s_star))
 
-    def call_noise(self, idx: np.ndarray, key: "CallKey", kwargs: Mapping[str, Any], duration_us: float
-                   ) -> tuple[np.ndarray | float, np.ndarray | None]:
+    def call_noise(self, idx: np.ndarray, key: "CallKey", kwargs: Mapping[str, Any], duration_us: float,
+                   ice_part: bool = False) -> tuple[np.ndarray | float, np.ndarray | None]:
         """The field offset of one call and its within-call flux-noise σ, per qubit (rows ``idx``), in h units.
 
         Offset: the pass walk (without drift compensation) + the per-programming error + the mean of
         the 1/f flux noise over the call, at the call's time ``position × duration`` on the device's
         clock; within-call σ: the expected 1/f variance about the call mean (module docstrings of
         this module and :mod:`qasa.virtual.noise`). Every draw depends on (device seed, run seed, call) only.
+        ``ice_part=True`` returns the per-programming error alone in place of the offset (for the estimand).
         """
         preset = self.preset
         compensated = bool(kwargs.get("flux_drift_compensation", True))
@@ -767,11 +774,15 @@ class VirtualQPU(MockDWaveSampler):
             offset = self._walk_at(key.gauge or 0, key.run)[idx]
         flux = self.flux_noise_model
         if preset.ice_scale == 0 and flux.amplitude == 0:
-            return offset, None
+            return (0.0 if ice_part else offset), None
         ice, per = self._noise_scales(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
         if preset.ice_scale:
             z = np.random.default_rng([self.seed, 6, *key.stream]).standard_normal(len(self.nodelist))[idx]
+            if ice_part:
+                return ice[idx] * z, None
             offset = offset + ice[idx] * z
+        elif ice_part:
+            return 0.0, None
         within = None
         if flux.amplitude:
             T = duration_us * 1e-6
