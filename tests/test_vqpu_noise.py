@@ -58,6 +58,32 @@ def test_per_call_offsets_have_the_published_spread_and_show_in_the_counts():
     assert predicted_excess.sum() > 2 * binomial.sum()            # far beyond what binomial noise allows
 
 
+def test_all_sources_on_the_between_call_variance_of_counts_is_the_predicted_one():
+    """The default device (every source on, drift compensation on), 300 back-to-back calls at h = 0:
+    the counts' excess over binomial variance is n(n−1)·Var_δ[p(δ)] with δ ~ N(0, σ_ice² + the 1/f
+    variance between calls, ∫ S(f) sinc²(πfT)[1 − sinc²(πf·300T)] df), within-call noise in p."""
+    q = VirtualQPU(seed=6, topology_shape=[2], broken_nodes=[])
+    idx = np.arange(len(q.nodelist))
+    calls, n = 300, 1000
+    h = {x: 0.0 for x in q.nodelist}
+    out = [q.sample_counts(h, num_reads=n, auto_scale=False, label=f"qasa g{k:04d}-h00000 seed 5 call {k}")
+           for k in range(calls)]
+    counts = np.array([o[1] for o in out])
+    T = out[0][2]["timing"]["qpu_access_time"] * 1e-6
+    s_star = q.truth["freezeout_s"].to_numpy()
+    var = qnoise.ice_sd(s_star) ** 2 + q._h_per_uphi0(s_star) ** 2 * q.flux_noise_model.between_variance(
+        T, calls * T, 1e6 / 20.0, True)
+    within = q.call_noise(idx, CallKey.parse("qasa g0000-h00000 seed 5 call 0"), {}, T * 1e6)[1]
+    x, w = np.polynomial.hermite.hermgauss(40)
+    p = np.array([q._p_down(idx, np.zeros(len(idx)), np.sqrt(2 * var) * xk, {}, within=within) for xk in x])
+    w = w / np.sqrt(np.pi)
+    mean_p = w @ p
+    predicted_excess = n * (n - 1) * (w @ (p - mean_p) ** 2)
+    observed_excess = counts.var(0, ddof=1) - n * mean_p * (1 - mean_p)
+    assert observed_excess.sum() / predicted_excess.sum() == pytest.approx(1.0, abs=0.15)
+    assert np.mean(var / qnoise.ice_sd(s_star) ** 2) > 1.15            # 1/f adds ~20 % to the ICE variance
+
+
 def test_flux_noise_spectrum_of_the_call_offsets_recovers_amplitude_and_exponent():
     """4096 back-to-back calls of 0.1 s: the Welch spectrum of the per-call offsets (converted back to
     flux with D-Wave's conversion) follows A²/f^α · sinc²(πfT) with the planted A = 2 µΦ₀/√Hz, α = 0.9."""
