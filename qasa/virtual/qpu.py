@@ -292,7 +292,7 @@ class VirtualQPU(MockDWaveSampler):
         self._rows_cache: tuple[list, np.ndarray, np.ndarray] | None = None
         self._unlabelled_calls = 0
         self._walks: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._flux_runs: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._flux_runs: dict[tuple[int, ...], tuple[np.ndarray, dict[bool, np.ndarray], list]] = {}
         self._freeze_cache = {}
         self._scale_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
@@ -450,7 +450,7 @@ class VirtualQPU(MockDWaveSampler):
         average over this run's calls of the pass walk and the call means of the 1/f flux noise; the
         per-programming errors have mean 0 and are the between-call noise such a fit's interval
         accounts for); ``eta``, ``beta``, ``gamma``: the KL projection of the device's response
-        *without* the offsets' spread — the response at the run-average offset, with the within-call
+        *without* the offsets' spread — the response at the run-average drift, with the within-call
         flux noise, the DAC's rounding of each programmed value, the qubit's h scale, readout error,
         flux biases and the h gain (:mod:`qasa.virtual.estimand`; readout error is folded into γ and
         β, within-call noise into η); ``sigma_call``: the reads-weighted spread (h units) of this
@@ -458,7 +458,7 @@ class VirtualQPU(MockDWaveSampler):
         (qubit's own) frame, with the calls' exact draws (each call's identity is the run seed and
         its call id, :class:`CallKey`). At the dynamics level the response is the Bloch-equation
         simulation the device itself samples from, evaluated once per distinct programmed field at
-        the run-average offset (its infinite-reads limit; within-call noise is not simulated there).
+        the run-average drift (its infinite-reads limit; within-call noise is not simulated there).
 
         With ``pooled=True``: what a fit that treats all reads as independent (qasa ≤ 9f8ad1f's
         likelihood) converges to instead — each call's response at its own offset, so the offsets'
@@ -523,7 +523,7 @@ class VirtualQPU(MockDWaveSampler):
             p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
         # start from the truth moved by the closed forms of docs/DESIGN.md §6: readout error shrinks β by
-        # 1 − 2ε and widens γ (readout_gamma), the run's mean offset adds to b, within-call noise to η.
+        # 1 − 2ε and widens γ (readout_gamma), the run-average drift adds to b, within-call noise to η.
         # From the plain truth, the scoring stopped short of the minimum on the η = 0 bound for ~0.5% of
         # the qubits (up to 0.4 nats)
         eps = t["readout_error"].to_numpy()
