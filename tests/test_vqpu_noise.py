@@ -228,3 +228,26 @@ def test_a_random_effects_fit_recovers_the_estimand():
     assert abs(np.median(fits.eta - t.estimand_eta)) < 0.003
     to_estimand = np.sqrt(np.mean((fits.b - t.estimand_b) ** 2))
     assert to_estimand < 0.4 * np.sqrt(np.mean((fits.b - t.b) ** 2)) and to_estimand < 0.002
+
+
+def test_the_runners_labels_name_the_calls_the_estimand_computes():
+    """Every label the runner sends parses to the key the estimand uses for that call (same run seed,
+    call id and position), so the truth recorded with a dataset is computed from the reads' own draws."""
+    qpu = VirtualQPU(seed=2, topology_shape=[2], broken_nodes=[])
+    labels = []
+    real = qpu.sample_counts
+
+    def spy(h, **kw):
+        labels.append(kw["label"])
+        return real(h, **kw)
+
+    qpu.sample_counts = spy
+    proto = qasa.Protocol.grid(0.5, 0.25, reads_per_h=400, reads_per_call=200, seed=7)
+    qasa.run(proto, qpu)
+    calls = {c.call_id: c for c in proto.resolved(qpu.nodelist).calls()}
+    assert len(labels) == len(calls)
+    for label in labels:
+        key = CallKey.parse(label)
+        call = calls[f"g{key.gauge:04d}-h{key.h_index:05d}"]
+        assert (key.run_seed, key.index, key.position) == (7, call.index, call.index)
+        assert key.stream == CallKey.of(7, call).stream
