@@ -4,6 +4,8 @@
    fully yielded Pegasus P16 (5 640 qubits), labelled like a qasa call, flux drift on (the QASA
    protocol's setting). Baseline: best 1.4 ms, median 1.5 ms (qasa 0605448, drift off, this machine);
    target: best of 21 calls ≤ 2.0 ms (the best is the figure a shared, loaded machine does not blur).
+   Measured on an ``ideal=True`` device (no noise beyond shots, the device of the baseline); with the
+   default noise beyond shots (per-programming errors, 1/f flux noise, DAC, h scale) target ≤ 10 ms.
 2. The same through the dimod SampleSet path, 1 000 reads (for comparison; no target).
 3. The estimand of the default protocol (81 h × 10 gauges = 810 calls) on P16: the KL projection run
    when a dataset is created. Target ≤ 15 s.
@@ -28,6 +30,7 @@ from qasa.virtual import VirtualQPU
 
 BASELINE_COUNT_MS = 1.4
 TARGET_COUNT_MS = 2.0
+TARGET_NOISY_COUNT_MS = 10.0
 TARGET_ESTIMAND_S = 15.0
 BASELINE_DYNAMICS_S = 41.6
 TARGET_DYNAMICS_S = 60.0
@@ -41,18 +44,20 @@ def main(quick: bool = False) -> int:
           f"{time.process_time() - t0:.2f} s")
     h = {q: 0.05 for q in qpu.nodelist}
     kw = dict(num_reads=10_000, auto_scale=False, flux_drift_compensation=False)
-    qpu.sample_counts(h, **dict(kw, num_reads=10))             # freeze-out points cached once
-    times = []
-    for k in range(21):
-        t0 = time.process_time()
-        qpu.sample_counts(h, label=f"qasa g{k % 5:04d}-h{k:05d}", **kw)
-        times.append(time.process_time() - t0)
-    best, med = min(times) * 1e3, float(np.median(times)) * 1e3
-    print(f"count path, 10 000 reads x {len(h)} qubits, drift on: best {best:.2f} ms, median {med:.2f} ms"
-          f" | baseline best {BASELINE_COUNT_MS} ms, ratio {best / BASELINE_COUNT_MS:.2f}, target best <= "
-          f"{TARGET_COUNT_MS} ms")
-    if best > TARGET_COUNT_MS:
-        missed.append("count path")
+    for device, name, target in ((VirtualQPU(seed=0, broken_nodes=[], ideal=True), "ideal", TARGET_COUNT_MS),
+                                 (qpu, "noise beyond shots", TARGET_NOISY_COUNT_MS)):
+        device.sample_counts(h, **dict(kw, num_reads=10))             # freeze-out points cached once
+        times = []
+        for k in range(21):
+            t0 = time.process_time()
+            device.sample_counts(h, label=f"qasa g{k % 5:04d}-h{k:05d} seed 1 call {k}", **kw)
+            times.append(time.process_time() - t0)
+        best, med = min(times) * 1e3, float(np.median(times)) * 1e3
+        print(f"count path, 10 000 reads x {len(h)} qubits, drift on, {name}: best {best:.2f} ms, median {med:.2f} ms"
+              f" | baseline best {BASELINE_COUNT_MS} ms, ratio {best / BASELINE_COUNT_MS:.2f}, target best <= "
+              f"{target} ms")
+        if best > target:
+            missed.append(f"count path ({name})")
     t0 = time.process_time()
     qpu.sample_ising(h, {}, num_reads=1000, auto_scale=False, answer_mode="raw", label="qasa g0000-h00000")
     print(f"dimod SampleSet path, 1 000 reads: {time.process_time() - t0:.2f} s")

@@ -304,6 +304,8 @@ def backend_options(f: Callable) -> Callable:
                      help="Virtual QPU preset: advantage4.1, advantage6.4, advantage2, 2000q."),
         click.option("--physics", default="freezeout", show_default=True, type=click.Choice(["freezeout", "dynamics"]),
                      help="Virtual QPU physics level."),
+        click.option("--ideal", is_flag=True,
+                     help="Virtual QPU without noise beyond shots (per-programming errors, 1/f flux noise, DAC, h scale)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -341,6 +343,8 @@ def _sampler(o: dict[str, Any]):
     if o["backend"] == "emulator":
         extra = {"preset": o["preset"], "physics": o["physics"],
                  "seed": o["device_seed"] if o["device_seed"] is not None else 0}
+        if o.get("ideal"):
+            extra["ideal"] = True
     solver = o["solver"]
     if solver is not None and solver.lstrip().startswith("{"):
         try:
@@ -394,7 +398,7 @@ _PROTOCOL_OPTIONS = {"h_max": "h_values", "h_step": "h_values", "h_values": "h_v
 #: Backend options and the recipe key of :func:`qasa.samplers.get_sampler` each one sets.
 _BACKEND_OPTIONS = {"backend": "backend", "topology_type": "topology_type", "shape": "topology_shape",
                     "solver": "solver", "profile": "profile", "beta": "beta", "device_seed": "seed",
-                    "preset": "preset", "physics": "physics"}
+                    "preset": "preset", "physics": "physics", "ideal": "ideal"}
 
 
 def _given(name: str) -> bool:

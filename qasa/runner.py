@@ -94,7 +94,7 @@ def sampler_settings(sampler: dimod.Sampler) -> dict[str, Any]:
 #: How a changed sampler setting is named in an error (the CLI option that sets it).
 OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology_shape": "--shape",
                 "beta": "--beta", "seed": "--device-seed", "preset": "--preset", "physics": "--physics",
-                "solver": "--solver", "profile": "--profile", "class": "the sampler class"}
+                "solver": "--solver", "profile": "--profile", "ideal": "--ideal", "class": "the sampler class"}
 
 
 def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
@@ -504,7 +504,7 @@ def _with_totals(ds: Dataset) -> Dataset:
 
 def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.ndarray,
              base: dict[str, Any], keep_samples: int = 0) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
-    params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id}",
+    params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
                   seed=protocol.call_seed(call.index))
     params, _ = filter_parameters(sampler, params)
     started = utcnow()

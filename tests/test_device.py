@@ -130,7 +130,7 @@ def test_correlation_intervals_cover_known_correlation():
 
 
 def test_comparison_flags_changed_qubits_and_trend_follows_annealing_time():
-    qpu = VirtualQPU(seed=7, topology_shape=[4], broken_nodes=[], drift_sd=0.0)
+    qpu = VirtualQPU(seed=7, topology_shape=[4], broken_nodes=[], drift_sd=0.0, ideal=True)   # per-call noise moves b between runs
     fits = {}
     for ta in (1.0, 5.0, 20.0, 100.0):
         ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=4000, annealing_time=ta, seed=3), qpu)

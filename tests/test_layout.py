@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qasa"
 ORDER = [
     "errors", "redact", "models", "parameters", "reduce", "display", "schedules",
     "protocol", "topology", "plots", "dataset", "cost",
-    "virtual.physics", "virtual.estimand", "virtual.qpu", "virtual",
+    "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
     "leap", "samplers", "fitting", "store", "runner",
     "design", "device", "temperature", "analogues", "analysis", "report",
     "adaptive", "pipeline", "cli", "__init__",

@@ -69,7 +69,7 @@ def _fet(sampler, reads, seeds=(0, 1)):
 
 @pytest.fixture(scope="module")
 def virtual():
-    return VirtualQPU("advantage4.1", topology_shape=[4], seed=1)
+    return VirtualQPU("advantage4.1", topology_shape=[4], seed=1, ideal=True)   # the estimator on qubits without per-call noise
 
 
 @pytest.fixture(scope="module")
