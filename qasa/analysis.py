@@ -490,7 +490,7 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
         "spatial": spatial,
         "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p, reliability=r[p])],
         "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
-        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed),
+        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed, reliability=reliability),
         "reliability": rel,
         "position": dv.position_association(fits, qubits),
         "outliers": dv.outliers(fits),
@@ -727,7 +727,8 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, r if split_half else None, bootstrap, seed) if enough else None
+    rel = _reliability(fits, dataset if split_half and len(dataset.counts) else r if split_half else None,
+                       bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
         device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
@@ -749,9 +750,9 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                                   if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
-def _reliability(fits: FitTable, r: Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
+def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
     """:func:`qasa.device.reliability` when the fits have standard errors (split-half from the counts
-    ``r`` when given: two more fits of the model), else ``None``."""
+    ``r`` when given — a dataset's calls are split, not its reads: two more fits of the model), else ``None``."""
     from qasa import device as dv
 
     if not all(f"{p}_stderr" in fits.table for p in fits.model.params):
