@@ -151,9 +151,10 @@ def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
             "T_eff_stderr": se / beta**2 if ok else math.nan}
 
 
-def _temperature(r: Response) -> dict[str, Any]:
+def _temperature(r: Dataset | Response) -> dict[str, Any]:
     """The headline effective temperature: D-Wave's definition (:func:`qasa.temperature.effective_temperature`,
-    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window."""
+    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window. From a
+    dataset, its error is the measurement error (calls as clusters) beside the population error."""
     from qasa.temperature import effective_temperature
 
     for window in ("default", None):
@@ -742,7 +743,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     analogue, _ = _analogue(dataset, summary) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
-        quality=quality, summary=summary, temperature=_temperature(r), pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
+        quality=quality, summary=summary, temperature=_temperature(dataset if len(dataset.counts) else r), pooled=pooled_temperature(r), fits=fits, response=r, layout=layout,
         outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
         recovery=rec if rec is not None and len(rec) else None, truth=truth, analogue=analogue, outcome=json_safe(outcome) if outcome else None,

@@ -98,7 +98,7 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves",
+    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "call_units",
 ]
 
 OUTLIER_Z = 3.5
@@ -423,30 +423,25 @@ class _Concurrently:
             self.pid = None
 
 
-def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
-    """Split the calls of a dataset into two halves balanced over h and gauge (for :func:`split_half`).
+def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | None:
+    """The calls of a dataset as exchangeable units grouped by field pattern (for split halves and
+    call-level errors).
 
-    Calls are grouped by their field pattern (the nominal h of a grid call; the per-qubit h vector of a
-    per-qubit design). Inside a group, a call and its antithetic partner (the call whose gauge is minus
-    its own, :class:`qasa.protocol.Protocol`) form one unit, so each half keeps gauge pairs whole and
-    every qubit spends half of each half's reads under each sign; calls without a partner (no gauges,
-    an odd count) are units alone. The units of a group go alternately to the halves in a seeded
-    order, each group starting with the half that has fewer reads so far; groups are taken in order of
-    h, so a protocol with one unit per h value gives the halves alternate h values.
-
-    Args:
-        data: a :class:`~qasa.dataset.Dataset`.
-        seed: seed of the order of units inside each group.
+    Calls are grouped by their field pattern (the nominal h of a grid call; the per-qubit h vector of
+    a per-qubit design), groups in order of their mean h. Inside a group, a call and its antithetic
+    partner (the call whose gauge is minus its own, :class:`qasa.protocol.Protocol`) form one unit:
+    together every qubit spends half its reads under each sign, so the pair does not depend on which
+    gauge was drawn; calls without a partner (no gauges, an odd count) are units alone.
 
     Returns:
-        A boolean array over the rows of ``data.counts``: ``True`` for the first half; ``None`` when
-        the dataset has fewer than two units (no split by calls exists).
+        ``(call, groups, reads)``: the call number of each row of ``data.counts``; per group, its
+        units as lists of call numbers; the reads of each call. ``None`` for empty counts.
     """
     counts = data.counts
     if not len(counts):
         return None
-    cid = counts["call_id"].cat.codes.to_numpy() if isinstance(counts["call_id"].dtype, pd.CategoricalDtype) \
-        else pd.factorize(counts["call_id"])[0]
+    cid = counts["call_id"].cat.codes.to_numpy().astype(np.int64) \
+        if isinstance(counts["call_id"].dtype, pd.CategoricalDtype) else pd.factorize(counts["call_id"])[0]
     ncalls = int(cid.max()) + 1
     qh = pd.util.hash_array(counts["qubit"].to_numpy(np.int64))
     with np.errstate(over="ignore"):
@@ -470,30 +465,51 @@ def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
     groups: dict[int, list[int]] = {}
     for c in present:
         groups.setdefault(int(hkey[c]), []).append(int(c))
-    units_of: list[list[list[int]]] = []
+    out: list[list[list[int]]] = []
     for calls in sorted(groups.values(), key=lambda cs: (float(np.mean(hmean[cs])), cs[0])):
         units, waiting = [], {}
         for c in calls:                                   # pair each call with its antithetic partner
             partner = waiting.get(int(gneg[c]))
-            if partner is not None and partner:
+            if partner:
                 units.append([partner.pop(0), c])
             else:
                 waiting.setdefault(int(gkey[c]), []).append(c)
         units += [[c] for rest in waiting.values() for c in rest]
-        units_of.append(units)
-    if sum(len(u) for u in units_of) < 2:
+        out.append(units)
+    return cid, out, reads
+
+
+def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
+    """Split the calls of a dataset into two halves balanced over h and gauge (for :func:`split_half`).
+
+    The units of :func:`call_units` (antithetic gauge pairs kept whole) of each field pattern go
+    alternately to the halves in a seeded order, each group starting with the half that has fewer
+    reads so far; groups are taken in order of h, so a protocol with one unit per h value gives the
+    halves alternate h values.
+
+    Args:
+        data: a :class:`~qasa.dataset.Dataset`.
+        seed: seed of the order of units inside each group.
+
+    Returns:
+        A boolean array over the rows of ``data.counts``: ``True`` for the first half; ``None`` when
+        the dataset has fewer than two units (no split by calls exists).
+    """
+    units = call_units(data)
+    if units is None:
+        return None
+    cid, groups, reads = units
+    if sum(len(u) for u in groups) < 2:
         return None
     rng = np.random.default_rng(seed)
-    half = np.zeros(ncalls, bool)
+    half = np.zeros(len(reads), bool)
     total = [0.0, 0.0]
-    for units in units_of:
+    for group in groups:
         side = int(total[1] < total[0]) if total[0] != total[1] else int(rng.integers(2))
-        for i in rng.permutation(len(units)):
-            half[units[i]] = side == 0
-            total[side] += float(reads[units[i]].sum())
+        for i in rng.permutation(len(group)):
+            half[group[i]] = side == 0
+            total[side] += float(reads[group[i]].sum())
             side = 1 - side
-    if half[present].all() or not half[present].any():
-        return None
     return half[cid]
 
 
