@@ -504,8 +504,10 @@ def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
     rng = np.random.default_rng(seed)
     half = np.zeros(len(reads), bool)
     total = [0.0, 0.0]
+    start = int(rng.integers(2))
     for group in groups:
-        side = int(total[1] < total[0]) if total[0] != total[1] else int(rng.integers(2))
+        start = int(total[1] < total[0]) if total[0] != total[1] else 1 - start     # ties: alternate
+        side = start
         for i in rng.permutation(len(group)):
             half[group[i]] = side == 0
             total[side] += float(reads[group[i]].sum())

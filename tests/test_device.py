@@ -444,3 +444,74 @@ def test_split_half_gives_the_same_numbers_with_and_without_the_child(monkeypatc
     assert children[-1] is None
     pd.testing.assert_frame_equal(both["reliability"], serial["reliability"])
     pd.testing.assert_frame_equal(both["correlations"], serial["correlations"])
+
+
+def _noisy_device(seed: int, qubits: int = 200, sigma: float = 0.01, reads: int = 10_000):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from noisy_sampler import NoisyQASASampler
+
+    sampler = NoisyQASASampler(qubits, seed=seed, sigma_call=sigma)
+    return sampler, qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=reads, seed=seed), sampler)
+
+
+def _truth_reliability(sampler, fits) -> pd.Series:
+    """corr(θ̂, θ)² over good qubits: the share of the spread of the estimates that the device explains."""
+    g = fits.table[fits.table["quality"] == "good"].set_index("qubit")
+    t = sampler.truth.set_index("qubit").loc[g.index]
+    return pd.Series({p: np.corrcoef(t[p], g[p])[0, 1] ** 2 for p in ("beta", "b", "gamma", "eta")})
+
+
+def test_split_half_splits_calls_so_per_call_noise_is_not_device_spread():
+    """σ_call = 0.01 per qubit per call: splitting reads within calls lets both halves share each
+    call's offset (η's reliability far above the truth, η mapped); splitting calls does not."""
+    sampler, ds = _noisy_device(0)
+    truth = _truth_reliability(sampler, dv.point_fit(ds))
+    by_calls = dv.split_half(ds, bootstrap=99, seed=0)["reliability"]
+    by_reads = dv.split_half(ds.response(), bootstrap=99, seed=0)["reliability"]
+    assert (by_calls["split"] == "calls").all() and (by_reads["split"] == "reads").all()
+    assert truth["eta"] < 0.4 and abs(by_calls.loc["eta", "reliability"] - truth["eta"]) < 0.1
+    assert not by_calls.loc["eta", "identified"]
+    assert by_reads.loc["eta", "reliability"] > truth["eta"] + 0.15
+    assert by_calls.loc[["beta", "b", "gamma"], "identified"].all()
+    # the halves: disjoint calls, each h value in both, antithetic gauge pairs kept whole
+    half = dv.call_halves(ds, 0)
+    ids_a = set(ds.counts.loc[half, "call_id"])
+    ids_b = set(ds.counts.loc[~half, "call_id"])
+    assert not ids_a & ids_b and len(ids_a) == len(ids_b) == len(ds.calls) // 2
+    calls = ds.calls.set_index("call_id")
+    assert calls.loc[list(ids_a), "h"].value_counts().eq(5).all()           # 10 calls per h: 5 in each half
+    pair = calls.loc[list(ids_a), "gauge"].to_numpy() // 2
+    hidx = calls.loc[list(ids_a), "h_index"].to_numpy()
+    assert pd.Series(pair).groupby(hidx).value_counts().eq(2).all()        # both calls of a pair together
+
+
+def test_call_halves_alternate_h_values_with_one_call_per_h_and_refuse_one_call():
+    from qasa.dataset import Dataset
+    from qasa_sampler import QASAModelCountSampler
+
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.25, reads_per_h=500, reads_per_call=500, spin_reversal=False, seed=1),
+                  QASAModelCountSampler(10, seed=1))
+    half = dv.call_halves(ds, 0)
+    h_a = sorted(set(ds.counts.loc[half, "h"]))
+    h_b = sorted(set(ds.counts.loc[~half, "h"]))
+    assert not set(h_a) & set(h_b) and abs(len(h_a) - len(h_b)) <= 1
+    assert all(np.diff(np.sort(h_a)) >= 0.5 - 1e-9)                         # every other h value
+    one = Dataset(ds.counts[ds.counts["call_id"] == ds.counts["call_id"].iloc[0]], metadata=ds.metadata)
+    assert dv.call_halves(one) is None
+    assert (dv.split_half(one, bootstrap=0)["reliability"]["split"] == "reads").all()
+
+
+@pytest.mark.slow
+def test_split_half_eta_reliability_tracks_the_truth_under_per_call_noise_over_ten_devices():
+    diffs, wrongly_mapped = [], 0
+    for seed in range(10):
+        sampler, ds = _noisy_device(seed, qubits=300)
+        truth = _truth_reliability(sampler, dv.point_fit(ds))
+        rel = dv.split_half(ds, bootstrap=0, seed=seed)["reliability"]
+        diffs.append(rel.loc["eta", "reliability"] - truth["eta"])
+        wrongly_mapped += int(sum(bool(rel.loc[p, "identified"]) and truth[p] < 0.5 for p in truth.index))
+    assert abs(np.mean(diffs)) < 0.1 and np.max(np.abs(diffs)) < 0.3, diffs
+    assert wrongly_mapped == 0
