@@ -24,7 +24,9 @@ Per-qubit trend
 
 Device spectrum
     Residual offsets ``r_ic = b_ic − b̂_i`` over call times; for each frequency ``f`` (log-spaced from
-    2/T to 0.8× the Nyquist frequency of the median call spacing) and qubit, a weighted least-squares fit
+    3/T to 0.8× the Nyquist frequency of the median call spacing, leaving out frequencies within
+    3/T of a sidelobe of the weights' spectral window: a grid protocol's h cycle gives the calls a
+    periodic information, which would move the strong low-frequency power there) and qubit, a weighted least-squares fit
     of ``r`` on ``(1, cos 2πft, sin 2πft)`` gives amplitudes ``(a, s)`` and the periodogram
     ``P_i(f) = T (a² + s²) / 2`` (``T`` the span; a process with one-sided spectral density ``S``
     gives ``E P = S``; Lomb 1976, Scargle 1982, with weights), after removing each qubit's mean
@@ -77,8 +79,8 @@ def call_offsets(data: Dataset, fits: FitTable) -> pd.DataFrame:
     """Per-call bias estimates of every good qubit (module docstring).
 
     Returns:
-        One row per (call, qubit): ``call_id``, ``qubit``, ``t`` (s from the first call), ``x``
-        (programmed field), ``b_call``, ``b_call_var``, ``b_fit``.
+        One row per (call, qubit): ``call_id``, ``qubit``, ``t`` (s from the first call), ``h``
+        (nominal field), ``x`` (programmed field), ``b_call``, ``b_call_var``, ``b_fit``.
 
     Raises:
         ValueError: if the model has no bias parameter ``b``.
@@ -116,8 +118,8 @@ def call_offsets(data: Dataset, fits: FitTable) -> pd.DataFrame:
     times = _call_times(data)
     ids = c["call_id"].astype(str).to_numpy()
     t = times.reindex(ids).to_numpy(float) if len(times) else np.full(len(ids), np.nan)
-    return pd.DataFrame({"call_id": ids, "qubit": q, "t": t, "x": x, "b_call": b_call, "b_call_var": var,
-                         "b_fit": theta[qi, j]})
+    return pd.DataFrame({"call_id": ids, "qubit": q, "t": t, "h": c["h"].to_numpy(float), "x": x, "b_call": b_call,
+                         "b_call_var": var, "b_fit": theta[qi, j]})
 
 
 def trends(offsets: pd.DataFrame, fits: FitTable | None = None, fdr: float = 0.01, level: float = 0.95) -> pd.DataFrame:
@@ -181,14 +183,15 @@ def mark_drifting(fits: FitTable, trend: pd.DataFrame) -> FitTable:
 def _periodogram(t: np.ndarray, R: np.ndarray, W: np.ndarray, freqs: np.ndarray) -> np.ndarray:
     """Weighted periodogram per qubit: R, W (qubits, calls) on shared times t → (qubits, freqs).
 
-    A Hann taper over the run multiplies the weights (it stops the strong low-frequency power of a
-    red spectrum leaking into the higher bins), and each qubit's periodogram is divided by its
-    equivalent noise bandwidth ``n Σw² / (Σw)²`` (1 for equal weights), so that a smooth spectrum
-    ``S`` still gives ``E P ≈ S``."""
+    A Hann taper ``τ`` over the run multiplies the weights (it stops the strong low-frequency power
+    of a red spectrum leaking into the higher bins), and the periodogram is divided by the taper's
+    equivalent noise bandwidth ``n Στ² / (Στ)²`` (≈ 1.5), so that a spectrum smooth on the scale of
+    the calls' information pattern still gives ``E P ≈ S`` (the within-cycle pattern of the weights
+    moves power only to its sidelobes, which :func:`spectrum` avoids)."""
     T = float(np.ptp(t))
-    W = W * np.sin(np.pi * (t - t.min()) / T) ** 2
-    n = (W > 0).sum(1)
-    enbw = n * (W**2).sum(1) / np.maximum(W.sum(1) ** 2, 1e-300)
+    taper = np.sin(np.pi * (t - t.min()) / T) ** 2
+    W = W * taper
+    enbw = len(t) * float((taper**2).sum()) / float(taper.sum()) ** 2
     out = np.empty((R.shape[0], len(freqs)))
     for k, f in enumerate(freqs):
         X = np.stack([np.ones_like(t), np.cos(2 * np.pi * f * t), np.sin(2 * np.pi * f * t)], 1)   # (C, 3)
@@ -211,14 +214,23 @@ def _fit_power_law(freqs: np.ndarray, S: np.ndarray) -> tuple[float, float, floa
     return float(math.exp(r.x[0])), float(r.x[1]), float(math.exp(r.x[2]))
 
 
-def spectrum(offsets: pd.DataFrame, *, frequencies: int = 24, bootstrap: int = 200, seed: int | None = 0,
-             level: float = 0.95) -> dict[str, Any]:
+def spectrum(offsets: pd.DataFrame, *, block: int | None = None, frequencies: int = 16, bootstrap: int = 200,
+             seed: int | None = 0, level: float = 0.95) -> dict[str, Any]:
     """The device's flux-noise spectrum from per-call residual offsets (module docstring).
+
+    Args:
+        offsets: :func:`call_offsets`.
+        block: calls per block (default: the number of distinct nominal h values, one h cycle).
+        frequencies: log-spaced frequencies of the periodogram.
+        bootstrap: resamples of the qubits for the intervals.
+        seed: seed of the resamples.
+        level: confidence level.
 
     Returns:
         ``estimable`` (bool), ``reason`` (when not), ``frequency`` (Hz) and ``power`` (mean
         periodogram, h²/Hz), ``amplitude_1Hz`` (h/√Hz) and ``exponent`` with ``_lo``/``_hi``,
-        ``white`` (the fitted floor, h²/Hz), ``calls``, ``qubits``, ``span_s``.
+        ``white`` (the fitted floor, h²/Hz), ``calls``, ``blocks``, ``block_calls``, ``qubits``,
+        ``span_s``.
     """
     o = offsets[np.isfinite(offsets["b_call"]) & np.isfinite(offsets["t"])]
     out: dict[str, Any] = {"estimable": False, "reason": "", "calls": int(o["call_id"].nunique()),
@@ -227,27 +239,43 @@ def spectrum(offsets: pd.DataFrame, *, frequencies: int = 24, bootstrap: int = 2
         out["reason"] = (f"not estimable: {out['calls']} timed calls (at least {MIN_CALLS} needed; "
                          "call times come from the calls table)")
         return out
+    B = int(block) if block else max(int(o["h"].nunique()), 1)
     w = 1 / o["b_call_var"].to_numpy(float)
     R = (o["b_call"] - o["b_fit"]).to_numpy(float)
     # the model's misfit at each programmed field repeats in every call at that field: remove it
     key = pd.MultiIndex.from_arrays([o["qubit"].to_numpy(), o["x"].to_numpy()])
     cell = pd.DataFrame({"rw": R * w, "w": w}, index=key).groupby(level=[0, 1]).sum()
     R = R - (cell["rw"] / cell["w"]).reindex(key).to_numpy(float)
-    R_tab = pd.DataFrame({"q": o["qubit"], "c": o["call_id"], "r": R, "w": w})
-    Rm = R_tab.pivot_table(index="q", columns="c", values="r", aggfunc="first")
-    Wm = R_tab.pivot_table(index="q", columns="c", values="w", aggfunc="first").reindex_like(Rm)
-    t = o.groupby("call_id")["t"].first().reindex(Rm.columns).to_numpy(float)
-    Rv, Wv = np.nan_to_num(Rm.to_numpy(float)), np.nan_to_num(Wm.to_numpy(float))
-    # weighted mean per qubit removed (the run-average bias)
-    Rv = Rv - (Wv * Rv).sum(1, keepdims=True) / np.maximum(Wv.sum(1, keepdims=True), 1e-300)
-    span = float(np.ptp(t))
-    dt = float(np.median(np.diff(np.sort(t)))) if len(t) > 1 else 0.0
-    out["span_s"] = span
-    if not (span > 0 and dt > 0) or (0.4 / dt) / (2 / span) < 10:
-        out["reason"] = "not estimable: the calls span less than a decade of frequencies"
+    times = o.groupby("call_id")["t"].first().sort_values()
+    rank = pd.Series(np.arange(len(times)), index=times.index)
+    nblocks = len(times) // B
+    dt = float(np.median(np.diff(times.to_numpy()))) if len(times) > 1 else 0.0
+    out.update(span_s=float(np.ptp(times.to_numpy())), blocks=nblocks, block_calls=B)
+    if nblocks < 8 or not dt > 0:
+        out["reason"] = f"not estimable: {nblocks} blocks of {B} calls (one h cycle each; at least 8 needed)"
         return out
-    freqs = np.geomspace(2 / span, 0.4 / dt, frequencies)         # below Nyquist: sin(πt/dt) vanishes on a grid
-    P = _periodogram(t, Rv, Wv, freqs)
+    pos = rank.reindex(o["call_id"].to_numpy()).to_numpy()
+    blk, within = pos // B, pos % B
+    use = blk < nblocks
+    tab = pd.DataFrame({"q": o["qubit"].to_numpy()[use], "k": blk[use], "j": within[use], "rw": (R * w)[use],
+                        "w": w[use], "tw": (o["t"].to_numpy(float) * w)[use]})
+    g = tab.groupby(["q", "k"])[["rw", "w", "tw"]].sum()
+    Rm = (g["rw"] / g["w"]).unstack("k")
+    Wm = g["w"].unstack("k").reindex_like(Rm)
+    tb = times.to_numpy().reshape(-1)[: nblocks * B].reshape(nblocks, B).mean(1)
+    Rv, Wv = np.nan_to_num(Rm.to_numpy(float)), np.nan_to_num(Wm.to_numpy(float))
+    Rv = Rv - (Wv * Rv).sum(1, keepdims=True) / np.maximum(Wv.sum(1, keepdims=True), 1e-300)
+    T = float(np.ptp(tb))
+    # a block's mean is a filter: |Σ_j p_j e^{2πi f j dt}|² with p the mean weight profile in a block
+    prof = tab.groupby("j")["w"].sum().reindex(range(B), fill_value=0.0).to_numpy(float).copy()
+    prof /= prof.sum()
+    fmax = 0.4 / (B * dt)
+    if fmax / (3 / T) < 5:
+        out["reason"] = "not estimable: the run spans less than a factor 5 of frequencies above its h cycle"
+        return out
+    freqs = np.geomspace(3 / T, fmax, frequencies)
+    H = np.abs(np.exp(2j * np.pi * freqs[:, None] * np.arange(B)[None, :] * dt) @ prof) ** 2
+    P = _periodogram(tb, Rv, Wv, freqs) / H
     S = P.mean(0)
     out.update(frequency=freqs, power=S)
     try:
