@@ -518,3 +518,58 @@ def test_split_half_eta_reliability_tracks_the_truth_under_per_call_noise_over_t
         wrongly_mapped += int(sum(bool(rel.loc[p, "identified"]) and truth[p] < 0.5 for p in truth.index))
     assert abs(np.mean(diffs)) < 0.1 and np.max(np.abs(diffs)) < 0.3, diffs
     assert wrongly_mapped == 0
+
+
+def _correlated_device(seed: int, rho: float, qubits: int = 300, reads: int = 100_000):
+    """β and η with Pearson correlation ρ in the population (β = 6 + 1.2 z₁, η = 0.04 + 0.012 z₂)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from noisy_sampler import NoisyQASASampler
+
+    rng = np.random.default_rng(1000 + seed)
+    z1 = rng.standard_normal(qubits)
+    z2 = rho * z1 + np.sqrt(1 - rho**2) * rng.standard_normal(qubits)
+    truth = pd.DataFrame({"qubit": np.arange(qubits), "beta": 6 + 1.2 * z1, "b": rng.normal(0, 0.02, qubits),
+                          "gamma": rng.uniform(0.05, 0.2, qubits), "eta": np.maximum(0.04 + 0.012 * z2, 0.0)})
+    sampler = NoisyQASASampler(truth=truth, seed=seed)
+    return qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=reads, reads_per_call=10_000, seed=seed), sampler)
+
+
+def test_corrected_correlations_follow_the_mapping_rule_of_the_maps():
+    """One rule decides "mapped": a pair with an unmapped parameter has no corrected correlation
+    (NaN, interval [−1, 1]); a pair of mapped parameters has a finite one with a finite interval;
+    the report's correlation table takes the split-half numbers of the same halves as the maps."""
+    ds = _correlated_device(0, 0.5, qubits=150, reads=10_000)
+    fits = dv.point_fit(ds)
+    rel = dv.reliability(fits, bootstrap=99, seed=0, data=ds)
+    assert (rel["method"] == "split-half").all() and (rel["split"] == "calls").all()
+    assert rel["identified"].tolist() == [dv.mapped(r) for r in rel["reliability"]]
+    table = dv.correlations(fits, bootstrap=99, seed=0, reliability=rel).set_index(["a", "b"])
+    assert (table["corrected_method"] == "split-half").all()
+    for (a, b), row in table.iterrows():
+        both = bool(rel.loc[a, "identified"] and rel.loc[b, "identified"])
+        assert row["identified"] == both
+        if both:
+            assert np.isfinite(row["corrected"]) and -1 < row["corrected_lo"] <= row["corrected"] <= row["corrected_hi"] < 1
+        else:
+            assert np.isnan(row["corrected"]) and (row["corrected_lo"], row["corrected_hi"]) == (-1.0, 1.0)
+    assert not rel.loc["eta", "identified"] and np.isnan(table.loc[("beta", "eta"), "corrected"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_corrected_correlation_intervals_cover_a_planted_beta_eta_correlation(rho):
+    """50 devices of 300 qubits at 10⁵ reads per h where β and η are both mapped: the 95 % interval of
+    the split-half corrected corr(β, η) covers the planted ρ. Measured on 60 devices: 0.88 (ρ = 0,
+    mean estimate 0.047) and 0.90 (ρ = 0.5, mean 0.523) — short of 0.92–0.98: the halves share an
+    estimator bias of η̂ that depends on β (it shrinks with more reads: mean 0.020 at 10⁶)."""
+    covered = []
+    for seed in range(50):
+        ds = _correlated_device(seed, rho)
+        out = dv.split_half(ds, bootstrap=299, seed=seed)
+        c = out["correlations"].set_index(["a", "b"]).loc[("beta", "eta")]
+        assert c["identified"] and np.isfinite(c["corrected_lo"]) and np.isfinite(c["corrected_hi"])
+        covered.append(c["corrected_lo"] <= rho <= c["corrected_hi"])
+    assert 0.85 <= np.mean(covered) <= 0.99, np.mean(covered)
