@@ -22,7 +22,7 @@ ORDER = [
     "protocol", "topology", "dataset", "cost",
     "virtual.physics", "virtual.estimand", "virtual.qpu", "virtual", "emulator",
     "samplers", "leap", "store", "runner",
-    "fitting", "design", "plots", "device", "temperature", "analogues", "analysis", "report",
+    "fitting", "design", "plots", "device", "temperature", "drift", "analogues", "analysis", "report",
     "adaptive", "pipeline", "cli", "__init__",
 ]
 
