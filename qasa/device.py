@@ -449,9 +449,15 @@ def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | N
     counts = data.counts
     if not len(counts):
         return None
-    cid = counts["call_id"].cat.codes.to_numpy().astype(np.int64) \
-        if isinstance(counts["call_id"].dtype, pd.CategoricalDtype) else pd.factorize(counts["call_id"])[0]
+    if isinstance(counts["call_id"].dtype, pd.CategoricalDtype):
+        cid, names = counts["call_id"].cat.codes.to_numpy().astype(np.int64), counts["call_id"].cat.categories
+    else:
+        cid, names = pd.factorize(counts["call_id"])
     ncalls = int(cid.max()) + 1
+    reads = np.bincount(cid, weights=(counts["n_down"] + counts["n_up"]).to_numpy(float), minlength=ncalls)
+    fast = _protocol_units(data, pd.Index(np.asarray(names, dtype=object).astype(str)), ncalls)
+    if fast is not None:
+        return cid, fast, reads
     qh = pd.util.hash_array(counts["qubit"].to_numpy(np.int64))
     with np.errstate(over="ignore"):
         hh = pd.util.hash_array(counts["h"].to_numpy(float) + 0.0) * np.uint64(0x9E3779B97F4A7C15) + qh
@@ -468,7 +474,6 @@ def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | N
         return out
 
     hkey, gkey, gneg = per_call(hh), per_call(gp), per_call(gm)
-    reads = np.bincount(cid, weights=(counts["n_down"] + counts["n_up"]).to_numpy(float), minlength=ncalls)
     hmean = np.bincount(cid, weights=counts["h"].to_numpy(float), minlength=ncalls) / np.maximum(
         np.bincount(cid, minlength=ncalls), 1)
     groups: dict[int, list[int]] = {}
@@ -486,6 +491,39 @@ def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | N
         units += [[c] for rest in waiting.values() for c in rest]
         out.append(units)
     return cid, out, reads
+
+
+def _protocol_units(data, names: pd.Index, ncalls: int) -> list[list[list[int]]] | None:
+    """:func:`call_units` from the calls table of a protocol run (O(calls), no pass over the counts).
+
+    A protocol's call ``g{gauge}-h{h_index}`` has the field pattern of its ``h_index`` (grid design)
+    or of its ``(h_index, gauge // 2)`` (per-qubit designs draw a fresh order per antithetic pair), and
+    gauges ``2k`` and ``2k + 1`` of one field pattern are antithetic (:meth:`qasa.protocol.Protocol.calls`)
+    when spin reversal is on. ``None`` when the table or the protocol does not say so for every call.
+    """
+    proto = data.metadata.get("protocol") if isinstance(data.metadata, dict) else None
+    calls = data.calls
+    if not isinstance(proto, dict) or not {"call_id", "h_index", "gauge"} <= set(calls.columns):
+        return None
+    pos = names.get_indexer(calls["call_id"].astype(str))
+    keep = pos >= 0
+    if int(keep.sum()) != ncalls or len(set(pos[keep])) != ncalls:
+        return None
+    hidx = pd.to_numeric(calls["h_index"], errors="coerce").to_numpy(float)[keep]
+    gauge = pd.to_numeric(calls["gauge"], errors="coerce").to_numpy(float)[keep]
+    h = pd.to_numeric(calls["h"], errors="coerce").to_numpy(float)[keep] if "h" in calls else np.full(len(hidx), np.nan)
+    if not (np.isfinite(hidx).all() and np.isfinite(gauge).all()):
+        return None
+    pos, hidx, gauge = pos[keep], hidx.astype(np.int64), gauge.astype(np.int64)
+    per_qubit = proto.get("design", "grid") != "grid" or not np.isfinite(h).all()
+    paired = bool(proto.get("spin_reversal", True))
+    key = np.stack([hidx, gauge // 2 if per_qubit else np.zeros_like(hidx)], 1)
+    groups: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for (hi, gp), g, c in zip(map(tuple, key), gauge, pos):
+        unit = g // 2 if paired else g
+        groups.setdefault((int(hi), int(gp)), {}).setdefault(int(unit), []).append(int(c))
+    order = sorted(groups, key=lambda k: (k[0] if per_qubit else float(np.mean(h[hidx == k[0]])), k[1]))
+    return [[sorted(u) for _, u in sorted(groups[k].items())] for k in order]
 
 
 def call_halves(data, seed: int | None = 0) -> np.ndarray | None:

@@ -574,3 +574,25 @@ def test_corrected_correlation_intervals_cover_a_planted_beta_eta_correlation(rh
         assert c["identified"] and np.isfinite(c["corrected_lo"]) and np.isfinite(c["corrected_hi"])
         covered.append(c["corrected_lo"] <= rho <= c["corrected_hi"])
     assert 0.85 <= np.mean(covered) <= 0.99, np.mean(covered)
+
+
+@pytest.mark.parametrize("kw", [{}, {"spin_reversal": False}, {"design": "permuted"},
+                                {"reads_per_h": 1000, "reads_per_call": 1000}, {"reads_per_h": 3000}])
+def test_call_units_from_the_calls_table_match_the_units_read_from_the_counts(kw):
+    """The protocol's calls table gives the units in O(calls); the counts (hashes of each call's field
+    pattern and gauge) give the same units for data without a protocol."""
+    from qasa.dataset import Dataset
+    from qasa_sampler import QASAModelCountSampler
+
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.25, **{"reads_per_h": 4000, "seed": 1, **kw}), QASAModelCountSampler(30, seed=1))
+    fast = dv.call_units(ds)[1]
+    slow = dv.call_units(Dataset(ds.counts, ds.calls, {k: v for k, v in ds.metadata.items() if k != "protocol"}))[1]
+
+    def norm(groups):
+        return sorted(sorted(tuple(sorted(u)) for u in g) for g in groups)
+
+    assert norm(fast) == norm(slow)
+    sizes = {len(u) for g in fast for u in g}
+    expect = {1} if not kw.get("spin_reversal", True) or kw.get("reads_per_call") == 1000 else \
+        {1, 2} if kw.get("reads_per_h") == 3000 else {2}
+    assert sizes == expect
