@@ -241,5 +241,8 @@ def test_measurement_error_is_not_estimable_without_repeated_calls():
 @pytest.mark.slow
 @pytest.mark.parametrize("sigma", [0.0, 0.01])
 def test_measurement_error_z_scores_of_forty_repeat_runs(sigma):
-    res = _repeat_runs(40, 400, sigma, first_seed=5000)
+    """40 repeat runs of one 400-qubit device with the default 10 000 reads per h in calls of 1 000
+    (48 df). Measured: sd 1.05 (σ = 0) and 1.12 (σ = 0.01); at 4 000 reads per h (12 df) 1.19 and 0.94."""
+    res = _repeat_runs(40, 400, sigma, first_seed=5000, reads_per_h=10_000)
+    assert res[0].measurement_df == 48
     assert 0.8 <= _z_sd(res) <= 1.25, _z_sd(res)
