@@ -68,9 +68,10 @@ def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
             "T_eff_stderr": se / beta**2 if ok else math.nan}
 
 
-def _temperature(r: Response) -> dict[str, Any]:
+def _temperature(r: Dataset | Response) -> dict[str, Any]:
     """The headline effective temperature: D-Wave's definition (:func:`qasa.temperature.effective_temperature`,
-    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window."""
+    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window. From a
+    dataset, its error is the measurement error (calls as clusters) beside the population error."""
     from qasa.temperature import effective_temperature
 
     for window in ("default", None):
@@ -406,7 +407,7 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
         "spatial": spatial,
         "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p, reliability=r[p])],
         "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
-        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed),
+        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed, reliability=reliability),
         "reliability": rel,
         "position": dv.position_association(fits, qubits),
         "outliers": dv.outliers(fits),
@@ -660,7 +661,8 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, r if split_half else None, bootstrap, seed) if enough else None
+    rel = _reliability(fits, dataset if split_half and len(dataset.counts) else r if split_half else None,
+                       bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
         device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
@@ -672,13 +674,13 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
     if collection["design"] == "adaptive":
-        temperature = _temperature(_pilot(dataset).response())
+        temperature = _temperature(_pilot(dataset))
         temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
                                  "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
                                  "pooling qubits measured at different fields is not that estimator. "
                                  + str(temperature.get("method", "")))
     else:
-        temperature = _temperature(r)
+        temperature = _temperature(dataset if len(dataset.counts) else r)
     analogue, _ = _analogue(dataset, temperature) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
@@ -691,9 +693,9 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
-def _reliability(fits: FitTable, r: Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
+def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
     """:func:`qasa.device.reliability` when the fits have standard errors (split-half from the counts
-    ``r`` when given: two more fits of the model), else ``None``."""
+    ``r`` when given — a dataset's calls are split, not its reads: two more fits of the model), else ``None``."""
     from qasa import device as dv
 
     if not all(f"{p}_stderr" in fits.table for p in fits.model.params):

@@ -557,11 +557,11 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
         if has:
             c = r["corrected"]
             row += [f"{r['noise_corr']:.2f}" if np.isfinite(r["noise_corr"]) else "—",
-                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined"),
+                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined" if r["identified"] else "not mapped"),
                     "yes" if r["identified"] else "no"]
         rows.append(row)
     header = ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]"] + (
-        ["estimation-error correlation", "corrected r [95% CI]", "both identified"] if has else [])
+        ["estimation-error correlation", "corrected r [95% CI]", "both mapped"] if has else [])
     table = page.table(rows, header, corr, "correlations.csv", numeric=[False] + [True] * (len(header) - 1))
     fig = _figure(4.6 * (2 if has else 1), 3.9, _MATRIX_PAIR if has else _MATRIX)
     axes = fig.subplots(1, 2 if has else 1, squeeze=False)[0]
@@ -573,8 +573,9 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
         axes[1].set_title("corrected for estimation error", fontsize=9)
     text = ("<p>Across good qubits. One qubit's fitted parameters are correlated through its likelihood as well as "
             "through the device (docs/DESIGN.md §6). The corrected correlation removes the mean estimation "
-            "covariance (errors in variables, <code>qasa.device.corrected_correlations</code>, bootstrap interval "
-            "over qubits); only pairs of identified parameters describe the device.</p>")
+            "covariance (errors in variables: from two halves of the calls, <code>qasa.device.split_half</code>, or "
+            "from the fits' covariances, <code>qasa.device.corrected_correlations</code>; bootstrap interval over "
+            "qubits); only pairs of mapped parameters (the maps' rule, <code>qasa.device.mapped</code>) have one.</p>")
     return text + table + page.figure(fig, "correlations", "Correlations between parameters: raw and corrected")
 
 

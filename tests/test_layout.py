@@ -29,7 +29,7 @@ ORDER = [
     "protocol", "topology", "plots", "dataset", "cost",
     "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
     "leap", "samplers", "fitting", "store", "runner",
-    "design", "device", "temperature", "analogues", "analysis", "report",
+    "design", "device", "temperature", "drift", "analogues", "analysis", "report",
     "adaptive", "pipeline", "cli", "__init__",
 ]
 
