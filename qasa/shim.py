@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -452,9 +453,12 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
     if store.exists:
         meta = store.metadata()
         stored = (meta.get("shim") or {}).get("settings")
-        if stored is None or json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
-            diff = "not a shim" if stored is None else ", ".join(k for k in settings if stored.get(k) != settings[k])
-            raise DatasetError(f"{out} holds another dataset ({diff}); use another directory or the same options")
+        rounds = list((meta.get("design_rounds") or {}))
+        if stored is None and not (rounds and all(re.fullmatch(r"s\d{3}", r) for r in rounds)):
+            raise DatasetError(f"{out} holds a dataset that is not a shim; use another directory")
+        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
+            diff = ", ".join(k for k in settings if stored.get(k) != settings[k])
+            raise DatasetError(f"{out} holds a shim with other settings ({diff}); use another directory or the same options")
     qarr = np.asarray(protocol.qubits, dtype=np.int64)
     seed = int(protocol.seed)
     folder = out / _DIR
@@ -507,6 +511,8 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
             with store.writing():
                 folder.mkdir(exist_ok=True)
                 atomic_write_json(path, plan)
+                meta = store.metadata()     # a shim killed before this point is recognized by its call ids
+                store.update_metadata(shim={**(meta.get("shim") or {}), "settings": settings})
         plans.append(plan)
         rnd += 1
     if not store.exists:
