@@ -524,10 +524,13 @@ def info(as_json: bool, **o: Any) -> None:
 @click.option("--add-reads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Extend a finished dataset by N more reads per h (whole extra gauges).")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
+@click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool, **o: Any) -> None:
+            retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool,
+            flux_biases: str | None, **o: Any) -> None:
     """Collect counts into dataset directory OUT.
 
     Re-running resumes: `qasa run OUT` alone continues the stored protocol on the stored backend and
@@ -543,6 +546,7 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
         _plan(o, out, as_json)
         return
     sampler, protocol = _sampler_and_protocol(o, out, add_reads)
+    protocol = _with_flux_biases(protocol, sampler, flux_biases)
     already = _already_done(out, protocol, add_reads)
     ds = _with_warnings(quiet or as_json, lambda: run(
         protocol, sampler, out, progress=_progress(quiet or as_json), keep_samples=keep_samples,
@@ -664,10 +668,12 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
               help="grid: the protocol as given; adaptive: pilot, then per-qubit optimal rounds until --target holds.")
 @click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
               help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01 (%% = relative).")
+@click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, as_json: bool, quiet: bool,
-           design_name: str, target: dict[str, Any] | None, **o: Any) -> None:
+           design_name: str, target: dict[str, Any] | None, flux_biases: str | None, **o: Any) -> None:
     """Run, fit and report in one go (default: the built-in virtual QPU, no account needed).
 
     The default device is an Advantage_system4.1-like virtual QPU with known per-qubit truth; the
@@ -678,6 +684,7 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
     from qasa import pipeline
 
     sampler, protocol = _sampler_and_protocol(o, out)
+    protocol = _with_flux_biases(protocol, sampler, flux_biases)
     extra: dict[str, Any] = {}
     if design_name == "adaptive":
         from qasa.adaptive import pilot_from
@@ -708,6 +715,63 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
                      f"reads per qubit (feasibility bound {adaptive.get('max_reads_per_qubit'):.3g}); "
                      "relax the target")
     _emit(as_json, summary, text)
+
+
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _with_flux_biases(protocol, sampler, path: str | None):
+    """The protocol with a shim's flux biases as a sampler parameter of every call (``--flux-biases``)."""
+    if path is None:
+        return protocol
+    from qasa.shim import ShimError, load_flux_biases
+
+    if "flux_biases" not in (getattr(sampler, "parameters", {}) or {}):
+        raise ShimError(f"--flux-biases: {type(sampler).__name__} does not accept flux_biases")
+    values = load_flux_biases(path, (getattr(sampler, "properties", {}) or {}).get("num_qubits"))
+    return protocol.replace(sampler_params={**protocol.sampler_params, "flux_biases": values})
+
+
+@main.command("shim")
+@click.argument("out", type=click.Path(file_okay=False))
+@backend_options
+@click.option("--reads-per-qubit", default=20_480, show_default=True, type=int,
+              help="Read budget: reads each qubit takes part in, in all.")
+@click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active).")
+@click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
+              help="Stop once every responding qubit's residual 95%% half-width is within this (units of h).")
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget of the shim [env QASA_MAX_QPU_SECONDS].")
+@click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"), help="Annealing time in µs.")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and dithers.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float | None, max_qpu_seconds: float | None,
+             annealing_time: float | None, seed: int | None, as_json: bool, quiet: bool, **o: Any) -> None:
+    """Find the flux biases that cancel every qubit's static bias; write OUT/flux_biases.json.
+
+    Model-based and pooled (every round's reads in one likelihood per qubit, the flux→field conversion
+    learned per qubit); journaled per call, so re-running OUT resumes. Apply the result to any later run
+    with `qasa run/assess --flux-biases OUT/flux_biases.json`.
+    """
+    from qasa.shim import shim
+
+    _resume_options(o, out)
+    sampler = _sampler(o)
+    result = _with_warnings(quiet or as_json, lambda: shim(
+        sampler, out, reads_per_qubit=reads_per_qubit, qubits=_ints(qubits), target=target,
+        max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time,
+        progress=_progress(quiet or as_json)))
+    s = result.summary()
+    bad = result.table[~result.table["status"].isin(["ok"])]
+    text = (f"shim {out}: {s['responding']} of {s['qubits']} qubits shimmed with {s['reads_per_qubit']} reads each "
+            f"in {s['rounds']} rounds (stopped: {s['stopped']}); rms bias before {_g(s['bias_rms'])}, "
+            f"residual 95% half-width rms {_g(s['residual_half_width_rms'])} (max {_g(s['residual_half_width_max'])})"
+            f"\nflux biases: {s['flux_biases']}")
+    for q, reason in zip(bad["qubit"], bad["reason"]):
+        text += f"\nqubit {q}: {reason}"
+    _emit(as_json, s, text)
 
 
 def _target(text: str | None) -> dict[str, Any] | None:

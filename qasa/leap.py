@@ -353,7 +353,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             if action == "refetch":
                 stats["fetched_again_by_id"] += 1
         else:
-            params = dict(base, num_reads=job.call.num_reads)
+            params = dict(base, **(job.call.params or {}), num_reads=job.call.num_reads)
             params, _ = filter_parameters(sampler, params)
             params.pop("label", None)
             job.problem_id = None

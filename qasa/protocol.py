@@ -88,6 +88,8 @@ class Call:
         gauge: index of this call's gauge among the calls of the same h value.
         num_reads: reads of this call.
         flips: the gauge, one ±1 per qubit of the call's qubit list (all +1 without gauges).
+        params: extra sampler parameters of this call only (e.g. the per-call ``flux_biases`` of
+            :mod:`qasa.shim`), sent on top of the protocol's; ``None`` for none.
     """
 
     call_id: str
@@ -97,6 +99,7 @@ class Call:
     gauge: int
     num_reads: int
     flips: np.ndarray = field(repr=False, compare=False)
+    params: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
         """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""

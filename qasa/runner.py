@@ -504,7 +504,8 @@ def _with_totals(ds: Dataset) -> Dataset:
 
 def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.ndarray,
              base: dict[str, Any], keep_samples: int = 0) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
-    params = dict(base, num_reads=call.num_reads, label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
+    params = dict(base, **(call.params or {}), num_reads=call.num_reads,
+                  label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
                   seed=protocol.call_seed(call.index))
     params, _ = filter_parameters(sampler, params)
     started = utcnow()

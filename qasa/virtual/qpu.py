@@ -79,7 +79,8 @@ and draws from the instance's own stream (numbered calls).
 
 Other QPU parameters: ``flux_biases`` (Φ₀, one per qubit of the chip) shift each qubit's field by
 D-Wave's published conversion at its freeze-out point (:meth:`VirtualQPU._flux_field`; refused on
-presets without a published M_AFM); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
+presets without a published M_AFM), times a per-qubit factor uniform in 1 ± ``flux_gain_spread``
+(default 0; :attr:`VirtualQPU.flux_gain`, :meth:`VirtualQPU.flux_field`); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
 (not emulated), never accepted without effect.
 
 Estimand: :meth:`VirtualQPU.estimand` gives the parameters a fit of a protocol's data converges to,
@@ -151,6 +152,7 @@ class Preset:
     dac_q0: float = 0.008               # largest h-DAC quantization error at h = 0
     dac_q2: float = 0.0005              # ... and at h = 2
     gain_sd: float = 0.01               # per-qubit h-scale spread (relative)
+    flux_gain_spread: float = 0.0       # per-qubit flux→field conversion factor, uniform in 1 ± this (illustrative)
 
     @property
     def rate(self) -> float:
@@ -297,6 +299,9 @@ class VirtualQPU(MockDWaveSampler):
         self._scale_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+        # each qubit's flux→field conversion relative to the published one (its own stream: the truth is unchanged)
+        self.flux_gain = 1.0 + preset.flux_gain_spread * np.random.default_rng([self.seed, 4]).uniform(
+            -1.0, 1.0, len(self.nodelist))
 
     @property
     def nodelist(self) -> list[int]:  # type: ignore[override]
@@ -902,7 +907,7 @@ class VirtualQPU(MockDWaveSampler):
             h = (col["h_scale"][:, None] if grid else col["h_scale"]) * h
         bias = col["b"] + offset
         if kwargs.get("flux_biases") is not None:
-            bias = bias + self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
+            bias = bias + self.flux_gain[idx] * self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
         bias = np.broadcast_to(bias, np.shape(idx))
         if self.physics == "freezeout":
             gain = self._gain(h_gain_schedule, t_star)
@@ -940,6 +945,14 @@ class VirtualQPU(MockDWaveSampler):
 
         B = self._schedule.B_of(s_star)
         return np.asarray(fluxbias_to_h(flux, B=B, MAFM=self.preset.mafm_pH), float)
+
+    def flux_field(self, flux_biases: Any, annealing_time: float | None = None, anneal_schedule=None) -> pd.Series:
+        """True field (units of h) that ``flux_biases`` (one Φ₀ value per qubit of the chip) add to each
+        active qubit's bias at its freeze-out point, this qubit's conversion spread included
+        (``flux_gain_spread``): the residual of a shim is ``truth["b"] + flux_field(...)``."""
+        s_star = self._freezeout(annealing_time, anneal_schedule)[0]
+        field = self.flux_gain * self._flux_field(self._flux_values(flux_biases), s_star)
+        return pd.Series(field, index=pd.Index(np.asarray(self.nodelist, dtype=np.int64), name="qubit"))
 
     def dynamics_p_down(self, h: np.ndarray, bias: np.ndarray, rate: np.ndarray, eta: np.ndarray,
                         annealing_time=None, anneal_schedule=None, h_gain_schedule=None) -> np.ndarray:
