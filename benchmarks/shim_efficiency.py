@@ -45,7 +45,8 @@ def main() -> int:
         return 2
 
     def device() -> VirtualQPU:
-        return VirtualQPU("advantage4.1", topology_shape=[5], seed=args.seed, flux_gain_spread=args.spread)
+        # ideal: drift and per-call noise off (the setting; 1/f noise and per-call errors are not static)
+        return VirtualQPU("advantage4.1", topology_shape=[5], seed=args.seed, flux_gain_spread=args.spread, ideal=True)
 
     qpu = device()
     qubits = list(qpu.nodelist)

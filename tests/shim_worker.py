@@ -37,7 +37,7 @@ def install(kill_at: int) -> None:
 if __name__ == "__main__":
     out, kill_at = sys.argv[1], int(sys.argv[2])
     install(kill_at)
-    qpu = VirtualQPU("advantage4.1", topology_shape=[3], seed=5, flux_gain_spread=0.1)
+    qpu = VirtualQPU("advantage4.1", topology_shape=[3], seed=5, flux_gain_spread=0.1, ideal=True)
     res = shim(qpu, out, reads_per_qubit=2_000, reads_per_call=100, seed=9)
     print(json.dumps({"points": POINTS["n"], "flux_biases": res.flux_biases, "rounds": res.rounds,
                       "reads_per_qubit": res.reads_per_qubit}))

@@ -30,7 +30,7 @@ ORDER = [
     "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
     "leap", "samplers", "fitting", "store", "runner",
     "design", "device", "temperature", "drift", "analogues", "analysis", "report",
-    "adaptive", "pipeline", "cli", "__init__",
+    "adaptive", "shim", "pipeline", "cli", "__init__",
 ]
 
 #: Deferred imports that point up (importer, imported) → why. At most two, Jupyter conveniences only.
