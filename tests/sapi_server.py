@@ -357,8 +357,9 @@ class SAPIServer:
                 self.solved += 1
                 self.accepted += 1
                 fault = self.answer_faults.get(self.accepted)
+            timing = ss.info.get("timing", {})                 # a FAILED problem is not paid for
             answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"],
-                                   self._timing(ss.info.get("timing", {}), token), fault)
+                                   timing if fault == "failed" else self._timing(timing, token), fault)
             record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
                       "submitted_on": now, "solved_on": now,
                       "answer": answer, "polls_left": self.pending_polls,
