@@ -566,13 +566,14 @@ class _Pump:
         return self.run.budget.estimates.get(call.num_reads) or 0.0
 
     def _committed(self, extra: Sequence[_Job] = ()) -> float:
-        """QPU time (µs) of the calls on their way, estimated and scaled by the largest ratio seen."""
+        """QPU time (µs) of the calls on their way (estimated, scaled by the largest ratio seen) and
+        of their answers received but not counted (charged when the call moves on)."""
         jobs = [*self.pending.values(), *(w[1] for w in self.waiting), *extra]
-        return self.scale * sum(self._estimate(j.call) for j in jobs)
+        return sum(self.scale * self._estimate(j.call) + sum(j.paid.values()) for j in jobs)
 
-    def _affordable(self, call: Call, extra: Sequence[_Job] = ()) -> bool:
+    def _affordable(self, call: Call, extra: Sequence[_Job] = (), paid: float = 0.0) -> bool:
         try:
-            self.run.budget.check(call, self._committed(extra), self.scale)
+            self.run.budget.check(call, self._committed(extra) + paid, self.scale)
         except BudgetError as exc:
             self.over_budget = exc
             return False
@@ -617,7 +618,7 @@ class _Pump:
                 self._drop(job)
                 continue
             if action in ("submit", "lookup"):         # may cost QPU time again: within the budget?
-                if not self._affordable(job.call, [j for j, _ in ready]):
+                if not self._affordable(job.call, [j for j, _ in ready], sum(job.paid.values())):
                     self._drop(job)
                     continue
                 self.book[job.call.call_id] = None
