@@ -588,6 +588,12 @@ class _Pump:
         job.paid.clear()
 
     # -- starting ----------------------------------------------------------------------------------
+    def _excluded(self, job: _Job) -> set[str]:
+        """Problems a look-up must not take: counted already, or answered wrongly (this run or before)."""
+        discarded = {str(d.get("problem_id")) for d in getattr(self.run.budget, "discarded", None) or []
+                     if isinstance(d, Mapping)}
+        return self.counted | set(job.paid) | discarded
+
     def _new_job(self, call: Call) -> tuple[_Job, str]:
         job = _Job(call, utcnow(), submission(call, self.run))
         if call.call_id in self.recovered:
@@ -639,7 +645,7 @@ class _Pump:
         if action == "recovered" and _recorded_problem_is_other(self.solver, job.problem_id, job.sub):
             job.problem_id, action = None, "lookup"
         if action == "lookup":
-            pid = _find_by_label(self.solver, job.sub, self.run.created, self.counted | set(job.paid))
+            pid = _find_by_label(self.solver, job.sub, self.run.created, self._excluded(job))
             if pid is not None:
                 job.problem_id = pid
                 self.stats["found_by_label"] += 1
