@@ -301,6 +301,7 @@ def test_a_server_echoing_the_token_gets_it_stored_nowhere(qpu, isolated, tmp_pa
             assert TOKEN.encode() not in f.read_bytes(), f
 
 
+@pytest.mark.slow
 def test_a_killed_run_against_an_echoing_server_writes_no_token_in_flight(qpu, isolated, tmp_path):
     out = tmp_path / "echo-kill"
     with SAPIServer(qpu, echo_token_ids=True, pending_polls=3) as server:
@@ -314,7 +315,8 @@ def test_a_killed_run_against_an_echoing_server_writes_no_token_in_flight(qpu, i
     assert paid == len(ds.calls) == 42
 
 
-@pytest.mark.parametrize("level", ["TRACE", "DEBUG", "INFO"])
+@pytest.mark.parametrize("level", ["TRACE", pytest.param("DEBUG", marks=pytest.mark.slow),
+                                   pytest.param("INFO", marks=pytest.mark.slow)])
 def test_no_token_in_any_output_at_any_log_level(qpu, tmp_path, level):
     """`qasa run --backend qpu` in a subprocess with DWAVE_LOG_LEVEL: the token authenticates, and
     shows up in neither stdout, stderr nor any file of the dataset."""
