@@ -214,11 +214,15 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         progress: called as ``progress(done, total)`` after each call (and once at the start).
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
             nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
-            needs ``out`` and takes the SampleSet path even on the virtual QPU.
+            needs ``out`` and takes the SampleSet path even on the virtual QPU (on a cloud solver
+            the reads come from the answer matrix, through the same path as every cloud call).
         max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included), a finite
             number > 0. A run whose estimate exceeds it does not start; a run that reaches it stops
             before the call that would cross it, with everything collected saved
-            (:class:`~qasa.cost.BudgetError`). On a cloud solver (a real QPU) a run estimated above
+            (:class:`~qasa.cost.BudgetError`). Every answer paid for counts, also one discarded as
+            bad (``metadata['discarded_answers']``); on a cloud solver the calls in flight count at
+            their estimate scaled by the largest charged/estimated ratio seen, so what is spent
+            stays within the budget plus one window of ``in_flight`` calls (:mod:`qasa.leap`). On a cloud solver (a real QPU) a run estimated above
             :data:`QPU_SECONDS_WITHOUT_BUDGET` needs an explicit budget.
         retries: attempts after a transient error (:func:`~qasa.leap.is_transient`) before giving
             up on a call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
