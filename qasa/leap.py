@@ -459,6 +459,8 @@ class LeapRun:
         in_flight_path: where the calls on their way are recorded (None: in memory only).
         run_record: receives the run's statistics (``leap``, ``reattached_in_flight``).
         keep_samples: also return up to this many raw reads of every call.
+        done: the calls the dataset holds already (their entries in ``in_flight.json`` are dropped;
+            those of calls neither done nor run now, e.g. of another design round, are kept).
     """
 
     protocol: Protocol
@@ -475,6 +477,7 @@ class LeapRun:
     in_flight_path: Path | None = None
     run_record: dict | None = None
     keep_samples: int = 0
+    done: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -518,8 +521,9 @@ class _Pump:
         self.waiting: list[tuple[float, _Job, str]] = []
         self.counted: set[str] = set()
         wanted = {c.call_id for c in todo}
-        self.recovered = {c: p for c, p in self._read_book().items() if c in wanted}
-        self.book: dict[str, str | None] = dict(self.recovered)   # call id -> problem id (None: unknown)
+        book = {c: p for c, p in self._read_book().items() if c not in run.done}
+        self.recovered = {c: p for c, p in book.items() if c in wanted}
+        self.book: dict[str, str | None] = book      # call id -> problem id (None: unknown)
         self.written: dict[str, str | None] | None = None
         self.stats = {"reattached_in_flight": 0, "retries": 0, "fetched_again_by_id": 0, "found_by_label": 0,
                       "submissions": 0, "discarded_answers": 0}

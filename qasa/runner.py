@@ -382,14 +382,14 @@ def time_now() -> float:
 
 def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
              store: DatasetStore | None, run_record, call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
-             identity: tuple[str, float] | None = None):
+             identity: tuple[str, float] | None = None, done: set[str] | None = None):
     if cloud_solver(sampler) is not None:      # every cloud call, --in-flight 1 and --keep-samples too
         dataset_id, created = identity if identity is not None else _identity(store)
         return async_results(todo, LeapRun(
             protocol=protocol, sampler=sampler, qubits=qubits, base=base, budget=budget, dataset_id=dataset_id,
             created=created, in_flight=in_flight, retries=retries, backoff=backoff, call_timeout=call_timeout,
             in_flight_path=None if store is None else store.path / IN_FLIGHT, run_record=run_record,
-            keep_samples=keep_samples))
+            keep_samples=keep_samples, done=frozenset(done or ())))
     return _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, budget.check)
 
 
@@ -431,7 +431,7 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
                      store.metadata().get("discarded_answers"),
                      lambda discarded: store.update_metadata(discarded_answers=discarded))
     results = _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-                       store, run_record, call_timeout, identity)
+                       store, run_record, call_timeout, identity, done)
     try:
         for call, record, counts, samples in results:
             budget.add(call, record)
