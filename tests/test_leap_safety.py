@@ -209,6 +209,34 @@ def test_interrupted_run_pays_each_call_once(qpu, isolated, tmp_path, interrupt_
     assert not (out / "in_flight.json").exists()
 
 
+@pytest.mark.slow
+def test_random_interruptions_with_lost_replies_pay_each_call_once(qpu, isolated, tmp_path, interrupt_reference):
+    """A campaign (``QASA_LEAP_KILL_TRIALS``, default 6): SIGKILL or Ctrl-C at a random moment of a run
+    at a random ``--in-flight`` (1, 50, 1000) on a server losing 10 % of its submission replies, then
+    resume: problems paid = calls kept and the counts of an uninterrupted run, in every trial."""
+    rng = np.random.default_rng(24)
+    here = Path(__file__).parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(Path(qasa.__file__).parent.parent)]))
+    for trial in range(int(os.environ.get("QASA_LEAP_KILL_TRIALS", "6"))):
+        out = tmp_path / f"t{trial}"
+        in_flight = int(rng.choice([1, 50, 1000]))
+        sig = signal.SIGKILL if rng.random() < 0.7 else signal.SIGINT
+        with SAPIServer(qpu, pending_polls=int(rng.integers(0, 3)), drop_after_rate=0.1, seed=trial) as server:
+            proc = subprocess.Popen([sys.executable, str(here / "leap_interrupt_worker.py"), server.endpoint,
+                                     server.solver_name, str(out), str(in_flight)], env=env, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 120
+            while not (out / "metadata.json").exists() and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.002)
+            time.sleep(float(rng.uniform(0.0, 1.2)))          # from the dataset's creation
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+            ds = qasa.run(leap_interrupt_worker.protocol(), _sampler(server), out, in_flight=in_flight,
+                          backoff=0.01, max_qpu_seconds=BUDGET)
+            paid = server.solved
+        assert paid == len(ds.calls) == len(interrupt_reference.calls), (trial, in_flight, sig)
+        assert ds.counts.equals(interrupt_reference.counts), (trial, in_flight, sig)
+
+
 # -- items 3 and 6: the budget -----------------------------------------------------------------------
 @pytest.mark.parametrize("fault", ["nan", "negative", "missing", "abc"])
 def test_bad_timing_is_charged_at_the_estimate_and_resumes(qpu, isolated, tmp_path, fault):
