@@ -661,6 +661,9 @@ class _Pump:
             self.stats["fetched_again_by_id"] += action == "refetch"
         else:
             job.problem_id = None
+            if self.book.get(job.call.call_id, "") is not None:    # recorded as on its way, id unknown,
+                self.book[job.call.call_id] = None                 # before the request leaves
+                self._save_book()
             fut = self.solver.sample_ising(job.sub.h, {}, label=job.sub.label, **job.sub.params)
             job.submitted += 1
             self.stats["submissions"] += 1

@@ -115,6 +115,25 @@ def test_a_found_problem_is_checked_against_the_call(qpu, isolated):
         assert _find_by_label(solver, sub, time.time() + 3600, set()) is None        # before the dataset
 
 
+def test_a_recorded_id_of_other_content_is_not_counted(qpu, isolated, tmp_path):
+    """``in_flight.json`` naming a problem whose h is another call's (a damaged or copied file): the
+    problem is checked before it is counted, and the call is run afresh."""
+    out = tmp_path / "d"
+    with SAPIServer(qpu) as clean_server:
+        reference = qasa.run(PROTOCOL, _sampler(clean_server), in_flight=4, max_qpu_seconds=BUDGET)
+    with SAPIServer(qpu, answer_faults={3: "failed"}) as server:
+        with pytest.raises(LeapError):
+            qasa.run(PROTOCOL, _sampler(server), out, in_flight=1, max_qpu_seconds=BUDGET)
+        stored = Dataset.load(out)
+        done = set(stored.call_ids)
+        todo = [c.call_id for c in PROTOCOL.resolved(_sampler(server).nodelist).calls() if c.call_id not in done]
+        foreign = stored.calls["problem_id"].iloc[0]               # an answer of another call
+        (out / "in_flight.json").write_text(json.dumps({todo[0]: foreign}))
+        ds = qasa.run(PROTOCOL, _sampler(server), out, in_flight=4, max_qpu_seconds=BUDGET)
+    assert ds.calls["problem_id"].is_unique
+    assert ds.counts.equals(reference.counts)
+
+
 def test_labels_name_the_dataset_and_the_content(qpu, isolated, tmp_path):
     from qasa.leap import LeapRun, submission
     from qasa.runner import sampler_parameters
