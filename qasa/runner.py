@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from collections.abc import Iterator, Mapping
@@ -222,8 +223,9 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
             (:class:`~qasa.cost.BudgetError`). Every answer paid for counts, also one discarded as
             bad (``metadata['discarded_answers']``); on a cloud solver the calls in flight count at
             their estimate scaled by the largest charged/estimated ratio seen, so what is spent
-            stays within the budget plus one window of ``in_flight`` calls (:mod:`qasa.leap`). On a cloud solver (a real QPU) a run estimated above
-            :data:`QPU_SECONDS_WITHOUT_BUDGET` needs an explicit budget.
+            stays within the budget plus one window of ``in_flight`` calls (:mod:`qasa.leap`). On a
+            cloud solver (a real QPU) a run estimated above :data:`QPU_SECONDS_WITHOUT_BUDGET` needs
+            an explicit budget.
         retries: attempts after a transient error (:func:`~qasa.leap.is_transient`) before giving
             up on a call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
         backoff: first wait between attempts in seconds (doubled each time).
@@ -369,15 +371,8 @@ def _identity(store: DatasetStore | None) -> tuple[str, float]:
             created = 0.0
         if isinstance(ident, str) and ident:
             return ident, created
-        return uuid.uuid4().hex[:16], time_now()      # a dataset from before identities: one from now on
-    return uuid.uuid4().hex[:16], time_now()
-
-
-def time_now() -> float:
-    """Seconds since the epoch (the clock a dataset's creation time is compared with)."""
-    import time
-
-    return time.time()
+        return uuid.uuid4().hex[:16], time.time()     # a dataset from before identities: one from now on
+    return uuid.uuid4().hex[:16], time.time()
 
 
 def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
@@ -527,8 +522,6 @@ def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sam
 
 
 def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
-    import time
-
     attempt = 0
     while True:
         try:
