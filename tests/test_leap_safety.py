@@ -222,8 +222,9 @@ def test_interrupted_run_pays_each_call_once(qpu, isolated, tmp_path, interrupt_
         assert server.solved <= len(Dataset.load(out).call_ids) + len(on_the_way)
         resumed = qasa.run(leap_interrupt_worker.protocol(), _sampler(server), out, in_flight=in_flight,
                            max_qpu_seconds=BUDGET)
-        paid = server.solved
+        paid, paid_us = server.solved, server.paid_us
     assert paid == len(resumed.calls) == len(interrupt_reference.calls)
+    assert _recorded_us(resumed) == pytest.approx(paid_us, rel=1e-9)
     assert resumed.counts.equals(interrupt_reference.counts)
     assert not (out / "in_flight.json").exists()
 
@@ -251,8 +252,9 @@ def test_random_interruptions_with_lost_replies_pay_each_call_once(qpu, isolated
             proc.wait(timeout=60)
             ds = qasa.run(leap_interrupt_worker.protocol(), _sampler(server), out, in_flight=in_flight,
                           backoff=0.01, max_qpu_seconds=BUDGET)
-            paid = server.solved
+            paid, paid_us = server.solved, server.paid_us
         assert paid == len(ds.calls) == len(interrupt_reference.calls), (trial, in_flight, sig)
+        assert _recorded_us(ds) == pytest.approx(paid_us, rel=1e-9), (trial, in_flight, sig)
         assert ds.counts.equals(interrupt_reference.counts), (trial, in_flight, sig)
 
 
