@@ -672,10 +672,13 @@ class _Pump:
 
     # -- failures ----------------------------------------------------------------------------------
     def _drop(self, job: _Job) -> None:
-        """A call left unfinished (draining): its problem id, or its unknown marker, stays recorded."""
-        if job.problem_id:
+        """A call left unfinished (draining): its answers received but not counted are charged; its
+        problem id (one still to be answered), or its unknown marker, stays recorded."""
+        if job.problem_id and job.problem_id not in job.paid:
             self.book[job.call.call_id] = self._safe_id(job.problem_id)
-        self._discard_paid(job, keep=job.problem_id)
+        elif job.problem_id:                        # answered wrongly: the next run submits it afresh
+            self.book[job.call.call_id] = None
+        self._discard_paid(job)
 
     def _give_up(self, job: _Job, exc: BaseException, kind: str) -> None:
         call, pid = job.call, job.problem_id

@@ -286,22 +286,25 @@ def test_server_timing_is_recorded_when_it_is_sound(qpu, isolated):
     assert _recorded_us(ds) == pytest.approx(paid_us, rel=1e-12)
 
 
-def test_a_short_first_answer_is_charged_and_the_budget_holds(qpu, isolated, tmp_path):
-    """The first answer one read short is paid for but discarded: charged, so a budget that fits the
-    10 calls exactly stops the run before an 11th problem is paid (the collected data are kept)."""
+@pytest.mark.parametrize("problem, in_flight", [(1, 4), (10, 1)])
+def test_a_short_answer_is_charged_and_the_budget_holds(qpu, isolated, tmp_path, problem, in_flight):
+    """An answer one read short is paid for but discarded: charged, so a budget that fits the 10
+    calls exactly stops the run before an 11th problem is paid (the collected data are kept) —
+    whether another call (the first answer short) or the short call's own resubmission (the last)
+    is the one refused."""
     out = tmp_path / "short"
-    with SAPIServer(qpu, answer_faults={1: "fewer_reads"}) as server:
+    with SAPIServer(qpu, answer_faults={problem: "fewer_reads"}) as server:
         sampler = _sampler(server)
         estimate = _estimate_us(PROTOCOL, sampler)
         budget_s = 10 * estimate * (1 + 1e-9) / 1e6
         with pytest.raises(BudgetError, match="budget reached"):
-            qasa.run(PROTOCOL, sampler, out, in_flight=4, backoff=0.01, max_qpu_seconds=budget_s)
+            qasa.run(PROTOCOL, sampler, out, in_flight=in_flight, backoff=0.01, max_qpu_seconds=budget_s)
         paid_us, paid = server.paid_us, server.solved
     ds = Dataset.load(out)
     assert len(ds.metadata["discarded_answers"]) == 1
     assert paid == len(ds.calls) + 1 and paid <= 10
     assert _recorded_us(ds) == pytest.approx(paid_us, rel=1e-6)
-    assert _recorded_us(ds) <= budget_s * 1e6 + 4 * estimate * (1 + 1e-6)      # budget + one window
+    assert _recorded_us(ds) <= budget_s * 1e6 + in_flight * estimate * (1 + 1e-6)     # budget + one window
 
 
 def test_a_solver_slower_than_its_model_stops_within_one_window(qpu, isolated, tmp_path):
