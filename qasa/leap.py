@@ -820,10 +820,9 @@ class _Pump:
             self.run.run_record["reattached_in_flight"] = self.stats["reattached_in_flight"]
             self.run.run_record["leap"] = dict(self.stats)
         self._note_ids()
-        for _, job, _ in self.waiting:
-            if job.problem_id and job.call.call_id in self.book:
-                self.book[job.call.call_id] = self._safe_id(job.problem_id)
         with contextlib.suppress(Exception):
+            for job in [*self.pending.values(), *(w[1] for w in self.waiting)]:
+                self._drop(job)            # their ids written down, their wrong answers charged
             self._save_book()
         for fut in self.pending:
             with contextlib.suppress(Exception):
