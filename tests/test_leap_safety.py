@@ -68,16 +68,18 @@ def _estimate_us(protocol, sampler) -> float:
 # -- item 2: another dataset's answers ---------------------------------------------------------------
 def test_two_datasets_with_one_seed_never_exchange_answers(qpu, isolated, tmp_path):
     """The README's run-1us / run-20us workflow on one account: the second dataset loses replies
-    (found again by label), yet holds only its own problems and the counts of its own physics."""
+    (found again by label) while its own problems are still PENDING and the first dataset's, with the
+    same call ids and seed, are COMPLETED; yet it holds only its own problems and the counts of its
+    own physics."""
     fast = qasa.Protocol.grid(1.0, 0.5, reads_per_h=1000, reads_per_call=250, seed=3, annealing_time=1.0)
     slow = qasa.Protocol.grid(1.0, 0.5, reads_per_h=1000, reads_per_call=250, seed=3, annealing_time=20.0)
     with SAPIServer(qpu) as clean_server:                       # what the 20 µs dataset must hold
         reference = qasa.run(slow, _sampler(clean_server), in_flight=4, max_qpu_seconds=BUDGET)
-    with SAPIServer(qpu) as server:
+    with SAPIServer(qpu, pending_polls=2) as server:
         first = qasa.run(fast, _sampler(server), tmp_path / "run-1us", in_flight=4, max_qpu_seconds=BUDGET)
         before, posts = server.solved, server.posts
         server.drop_after_posts = {posts + 1, posts + 2, posts + 3}   # the second run's first replies are lost
-        second = qasa.run(slow, _sampler(server), tmp_path / "run-20us", in_flight=1, max_qpu_seconds=BUDGET)
+        second = qasa.run(slow, _sampler(server), tmp_path / "run-20us", in_flight=4, max_qpu_seconds=BUDGET)
         paid = server.solved - before
     assert second.metadata["runs"][-1]["leap"]["found_by_label"] >= 3
     assert not set(first.calls["problem_id"]) & set(second.calls["problem_id"])
