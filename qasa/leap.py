@@ -44,7 +44,9 @@ Budget. Every answer received is charged — also one discarded as bad (``metada
 estimate (recorded with ``qpu_access_time_source = "estimate"``; a malformed timing field is never
 an error). Before each submission the calls on their way are counted at their estimate times the
 largest ratio of charged to estimated time seen so far, so a solver slower than its timing model
-stops the run within one window of ``in_flight`` calls past the budget.
+stops the run within one window of ``in_flight`` calls past the budget; under a budget the window
+opens only after the first answer has been charged (a slow start), so a solver uniformly slower than
+its model costs one call past the budget.
 """
 
 from __future__ import annotations
@@ -530,6 +532,7 @@ class _Pump:
         self.fatal: BaseException | None = None
         self.over_budget: BaseException | None = None
         self.scale = 1.0          # largest ratio of charged to estimated QPU time seen (at least 1)
+        self.observed = getattr(run.budget, "limit", None) is None     # False: one call until an answer is charged
 
     # -- in_flight.json ----------------------------------------------------------------------------
     def _read_book(self) -> dict[str, str | None]:
@@ -608,9 +611,14 @@ class _Pump:
         return job, "submit"
 
     def _fill(self) -> None:
-        """Start new calls up to the window, within the budget (recorded before they are sent)."""
+        """Start new calls up to the window, within the budget (recorded before they are sent).
+
+        Under a budget the window opens only once an answer has been charged (a slow start): a
+        solver uniformly slower than its timing model then costs one call past the budget, not a
+        window."""
         batch: list[tuple[_Job, str]] = []
-        while (self.queue and len(self.pending) + len(self.waiting) + len(batch) < self.run.in_flight
+        window = self.run.in_flight if self.observed else 1
+        while (self.queue and len(self.pending) + len(self.waiting) + len(batch) < window
                and self.fatal is None and self.over_budget is None
                and self._affordable(self.queue[0], [j for j, _ in batch])):
             batch.append(self._new_job(self.queue.popleft()))
@@ -741,6 +749,7 @@ class _Pump:
                                                 f"the answer of problem {redact(pid, self.secrets)}")
         except Exception as exc:        # answered, so paid for: charged unless counted later
             job.paid[pid] = us or 0.0
+            self.observed = True
             self._failed(job, exc if isinstance(exc, AnswerError) else AnswerError(f"{type(exc).__name__}: "
                                                                                   f"{redact(exc, self.secrets)}"),
                          fut)
@@ -749,6 +758,7 @@ class _Pump:
         self._discard_paid(job, keep=pid)
         if us is not None and estimate:
             self.scale = max(self.scale, us / estimate)
+        self.observed = True
         return self._output(job, pid, samples, occurrences, timing, us, source)
 
     def _output(self, job: _Job, pid: str, samples: np.ndarray, occurrences: Any, timing: Mapping,
