@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from collections.abc import Iterator, Mapping
@@ -33,8 +34,8 @@ from qasa.dataset import COUNT_COLUMNS, Dataset, json_safe, utcnow
 from qasa.store import DatasetStore
 from qasa.errors import AnswerError, DatasetError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, async_results, check_leap_options, check_sampleset,
-                        cloud_solver, is_transient, redact, tag)
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, LeapRun, async_results, charged_us, check_leap_options,
+                        check_sampleset, cloud_solver, is_transient, redact, tag)
 from qasa.redact import redact_obj
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.samplers import device_info, filter_parameters, solver_name, validate
@@ -215,12 +216,17 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         progress: called as ``progress(done, total)`` after each call (and once at the start).
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
             nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
-            needs ``out`` and takes the SampleSet path even on the virtual QPU.
+            needs ``out`` and takes the SampleSet path even on the virtual QPU (on a cloud solver
+            the reads come from the answer matrix, through the same path as every cloud call).
         max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included), a finite
             number > 0. A run whose estimate exceeds it does not start; a run that reaches it stops
             before the call that would cross it, with everything collected saved
-            (:class:`~qasa.cost.BudgetError`). On a cloud solver (a real QPU) a run estimated above
-            :data:`QPU_SECONDS_WITHOUT_BUDGET` needs an explicit budget.
+            (:class:`~qasa.cost.BudgetError`). Every answer paid for counts, also one discarded as
+            bad (``metadata['discarded_answers']``); on a cloud solver the calls in flight count at
+            their estimate scaled by the largest charged/estimated ratio seen, so what is spent
+            stays within the budget plus one window of ``in_flight`` calls (:mod:`qasa.leap`). On a
+            cloud solver (a real QPU) a run estimated above :data:`QPU_SECONDS_WITHOUT_BUDGET` needs
+            an explicit budget.
         retries: attempts after a transient error (:func:`~qasa.leap.is_transient`) before giving
             up on a call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
         backoff: first wait between attempts in seconds (doubled each time).
@@ -314,17 +320,26 @@ def _ignored_parameters(sampler: dimod.Sampler, base: dict[str, Any], solver: st
 
 
 class _Budget:
-    """QPU time spent so far and the check before each submission."""
+    """QPU time spent so far (every answer paid for, kept or discarded) and the check before each submission.
+
+    ``discarded`` lists the answers paid for but not counted (``metadata['discarded_answers']``);
+    ``persist(discarded)``, when given, writes that list down as soon as it grows.
+    """
 
     def __init__(self, spent: float, max_qpu_seconds: float | None, estimates: dict[int, float | None],
-                 total: int, done_before: int) -> None:
+                 total: int, done_before: int, discarded: list[dict[str, Any]] | None = None,
+                 persist: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.spent, self.limit, self.estimates = spent, max_qpu_seconds, estimates
         self.total, self.done = total, done_before
+        self.discarded = list(discarded or [])
+        self.persist = persist
 
-    def check(self, call: Call, committed: float) -> None:
+    def check(self, call: Call, committed: float, scale: float = 1.0) -> None:
+        """Raise :class:`BudgetError` if ``call`` (its estimate times ``scale``) on top of the time
+        spent and ``committed`` (µs on its way) would pass the budget."""
         if self.limit is None:
             return
-        if self.spent + committed + (self.estimates.get(call.num_reads) or 0.0) > self.limit * 1e6:
+        if self.spent + committed + scale * (self.estimates.get(call.num_reads) or 0.0) > self.limit * 1e6:
             raise BudgetError(f"QPU-time budget reached: {self.spent / 1e6:.3f} s spent of {self.limit:g} s "
                               f"with {self.done} of {self.total} calls done; the collected data are "
                               "saved — run again with a larger budget to resume.")
@@ -334,13 +349,55 @@ class _Budget:
         self.spent += used if used is not None else (self.estimates.get(call.num_reads) or 0.0)
         self.done += 1
 
+    def discard(self, call: Call, problem_id: str | None, us: float | None, reason: str) -> None:
+        """Charge an answer paid for but not counted (``us`` None: the estimate)."""
+        us = float(us) if us is not None else float(self.estimates.get(call.num_reads) or 0.0)
+        self.spent += us
+        self.discarded.append({"call_id": call.call_id, "problem_id": problem_id, "qpu_access_time": us,
+                               "reason": reason, "time": utcnow()})
+        if self.persist is not None:
+            self.persist(self.discarded)
+
+
+def _discarded_us(meta: dict[str, Any]) -> float:
+    """QPU time (µs) of the answers paid for but not counted (``metadata['discarded_answers']``)."""
+    total = 0.0
+    for item in meta.get("discarded_answers") or []:
+        value = item.get("qpu_access_time") if isinstance(item, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            total += float(value)
+    return total
+
+
+def _identity(store: DatasetStore | None) -> tuple[str, float]:
+    """The dataset's random identity (made once, kept in ``metadata['dataset_id']``) and its
+    creation time (epoch seconds); a fresh pair for an in-memory run or a new dataset."""
+    import datetime as _dt
+    import uuid
+
+    if store is not None and store.exists:
+        meta = store.metadata()
+        ident = meta.get("dataset_id")
+        try:
+            created = _dt.datetime.fromisoformat(str(meta.get("created"))).timestamp()
+        except ValueError:
+            created = 0.0
+        if isinstance(ident, str) and ident:
+            return ident, created
+        return uuid.uuid4().hex[:16], time.time()     # a dataset from before identities: one from now on
+    return uuid.uuid4().hex[:16], time.time()
+
 
 def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-             store: DatasetStore | None, run_record, call_timeout: float | None = DEFAULT_CALL_TIMEOUT):
-    if cloud_solver(sampler) is not None and in_flight > 1 and not keep_samples:
-        return async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, budget.check,
-                             budget.estimates, None if store is None else store.path / IN_FLIGHT, run_record,
-                             call_timeout)
+             store: DatasetStore | None, run_record, call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
+             identity: tuple[str, float] | None = None, done: set[str] | None = None):
+    if cloud_solver(sampler) is not None:      # every cloud call, --in-flight 1 and --keep-samples too
+        dataset_id, created = identity if identity is not None else _identity(store)
+        return async_results(todo, LeapRun(
+            protocol=protocol, sampler=sampler, qubits=qubits, base=base, budget=budget, dataset_id=dataset_id,
+            created=created, in_flight=in_flight, retries=retries, backoff=backoff, call_timeout=call_timeout,
+            in_flight_path=None if store is None else store.path / IN_FLIGHT, run_record=run_record,
+            keep_samples=keep_samples, done=frozenset(done or ())))
     return _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, budget.check)
 
 
@@ -351,9 +408,10 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
     existed = store.exists
     # stored data are read and validated before anything new is run (or paid for): a damaged dataset is
     # refused as it stands, and what a resume skips is exactly what loads
-    done = set(store.load().calls["call_id"].astype(str)) if existed else set()
+    stored = store.load().calls if existed else None
+    done = set(stored["call_id"].astype(str)) if stored is not None else set()
     todo = [c for c in calls if c.call_id not in done]
-    spent = store.spent_qpu_us() if existed else 0.0
+    spent = _spent_us(stored, protocol, sampler) + _discarded_us(store.metadata()) if stored is not None else 0.0
     estimates = _plan_budget(todo, protocol, sampler, spent, max_qpu_seconds)
     base = sampler_parameters(protocol)
     if not todo and existed:           # nothing to do: a finished dataset, returned as stored
@@ -362,10 +420,11 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
         ds = store.load()
         return _finish(store, ds, None) if store.has_journal() else ds
     run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, solver_name(sampler))}
-    designed = {}
+    identity = _identity(store)
+    designed = {"dataset_id": identity[0]}
     if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
         known = (store.metadata().get("design_rounds") or {}) if existed else {}
-        designed = {"design_rounds": {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}}
+        designed["design_rounds"] = {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}
     if existed:   # the device record (and a virtual QPU's truth, which costs seconds) is made once,
         meta = store.metadata()       # again only when the protocol was extended
         extended = {"device": _device_record(protocol, sampler)} if meta.get("protocol") != protocol.to_dict() else {}
@@ -379,9 +438,11 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
     total = len(calls)
     if progress is not None:
         progress(total - len(todo), total)
-    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo))
+    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo),
+                     store.metadata().get("discarded_answers"),
+                     lambda discarded: store.update_metadata(discarded_answers=discarded))
     results = _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-                       store, run_record, call_timeout)
+                       store, run_record, call_timeout, identity, done)
     try:
         for call, record, counts, samples in results:
             budget.add(call, record)
@@ -395,8 +456,28 @@ def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, 
     except Exception as exc:
         store.record_failure(getattr(exc, "qasa_call_id", None), redact(f"{type(exc).__name__}: {exc}"), utcnow())
         raise
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:     # an interrupted cloud run writes down its calls on their way now
+            close()
     ds = store.load()
     return _finish(store, ds, run_record)
+
+
+def _spent_us(calls: pd.DataFrame, protocol: Protocol, sampler: dimod.Sampler) -> float:
+    """QPU time (µs) the stored calls cost: the recorded time, or the estimate where none was recorded
+    (a call stored without a finite time, e.g. by an older version, was still paid for)."""
+    if not len(calls):
+        return 0.0
+    t = (pd.to_numeric(calls["qpu_access_time"], errors="coerce").to_numpy(float) if "qpu_access_time" in calls
+         else np.full(len(calls), np.nan))
+    missing = ~np.isfinite(t)
+    total = float(t[~missing].sum())
+    if missing.any() and "num_reads" in calls:
+        n = len(protocol.qubits or ())
+        for reads, k in pd.Series(calls["num_reads"].to_numpy()[missing]).value_counts().items():
+            total += int(k) * (estimate_call(sampler, protocol, n, int(reads)) or 0.0)
+    return total
 
 
 def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None) -> Dataset:
@@ -422,15 +503,17 @@ def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backof
     if progress is not None:
         progress(0, len(calls))
     counts, records = [], []
+    identity = _identity(None)
     for call, record, c, _ in _results(calls, protocol, sampler, qubits, base, budget, 0, retries, backoff,
-                                       in_flight, None, run_record, call_timeout):
+                                       in_flight, None, run_record, call_timeout, identity):
         budget.add(call, record)
         counts.append(c)
         records.append(record)
         if progress is not None:
             progress(budget.done, len(calls))
     meta = {"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
-            "created": run_record["started"], "runs": [{**run_record, "finished": utcnow()}]}
+            "created": run_record["started"], "dataset_id": identity[0], "runs": [{**run_record, "finished": utcnow()}],
+            **({"discarded_answers": budget.discarded} if budget.discarded else {})}
     ds = Dataset(pd.concat(counts, ignore_index=True) if counts else pd.DataFrame(columns=COUNT_COLUMNS),
                  pd.DataFrame(records), meta)
     return _with_totals(ds).sorted()
@@ -471,8 +554,6 @@ def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sam
 
 
 def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
-    import time
-
     attempt = 0
     while True:
         try:
@@ -498,6 +579,8 @@ def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, ret
 def _with_totals(ds: Dataset) -> Dataset:
     if "qpu_access_time" in ds.calls:
         ds.metadata["qpu_access_time_total_us"] = float(np.nansum(ds.calls["qpu_access_time"].to_numpy(dtype=float)))
+    if ds.metadata.get("discarded_answers"):     # paid for, not counted: part of what the dataset cost
+        ds.metadata["qpu_access_time_discarded_us"] = _discarded_us(ds.metadata)
     ds.metadata["num_calls"] = int(len(ds.calls))
     return ds
 
@@ -534,8 +617,8 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         "gauge": call.gauge, "num_reads": call.num_reads,
         "problem_id": info.get("problem_id"),
         "started": started, "finished": utcnow(),
-        "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
-        "timing": json.dumps(timing, default=float),
+        "qpu_access_time": charged_us(timing, None)[0],       # a finite number ≥ 0, or None
+        "timing": json.dumps(dict(timing) if isinstance(timing, Mapping) else {}, default=str),
     }
     counts = counts_frame(call, qubits, n_down, n_up + n_down)
     return record, counts, samples

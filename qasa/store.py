@@ -294,8 +294,9 @@ class DatasetStore:
             raise DatasetError(f"no raw reads kept at h={h:g} in {self.path} (run with keep_samples)")
         return np.concatenate([np.load(f) for f in files])
 
-    def in_flight(self) -> dict[str, str]:
-        """Call id → SAPI problem id of the problems in flight when the last run stopped."""
+    def in_flight(self) -> dict[str, str | None]:
+        """Call id → SAPI problem id of the problems in flight when the last run stopped (None: the call
+        was on its way when the run stopped and its id is unknown; :mod:`qasa.leap` looks it up by label)."""
         path = self.path / IN_FLIGHT
         if not path.is_file():
             return {}
@@ -303,7 +304,8 @@ class DatasetStore:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return ({str(k): (None if v is None else str(v)) for k, v in data.items()} if isinstance(data, dict)
+                else {})
 
     def set_in_flight(self, mapping: dict[str, str]) -> None:
         """Record the problems in flight (an empty mapping removes the file)."""

@@ -342,8 +342,9 @@ def test_bad_answer_without_retries_is_refused_in_one_line(qpu, isolated, tmp_pa
                   "--max-qpu-seconds", "100", "--quiet")
         bad = _faulty_ids(server)
     one_error(res, "failed after 0 retries", "AnswerError", needle)
-    ds = qasa.Dataset.load(out)
-    assert not bad & set(ds.calls["problem_id"]) and ds.metadata["failures"]
+    ds = qasa.Dataset.load(out)        # (no call may be stored: under a budget the first call goes alone)
+    kept = set(ds.calls["problem_id"]) if "problem_id" in ds.calls else set()
+    assert not bad & kept and ds.metadata["failures"]
 
 
 def test_rate_limits_and_5xx_are_retried_without_paying_twice(qpu, clean, isolated):
