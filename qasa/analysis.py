@@ -405,7 +405,9 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
                for p in params}
     return {
         "spatial": spatial,
-        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p, reliability=r[p])],
+        "findings": [line for p in params for line in dv.spatial_findings(
+            spatial[p], p, reliability=r[p],
+            identified=bool(rel.loc[p, "identified"]) if p in rel.index and "identified" in rel else None)],
         "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
         "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed, reliability=reliability),
         "reliability": rel,

@@ -107,7 +107,7 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "call_units",
+    "spatial_findings", "mapping_status", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "call_units",
 ]
 
 OUTLIER_Z = 3.5
@@ -309,7 +309,7 @@ def _moment_reliability(fits: FitTable, params: Sequence[str] | None, *, bootstr
                      "var_observed": float(C[0, j, j]), "var_noise": float(Sbar[0, j, j]),
                      "var_true": var_true, "sd_true": float(np.sqrt(var_true)) if var_true > 0 else 0.0 if np.isfinite(var_true) else np.nan,
                      "reliability": r, "reliability_lo": float(lo), "reliability_hi": float(hi),
-                     "identified": mapped(r)})
+                     "identified": mapped(r, lo, hi), "status": mapping_status(r, lo, hi)})
     out = pd.DataFrame(rows).set_index("param")
     out["verdict"] = [_verdict(p, row) for p, row in out.iterrows()]
     return out
@@ -322,7 +322,13 @@ def _verdict(param: str, row: pd.Series) -> str:
     ci = (f" (95% CI {row['reliability_lo']:.2f} to {row['reliability_hi']:.2f})"
           if np.isfinite(row.get("reliability_lo", np.nan)) else "")
     noise = min(max(1 - r, 0.0), 1.0)
-    if mapped(r):
+    status = row.get("status") if isinstance(row.get("status"), str) else mapping_status(
+        r, row.get("reliability_lo"), row.get("reliability_hi"))
+    if status == "borderline":
+        return (f"{param}: reliability {r:.2f}{ci}, borderline: the interval straddles the mapping rule "
+                f"({RELIABILITY_MIN:g}), so these data cannot tell whether its spread across qubits is device structure; "
+                "not mapped (more reads per h would decide).")
+    if status == "mapped":
         return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation "
                 f"noise: identified well enough to map.")
     excess = " (the fits' standard errors exceed the observed spread)" if r < 0 else ""
@@ -683,21 +689,24 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
                       else (np.nan, np.nan))
             rel_rows.append({"param": p, "qubits": n, "half_r": float(half_r[0, j]), "reliability": float(rel[0, j]),
                              "reliability_lo": float(lo), "reliability_hi": float(hi),
-                             "identified": mapped(rel[0, j]), "method": "split-half", "split": split})
+                             "identified": mapped(rel[0, j], lo, hi), "status": mapping_status(rel[0, j], lo, hi),
+                             "method": "split-half", "split": split})
+        ident = [row["identified"] for row in rel_rows[-k:]]
         for i in range(k):
             for j in range(i + 1, k):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     c = K[:, i, j] / np.sqrt(dK[:, i] * dK[:, j])
                 defined = (dK[:, i] > 0) & (dK[:, j] > 0) & np.isfinite(c)
                 c = np.clip(c, -1.0, 1.0)
-                both = mapped(rel[0, i]) and mapped(rel[0, j])
+                both = bool(ident[i] and ident[j])
                 lo, hi = _correlation_interval(c[1:], defined[1:], both, q) if bootstrap else (np.nan, np.nan)
                 corr_rows.append({"a": params[i], "b": params[j], "n": n,
                                   "corrected": float(c[0]) if defined[0] and both else np.nan,
                                   "corrected_lo": lo, "corrected_hi": hi, "identified": both})
     else:
         rel_rows = [{"param": p, "qubits": n, "half_r": np.nan, "reliability": np.nan, "reliability_lo": np.nan,
-                     "reliability_hi": np.nan, "identified": False, "method": "split-half", "split": split}
+                     "reliability_hi": np.nan, "identified": False, "status": "not mapped", "method": "split-half",
+                     "split": split}
                     for p in params]
     rel_df = pd.DataFrame(rel_rows).set_index("param")
     rel_df["verdict"] = [_verdict(p, row) for p, row in rel_df.iterrows()]
@@ -706,12 +715,32 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
                                                              "identified"])}
 
 
-def mapped(reliability: float) -> bool:
-    """The one mapping rule: a parameter is identified well enough to map, correlate and test spatially
-    when its reliability is finite and at least :data:`RELIABILITY_MIN` (the maps, the corrected
-    correlations, the spatial findings and the report's notes all ask this function)."""
+def mapping_status(reliability: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """``"mapped"``, ``"borderline"`` or ``"not mapped"``: the one mapping rule (see :func:`mapped`).
+
+    With a 95 % interval ``[lo, hi]`` of the reliability: mapped when the whole interval is at or above
+    :data:`RELIABILITY_MIN`, not mapped when it is wholly below, and **borderline** when it straddles the
+    rule — then the data cannot tell, and the parameter is not mapped, so the verdict does not flip
+    between repeat runs whose point estimates fall either side of the rule (the default assessment's β:
+    0.475–0.505 over four seeds). Without a finite interval the point estimate decides.
+    """
     r = float(reliability) if reliability is not None else np.nan
-    return bool(np.isfinite(r) and r >= RELIABILITY_MIN)
+    if not np.isfinite(r):
+        return "not mapped"
+    lo = float(lo) if lo is not None else np.nan
+    hi = float(hi) if hi is not None else np.nan
+    if np.isfinite(lo) and np.isfinite(hi):
+        if lo >= RELIABILITY_MIN:
+            return "mapped"
+        return "borderline" if hi >= RELIABILITY_MIN else "not mapped"
+    return "mapped" if r >= RELIABILITY_MIN else "not mapped"
+
+
+def mapped(reliability: float | None, lo: float | None = None, hi: float | None = None) -> bool:
+    """The one mapping rule: a parameter is identified well enough to map, correlate and test spatially
+    when :func:`mapping_status` says ``"mapped"`` (the maps, the corrected correlations, the spatial
+    findings and the report's notes all ask this function)."""
+    return mapping_status(reliability, lo, hi) == "mapped"
 
 
 def _correlation_interval(c: np.ndarray, defined: np.ndarray, both_mapped: bool, q: Sequence[float]) -> tuple[float, float]:
@@ -770,8 +799,11 @@ def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, 
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = dT / np.einsum("bii->bi", C)
     rel0 = {p: float(rel[0, i]) for i, p in enumerate(params)}
+    ident0 = {p: mapped(v) for p, v in rel0.items()}
     if reliability is not None and "reliability" in reliability:
         rel0.update({p: float(reliability.loc[p, "reliability"]) for p in params if p in reliability.index})
+        ident0.update({p: bool(reliability.loc[p, "identified"]) if "identified" in reliability else mapped(rel0[p])
+                       for p in params if p in reliability.index})
     rows = []
     q = [0.5 - level / 2, 0.5 + level / 2]
     for i in range(k):
@@ -782,7 +814,7 @@ def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, 
                 noise = Sbar[0, i, j] / np.sqrt(Sbar[0, i, i] * Sbar[0, j, j])
             defined = (dT[:, i] > 0) & (dT[:, j] > 0) & np.isfinite(r)
             r = np.clip(r, -1.0, 1.0)
-            both = mapped(rel0[params[i]]) and mapped(rel0[params[j]])
+            both = ident0[params[i]] and ident0[params[j]]
             lo, hi = _correlation_interval(r[1:], defined[1:], both, q) if bootstrap else (np.nan, np.nan)
             rows.append({"a": params[i], "b": params[j], "n": n, "raw": float(raw), "noise_corr": float(noise),
                          "corrected": float(r[0]) if defined[0] and both else np.nan, "corrected_lo": lo,
@@ -1159,17 +1191,17 @@ def annealing_time_trend(fits_by_time: Mapping[float, FitTable], param: str = "b
 
 
 def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01,
-                     reliability: float | None = None) -> list[str]:
+                     reliability: float | None = None, identified: bool | None = None) -> list[str]:
     """Sentences stating the significant results of :func:`spatial_autocorrelation` for ``param``.
 
     With ``reliability`` below :data:`RELIABILITY_MIN` (or not finite) no structure is reported: one
     sentence says the parameter is mostly estimation noise; otherwise the sentences give the
     reliability and the disattenuated Moran's I.
     """
-    if reliability is not None and not mapped(reliability):
-        return [f"{param} is not identified well enough to map (reliability {reliability:.2f} < "
-                f"{RELIABILITY_MIN:g}): its spatial statistics describe mostly estimation noise and are not "
-                "reported as structure."]
+    if reliability is not None and not (mapped(reliability) if identified is None else identified):
+        return [f"{param} is not identified well enough to map (reliability {reliability:.2f}; rule "
+                f"{RELIABILITY_MIN:g} over its whole 95 % interval): its spatial statistics describe mostly estimation "
+                "noise and are not reported as structure."]
     out = []
     for _, r in table.iterrows():
         if r["morans_p"] < alpha:

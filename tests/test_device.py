@@ -600,3 +600,20 @@ def test_call_units_from_the_calls_table_match_the_units_read_from_the_counts(kw
     expect = {1} if not kw.get("spin_reversal", True) or kw.get("reads_per_call") == 1000 else \
         {1, 2} if kw.get("reads_per_h") == 3000 else {2}
     assert sizes == expect
+
+
+def test_a_reliability_whose_interval_straddles_the_rule_is_borderline_whichever_side_its_estimate_falls():
+    """β's reliability came out 0.475, 0.484, 0.488, 0.505 over four seeds of the same command: a rule on
+    the point estimate mapped β in 1 of 4 runs. With its interval, every one of them is 'borderline' and
+    none is mapped; an interval wholly on one side decides."""
+    from qasa.device import _verdict, mapped, mapping_status
+
+    for r in (0.475, 0.484, 0.488, 0.505):
+        assert mapping_status(r, r - 0.05, r + 0.05) == "borderline" and not mapped(r, r - 0.05, r + 0.05)
+        row = pd.Series({"reliability": r, "reliability_lo": r - 0.05, "reliability_hi": r + 0.05})
+        text = _verdict("beta", row)
+        assert "borderline" in text and f"{r:.2f}" in text and "not mapped" in text
+    assert mapping_status(0.6, 0.52, 0.7) == "mapped" and mapped(0.6, 0.52, 0.7)
+    assert mapping_status(0.45, 0.40, 0.49) == "not mapped"
+    assert mapping_status(0.55) == "mapped" and mapping_status(0.45) == "not mapped"      # no interval: the estimate
+    assert mapping_status(float("nan"), 0.4, 0.6) == "not mapped"
