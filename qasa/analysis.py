@@ -183,7 +183,7 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
     """How much of what was planned the dataset holds.
 
     Returns:
-        ``design`` ("grid", "adaptive" or "imported"), ``planned`` and ``done`` calls (``planned`` is
+        ``design`` ("grid", "adaptive", "shim", "quick-temperature" or "imported"), ``planned`` and ``done`` calls (``planned`` is
         None for imported data), ``partial`` (fewer calls than planned: an interrupted run, a budget
         stop, or a run still writing), ``rounds`` (adaptive rounds recorded) and
         ``reads_per_h_collected`` (median over (qubit, h) of the reads collected, for a partial grid).
@@ -195,14 +195,17 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
     if not meta.get("protocol"):
         return {"design": "imported", "planned": None, "done": int(len(dataset.calls)), "partial": False,
                 "rounds": 0, "reads_per_h_collected": None}
-    planned = Protocol.from_dict(meta["protocol"]).num_calls + sum(int(v) for v in rounds.values())
+    # a shim's or a quick temperature's protocol only carries the options of its explicit calls (rounds)
+    carrier = meta.get("design") == "quick-temperature" or bool(meta.get("shim"))
+    planned = (0 if carrier else Protocol.from_dict(meta["protocol"]).num_calls) + sum(int(v) for v in rounds.values())
     done = int(len(dataset.calls))
     collected = None
     if done < planned and len(dataset.counts):
         c = dataset.counts
         per = (c["n_down"] + c["n_up"]).groupby([c["qubit"], c["h"].abs()]).sum()
         collected = int(np.median(per.to_numpy())) if len(per) else 0
-    design = "adaptive" if rounds or meta.get("adaptive") else "grid"
+    design = ("quick-temperature" if meta.get("design") == "quick-temperature" else "shim" if meta.get("shim")
+              else "adaptive" if rounds or meta.get("adaptive") else "grid")
     return {"design": design, "planned": int(planned), "done": done, "partial": done < planned,
             "rounds": len(rounds), "reads_per_h_collected": collected}
 

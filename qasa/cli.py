@@ -24,6 +24,7 @@ import click
 
 from qasa.errors import QasaError
 from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
+from qasa.parameters import format_value
 from qasa.redact import redact
 
 __all__ = ["main"]
@@ -784,6 +785,35 @@ def _target(text: str | None) -> dict[str, Any] | None:
         return parse_target(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--target") from None
+
+
+@main.command("temperature")
+@click.argument("out", type=click.Path(file_okay=False), required=False)
+@backend_options
+@click.option("--reads", "num_reads", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Reads per programming.")
+@click.option("--programmings", default=2, show_default=True, type=click.IntRange(1, 10),
+              help="1: D-Wave's design exactly; 2: one spin-reversal pair (a static bias cancels).")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the random fields.")
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget [env QASA_MAX_QPU_SECONDS].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def temperature(out: str | None, num_reads: int, programmings: int, seed: int | None, max_qpu_seconds: float | None,
+                as_json: bool, **o: Any) -> None:
+    """Quick effective temperature: D-Wave's fast_effective_temperature design (every qubit its own
+    random field in |h| <= 1/6.1), spin-reversal symmetrized, through qasa's store and estimator.
+    OUT (optional) keeps the dataset."""
+    from qasa.dataset import json_safe
+    from qasa.temperature import quick
+
+    e = quick(_sampler(o), out, num_reads=num_reads, programmings=programmings, seed=seed,
+              max_qpu_seconds=max_qpu_seconds)
+    d = json_safe(e.to_dict())
+    text = (f"T_eff = {format_value(e.T_eff, e.T_eff_measurement_stderr, with_error=True)} "
+            f"(measurement error, {e.measurement_df} df: {programmings} programming(s)); "
+            f"population error ± {format_value(e.T_eff_population_stderr, e.T_eff_population_stderr)}; "
+            f"{e.qubits} qubits x {num_reads} reads x {programmings} programming(s); units of h")
+    _emit(as_json, d, text)
 
 
 @main.command("plan")

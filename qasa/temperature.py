@@ -86,7 +86,8 @@ from scipy import optimize, stats
 
 from qasa.dataset import Dataset, Response
 
-__all__ = ["FAST_H_WINDOW", "EffectiveTemperature", "effective_temperature", "qubit_beta_distribution"]
+__all__ = ["FAST_H_WINDOW", "EffectiveTemperature", "effective_temperature", "qubit_beta_distribution", "quick",
+           "quick_calls", "QUICK_STEP"]
 
 #: The default h window of ``dwave.system.temperatures.fast_effective_temperature`` (±1/6.1).
 FAST_H_WINDOW: tuple[float, float] = (-1 / 6.1, 1 / 6.1)
@@ -396,3 +397,89 @@ def qubit_beta_distribution(fits, param: str = "beta") -> dict[str, Any]:
             "sd_true": float(row["sd_true"]) if row is not None else math.nan,
             "reliability": float(row["reliability"]) if row is not None else math.nan,
             "T_of_median": 1 / med if med > 0 else math.nan}
+
+
+# -- a quick temperature: D-Wave's design through qasa's store and estimator ---------------------------
+#: Fields of the quick design are multiples of this step (h units): D-Wave draws them from a continuous
+#: uniform law; a 0.001 grid (329 values in ±1/6.1) keeps the response table small and changes nothing
+#: the estimator can see.
+QUICK_STEP = 0.001
+
+
+def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list:
+    """The calls of the quick design: D-Wave's ``fast_effective_temperature`` design, symmetrized.
+
+    Programming ``2k`` gives every qubit its own field drawn uniformly from ``FAST_H_WINDOW`` (seeded by
+    ``(seed, k)``, on the :data:`QUICK_STEP` grid); programming ``2k + 1`` sends the same fields under
+    the all-flipped spin-reversal gauge (each qubit programmed at minus its field, its answer flipped
+    back), so a static bias cancels to first order in the pooled fit. Ids ``t001-c0000k``.
+    """
+    from qasa.protocol import Call
+
+    n = len(qubits)
+    calls = []
+    for c in range(programmings):
+        k, flipped = divmod(c, 2)
+        u = np.random.default_rng([int(seed), 7, k]).uniform(*FAST_H_WINDOW, size=n)
+        h = np.clip(np.round(u / QUICK_STEP) * QUICK_STEP, *FAST_H_WINDOW)
+        flips = np.full(n, -1 if flipped else 1, dtype=np.int8)
+        calls.append(Call(f"t001-c{c:05d}", 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
+    return calls
+
+
+def quick(sampler, out=None, *, num_reads: int = 1000, programmings: int = 2, seed: int | None = None,
+          qubits=None, max_qpu_seconds: float | None = None, level: float = 0.95) -> EffectiveTemperature:
+    """The device's T_eff from one or two programmings, as ``fast_effective_temperature`` measures it.
+
+    D-Wave's function programs every qubit with its own field uniform in ``|h| ≤ 1/6.1`` once and fits
+    the pooled Boltzmann law (module docstring). ``quick`` runs that design through qasa's runner and
+    store (:func:`quick_calls`: symmetrized with the spin-reversal gauge when ``programmings ≥ 2``;
+    journaled, resumable, budgeted, ``out=None`` keeps it in memory) and applies
+    :func:`effective_temperature` to the counts: the same point estimate as D-Wave's on the same
+    reads, and both errors — the population error (qubits as clusters) and the measurement error
+    (programmings as clusters; with so few programmings its degrees of freedom are few, and the
+    record says when it falls back to the population error).
+
+    Args:
+        sampler: any :class:`dimod.Sampler` with a nodelist (the virtual QPU, a QPU, ``sa``).
+        out: dataset directory, or None.
+        num_reads: reads per programming, 1–100 000.
+        programmings: 1 (D-Wave's design exactly) to 10; default 2 (one symmetrized pair).
+        seed: seed of the fields (default: a fresh one, recorded).
+        qubits: the qubits to use (default every active qubit).
+        max_qpu_seconds: QPU-time budget.
+        level: confidence level of the intervals.
+
+    Raises:
+        ProtocolError: a bad option, named with its allowed range (before any call).
+    """
+    from qasa.errors import ProtocolError
+    from qasa.protocol import Protocol
+    from qasa.runner import run
+
+    for name, value, lo, hi in (("num_reads", num_reads, 1, 100_000), ("programmings", programmings, 1, 10)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            raise ProtocolError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    protocol = Protocol(h_values=(0.0,), reads_per_h=int(num_reads), reads_per_call=int(num_reads),
+                        spin_reversal=False, seed=seed, qubits=None if qubits is None else tuple(int(q) for q in qubits))
+    nodes = protocol.qubits if protocol.qubits is not None else getattr(sampler, "nodelist", None)
+    if nodes is None:
+        raise ProtocolError("this sampler has no nodelist; give the qubits explicitly")
+    protocol = protocol.resolved(nodes)
+    if out is not None:                       # a resume keeps the stored seed and qubits
+        from qasa.store import DatasetStore
+
+        store = DatasetStore(out)
+        if store.exists and (store.metadata().get("protocol") or {}).get("seed") is not None and seed is None:
+            stored = Protocol.from_dict(store.metadata()["protocol"])
+            protocol = protocol.replace(seed=stored.seed, qubits=stored.qubits)
+    calls = quick_calls(protocol.qubits, num_reads=int(num_reads), programmings=int(programmings),
+                        seed=int(protocol.seed))
+    ds = run(protocol, sampler, out, calls=calls, max_qpu_seconds=max_qpu_seconds)
+    ds.metadata["design"] = "quick-temperature"
+    if out is not None:
+        from qasa.store import DatasetStore
+
+        with DatasetStore(out).writing() as store:
+            store.update_metadata(design="quick-temperature")
+    return effective_temperature(ds, level=level)

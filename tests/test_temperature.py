@@ -246,3 +246,37 @@ def test_measurement_error_z_scores_of_forty_repeat_runs(sigma):
     res = _repeat_runs(40, 400, sigma, first_seed=5000, reads_per_h=10_000)
     assert res[0].measurement_df == 48
     assert 0.8 <= _z_sd(res) <= 1.25, _z_sd(res)
+
+
+def test_quick_temperature_agrees_with_fast_effective_temperature_in_two_programmings(tmp_path):
+    """`qasa temperature`: D-Wave's design (each qubit its own random field in ±1/6.1), symmetrized by one
+    spin-reversal pair, through the runner, the store and the same estimator: it agrees with D-Wave's
+    fast_effective_temperature run on the same device within its error, and resumes as a dataset."""
+    from dwave.system.temperatures import fast_effective_temperature
+
+    from qasa.temperature import quick
+
+    qpu = VirtualQPU("advantage4.1", topology_shape=[8], seed=3)
+    e = quick(qpu, tmp_path / "q", num_reads=1000, seed=5)
+    T, _ = fast_effective_temperature(qpu, num_reads=1000, seed=4, sampler_params={"num_reads": 1000})
+    assert len(qasa.load(tmp_path / "q").calls) == 2 and len(qpu.nodelist) - 10 <= e.qubits <= len(qpu.nodelist)
+    assert abs(e.T_eff - T) < 3 * e.T_eff_population_stderr, (e.T_eff, T, e.T_eff_population_stderr)
+    assert e.T_eff == pytest.approx(0.198, rel=0.02)
+    assert np.isfinite(e.T_eff_population_stderr) and e.T_eff_population_stderr > 0
+    # the symmetrized pair programs each qubit at +x and −x: both signs are in the programmed frame
+    r = qasa.load(tmp_path / "q").response()
+    assert (r.h < 0).sum() > 100 and (r.h > 0).sum() > 100 and np.abs(r.h).max() <= 1 / 6.1 + 1e-12
+    again = quick(qpu, tmp_path / "q", num_reads=1000)          # a finished dataset: nothing runs again
+    assert again.T_eff == e.T_eff
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num_reads": 0}, r"num_reads=0 must be an integer in \[1, 100000\]"),
+                                            ({"programmings": 11}, r"programmings=11 .* \[1, 10\]"),
+                                            ({"num_reads": True}, "num_reads=True")])
+def test_quick_temperature_refuses_bad_options_before_any_call(tmp_path, kwargs, match):
+    from qasa.errors import ProtocolError
+    from qasa.temperature import quick
+
+    with pytest.raises(ProtocolError, match=match):
+        quick(VirtualQPU("advantage4.1", topology_shape=[2], seed=1), tmp_path / "q", **kwargs)
+    assert not (tmp_path / "q").exists()
