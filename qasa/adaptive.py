@@ -489,7 +489,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
 def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | str, *, model: Model | str = "qasa",
                   theta: Mapping[str, float] | None = None, protocol: Protocol | None = None,
                   reference: Protocol | None = None, level: float = 0.95,
-                  h_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                  h_range: tuple[float, float] | None = None,
+                  max_reads_per_qubit: float = MAX_READS_PER_QUBIT) -> dict[str, Any]:
     """Expected reads and QPU time of the adaptive plan and of the reference grid for ``target``.
 
     Both come from the Cramér–Rao bound at one set of *typical* parameters ``theta`` (default
@@ -501,12 +502,18 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     Returns:
         ``{"theta": ..., "reference": {...}, "adaptive": {...}, "ratio": reference/adaptive QPU time}``
         where each part gives ``reads_per_qubit``, ``calls`` and ``qpu_access_time_s`` (None without a
-        timing model).
+        timing model; the reference grid's figures and the ratio are None when it can never meet the
+        target).
+
+    Raises:
+        ValueError: a target the adaptive design cannot meet within ``max_reads_per_qubit`` reads per
+            qubit (the feasibility bound of :func:`assess_adaptive`), naming it.
     """
     from qasa.runner import prepare
 
     model = get_model(model)
     target = D.parse_target(target, model)
+    _check_max_reads(max_reads_per_qubit)
     values = dict(TYPICAL, **(theta or {}))
     missing = [p for p in model.params if p not in values]
     if missing:
@@ -520,26 +527,33 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     ref = reference if reference is not None else Protocol.grid(1.0, 0.025, reads_per_call=R)
     ref_x = np.array(ref.h_values)
     n_ref = float(D.required_reads(model, th, ref_x, np.ones(len(ref_x)), t)[0])
-    ref_reads_per_h = int(math.ceil(n_ref / len(ref_x)))
-    ref_calls = len(ref_x) * int(math.ceil(ref_reads_per_h / R))
     h_range = h_range or tuple(props.get("h_range") or (-1.0, 1.0))
     cand = D.candidate_fields(h_range)
     prior = D.information(model, np.array(pilot.h_values), np.full(len(pilot.h_values), float(pilot.reads_per_h)), th)
     w = D.optimal_design(model, th, cand, t)
     rest = float(D.required_reads(model, th, cand, w, t, prior=prior)[0])
+    if not (math.isfinite(rest) and pilot.reads_per_h * len(pilot.h_values) + rest <= max_reads_per_qubit):
+        shown = ",".join(f"{k}={v}" for k, v in target.items())
+        need = "unboundedly many" if not math.isfinite(rest) else f"{pilot.reads_per_h * len(pilot.h_values) + rest:.3g}"
+        raise ValueError(f"--target {shown} is out of reach: the adaptive design needs {need} reads per qubit at "
+                         f"typical parameters; allowed: targets needing at most {max_reads_per_qubit:.3g} reads per "
+                         "qubit (the feasibility bound max_reads_per_qubit); relax the target")
+    # the reference grid may need more than the bound (it is the comparison, never run), but a finite number
+    ref_reads_per_h = int(math.ceil(n_ref / len(ref_x))) if math.isfinite(n_ref) else None
+    ref_calls = None if ref_reads_per_h is None else len(ref_x) * int(math.ceil(ref_reads_per_h / R))
     ada_calls = pilot.num_calls + int(math.ceil(rest / R))
     n = len(pilot.qubits or ())
     per_call = estimate_call(sampler, pilot, n, R)
     ref_per_call = estimate_call(sampler, ref.replace(qubits=pilot.qubits, seed=0), n, R)
 
     def seconds(calls, per):
-        return None if per is None else calls * per / 1e6
+        return None if per is None or calls is None else calls * per / 1e6
 
     out = {"theta": values, "target": target, "qubits": n, "bound": "Cramér–Rao at typical parameters",
-           "reference": {"reads_per_qubit": ref_calls * R, "calls": ref_calls,
+           "reference": {"reads_per_qubit": None if ref_calls is None else ref_calls * R, "calls": ref_calls,
                          "qpu_access_time_s": seconds(ref_calls, ref_per_call)},
            "adaptive": {"reads_per_qubit": ada_calls * R, "calls": ada_calls,
                         "pilot_calls": pilot.num_calls, "qpu_access_time_s": seconds(ada_calls, per_call)}}
     a, r = out["adaptive"]["qpu_access_time_s"], out["reference"]["qpu_access_time_s"]
-    out["ratio"] = (r / a) if a and r else ref_calls / ada_calls
+    out["ratio"] = (r / a) if a and r else (None if ref_calls is None else ref_calls / ada_calls)
     return out

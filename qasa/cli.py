@@ -51,6 +51,17 @@ class _Group(click.Group):
         sys.exit(code)
 
     def _guarded(self, argv, prog_name, complete_var, **extra) -> int:
+        # no raw Python warning reaches stderr: each distinct one is shown as ONE line `warning: ...`
+        # after a command that succeeded (a failure prints its one `error:` line only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = self._invoke(argv, prog_name, complete_var, **extra)
+        if code == 0:
+            for line in warning_lines(caught):
+                click.echo(line, err=True)
+        return code
+
+    def _invoke(self, argv, prog_name, complete_var, **extra) -> int:
         try:
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:          # --help, --version
@@ -157,6 +168,28 @@ def error_message(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split()) or type(exc).__name__
+
+
+def warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
+    """One line ``warning: ...`` per distinct warning (redacted); numpy's floating-point warnings
+    (``overflow encountered in multiply``...), however many, make one line naming the first places."""
+    lines: list[str] = []
+    numeric: list[str] = []
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, RuntimeWarning) and "encountered in" in text:
+            place = f"{Path(w.filename).name}:{w.lineno}"
+            if place not in numeric:
+                numeric.append(place)
+            continue
+        line = f"warning: {redact(text)}"
+        if line not in lines:
+            lines.append(line)
+    if numeric:
+        more = f" and {len(numeric) - 3} more" if len(numeric) > 3 else ""
+        lines.append(f"warning: overflow or invalid values in floating-point arithmetic ({', '.join(numeric[:3])}"
+                     f"{more}); a qubit whose fit they reached is flagged in its quality column")
+    return lines
 
 
 def _fail(message: str) -> int:
@@ -467,11 +500,11 @@ def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] |
 
 def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")
         result = fn()
-    for w in caught:
-        if not quiet:
-            click.echo(f"warning: {redact(w.message)}", err=True)
+    if not quiet:
+        for line in warning_lines(caught):
+            click.echo(line, err=True)
     return result
 
 

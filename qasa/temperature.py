@@ -218,7 +218,7 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
     method = (f"Pooled maximum-likelihood Gibbs fit P(-1|h) = (1 + tanh βh)/2 over {where}, all {n} qubits, "
               "as dwave.system.temperatures.fast_effective_temperature defines T_eff = 1/β; " + err + ".")
     return EffectiveTemperature(
-        T_eff=T, T_eff_stderr=se / beta**2 if math.isfinite(beta) and beta != 0 else math.nan,
+        T_eff=T, T_eff_stderr=se / beta / beta if math.isfinite(beta) and beta != 0 else math.nan,
         T_eff_lo=T_lo, T_eff_hi=T_hi, beta_eff=beta, beta_eff_stderr=float(se),
         beta_eff_lo=float(b_lo), beta_eff_hi=float(b_hi), naive_stderr=float(naive),
         design_effect=float((se / naive) ** 2) if naive and math.isfinite(naive) else math.nan,
