@@ -62,11 +62,11 @@ from qasa.cost import BudgetError, estimate_call
 from qasa.dataset import Dataset, Response, atomic_write_json, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
-from qasa.protocol import Call, Protocol
+from qasa.protocol import MAX_CALLS, Call, Protocol
 from qasa.store import DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
-           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT"]
+           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT", "read_round_plan"]
 
 #: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
@@ -238,6 +238,61 @@ def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -
             for c in range(C)]
 
 
+
+def read_round_plan(path: str | Path, protocol: Protocol) -> dict[str, Any]:
+    """Read a stored round plan (``OUT/design/round-NNN.json``) and check what :func:`round_calls` uses.
+
+    A plan holds ``calls`` (an integer >= 1), ``reads_per_call`` (the protocol's), ``qubits`` (the
+    protocol's qubits) and per qubit ``fields`` (finite numbers) and ``counts`` (non-negative
+    integers, as many as its fields, summing to ``calls``).
+
+    Raises:
+        DatasetError: naming the file, what is wrong and what is allowed (bad JSON, a missing key, a
+            value of the wrong type or range).
+    """
+    path = Path(path)
+    hint = ("a round plan is written by qasa before its calls run; restore it, or delete it if no call "
+            f"{path.stem.replace('round-', 'a')}-c... is stored yet (the round is then planned again)")
+
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"damaged round plan {path}: {what}; {hint}")
+
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(plan, dict):
+        raise bad(f"a JSON {type(plan).__name__}, not an object")
+    missing = [k for k in ("calls", "reads_per_call", "qubits", "fields", "counts") if k not in plan]
+    if missing:
+        raise bad(f"missing key(s) {missing}")
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    calls, R, qubits = plan["calls"], plan["reads_per_call"], plan["qubits"]
+    if not integer(calls) or not 1 <= calls <= MAX_CALLS:
+        raise bad(f"calls={calls!r}; allowed: an integer in [1, {MAX_CALLS}]")
+    if not integer(R) or R != protocol.reads_per_call:
+        raise bad(f"reads_per_call={R!r}; allowed: the protocol's {protocol.reads_per_call}")
+    if not isinstance(qubits, list) or not all(integer(q) for q in qubits) \
+            or sorted(qubits) != sorted(int(q) for q in protocol.qubits or ()):
+        raise bad("qubits are not the protocol's qubits")
+    for key in ("fields", "counts"):
+        if not isinstance(plan[key], list) or len(plan[key]) != len(qubits) \
+                or not all(isinstance(row, list) for row in plan[key]):
+            raise bad(f"{key!r} must hold one list per qubit ({len(qubits)})")
+    for q, f, c in zip(qubits, plan["fields"], plan["counts"]):
+        if len(f) != len(c) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       and math.isfinite(v) for v in f):
+            raise bad(f"qubit {q}: fields must be finite numbers, one per count")
+        if not all(integer(v) and v >= 0 for v in c) or sum(c) != calls:
+            raise bad(f"qubit {q}: counts must be non-negative integers summing to calls={calls}")
+    return plan
+
+
 # -- the loop ----------------------------------------------------------------------------------------
 def _settings(model: Model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step):
     return {"model": model.name, "target": D.parse_target(target, model), "fraction": fraction, "level": level,
@@ -406,6 +461,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
             diff = [k for k in settings if stored.get(k) != json.loads(json.dumps(settings))[k]]
             raise DatasetError(f"{out} holds an adaptive assessment with other settings ({', '.join(diff)}); "
                                "use another directory or the same options")
+        for path in sorted((out / _DESIGN_DIR).glob("round-*.json")):     # stored plans: checked before
+            read_round_plan(path, pilot)                                   # anything is written or run
     reason, infeasible = None, None
     try:
         run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
@@ -426,7 +483,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
     while reason is None:
         path = folder / f"round-{rnd:03d}.json"
         if path.is_file():
-            plan = json.loads(path.read_text())
+            plan = read_round_plan(path, protocol)
         else:
             ds = store.load()
             response = ds.response(qubits=protocol.qubits)

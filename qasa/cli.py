@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from qasa.errors import QasaError
+from qasa.fitting import MAX_BOOTSTRAP
 from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
 from qasa.redact import redact
 
@@ -384,9 +385,16 @@ def _sampler(o: dict[str, Any]):
 
 
 def _protocol(o: dict[str, Any], sampler):
+    from qasa.errors import ProtocolError
     from qasa.protocol import Protocol, h_grid
 
-    h_values = _floats(o["h_values"]) if o["h_values"] is not None else h_grid(o["h_max"], o["h_step"])
+    if o["h_values"] is not None:
+        h_values = _floats(o["h_values"])
+    else:
+        try:
+            h_values = h_grid(o["h_max"], o["h_step"])
+        except ProtocolError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--h-max'/'--h-step'") from None
     qubits = _ints(o["qubits"])
     if o["num_qubits"] is not None:
         qubits = sorted(sampler.nodelist)[: o["num_qubits"]]
@@ -621,7 +629,8 @@ def _fit_text(fits, comparison) -> str:
 @click.option("--model", default="qasa", show_default=True,
               help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
 @click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
-@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(min=0), help="Parametric-bootstrap replicates.")
+@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0, MAX_BOOTSTRAP),
+              help=f"Parametric-bootstrap replicates (at most {MAX_BOOTSTRAP}).")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
@@ -770,6 +779,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
 
     def line(name: str, part: dict[str, Any]) -> str:
         qpu = part["qpu_access_time_s"]
+        if part["calls"] is None:
+            return f"  {name:>9}: never meets the target"
         shown = f"{qpu:.1f} s ({qpu / 60:.1f} min)" if qpu is not None else "no timing model"
         return f"  {name:>9}: {part['reads_per_qubit']} reads per qubit in {part['calls']} calls; QPU access time {shown}"
 
@@ -777,7 +788,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
     text = "\n".join([f"expected cost of target {','.join(f'{k}={v}' for k, v in target.items())} on {cost['qubits']} qubits "
                       f"(Cramér–Rao bound at typical parameters {theta}; qubits worse than typical need more):",
                       line("reference", cost["reference"]), line("adaptive", cost["adaptive"]),
-                      f"  reference/adaptive = {cost['ratio']:.2f}"])
+                      f"  reference/adaptive = {cost['ratio']:.2f}" if cost["ratio"] is not None
+                      else "  reference/adaptive: the reference grid never meets it"])
     _emit(as_json, cost, text)
 
 
@@ -852,6 +864,8 @@ def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str 
 
     if (Path(out) / "metadata.json").exists():
         raise DatasetError(f"{out} already holds a dataset; choose another directory")
+    if shape is not None and topology_type is None:
+        raise click.BadParameter(f"--shape {shape} needs --topology (chimera, pegasus or zephyr)", param_hint="'--shape'")
     device = {"topology_type": topology_type, "topology_shape": _ints(shape)} if topology_type else None
     ds = Dataset.from_spin_table(spin_table, device)
     ds.save(out)
