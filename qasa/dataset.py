@@ -480,8 +480,9 @@ class Dataset:
 #: Largest read count accepted in an imported table (exact in float64, far above any real count).
 MAX_IMPORTED_COUNT = 2 ** 53
 #: Largest |h| accepted in an imported table: 4, the widest ``h_range`` D-Wave publishes for its QPUs
-#: ([-4, 4] on the Advantage and Advantage2 systems, [-2, 2] on the D-Wave 2000Q; D-Wave's "QPU
-#: Solver Datasheet", per-system properties, and the presets of :mod:`qasa.virtual.qpu`).
+#: (the solver property ``h_range`` in D-Wave's "QPU-Specific Physical Properties" documents: [-4, 4]
+#: for the Advantage systems, e.g. Advantage_system4.1, and Advantage2; [-2, 2] for DW_2000Q_6 — the
+#: values the presets of :mod:`qasa.virtual.qpu` use). A table beyond it cannot come from such a QPU.
 MAX_IMPORTED_H = 4.0
 #: Largest qubit id of an imported ``spin_<id>`` column (qubit ids are stored as int64).
 MAX_QUBIT_ID = 2 ** 63 - 1
