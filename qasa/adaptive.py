@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -332,6 +333,10 @@ def _checked_candidates(h_range: Any, step: Any) -> np.ndarray:
 
 
 def _check_options(fraction, level, criterion, growth, min_step, max_rounds, step):
+    for name, value in (("fraction", fraction), ("level", level), ("growth", growth), ("min_step", min_step),
+                        ("step", step), ("max_rounds", max_rounds)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name}={value!r} is not a number (an int or a float; not a bool or a string)")
     if not (0.0 < fraction <= 1.0):
         raise ValueError(f"fraction={fraction!r} must lie in (0, 1]")
     D.z_value(level)
@@ -341,7 +346,7 @@ def _check_options(fraction, level, criterion, growth, min_step, max_rounds, ste
         raise ValueError(f"growth={growth!r} must be a finite number ≥ 1")
     if not (0.0 < min_step <= growth):
         raise ValueError(f"min_step={min_step!r} must lie in (0, growth]")
-    if not (isinstance(max_rounds, (int, np.integer)) and max_rounds >= 1):
+    if not (isinstance(max_rounds, numbers.Integral) and max_rounds >= 1):
         raise ValueError(f"max_rounds={max_rounds!r} must be a positive integer")
     if not (step > 0 and math.isfinite(step)):
         raise ValueError(f"step={step!r} must be a positive number")

@@ -339,6 +339,22 @@ def test_damaged_round_plan_is_refused_naming_the_file(tmp_path, adaptive_done, 
     assert "\n" not in message and snapshot(out) == before
 
 
+@pytest.mark.parametrize("kwargs, needle", [({"fraction": True}, "fraction=True is not a number"),
+                                            ({"fraction": "0.9"}, "fraction='0.9' is not a number"),
+                                            ({"max_rounds": True}, "max_rounds=True is not a number"),
+                                            ({"max_qpu_seconds": "5"}, "max_qpu_seconds='5' is not a number")])
+def test_adaptive_options_of_the_wrong_type_are_refused_before_writing(tmp_path, kwargs, needle):
+    """``fraction=True`` ran as 1.0 and ``fraction="0.9"`` was a raw TypeError."""
+    from adaptive_worker import TARGET, sampler
+
+    from qasa import adaptive
+
+    with pytest.raises(QasaError if "qpu" in needle else ValueError, match=needle):
+        adaptive.assess_adaptive(sampler(), tmp_path / "x", TARGET, protocol=adaptive.pilot_protocol(5000, seed=1),
+                                 **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
 # -- files and directories ---------------------------------------------------------------------
 @pytest.mark.parametrize("edit, needle", [
     (lambda m: "{not json", "cannot read"),
