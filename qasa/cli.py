@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from qasa.errors import QasaError
+from qasa.fitting import MAX_BOOTSTRAP
 from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
 from qasa.parameters import format_value
 from qasa.redact import redact
@@ -54,6 +55,17 @@ class _Group(click.Group):
         sys.exit(code)
 
     def _guarded(self, argv, prog_name, complete_var, **extra) -> int:
+        # no raw Python warning reaches stderr: each distinct one is shown as ONE line `warning: ...`
+        # after a command that succeeded (a failure prints its one `error:` line only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = self._invoke(argv, prog_name, complete_var, **extra)
+        if code == 0:
+            for line in warning_lines(caught):
+                click.echo(line, err=True)
+        return code
+
+    def _invoke(self, argv, prog_name, complete_var, **extra) -> int:
         try:
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:          # --help, --version
@@ -160,6 +172,28 @@ def error_message(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split()) or type(exc).__name__
+
+
+def warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
+    """One line ``warning: ...`` per distinct warning (redacted); numpy's floating-point warnings
+    (``overflow encountered in multiply``...), however many, make one line naming the first places."""
+    lines: list[str] = []
+    numeric: list[str] = []
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, RuntimeWarning) and "encountered in" in text:
+            place = f"{Path(w.filename).name}:{w.lineno}"
+            if place not in numeric:
+                numeric.append(place)
+            continue
+        line = f"warning: {redact(text)}"
+        if line not in lines:
+            lines.append(line)
+    if numeric:
+        more = f" and {len(numeric) - 3} more" if len(numeric) > 3 else ""
+        lines.append(f"warning: overflow or invalid values in floating-point arithmetic ({', '.join(numeric[:3])}"
+                     f"{more}); a qubit whose fit they reached is flagged in its quality column")
+    return lines
 
 
 def _fail(message: str) -> int:
@@ -358,9 +392,16 @@ def _sampler(o: dict[str, Any]):
 
 
 def _protocol(o: dict[str, Any], sampler):
+    from qasa.errors import ProtocolError
     from qasa.protocol import Protocol, h_grid
 
-    h_values = _floats(o["h_values"]) if o["h_values"] is not None else h_grid(o["h_max"], o["h_step"])
+    if o["h_values"] is not None:
+        h_values = _floats(o["h_values"])
+    else:
+        try:
+            h_values = h_grid(o["h_max"], o["h_step"])
+        except ProtocolError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--h-max'/'--h-step'") from None
     qubits = _ints(o["qubits"])
     if o["num_qubits"] is not None:
         qubits = sorted(sampler.nodelist)[: o["num_qubits"]]
@@ -474,11 +515,11 @@ def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] |
 
 def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")
         result = fn()
-    for w in caught:
-        if not quiet:
-            click.echo(f"warning: {redact(w.message)}", err=True)
+    if not quiet:
+        for line in warning_lines(caught):
+            click.echo(line, err=True)
     return result
 
 
@@ -599,7 +640,8 @@ def _fit_text(fits, comparison) -> str:
 @click.option("--model", default="qasa", show_default=True,
               help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
 @click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
-@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(min=0), help="Parametric-bootstrap replicates.")
+@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0, MAX_BOOTSTRAP),
+              help=f"Parametric-bootstrap replicates (at most {MAX_BOOTSTRAP}).")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
@@ -841,6 +883,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
 
     def line(name: str, part: dict[str, Any]) -> str:
         qpu = part["qpu_access_time_s"]
+        if part["calls"] is None:
+            return f"  {name:>9}: never meets the target"
         shown = f"{qpu:.1f} s ({qpu / 60:.1f} min)" if qpu is not None else "no timing model"
         return f"  {name:>9}: {part['reads_per_qubit']} reads per qubit in {part['calls']} calls; QPU access time {shown}"
 
@@ -848,7 +892,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
     text = "\n".join([f"expected cost of target {','.join(f'{k}={v}' for k, v in target.items())} on {cost['qubits']} qubits "
                       f"(Cramér–Rao bound at typical parameters {theta}; qubits worse than typical need more):",
                       line("reference", cost["reference"]), line("adaptive", cost["adaptive"]),
-                      f"  reference/adaptive = {cost['ratio']:.2f}"])
+                      f"  reference/adaptive = {cost['ratio']:.2f}" if cost["ratio"] is not None
+                      else "  reference/adaptive: the reference grid never meets it"])
     _emit(as_json, cost, text)
 
 
@@ -923,6 +968,8 @@ def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str 
 
     if (Path(out) / "metadata.json").exists():
         raise DatasetError(f"{out} already holds a dataset; choose another directory")
+    if shape is not None and topology_type is None:
+        raise click.BadParameter(f"--shape {shape} needs --topology (chimera, pegasus or zephyr)", param_hint="'--shape'")
     device = {"topology_type": topology_type, "topology_shape": _ints(shape)} if topology_type else None
     ds = Dataset.from_spin_table(spin_table, device)
     ds.save(out)

@@ -45,7 +45,8 @@ import pyarrow.parquet as pq
 from qasa.errors import DatasetError
 
 __all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "json_text", "utcnow",
-           "normalize_counts", "normalize_calls", "table_bytes", "json_safe"]
+           "normalize_counts", "normalize_calls", "table_bytes", "json_safe", "check_imported_device",
+           "MAX_IMPORTED_H"]
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
@@ -457,7 +458,18 @@ class Dataset:
             DatasetError: naming the line, the column and the value, when the table is not one:
                 see :func:`read_spin_table`.
         """
+        device = check_imported_device(device)      # before the table is read, and before anything is written
         h, samples, qubits, down = read_spin_table(path)
+        if device and device.get("topology_type") is not None:
+            from qasa.topology import topology_graph
+
+            graph, _ = topology_graph(device["topology_type"], device["topology_shape"])
+            absent = [int(q) for q in qubits if int(q) not in graph]
+            if absent:
+                shape = ",".join(map(str, device["topology_shape"]))
+                raise DatasetError(f"{Path(path).name}: column 'spin_{absent[0]}': qubit {absent[0]} is not a qubit "
+                                   f"of a {device['topology_type']} {shape} graph ({len(absent)} of {len(qubits)} "
+                                   f"qubits are not; its qubits are 0..{max(graph.nodes)}): check --topology/--shape")
         ids = [f"spin_table-h{i:05d}" for i in range(len(h))]
         counts = pd.DataFrame({
             "call_id": np.repeat(ids, len(qubits)),
@@ -476,6 +488,35 @@ class Dataset:
 
 #: Largest read count accepted in an imported table (exact in float64, far above any real count).
 MAX_IMPORTED_COUNT = 2 ** 53
+#: Largest |h| accepted in an imported table: 4, the widest ``h_range`` D-Wave publishes for its QPUs
+#: (the solver property ``h_range`` in D-Wave's "QPU-Specific Physical Properties" documents: [-4, 4]
+#: for the Advantage systems, e.g. Advantage_system4.1, and Advantage2; [-2, 2] for DW_2000Q_6 — the
+#: values the presets of :mod:`qasa.virtual.qpu` use). A table beyond it cannot come from such a QPU.
+MAX_IMPORTED_H = 4.0
+#: Largest qubit id of an imported ``spin_<id>`` column (qubit ids are stored as int64).
+MAX_QUBIT_ID = 2 ** 63 - 1
+
+
+def check_imported_device(device: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The device of an imported table with its topology shape checked as ``qasa run`` checks it.
+
+    ``topology_type`` must be chimera, pegasus or zephyr and ``topology_shape`` a shape of it
+    (:func:`qasa.topology.check_shape`: e.g. Pegasus takes one dimension ``m``; ``16,16,4`` is a
+    Chimera shape and is refused, never truncated), or None for the topology's default shape.
+
+    Raises:
+        DatasetError: naming the value and the allowed forms.
+    """
+    if not device or device.get("topology_type") is None:
+        return device
+    from qasa.errors import SamplerError
+    from qasa.topology import check_shape
+
+    try:
+        shape = check_shape(device["topology_type"], device.get("topology_shape"))
+    except SamplerError as exc:
+        raise DatasetError(f"--topology {device['topology_type']} --shape: {exc}") from None
+    return {**device, "topology_shape": shape}
 
 
 def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -484,7 +525,8 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
     Refused, with one line naming the line, the column and the value: an unreadable file; missing
     ``h``/``samples``/``spin_<id>`` columns; a column twice, or two columns naming the same qubit
     (``spin_5`` and ``spin_05``); a spin column whose name is not ``spin_<non-negative integer>``; a
-    table without rows; an empty or non-numeric cell; a non-finite h; the same h on two rows; a read
+    table without rows; an empty or non-numeric cell; a non-finite h or one outside
+    ``[-MAX_IMPORTED_H, MAX_IMPORTED_H]``; a qubit id above :data:`MAX_QUBIT_ID`; the same h on two rows; a read
     count that is not a whole number in ``[0, 2^53]`` (``samples`` at least 1); a spin count above
     its row's ``samples``.
     """
@@ -515,6 +557,9 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
         if m is None:
             raise DatasetError(f"{name}: bad spin column name {c!r}: expected spin_<qubit id> (a non-negative integer)")
         q = int(m.group(1))
+        if q > MAX_QUBIT_ID:
+            raise DatasetError(f"{name}: spin column {c[:40]!r}{'...' if len(c) > 40 else ''}: qubit id out of "
+                               f"range; allowed: spin_<id> with 0 <= id <= 2^63 - 1")
         if q in owner:
             raise DatasetError(f"{name}: columns {owner[q]!r} and {c!r} both name qubit {q}")
         owner[q] = c
@@ -542,6 +587,11 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
     bad = np.flatnonzero(~np.isfinite(h))
     if bad.size:
         raise DatasetError(f"{name} line {bad[0] + 2}, column 'h': {body[bad[0]][index['h']].strip()!r} is not finite")
+    bad = np.flatnonzero(np.abs(h) > MAX_IMPORTED_H)
+    if bad.size:
+        raise DatasetError(f"{name} line {bad[0] + 2}, column 'h': {body[bad[0]][index['h']].strip()!r} is outside "
+                           f"the allowed range [-{MAX_IMPORTED_H:g}, {MAX_IMPORTED_H:g}] (the widest h_range of a "
+                           "D-Wave QPU)")
     first: dict[float, int] = {}
     for i, v in enumerate(h):
         if v in first:

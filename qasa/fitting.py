@@ -1043,6 +1043,12 @@ def _as_response(data: Dataset | Response) -> Response:
     return data.response() if isinstance(data, Dataset) else data
 
 
+#: Most parametric-bootstrap replicates of :func:`fit` (``qasa fit --bootstrap``): standard errors need
+#: 25–200 (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, §6.4); each replicate refits
+#: every qubit and holds a copy of its counts, so 10⁸ would exhaust memory instead of finishing.
+MAX_BOOTSTRAP = 10_000
+
+
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
         rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95,
@@ -1071,6 +1077,8 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise ValueError(f"bootstrap={bootstrap!r} must be an integer in [0, {MAX_BOOTSTRAP}] (replicates)")
     if information not in ("observed", "expected"):
         raise ValueError(f"information={information!r} must be 'observed' or 'expected'")
     model = get_model(model)

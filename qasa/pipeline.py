@@ -195,6 +195,10 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
         raise TypeError(f"sampler options {sorted(sampler_options)} need a backend name, not a sampler object")
     if design not in ("grid", "adaptive"):
         raise ValueError(f"design={design!r}; choose 'grid' or 'adaptive'")
+    if report and report_dir is not None:       # before anything is collected
+        from qasa.report import check_report_dir
+
+        check_report_dir(report_dir)
     if design == "adaptive":
         from qasa import adaptive
 
@@ -211,6 +215,10 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
 def report(dataset: str | Path | Dataset, model: str = "qasa", *, out: str | Path | None = None,
            compare: bool = False, cache: bool = True) -> Assessment:
     """Fit (or reuse matching cached fits) and write the report of a dataset — ``qasa report``."""
+    if out is not None:          # before anything is fitted or cached
+        from qasa.report import check_report_dir
+
+        check_report_dir(out)
     if isinstance(dataset, Dataset):
         return _analyse(dataset, None, model=model, compare=compare, write_report=True, report_dir=out,
                         cache=False)

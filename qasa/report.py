@@ -44,7 +44,7 @@ from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_jso
 from qasa.fitting import FitTable
 from qasa.parameters import format_value, parameter_info, round_to_uncertainty
 
-__all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
+__all__ = ["check_report_dir", "render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
            "pooled_temperature", "summarize", "PAGE"]
 
 #: Tables at most this large (bytes of CSV) are linked as data: URIs inside the page.
@@ -220,6 +220,30 @@ def _progress(enabled: bool | None, total: int, desc: str):
 
 
 # -- entry point ------------------------------------------------------------------------------------
+
+def check_report_dir(out_dir: str | Path) -> Path:
+    """A report directory that can be made: not an existing file, and not under one.
+
+    Called before anything is fitted or written (``qasa report --out FILE`` would otherwise leave
+    the fits cached in the dataset before failing on the directory).
+
+    Raises:
+        DatasetError: naming the path and what is allowed.
+    """
+    from qasa.errors import DatasetError
+
+    out = Path(out_dir)
+    if not str(out).strip():
+        raise DatasetError("--out '' is empty: give a report directory (default DATASET/report)")
+    for where in (out, *out.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise DatasetError(f"--out {out}: {where} is a file, not a directory; allowed: a directory "
+                                   "that exists or can be created")
+            break
+    return out
+
+
 def render(report: AssessmentReport | ComparisonReport | AnaloguesReport, out_dir: str | Path, *,
            formats: Sequence[str] = ("svg",), progress: bool | None = False) -> Path:
     """Write the report's page, figures, CSV tables and JSON summary into ``out_dir``.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import time
 import warnings
@@ -178,27 +179,32 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None =
     return protocol
 
 
-def check_budget_value(max_qpu_seconds: float | None) -> None:
+def check_budget_value(max_qpu_seconds: float | None) -> float | None:
     """A budget must be a finite positive number of seconds (``nan`` would switch the guard off).
+
+    Any real number is accepted (``int``, ``float``, numpy numbers) and returned as ``float``; a
+    string (``"5"``) or a bool is refused, as every other non-number, before anything is written.
 
     Raises:
         BudgetError: naming the value and the allowed range.
     """
     if max_qpu_seconds is None:
-        return
-    try:
-        value = float(max_qpu_seconds)
-    except (TypeError, ValueError):
-        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a number of seconds > 0") from None
+        return None
+    if isinstance(max_qpu_seconds, (bool, np.bool_)) or not isinstance(max_qpu_seconds, numbers.Real):
+        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} is not a number; give a finite number of seconds > 0 "
+                          "(an int or a float, not a string or a bool)")
+    value = float(max_qpu_seconds)
     if not (math.isfinite(value) and value > 0):
         raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a finite number of seconds > 0")
+    return value
 
 
 def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff: float) -> None:
     for name, value, low in (("keep_samples", keep_samples, 0), ("retries", retries, 0), ("in_flight", in_flight, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ProtocolError(f"{name}={value!r} must be an integer ≥ {low}")
-    if not (math.isfinite(backoff) and backoff >= 0):
+    if isinstance(backoff, (bool, np.bool_)) or not isinstance(backoff, numbers.Real) or not (
+            math.isfinite(backoff) and backoff >= 0):
         raise ProtocolError(f"backoff={backoff!r} must be a finite number of seconds ≥ 0")
 
 
@@ -249,7 +255,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
         ProtocolError, DatasetError: before any call, for bad input (nothing is written).
         BudgetError: over budget, before the first call or when the budget is reached.
     """
-    check_budget_value(max_qpu_seconds)
+    max_qpu_seconds = check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     check_leap_options(retries, in_flight, call_timeout)
     _check_out(out)

@@ -276,7 +276,7 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
         return (1 / hi_b if hi_b > 0 else math.nan), (1 / lo_b if lo_b > 0 else math.inf)
 
     def t_se(se_b: float) -> float:
-        return se_b / beta**2 if math.isfinite(beta) and beta != 0 else math.nan
+        return se_b / beta / beta if math.isfinite(beta) and beta != 0 else math.nan     # beta**2 overflows at h ≈ 1e-300
 
     T_lo, T_hi = t_of(b_lo, b_hi)
     where = ("all h values (whole-grid pooled Gibbs fit; not D-Wave's T_eff when the response saturates)"
