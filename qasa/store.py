@@ -473,7 +473,7 @@ class DatasetStore:
             codes = pd.factorize(c["call_id"])[0].astype(np.int64)
             q = c["qubit"].to_numpy(np.int64)
             key = codes * (int(q.max()) - int(q.min()) + 1) + (q - int(q.min()))
-            rows = np.bincount(key) if key.max() < 50_000_000 else np.unique(key, return_counts=True)[1]
+            rows = np.bincount(key) if key.max() < 1 << 23 else np.unique(key, return_counts=True)[1]   # ≤ 64 MB
             if rows.max() > 1:
                 _, first, seen = np.unique(key, return_index=True, return_counts=True)
                 i = first[int(np.argmax(seen > 1))]
