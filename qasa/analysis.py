@@ -41,7 +41,7 @@ from qasa.parameters import PARAMETERS, ParameterInfo, format_value, parameter_i
 from qasa.topology import layout_table
 
 __all__ = [
-    "collection_status", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
+    "collection_status", "noise_beyond_shots", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
     "AnaloguesReport", "analyze", "analyze_comparison", "analyze_analogues", "provenance", "parameter_summary",
     "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "layout_table",
     "pooled_temperature",
@@ -208,6 +208,60 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
               else "adaptive" if rounds or meta.get("adaptive") else "grid")
     return {"design": design, "planned": int(planned), "done": done, "partial": done < planned,
             "rounds": len(rounds), "reads_per_h_collected": collected}
+
+
+def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
+    """What a real QPU adds to shot noise, as this run shows it (the report's "Noise beyond shots").
+
+    Returns ``None`` without calls (imported data) or for a model other than the QASA model; else
+    ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
+    whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
+    ``drift`` (:func:`qasa.drift.drift_summary`: per-qubit b(t) trends with the drifting qubits at a
+    1 % false-discovery rate, and the device's flux-noise spectrum or why it is not estimable) and
+    ``effects`` (sentences: what each does to the headline numbers).
+    """
+    from qasa import drift
+
+    if not len(dataset.calls) or fits.model.params != ("beta", "b", "gamma", "eta"):
+        return None
+    t = fits.table[fits.table["quality"] == "good"]
+    out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}
+    if "sigma_call" in t and len(t):
+        sc = t["sigma_call"].to_numpy(float)
+        sc = sc[np.isfinite(sc)]
+        disp = t["dispersion_p"].to_numpy(float) if "dispersion_p" in t else np.array([])
+        disp = disp[np.isfinite(disp)]
+        out["between_calls"] = {
+            "qubits": int(sc.size),
+            "sigma_call_median": float(np.median(sc)) if sc.size else math.nan,
+            "sigma_call_q25": float(np.percentile(sc, 25)) if sc.size else math.nan,
+            "sigma_call_q75": float(np.percentile(sc, 75)) if sc.size else math.nan,
+            "dispersed_share": float(np.mean(disp < 0.01)) if disp.size else math.nan,
+            "values": sc.tolist()}
+        out["effects"].append(
+            "Between calls: every call is a new programming whose field offsets all its reads share; the fit "
+            "estimates their spread (σ_call, h units) per qubit beside the within-call η, and every interval "
+            "of β, b, γ, η includes it.")
+    else:
+        out["effects"].append("This fit has no between-call component (sigma_call): its intervals count reads as "
+                              "independent, which per-programming field errors make too narrow.")
+    try:
+        d = drift.drift_summary(dataset, fits, seed=seed)
+    except (KeyError, ValueError) as exc:        # no call times, or too few calls
+        d = {"error": str(exc)}
+    if "error" not in d:
+        tr = d["trends"]
+        out["drift"] = {"drifting": d["drifting"], "tested": int(tr["slope"].notna().sum()),
+                        "spectrum": {k: v for k, v in d["spectrum"].items() if k not in ("frequency", "power")},
+                        "trends": tr.sort_values("q").head(10).reset_index().to_dict("records"),
+                        "_spectrum": d["spectrum"]}
+        out["effects"].append(
+            f"Drift: b is the run average of each qubit's bias (its interval is that average's); "
+            f"{len(d['drifting'])} of {out['drift']['tested']} qubits drift beyond their interval over the run "
+            "(b(t) slope, Benjamini–Hochberg q < 0.01), and those carry the reason 'drifts'.")
+    else:
+        out["effects"].append(f"Drift: not estimated ({d['error']}).")
+    return out
 
 
 def _pilot(dataset: Dataset) -> Dataset:
@@ -504,6 +558,7 @@ class AssessmentReport:
             (:func:`qasa.analogues.device_analogue`; its ``attrs`` hold the temperature profile), or ``None``.
         notes: sentences about degenerate or partial data (shown at the top of the report).
         collection: :func:`collection_status` of the dataset (planned and done calls, partial, design).
+        noise: :func:`noise_beyond_shots` (between-call spread, drift, spectrum), or ``None``.
     """
 
     created: str
@@ -532,6 +587,7 @@ class AssessmentReport:
     notes: list[str] = field(default_factory=list)
     device_info: dict[str, Any] = field(default_factory=dict, repr=False)
     collection: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, Any] | None = None
 
     kind = "assessment"
 
@@ -588,6 +644,13 @@ class AssessmentReport:
             out["outcome_correlations"] = self.outcome
         if self.analogue is not None:
             out["analogue"] = self.analogue.to_dict("records")
+        if self.noise is not None:
+            noise = {k: v for k, v in self.noise.items() if k != "drift"}
+            if noise.get("between_calls"):
+                noise["between_calls"] = {k: v for k, v in noise["between_calls"].items() if k != "values"}
+            if self.noise.get("drift") is not None:
+                noise["drift"] = {k: v for k, v in self.noise["drift"].items() if not k.startswith("_")}
+            out["noise_beyond_shots"] = noise
         return json_safe(out)
 
     def __repr__(self) -> str:
@@ -686,6 +749,11 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                                  + str(temperature.get("method", "")))
     else:
         temperature = _temperature(dataset if len(dataset.counts) else r)
+    noise = noise_beyond_shots(dataset, fits, seed=seed) if enough else None
+    if noise is not None and noise["drift"] is not None and noise["drift"]["drifting"]:
+        from qasa.drift import mark_drifting
+
+        fits = mark_drifting(fits, pd.DataFrame({"drifts": True}, index=noise["drift"]["drifting"]))
     analogue, _ = _analogue(dataset, temperature) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
@@ -693,7 +761,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
         recovery=rec if rec is not None and len(rec) else None, truth=truth, analogue=analogue, outcome=json_safe(outcome) if outcome else None,
-        notes=notes, collection=collection,
+        notes=notes, collection=collection, noise=noise,
         device_info={k: v for k, v in dataset.device.items()
                      if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 

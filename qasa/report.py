@@ -735,6 +735,50 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
             + table + fig_html)
 
 
+def _noise_section(rep: AssessmentReport, page: _Page) -> str:
+    """Between-call spread, drift and the flux-noise spectrum, and what each does to the headline numbers."""
+    from qasa.drift import plot_spectrum
+
+    n = rep.noise
+    parts = ["<p>" + "</p><p>".join(html.escape(e) for e in n["effects"]) + "</p>"]
+    bc = n.get("between_calls")
+    fig = _figure(10, 3.4, _PAIR)
+    ax1, ax2 = fig.subplots(1, 2)
+    if bc and bc["values"]:
+        ax1.hist(bc["values"], bins=40, color="#4c72b0")
+        ax1.set_xlabel("σ_call (h), good qubits")
+        ax1.set_ylabel("qubits")
+        parts.append(f"<p>σ<sub>call</sub>: median {_fmt(bc['sigma_call_median'])}, IQR "
+                     f"[{_fmt(bc['sigma_call_q25'])}, {_fmt(bc['sigma_call_q75'])}] over {bc['qubits']} good qubits; "
+                     f"{_pct(bc['dispersed_share'])} of qubits fail the between-call homogeneity test at p &lt; 0.01 "
+                     "(dispersion_p).</p>")
+    else:
+        ax1.text(0.5, 0.5, "no between-call component in this fit", ha="center", va="center", transform=ax1.transAxes)
+        ax1.set_axis_off()
+    d = n.get("drift")
+    if d is not None:
+        spec = d["_spectrum"]
+        plot_spectrum(spec, ax=ax2)
+        if spec.get("estimable"):
+            parts.append(f"<p>Flux-noise spectrum of the per-call offsets: amplitude at 1 Hz "
+                         f"{_fmt(spec['amplitude_1Hz'])} h/√Hz [{_fmt(spec['amplitude_1Hz_lo'])}, "
+                         f"{_fmt(spec['amplitude_1Hz_hi'])}], exponent {_fmt(spec['exponent'], 0.01)} "
+                         f"[{_fmt(spec['exponent_lo'], 0.01)}, {_fmt(spec['exponent_hi'], 0.01)}] "
+                         "(qasa.drift.spectrum).</p>")
+        else:
+            parts.append(f"<p>Flux-noise spectrum: {html.escape(str(spec.get('reason', '')))}.</p>")
+        if d["trends"]:
+            tr = pd.DataFrame(d["trends"])
+            rows = [[_fmt(int(r["qubit"])), _fmt(r["slope"], r["slope_se"]), _fmt(r["q"], 0.001), str(bool(r["drifts"]))]
+                    for _, r in tr.iterrows()]
+            parts.append(page.table(rows, ["qubit", "b slope (h per hour)", "q (BH)", "drifts"], tr, "drift_trends.csv",
+                                    numeric=[True, True, True, False]))
+    else:
+        ax2.set_axis_off()
+    parts.insert(1, page.figure(fig, "noise", "Between-call spread of the field (left) and spectrum of per-call offsets (right)"))
+    return "".join(parts)
+
+
 def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str], progress: bool | None) -> Path:
     page = _Page(out, formats)
     steps: list[tuple[str, str, Callable[[], str]]] = [("summary", "Summary", lambda: _summary_section(rep, page))]
@@ -756,6 +800,8 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
     if rep.device is not None:
         steps.append(("correlations", "Correlations between parameters", lambda: _correlation_section(rep, page)))
         steps.append(("spatial", "Spatial structure", lambda: _spatial_section(rep, page)))
+    if rep.noise is not None:
+        steps.append(("noise", "Noise beyond shots", lambda: _noise_section(rep, page)))
     if rep.outcome is not None:
         steps.append(("outcomes", "Outcome correlations within reads", lambda: _outcome_section(rep, page)))
     if rep.recovery is not None:

@@ -98,3 +98,34 @@ def test_spectrum_intervals_cover_planted_flicker_noise():
     large = [_covers(_flicker_spectrum(seed, qubits=100, h_step=0.1, h_max=1.0, reads_per_h=50_000, reads_per_call=500))
              for seed in range(10, 16)]
     assert sum(large) >= 5, large
+
+
+def test_the_report_shows_noise_beyond_shots_and_marks_drifting_qubits(tmp_path):
+    """analyze(): the 'Noise beyond shots' record (between-call spread when the fit has it, drift trends,
+    the spectrum or why not) and the reason 'drifts' on the qubits whose b(t) trend exceeds its interval;
+    render() draws the section; summary.json carries it."""
+    import json
+
+    from qasa.analysis import analyze
+    from qasa.report import render
+
+    _, walk = _run(sigma_walk=0.002)
+    fits = qasa.fit(walk, "qasa")
+    rep = analyze(walk, fits, split_half=False, permutations=9, bootstrap=0)
+    noise = rep.noise
+    assert noise is not None and noise["drift"] is not None
+    drifting = set(noise["drift"]["drifting"])
+    assert len(drifting) > 0.5 * noise["drift"]["tested"]          # the walk: most qubits drift
+    t = rep.fits.table.set_index("qubit")
+    assert all("drifts" in str(t.loc[q, "reason"]) for q in drifting)
+    assert not any("drifts" in str(t.loc[q, "reason"]) for q in set(t.index) - drifting)
+    assert any(e.startswith("Drift: b is the run average") for e in noise["effects"])
+    render(rep, tmp_path)
+    html_text = (tmp_path / "index.html").read_text()
+    assert "Noise beyond shots" in html_text and (tmp_path / "noise.svg").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["noise_beyond_shots"]["drift"]["drifting"]) == drifting
+    # without drift, no qubit carries the reason
+    _, clean = _run(sigma_call=0.0)
+    rep = analyze(clean, qasa.fit(clean, "qasa"), split_half=False, permutations=9, bootstrap=0)
+    assert len(rep.noise["drift"]["drifting"]) <= 1
