@@ -205,18 +205,20 @@ CHUNK_CELLS = 384 * 81
 
 def _evaluate(model, h, theta, n_down, n_total, info=True):
     """Log-likelihood, score and (optionally) expected information per row, in row chunks that
-    share one scratch workspace (see :func:`qasa.models._qasa_phi`)."""
+    share one scratch workspace (see :func:`qasa.models._qasa_phi`). The between-call model
+    (:data:`CALL_MODEL`) takes its packed per-cell statistics as ``n_down`` (:func:`_evaluate_calls`)."""
     n = len(theta)
     ws: dict = {}
     rows = max(1, CHUNK_CELLS // max(len(h), 1))
+    block = _evaluate_calls if getattr(model._fn, "between_calls", False) else _evaluate_block
     if n <= rows:
-        return _evaluate_block(model, h, theta, n_down, n_total, info, ws)
+        return block(model, h, theta, n_down, n_total, info, ws)
     k = theta.shape[1]
     ll, score = np.empty(n), np.empty((n, k))
     fisher = np.empty((n, k, k)) if info else None
     for i in range(0, n, rows):
         sl = slice(i, i + rows)
-        out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
+        out = block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
         ll[sl], score[sl] = out[0], out[1]
         if info:
             fisher[sl] = out[2]
@@ -264,6 +266,107 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     fisher = np.matmul(a, a.transpose(0, 2, 1))
     fisher *= 0.25
     return ll, score, fisher
+
+
+# -- between-call (per-programming) likelihood ------------------------------------------------------
+#: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
+_S, _U, _C, _NN, _R, _R0, _G, _NG = range(8)
+
+
+def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray:
+    """The between-call likelihood's data of ``rows``: ``(n, 8, k)`` float, features ``S = Σn``,
+    ``U = ΣN − Σn``, ``C`` (calls), ``Σ N²``, ``r``, ``Σ (n − rN)²`` (:class:`~qasa.dataset.CallStats`),
+    ``g = (∂p/∂b)²`` at the first-stage estimate and ``N̄ g`` with ``N̄ = ΣN / C``."""
+    c = r.calls
+    nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
+    C = c.n_calls[rows].astype(float)
+    out = np.empty((len(rows), 8, len(r.h)))
+    out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
+    out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
+    out[:, _G] = slope2
+    out[:, _NG] = np.where(C > 0, nt / np.maximum(C, 1.0), 0.0) * slope2
+    return out
+
+
+def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
+    r"""The between-call log-likelihood of a chunk, its score and expected information in
+    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"), per cell:
+
+    ``ℓ = S log p + U log q + v g R / (2 w (w + a)) − (C/2) log(1 + a/w)`` with ``p = p̄`` the mean
+    response at ``η_tot² = η² + σ²``, ``w = pq``, ``v = σ²``, ``a = N̄ g v``, ``R = Σ (n − pN)²``.
+    """
+    ws = {} if ws is None else ws
+    mean_phi = phi[:, :4].copy()
+    mean_phi[:, 3] += phi[:, 4]
+    v = phi[:, 4:5]
+    m, dm, scale = _m(QASA_INTERNAL, h, mean_phi, True, ws)
+    S, U, C, NN, rr, R0, g, Ng = (data[:, i] for i in range(8))
+    p = np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP)
+    q = 1.0 - p
+    w = p * q
+    wp = q - p
+    a = Ng * v
+    wa = w + a
+    dev = p - rr
+    R = R0 + NN * dev * dev
+    E = w * wa
+    ll = (S * np.log(p) + U * np.log(q) + v * g * R / (2.0 * E) - 0.5 * C * np.log1p(a / w)).sum(1)
+    T = S + U
+    lp = (S - T * p) / w + (v * g / (2.0 * E)) * (2.0 * NN * dev - R * wp * (2.0 * w + a) / E) \
+        + 0.5 * C * wp * a / (w * wa)
+    lv = g * R / (2.0 * wa * wa) - 0.5 * C * Ng / wa
+    dmt = dm.transpose(1, 0, 2)
+    half = 0.5 * (scale if scale is not None else np.ones((len(phi), 4)))
+    s4 = np.matmul(dmt, lp[..., None])[..., 0] * half
+    score = np.empty((len(phi), 5))
+    score[:, :4] = s4
+    score[:, 4] = s4[:, 3] + lv.sum(1)
+    if not info:
+        return ll, score, None
+    Ipp = T / wa + 0.5 * C * (wp / wa) ** 2
+    Ipv = 0.5 * C * wp * Ng / (wa * wa)
+    Ivv = 0.5 * C * (Ng / wa) ** 2
+    A = dmt * np.sqrt(Ipp)[:, None, :]
+    F4 = np.matmul(A, A.transpose(0, 2, 1)) * half[:, :, None] * half[:, None, :]
+    cross = np.matmul(dmt, Ipv[..., None])[..., 0] * half
+    fisher = np.empty((len(phi), 5, 5))
+    fisher[:, :4, :4] = F4
+    fisher[:, :4, 4] = F4[:, :, 3] + cross
+    fisher[:, 4, :4] = fisher[:, :4, 4]
+    fisher[:, 4, 4] = F4[:, 3, 3] + 2.0 * cross[:, 3] + Ivv.sum(1)
+    return ll, score, fisher
+
+
+def _qasa_calls_theta(h, theta, jac):
+    """Mean magnetization of the between-call model in θ = (β, b, γ, η, σ_call): the QASA ``m`` at
+    ``η_tot = √(η² + σ²)`` (the per-call offsets average like η, to fourth order in the noise)."""
+    theta = np.asarray(theta, float)
+    eta_tot = np.sqrt(theta[:, 3] ** 2 + theta[:, 4] ** 2)
+    th4 = np.column_stack([theta[:, :3], eta_tot])
+    m, dm = get_model("qasa")._fn(h, th4, jac)
+    if not jac:
+        return m, None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(eta_tot > 0, theta[:, 3:5] / eta_tot[:, None], 0.0)
+    return m, np.stack([dm[0], dm[1], dm[2], dm[3] * share[:, 0:1], dm[3] * share[:, 1:2]])
+
+
+def _qasa_calls_phi(h, phi, jac):
+    """Marker: the internal between-call model is evaluated by :func:`_evaluate_calls` only."""
+    raise NotImplementedError("the between-call model is evaluated by qasa.fitting._evaluate_calls")
+
+
+_qasa_calls_phi.between_calls = True
+
+_INF = float("inf")
+#: The QASA model's internal (φ) form, whose fused evaluation the between-call likelihood reuses.
+QASA_INTERNAL = get_model("qasa").internal
+#: The between-call model: QASA's (β, b, γ, η) plus σ_call, the sd of a field offset drawn afresh for
+#: every call (programming) and shared by its reads; even in γ, η and σ_call (fitted on their squares).
+CALL_MODEL = Model("qasa+calls", ("beta", "b", "gamma", "eta", "sigma_call"), (0.0, -_INF, 0.0, 0.0, 0.0),
+                   (_INF,) * 5, ("1/h", "h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01, 0.01), _qasa_calls_theta,
+                   lambda beta, b, sat: [], "QASA with a per-call field offset δ ~ N(0, σ_call²)",
+                   (False, False, True, True, True), _qasa_calls_phi)
 
 
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
@@ -1045,7 +1148,7 @@ def _as_response(data: Dataset | Response) -> Response:
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
         rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95,
-        information: str = "observed") -> FitTable:
+        information: str = "observed", between_calls: bool = True) -> FitTable:
     """Fit ``model`` to every qubit of ``data`` by maximum likelihood (see module docstring).
 
     Args:
@@ -1064,6 +1167,11 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             the expected (Fisher) information, one evaluation: asymptotically the same, for callers
             that need the estimates and only rough errors (the halves of
             :func:`qasa.device.split_half`).
+        between_calls: for the ``qasa`` model on data with per-call statistics (a
+            :class:`~qasa.dataset.Dataset`, or a :class:`~qasa.dataset.Response` with ``calls``), fit
+            the between-call component σ_call and let every interval account for it (module
+            docstring, "Between calls"); False: the binomial likelihood of the summed counts (reads
+            independent), σ_call not estimated (``dispersion_p`` is still reported).
 
     Returns:
         A :class:`FitTable` with one row per qubit (degenerate qubits flagged, never raised).
@@ -1098,18 +1206,122 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         theta[ok] = model.from_internal(phi_ok)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
+    calls = None
+    if model.name == "qasa":
+        calls = _dispersion(r)
+        if not between_calls:
+            calls["identified"][:] = False
+            calls["why"] = "fitted without the between-call component (between_calls=False)"
+    if calls is not None and fitted.size:
+        _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol,
+                   information)
+        fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
                                   r.n_total[fitted].astype(float), score[fitted], expected=information == "expected",
                                   fisher=fisher[fitted])
         if intervals:
-            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted, fisher)
-    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
+            _intervals(model, r.h, r.n_down.astype(float), r.n_total.astype(float), theta, ll, cov, iters, lower,
+                       upper, level, max_iter, tol, fitted, fisher)
+    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls)
     meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
+    if calls is not None:
+        meta["likelihood"] = "between-calls" if calls["fitted"].any() else "binomial"
     if bootstrap:
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
+
+
+#: A cell (qubit, programmed field) enters the homogeneity test and the between-call degrees of
+#: freedom when each outcome is expected at least this many times per call (Pearson χ² is then
+#: close to its χ² law; fewer expected counts make it heavy-tailed).
+MIN_CALL_COUNT = 5.0
+#: σ_call is estimated for a qubit with at least this many between-call degrees of freedom
+#: (Σ over such cells of calls − 1); below it the table says it is not identified.
+MIN_CALL_DF = 20
+
+
+def _dispersion(r: Response) -> dict[str, Any]:
+    """Between-call homogeneity per qubit, from the data alone: Pearson's
+    ``X² = Σ_cells Σ_c (n_c − r N_c)² / (N̄ r (1 − r))`` over the cells whose every call expects each
+    outcome ≥ :data:`MIN_CALL_COUNT` times, on ``df = Σ (C − 1)`` degrees of freedom; and whether
+    σ_call can be separated (``df ≥`` :data:`MIN_CALL_DF`)."""
+    n = len(r.qubits)
+    out: dict[str, Any] = {"p": np.full(n, np.nan), "df": np.zeros(n, np.int64), "identified": np.zeros(n, bool),
+                           "fitted": np.zeros(n, bool), "sigma": np.full(n, np.nan), "lo": np.full(n, np.nan),
+                           "hi": np.full(n, np.nan), "se": np.full(n, np.nan), "deviance": np.full(n, np.nan),
+                           "n_free": np.zeros(n, np.int64), "why": "no per-call counts (one pseudo-call per h)"}
+    c = r.calls
+    if c is None:
+        return out
+    C = c.n_calls.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nbar = np.where(C > 0, r.n_total / np.maximum(C, 1), 0.0)
+        ratio = c.centre
+        use = (C >= 2) & (nbar * np.minimum(ratio, 1 - ratio) >= MIN_CALL_COUNT)
+        x2 = np.where(use, c.spread / (nbar * ratio * (1 - ratio)), 0.0).sum(1)
+    df = np.where(use, C - 1, 0).sum(1).astype(np.int64)
+    out["p"] = np.where(df > 0, stats.chi2.sf(x2, np.maximum(df, 1)), np.nan)
+    out["df"] = df
+    out["identified"] = df >= MIN_CALL_DF
+    out["why"] = f"fewer than {MIN_CALL_DF} between-call degrees of freedom"
+    return out
+
+
+def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,
+               information) -> None:
+    """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
+    "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
+    moment start of σ², one maximization of the five parameters, covariance and profile intervals."""
+    rows = rows[calls["identified"][rows]]
+    if rows.size == 0:
+        return
+    qasa = get_model("qasa")
+    th0 = theta[rows]
+    m, dm = qasa.m_jac(r.h, th0)
+    g = (0.5 * dm[..., 1]) ** 2
+    D = _pack_calls(r, rows, g)
+    T = D[:, _S] + D[:, _U]
+    # moment start: E Σ(n − rN)² = (C − 1) N̄ (w + N̄ g σ²) for calls of equal size
+    p = np.clip(0.5 * (1 + m), _PCLIP, 1 - _PCLIP)
+    C = D[:, _C]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
+        num = np.where(C >= 2, D[:, _R0] / np.maximum(nbar, 1) - (C - 1) * p * (1 - p), 0.0).sum(1)
+        den = np.where(C >= 2, (C - 1) * D[:, _NG], 0.0).sum(1)
+        v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, 0.25)
+    start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
+    pm = CALL_MODEL.internal
+    phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter, tol=tol)
+    th5 = CALL_MODEL.from_internal(phi)
+    ok = c5 & np.isfinite(l5)
+    if not ok.any():
+        return
+    rows, th5, l5, i5, sc5, fi5, D, T = rows[ok], th5[ok], l5[ok], i5[ok], sc5[ok], fi5[ok], D[ok], T[ok]
+    m5 = len(rows)
+    cv5 = _covariance(CALL_MODEL, r.h, th5, D, T, sc5, expected=information == "expected", fisher=fi5)
+    lo5, hi5 = np.full((m5, 5), np.nan), np.full((m5, 5), np.nan)
+    it5 = iters[rows] + i5
+    if intervals:
+        _intervals(CALL_MODEL, r.h, D, T, th5, l5, cv5, it5, lo5, hi5, level, max_iter, tol, np.arange(m5), fi5)
+    theta[rows], ll[rows], iters[rows] = th5[:, :4], l5, it5
+    cov[rows] = cv5[:, :4, :4]
+    lower[rows], upper[rows] = lo5[:, :4], hi5[:, :4]
+    calls["fitted"][rows] = True
+    calls["sigma"][rows], calls["lo"][rows], calls["hi"][rows] = th5[:, 4], lo5[:, 4], hi5[:, 4]
+    with np.errstate(invalid="ignore"):
+        calls["se"][rows] = np.sqrt(cv5[:, 4, 4])
+    # lack of fit of the summed counts about the mean, each cell's binomial deviance divided by its
+    # between-call inflation 1 + N̄ g σ²/(pq); the mean has (β, b, γ, η_tot) free
+    pbar = np.clip(CALL_MODEL.p_down(r.h, th5), _PCLIP, 1 - _PCLIP)
+    S, U = D[:, _S], D[:, _U]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = 2.0 * (np.where(S > 0, S * np.log(S / (T * pbar)), 0.0) + np.where(U > 0, U * np.log(U / (T * (1 - pbar))), 0.0))
+    infl = 1.0 + D[:, _NG] * th5[:, 4:5] ** 2 / (pbar * (1 - pbar))
+    calls["deviance"][rows] = np.maximum(dev / infl, 0.0).sum(1)
+    eta_tot = np.hypot(th5[:, 3], th5[:, 4])
+    calls["n_free"][rows] = (th5[:, 0] > 0).astype(int) + 1 + (th5[:, 2] > 0) + (eta_tot > 0)
 
 
 def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
@@ -1139,34 +1351,34 @@ def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np
     return out
 
 
-def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, fisher=None,
-               rounds: int = 3) -> None:
-    """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
+def _intervals(model, h, n_down, n_total, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows,
+               fisher=None, rounds: int = 3) -> None:
+    """Profile intervals of ``rows`` (indices into every array: ``n_down``, ``n_total`` are the data of
+    all rows, float), in place; a profile point that beats the fit restarts it (the
     escape step of the module docstring), and its covariance and intervals are recomputed. After
     the last escape round the moved rows get their intervals once more (around the final estimate:
     an interval is never left from an earlier one)."""
     for round_ in range(rounds + 1):
         if rows.size == 0:
             return
-        nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
-        lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level,
+        nd, nt = n_down[rows], n_total[rows]
+        lo, hi, better, better_ll = profile_intervals(model, h, nd, nt, theta[rows], ll[rows], level,
                                                       cov=cov[rows], information=None if fisher is None else fisher[rows])
         fisher = None               # (escaped rows have moved: their information is evaluated anew)
         lower[rows], upper[rows] = lo, hi
         esc = np.flatnonzero(np.isfinite(better_ll))
         if esc.size == 0 or round_ == rounds:
             return
-        th2, ll2, cv2, it2 = maximize(model, r.h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
+        th2, ll2, cv2, it2 = maximize(model, h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
         improved = cv2 & np.isfinite(ll2) & (ll2 > ll[rows[esc]])
         moved = rows[esc[improved]]
         theta[moved], ll[moved], iters[moved] = th2[improved], ll2[improved], iters[moved] + it2[improved]
         rows = moved
         if rows.size:
-            cov[rows] = _covariance(model, r.h, theta[rows], r.n_down[rows].astype(float),
-                                    r.n_total[rows].astype(float))
+            cov[rows] = _covariance(model, h, theta[rows], n_down[rows], n_total[rows])
 
 
-def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov) -> pd.DataFrame:
+def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls=None) -> pd.DataFrame:
     n, k = theta.shape
     cov = cov.copy()
     with np.errstate(invalid="ignore"):
@@ -1181,6 +1393,12 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     n_h = (r.n_total > 0).sum(1)
     reads = r.n_total.sum(1)
     deviance = np.maximum(2.0 * (ll_sat - ll), 0.0)
+    k_used = np.full(n, k)
+    if calls is not None:          # between-call fits: their own deviance and free mean parameters
+        on = calls["fitted"]
+        deviance = np.where(on, calls["deviance"], deviance)
+        n_free = np.where(on, calls["n_free"], n_free)
+        k_used = np.where(on, k + 1, k)
     df = n_h - n_free
     gof = np.where(df > 0, stats.chi2.sf(deviance, np.maximum(df, 1)), np.nan)
     reasons = reasons.copy()
@@ -1212,6 +1430,15 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         rules += [(unbounded, f"{p} not identified: interval unbounded", True),
                   (on, f"{p} on its bound: one-sided interval", False),
                   (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    if calls is not None:
+        on = live & calls["fitted"]
+        sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
+        unb = on & np.isinf(shi)
+        rules += [(live & ~calls["fitted"] & (r.calls is not None),
+                   f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+                  (unb, "sigma_call not identified: interval unbounded", True),
+                  (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
+                  (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
     for mask, text, bad in rules:
         reasons[mask] = np.where(reasons[mask] == "", text, reasons[mask].astype(str) + "; " + text)
         if bad:
@@ -1224,13 +1451,22 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     for j, p in enumerate(model.params):
         data[f"{p}_lo"] = lower[:, j]
         data[f"{p}_hi"] = upper[:, j]
+    if calls is not None:
+        fitted_calls = live & calls["fitted"]
+        data["sigma_call"] = np.where(fitted_calls, calls["sigma"], np.nan)
+        data["sigma_call_stderr"] = np.where(fitted_calls, calls["se"], np.nan)
+        data["sigma_call_lo"] = np.where(fitted_calls, calls["lo"], np.nan)
+        data["sigma_call_hi"] = np.where(fitted_calls, calls["hi"], np.nan)
+        data["sigma_call_identified"] = fitted_calls
+        data["dispersion_p"] = calls["p"]
+        data["dispersion_df"] = calls["df"]
     cov[reasons != ""] = np.nan
     for i, a in enumerate(model.params):
         for j in range(i + 1, k):
             data[f"cov_{a}_{model.params[j]}"] = cov[:, i, j]
     data.update(loglik=ll, deviance=np.where(live, deviance, np.nan), df=df.astype("int64"),
-                gof_pvalue=np.where(live, gof, np.nan), aic=2 * k - 2 * ll,
-                bic=k * np.log(np.maximum(reads, 1)) - 2 * ll, n_reads=reads.astype("int64"),
+                gof_pvalue=np.where(live, gof, np.nan), aic=2 * k_used - 2 * ll,
+                bic=k_used * np.log(np.maximum(reads, 1)) - 2 * ll, n_reads=reads.astype("int64"),
                 n_h=n_h.astype("int64"), converged=conv, iterations=iters.astype("int64"),
                 quality=quality.astype(str), reason=reasons.astype(str))
     return pd.DataFrame(data)
