@@ -288,52 +288,97 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray
     return out
 
 
+#: Below this value of β·σ_call the mean response takes the per-call offsets as part of η
+#: (``η_tot² = η² + σ²``, exact to second order; the fourth-order difference is below 1e-12 there).
+_SMALL_BS = 1e-3
+
+
+def _mean_calls(h, phi, ws):
+    r"""Mean magnetization over the per-call offsets and its Jacobian in φ = (β, b, γ², η², σ²):
+    ``m̄ = ½ [m(b + σ) + m(b − σ)]`` (the two-node Gauss–Hermite rule for the offset on top of
+    QASA's ±η; exact to third order in the noise, fourth-order error ``2σ⁴`` against ``3σ⁴``), with
+    ``∂m̄/∂(σ²) = (m_b(b + σ) − m_b(b − σ)) / (4σ)``; rows with ``βσ <`` :data:`_SMALL_BS` use
+    ``m(η_tot)``. Returns ``(m̄, dm (5, n, k), scale (n, 5))`` as :func:`qasa.models._qasa_phi`
+    does: ``dm`` without its per-row factors."""
+    n = len(phi)
+    sig = np.sqrt(np.maximum(phi[:, 4], 0.0))
+    big = phi[:, 0] * sig >= _SMALL_BS
+    base = phi[:, :4].copy()
+    base[:, 3] += np.where(big, 0.0, phi[:, 4])
+    if not big.any():
+        m, dm, scale = _m(QASA_INTERNAL, h, base, True, ws.setdefault("plus", {}))
+        dm5 = _buf(ws, "dm5", (5,) + m.shape)
+        dm5[:4] = dm
+        dm5[4] = dm[3]
+        scale5 = np.concatenate([scale, scale[:, 3:4]], 1)
+        return m, dm5, scale5
+    up, down = base.copy(), base.copy()
+    up[:, 1] += np.where(big, sig, 0.0)
+    down[:, 1] -= np.where(big, sig, 0.0)
+    mp, dmp, scale = _m(QASA_INTERNAL, h, up, True, ws.setdefault("plus", {}))
+    mm, dmm, _ = _m(QASA_INTERNAL, h, down, True, ws.setdefault("minus", {}))
+    m = np.add(mp, mm, out=_buf(ws, "mbar", mp.shape))
+    m *= 0.5
+    dm5 = _buf(ws, "dm5", (5,) + m.shape)
+    np.subtract(dmp[1], dmm[1], out=dm5[4])
+    np.add(dmp[:4], dmm[:4], out=dm5[:4])
+    dm5[:4] *= 0.5
+    scale5 = np.empty((n, 5))
+    scale5[:, :4] = scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale5[:, 4] = np.where(big, scale[:, 1] / (4.0 * sig), scale[:, 3])
+    if not big.all():
+        small = ~big
+        dm5[4][small] = dm5[3][small]
+    return m, dm5, scale5
+
+
 def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     r"""The between-call log-likelihood of a chunk, its score and expected information in
     ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"), per cell:
 
     ``ℓ = S log p + U log q + v g R / (2 w (w + a)) − (C/2) log(1 + a/w)`` with ``p = p̄`` the mean
-    response at ``η_tot² = η² + σ²``, ``w = pq``, ``v = σ²``, ``a = N̄ g v``, ``R = Σ (n − pN)²``.
+    response over the offsets (:func:`_mean_calls`), ``w = pq``, ``v = σ²``, ``a = N̄ g v``,
+    ``R = Σ (n − pN)²``.
     """
     ws = {} if ws is None else ws
-    mean_phi = phi[:, :4].copy()
-    mean_phi[:, 3] += phi[:, 4]
     v = phi[:, 4:5]
-    m, dm, scale = _m(QASA_INTERNAL, h, mean_phi, True, ws)
+    m, dm, scale = _mean_calls(h, phi, ws)
     S, U, C, NN, rr, R0, g, Ng = (data[:, i] for i in range(8))
     p = np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP)
     q = 1.0 - p
     w = p * q
     wp = q - p
-    a = Ng * v
-    wa = w + a
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Cs = np.maximum(C, 1.0)
+        K = (S / (p * p) + U / (q * q)) / Cs               # observed curvature per call, ÷ (∂p/∂b)²
+        Kp = 2.0 * (U / (q * q * q) - S / (p * p * p)) / Cs
+    Dc = 1.0 + v * g * K
     dev = p - rr
     R = R0 + NN * dev * dev
-    E = w * wa
-    ll = (S * np.log(p) + U * np.log(q) + v * g * R / (2.0 * E) - 0.5 * C * np.log1p(a / w)).sum(1)
+    w2D = w * w * Dc
+    ll = (S * np.log(p) + U * np.log(q) + v * g * R / (2.0 * w2D) - 0.5 * C * np.log(Dc)).sum(1)
     T = S + U
-    lp = (S - T * p) / w + (v * g / (2.0 * E)) * (2.0 * NN * dev - R * wp * (2.0 * w + a) / E) \
-        + 0.5 * C * wp * a / (w * wa)
-    lv = g * R / (2.0 * wa * wa) - 0.5 * C * Ng / wa
+    Dp = v * g * Kp / Dc
+    lp = (S - T * p) / w + (v * g / (2.0 * w2D)) * (2.0 * NN * dev - R * (2.0 * wp / w + Dp)) - 0.5 * C * Dp
+    lv = g * R / (2.0 * w2D * Dc) - 0.5 * C * g * K / Dc
+    a = Ng * v
+    wa = w + a
     dmt = dm.transpose(1, 0, 2)
-    half = 0.5 * (scale if scale is not None else np.ones((len(phi), 4)))
-    s4 = np.matmul(dmt, lp[..., None])[..., 0] * half
-    score = np.empty((len(phi), 5))
-    score[:, :4] = s4
-    score[:, 4] = s4[:, 3] + lv.sum(1)
+    half = 0.5 * scale
+    score = np.matmul(dmt, lp[..., None])[..., 0] * half
+    score[:, 4] += lv.sum(1)
     if not info:
         return ll, score, None
     Ipp = T / wa + 0.5 * C * (wp / wa) ** 2
     Ipv = 0.5 * C * wp * Ng / (wa * wa)
     Ivv = 0.5 * C * (Ng / wa) ** 2
     A = dmt * np.sqrt(Ipp)[:, None, :]
-    F4 = np.matmul(A, A.transpose(0, 2, 1)) * half[:, :, None] * half[:, None, :]
+    fisher = np.matmul(A, A.transpose(0, 2, 1)) * half[:, :, None] * half[:, None, :]
     cross = np.matmul(dmt, Ipv[..., None])[..., 0] * half
-    fisher = np.empty((len(phi), 5, 5))
-    fisher[:, :4, :4] = F4
-    fisher[:, :4, 4] = F4[:, :, 3] + cross
-    fisher[:, 4, :4] = fisher[:, :4, 4]
-    fisher[:, 4, 4] = F4[:, 3, 3] + 2.0 * cross[:, 3] + Ivv.sum(1)
+    fisher[:, :, 4] += cross
+    fisher[:, 4, :] += cross
+    fisher[:, 4, 4] += Ivv.sum(1)
     return ll, score, fisher
 
 
@@ -1313,12 +1358,14 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     with np.errstate(invalid="ignore"):
         calls["se"][rows] = np.sqrt(cv5[:, 4, 4])
     # lack of fit of the summed counts about the mean, each cell's binomial deviance divided by its
-    # between-call inflation 1 + N̄ g σ²/(pq); the mean has (β, b, γ, η_tot) free
+    # between-call inflation 1 + g K σ² (≈ 1 + N̄ g σ²/(pq)); the mean has (β, b, γ, η_tot) free
     pbar = np.clip(CALL_MODEL.p_down(r.h, th5), _PCLIP, 1 - _PCLIP)
     S, U = D[:, _S], D[:, _U]
     with np.errstate(invalid="ignore", divide="ignore"):
         dev = 2.0 * (np.where(S > 0, S * np.log(S / (T * pbar)), 0.0) + np.where(U > 0, U * np.log(U / (T * (1 - pbar))), 0.0))
-    infl = 1.0 + D[:, _NG] * th5[:, 4:5] ** 2 / (pbar * (1 - pbar))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        K = (S / pbar ** 2 + U / (1 - pbar) ** 2) / np.maximum(D[:, _C], 1.0)
+    infl = 1.0 + D[:, _G] * K * th5[:, 4:5] ** 2
     calls["deviance"][rows] = np.maximum(dev / infl, 0.0).sum(1)
     eta_tot = np.hypot(th5[:, 3], th5[:, 4])
     calls["n_free"][rows] = (th5[:, 0] > 0).astype(int) + 1 + (th5[:, 2] > 0) + (eta_tot > 0)

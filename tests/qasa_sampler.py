@@ -143,6 +143,8 @@ class CallNoiseSampler(QASAModelCountSampler):
         sigma_call: sd of the independent offset drawn per call and qubit (h units), a scalar or one
             value per qubit.
         drift_step: sd of the random walk's step per call (h units; 0: no drift). The walk starts at 0.
+        on: ``"field"`` (default): the offset adds to the programmed field (longitudinal and transverse
+            terms, as a control error on h would); ``"bias"``: it adds to b only.
         qubits, seed, truth, ranges: as :class:`QASAModelSampler`.
 
     Attributes:
@@ -150,10 +152,12 @@ class CallNoiseSampler(QASAModelCountSampler):
     """
 
     def __init__(self, qubits: int | Iterable[int] = 2000, seed: int = 0, *, sigma_call: float | np.ndarray = 0.0,
-                 drift_step: float = 0.0, truth: pd.DataFrame | None = None, **ranges: Any) -> None:
+                 drift_step: float = 0.0, on: str = "field", truth: pd.DataFrame | None = None,
+                 **ranges: Any) -> None:
         super().__init__(qubits, seed, truth=truth, **ranges)
         self.sigma_call = np.broadcast_to(np.asarray(sigma_call, float), (len(self._nodes),)).copy()
         self.drift_step = float(drift_step)
+        self.on = on
         self._walk = np.zeros(len(self._nodes))
         self.offsets: list[np.ndarray] = []
 
@@ -168,7 +172,12 @@ class CallNoiseSampler(QASAModelCountSampler):
         offset = self._walk + self.sigma_call * rng.standard_normal(len(self._nodes))
         self.offsets.append(offset)
         rows = np.fromiter((self._row[v] for v in variables), dtype=np.int64, count=len(variables))
-        p = 0.5 * (1.0 + _m_diag(self._model, x + offset[rows], self._theta[rows]))
+        if self.on == "field":
+            p = 0.5 * (1.0 + _m_diag(self._model, x + offset[rows], self._theta[rows]))
+        else:
+            theta = self._theta[rows].copy()
+            theta[:, 1] += offset[rows]
+            p = 0.5 * (1.0 + _m_diag(self._model, x, theta))
         return variables, rng.binomial(int(num_reads), p), {}
 
 
