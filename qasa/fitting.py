@@ -408,8 +408,14 @@ _INF = float("inf")
 QASA_INTERNAL = get_model("qasa").internal
 #: The between-call model: QASA's (β, b, γ, η) plus σ_call, the sd of a field offset drawn afresh for
 #: every call (programming) and shared by its reads; even in γ, η and σ_call (fitted on their squares).
+#: Upper bound of σ_call (h units): ten times D-Wave's published per-programming error (≈ 0.01,
+#: DESIGN.md §7); the approximation behind the between-call likelihood holds for β·σ ≲ 0.3–0.5.
+SIGMA_CALL_MAX = 0.1
+#: A between-call fit with β·σ_call above this is outside the validity of the approximation (the
+#: slope g is that of the first-stage fit) and is not reported: the qubit keeps its binomial fit.
+BETA_SIGMA_MAX = 0.5
 CALL_MODEL = Model("qasa+calls", ("beta", "b", "gamma", "eta", "sigma_call"), (0.0, -_INF, 0.0, 0.0, 0.0),
-                   (_INF,) * 5, ("1/h", "h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01, 0.01), _qasa_calls_theta,
+                   (_INF,) * 4 + (SIGMA_CALL_MAX,), ("1/h", "h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01, 0.01), _qasa_calls_theta,
                    lambda beta, b, sat: [], "QASA with a per-call field offset δ ~ N(0, σ_call²)",
                    (False, False, True, True, True), _qasa_calls_phi)
 
@@ -450,7 +456,7 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
 
 
 def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
-                  fixed=None, n_starts=1, merge_tol=0.5, predict=0.0):
+                  fixed=None, n_starts=1, merge_tol=0.5, predict=0.0, floor=None):
     """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters.
 
     A row stops when its next (nearly undamped) step is predicted to gain less than ``tol`` or to
@@ -466,6 +472,11 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
     still held by the linearized score, the row returns the quadratic
     model's maximum — the point after the step, ``ℓ`` plus the predicted gain and the linearized
     score ``g − F·δ`` (the model's error is a fraction of the predicted gain).
+
+    ``floor`` (profiles): per row, a log-likelihood that the row's maximum is only needed above; a
+    row stops when even four times its next step's predicted gain would leave it below ``floor``
+    (a profile point far beyond the cut-off, whose inner fit may crawl along a flat direction for
+    hundreds of iterations: the point is beyond the cut-off either way).
     """
     lo = np.array(model.lower)
     hi = np.array(model.upper)
@@ -501,6 +512,16 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         sd = np.sqrt(np.maximum(d, 0.0))
         # a nearly undamped step that would change nothing: converged without evaluating it
         predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+        if floor is not None:
+            below = (ll[idx] + 4.0 * np.maximum(predicted, 0.0) < floor[idx]) & (lam[idx] <= 1e-2)
+            if below.any():
+                converged[idx[below]] = True
+                active[idx[below]] = False
+                keep = ~below
+                idx, th, g, F, held, step, sd, predicted, rhs = (idx[keep], th[keep], g[keep], F[keep], held[keep],
+                                                                  step[keep], sd[keep], predicted[keep], rhs[keep])
+                if idx.size == 0:
+                    break
         if predict > 0:
             # the model's maximum must be inside the bounds, and a parameter held on its bound must
             # still be held there by the linearized score (else the active set changes: evaluate)
@@ -714,6 +735,12 @@ _TRUST = 0.1
 #: of the cut-off is maximized a second time, from the last point inside the cut-off
 #: (see :func:`profile_intervals`).
 _PROFILE_RECHECK = 4.0
+#: A profile point's inner fit stops once it is predicted to stay below ``ℓ̂ − _PROFILE_FLOOR·c``
+#: (2(ℓ̂ − ℓ_p) > 8c: r > 2.8√c, far beyond the cut-off; see :func:`_maximize_phi`'s ``floor``).
+_PROFILE_FLOOR = 4.0
+#: Iteration limit of a profile point's inner fit under the between-call model (each evaluation of a
+#: few straggling rows costs its fixed overhead; converged points take ≤ 5 at the 90th percentile).
+_PROFILE_CALLS_ITER = 20
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -755,6 +782,9 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     """
     model = get_model(model)
     pm = model.internal
+    # inner fits of the between-call model: at most _PROFILE_CALLS_ITER iterations (a point whose inner
+    # fit has not converged by then keeps its lower bound on ℓ_p: conservative)
+    inner_iter = _PROFILE_CALLS_ITER if getattr(pm._fn, "between_calls", False) else 200
     theta = np.asarray(theta, float)
     n, k = theta.shape
     phi = model.to_internal(theta)
@@ -814,7 +844,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         fixed = np.zeros((idx.size, k), bool)
         fixed[np.arange(idx.size), j] = True
         ph, lp, _, _, grad, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
-                                           step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL)
+                                           step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL,
+                                           floor=ll[q] - _PROFILE_FLOOR * c, max_iter=inner_iter)
         lp = np.where(np.isfinite(lp), lp, -np.inf)
         # far beyond the cut-off after a long move (beyond 1.5 Wald steps): the warm start, moved to
         # first order over that distance, may have led the inner fit astray (a β profile levelling off
@@ -827,7 +858,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
             again[np.arange(far.size), j[far]] = t_next[idx[far]]
             ph2, lp2, _, _, grad2, _ = _maximize_phi(pm, h, n_down[q[far]], n_total[q[far]], np.clip(again, lo_b, hi_b),
                                                      fixed=fixed[far], tol=_PROFILE_TOL, step_tol=_PROFILE_STEP_TOL,
-                                                     predict=_PROFILE_PREDICT_TOL)
+                                                     predict=_PROFILE_PREDICT_TOL, floor=ll[q[far]] - _PROFILE_FLOOR * c,
+                                                     max_iter=inner_iter)
             better = np.isfinite(lp2) & (lp2 > lp[far])
             sel = far[better]
             ph[sel], lp[sel], grad[sel] = ph2[better], lp2[better], grad2[better]
@@ -1335,7 +1367,7 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
         nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
         num = np.where(C >= 2, D[:, _R0] / np.maximum(nbar, 1) - (C - 1) * p * (1 - p), 0.0).sum(1)
         den = np.where(C >= 2, (C - 1) * D[:, _NG], 0.0).sum(1)
-        v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, 0.25)
+        v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, (0.3 / np.maximum(th0[:, 0], 1e-9)) ** 2)
     start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
     pm = CALL_MODEL.internal
     phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter, tol=tol)
@@ -1350,6 +1382,10 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     it5 = iters[rows] + i5
     if intervals:
         _intervals(CALL_MODEL, r.h, D, T, th5, l5, cv5, it5, lo5, hi5, level, max_iter, tol, np.arange(m5), fi5)
+    valid = th5[:, 0] * th5[:, 4] <= BETA_SIGMA_MAX
+    calls["invalid"] = np.zeros(len(theta), bool)
+    calls["invalid"][rows[~valid]] = True
+    rows, th5, l5, it5, cv5, lo5, hi5, D, T = (a[valid] for a in (rows, th5, l5, it5, cv5, lo5, hi5, D, T))
     theta[rows], ll[rows], iters[rows] = th5[:, :4], l5, it5
     cov[rows] = cv5[:, :4, :4]
     lower[rows], upper[rows] = lo5[:, :4], hi5[:, :4]
@@ -1481,8 +1517,11 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         on = live & calls["fitted"]
         sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
         unb = on & np.isinf(shi)
-        rules += [(live & ~calls["fitted"] & (r.calls is not None),
+        invalid = live & calls.get("invalid", np.zeros(n, bool))
+        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid,
                    f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+                  (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
+                            f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
                   (unb, "sigma_call not identified: interval unbounded", True),
                   (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
                   (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
