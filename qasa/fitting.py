@@ -270,21 +270,22 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
 
 # -- between-call (per-programming) likelihood ------------------------------------------------------
 #: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
-_S, _U, _C, _NN, _R, _R0, _G, _NG = range(8)
+_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC = range(9)
 
 
 def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray:
-    """The between-call likelihood's data of ``rows``: ``(n, 8, k)`` float, features ``S = Σn``,
+    """The between-call likelihood's data of ``rows``: ``(n, 9, k)`` float, features ``S = Σn``,
     ``U = ΣN − Σn``, ``C`` (calls), ``Σ N²``, ``r``, ``Σ (n − rN)²`` (:class:`~qasa.dataset.CallStats`),
-    ``g = (∂p/∂b)²`` at the first-stage estimate and ``N̄ g`` with ``N̄ = ΣN / C``."""
+    ``g = (∂p/∂b)²`` at the first-stage estimate, ``S/C`` and ``U/C``."""
     c = r.calls
     nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
     C = c.n_calls[rows].astype(float)
-    out = np.empty((len(rows), 8, len(r.h)))
+    out = np.empty((len(rows), 9, len(r.h)))
     out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
     out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
     out[:, _G] = slope2
-    out[:, _NG] = np.where(C > 0, nt / np.maximum(C, 1.0), 0.0) * slope2
+    out[:, _SC] = nd / np.maximum(C, 1.0)
+    out[:, _UC] = (nt - nd) / np.maximum(C, 1.0)
     return out
 
 
@@ -344,37 +345,110 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     ws = {} if ws is None else ws
     v = phi[:, 4:5]
     m, dm, scale = _mean_calls(h, phi, ws)
-    S, U, C, NN, rr, R0, g, Ng = (data[:, i] for i in range(8))
-    p = np.clip(0.5 * (1.0 + m), _PCLIP, 1 - _PCLIP)
-    q = 1.0 - p
-    w = p * q
-    wp = q - p
-    with np.errstate(invalid="ignore", divide="ignore"):
-        Cs = np.maximum(C, 1.0)
-        K = (S / (p * p) + U / (q * q)) / Cs               # observed curvature per call, ÷ (∂p/∂b)²
-        Kp = 2.0 * (U / (q * q * q) - S / (p * p * p)) / Cs
-    Dc = 1.0 + v * g * K
-    dev = p - rr
-    R = R0 + NN * dev * dev
-    w2D = w * w * Dc
-    ll = (S * np.log(p) + U * np.log(q) + v * g * R / (2.0 * w2D) - 0.5 * C * np.log(Dc)).sum(1)
-    T = S + U
-    Dp = v * g * Kp / Dc
-    lp = (S - T * p) / w + (v * g / (2.0 * w2D)) * (2.0 * NN * dev - R * (2.0 * wp / w + Dp)) - 0.5 * C * Dp
-    lv = g * R / (2.0 * w2D * Dc) - 0.5 * C * g * K / Dc
-    a = Ng * v
-    wa = w + a
+    shape = m.shape
+
+    def B(name):
+        return _buf(ws, name, shape)
+
+    S, U, C, NN, rr, R0, g, Sc, Uc = (data[:, i] for i in range(9))
+    p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
+    q = np.subtract(1.0, p, out=B("c_q"))
+    q *= 0.5
+    p += 1.0
+    p *= 0.5
+    ip = np.divide(1.0, p, out=B("c_ip"))
+    iq = np.divide(1.0, q, out=B("c_iq"))
+    # K = (S/p² + U/q²)/C: the observed curvature per call ÷ g; Kp = ∂K/∂p
+    t1 = np.multiply(Sc, ip, out=B("c_t1"))
+    t1 *= ip                                   # Sc/p²
+    t2 = np.multiply(Uc, iq, out=B("c_t2"))
+    t2 *= iq                                   # Uc/q²
+    K = np.add(t1, t2, out=B("c_K"))
+    Kp = np.multiply(t2, iq, out=t2)
+    Kp -= np.multiply(t1, ip, out=t1)
+    Kp *= 2.0
+    vg = np.multiply(g, v, out=B("c_vg"))
+    Dc = np.multiply(vg, K, out=B("c_D"))
+    Dc += 1.0
+    iD = np.divide(1.0, Dc, out=B("c_iD"))
+    dev = np.subtract(p, rr, out=B("c_dev"))
+    R = np.multiply(dev, dev, out=B("c_R"))
+    R *= NN
+    R += R0
+    w = np.multiply(p, q, out=B("c_w"))
+    iw = np.divide(1.0, w, out=B("c_iw"))
+    # A = v g / (2 w² D): the weight of R in ℓ
+    A = np.multiply(vg, iw, out=B("c_A"))
+    A *= iw
+    A *= iD
+    A *= 0.5
+    lD = np.log(Dc, out=B("c_lD"))
+    ll = np.einsum("nk,nk->n", S, np.log(p, out=B("c_lp")))
+    ll += np.einsum("nk,nk->n", U, np.log(q, out=B("c_lq")))
+    ll += np.einsum("nk,nk->n", A, R)
+    ll -= 0.5 * np.einsum("nk,nk->n", C, lD)
+    # ∂ℓ/∂p = (S − T p)/w + A (2 NN dev − R (2 (q − p)/w + Dp)) − C Dp / 2,  Dp = v g Kp / D
+    Dp = np.multiply(vg, Kp, out=Kp)
+    Dp *= iD
+    wp = np.subtract(q, p, out=B("c_wp"))
+    inner = np.multiply(wp, iw, out=B("c_in"))
+    inner *= 2.0
+    inner += Dp
+    inner *= R
+    np.multiply(NN, dev, out=dev)
+    dev *= 2.0
+    dev -= inner
+    lp = np.multiply(A, dev, out=dev)
+    T = np.add(S, U, out=B("c_T"))
+    res = np.multiply(T, p, out=inner)
+    np.subtract(S, res, out=res)
+    res *= iw
+    lp += res
+    np.multiply(C, Dp, out=res)
+    res *= 0.5
+    lp -= res
+    # ∂ℓ/∂v = g R / (2 w² D²) − C g K / (2 D)
+    lv = np.multiply(g, R, out=R)
+    lv *= iw
+    lv *= iw
+    lv *= iD
+    lv *= iD
+    lv *= 0.5
+    gK = np.multiply(g, K, out=K)
+    gK *= C
+    gK *= iD
+    gK *= 0.5
+    lv -= gK
     dmt = dm.transpose(1, 0, 2)
     half = 0.5 * scale
     score = np.matmul(dmt, lp[..., None])[..., 0] * half
     score[:, 4] += lv.sum(1)
     if not info:
         return ll, score, None
-    Ipp = T / wa + 0.5 * C * (wp / wa) ** 2
-    Ipv = 0.5 * C * wp * Ng / (wa * wa)
-    Ivv = 0.5 * C * (Ng / wa) ** 2
-    A = dmt * np.sqrt(Ipp)[:, None, :]
-    fisher = np.matmul(A, A.transpose(0, 2, 1)) * half[:, :, None] * half[:, None, :]
+    # expected information of the Gaussian model of the per-call counts (a metric for the steps):
+    # I_pp = T/(w + a) + C/2 ((q − p)/(w + a))², I_pv = C/2 (q − p) N̄g/(w + a)², I_vv = C/2 (N̄g/(w + a))²
+    Ng = np.add(Sc, Uc, out=B("c_Ng"))
+    Ng *= g
+    wa = np.multiply(Ng, v, out=B("c_wa"))
+    wa += w
+    iwa = np.divide(1.0, wa, out=wa)
+    x = np.multiply(wp, iwa, out=wp)          # (q − p)/(w + a)
+    y = np.multiply(Ng, iwa, out=Ng)          # N̄g/(w + a)
+    Ipp = np.multiply(T, iwa, out=T)
+    tmp = np.multiply(x, x, out=B("c_tmp"))
+    tmp *= C
+    tmp *= 0.5
+    Ipp += tmp
+    Ipv = np.multiply(x, y, out=x)
+    Ipv *= C
+    Ipv *= 0.5
+    Ivv = np.multiply(y, y, out=y)
+    Ivv *= C
+    Ivv *= 0.5
+    A2 = dmt * np.sqrt(Ipp, out=Ipp)[:, None, :]
+    fisher = np.matmul(A2, A2.transpose(0, 2, 1))
+    fisher *= half[:, :, None]
+    fisher *= half[:, None, :]
     cross = np.matmul(dmt, Ipv[..., None])[..., 0] * half
     fisher[:, :, 4] += cross
     fisher[:, 4, :] += cross
@@ -1366,7 +1440,7 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     with np.errstate(invalid="ignore", divide="ignore"):
         nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
         num = np.where(C >= 2, D[:, _R0] / np.maximum(nbar, 1) - (C - 1) * p * (1 - p), 0.0).sum(1)
-        den = np.where(C >= 2, (C - 1) * D[:, _NG], 0.0).sum(1)
+        den = np.where(C >= 2, (C - 1) * D[:, _G] * nbar, 0.0).sum(1)
         v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, (0.3 / np.maximum(th0[:, 0], 1e-9)) ** 2)
     start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
     pm = CALL_MODEL.internal
