@@ -299,56 +299,82 @@ _SMALL_BS = 1e-3
 
 
 def _mean_calls(h, phi, ws):
-    r"""Mean magnetization over the per-call offsets and its Jacobian in φ = (β, b, γ², η², σ²):
-    ``m̄ = ½ [m(b + σ) + m(b − σ)]`` (the two-node Gauss–Hermite rule for the offset on top of
-    QASA's ±η; exact to third order in the noise, fourth-order error ``2σ⁴`` against ``3σ⁴``), with
-    ``∂m̄/∂(σ²) = (m_b(b + σ) − m_b(b − σ)) / (4σ)``; rows with ``βσ <`` :data:`_SMALL_BS` use
-    ``m(η_tot)``. Returns ``(m̄, dm (5, n, k), scale (n, 5))`` as :func:`qasa.models._qasa_phi`
-    does: ``dm`` without its per-row factors."""
-    n = len(phi)
+    r"""The response over the per-call offsets: mean, spread and their Jacobians in
+    φ = (β, b, γ², η², σ²), by the two-node Gauss–Hermite rule for the offset δ ~ N(0, σ²) on top of
+    QASA's ±η, i.e. from ``m± = m(b ± σ)``:
+
+    - mean ``m̄ = ½ (m₊ + m₋)`` (exact to third order in the noise; fourth-order error ``2σ⁴`` against
+      ``3σ⁴``: measured ≤ 2e-4 in m at β = 8–10, σ = 0.02), ``∂m̄/∂(σ²) = (m_b(b+σ) − m_b(b−σ))/(4σ)``;
+    - between-call variance of P(−1) ``s² = ¼ (p₊ − p₋)² = (m₊ − m₋)²/16`` (the secant slope over
+      ±σ: it follows the model's own, nonlinear, response and saturates, unlike a fixed slope),
+      ``∂s²/∂φ = (m₊ − m₋)(∂m₊/∂φ − ∂m₋/∂φ)/8``, ``∂s²/∂(σ²) = (m₊ − m₋)(m_b₊ + m_b₋)/(16σ)``.
+
+    Rows with ``βσ <`` :data:`_SMALL_BS` take ``m̄ = m(η_tot)`` with ``η_tot² = η² + σ²`` (the same to
+    second order) and ``s² = p_b² σ²`` with ``∂s²/∂(σ²) = p_b²`` (its other derivatives, O(σ²), are
+    dropped; they vanish at σ = 0). Returns ``(m̄, P, s², Q)``: ``P = ∂p̄/∂φ`` and ``Q = ∂s²/∂φ``, each
+    ``(5, n, k)``, with ``p̄ = (1 + m̄)/2``."""
     sig = np.sqrt(np.maximum(phi[:, 4], 0.0))
     big = phi[:, 0] * sig >= _SMALL_BS
     base = phi[:, :4].copy()
     base[:, 3] += np.where(big, 0.0, phi[:, 4])
-    if not big.any():
-        m, dm, scale = _m(QASA_INTERNAL, h, base, True, ws.setdefault("plus", {}))
-        dm5 = _buf(ws, "dm5", (5,) + m.shape)
-        dm5[:4] = dm
-        dm5[4] = dm[3]
-        scale5 = np.concatenate([scale, scale[:, 3:4]], 1)
-        return m, dm5, scale5
     up, down = base.copy(), base.copy()
     up[:, 1] += np.where(big, sig, 0.0)
     down[:, 1] -= np.where(big, sig, 0.0)
     mp, dmp, scale = _m(QASA_INTERNAL, h, up, True, ws.setdefault("plus", {}))
+    shape = mp.shape
+    P = _buf(ws, "c_P", (5,) + shape)
+    Q = _buf(ws, "c_Q", (5,) + shape)
+    sc = scale.T[:, :, None]
+    if not big.any():
+        m = mp
+        np.multiply(dmp, sc, out=P[:4])
+        P[:4] *= 0.5
+        P[4] = P[3]
+        pb2 = np.multiply(P[1], P[1], out=Q[4])         # p_b²
+        s2 = np.multiply(pb2, phi[:, 4:5], out=_buf(ws, "c_s2", shape))
+        Q[:4] = 0.0
+        return m, P, s2, Q
     mm, dmm, _ = _m(QASA_INTERNAL, h, down, True, ws.setdefault("minus", {}))
-    m = np.add(mp, mm, out=_buf(ws, "mbar", mp.shape))
+    Jp = np.multiply(dmp, sc, out=dmp)
+    Jm = np.multiply(dmm, sc, out=dmm)
+    m = np.add(mp, mm, out=_buf(ws, "mbar", shape))
     m *= 0.5
-    dm5 = _buf(ws, "dm5", (5,) + m.shape)
-    np.subtract(dmp[1], dmm[1], out=dm5[4])
-    np.add(dmp[:4], dmm[:4], out=dm5[:4])
-    dm5[:4] *= 0.5
-    scale5 = np.empty((n, 5))
-    scale5[:, :4] = scale
+    delta = np.subtract(mp, mm, out=_buf(ws, "c_delta", shape))
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale5[:, 4] = np.where(big, scale[:, 1] / (4.0 * sig), scale[:, 3])
+        inv_sig = np.where(big, 1.0 / np.where(big, sig, 1.0), 0.0)[:, None]
+    np.add(Jp, Jm, out=P[:4])
+    P[:4] *= 0.25                                   # ∂p̄/∂φ = ½ ∂m̄/∂φ = ¼ (J₊ + J₋)
+    np.subtract(Jp[1], Jm[1], out=P[4])
+    P[4] *= 0.125 * inv_sig                         # ½ (m_b₊ − m_b₋)/(4σ)
+    np.subtract(Jp, Jm, out=Q[:4])
+    Q[:4] *= delta * 0.125
+    np.add(Jp[1], Jm[1], out=Q[4])
+    Q[4] *= delta
+    Q[4] *= 0.0625 * inv_sig
+    s2 = np.multiply(delta, delta, out=_buf(ws, "c_s2", shape))
+    s2 *= 0.0625
     if not big.all():
         small = ~big
-        dm5[4][small] = dm5[3][small]
-    return m, dm5, scale5
+        P[4][small] = P[3][small]
+        pb2 = P[1][small] ** 2
+        Q[4][small] = pb2
+        Q[:4, small] = 0.0
+        s2[small] = pb2 * phi[small, 4:5]
+    return m, P, s2, Q
 
 
 def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     r"""The between-call log-likelihood of a chunk, its score and expected information in
-    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"), per cell:
+    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"). Per cell, with ``p = p̄`` and the
+    between-call variance ``s²`` of P(−1) (:func:`_mean_calls`), ``w = pq``, ``K = (S/p² + U/q²)/C``
+    (the observed binomial curvature per call, per unit slope), ``D = 1 + s² K`` and
+    ``R = Σ (n − pN)² = R0 + Σ N² (p − r)²``:
 
-    ``ℓ = S log p + U log q + v g R / (2 w (w + a)) − (C/2) log(1 + a/w)`` with ``p = p̄`` the mean
-    response over the offsets (:func:`_mean_calls`), ``w = pq``, ``v = σ²``, ``a = N̄ g v``,
-    ``R = Σ (n − pN)²``.
+    ``ℓ = S log p + U log q + A R0 + min(A Σ N² (p − r)², ℓ_sat − ℓ_bin) − (C/2) log D``,
+    ``A = s² / (2 w² D)``.
     """
     ws = {} if ws is None else ws
-    v = phi[:, 4:5]
-    m, dm, scale = _mean_calls(h, phi, ws)
+    m, P, s2, Q = _mean_calls(h, phi, ws)
     shape = m.shape
 
     def B(name):
@@ -362,7 +388,6 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     p *= 0.5
     ip = np.divide(1.0, p, out=B("c_ip"))
     iq = np.divide(1.0, q, out=B("c_iq"))
-    # K = (S/p² + U/q²)/C: the observed curvature per call ÷ g; Kp = ∂K/∂p
     t1 = np.multiply(Sc, ip, out=B("c_t1"))
     t1 *= ip                                   # Sc/p²
     t2 = np.multiply(Uc, iq, out=B("c_t2"))
@@ -370,83 +395,74 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     K = np.add(t1, t2, out=B("c_K"))
     Kp = np.multiply(t2, iq, out=t2)
     Kp -= np.multiply(t1, ip, out=t1)
-    Kp *= 2.0
-    vg = np.multiply(g, v, out=B("c_vg"))
-    Dc = np.multiply(vg, K, out=B("c_D"))
+    Kp *= 2.0                                  # ∂K/∂p
+    Dc = np.multiply(s2, K, out=B("c_D"))
     Dc += 1.0
     iD = np.divide(1.0, Dc, out=B("c_iD"))
     dev = np.subtract(p, rr, out=B("c_dev"))
-    R = np.multiply(dev, dev, out=B("c_R"))
-    R *= NN
-    R += R0
+    M = np.multiply(dev, dev, out=B("c_M"))
+    M *= NN
     w = np.multiply(p, q, out=B("c_w"))
     iw = np.divide(1.0, w, out=B("c_iw"))
-    # A = v g / (2 w² D): the weight of R in ℓ
-    A = np.multiply(vg, iw, out=B("c_A"))
+    A = np.multiply(s2, iw, out=B("c_A"))
     A *= iw
     A *= iD
     A *= 0.5
     lD = np.log(Dc, out=B("c_lD"))
-    # the binomial part and its shortfall L = ℓ_sat − ℓ_bin ≥ 0 of the cell; the between-call reward
-    # A·R is capped at L (a mean far from the data gains nothing from σ: module docstring)
     lbin = np.multiply(S, np.log(p, out=B("c_lp")), out=B("c_lb"))
     lbin += np.multiply(U, np.log(q, out=B("c_lq")), out=B("c_lq"))
-    AR = np.multiply(R, A, out=B("c_AR"))
-    AR -= np.multiply(R0, A, out=B("c_AM"))     # A·NN·(p − r)²: the reward for the pooled mean's misfit
+    AM = np.multiply(A, M, out=B("c_AM"))
     L = np.subtract(sat, lbin, out=B("c_L"))
-    capped = AR > L
-    np.minimum(AR, L, out=AR)
-    AR += lbin
-    ll = AR.sum(1)
+    capped = AM > L
+    any_cap = bool(capped.any())
+    np.minimum(AM, L, out=AM)
+    AM += lbin
+    ll = AM.sum(1)
     ll += np.einsum("nk,nk->n", A, R0)
     ll -= 0.5 * np.einsum("nk,nk->n", C, lD)
-    # ∂ℓ/∂p = (S − T p)/w + A (2 NN dev − R (2 (q − p)/w + Dp)) − C Dp / 2,  Dp = v g Kp / D
-    Dp = np.multiply(vg, Kp, out=Kp)
+    # ∂ℓ/∂p: binomial (S − Tp)/w; A·R with R = R0 + M: A (2 NN dev) [M part] − A R (2(q − p)/w + Dp)
+    # [through A]; −(C/2) Dp [log D], Dp = s² Kp / D. Capped cells: the M part is ℓ_sat − ℓ_bin.
+    Dp = np.multiply(s2, Kp, out=Kp)
     Dp *= iD
     wp = np.subtract(q, p, out=B("c_wp"))
-    inner = np.multiply(wp, iw, out=B("c_in"))
-    inner *= 2.0
-    inner += Dp
-    inner *= R
+    fac = np.multiply(wp, iw, out=B("c_in"))
+    fac *= 2.0
+    fac += Dp                                  # −∂ log A/∂p
+    R = np.add(R0, M, out=M)
+    if any_cap:
+        np.copyto(R, R0, where=capped)
+    lp = np.multiply(R, fac, out=fac)
+    lp *= -1.0
     np.multiply(NN, dev, out=dev)
     dev *= 2.0
-    dev -= inner
-    lp = np.multiply(A, dev, out=dev)
+    if any_cap:
+        dev[capped] = 0.0
+    lp += dev
+    lp *= A
     T = np.add(S, U, out=B("c_T"))
-    res = np.multiply(T, p, out=inner)
+    res = np.multiply(T, p, out=dev)
     np.subtract(S, res, out=res)
     res *= iw
+    if any_cap:
+        res[capped] = 0.0
     lp += res
     np.multiply(C, Dp, out=res)
     res *= 0.5
     lp -= res
-    if capped.any():            # capped cells: ℓ_sat + A·R0 − (C/2) log D
-        wp2 = np.multiply(wp, iw, out=res)
-        wp2 *= 2.0
-        wp2 += Dp
-        wp2 *= R0
-        wp2 *= A
-        wp2 *= -1.0
-        wp2 -= 0.5 * C * Dp
-        np.copyto(lp, wp2, where=capped)
-    # ∂ℓ/∂v = g R / (2 w² D²) − C g K / (2 D)
-    lv = np.multiply(g, R, out=R)
-    lv *= iw
-    lv *= iw
-    lv *= iD
-    lv *= iD
-    lv *= 0.5
-    gK = np.multiply(g, K, out=K)
-    gK *= C
-    gK *= iD
-    gK *= 0.5
-    if capped.any():
-        lv[capped] = (g * R0 * iw * iw * iD * iD)[capped] * 0.5
-    lv -= gK
-    dmt = dm.transpose(1, 0, 2)
-    half = 0.5 * scale
-    score = np.matmul(dmt, lp[..., None])[..., 0] * half
-    score[:, 4] += lv.sum(1)
+    # ∂ℓ/∂(s²) = R / (2 w² D²) − C K / (2 D)
+    ls = np.multiply(R, iw, out=R)
+    ls *= iw
+    ls *= iD
+    ls *= iD
+    ls *= 0.5
+    CK = np.multiply(C, K, out=K)
+    CK *= iD
+    CK *= 0.5
+    ls -= CK
+    Pt = P.transpose(1, 0, 2)
+    Qt = Q.transpose(1, 0, 2)
+    score = np.matmul(Pt, lp[..., None])[..., 0]
+    score += np.matmul(Qt, ls[..., None])[..., 0]
     # outside the approximation's domain (β·σ > BETA_SIGMA_MAX) a steep quadratic wall (module docstring)
     bs = phi[:, 0] * np.sqrt(np.maximum(phi[:, 4], 0.0))
     over = np.maximum(bs - BETA_SIGMA_MAX, 0.0)
@@ -460,34 +476,33 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
         score[:, 4] -= 2.0 * _WALL * over * d_bs[:, 1]
     if not info:
         return ll, score, None
-    # expected information of the Gaussian model of the per-call counts (a metric for the steps):
-    # I_pp = T/(w + a) + C/2 ((q − p)/(w + a))², I_pv = C/2 (q − p) N̄g/(w + a)², I_vv = C/2 (N̄g/(w + a))²
-    Ng = np.add(Sc, Uc, out=B("c_Ng"))
-    Ng *= g
-    wa = np.multiply(Ng, v, out=B("c_wa"))
+    # expected information of a Gaussian model of the per-call counts (a metric for the steps):
+    # I_pp = T/(w + a) + C/2 ((q − p)/(w + a))², I_ps = C/2 (q − p) N̄/(w + a)², I_ss = C/2 (N̄/(w + a))²,
+    # a = N̄ s²
+    Nb = np.add(Sc, Uc, out=B("c_Ng"))
+    wa = np.multiply(Nb, s2, out=B("c_wa"))
     wa += w
     iwa = np.divide(1.0, wa, out=wa)
-    x = np.multiply(wp, iwa, out=wp)          # (q − p)/(w + a)
-    y = np.multiply(Ng, iwa, out=Ng)          # N̄g/(w + a)
+    x = np.multiply(wp, iwa, out=wp)
+    y = np.multiply(Nb, iwa, out=Nb)
     Ipp = np.multiply(T, iwa, out=T)
     tmp = np.multiply(x, x, out=B("c_tmp"))
     tmp *= C
     tmp *= 0.5
     Ipp += tmp
-    Ipv = np.multiply(x, y, out=x)
-    Ipv *= C
-    Ipv *= 0.5
-    Ivv = np.multiply(y, y, out=y)
-    Ivv *= C
-    Ivv *= 0.5
-    A2 = dmt * np.sqrt(Ipp, out=Ipp)[:, None, :]
+    Ips = np.multiply(x, y, out=x)
+    Ips *= C
+    Ips *= 0.5
+    Iss = np.multiply(y, y, out=y)
+    Iss *= C
+    Iss *= 0.5
+    A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
     fisher = np.matmul(A2, A2.transpose(0, 2, 1))
-    fisher *= half[:, :, None]
-    fisher *= half[:, None, :]
-    cross = np.matmul(dmt, Ipv[..., None])[..., 0] * half
-    fisher[:, :, 4] += cross
-    fisher[:, 4, :] += cross
-    fisher[:, 4, 4] += Ivv.sum(1)
+    A3 = Qt * np.sqrt(Iss, out=Iss)[:, None, :]
+    fisher += np.matmul(A3, A3.transpose(0, 2, 1))
+    cross = np.matmul(Pt * Ips[:, None, :], Qt.transpose(0, 2, 1))
+    fisher += cross
+    fisher += cross.transpose(0, 2, 1)
     if wall:
         hit = over > 0
         for i, a in ((0, 0), (1, 4)):
