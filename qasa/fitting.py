@@ -106,6 +106,50 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     qubits and 0.935–0.97 for β, b, γ on the ~22 % of qubits with η̂ = 0; the ends agree with a
     per-qubit scipy ``brentq`` on the same profile to ~2e-5 of the width (benchmarks/fit_speed.py).
 
+Between calls (issue 20; DESIGN.md §7)
+    Every call is a new programming of the QPU: the reads of one call share a field offset δ that
+    changes from call to call. For the ``qasa`` model on data with per-call statistics
+    (:class:`qasa.dataset.CallStats`, attached by :meth:`qasa.Dataset.response`), :func:`fit` adds a
+    fifth parameter, ``sigma_call`` (σ, h units): δ ~ N(0, σ²) drawn afresh per call and qubit and
+    acting as a per-call b (the qubit sees ``b + δ``). η stays the within-call noise and β, b, γ
+    keep their meaning (b is the run's static bias). The per-call offsets are integrated out per
+    cell (qubit × programmed field), from the cell's sufficient statistics — the number of calls
+    ``C``, the summed counts ``S``, ``U = T − S``, ``Σ N_c²`` and the spread ``R0 = Σ (n_c − r N_c)²``
+    about the cell's pooled fraction ``r`` — so the cost does not grow with the number of calls:
+
+    - the per-call response ``p(b + δ)`` is replaced by the two-node Gauss–Hermite rule at ``b ± σ``:
+      mean ``p̄ = ½ (p₊ + p₋)`` and between-call variance ``s² = ¼ (p₊ − p₋)²`` (:func:`_mean_calls`),
+      both the model's own nonlinear response;
+    - each call's offset is integrated by a Laplace (Gaussian) step on the binomial likelihood of the
+      call with the observed curvature per unit variance ``K = (S/p̄² + U/q̄²)/C``, giving per cell
+      ``ℓ = ℓ_bin(p̄) + A R0 + min(A Σ N² (p̄ − r)², ℓ_sat − ℓ_bin) − (C/2) log D`` with
+      ``D = 1 + s² K``, ``A = s² / (2 p̄² q̄² D)``, exact for calls of equal size at the order of the
+      Laplace step (the observed, not the expected, curvature makes the score's expectation vanish
+      at the truth: with the expected one every cell's score in p̄ is off by ``C (q̄ − p̄) a/(2 w²)``,
+      which biased β by 2–3 % at σ = 0.01). The reward of the pooled mean's misfit is capped at
+      the binomial shortfall ``ℓ_sat − ℓ_bin``: without the cap a large σ bought thousands of nats
+      far from the data (a quadratic step over a misfit), and profiles escaped into it;
+    - a steep wall keeps ``β·σ ≤`` :data:`BETA_SIGMA_MAX` (0.4), the domain of the approximation; a
+      fit that ends there keeps its binomial fit with a reason, and σ ≤ :data:`SIGMA_CALL_MAX`.
+
+    The fit runs after the binomial one (its estimates start it, σ² from moments), on the same
+    optimizer and profile machinery: every ``<p>_lo/_hi`` is then a profile interval of the
+    between-call likelihood (σ_call on its bound 0 gets ``[0, σ_hi]``, one-sided). ``deviance`` is
+    each cell's binomial deviance divided by its inflation ``D``; ``aic``/``bic`` count σ_call.
+    ``dispersion_p`` is Pearson's homogeneity test of the per-call counts at equal programmed field
+    against the cell's pooled binomial, over the cells whose calls expect each outcome
+    ≥ :data:`MIN_CALL_COUNT` times (``dispersion_df`` = Σ (C − 1) there). With fewer than
+    :data:`MIN_CALL_DF` such degrees of freedom (e.g. one call per h value) σ_call cannot be told
+    from other misfit: ``sigma_call_identified`` is False, σ_call NaN, the qubit keeps the binomial
+    fit, and its reason says so ("sigma_call not identified: ...; intervals assume no between-call
+    noise"). A :class:`~qasa.dataset.Response` without per-call statistics, or
+    ``between_calls=False``, gives the binomial fit of the summed counts (reads independent).
+
+    Measured (independent sampler with a fresh N(0, σ²) offset of b per call, tests/qasa_sampler.py;
+    README "Parameters"): see tests/test_between_calls.py. Limits: the Laplace step linearizes each
+    call's response over its offset; at σ = 0.02 (β·σ up to 0.2) β and η are biased (coverage
+    0.80/0.71 at 10 000 reads per h) — the exact per-call integral is the remedy.
+
 Statistics and quality rule (:class:`QualityRule`)
     ``deviance`` = 2 (ℓ_saturated − ℓ), with ``df`` = (h values with reads) − (free parameters) and
     ``gof_pvalue`` = χ²_df survival of the deviance; ``aic = 2p − 2ℓ``, ``bic = p log N − 2ℓ`` (N the
@@ -1196,7 +1240,10 @@ class FitTable:
     ``<param>_hi`` (profile-likelihood interval; see module docstring), ``cov_<a>_<b>`` (the
     off-diagonal covariances), ``<param>_boot_stderr`` with a bootstrap, ``loglik``, ``deviance``,
     ``df``, ``gof_pvalue``, ``aic``, ``bic``, ``n_reads``, ``n_h``, ``converged``, ``iterations``,
-    ``quality``, ``reason``.
+    ``quality``, ``reason``. Tables of the ``qasa`` model also hold ``sigma_call``,
+    ``sigma_call_stderr``, ``sigma_call_lo``, ``sigma_call_hi`` (h units; NaN where σ_call was not
+    estimated), ``sigma_call_identified`` and ``dispersion_p``, ``dispersion_df`` (module docstring,
+    "Between calls").
     """
 
     def __init__(self, table: pd.DataFrame, model: Model | str, meta: dict[str, Any] | None = None) -> None:
@@ -1207,6 +1254,14 @@ class FitTable:
             for col in (f"{p}_lo", f"{p}_hi"):
                 if col not in self.table:
                     self.table[col] = np.nan
+        if self.model.name == "qasa":  # ... and before the between-call component (issue 20)
+            for col in ("sigma_call", "sigma_call_stderr", "sigma_call_lo", "sigma_call_hi", "dispersion_p"):
+                if col not in self.table:
+                    self.table[col] = np.nan
+            if "sigma_call_identified" not in self.table:
+                self.table["sigma_call_identified"] = False
+            if "dispersion_df" not in self.table:
+                self.table["dispersion_df"] = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -1741,6 +1796,9 @@ def compare(data: Dataset | Response | dict[str, FitTable],
         tables = data
     else:
         r = _as_response(data)
+        # one likelihood for every model: the binomial of the summed counts (the between-call
+        # component exists for qasa only, and its log-likelihood is not on the same footing)
+        fit_kwargs.setdefault("between_calls", False)
         tables = {m: fit(r, m, **fit_kwargs) for m in models}
     names = list(tables)
     if not names:
