@@ -379,22 +379,21 @@ def _mean_calls(h, phi, ws):
         Q[:4] = 0.0
         return m, P, s2, Q
     mm, dmm, _ = _m(QASA_INTERNAL, h, down, True, ws.setdefault("minus", {}))
-    Jp = np.multiply(dmp, sc, out=dmp)
-    Jm = np.multiply(dmm, sc, out=dmm)
     m = np.add(mp, mm, out=_buf(ws, "mbar", shape))
     m *= 0.5
     delta = np.subtract(mp, mm, out=_buf(ws, "c_delta", shape))
     with np.errstate(invalid="ignore", divide="ignore"):
         inv_sig = np.where(big, 1.0 / np.where(big, sig, 1.0), 0.0)[:, None]
-    np.add(Jp, Jm, out=P[:4])
-    P[:4] *= 0.25                                   # ∂p̄/∂φ = ½ ∂m̄/∂φ = ¼ (J₊ + J₋)
-    np.subtract(Jp[1], Jm[1], out=P[4])
-    P[4] *= 0.125 * inv_sig                         # ½ (m_b₊ − m_b₋)/(4σ)
-    np.subtract(Jp, Jm, out=Q[:4])
-    Q[:4] *= delta * 0.125
-    np.add(Jp[1], Jm[1], out=Q[4])
-    Q[4] *= delta
-    Q[4] *= 0.0625 * inv_sig
+    # (dm± are the model's Jacobians without their per-row factors ``scale``, the same for both)
+    np.add(dmp, dmm, out=P[:4])
+    np.subtract(dmp, dmm, out=Q[:4])
+    np.multiply(Q[1], (0.125 * scale[:, 1:2]) * inv_sig, out=P[4])   # ½ (m_b₊ − m_b₋)/(4σ)
+    np.multiply(dmp[1], (0.0625 * scale[:, 1:2]) * inv_sig, out=Q[4])
+    Q[4] += np.multiply(dmm[1], (0.0625 * scale[:, 1:2]) * inv_sig, out=dmm[1])
+    Q[4] *= delta                                   # Δ (m_b₊ + m_b₋)/(16σ)
+    P[:4] *= 0.25 * sc                              # ∂p̄/∂φ = ¼ (J₊ + J₋)
+    Q[:4] *= 0.125 * sc
+    Q[:4] *= delta                                  # Δ (J₊ − J₋)/8
     s2 = np.multiply(delta, delta, out=_buf(ws, "c_s2", shape))
     s2 *= 0.0625
     if not big.all():
@@ -540,13 +539,20 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     Iss = np.multiply(y, y, out=y)
     Iss *= C
     Iss *= 0.5
-    A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
-    fisher = np.matmul(A2, A2.transpose(0, 2, 1))
-    A3 = Qt * np.sqrt(Iss, out=Iss)[:, None, :]
-    fisher += np.matmul(A3, A3.transpose(0, 2, 1))
-    cross = np.matmul(Pt * Ips[:, None, :], Qt.transpose(0, 2, 1))
-    fisher += cross
-    fisher += cross.transpose(0, 2, 1)
+    # F = Σ_k [P Q] [[Ipp, Ips], [Ips, Iss]] [P Q]ᵀ through the cell's 2×2 Cholesky factor: one product
+    # (Iss − Ips²/Ipp ≥ 0 since Ipp ≥ C x²/2)
+    sp = np.sqrt(Ipp, out=Ipp)
+    c21 = np.divide(Ips, sp, out=Ips)
+    c22 = np.multiply(c21, c21, out=tmp)
+    np.subtract(Iss, c22, out=c22)
+    np.maximum(c22, 0.0, out=c22)
+    np.sqrt(c22, out=c22)
+    W = _buf(ws, "c_W", (len(phi), 5, 2 * shape[1]))
+    k = shape[1]
+    np.multiply(Pt, sp[:, None, :], out=W[:, :, :k])
+    W[:, :, :k] += Qt * c21[:, None, :]
+    np.multiply(Qt, c22[:, None, :], out=W[:, :, k:])
+    fisher = np.matmul(W, W.transpose(0, 2, 1))
     if wall:
         hit = over > 0
         for i, a in ((0, 0), (1, 4)):
@@ -918,7 +924,9 @@ _PROFILE_RECHECK = 4.0
 _PROFILE_FLOOR = 4.0
 #: Iteration limit of a profile point's inner fit under the between-call model (each evaluation of a
 #: few straggling rows costs its fixed overhead; converged points take ≤ 5 at the 90th percentile).
-_PROFILE_CALLS_ITER = 20
+_PROFILE_CALLS_ITER = 10
+#: End tolerance on the signed root r of the between-call model's profiles (3 % of a standard error).
+_PROFILE_CALLS_R_TOL = 3e-2
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -962,7 +970,10 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     pm = model.internal
     # inner fits of the between-call model: at most _PROFILE_CALLS_ITER iterations (a point whose inner
     # fit has not converged by then keeps its lower bound on ℓ_p: conservative)
-    inner_iter = _PROFILE_CALLS_ITER if getattr(pm._fn, "between_calls", False) else 200
+    between = getattr(pm._fn, "between_calls", False)
+    inner_iter = _PROFILE_CALLS_ITER if between else 200
+    # ... and their ends to _PROFILE_CALLS_R_TOL on the signed root (each evaluation costs ~3×)
+    r_tol = _PROFILE_CALLS_R_TOL if between else _PROFILE_R_TOL
     theta = np.asarray(theta, float)
     n, k = theta.shape
     phi = model.to_internal(theta)
@@ -1059,10 +1070,10 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         with np.errstate(invalid="ignore", divide="ignore"):
             newton = t - (z - r) * r / grad[np.arange(idx.size), j]
         inside = D < c
-        hit = np.abs(r - z) < _PROFILE_R_TOL
+        hit = np.abs(r - z) < r_tol
         at_b = t == bound[idx]
         near, t_near = _quadratic_end(t - start[idx], r, grad[np.arange(idx.size), j], S[idx], z,
-                                      lo_b[j] - start[idx], hi_b[j] - start[idx])
+                                      lo_b[j] - start[idx], hi_b[j] - start[idx], r_tol)
         # the quadratic model needs a smooth profile between the estimate and t: no parameter may
         # have left (or reached) its bound on the way
         on_b = (ph <= lo_b) | (ph >= hi_b)
@@ -1129,7 +1140,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
 
 
 def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.ndarray, z: float,
-                   lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   lo: np.ndarray, hi: np.ndarray, r_tol: float = _PROFILE_R_TOL) -> tuple[np.ndarray, np.ndarray]:
     """An interval end from one profile point, when a quadratic model of the root pins it down.
 
     Along one side, with ``u = side·τ`` the distance from the estimate, the root ``r(u)`` is
@@ -1149,7 +1160,7 @@ def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.nd
         denom = a + 2.0 * c2 * un
         uq = un - miss / denom
         tq = side * uq
-        ok = ((u1 > 0) & (r > 0) & (s > 0) & (denom > 0) & (uq > 0) & (np.abs(miss) < 0.5 * _PROFILE_R_TOL)
+        ok = ((u1 > 0) & (r > 0) & (s > 0) & (denom > 0) & (uq > 0) & (np.abs(miss) < 0.5 * r_tol)
               & (tq > lo) & (tq < hi) & np.isfinite(tq))
     return ok, np.where(ok, tq, np.nan)
 
@@ -1535,6 +1546,12 @@ def _dispersion(r: Response) -> dict[str, Any]:
     return out
 
 
+#: Convergence of the between-call fit (gain in nats, step in conditional standard errors): its
+#: start is the binomial fit's, a few steps away; the profiles that follow re-maximize every point
+#: and any point better than the fit by 1e-3 nats restarts it (the escape step).
+_CALLS_TOL, _CALLS_STEP_TOL = 1e-4, 0.01
+
+
 def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,
                information) -> None:
     """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
@@ -1559,7 +1576,8 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
         v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, (0.3 / np.maximum(th0[:, 0], 1e-9)) ** 2)
     start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
     pm = CALL_MODEL.internal
-    phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter, tol=tol)
+    phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter,
+                                              tol=max(tol, _CALLS_TOL), step_tol=_CALLS_STEP_TOL)
     th5 = CALL_MODEL.from_internal(phi)
     ok = c5 & np.isfinite(l5)
     if not ok.any():
