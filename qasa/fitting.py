@@ -343,20 +343,13 @@ _SMALL_BS = 1e-3
 
 
 def _mean_calls(h, phi, ws):
-    r"""The response over the per-call offsets: mean, spread and their Jacobians in
-    φ = (β, b, γ², η², σ²), by the two-node Gauss–Hermite rule for the offset δ ~ N(0, σ²) on top of
-    QASA's ±η, i.e. from ``m± = m(b ± σ)``:
-
-    - mean ``m̄ = ½ (m₊ + m₋)`` (exact to third order in the noise; fourth-order error ``2σ⁴`` against
-      ``3σ⁴``: measured ≤ 2e-4 in m at β = 8–10, σ = 0.02), ``∂m̄/∂(σ²) = (m_b(b+σ) − m_b(b−σ))/(4σ)``;
-    - between-call variance of P(−1) ``s² = ¼ (p₊ − p₋)² = (m₊ − m₋)²/16`` (the secant slope over
-      ±σ: it follows the model's own, nonlinear, response and saturates, unlike a fixed slope),
-      ``∂s²/∂φ = (m₊ − m₋)(∂m₊/∂φ − ∂m₋/∂φ)/8``, ``∂s²/∂(σ²) = (m₊ − m₋)(m_b₊ + m_b₋)/(16σ)``.
-
-    Rows with ``βσ <`` :data:`_SMALL_BS` take ``m̄ = m(η_tot)`` with ``η_tot² = η² + σ²`` (the same to
-    second order) and ``s² = p_b² σ²`` with ``∂s²/∂(σ²) = p_b²`` (its other derivatives, O(σ²), are
-    dropped; they vanish at σ = 0). Returns ``(m̄, P, s², Q)``: ``P = ∂p̄/∂φ`` and ``Q = ∂s²/∂φ``, each
-    ``(5, n, k)``, with ``p̄ = (1 + m̄)/2``."""
+    r"""The mean response over the per-call offsets and its Jacobian in φ = (β, b, γ², η², σ²), by
+    the two-node Gauss–Hermite rule for the offset δ ~ N(0, σ²) on top of QASA's ±η:
+    ``m̄ = ½ (m(b + σ) + m(b − σ))`` (exact to third order in the noise; the fourth-order error, ``2σ⁴``
+    against ``3σ⁴``, was measured ≤ 2e-4 in m at β = 8–10, σ = 0.02, against ≤ 5e-3 for ``m(η_tot)``),
+    ``∂m̄/∂(σ²) = (m_b(b + σ) − m_b(b − σ))/(4σ)``. Rows with ``βσ <`` :data:`_SMALL_BS` take
+    ``m̄ = m(η_tot)``, ``η_tot² = η² + σ²`` (the same to second order). Returns ``(m̄, P)`` with
+    ``P = ∂p̄/∂φ`` ``(5, n, k)``, ``p̄ = (1 + m̄)/2``."""
     sig = np.sqrt(np.maximum(phi[:, 4], 0.0))
     big = phi[:, 0] * sig >= _SMALL_BS
     base = phi[:, :4].copy()
@@ -367,49 +360,32 @@ def _mean_calls(h, phi, ws):
     mp, dmp, scale = _m(QASA_INTERNAL, h, up, True, ws.setdefault("plus", {}))
     shape = mp.shape
     P = _buf(ws, "c_P", (5,) + shape)
-    Q = _buf(ws, "c_Q", (5,) + shape)
     sc = scale.T[:, :, None]
     if not big.any():
-        m = mp
-        np.multiply(dmp, sc, out=P[:4])
-        P[:4] *= 0.5
+        np.multiply(dmp, 0.5 * sc, out=P[:4])
         P[4] = P[3]
-        pb2 = np.multiply(P[1], P[1], out=Q[4])         # p_b²
-        s2 = np.multiply(pb2, phi[:, 4:5], out=_buf(ws, "c_s2", shape))
-        Q[:4] = 0.0
-        return m, P, s2, Q
+        return mp, P
     mm, dmm, _ = _m(QASA_INTERNAL, h, down, True, ws.setdefault("minus", {}))
     m = np.add(mp, mm, out=_buf(ws, "mbar", shape))
     m *= 0.5
-    delta = np.subtract(mp, mm, out=_buf(ws, "c_delta", shape))
     with np.errstate(invalid="ignore", divide="ignore"):
         inv_sig = np.where(big, 1.0 / np.where(big, sig, 1.0), 0.0)[:, None]
     # (dm± are the model's Jacobians without their per-row factors ``scale``, the same for both)
+    np.subtract(dmp[1], dmm[1], out=P[4])
+    P[4] *= (0.125 * scale[:, 1:2]) * inv_sig       # ½ (m_b₊ − m_b₋)/(4σ)
     np.add(dmp, dmm, out=P[:4])
-    np.subtract(dmp, dmm, out=Q[:4])
-    np.multiply(Q[1], (0.125 * scale[:, 1:2]) * inv_sig, out=P[4])   # ½ (m_b₊ − m_b₋)/(4σ)
-    np.multiply(dmp[1], (0.0625 * scale[:, 1:2]) * inv_sig, out=Q[4])
-    Q[4] += np.multiply(dmm[1], (0.0625 * scale[:, 1:2]) * inv_sig, out=dmm[1])
-    Q[4] *= delta                                   # Δ (m_b₊ + m_b₋)/(16σ)
     P[:4] *= 0.25 * sc                              # ∂p̄/∂φ = ¼ (J₊ + J₋)
-    Q[:4] *= 0.125 * sc
-    Q[:4] *= delta                                  # Δ (J₊ − J₋)/8
-    s2 = np.multiply(delta, delta, out=_buf(ws, "c_s2", shape))
-    s2 *= 0.0625
     if not big.all():
         small = ~big
         P[4][small] = P[3][small]
-        pb2 = P[1][small] ** 2
-        Q[4][small] = pb2
-        Q[:4, small] = 0.0
-        s2[small] = pb2 * phi[small, 4:5]
-    return m, P, s2, Q
+    return m, P
 
 
 def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     r"""The between-call log-likelihood of a chunk, its score and expected information in
-    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"). Per cell, with ``p = p̄`` and the
-    between-call variance ``s²`` of P(−1) (:func:`_mean_calls`), ``w = pq``, ``K = (S/p² + U/q²)/C``
+    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"). Per cell, with ``p = p̄``
+    (:func:`_mean_calls`), the between-call variance of P(−1) ``s² = g σ²`` (``g = (∂p/∂b)²`` of the
+    first-stage fit, a datum), ``w = pq``, ``K = (S/p² + U/q²)/C``
     (the observed binomial curvature per call, per unit slope), ``D = 1 + s² K`` and
     ``R = Σ (n − pN)² = R0 + Σ N² (p − r)²``:
 
@@ -417,13 +393,14 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     ``A = s² / (2 w² D)``.
     """
     ws = {} if ws is None else ws
-    m, P, s2, Q = _mean_calls(h, phi, ws)
+    m, P = _mean_calls(h, phi, ws)
     shape = m.shape
 
     def B(name):
         return _buf(ws, name, shape)
 
     S, U, C, NN, rr, R0, g, Sc, Uc, sat = (data[:, i] for i in range(10))
+    s2 = np.multiply(g, phi[:, 4:5], out=B("c_s2"))
     p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
     q = np.subtract(1.0, p, out=B("c_q"))
     q *= 0.5
@@ -503,9 +480,8 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     CK *= 0.5
     ls -= CK
     Pt = P.transpose(1, 0, 2)
-    Qt = Q.transpose(1, 0, 2)
     score = np.matmul(Pt, lp[..., None])[..., 0]
-    score += np.matmul(Qt, ls[..., None])[..., 0]
+    score[:, 4] += np.einsum("nk,nk->n", ls, g)          # ∂s²/∂(σ²) = g
     # outside the approximation's domain (β·σ > BETA_SIGMA_MAX) a steep quadratic wall (module docstring)
     bs = phi[:, 0] * np.sqrt(np.maximum(phi[:, 4], 0.0))
     over = np.maximum(bs - BETA_SIGMA_MAX, 0.0)
@@ -539,20 +515,16 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     Iss = np.multiply(y, y, out=y)
     Iss *= C
     Iss *= 0.5
-    # F = Σ_k [P Q] [[Ipp, Ips], [Ips, Iss]] [P Q]ᵀ through the cell's 2×2 Cholesky factor: one product
-    # (Iss − Ips²/Ipp ≥ 0 since Ipp ≥ C x²/2)
-    sp = np.sqrt(Ipp, out=Ipp)
-    c21 = np.divide(Ips, sp, out=Ips)
-    c22 = np.multiply(c21, c21, out=tmp)
-    np.subtract(Iss, c22, out=c22)
-    np.maximum(c22, 0.0, out=c22)
-    np.sqrt(c22, out=c22)
-    W = _buf(ws, "c_W", (len(phi), 5, 2 * shape[1]))
-    k = shape[1]
-    np.multiply(Pt, sp[:, None, :], out=W[:, :, :k])
-    W[:, :, :k] += Qt * c21[:, None, :]
-    np.multiply(Qt, c22[:, None, :], out=W[:, :, k:])
-    fisher = np.matmul(W, W.transpose(0, 2, 1))
+    # F = Σ_k Ipp P Pᵀ + Ips g (P e₄ᵀ + e₄ Pᵀ) + Iss g² e₄ e₄ᵀ
+    A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
+    fisher = np.matmul(A2, A2.transpose(0, 2, 1))
+    Ips *= g
+    cross = np.matmul(Pt, Ips[..., None])[..., 0]
+    fisher[:, :, 4] += cross
+    fisher[:, 4, :] += cross
+    Iss *= g
+    Iss *= g
+    fisher[:, 4, 4] += Iss.sum(1)
     if wall:
         hit = over > 0
         for i, a in ((0, 0), (1, 4)):
