@@ -314,7 +314,7 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
 
 # -- between-call (per-programming) likelihood ------------------------------------------------------
 #: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
-_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT = range(10)
+_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS = range(11)
 
 
 def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray:
@@ -325,7 +325,7 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray
     c = r.calls
     nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
     C = c.n_calls[rows].astype(float)
-    out = np.empty((len(rows), 10, len(r.h)))
+    out = np.empty((len(rows), 11, len(r.h)))
     out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
     out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
     out[:, _G] = slope2
@@ -334,6 +334,8 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = nd / np.maximum(nt, 1.0)
         out[:, _SAT] = np.where(nd > 0, nd * np.log(frac), 0.0) + np.where(nt > nd, (nt - nd) * np.log1p(-frac), 0.0)
+    # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
+    out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= MIN_CALL_COUNT)
     return out
 
 
@@ -399,7 +401,7 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     def B(name):
         return _buf(ws, name, shape)
 
-    S, U, C, NN, rr, R0, g, Sc, Uc, sat = (data[:, i] for i in range(10))
+    S, U, C, NN, rr, R0, g, Sc, Uc, sat, gs = (data[:, i] for i in range(11))
     s2 = np.multiply(g, phi[:, 4:5], out=B("c_s2"))
     p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
     q = np.subtract(1.0, p, out=B("c_q"))
@@ -437,9 +439,11 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     any_cap = bool(capped.any())
     np.minimum(AM, L, out=AM)
     AM += lbin
-    ll = AM.sum(1)
-    ll += np.einsum("nk,nk->n", A, R0)
-    ll -= 0.5 * np.einsum("nk,nk->n", C, lD)
+    cell = AM
+    cell += np.multiply(A, R0, out=B("c_AR0"))
+    lD *= C
+    lD *= 0.5
+    cell -= lD
     # ∂ℓ/∂p: binomial (S − Tp)/w; A·R with R = R0 + M: A (2 NN dev) [M part] − A R (2(q − p)/w + Dp)
     # [through A]; −(C/2) Dp [log D], Dp = s² Kp / D. Capped cells: the M part is ℓ_sat − ℓ_bin.
     Dp = np.multiply(s2, Kp, out=Kp)
@@ -479,6 +483,40 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     CK *= iD
     CK *= 0.5
     ls -= CK
+    gauss = gs > 0
+    if gauss.any():
+        # Gaussian cells: n_c ~ N(N̄ p, V), V = N̄ (w + N̄ s²): ℓ = −(C/2) log V − R/(2V)
+        Nb = np.add(Sc, Uc, out=B("c_Nb"))
+        V = np.multiply(Nb, s2, out=B("c_V"))
+        V += w
+        V *= Nb
+        iV = np.divide(1.0, V, out=V)
+        d0 = np.subtract(p, rr, out=B("c_d0"))
+        Rf = np.multiply(d0, d0, out=B("c_Rf"))
+        Rf *= NN
+        Rf += R0
+        RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
+        lG = np.log(iV, out=B("c_lG"))
+        lG *= C
+        lG -= RiV
+        lG *= 0.5
+        np.copyto(cell, lG, where=gauss)
+        # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
+        lpG = np.multiply(Nb, wp, out=B("c_lpG"))
+        lpG *= iV
+        lpG *= RiV - C
+        lpG *= 0.5
+        d0 *= NN
+        d0 *= iV
+        lpG -= d0
+        np.copyto(lp, lpG, where=gauss)
+        # ∂/∂(s²): (N̄²/V)(R/V − C)/2
+        lsG = np.multiply(Nb, Nb, out=lpG)
+        lsG *= iV
+        lsG *= RiV - C
+        lsG *= 0.5
+        np.copyto(ls, lsG, where=gauss)
+    ll = cell.sum(1)
     Pt = P.transpose(1, 0, 2)
     score = np.matmul(Pt, lp[..., None])[..., 0]
     score[:, 4] += np.einsum("nk,nk->n", ls, g)          # ∂s²/∂(σ²) = g
