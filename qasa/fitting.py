@@ -121,7 +121,7 @@ Between calls (issue 20; DESIGN.md §7)
       ``p̄ = ½ (p₊ + p₋)`` (:func:`_mean_calls`; fourth-order error ≤ 2e-4 in m at σ = 0.02), and the
       between-call variance of a call's P(−1) is ``s² = g σ²`` with ``g = (∂p/∂b)²`` of the binomial
       fit that starts this one (a datum: the fit is a pseudo-likelihood in g);
-    - in a cell whose calls expect each outcome ≥ :data:`MIN_CALL_COUNT` times, the per-call counts
+    - in a cell whose calls expect each outcome ≥ :data:`GAUSS_MIN_COUNT` times, the per-call counts
       are taken as Gaussian with the mean and variance of the model, ``n_c ~ N(N̄ p̄, V)``,
       ``V = N̄ (p̄q̄ + N̄ s²)``: ``ℓ = −(C/2) log V − Σ (n_c − N̄ p̄)² / (2V)`` — its estimating equations
       need only the first two moments, so they stay unbiased when each call's response
@@ -341,7 +341,7 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray
         frac = nd / np.maximum(nt, 1.0)
         out[:, _SAT] = np.where(nd > 0, nd * np.log(frac), 0.0) + np.where(nt > nd, (nt - nd) * np.log1p(-frac), 0.0)
     # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
-    out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= MIN_CALL_COUNT)
+    out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= GAUSS_MIN_COUNT)
     return out
 
 
@@ -398,7 +398,8 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     ``R = Σ (n − pN)² = R0 + Σ N² (p − r)²``:
 
     ``ℓ = S log p + U log q + A R0 + min(A Σ N² (p − r)², ℓ_sat − ℓ_bin) − (C/2) log D``,
-    ``A = s² / (2 w² D)``.
+    ``A = s² / (2 w² D)`` (Laplace cells), or ``ℓ = −(C/2) log V − R/(2V)``, ``V = N̄ (w + N̄ s²)``, in
+    the cells marked Gaussian by :func:`_pack_calls`.
     """
     ws = {} if ws is None else ws
     m, P = _mean_calls(h, phi, ws)
@@ -1530,6 +1531,12 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
 #: freedom when each outcome is expected at least this many times per call (Pearson χ² is then
 #: close to its χ² law; fewer expected counts make it heavy-tailed).
 MIN_CALL_COUNT = 5.0
+#: A cell takes the Gaussian form of the between-call likelihood when each outcome is expected at
+#: least this many times per call (module docstring): there the per-call counts are near-Gaussian;
+#: below it (the saturated tails) the binomial Laplace form, whose mean information is the
+#: binomial's (a Gaussian there reads information from the binomial variance law: γ's intervals
+#: 2 % short on clean data at a threshold of 5).
+GAUSS_MIN_COUNT = 20.0
 #: σ_call is estimated for a qubit with at least this many between-call degrees of freedom
 #: (Σ over such cells of calls − 1); below it the table says it is not identified.
 MIN_CALL_DF = 20
