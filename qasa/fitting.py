@@ -119,8 +119,10 @@ Between calls (issue 20; DESIGN.md §7)
 
     - the mean response over the offsets is the two-node Gauss–Hermite rule at ``b ± σ``,
       ``p̄ = ½ (p₊ + p₋)`` (:func:`_mean_calls`; fourth-order error ≤ 2e-4 in m at σ = 0.02), and the
-      between-call variance of a call's P(−1) is ``s² = g σ²`` with ``g = (∂p/∂b)²`` of the binomial
-      fit that starts this one (a datum: the fit is a pseudo-likelihood in g);
+      between-call variance of a call's P(−1) is ``s² = g σ² + ½ h σ⁴`` (``Var_δ p(b + δ)`` to fourth
+      order) with ``g = (∂p/∂b)²`` and ``h = (∂²p/∂b²)²`` of the binomial fit that starts this one
+      (data: the fit is a pseudo-likelihood in g and h; without h, σ_call read 1 % high at
+      σ = 0.02, β ≈ 8);
     - in a cell whose calls expect each outcome ≥ :data:`GAUSS_MIN_COUNT` times, the per-call counts
       are taken as Gaussian with the mean and variance of the model, ``n_c ~ N(N̄ p̄, V)``,
       ``V = N̄ (p̄q̄ + N̄ s²)``: ``ℓ = −(C/2) log V − Σ (n_c − N̄ p̄)² / (2V)`` — its estimating equations
@@ -320,18 +322,19 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
 
 # -- between-call (per-programming) likelihood ------------------------------------------------------
 #: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
-_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS = range(11)
+_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS, _H = range(12)
 
 
-def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray:
+def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.ndarray | None = None) -> np.ndarray:
     """The between-call likelihood's data of ``rows``: ``(n, 9, k)`` float, features ``S = Σn``,
     ``U = ΣN − Σn``, ``C`` (calls), ``Σ N²``, ``r``, ``Σ (n − rN)²`` (:class:`~qasa.dataset.CallStats`),
-    ``g = (∂p/∂b)²`` at the first-stage estimate, ``S/C``, ``U/C`` and the saturated binomial
-    log-likelihood ``S log(S/T) + U log(U/T)``."""
+    ``g = (∂p/∂b)²`` at the first-stage estimate, ``S/C``, ``U/C``, the saturated binomial
+    log-likelihood ``S log(S/T) + U log(U/T)``, the Gaussian-form mask and ``h = (∂²p/∂b²)²`` at the
+    first-stage estimate (0 if not given)."""
     c = r.calls
     nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
     C = c.n_calls[rows].astype(float)
-    out = np.empty((len(rows), 11, len(r.h)))
+    out = np.empty((len(rows), 12, len(r.h)))
     out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
     out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
     out[:, _G] = slope2
@@ -342,6 +345,7 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray) -> np.ndarray
         out[:, _SAT] = np.where(nd > 0, nd * np.log(frac), 0.0) + np.where(nt > nd, (nt - nd) * np.log1p(-frac), 0.0)
     # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
     out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= GAUSS_MIN_COUNT)
+    out[:, _H] = 0.0 if curv2 is None else curv2
     return out
 
 
@@ -392,8 +396,8 @@ def _mean_calls(h, phi, ws):
 def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     r"""The between-call log-likelihood of a chunk, its score and expected information in
     ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"). Per cell, with ``p = p̄``
-    (:func:`_mean_calls`), the between-call variance of P(−1) ``s² = g σ²`` (``g = (∂p/∂b)²`` of the
-    first-stage fit, a datum), ``w = pq``, ``K = (S/p² + U/q²)/C``
+    (:func:`_mean_calls`), the between-call variance of P(−1) ``s² = g σ² + ½ h σ⁴`` (``g``, ``h`` of the
+    first-stage fit, data), ``w = pq``, ``K = (S/p² + U/q²)/C``
     (the observed binomial curvature per call, per unit slope), ``D = 1 + s² K`` and
     ``R = Σ (n − pN)² = R0 + Σ N² (p − r)²``:
 
@@ -408,8 +412,13 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     def B(name):
         return _buf(ws, name, shape)
 
-    S, U, C, NN, rr, R0, g, Sc, Uc, sat, gs = (data[:, i] for i in range(11))
-    s2 = np.multiply(g, phi[:, 4:5], out=B("c_s2"))
+    S, U, C, NN, rr, R0, g, Sc, Uc, sat, gs, hh = (data[:, i] for i in range(12))
+    # s² = Var_δ p(b + δ) = g σ² + ½ h σ⁴ (to fourth order), and its slope in σ²: g + h σ²
+    v = phi[:, 4:5]
+    ds2 = np.multiply(hh, v, out=B("c_ds2"))
+    s2 = np.multiply(ds2, 0.5 * v, out=B("c_s2"))
+    s2 += np.multiply(g, v, out=B("c_gv"))
+    ds2 += g
     p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
     q = np.subtract(1.0, p, out=B("c_q"))
     q *= 0.5
@@ -526,7 +535,7 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     ll = cell.sum(1)
     Pt = P.transpose(1, 0, 2)
     score = np.matmul(Pt, lp[..., None])[..., 0]
-    score[:, 4] += np.einsum("nk,nk->n", ls, g)          # ∂s²/∂(σ²) = g
+    score[:, 4] += np.einsum("nk,nk->n", ls, ds2)        # ∂s²/∂(σ²) = g + h σ²
     # outside the approximation's domain (β·σ > BETA_SIGMA_MAX) a steep quadratic wall (module docstring)
     bs = phi[:, 0] * np.sqrt(np.maximum(phi[:, 4], 0.0))
     over = np.maximum(bs - BETA_SIGMA_MAX, 0.0)
@@ -563,12 +572,12 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     # F = Σ_k Ipp P Pᵀ + Ips g (P e₄ᵀ + e₄ Pᵀ) + Iss g² e₄ e₄ᵀ
     A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
     fisher = np.matmul(A2, A2.transpose(0, 2, 1))
-    Ips *= g
+    Ips *= ds2
     cross = np.matmul(Pt, Ips[..., None])[..., 0]
     fisher[:, :, 4] += cross
     fisher[:, 4, :] += cross
-    Iss *= g
-    Iss *= g
+    Iss *= ds2
+    Iss *= ds2
     fisher[:, 4, 4] += Iss.sum(1)
     if wall:
         hit = over > 0
@@ -1587,7 +1596,12 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     th0 = theta[rows]
     m, dm = qasa.m_jac(r.h, th0)
     g = (0.5 * dm[..., 1]) ** 2
-    D = _pack_calls(r, rows, g)
+    eps = 1e-5                                  # ∂²p/∂b² by a central difference of the analytic slope
+    up, down = th0.copy(), th0.copy()
+    up[:, 1] += eps
+    down[:, 1] -= eps
+    pbb = 0.5 * (qasa.m_jac(r.h, up)[1][..., 1] - qasa.m_jac(r.h, down)[1][..., 1]) / (2 * eps)
+    D = _pack_calls(r, rows, g, pbb ** 2)
     T = D[:, _S] + D[:, _U]
     # moment start: E Σ(n − rN)² = (C − 1) N̄ (w + N̄ g σ²) for calls of equal size
     p = np.clip(0.5 * (1 + m), _PCLIP, 1 - _PCLIP)
