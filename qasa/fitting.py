@@ -503,37 +503,38 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     ls -= CK
     gauss = gs > 0
     if gauss.any():
-        # Gaussian cells: n_c ~ N(N̄ p, V), V = N̄ (w + N̄ s²): ℓ = −(C/2) log V − R/(2V)
-        Nb = np.add(Sc, Uc, out=B("c_Nb"))
-        V = np.multiply(Nb, s2, out=B("c_V"))
-        V += w
-        V *= Nb
-        iV = np.divide(1.0, V, out=V)
-        d0 = np.subtract(p, rr, out=B("c_d0"))
-        Rf = np.multiply(d0, d0, out=B("c_Rf"))
-        Rf *= NN
-        Rf += R0
-        RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
-        lG = np.log(iV, out=B("c_lG"))
-        lG *= C
-        lG -= RiV
-        lG *= 0.5
-        np.copyto(cell, lG, where=gauss)
-        # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
-        lpG = np.multiply(Nb, wp, out=B("c_lpG"))
-        lpG *= iV
-        lpG *= RiV - C
-        lpG *= 0.5
-        d0 *= NN
-        d0 *= iV
-        lpG -= d0
-        np.copyto(lp, lpG, where=gauss)
-        # ∂/∂(s²): (N̄²/V)(R/V − C)/2
-        lsG = np.multiply(Nb, Nb, out=lpG)
-        lsG *= iV
-        lsG *= RiV - C
-        lsG *= 0.5
-        np.copyto(ls, lsG, where=gauss)
+        with np.errstate(invalid="ignore", divide="ignore"):     # (cells without reads: masked out)
+            # Gaussian cells: n_c ~ N(N̄ p, V), V = N̄ (w + N̄ s²): ℓ = −(C/2) log V − R/(2V)
+            Nb = np.add(Sc, Uc, out=B("c_Nb"))
+            V = np.multiply(Nb, s2, out=B("c_V"))
+            V += w
+            V *= Nb
+            iV = np.divide(1.0, V, out=V)
+            d0 = np.subtract(p, rr, out=B("c_d0"))
+            Rf = np.multiply(d0, d0, out=B("c_Rf"))
+            Rf *= NN
+            Rf += R0
+            RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
+            lG = np.log(iV, out=B("c_lG"))
+            lG *= C
+            lG -= RiV
+            lG *= 0.5
+            np.copyto(cell, lG, where=gauss)
+            # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
+            lpG = np.multiply(Nb, wp, out=B("c_lpG"))
+            lpG *= iV
+            lpG *= RiV - C
+            lpG *= 0.5
+            d0 *= NN
+            d0 *= iV
+            lpG -= d0
+            np.copyto(lp, lpG, where=gauss)
+            # ∂/∂(s²): (N̄²/V)(R/V − C)/2
+            lsG = np.multiply(Nb, Nb, out=lpG)
+            lsG *= iV
+            lsG *= RiV - C
+            lsG *= 0.5
+            np.copyto(ls, lsG, where=gauss)
     ll = cell.sum(1)
     Pt = P.transpose(1, 0, 2)
     score = np.matmul(Pt, lp[..., None])[..., 0]
