@@ -1520,8 +1520,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             calls["identified"][:] = False
             calls["why"] = "fitted without the between-call component (between_calls=False)"
     if calls is not None and fitted.size:
-        _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol,
-                   information)
+        _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol)
         fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
@@ -1588,8 +1587,7 @@ def _dispersion(r: Response) -> dict[str, Any]:
 _CALLS_TOL, _CALLS_STEP_TOL = 1e-4, 0.01
 
 
-def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,
-               information) -> None:
+def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol) -> None:
     """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
     "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
     moment start of σ², one maximization of the five parameters, covariance and profile intervals."""
@@ -1621,6 +1619,9 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
                                               tol=max(tol, _CALLS_TOL), step_tol=_CALLS_STEP_TOL)
     th5 = CALL_MODEL.from_internal(phi)
     ok = c5 & np.isfinite(l5)
+    calls["invalid"] = np.zeros(len(theta), bool)
+    calls["unconverged"] = np.zeros(len(theta), bool)
+    calls["unconverged"][rows[~ok]] = True
     if not ok.any():
         return
     rows, th5, l5, i5, sc5, fi5, D, T = rows[ok], th5[ok], l5[ok], i5[ok], sc5[ok], fi5[ok], D[ok], T[ok]
@@ -1634,7 +1635,6 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     if intervals:
         _intervals(CALL_MODEL, r.h, D, T, th5, l5, cv5, it5, lo5, hi5, level, max_iter, tol, np.arange(m5), fi5)
     valid = th5[:, 0] * th5[:, 4] < 0.99 * BETA_SIGMA_MAX
-    calls["invalid"] = np.zeros(len(theta), bool)
     calls["invalid"][rows[~valid]] = True
     rows, th5, l5, it5, cv5, lo5, hi5, D, T = (a[valid] for a in (rows, th5, l5, it5, cv5, lo5, hi5, D, T))
     theta[rows], ll[rows], iters[rows] = th5[:, :4], l5, it5
@@ -1645,14 +1645,15 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     with np.errstate(invalid="ignore"):
         calls["se"][rows] = np.sqrt(cv5[:, 4, 4])
     # lack of fit of the summed counts about the mean, each cell's binomial deviance divided by its
-    # between-call inflation 1 + g K σ² (≈ 1 + N̄ g σ²/(pq)); the mean has (β, b, γ, η_tot) free
+    # between-call inflation 1 + s² K (≈ 1 + N̄ s²/(pq)); the mean has (β, b, γ, η_tot) free
     pbar = np.clip(CALL_MODEL.p_down(r.h, th5), _PCLIP, 1 - _PCLIP)
     S, U = D[:, _S], D[:, _U]
     with np.errstate(invalid="ignore", divide="ignore"):
         dev = 2.0 * (np.where(S > 0, S * np.log(S / (T * pbar)), 0.0) + np.where(U > 0, U * np.log(U / (T * (1 - pbar))), 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         K = (S / pbar ** 2 + U / (1 - pbar) ** 2) / np.maximum(D[:, _C], 1.0)
-    infl = 1.0 + D[:, _G] * K * th5[:, 4:5] ** 2
+    v = th5[:, 4:5] ** 2
+    infl = 1.0 + (D[:, _G] * v + 0.5 * D[:, _H] * v * v) * K
     calls["deviance"][rows] = np.maximum(dev / infl, 0.0).sum(1)
     eta_tot = np.hypot(th5[:, 3], th5[:, 4])
     calls["n_free"][rows] = (th5[:, 0] > 0).astype(int) + 1 + (th5[:, 2] > 0) + (eta_tot > 0)
@@ -1769,8 +1770,11 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
         unb = on & np.isinf(shi)
         invalid = live & calls.get("invalid", np.zeros(n, bool))
-        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid,
+        unconv = live & calls.get("unconverged", np.zeros(n, bool))
+        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid & ~unconv,
                    f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+                  (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
+                           "between-call noise", False),
                   (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
                             f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
                   (unb, "sigma_call not identified: interval unbounded", True),
