@@ -44,9 +44,9 @@ import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
 
-__all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "json_text", "utcnow",
-           "normalize_counts", "normalize_calls", "table_bytes", "json_safe", "check_imported_device",
-           "MAX_IMPORTED_H"]
+__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "COUNT_COLUMNS", "atomic_write_bytes",
+           "atomic_write_json", "json_text", "utcnow", "normalize_counts", "normalize_calls", "table_bytes", "json_safe",
+           "check_imported_device", "MAX_IMPORTED_H"]
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
@@ -218,12 +218,16 @@ class Response:
         h: sorted distinct h values, shape ``(k,)``.
         n_down: reads returning -1, shape ``(n, k)``.
         n_total: all reads, shape ``(n, k)`` (0 where a qubit has no data at that h).
+        calls: per-call statistics of each cell (:class:`CallStats`), or ``None`` when the counts
+            are not kept per call (a hand-made or pooled response); :meth:`Dataset.response`
+            attaches them (one counts row = one call of one qubit).
     """
 
     qubits: np.ndarray
     h: np.ndarray
     n_down: np.ndarray
     n_total: np.ndarray
+    calls: "CallStats | None" = None
 
     @property
     def p_down(self) -> np.ndarray:
@@ -234,7 +238,43 @@ class Response:
     def pooled(self) -> "Response":
         """All qubits summed into one row (label -1), e.g. for a device-wide temperature."""
         return Response(np.array([-1]), self.h, self.n_down.sum(0, keepdims=True),
-                        self.n_total.sum(0, keepdims=True))
+                        self.n_total.sum(0, keepdims=True))      # (no per-call statistics: calls of
+                                                                 # different qubits are not one call)
+
+    def subset(self, rows: Iterable[int] | np.ndarray) -> "Response":
+        """Rows selected by index or boolean mask."""
+        rows = np.asarray(rows)
+        calls = None if self.calls is None else self.calls.subset(rows)
+        return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows], calls)
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """Per-call sufficient statistics of each (qubit, h) cell of a :class:`Response`.
+
+    Every call is a new programming of the QPU, so reads within one call share that programming's
+    field error while different calls do not (docs/DESIGN.md §7). The between-call part of the
+    likelihood (:mod:`qasa.fitting`) needs, per cell, beyond the summed counts: the number of calls
+    ``C``, ``Σ N_c²`` and the spread of the per-call counts ``n_c`` about the cell's pooled fraction
+    ``r = Σ n_c N_c / Σ N_c²``, ``Σ (n_c − r N_c)²`` (computed from integers, without cancellation).
+
+    Attributes:
+        n_calls: calls with reads in the cell, shape ``(n, k)``.
+        reads_sq: ``Σ_c N_c²``, shape ``(n, k)``.
+        centre: ``r``, shape ``(n, k)`` (the pooled fraction of -1 when the calls are of equal size).
+        spread: ``Σ_c (n_c − r N_c)²``, shape ``(n, k)`` (0 for a cell of one call).
+
+    With them, ``Σ_c (n_c − p N_c)² = spread + reads_sq · (p − r)²`` for any ``p``.
+    """
+
+    n_calls: np.ndarray
+    reads_sq: np.ndarray
+    centre: np.ndarray
+    spread: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> "CallStats":
+        """Rows selected by index or boolean mask."""
+        return CallStats(self.n_calls[rows], self.reads_sq[rows], self.centre[rows], self.spread[rows])
 
 
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,17 +287,33 @@ def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniques[order], rank[codes]
 
 
-def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> "Response":
-    """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads."""
+def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray, per_call: bool = False) -> "Response":
+    """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads.
+
+    ``per_call``: each element is one call of one qubit, and the :class:`CallStats` are attached."""
     q, qi = _sorted_codes(qubit)
     hv, hi = _sorted_codes(h)
     cell = qi * len(hv) + hi
     size = len(q) * len(hv)
-    n_down = np.bincount(cell, weights=down, minlength=size)
-    n_total = np.bincount(cell, weights=down + up, minlength=size)
     shape = (len(q), len(hv))
+    down = down.astype(np.int64)
+    reads = down + up.astype(np.int64)
+    n_down = np.bincount(cell, weights=down, minlength=size)
+    n_total = np.bincount(cell, weights=reads, minlength=size)
+    calls = None
+    if per_call:
+        live = reads > 0
+        n_calls = np.bincount(cell[live], minlength=size)
+        nn = np.bincount(cell, weights=(reads * reads).astype(float), minlength=size)
+        nd = np.bincount(cell, weights=(down * reads).astype(float), minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(nn > 0, nd / np.maximum(nn, 1.0), 0.0)
+        dev = down - r[cell] * reads                  # n_c − r N_c per call: no cancellation
+        spread = np.bincount(cell, weights=dev * dev, minlength=size)
+        calls = CallStats(n_calls.reshape(shape).astype(np.int64), nn.reshape(shape), r.reshape(shape),
+                          spread.reshape(shape))
     return Response(q.astype(np.int64), hv.astype(float), np.rint(n_down).astype(np.int64).reshape(shape),
-                    np.rint(n_total).astype(np.int64).reshape(shape))
+                    np.rint(n_total).astype(np.int64).reshape(shape), calls)
 
 
 @dataclass
@@ -377,7 +433,7 @@ class Dataset:
         if qubits is not None:
             keep = np.isin(qubit, np.fromiter((int(q) for q in qubits), np.int64))
             qubit, h, down, up = qubit[keep], h[keep], down[keep], up[keep]
-        return _summed(qubit, h + 0.0, down, up)      # + 0.0: −0.0 and 0.0 are one field
+        return _summed(qubit, h + 0.0, down, up, per_call=True)      # + 0.0: −0.0 and 0.0 are one field
 
     def equals(self, other: "Dataset") -> bool:
         """True if counts, calls and metadata are identical."""

@@ -302,8 +302,11 @@ def test_fits_cover_the_estimand_where_they_miss_the_physical_truth():
         for ref in (p, f"estimand_{p}"):
             z = (t[p] - truth[ref]) / t[f"{p}_stderr"]
             coverage[ref] = np.mean(np.abs(z[np.isfinite(z)]) < 1.96)
-    for p in ("beta", "b", "gamma", "eta"):
+    for p in ("beta", "gamma", "eta"):
         assert 0.9 <= coverage[f"estimand_{p}"] <= 0.985, (p, coverage)
+    # the drift is a between-call variation, which b's error now includes (σ_call): conservative for
+    # the run average b (the estimand), a fixed number (the trend itself: issue 20, item 3)
+    assert 0.9 <= coverage["estimand_b"] <= 1.0, coverage
     assert coverage["b"] < 0.3 and coverage["gamma"] < 0.3, coverage
 
 
