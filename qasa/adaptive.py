@@ -15,7 +15,9 @@ Stopping rule
     ``{"beta": "1%", "b": 0.003, "eta": 0.01}``) on at least ``fraction`` of the qubits — or the
     QPU-time budget ``max_qpu_seconds`` is spent, or ``max_rounds`` rounds have run. Half-widths are
     taken from the fit's interval columns ``<p>_lo``/``<p>_hi`` when the fit provides them (profile
-    likelihood), otherwise ``z · stderr``; a parameter without a finite interval misses its target.
+    likelihood) as the interval's reach from the estimate on its wider side, ``max(hi − θ̂, θ̂ − lo)``
+    (a one-sided interval ``[0, hi]`` of an estimate on its bound reaches ``hi``), otherwise
+    ``z · stderr``; a parameter without a finite interval misses its target.
 
 Planning a round (a deterministic function of the seed and the data of earlier rounds)
     At the current estimates θ̂ (NaN rows take the median; parameters bounded below by 0 are floored
@@ -119,6 +121,14 @@ class PrecisionStatus:
         return float(self.met.mean()) if len(self.met) else 0.0
 
 
+def _qpu_seconds(ds: Dataset, store: DatasetStore) -> float | None:
+    """QPU access time spent (s), or None when no call recorded one (a sampler without timing: not 0.0)."""
+    t = pd.to_numeric(ds.calls["qpu_access_time"], errors="coerce") if "qpu_access_time" in ds.calls else None
+    if t is None or not np.isfinite(t.to_numpy(float)).any():
+        return None
+    return store.spent_qpu_us() / 1e6
+
+
 def precision_status(fits, target: Mapping[str, float | str], level: float = 0.95) -> PrecisionStatus:
     """Which qubits of a :class:`~qasa.fitting.FitTable` meet the precision ``target`` (module docstring)."""
     model = fits.model
@@ -132,7 +142,10 @@ def precision_status(fits, target: Mapping[str, float | str], level: float = 0.9
         if p not in target:
             continue
         if f"{p}_lo" in table and f"{p}_hi" in table:
-            hw[:, j] = 0.5 * (table[f"{p}_hi"].to_numpy(float) - table[f"{p}_lo"].to_numpy(float))
+            # the interval's reach from the estimate on its wider side: a one-sided interval [0, hi] of an
+            # estimate on its bound (η̂ = 0) reaches hi, not (hi − lo)/2, so η ∈ [0, 0.02] does not meet ±0.01
+            est, lo, hi = theta[:, j], table[f"{p}_lo"].to_numpy(float), table[f"{p}_hi"].to_numpy(float)
+            hw[:, j] = np.maximum(hi - est, est - lo)
         else:
             hw[:, j] = z * table[f"{p}_stderr"].to_numpy(float)
         value = target[p]
@@ -537,7 +550,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
     reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
     result = {"stopped": reason, "rounds": rnd - 1, "fraction_met": status.fraction,
               "reads_per_qubit": int(reads.max()) if reads.size else 0,
-              "calls": int(len(ds.calls)), "qpu_access_time_s": store.spent_qpu_us() / 1e6,
+              "calls": int(len(ds.calls)), "qpu_access_time_s": _qpu_seconds(ds, store),
               "finished": utcnow()}
     if reason == "infeasible":
         result["predicted_reads_per_qubit"] = infeasible

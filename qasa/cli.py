@@ -751,7 +751,8 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
         text += (f"\nadaptive design: stopped on {adaptive.get('stopped')} after {adaptive.get('rounds')} rounds; "
                  f"{adaptive.get('fraction_met', 0):.1%} of qubits within target; "
                  f"{adaptive.get('reads_per_qubit')} reads per qubit in {adaptive.get('calls')} calls; "
-                 f"QPU access time {adaptive.get('qpu_access_time_s', 0):.2f} s")
+                 + (f"QPU access time {adaptive['qpu_access_time_s']:.2f} s" if adaptive.get("qpu_access_time_s")
+                    is not None else "no QPU access time recorded (the sampler reports none)"))
         if adaptive.get("stopped") == "infeasible":
             need = adaptive.get("predicted_reads_per_qubit")
             text += (f"\nthe target is out of reach: it needs {'unboundedly many' if need is None else f'{need:.3g}'} "

@@ -260,6 +260,23 @@ def test_an_unreachable_target_stops_as_infeasible_after_the_pilot(tmp_path):
                            protocol=A.pilot_protocol(2000, h_step=0.2, seed=1))
     res = ds.metadata["adaptive"]["result"]
     assert res["stopped"] == "infeasible" and res["rounds"] == 0
+    assert res["qpu_access_time_s"] is None          # a sampler without timing: none recorded, not 0.0
     assert res["predicted_reads_per_qubit"] is None or res["predicted_reads_per_qubit"] > 1e10
     pilot_calls = A.pilot_protocol(2000, h_step=0.2, seed=1).num_calls
     assert len(ds.calls) == pilot_calls                 # nothing beyond the pilot was spent
+
+
+def test_a_one_sided_interval_meets_a_target_only_if_it_reaches_no_farther_than_the_target():
+    """η̂ = 0 with η ∈ [0, 0.02] does not meet ±0.01 (the old rule took (hi − lo)/2 = 0.01 and said it did);
+    a two-sided [0.04, 0.06] around 0.05 does."""
+    import pandas as pd
+
+    from qasa.fitting import FitTable
+
+    t = pd.DataFrame({"qubit": [1, 2, 3], "beta": 5.0, "b": 0.0, "gamma": 0.1, "eta": [0.0, 0.05, 0.0],
+                      "eta_lo": [0.0, 0.041, 0.0], "eta_hi": [0.02, 0.059, 0.0099], "quality": "good"})
+    for p in ("beta", "b", "gamma"):
+        t[f"{p}_stderr"] = 0.001
+    st = A.precision_status(FitTable(t, "qasa"), {"eta": 0.01})
+    assert st.met.tolist() == [False, True, True]
+    np.testing.assert_allclose(st.half_width[:, 3], [0.02, 0.009, 0.0099])
