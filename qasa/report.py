@@ -59,7 +59,8 @@ table{border-collapse:collapse;margin:.4em 0;font-size:13px}
 th,td{border:1px solid #d0d0d0;padding:3px 8px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 thead th{background:#f3f3f3}
-.tbl{display:flex;align-items:flex-start;gap:.8em;flex-wrap:wrap}.tbl .dl{font-size:12px;margin-top:.5em}
+.tbl{display:flex;align-items:flex-start;gap:.8em;flex-wrap:wrap;max-width:100%}.tbl .dl{font-size:12px;margin-top:.5em}
+.tbl table{display:block;max-width:100%;overflow-x:auto}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em}
 .prov td:first-child{width:15em;background:#fafafa}
 .notes{background:#fff6e0;border:1px solid #f0d080;padding:.5em 1em;border-radius:4px}
