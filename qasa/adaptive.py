@@ -58,8 +58,9 @@ import numpy as np
 import pandas as pd
 
 from qasa import design as D
-from qasa.cost import BudgetError, estimate_call
-from qasa.dataset import Dataset, Response, atomic_write_json, utcnow
+from qasa.backend import Backend, as_backend
+from qasa.cost import BudgetError
+from qasa.dataset import Dataset, Response, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
 from qasa.protocol import Call, Protocol
@@ -72,7 +73,6 @@ __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_rou
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
 TYPICAL = {"beta": 5.05, "b": 0.0, "gamma": 0.1, "eta": 0.02, "sigma": 0.02, "epsilon": 5e-4}
 
-_DESIGN_DIR = "design"
 
 
 def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: float = 0.05, **kwargs: Any) -> Protocol:
@@ -81,12 +81,12 @@ def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: flo
                          design="permuted", **kwargs)
 
 
-def pilot_from(protocol: Protocol, sampler: dimod.Sampler) -> Protocol:
+def pilot_from(protocol: Protocol, sampler: dimod.Sampler | Backend) -> Protocol:
     """The default pilot with ``protocol``'s qubits, seed, anneal, gauge and sampler settings (the
     CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
     if protocol.design == "permuted":
         return protocol
-    props = getattr(sampler, "properties", {}) or {}
+    props = as_backend(sampler).properties
     R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
     return pilot_protocol(R).replace(
         qubits=protocol.qubits, seed=protocol.seed, spin_reversal=protocol.spin_reversal,
@@ -388,7 +388,8 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         raise ValueError("an adaptive assessment needs an output directory: its rounds are checkpointed there")
     target = D.parse_target(target, model)
     _check_options(fraction, level, criterion, growth, min_step, max_rounds, step)
-    props = getattr(sampler, "properties", {}) or {}
+    sampler = as_backend(sampler)            # asked once; the runs below share it
+    props = sampler.properties
     pilot = protocol if protocol is not None else pilot_protocol(
         min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
     pilot = prepare(pilot, sampler, out)           # every check, before any call
@@ -420,16 +421,13 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         meta = store.metadata()
         store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings})
     R = int(protocol.reads_per_call)
-    per_call = estimate_call(sampler, protocol, len(protocol.qubits), R)
-    folder = out / _DESIGN_DIR
+    per_call = sampler.estimate_call(protocol, len(protocol.qubits), R)
     history: list[dict[str, Any]] = []
     rnd = 1
     status = None
     while reason is None:
-        path = folder / f"round-{rnd:03d}.json"
-        if path.is_file():
-            plan = json.loads(path.read_text())
-        else:
+        plan = store.design_round(rnd)
+        if plan is None:
             ds = store.load()
             response = ds.response(qubits=protocol.qubits)
             fits = fit_with_restarts(response, model)
@@ -460,8 +458,7 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
                 reason, infeasible = "infeasible", plan.get("predicted_reads")
                 break
             with store.writing():
-                folder.mkdir(exist_ok=True)
-                atomic_write_json(path, plan)
+                store.save_design_round(rnd, plan)
         try:
             run(protocol, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
                 calls=round_calls(plan, protocol, rnd))
@@ -515,7 +512,8 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
         raise ValueError(f"give typical values for {missing}")
     th = np.array([[values[p] for p in model.params]], float)
     t = D.sd_targets(model, target, th, level)
-    props = getattr(sampler, "properties", {}) or {}
+    sampler = as_backend(sampler)
+    props = sampler.properties
     pilot = prepare(protocol if protocol is not None else pilot_protocol(
         min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))), sampler)
     R = pilot.reads_per_call
@@ -531,8 +529,8 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     rest = float(D.required_reads(model, th, cand, w, t, prior=prior)[0])
     ada_calls = pilot.num_calls + int(math.ceil(rest / R))
     n = len(pilot.qubits or ())
-    per_call = estimate_call(sampler, pilot, n, R)
-    ref_per_call = estimate_call(sampler, ref.replace(qubits=pilot.qubits, seed=0), n, R)
+    per_call = sampler.estimate_call(pilot, n, R)
+    ref_per_call = sampler.estimate_call(ref.replace(qubits=pilot.qubits, seed=0), n, R)
 
     def seconds(calls, per):
         return None if per is None else calls * per / 1e6

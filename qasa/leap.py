@@ -33,14 +33,13 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import dimod
 import numpy as np
 
 from qasa.cost import BudgetError
-from qasa.dataset import atomic_write_json, utcnow
+from qasa.dataset import utcnow
 from qasa.errors import AnswerError, LeapError, ProtocolError, QasaError, SamplerError
 from qasa.protocol import Call, filter_parameters
 from qasa.redact import redact, register
@@ -286,7 +285,7 @@ class _Job:
 
 
 def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, backoff, check_budget, est,
-                  in_flight_path: Path | None = None, run_record: dict | None = None,
+                  store: Any = None, run_record: dict | None = None,
                   call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Iterator[tuple]:
     """Keep up to ``in_flight`` calls submitted; yield each as it completes (any order), checked.
 
@@ -301,12 +300,8 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
     run_started = time.time()
     counted: set[str] = set()
     recovered: dict[str, str] = {}
-    if in_flight_path is not None and in_flight_path.is_file():
-        try:
-            loaded = json.loads(in_flight_path.read_text())
-            recovered = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            recovered = {}
+    if store is not None:          # the dataset's store (or a MemoryStore) owns in_flight.json
+        recovered = store.in_flight()
     stats = {"reattached_in_flight": 0, "retries": 0, "fetched_again_by_id": 0, "found_by_label": 0,
              "submissions": 0}
     written: dict[str, str] = {}
@@ -317,7 +312,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
     state: dict[str, BaseException | None] = {"fatal": None, "budget": None}
 
     def remember() -> None:
-        if in_flight_path is None:
+        if store is None:
             return
         current = dict(keep)
         for fut, job in pending.items():
@@ -328,7 +323,7 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
             if job.problem_id:
                 current[job.call.call_id] = job.problem_id
         if current != written:
-            atomic_write_json(in_flight_path, current)
+            store.set_in_flight(current)
             written.clear()
             written.update(current)
 
@@ -491,11 +486,8 @@ def async_results(todo, protocol, sampler, qubits, base, in_flight, retries, bac
                 fut.cancel()
             except Exception:
                 pass
-    if in_flight_path is not None:
-        if keep:
-            atomic_write_json(in_flight_path, keep)
-        elif in_flight_path.is_file():
-            in_flight_path.unlink()
+    if store is not None:
+        store.set_in_flight(keep)
     if state["fatal"] is not None:
         raise state["fatal"]
     if state["budget"] is not None:

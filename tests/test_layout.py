@@ -28,7 +28,7 @@ ORDER = [
     "errors", "redact", "models", "parameters", "reduce", "display", "schedules",
     "protocol", "topology", "plots", "dataset", "cost",
     "virtual.physics", "virtual.estimand", "virtual.qpu", "virtual",
-    "leap", "samplers", "fitting", "store", "runner",
+    "leap", "backend", "samplers", "fitting", "store", "session", "runner",
     "design", "device", "temperature", "analogues", "analysis", "report",
     "adaptive", "pipeline", "cli", "__init__",
 ]
