@@ -1,4 +1,4 @@
-"""Execute a protocol on a sampler, checkpointing every call.
+"""Execute a protocol on a sampler, checkpointing every call: the one run loop (:func:`collect`).
 
 For each call of :meth:`qasa.protocol.Protocol.calls` the runner programs ``{qubit: gauge * h}``
 with no couplers, samples, reduces the SampleSet to per-qubit counts of -1 and +1 in the nominal
@@ -8,10 +8,16 @@ on the same directory resumes: calls already journaled are skipped, so nothing i
 a killed process loses at most the call in flight. Calls are seeded from ``(seed, call index)``
 only, so a resumed run on a seeded sampler gives exactly the counts of an uninterrupted one.
 
-A sampler that offers ``sample_counts(h, **params) -> (qubits, n_down, info)`` (qasa's virtual QPU)
-is asked for counts directly instead of a SampleSet: the same numbers without materializing every
-read. ``h`` is a read-only mapping ``{qubit: programmed field}`` whose ``qasa_arrays()`` also gives
-the qubits and fields as two arrays.
+The run's life (which store, which backend and protocol, the resume and extend rules) belongs to
+:class:`qasa.session.Session`; the sampler is asked everything through its
+:class:`qasa.backend.Backend`. :func:`run` opens a session and calls :func:`collect`; an in-memory
+run (``out=None``) goes through the same loop over a :class:`qasa.session.MemoryStore`.
+
+A sampler that offers the counting fast path (:class:`qasa.backend.CountingSampler`:
+``sample_counts(h, **params) -> (qubits, n_down, info)``, qasa's virtual QPU) is asked for counts
+directly instead of a SampleSet: the same numbers without materializing every read. ``h`` is a
+read-only mapping ``{qubit: programmed field}`` whose ``qasa_arrays()`` also gives the qubits and
+fields as two arrays.
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff:
         raise ProtocolError(f"backoff={backoff!r} must be a finite number of seconds ≥ 0")
 
 
-def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
+def run(protocol: Protocol, sampler: dimod.Sampler | Backend | str, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
         in_flight: int = 50, extend: bool = False, calls: Sequence[Call] | None = None,
@@ -113,7 +119,8 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
 
     Args:
         protocol: what to run; unresolved fields (qubits, seed) are filled in.
-        sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph).
+        sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph), a
+            :class:`~qasa.backend.Backend`, or a backend name (rebuilt from the stored recipe on resume).
         out: dataset directory; ``None`` keeps everything in memory (no resume).
         progress: called as ``progress(done, total)`` after each call (and once at the start).
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
