@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -381,107 +381,165 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         ValueError: bad options or target (before any call).
         DatasetError: ``out`` holds a dataset of other adaptive settings.
     """
-    from qasa.runner import prepare, run
-
     model = get_model(model)
     if out is None:
         raise ValueError("an adaptive assessment needs an output directory: its rounds are checkpointed there")
     target = D.parse_target(target, model)
     _check_options(fraction, level, criterion, growth, min_step, max_rounds, step)
-    sampler = as_backend(sampler)            # asked once; the runs below share it
-    props = sampler.properties
-    pilot = protocol if protocol is not None else pilot_protocol(
-        min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
-    pilot = prepare(pilot, sampler, out)           # every check, before any call
-    if h_range is None:
-        h_range = tuple(props.get("h_range") or (-max(abs(h) for h in pilot.h_values), max(abs(h) for h in pilot.h_values)))
-        if pilot.h_gain_schedule is not None:
-            gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
-            h_range = (h_range[0] / gain, h_range[1] / gain)
-    candidates = _checked_candidates(h_range, step)            # before the pilot spends anything
-    _check_max_reads(max_reads_per_qubit)
-    settings = _settings(model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step)
-    out = Path(out)
-    store = DatasetStore(out)
-    if store.exists:
-        stored = (store.metadata().get("adaptive") or {}).get("settings")
-        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
-            diff = [k for k in settings if stored.get(k) != json.loads(json.dumps(settings))[k]]
-            raise DatasetError(f"{out} holds an adaptive assessment with other settings ({', '.join(diff)}); "
-                               "use another directory or the same options")
-    reason, infeasible = None, None
-    try:
-        run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
-    except BudgetError:
-        if not store.exists:        # the pilot alone is over budget: nothing was submitted
-            raise
-        reason = "budget"
-    protocol = Protocol.from_dict(store.metadata()["protocol"])
-    with store.writing():
-        meta = store.metadata()
-        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings})
-    R = int(protocol.reads_per_call)
-    per_call = sampler.estimate_call(protocol, len(protocol.qubits), R)
-    history: list[dict[str, Any]] = []
-    rnd = 1
-    status = None
-    while reason is None:
-        plan = store.design_round(rnd)
-        if plan is None:
-            ds = store.load()
-            response = ds.response(qubits=protocol.qubits)
-            fits = fit_with_restarts(response, model)
-            status = precision_status(fits, target, level)
-            info = {"round": rnd, "fraction_met": status.fraction,
-                    "reads_per_qubit": float(response.n_total.sum(1).max()),
-                    "qpu_access_time_s": store.spent_qpu_us() / 1e6}
-            history.append(info)
-            if on_round is not None:
-                on_round(rnd, info)
-            if status.fraction >= fraction:
-                reason = "target"
-                break
-            if rnd > max_rounds:
-                reason = "max_rounds"
-                break
-            max_calls = None
-            if max_qpu_seconds is not None and per_call:
-                max_calls = int((max_qpu_seconds * 1e6 - store.spent_qpu_us()) // per_call)
-            plan = plan_round(model, response, fits, target, candidates, reads_per_call=R, fraction=fraction,
-                              level=level, criterion=criterion, growth=growth, min_step=min_step,
-                              max_calls=max_calls, step=step)
-            if plan is None:
-                reason = "budget"
-                break
-            if plan.get("predicted_reads") is None or plan["predicted_reads"] > max_reads_per_qubit:
-                # the target is out of reach: stop before paying for rounds that cannot meet it
-                reason, infeasible = "infeasible", plan.get("predicted_reads")
-                break
-            with store.writing():
-                store.save_design_round(rnd, plan)
+    job = _AdaptiveRun(as_backend(sampler), DatasetStore(out), model, target, fraction=fraction, level=level,
+                       criterion=criterion, step=step, max_rounds=max_rounds, growth=growth, min_step=min_step,
+                       max_reads_per_qubit=max_reads_per_qubit, max_qpu_seconds=max_qpu_seconds,
+                       progress=progress, on_round=on_round)
+    pilot = job.start(protocol, h_range)
+    reason = job.pilot(pilot)
+    protocol = Protocol.from_dict(job.store.metadata()["protocol"])
+    with job.store.writing():
+        meta = job.store.metadata()
+        job.store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": job.settings})
+    reason, rounds, status = job.rounds(protocol, reason)
+    return job.finish(protocol, reason, rounds, status)
+
+
+@dataclass
+class _AdaptiveRun:
+    """One adaptive assessment: the backend and store it runs on, what it targets, and its options."""
+
+    backend: Backend
+    store: DatasetStore
+    model: Model
+    target: dict[str, Any]
+    fraction: float
+    level: float
+    criterion: str
+    step: float
+    max_rounds: int
+    growth: float
+    min_step: float
+    max_reads_per_qubit: float
+    max_qpu_seconds: float | None
+    progress: Callable[[int, int], None] | None
+    on_round: Callable[[int, dict[str, Any]], None] | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    candidates: np.ndarray | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    infeasible: float | None = None
+
+    def start(self, protocol: Protocol | None, h_range: tuple[float, float] | None) -> Protocol:
+        """Every check before any call: the pilot, the design's fields, stored settings of a resumed run."""
+        from qasa.runner import prepare
+
+        props = self.backend.properties
+        pilot = protocol if protocol is not None else pilot_protocol(
+            min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
+        pilot = prepare(pilot, self.backend, self.store.path)
+        if h_range is None:
+            largest = max(abs(h) for h in pilot.h_values)
+            h_range = tuple(props.get("h_range") or (-largest, largest))
+            if pilot.h_gain_schedule is not None:
+                gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
+                h_range = (h_range[0] / gain, h_range[1] / gain)
+        self.candidates = _checked_candidates(h_range, self.step)            # before the pilot spends anything
+        _check_max_reads(self.max_reads_per_qubit)
+        self.settings = _settings(self.model, self.target, self.fraction, self.level, self.criterion, h_range,
+                                  self.step, self.max_rounds, self.growth, self.min_step)
+        if self.store.exists:
+            stored = (self.store.metadata().get("adaptive") or {}).get("settings")
+            settings = json.loads(json.dumps(self.settings))
+            if stored is not None and json.loads(json.dumps(stored)) != settings:
+                diff = [k for k in settings if stored.get(k) != settings[k]]
+                raise DatasetError(f"{self.store.path} holds an adaptive assessment with other settings "
+                                   f"({', '.join(diff)}); use another directory or the same options")
+        return pilot
+
+    def _run(self, protocol: Protocol, calls: list[Call] | None = None) -> None:
+        from qasa.runner import run
+
+        run(protocol, self.backend, self.store.path, progress=self.progress, max_qpu_seconds=self.max_qpu_seconds,
+            calls=calls)
+
+    def pilot(self, pilot: Protocol) -> str | None:
+        """Run (or finish) the pilot; ``"budget"`` if the budget stopped it after something was collected."""
         try:
-            run(protocol, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
-                calls=round_calls(plan, protocol, rnd))
+            self._run(pilot)
         except BudgetError:
-            reason = "budget"
-        rnd += 1
-    ds = store.load()
-    if status is None or reason != "target":
-        response = ds.response(qubits=protocol.qubits)
-        status = precision_status(fit_with_restarts(response, model), target, level)
-    reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
-    result = {"stopped": reason, "rounds": rnd - 1, "fraction_met": status.fraction,
-              "reads_per_qubit": int(reads.max()) if reads.size else 0,
-              "calls": int(len(ds.calls)), "qpu_access_time_s": store.spent_qpu_us() / 1e6,
-              "finished": utcnow()}
-    if reason == "infeasible":
-        result["predicted_reads_per_qubit"] = infeasible
-        result["max_reads_per_qubit"] = max_reads_per_qubit
-    with store.writing():
-        meta = store.metadata()
-        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings, "result": result})
-    ds.metadata["adaptive"] = {"settings": settings, "result": result}
-    return ds
+            if not self.store.exists:        # the pilot alone is over budget: nothing was submitted
+                raise
+            return "budget"
+        return None
+
+    def rounds(self, protocol: Protocol, reason: str | None) -> tuple[str, int, PrecisionStatus | None]:
+        """Plan (or reload) and run rounds until the target, the budget, the round limit or infeasibility."""
+        store = self.store
+        R = int(protocol.reads_per_call)
+        per_call = self.backend.estimate_call(protocol, len(protocol.qubits), R)
+        rnd, status = 1, None
+        while reason is None:
+            plan = store.design_round(rnd)
+            if plan is None:
+                reason, status, plan = self._plan(protocol, rnd, per_call)
+                if reason is not None:
+                    break
+                with store.writing():
+                    store.save_design_round(rnd, plan)
+            try:
+                self._run(protocol, round_calls(plan, protocol, rnd))
+            except BudgetError:
+                reason = "budget"
+            rnd += 1
+        return reason, rnd - 1, status
+
+    def _plan(self, protocol: Protocol, rnd: int, per_call: float | None):
+        """Fit what is stored and plan round ``rnd``: ``(stop reason or None, status, plan)``."""
+        store = self.store
+        response = store.load().response(qubits=protocol.qubits)
+        fits = fit_with_restarts(response, self.model)
+        status = precision_status(fits, self.target, self.level)
+        info = {"round": rnd, "fraction_met": status.fraction,
+                "reads_per_qubit": float(response.n_total.sum(1).max()),
+                "qpu_access_time_s": store.spent_qpu_us() / 1e6}
+        self.history.append(info)
+        if self.on_round is not None:
+            self.on_round(rnd, info)
+        if status.fraction >= self.fraction:
+            return "target", status, None
+        if rnd > self.max_rounds:
+            return "max_rounds", status, None
+        max_calls = None
+        if self.max_qpu_seconds is not None and per_call:
+            max_calls = int((self.max_qpu_seconds * 1e6 - store.spent_qpu_us()) // per_call)
+        plan = plan_round(self.model, response, fits, self.target, self.candidates,
+                          reads_per_call=int(protocol.reads_per_call), fraction=self.fraction, level=self.level,
+                          criterion=self.criterion, growth=self.growth, min_step=self.min_step,
+                          max_calls=max_calls, step=self.step)
+        if plan is None:
+            return "budget", status, None
+        if plan.get("predicted_reads") is None or plan["predicted_reads"] > self.max_reads_per_qubit:
+            # the target is out of reach: stop before paying for rounds that cannot meet it
+            self.infeasible = plan.get("predicted_reads")
+            return "infeasible", status, None
+        return None, status, plan
+
+    def finish(self, protocol: Protocol, reason: str, rounds: int, status: PrecisionStatus | None) -> Dataset:
+        """Record the result (stop reason, rounds, precision reached, reads, QPU time) and return the dataset."""
+        store = self.store
+        ds = store.load()
+        if status is None or reason != "target":
+            response = ds.response(qubits=protocol.qubits)
+            status = precision_status(fit_with_restarts(response, self.model), self.target, self.level)
+        reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
+        result = {"stopped": reason, "rounds": rounds, "fraction_met": status.fraction,
+                  "reads_per_qubit": int(reads.max()) if reads.size else 0,
+                  "calls": int(len(ds.calls)), "qpu_access_time_s": store.spent_qpu_us() / 1e6,
+                  "finished": utcnow()}
+        if reason == "infeasible":
+            result["predicted_reads_per_qubit"] = self.infeasible
+            result["max_reads_per_qubit"] = self.max_reads_per_qubit
+        with store.writing():
+            meta = store.metadata()
+            store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": self.settings,
+                                            "result": result})
+        ds.metadata["adaptive"] = {"settings": self.settings, "result": result}
+        return ds
 
 
 # -- expected cost (qasa plan) -----------------------------------------------------------------------
