@@ -206,6 +206,10 @@ def _open_backend(sampler: dimod.Sampler | Backend | str | None, options: Option
             raise TypeError(f"sampler options {sorted(options)} need a backend name, not a sampler object")
         return as_backend(sampler)
     recipe = dict(((meta or {}).get("sampler") or {}).get("recipe") or {})
+    if sampler is None and meta is not None and meta.get("protocol") is not None and not recipe:
+        made_by = ((meta.get("sampler") or {}).get("class")) or "a sampler object"
+        raise DatasetError(f"this dataset was collected with {made_by}, not a backend qasa can rebuild by "
+                           "name; pass that sampler to resume it")
     name = sampler if sampler is not None else recipe.get("backend", "emulator")
     base = dict(defaults(name) if callable(defaults) else defaults)
     if recipe.get("backend") == name:      # resuming on the stored backend: the recipe fills what is not given

@@ -137,6 +137,13 @@ def test_session_rules_in_memory_and_on_disk(tmp_path):
         Session.open("", "sa", _small(), options=SA)
     with pytest.raises(TypeError, match="need a backend name"):
         Session.open(None, qasa.get_sampler("sa", **SA), _small(), options={"beta": 2.0})
+    from qasa.samplers import StructuredSASampler
+
+    own = tmp_path / "own"                      # a sampler built directly: no recipe to rebuild it by name
+    qasa.run(_small(), StructuredSASampler("chimera", [1], beta=3.0), own)
+    with pytest.raises(DatasetError, match=r"collected with qasa\.samplers\.StructuredSASampler, .* pass that"):
+        Session.open(own)
+    assert Session.open(own, StructuredSASampler("chimera", [1], beta=3.0)).finished
     out = tmp_path / "ds"
     qasa.run(_small(), qasa.get_sampler("sa", **SA), out)
     extended = Session.open(out, add_reads=400)
