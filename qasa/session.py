@@ -269,6 +269,8 @@ class Session:
         _check_out(out)
         store: Store = DatasetStore(out) if out is not None else MemoryStore()
         meta = store.metadata() if store.exists else None
+        if meta is not None and meta.get("protocol") is None:
+            raise DatasetError(f"{out} holds a dataset without a protocol (imported data); choose another directory")
         backend = _open_backend(sampler, options or {}, defaults or {}, meta)
         fresh = default(backend) if callable(default) else default
         if meta is not None and meta.get("protocol") is not None and protocol is None:

@@ -144,6 +144,11 @@ def test_session_rules_in_memory_and_on_disk(tmp_path):
     with pytest.raises(DatasetError, match=r"collected with qasa\.samplers\.StructuredSASampler, .* pass that"):
         Session.open(own)
     assert Session.open(own, StructuredSASampler("chimera", [1], beta=3.0)).finished
+    imported = tmp_path / "imported"             # a spin table has counts but no protocol: nothing to resume
+    qasa.Dataset.from_spin_table(qasa.load(own).to_spin_table(tmp_path / "spin_table.csv")).save(imported)
+    for sampler in (None, "sa"):
+        with pytest.raises(DatasetError, match="without a protocol \\(imported data\\)"):
+            qasa.assess(sampler, imported, report=False)
     out = tmp_path / "ds"
     qasa.run(_small(), qasa.get_sampler("sa", **SA), out)
     extended = Session.open(out, add_reads=400)
