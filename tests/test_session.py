@@ -28,7 +28,8 @@ EMULATOR = dict(topology_type="pegasus", topology_shape=[2], seed=11, preset="ad
                 noise="telegraph", broken_nodes=[])
 SA = dict(topology_type="chimera", topology_shape=[1], beta=3.0)
 
-#: Counts hash and fits on 70ebe47 (before Backend/Session): /tmp/arch/ref.py of the branch's report.
+#: Counts hash and fits on 70ebe47 (before Backend/Session), from the body of
+#: :func:`test_the_restructuring_changes_no_number`, which uses only qasa.run, get_sampler and fit (all on 70ebe47).
 PINNED = {
     "emulator": {"qubits": [2, 3, 4, 5, 6, 7, 8, 9], "counts": "83fddf56beffa483",
                  "gibbs": {"beta": [4.624017, 4.805465, 4.719668, 3.851263, 4.823132, 4.483356, 4.477859, 4.841058]},
