@@ -13,8 +13,11 @@ run until the same target — 95 % interval half-widths β 1 % (relative), b 0.0
 
 It prints reads per qubit, calls, QPU access time (the virtual QPU's timing model), the errors
 against the truth, the 95 % interval coverage of the targeted parameters, and the ratios
-adaptive/oracle (goal ≤ 1.25) and reference/adaptive (expected ≈ 2–4). Exit status 1 if
-adaptive/oracle > 1.5 or the adaptive design's coverage falls outside 92–98 %.
+adaptive/oracle (goal ≤ 1.25) and reference/adaptive (expected ≈ 2–4; the README quotes this
+ratio). Exit status 1 if adaptive/oracle > 1.5, reference/adaptive < 2 (the README's claim) or the
+adaptive design's coverage falls outside 92–98 %. What is judged is QPU access time from the virtual
+QPU's timing model (D-Wave's published per-read and programming times), which is what a design
+costs on a real QPU; wall and CPU time of the simulation are printed but not judged.
 
 Scale: a Pegasus P6 virtual device, the first ``--qubits`` (default 300) active qubits; drift and
 readout error are switched off (``drift_sd=0``, ``readout_error_max=0``) so that every read follows
@@ -186,8 +189,9 @@ def main() -> int:
     print(f"\nQPU time ratios: adaptive/oracle = {ada_orc:.3f} (goal ≤ 1.25, fail > 1.5); "
           f"reference/adaptive = {ref_ada:.2f} (expected ≈ 2–4); reference/oracle = {ref_orc:.2f}")
     cov = table.loc["adaptive", "coverage"]
-    ok = ada_orc <= 1.5 and 0.92 <= cov <= 0.98
-    print(f"adaptive coverage {cov:.3f} (must lie in 0.92–0.98): {'PASS' if ok else 'FAIL'}")
+    ok = ada_orc <= 1.5 and ref_ada >= 2.0 and 0.92 <= cov <= 0.98
+    print(f"adaptive coverage {cov:.3f} (must lie in 0.92–0.98), reference/adaptive {ref_ada:.2f} (must be ≥ 2), "
+          f"adaptive/oracle {ada_orc:.3f} (must be ≤ 1.5): {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 
 

@@ -15,6 +15,7 @@ from qasa.samplers import device_info, get_backend, get_sampler, validate
 from qasa.store import DatasetStore
 from qasa.session import Session
 from qasa.pipeline import Assessment, assess, compare_runs, fit, load
+from qasa.shim import ShimResult, shim
 from qasa import dataset as _dataset
 
 _dataset._register_store(DatasetStore)   # Dataset.load/save go through the store, which sits above qasa.dataset
@@ -24,5 +25,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Protocol", "h_grid", "run", "get_sampler", "get_backend", "Backend", "Session", "device_info", "validate",
     "Dataset", "Response", "QasaError", "ProtocolError", "SamplerError", "CredentialsError",
-    "DatasetError", "DatasetStore", "Assessment", "assess", "fit", "load", "compare_runs", "__version__",
+    "DatasetError", "DatasetStore", "Assessment", "assess", "fit", "load", "compare_runs", "shim", "ShimResult",
+    "__version__",
 ]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -63,11 +64,11 @@ from qasa.cost import BudgetError
 from qasa.dataset import Dataset, Response, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
-from qasa.protocol import Call, Protocol
-from qasa.store import DatasetStore
+from qasa.protocol import MAX_CALLS, Call, Protocol
+from qasa.store import DESIGN_DIR, DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
-           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT"]
+           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT", "read_round_plan"]
 
 #: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
@@ -238,6 +239,61 @@ def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -
             for c in range(C)]
 
 
+
+def read_round_plan(path: str | Path, protocol: Protocol) -> dict[str, Any]:
+    """Read a stored round plan (``OUT/design/round-NNN.json``) and check what :func:`round_calls` uses.
+
+    A plan holds ``calls`` (an integer >= 1), ``reads_per_call`` (the protocol's), ``qubits`` (the
+    protocol's qubits) and per qubit ``fields`` (finite numbers) and ``counts`` (non-negative
+    integers, as many as its fields, summing to ``calls``).
+
+    Raises:
+        DatasetError: naming the file, what is wrong and what is allowed (bad JSON, a missing key, a
+            value of the wrong type or range).
+    """
+    path = Path(path)
+    hint = ("a round plan is written by qasa before its calls run; restore it, or delete it if no call "
+            f"{path.stem.replace('round-', 'a')}-c... is stored yet (the round is then planned again)")
+
+    def bad(what: str) -> DatasetError:
+        return DatasetError(f"damaged round plan {path}: {what}; {hint}")
+
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot be read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise bad(f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(plan, dict):
+        raise bad(f"a JSON {type(plan).__name__}, not an object")
+    missing = [k for k in ("calls", "reads_per_call", "qubits", "fields", "counts") if k not in plan]
+    if missing:
+        raise bad(f"missing key(s) {missing}")
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    calls, R, qubits = plan["calls"], plan["reads_per_call"], plan["qubits"]
+    if not integer(calls) or not 1 <= calls <= MAX_CALLS:
+        raise bad(f"calls={calls!r}; allowed: an integer in [1, {MAX_CALLS}]")
+    if not integer(R) or R != protocol.reads_per_call:
+        raise bad(f"reads_per_call={R!r}; allowed: the protocol's {protocol.reads_per_call}")
+    if not isinstance(qubits, list) or not all(integer(q) for q in qubits) \
+            or sorted(qubits) != sorted(int(q) for q in protocol.qubits or ()):
+        raise bad("qubits are not the protocol's qubits")
+    for key in ("fields", "counts"):
+        if not isinstance(plan[key], list) or len(plan[key]) != len(qubits) \
+                or not all(isinstance(row, list) for row in plan[key]):
+            raise bad(f"{key!r} must hold one list per qubit ({len(qubits)})")
+    for q, f, c in zip(qubits, plan["fields"], plan["counts"]):
+        if len(f) != len(c) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       and math.isfinite(v) for v in f):
+            raise bad(f"qubit {q}: fields must be finite numbers, one per count")
+        if not all(integer(v) and v >= 0 for v in c) or sum(c) != calls:
+            raise bad(f"qubit {q}: counts must be non-negative integers summing to calls={calls}")
+    return plan
+
+
 # -- the loop ----------------------------------------------------------------------------------------
 def _settings(model: Model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step):
     return {"model": model.name, "target": D.parse_target(target, model), "fraction": fraction, "level": level,
@@ -277,6 +333,10 @@ def _checked_candidates(h_range: Any, step: Any) -> np.ndarray:
 
 
 def _check_options(fraction, level, criterion, growth, min_step, max_rounds, step):
+    for name, value in (("fraction", fraction), ("level", level), ("growth", growth), ("min_step", min_step),
+                        ("step", step), ("max_rounds", max_rounds)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name}={value!r} is not a number (an int or a float; not a bool or a string)")
     if not (0.0 < fraction <= 1.0):
         raise ValueError(f"fraction={fraction!r} must lie in (0, 1]")
     D.z_value(level)
@@ -286,7 +346,7 @@ def _check_options(fraction, level, criterion, growth, min_step, max_rounds, ste
         raise ValueError(f"growth={growth!r} must be a finite number ≥ 1")
     if not (0.0 < min_step <= growth):
         raise ValueError(f"min_step={min_step!r} must lie in (0, growth]")
-    if not (isinstance(max_rounds, (int, np.integer)) and max_rounds >= 1):
+    if not (isinstance(max_rounds, numbers.Integral) and max_rounds >= 1):
         raise ValueError(f"max_rounds={max_rounds!r} must be a positive integer")
     if not (step > 0 and math.isfinite(step)):
         raise ValueError(f"step={step!r} must be a positive number")
@@ -449,7 +509,14 @@ class _AdaptiveRun:
                 diff = [k for k in settings if stored.get(k) != settings[k]]
                 raise DatasetError(f"{self.store.path} holds an adaptive assessment with other settings "
                                    f"({', '.join(diff)}); use another directory or the same options")
+            for path in sorted((self.store.path / DESIGN_DIR).glob("round-*.json")):   # stored plans: checked
+                read_round_plan(path, pilot)                                  # before anything is written or run
         return pilot
+
+    def _stored_plan(self, rnd: int, protocol: Protocol) -> dict[str, Any] | None:
+        """The stored plan of round ``rnd``, checked (:func:`read_round_plan`), or None."""
+        path = self.store.path / DESIGN_DIR / f"round-{rnd:03d}.json"
+        return read_round_plan(path, protocol) if path.is_file() else None
 
     def _run(self, protocol: Protocol, calls: list[Call] | None = None) -> None:
         from qasa.runner import run
@@ -474,7 +541,7 @@ class _AdaptiveRun:
         per_call = self.backend.estimate_call(protocol, len(protocol.qubits), R)
         rnd, status = 1, None
         while reason is None:
-            plan = store.design_round(rnd)
+            plan = self._stored_plan(rnd, protocol)
             if plan is None:
                 reason, status, plan = self._plan(protocol, rnd, per_call)
                 if reason is not None:
@@ -546,7 +613,8 @@ class _AdaptiveRun:
 def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | str, *, model: Model | str = "qasa",
                   theta: Mapping[str, float] | None = None, protocol: Protocol | None = None,
                   reference: Protocol | None = None, level: float = 0.95,
-                  h_range: tuple[float, float] | None = None) -> dict[str, Any]:
+                  h_range: tuple[float, float] | None = None,
+                  max_reads_per_qubit: float = MAX_READS_PER_QUBIT) -> dict[str, Any]:
     """Expected reads and QPU time of the adaptive plan and of the reference grid for ``target``.
 
     Both come from the Cramér–Rao bound at one set of *typical* parameters ``theta`` (default
@@ -558,12 +626,18 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     Returns:
         ``{"theta": ..., "reference": {...}, "adaptive": {...}, "ratio": reference/adaptive QPU time}``
         where each part gives ``reads_per_qubit``, ``calls`` and ``qpu_access_time_s`` (None without a
-        timing model).
+        timing model; the reference grid's figures and the ratio are None when it can never meet the
+        target).
+
+    Raises:
+        ValueError: a target the adaptive design cannot meet within ``max_reads_per_qubit`` reads per
+            qubit (the feasibility bound of :func:`assess_adaptive`), naming it.
     """
     from qasa.runner import prepare
 
     model = get_model(model)
     target = D.parse_target(target, model)
+    _check_max_reads(max_reads_per_qubit)
     values = dict(TYPICAL, **(theta or {}))
     missing = [p for p in model.params if p not in values]
     if missing:
@@ -578,26 +652,33 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     ref = reference if reference is not None else Protocol.grid(1.0, 0.025, reads_per_call=R)
     ref_x = np.array(ref.h_values)
     n_ref = float(D.required_reads(model, th, ref_x, np.ones(len(ref_x)), t)[0])
-    ref_reads_per_h = int(math.ceil(n_ref / len(ref_x)))
-    ref_calls = len(ref_x) * int(math.ceil(ref_reads_per_h / R))
     h_range = h_range or tuple(props.get("h_range") or (-1.0, 1.0))
     cand = D.candidate_fields(h_range)
     prior = D.information(model, np.array(pilot.h_values), np.full(len(pilot.h_values), float(pilot.reads_per_h)), th)
     w = D.optimal_design(model, th, cand, t)
     rest = float(D.required_reads(model, th, cand, w, t, prior=prior)[0])
+    if not (math.isfinite(rest) and pilot.reads_per_h * len(pilot.h_values) + rest <= max_reads_per_qubit):
+        shown = ",".join(f"{k}={v}" for k, v in target.items())
+        need = "unboundedly many" if not math.isfinite(rest) else f"{pilot.reads_per_h * len(pilot.h_values) + rest:.3g}"
+        raise ValueError(f"--target {shown} is out of reach: the adaptive design needs {need} reads per qubit at "
+                         f"typical parameters; allowed: targets needing at most {max_reads_per_qubit:.3g} reads per "
+                         "qubit (the feasibility bound max_reads_per_qubit); relax the target")
+    # the reference grid may need more than the bound (it is the comparison, never run), but a finite number
+    ref_reads_per_h = int(math.ceil(n_ref / len(ref_x))) if math.isfinite(n_ref) else None
+    ref_calls = None if ref_reads_per_h is None else len(ref_x) * int(math.ceil(ref_reads_per_h / R))
     ada_calls = pilot.num_calls + int(math.ceil(rest / R))
     n = len(pilot.qubits or ())
     per_call = sampler.estimate_call(pilot, n, R)
     ref_per_call = sampler.estimate_call(ref.replace(qubits=pilot.qubits, seed=0), n, R)
 
     def seconds(calls, per):
-        return None if per is None else calls * per / 1e6
+        return None if per is None or calls is None else calls * per / 1e6
 
     out = {"theta": values, "target": target, "qubits": n, "bound": "Cramér–Rao at typical parameters",
-           "reference": {"reads_per_qubit": ref_calls * R, "calls": ref_calls,
+           "reference": {"reads_per_qubit": None if ref_calls is None else ref_calls * R, "calls": ref_calls,
                          "qpu_access_time_s": seconds(ref_calls, ref_per_call)},
            "adaptive": {"reads_per_qubit": ada_calls * R, "calls": ada_calls,
                         "pilot_calls": pilot.num_calls, "qpu_access_time_s": seconds(ada_calls, per_call)}}
     a, r = out["adaptive"]["qpu_access_time_s"], out["reference"]["qpu_access_time_s"]
-    out["ratio"] = (r / a) if a and r else ref_calls / ada_calls
+    out["ratio"] = (r / a) if a and r else (None if ref_calls is None else ref_calls / ada_calls)
     return out

@@ -41,7 +41,7 @@ from qasa.parameters import PARAMETERS, ParameterInfo, format_value, parameter_i
 from qasa.topology import layout_table
 
 __all__ = [
-    "collection_status", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
+    "collection_status", "noise_beyond_shots", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
     "AnaloguesReport", "analyze", "analyze_comparison", "analyze_analogues", "provenance", "parameter_summary",
     "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "layout_table",
     "pooled_temperature",
@@ -68,9 +68,10 @@ def pooled_temperature(data: Dataset | Response) -> dict[str, float]:
             "T_eff_stderr": se / beta**2 if ok else math.nan}
 
 
-def _temperature(r: Response) -> dict[str, Any]:
+def _temperature(r: Dataset | Response) -> dict[str, Any]:
     """The headline effective temperature: D-Wave's definition (:func:`qasa.temperature.effective_temperature`,
-    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window."""
+    the small-|h| window), or the whole-grid pooled fit when no h value falls in that window. From a
+    dataset, its error is the measurement error (calls as clusters) beside the population error."""
     from qasa.temperature import effective_temperature
 
     for window in ("default", None):
@@ -182,7 +183,7 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
     """How much of what was planned the dataset holds.
 
     Returns:
-        ``design`` ("grid", "adaptive" or "imported"), ``planned`` and ``done`` calls (``planned`` is
+        ``design`` ("grid", "adaptive", "shim", "quick-temperature" or "imported"), ``planned`` and ``done`` calls (``planned`` is
         None for imported data), ``partial`` (fewer calls than planned: an interrupted run, a budget
         stop, or a run still writing), ``rounds`` (adaptive rounds recorded) and
         ``reads_per_h_collected`` (median over (qubit, h) of the reads collected, for a partial grid).
@@ -194,16 +195,73 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
     if not meta.get("protocol"):
         return {"design": "imported", "planned": None, "done": int(len(dataset.calls)), "partial": False,
                 "rounds": 0, "reads_per_h_collected": None}
-    planned = Protocol.from_dict(meta["protocol"]).num_calls + sum(int(v) for v in rounds.values())
+    # a shim's or a quick temperature's protocol only carries the options of its explicit calls (rounds)
+    carrier = meta.get("design") == "quick-temperature" or bool(meta.get("shim"))
+    planned = (0 if carrier else Protocol.from_dict(meta["protocol"]).num_calls) + sum(int(v) for v in rounds.values())
     done = int(len(dataset.calls))
     collected = None
     if done < planned and len(dataset.counts):
         c = dataset.counts
         per = (c["n_down"] + c["n_up"]).groupby([c["qubit"], c["h"].abs()]).sum()
         collected = int(np.median(per.to_numpy())) if len(per) else 0
-    design = "adaptive" if rounds or meta.get("adaptive") else "grid"
+    design = ("quick-temperature" if meta.get("design") == "quick-temperature" else "shim" if meta.get("shim")
+              else "adaptive" if rounds or meta.get("adaptive") else "grid")
     return {"design": design, "planned": int(planned), "done": done, "partial": done < planned,
             "rounds": len(rounds), "reads_per_h_collected": collected}
+
+
+def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
+    """What a real QPU adds to shot noise, as this run shows it (the report's "Noise beyond shots").
+
+    Returns ``None`` without calls (imported data) or for a model other than the QASA model; else
+    ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
+    whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
+    ``drift`` (:func:`qasa.drift.drift_summary`: per-qubit b(t) trends with the drifting qubits at a
+    1 % false-discovery rate, and the device's flux-noise spectrum or why it is not estimable) and
+    ``effects`` (sentences: what each does to the headline numbers).
+    """
+    from qasa import drift
+
+    if not len(dataset.calls) or fits.model.params != ("beta", "b", "gamma", "eta"):
+        return None
+    t = fits.table[fits.table["quality"] == "good"]
+    out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}
+    if "sigma_call" in t and len(t):
+        sc = t["sigma_call"].to_numpy(float)
+        sc = sc[np.isfinite(sc)]
+        disp = t["dispersion_p"].to_numpy(float) if "dispersion_p" in t else np.array([])
+        disp = disp[np.isfinite(disp)]
+        out["between_calls"] = {
+            "qubits": int(sc.size),
+            "sigma_call_median": float(np.median(sc)) if sc.size else math.nan,
+            "sigma_call_q25": float(np.percentile(sc, 25)) if sc.size else math.nan,
+            "sigma_call_q75": float(np.percentile(sc, 75)) if sc.size else math.nan,
+            "dispersed_share": float(np.mean(disp < 0.01)) if disp.size else math.nan,
+            "values": sc.tolist()}
+        out["effects"].append(
+            "Between calls: every call is a new programming whose field offsets all its reads share; the fit "
+            "estimates their spread (σ_call, h units) per qubit beside the within-call η, and every interval "
+            "of β, b, γ, η includes it.")
+    else:
+        out["effects"].append("This fit has no between-call component (sigma_call): its intervals count reads as "
+                              "independent, which per-programming field errors make too narrow.")
+    try:
+        d = drift.drift_summary(dataset, fits, seed=seed)
+    except (KeyError, ValueError) as exc:        # no call times, or too few calls
+        d = {"error": str(exc)}
+    if "error" not in d:
+        tr = d["trends"]
+        out["drift"] = {"drifting": d["drifting"], "tested": int(tr["slope"].notna().sum()),
+                        "spectrum": {k: v for k, v in d["spectrum"].items() if k not in ("frequency", "power")},
+                        "trends": tr.sort_values("q").head(10).reset_index().to_dict("records"),
+                        "_spectrum": d["spectrum"]}
+        out["effects"].append(
+            f"Drift: b is the run average of each qubit's bias (its interval is that average's); "
+            f"{len(d['drifting'])} of {out['drift']['tested']} qubits drift beyond their interval over the run "
+            "(b(t) slope, Benjamini–Hochberg q < 0.01), and those carry the reason 'drifts'.")
+    else:
+        out["effects"].append(f"Drift: not estimated ({d['error']}).")
+    return out
 
 
 def _pilot(dataset: Dataset) -> Dataset:
@@ -404,9 +462,11 @@ def _device_analysis(device: Mapping[str, Any], fits: FitTable, inside: Sequence
                for p in params}
     return {
         "spatial": spatial,
-        "findings": [line for p in params for line in dv.spatial_findings(spatial[p], p, reliability=r[p])],
+        "findings": [line for p in params for line in dv.spatial_findings(
+            spatial[p], p, reliability=r[p],
+            identified=bool(rel.loc[p, "identified"]) if p in rel.index and "identified" in rel else None)],
         "correlogram": {p: dv.correlogram(good[p], edges, seed=seed) for p in params},
-        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed),
+        "correlations": dv.correlations(fits, bootstrap=bootstrap, seed=seed, reliability=reliability),
         "reliability": rel,
         "position": dv.position_association(fits, qubits),
         "outliers": dv.outliers(fits),
@@ -498,6 +558,7 @@ class AssessmentReport:
             (:func:`qasa.analogues.device_analogue`; its ``attrs`` hold the temperature profile), or ``None``.
         notes: sentences about degenerate or partial data (shown at the top of the report).
         collection: :func:`collection_status` of the dataset (planned and done calls, partial, design).
+        noise: :func:`noise_beyond_shots` (between-call spread, drift, spectrum), or ``None``.
     """
 
     created: str
@@ -526,6 +587,7 @@ class AssessmentReport:
     notes: list[str] = field(default_factory=list)
     device_info: dict[str, Any] = field(default_factory=dict, repr=False)
     collection: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, Any] | None = None
 
     kind = "assessment"
 
@@ -582,6 +644,13 @@ class AssessmentReport:
             out["outcome_correlations"] = self.outcome
         if self.analogue is not None:
             out["analogue"] = self.analogue.to_dict("records")
+        if self.noise is not None:
+            noise = {k: v for k, v in self.noise.items() if k != "drift"}
+            if noise.get("between_calls"):
+                noise["between_calls"] = {k: v for k, v in noise["between_calls"].items() if k != "values"}
+            if self.noise.get("drift") is not None:
+                noise["drift"] = {k: v for k, v in self.noise["drift"].items() if not k.startswith("_")}
+            out["noise_beyond_shots"] = noise
         return json_safe(out)
 
     def __repr__(self) -> str:
@@ -660,7 +729,8 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, r if split_half else None, bootstrap, seed) if enough else None
+    rel = _reliability(fits, dataset if split_half and len(dataset.counts) else r if split_half else None,
+                       bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
         device = _device_analysis(dataset.device, fits, layout.index.tolist(), permutations, seed, rel, bootstrap)
@@ -672,13 +742,18 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
     if collection["design"] == "adaptive":
-        temperature = _temperature(_pilot(dataset).response())
+        temperature = _temperature(_pilot(dataset))
         temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
                                  "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
                                  "pooling qubits measured at different fields is not that estimator. "
                                  + str(temperature.get("method", "")))
     else:
-        temperature = _temperature(r)
+        temperature = _temperature(dataset if len(dataset.counts) else r)
+    noise = noise_beyond_shots(dataset, fits, seed=seed) if enough else None
+    if noise is not None and noise["drift"] is not None and noise["drift"]["drifting"]:
+        from qasa.drift import mark_drifting
+
+        fits = mark_drifting(fits, pd.DataFrame({"drifts": True}, index=noise["drift"]["drifting"]))
     analogue, _ = _analogue(dataset, temperature) if enough else (None, None)
     return AssessmentReport(
         created=utcnow(), provenance=provenance(dataset, r), model=fits.model.name, params=list(fits.model.params),
@@ -686,14 +761,14 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         outside=outside, mapped=_mapped_parameters(fits, rel) if enough else [], reliability=rel, curve_qubits=_curve_qubits(fits),
         median_curve=_device_median_curve(r, fits), comparison=comp, tests=tests, device=device,
         recovery=rec if rec is not None and len(rec) else None, truth=truth, analogue=analogue, outcome=json_safe(outcome) if outcome else None,
-        notes=notes, collection=collection,
+        notes=notes, collection=collection, noise=noise,
         device_info={k: v for k, v in dataset.device.items()
                      if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
 
 
-def _reliability(fits: FitTable, r: Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
+def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
     """:func:`qasa.device.reliability` when the fits have standard errors (split-half from the counts
-    ``r`` when given: two more fits of the model), else ``None``."""
+    ``r`` when given — a dataset's calls are split, not its reads: two more fits of the model), else ``None``."""
     from qasa import device as dv
 
     if not all(f"{p}_stderr" in fits.table for p in fits.model.params):

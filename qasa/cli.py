@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterator
 import click
 
 from qasa.errors import QasaError
+from qasa.fitting import MAX_BOOTSTRAP
 from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
+from qasa.parameters import format_value
 from qasa.redact import redact
 
 __all__ = ["main"]
@@ -53,6 +55,17 @@ class _Group(click.Group):
         sys.exit(code)
 
     def _guarded(self, argv, prog_name, complete_var, **extra) -> int:
+        # no raw Python warning reaches stderr: each distinct one is shown as ONE line `warning: ...`
+        # after a command that succeeded (a failure prints its one `error:` line only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            code = self._invoke(argv, prog_name, complete_var, **extra)
+        if code == 0:
+            for line in warning_lines(caught):
+                click.echo(line, err=True)
+        return code
+
+    def _invoke(self, argv, prog_name, complete_var, **extra) -> int:
         try:
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:          # --help, --version
@@ -159,6 +172,28 @@ def error_message(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split()) or type(exc).__name__
+
+
+def warning_lines(caught: list[warnings.WarningMessage]) -> list[str]:
+    """One line ``warning: ...`` per distinct warning (redacted); numpy's floating-point warnings
+    (``overflow encountered in multiply``...), however many, make one line naming the first places."""
+    lines: list[str] = []
+    numeric: list[str] = []
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if issubclass(w.category, RuntimeWarning) and "encountered in" in text:
+            place = f"{Path(w.filename).name}:{w.lineno}"
+            if place not in numeric:
+                numeric.append(place)
+            continue
+        line = f"warning: {redact(text)}"
+        if line not in lines:
+            lines.append(line)
+    if numeric:
+        more = f" and {len(numeric) - 3} more" if len(numeric) > 3 else ""
+        lines.append(f"warning: overflow or invalid values in floating-point arithmetic ({', '.join(numeric[:3])}"
+                     f"{more}); a qubit whose fit they reached is flagged in its quality column")
+    return lines
 
 
 def _fail(message: str) -> int:
@@ -304,6 +339,8 @@ def backend_options(f: Callable) -> Callable:
                      help="Virtual QPU preset: advantage4.1, advantage6.4, advantage2, 2000q."),
         click.option("--physics", default="freezeout", show_default=True, type=click.Choice(["freezeout", "dynamics"]),
                      help="Virtual QPU physics level."),
+        click.option("--ideal", is_flag=True,
+                     help="Virtual QPU without noise beyond shots (per-programming errors, 1/f flux noise, DAC, h scale)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -346,7 +383,7 @@ def _solver_option(solver: str | None) -> str | dict | None:
 def _backend_kwargs(o: dict[str, Any], name: str, only_given: bool) -> dict[str, Any]:
     """The :func:`qasa.samplers.get_backend` keywords of backend ``name`` set by the options (typed ones only)."""
     applies = {"beta": name in ("sa", "mock"), "preset": name == "emulator", "physics": name == "emulator",
-               "device_seed": name == "emulator"}
+               "device_seed": name == "emulator", "ideal": name == "emulator"}
     out: dict[str, Any] = {}
     for option, key in _BACKEND_OPTIONS.items():
         if option == "backend" or option not in o or not applies.get(option, True):
@@ -354,6 +391,8 @@ def _backend_kwargs(o: dict[str, Any], name: str, only_given: bool) -> dict[str,
         if only_given and not _given(option):
             continue
         value = o[option]
+        if option == "ideal" and not value:       # a flag: recorded only when set (as before --ideal existed)
+            continue
         if option == "shape":
             value = _ints(value)
         elif option == "solver":
@@ -371,9 +410,16 @@ def _sampler(o: dict[str, Any]):
 
 
 def _protocol(o: dict[str, Any], sampler):
+    from qasa.errors import ProtocolError
     from qasa.protocol import Protocol, h_grid
 
-    h_values = _floats(o["h_values"]) if o["h_values"] is not None else h_grid(o["h_max"], o["h_step"])
+    if o["h_values"] is not None:
+        h_values = _floats(o["h_values"])
+    else:
+        try:
+            h_values = h_grid(o["h_max"], o["h_step"])
+        except ProtocolError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--h-max'/'--h-step'") from None
     qubits = _ints(o["qubits"])
     if o["num_qubits"] is not None:
         qubits = sorted(sampler.nodelist or ())[: o["num_qubits"]]
@@ -408,7 +454,7 @@ _PROTOCOL_OPTIONS = {"h_max": "h_values", "h_step": "h_values", "h_values": "h_v
 #: Backend options and the recipe key of :func:`qasa.samplers.get_sampler` each one sets.
 _BACKEND_OPTIONS = {"backend": "backend", "topology_type": "topology_type", "shape": "topology_shape",
                     "solver": "solver", "profile": "profile", "beta": "beta", "device_seed": "seed",
-                    "preset": "preset", "physics": "physics"}
+                    "preset": "preset", "physics": "physics", "ideal": "ideal"}
 
 
 def _given(name: str) -> bool:
@@ -419,15 +465,20 @@ def _given(name: str) -> bool:
                                                  click.core.ParameterSource.DEFAULT_MAP)
 
 
-def _session(o: dict[str, Any], out: str | None, add_reads: int = 0):
-    """The session of OUT: typed options over the stored recipe and protocol (:class:`qasa.session.Session`)."""
+def _session(o: dict[str, Any], out: str | None, add_reads: int = 0, flux_biases: str | None = None):
+    """The session of OUT: typed options over the stored recipe and protocol (:class:`qasa.session.Session`);
+    ``--flux-biases`` adds a shim's flux biases to the protocol (stored or new) and resolves it again."""
     from qasa.session import Session
 
     typed = sorted({_PROTOCOL_OPTIONS[k] for k in _PROTOCOL_OPTIONS if k in o and _given(k)})
-    return Session.open(out, o["backend"] if _given("backend") else None,
-                        options=lambda name: _backend_kwargs(o, name, only_given=True),
-                        defaults=lambda name: _backend_kwargs(o, name, only_given=False),
-                        default=lambda backend: _protocol(o, backend), typed=typed, add_reads=add_reads)
+    session = Session.open(out, o["backend"] if _given("backend") else None,
+                           options=lambda name: _backend_kwargs(o, name, only_given=True),
+                           defaults=lambda name: _backend_kwargs(o, name, only_given=False),
+                           default=lambda backend: _protocol(o, backend), typed=typed, add_reads=add_reads)
+    if flux_biases is not None:
+        session.requested = _with_flux_biases(session.requested, session.backend, flux_biases)
+        session.resolve()
+    return session
 
 
 def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] | None:
@@ -451,11 +502,11 @@ def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] |
 
 def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")
         result = fn()
-    for w in caught:
-        if not quiet:
-            click.echo(f"warning: {redact(w.message)}", err=True)
+    if not quiet:
+        for line in warning_lines(caught):
+            click.echo(line, err=True)
     return result
 
 
@@ -496,10 +547,13 @@ def info(as_json: bool, **o: Any) -> None:
 @click.option("--add-reads", default=0, show_default=True, type=click.IntRange(min=0),
               help="Extend a finished dataset by N more reads per h (whole extra gauges).")
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
+@click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
-            retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool, **o: Any) -> None:
+            retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool,
+            flux_biases: str | None, **o: Any) -> None:
     """Collect counts into dataset directory OUT.
 
     Re-running resumes: `qasa run OUT` alone continues the stored protocol on the stored backend and
@@ -514,7 +568,7 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     if dry_run:
         _plan(o, out, as_json)
         return
-    session = _session(o, out, add_reads)
+    session = _session(o, out, add_reads, flux_biases)
     already = session.finished
     ds = _with_warnings(quiet or as_json, lambda: collect(
         session, progress=_progress(quiet or as_json), keep_samples=keep_samples,
@@ -555,7 +609,8 @@ def _fit_text(fits, comparison) -> str:
 @click.option("--model", default="qasa", show_default=True,
               help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
 @click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
-@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(min=0), help="Parametric-bootstrap replicates.")
+@click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0, MAX_BOOTSTRAP),
+              help=f"Parametric-bootstrap replicates (at most {MAX_BOOTSTRAP}).")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the bootstrap.")
 @click.option("--json", "as_json", is_flag=True)
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
@@ -625,10 +680,12 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
               help="grid: the protocol as given; adaptive: pilot, then per-qubit optimal rounds until --target holds.")
 @click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
               help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01 (%% = relative).")
+@click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, as_json: bool, quiet: bool,
-           design_name: str, target: dict[str, Any] | None, **o: Any) -> None:
+           design_name: str, target: dict[str, Any] | None, flux_biases: str | None, **o: Any) -> None:
     """Run, fit and report in one go (default: the built-in virtual QPU, no account needed).
 
     The default device is an Advantage_system4.1-like virtual QPU with known per-qubit truth; the
@@ -638,7 +695,7 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
     """
     from qasa import pipeline
 
-    session = _session(o, out)
+    session = _session(o, out, flux_biases=flux_biases)
     sampler, protocol = session.backend, session.protocol
     extra: dict[str, Any] = {}
     if design_name == "adaptive":
@@ -672,6 +729,68 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
     _emit(as_json, summary, text)
 
 
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _with_flux_biases(protocol, sampler, path: str | None):
+    """The protocol with a shim's flux biases as a sampler parameter of every call (``--flux-biases``)."""
+    if path is None:
+        return protocol
+    from qasa.backend import as_backend
+    from qasa.shim import ShimError, load_flux_biases
+
+    backend = as_backend(sampler)
+    if not backend.accepts("flux_biases"):
+        raise ShimError(f"--flux-biases: {type(backend.sampler).__name__} does not accept flux_biases")
+    values = load_flux_biases(path, backend.properties.get("num_qubits"))
+    return protocol.replace(sampler_params={**protocol.sampler_params, "flux_biases": values})
+
+
+@main.command("shim")
+@click.argument("out", type=click.Path(file_okay=False))
+@backend_options
+@click.option("--reads-per-qubit", default=20_480, show_default=True, type=int,
+              help="Read budget: reads each qubit takes part in, in all.")
+@click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active).")
+@click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
+              help="Stop once every responding qubit's residual 95%% half-width is within this (units of h).")
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget of the shim [env QASA_MAX_QPU_SECONDS].")
+@click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"), help="Annealing time in µs.")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and dithers.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float | None, max_qpu_seconds: float | None,
+             annealing_time: float | None, seed: int | None, as_json: bool, quiet: bool, **o: Any) -> None:
+    """Find the flux biases that cancel every qubit's static bias; write OUT/flux_biases.json.
+
+    Model-based and pooled (every round's reads in one likelihood per qubit, the flux→field conversion
+    learned per qubit); journaled per call, so re-running OUT resumes. Apply the result to any later run
+    with `qasa run/assess --flux-biases OUT/flux_biases.json`.
+    """
+    from qasa.session import open_backend
+    from qasa.shim import shim
+
+    # typed options over the stored recipe of OUT (a resumed shim runs on the backend it started on)
+    sampler = open_backend(out, o["backend"] if _given("backend") else None,
+                           options=lambda name: _backend_kwargs(o, name, only_given=True),
+                           defaults=lambda name: _backend_kwargs(o, name, only_given=False))
+    result = _with_warnings(quiet or as_json, lambda: shim(
+        sampler, out, reads_per_qubit=reads_per_qubit, qubits=_ints(qubits), target=target,
+        max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time,
+        progress=_progress(quiet or as_json)))
+    s = result.summary()
+    bad = result.table[~result.table["status"].isin(["ok"])]
+    text = (f"shim {out}: {s['responding']} of {s['qubits']} qubits shimmed with {s['reads_per_qubit']} reads each "
+            f"in {s['rounds']} rounds (stopped: {s['stopped']}); rms bias before {_g(s['bias_rms'])}, "
+            f"residual 95% half-width rms {_g(s['residual_half_width_rms'])} (max {_g(s['residual_half_width_max'])})"
+            f"\nflux biases: {s['flux_biases']}")
+    for q, reason in zip(bad["qubit"], bad["reason"]):
+        text += f"\nqubit {q}: {reason}"
+    _emit(as_json, s, text)
+
+
 def _target(text: str | None) -> dict[str, Any] | None:
     """Parse --target (one clear error naming the entry and the allowed form)."""
     if text is None:
@@ -682,6 +801,35 @@ def _target(text: str | None) -> dict[str, Any] | None:
         return parse_target(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--target") from None
+
+
+@main.command("temperature")
+@click.argument("out", type=click.Path(file_okay=False), required=False)
+@backend_options
+@click.option("--reads", "num_reads", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Reads per programming.")
+@click.option("--programmings", default=2, show_default=True, type=click.IntRange(1, 10),
+              help="1: D-Wave's design exactly; 2: one spin-reversal pair (a static bias cancels).")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the random fields.")
+@click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
+              help="QPU-time budget [env QASA_MAX_QPU_SECONDS].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def temperature(out: str | None, num_reads: int, programmings: int, seed: int | None, max_qpu_seconds: float | None,
+                as_json: bool, **o: Any) -> None:
+    """Quick effective temperature: D-Wave's fast_effective_temperature design (every qubit its own
+    random field in |h| <= 1/6.1), spin-reversal symmetrized, through qasa's store and estimator.
+    OUT (optional) keeps the dataset."""
+    from qasa.dataset import json_safe
+    from qasa.temperature import quick
+
+    e = quick(_sampler(o), out, num_reads=num_reads, programmings=programmings, seed=seed,
+              max_qpu_seconds=max_qpu_seconds)
+    d = json_safe(e.to_dict())
+    text = (f"T_eff = {format_value(e.T_eff, e.T_eff_measurement_stderr, with_error=True)} "
+            f"(measurement error, {e.measurement_df} df: {programmings} programming(s)); "
+            f"population error ± {format_value(e.T_eff_population_stderr, e.T_eff_population_stderr)}; "
+            f"{e.qubits} qubits x {num_reads} reads x {programmings} programming(s); units of h")
+    _emit(as_json, d, text)
 
 
 @main.command("plan")
@@ -710,6 +858,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
 
     def line(name: str, part: dict[str, Any]) -> str:
         qpu = part["qpu_access_time_s"]
+        if part["calls"] is None:
+            return f"  {name:>9}: never meets the target"
         shown = f"{qpu:.1f} s ({qpu / 60:.1f} min)" if qpu is not None else "no timing model"
         return f"  {name:>9}: {part['reads_per_qubit']} reads per qubit in {part['calls']} calls; QPU access time {shown}"
 
@@ -717,7 +867,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
     text = "\n".join([f"expected cost of target {','.join(f'{k}={v}' for k, v in target.items())} on {cost['qubits']} qubits "
                       f"(Cramér–Rao bound at typical parameters {theta}; qubits worse than typical need more):",
                       line("reference", cost["reference"]), line("adaptive", cost["adaptive"]),
-                      f"  reference/adaptive = {cost['ratio']:.2f}"])
+                      f"  reference/adaptive = {cost['ratio']:.2f}" if cost["ratio"] is not None
+                      else "  reference/adaptive: the reference grid never meets it"])
     _emit(as_json, cost, text)
 
 
@@ -792,6 +943,8 @@ def import_cmd(spin_table: str, out: str, topology_type: str | None, shape: str 
 
     if (Path(out) / "metadata.json").exists():
         raise DatasetError(f"{out} already holds a dataset; choose another directory")
+    if shape is not None and topology_type is None:
+        raise click.BadParameter(f"--shape {shape} needs --topology (chimera, pegasus or zephyr)", param_hint="'--shape'")
     device = {"topology_type": topology_type, "topology_shape": _ints(shape)} if topology_type else None
     ds = Dataset.from_spin_table(spin_table, device)
     ds.save(out)

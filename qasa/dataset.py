@@ -44,8 +44,9 @@ import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
 
-__all__ = ["read_spin_table", "Dataset", "Response", "COUNT_COLUMNS", "atomic_write_bytes", "atomic_write_json", "json_text", "utcnow",
-           "normalize_counts", "normalize_calls", "table_bytes", "json_safe"]
+__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "COUNT_COLUMNS", "atomic_write_bytes",
+           "atomic_write_json", "json_text", "utcnow", "normalize_counts", "normalize_calls", "table_bytes", "json_safe",
+           "check_imported_device", "MAX_IMPORTED_H"]
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
@@ -217,12 +218,16 @@ class Response:
         h: sorted distinct h values, shape ``(k,)``.
         n_down: reads returning -1, shape ``(n, k)``.
         n_total: all reads, shape ``(n, k)`` (0 where a qubit has no data at that h).
+        calls: per-call statistics of each cell (:class:`CallStats`), or ``None`` when the counts
+            are not kept per call (a hand-made or pooled response); :meth:`Dataset.response`
+            attaches them (one counts row = one call of one qubit).
     """
 
     qubits: np.ndarray
     h: np.ndarray
     n_down: np.ndarray
     n_total: np.ndarray
+    calls: "CallStats | None" = None
 
     @property
     def p_down(self) -> np.ndarray:
@@ -233,7 +238,43 @@ class Response:
     def pooled(self) -> "Response":
         """All qubits summed into one row (label -1), e.g. for a device-wide temperature."""
         return Response(np.array([-1]), self.h, self.n_down.sum(0, keepdims=True),
-                        self.n_total.sum(0, keepdims=True))
+                        self.n_total.sum(0, keepdims=True))      # (no per-call statistics: calls of
+                                                                 # different qubits are not one call)
+
+    def subset(self, rows: Iterable[int] | np.ndarray) -> "Response":
+        """Rows selected by index or boolean mask."""
+        rows = np.asarray(rows)
+        calls = None if self.calls is None else self.calls.subset(rows)
+        return Response(self.qubits[rows], self.h, self.n_down[rows], self.n_total[rows], calls)
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """Per-call sufficient statistics of each (qubit, h) cell of a :class:`Response`.
+
+    Every call is a new programming of the QPU, so reads within one call share that programming's
+    field error while different calls do not (docs/DESIGN.md §7). The between-call part of the
+    likelihood (:mod:`qasa.fitting`) needs, per cell, beyond the summed counts: the number of calls
+    ``C``, ``Σ N_c²`` and the spread of the per-call counts ``n_c`` about the cell's pooled fraction
+    ``r = Σ n_c N_c / Σ N_c²``, ``Σ (n_c − r N_c)²`` (computed from integers, without cancellation).
+
+    Attributes:
+        n_calls: calls with reads in the cell, shape ``(n, k)``.
+        reads_sq: ``Σ_c N_c²``, shape ``(n, k)``.
+        centre: ``r``, shape ``(n, k)`` (the pooled fraction of -1 when the calls are of equal size).
+        spread: ``Σ_c (n_c − r N_c)²``, shape ``(n, k)`` (0 for a cell of one call).
+
+    With them, ``Σ_c (n_c − p N_c)² = spread + reads_sq · (p − r)²`` for any ``p``.
+    """
+
+    n_calls: np.ndarray
+    reads_sq: np.ndarray
+    centre: np.ndarray
+    spread: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> "CallStats":
+        """Rows selected by index or boolean mask."""
+        return CallStats(self.n_calls[rows], self.reads_sq[rows], self.centre[rows], self.spread[rows])
 
 
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,17 +287,33 @@ def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniques[order], rank[codes]
 
 
-def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> "Response":
-    """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads."""
+def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray, per_call: bool = False) -> "Response":
+    """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads.
+
+    ``per_call``: each element is one call of one qubit, and the :class:`CallStats` are attached."""
     q, qi = _sorted_codes(qubit)
     hv, hi = _sorted_codes(h)
     cell = qi * len(hv) + hi
     size = len(q) * len(hv)
-    n_down = np.bincount(cell, weights=down, minlength=size)
-    n_total = np.bincount(cell, weights=down + up, minlength=size)
     shape = (len(q), len(hv))
+    down = down.astype(np.int64)
+    reads = down + up.astype(np.int64)
+    n_down = np.bincount(cell, weights=down, minlength=size)
+    n_total = np.bincount(cell, weights=reads, minlength=size)
+    calls = None
+    if per_call:
+        live = reads > 0
+        n_calls = np.bincount(cell[live], minlength=size)
+        nn = np.bincount(cell, weights=(reads * reads).astype(float), minlength=size)
+        nd = np.bincount(cell, weights=(down * reads).astype(float), minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(nn > 0, nd / np.maximum(nn, 1.0), 0.0)
+        dev = down - r[cell] * reads                  # n_c − r N_c per call: no cancellation
+        spread = np.bincount(cell, weights=dev * dev, minlength=size)
+        calls = CallStats(n_calls.reshape(shape).astype(np.int64), nn.reshape(shape), r.reshape(shape),
+                          spread.reshape(shape))
     return Response(q.astype(np.int64), hv.astype(float), np.rint(n_down).astype(np.int64).reshape(shape),
-                    np.rint(n_total).astype(np.int64).reshape(shape))
+                    np.rint(n_total).astype(np.int64).reshape(shape), calls)
 
 
 @dataclass
@@ -376,7 +433,7 @@ class Dataset:
         if qubits is not None:
             keep = np.isin(qubit, np.fromiter((int(q) for q in qubits), np.int64))
             qubit, h, down, up = qubit[keep], h[keep], down[keep], up[keep]
-        return _summed(qubit, h + 0.0, down, up)      # + 0.0: −0.0 and 0.0 are one field
+        return _summed(qubit, h + 0.0, down, up, per_call=True)      # + 0.0: −0.0 and 0.0 are one field
 
     def equals(self, other: "Dataset") -> bool:
         """True if counts, calls and metadata are identical."""
@@ -457,7 +514,18 @@ class Dataset:
             DatasetError: naming the line, the column and the value, when the table is not one:
                 see :func:`read_spin_table`.
         """
+        device = check_imported_device(device)      # before the table is read, and before anything is written
         h, samples, qubits, down = read_spin_table(path)
+        if device and device.get("topology_type") is not None:
+            from qasa.topology import topology_graph
+
+            graph, _ = topology_graph(device["topology_type"], device["topology_shape"])
+            absent = [int(q) for q in qubits if int(q) not in graph]
+            if absent:
+                shape = ",".join(map(str, device["topology_shape"]))
+                raise DatasetError(f"{Path(path).name}: column 'spin_{absent[0]}': qubit {absent[0]} is not a qubit "
+                                   f"of a {device['topology_type']} {shape} graph ({len(absent)} of {len(qubits)} "
+                                   f"qubits are not; its qubits are 0..{max(graph.nodes)}): check --topology/--shape")
         ids = [f"spin_table-h{i:05d}" for i in range(len(h))]
         counts = pd.DataFrame({
             "call_id": np.repeat(ids, len(qubits)),
@@ -476,6 +544,35 @@ class Dataset:
 
 #: Largest read count accepted in an imported table (exact in float64, far above any real count).
 MAX_IMPORTED_COUNT = 2 ** 53
+#: Largest |h| accepted in an imported table: 4, the widest ``h_range`` D-Wave publishes for its QPUs
+#: (the solver property ``h_range`` in D-Wave's "QPU-Specific Physical Properties" documents: [-4, 4]
+#: for the Advantage systems, e.g. Advantage_system4.1, and Advantage2; [-2, 2] for DW_2000Q_6 — the
+#: values the presets of :mod:`qasa.virtual.qpu` use). A table beyond it cannot come from such a QPU.
+MAX_IMPORTED_H = 4.0
+#: Largest qubit id of an imported ``spin_<id>`` column (qubit ids are stored as int64).
+MAX_QUBIT_ID = 2 ** 63 - 1
+
+
+def check_imported_device(device: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The device of an imported table with its topology shape checked as ``qasa run`` checks it.
+
+    ``topology_type`` must be chimera, pegasus or zephyr and ``topology_shape`` a shape of it
+    (:func:`qasa.topology.check_shape`: e.g. Pegasus takes one dimension ``m``; ``16,16,4`` is a
+    Chimera shape and is refused, never truncated), or None for the topology's default shape.
+
+    Raises:
+        DatasetError: naming the value and the allowed forms.
+    """
+    if not device or device.get("topology_type") is None:
+        return device
+    from qasa.errors import SamplerError
+    from qasa.topology import check_shape
+
+    try:
+        shape = check_shape(device["topology_type"], device.get("topology_shape"))
+    except SamplerError as exc:
+        raise DatasetError(f"--topology {device['topology_type']} --shape: {exc}") from None
+    return {**device, "topology_shape": shape}
 
 
 def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -484,7 +581,8 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
     Refused, with one line naming the line, the column and the value: an unreadable file; missing
     ``h``/``samples``/``spin_<id>`` columns; a column twice, or two columns naming the same qubit
     (``spin_5`` and ``spin_05``); a spin column whose name is not ``spin_<non-negative integer>``; a
-    table without rows; an empty or non-numeric cell; a non-finite h; the same h on two rows; a read
+    table without rows; an empty or non-numeric cell; a non-finite h or one outside
+    ``[-MAX_IMPORTED_H, MAX_IMPORTED_H]``; a qubit id above :data:`MAX_QUBIT_ID`; the same h on two rows; a read
     count that is not a whole number in ``[0, 2^53]`` (``samples`` at least 1); a spin count above
     its row's ``samples``.
     """
@@ -515,6 +613,9 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
         if m is None:
             raise DatasetError(f"{name}: bad spin column name {c!r}: expected spin_<qubit id> (a non-negative integer)")
         q = int(m.group(1))
+        if q > MAX_QUBIT_ID:
+            raise DatasetError(f"{name}: spin column {c[:40]!r}{'...' if len(c) > 40 else ''}: qubit id out of "
+                               f"range; allowed: spin_<id> with 0 <= id <= 2^63 - 1")
         if q in owner:
             raise DatasetError(f"{name}: columns {owner[q]!r} and {c!r} both name qubit {q}")
         owner[q] = c
@@ -542,6 +643,11 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
     bad = np.flatnonzero(~np.isfinite(h))
     if bad.size:
         raise DatasetError(f"{name} line {bad[0] + 2}, column 'h': {body[bad[0]][index['h']].strip()!r} is not finite")
+    bad = np.flatnonzero(np.abs(h) > MAX_IMPORTED_H)
+    if bad.size:
+        raise DatasetError(f"{name} line {bad[0] + 2}, column 'h': {body[bad[0]][index['h']].strip()!r} is outside "
+                           f"the allowed range [-{MAX_IMPORTED_H:g}, {MAX_IMPORTED_H:g}] (the widest h_range of a "
+                           "D-Wave QPU)")
     first: dict[float, int] = {}
     for i, v in enumerate(h):
         if v in first:

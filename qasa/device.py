@@ -23,10 +23,13 @@ Reliability: how much of a parameter's spread is the device, not the fit
     error grows like 1/η̂ as η̂ → 0, so a few qubits with tiny η̂ can dominate mean Σ̂ (measured on
     one draw of 400 qubits at 10⁶ reads per h: 5 qubits carried 94 % of Σ se² of η and the moment
     reliability came out −0.56 where the truth is 0.89). :func:`split_half` needs no standard
-    error: it fits two independent halves of the reads and correlates them (Spearman–Brown), and
-    is the estimate to use for η (split-half vs truth at βη ≈ 0.1 on the reference h grid, 300
-    qubits: 0.03 vs 0.11 at 4 000 reads per h, 0.52 vs 0.39 at 10⁵, 0.90 vs 0.82 at 10⁶;
-    ``docs/figures_device_statistics.py``). On Linux with a spare core, when no other thread of the
+    error: it fits two independent halves of the calls (whole calls: per-call field offsets must not
+    repeat between the halves) and divides their covariance by the spread of the whole-data
+    estimates, and is the estimate to use for η (split halves of the reads with Spearman–Brown, before
+    the calls were split, against the truth at βη ≈ 0.1 on the reference h grid, 300 qubits: 0.03 vs
+    0.11 at 4 000 reads per h, 0.52 vs 0.39 at 10⁵, 0.90 vs 0.82 at 10⁶;
+    ``docs/figures_device_statistics.py``; with calls split under σ_call = 0.01 at 10 000 reads per h:
+    −0.09 from the truth on average over 10 devices). On Linux with a spare core, when no other thread of the
     process runs, the two halves are fitted at the same time, one in a forked child process that dies
     with its parent (the result is the same; ``QASA_WORKERS=1`` turns it off; if the child fails or
     hangs, its half is fitted in the parent).
@@ -36,11 +39,17 @@ Correlations between parameters
     Fisher's z transform (standard error ``1/√(n−3)``, and ``√(1.06/(n−3))`` for Spearman, Fieller
     et al. 1957). They mix in the estimation covariance: one qubit's β̂ and η̂ are correlated
     through the likelihood even when the true β and η are independent. The *corrected*
-    correlation is ``Cov_true[a, b] / √(Cov_true[a, a] Cov_true[b, b])`` (errors-in-variables),
+    correlation (:func:`corrected_correlations`, from the fits' covariances; :func:`split_half` gives
+    the same quantity from two halves of the calls, which the report uses) is
+    ``Cov_true[a, b] / √(Cov_true[a, a] Cov_true[b, b])`` (errors-in-variables),
     with a percentile bootstrap interval over qubits (the whole estimate, Σ̂ included, recomputed
-    on each resample); a resample in which a true variance is not positive leaves the correlation
-    undefined and counts as −1 for the lower and +1 for the upper limit, so an unidentified
-    parameter gets an interval near [−1, 1] instead of a spurious finding.
+    on each resample). One rule, :func:`mapped` (reliability ≥ :data:`RELIABILITY_MIN`), decides
+    for maps, spatial findings and correlations alike: a pair with an unmapped parameter gets no
+    corrected correlation (NaN, interval [−1, 1]); a pair of mapped parameters gets one, with the
+    percentile interval of the resamples where it is defined (measured, split halves, 10⁵ reads per
+    h, 300 qubits: the interval covers a planted corr(β, η) of 0 on 46 and of 0.5 on 45 of 50
+    devices, 0.88 and 0.90 of 60; mean estimates 0.045 and 0.523 — the halves share an estimator
+    bias of η̂ that depends on β).
 
 Spatial autocorrelation on the coupler graph
     With binary weights ``w_ij = 1`` for every working coupler of a class (or of all classes),
@@ -98,7 +107,7 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit",
+    "spatial_findings", "mapping_status", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "call_units",
 ]
 
 OUTLIER_Z = 3.5
@@ -244,7 +253,10 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
         data: the counts the fits were made from (Dataset or Response). When given, the
             reliability, its interval, ``identified`` and ``verdict`` come from :func:`split_half`
             (no standard errors needed; robust near bounds), ``var_true``/``var_noise``/``sd_true``
-            follow from it, and the moment estimate is kept as ``reliability_moment``.
+            follow from it, and the moment estimate is kept as ``reliability_moment``; a
+            :class:`~qasa.dataset.Dataset` is split by calls (:func:`split_half`). The split-half
+            corrected correlations are kept in ``attrs["correlations"]`` (read by
+            :func:`correlations`).
 
     Returns:
         One row per parameter (index ``param``): ``qubits``, ``qubits_with_stderr``,
@@ -256,10 +268,11 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
     out["method"] = "moments"
     if data is None or "reliability" not in out:
         return out
-    half = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level)["reliability"]
+    both = split_half(data, fits.model.name, seed=seed, bootstrap=bootstrap, level=level, fits=fits)
+    half = both["reliability"]
     common = out.index.intersection(half.index)
     out["reliability_moment"] = out["reliability"]
-    for col in ("reliability", "reliability_lo", "reliability_hi", "identified", "verdict"):
+    for col in ("reliability", "reliability_lo", "reliability_hi", "identified", "verdict", "split"):
         out.loc[common, col] = half.loc[common, col]
     out.loc[common, "method"] = "split-half"
     r = out.loc[common, "reliability"].astype(float)
@@ -267,6 +280,7 @@ def reliability(fits: FitTable, params: Sequence[str] | None = None, *, bootstra
     out.loc[common, "var_noise"] = (1 - r) * out.loc[common, "var_observed"]
     out.loc[common, "sd_true"] = np.sqrt(np.maximum(out.loc[common, "var_true"].astype(float), 0.0))
     out["identified"] = out["identified"].astype(bool)
+    out.attrs["correlations"] = both["correlations"]
     return out
 
 
@@ -295,7 +309,7 @@ def _moment_reliability(fits: FitTable, params: Sequence[str] | None, *, bootstr
                      "var_observed": float(C[0, j, j]), "var_noise": float(Sbar[0, j, j]),
                      "var_true": var_true, "sd_true": float(np.sqrt(var_true)) if var_true > 0 else 0.0 if np.isfinite(var_true) else np.nan,
                      "reliability": r, "reliability_lo": float(lo), "reliability_hi": float(hi),
-                     "identified": bool(r >= RELIABILITY_MIN)})
+                     "identified": mapped(r, lo, hi), "status": mapping_status(r, lo, hi)})
     out = pd.DataFrame(rows).set_index("param")
     out["verdict"] = [_verdict(p, row) for p, row in out.iterrows()]
     return out
@@ -308,7 +322,13 @@ def _verdict(param: str, row: pd.Series) -> str:
     ci = (f" (95% CI {row['reliability_lo']:.2f} to {row['reliability_hi']:.2f})"
           if np.isfinite(row.get("reliability_lo", np.nan)) else "")
     noise = min(max(1 - r, 0.0), 1.0)
-    if r >= RELIABILITY_MIN:
+    status = row.get("status") if isinstance(row.get("status"), str) else mapping_status(
+        r, row.get("reliability_lo"), row.get("reliability_hi"))
+    if status == "borderline":
+        return (f"{param}: reliability {r:.2f}{ci}, borderline: the interval straddles the mapping rule "
+                f"({RELIABILITY_MIN:g}), so these data cannot tell whether its spread across qubits is device structure; "
+                "not mapped (more reads per h would decide).")
+    if status == "mapped":
         return (f"{param}: reliability {r:.2f}{ci}; {100 * noise:.0f}% of its spread across qubits is estimation "
                 f"noise: identified well enough to map.")
     excess = " (the fits' standard errors exceed the observed spread)" if r < 0 else ""
@@ -418,17 +438,163 @@ class _Concurrently:
             self.pid = None
 
 
-def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
-               level: float = 0.95) -> dict[str, pd.DataFrame]:
-    """Reliability and corrected correlations from two independent halves of the reads (model-free).
+def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | None:
+    """The calls of a dataset as exchangeable units grouped by field pattern (for split halves and
+    call-level errors).
 
-    Every (qubit, h) count is split in two by drawing half of its reads without replacement
-    (hypergeometric thinning: exact for reads that are independent given the qubit's truth), the
-    model is fitted to each half, and over the qubits good in both halves::
+    Calls are grouped by their field pattern (the nominal h of a grid call; the per-qubit h vector of
+    a per-qubit design), groups in order of their mean h. Inside a group, a call and its antithetic
+    partner (the call whose gauge is minus its own, :class:`qasa.protocol.Protocol`) form one unit:
+    together every qubit spends half its reads under each sign, so the pair does not depend on which
+    gauge was drawn; calls without a partner (no gauges, an odd count) are units alone.
+
+    Returns:
+        ``(call, groups, reads)``: the call number of each row of ``data.counts``; per group, its
+        units as lists of call numbers; the reads of each call. ``None`` for empty counts.
+    """
+    counts = data.counts
+    if not len(counts):
+        return None
+    if isinstance(counts["call_id"].dtype, pd.CategoricalDtype):
+        cid, names = counts["call_id"].cat.codes.to_numpy().astype(np.int64), counts["call_id"].cat.categories
+    else:
+        cid, names = pd.factorize(counts["call_id"])
+    ncalls = int(cid.max()) + 1
+    reads = np.bincount(cid, weights=(counts["n_down"] + counts["n_up"]).to_numpy(float), minlength=ncalls)
+    fast = _protocol_units(data, pd.Index(np.asarray(names, dtype=object).astype(str)), ncalls)
+    if fast is not None:
+        return cid, fast, reads
+    qh = pd.util.hash_array(counts["qubit"].to_numpy(np.int64))
+    with np.errstate(over="ignore"):
+        hh = pd.util.hash_array(counts["h"].to_numpy(float) + 0.0) * np.uint64(0x9E3779B97F4A7C15) + qh
+        g = data.gauges().astype(np.int64)
+        gp = pd.util.hash_array(g) + qh * np.uint64(31)
+        gm = pd.util.hash_array(-g) + qh * np.uint64(31)
+    order = np.argsort(cid, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(cid[order]) != 0])
+    present = cid[order][starts]
+
+    def per_call(v: np.ndarray) -> np.ndarray:
+        out = np.zeros(ncalls, np.uint64)
+        out[present] = np.bitwise_xor.reduceat(v[order], starts)
+        return out
+
+    hkey, gkey, gneg = per_call(hh), per_call(gp), per_call(gm)
+    hmean = np.bincount(cid, weights=counts["h"].to_numpy(float), minlength=ncalls) / np.maximum(
+        np.bincount(cid, minlength=ncalls), 1)
+    groups: dict[int, list[int]] = {}
+    for c in present:
+        groups.setdefault(int(hkey[c]), []).append(int(c))
+    out: list[list[list[int]]] = []
+    for calls in sorted(groups.values(), key=lambda cs: (float(np.mean(hmean[cs])), cs[0])):
+        units, waiting = [], {}
+        for c in calls:                                   # pair each call with its antithetic partner
+            partner = waiting.get(int(gneg[c]))
+            if partner:
+                units.append([partner.pop(0), c])
+            else:
+                waiting.setdefault(int(gkey[c]), []).append(c)
+        units += [[c] for rest in waiting.values() for c in rest]
+        out.append(units)
+    return cid, out, reads
+
+
+def _protocol_units(data, names: pd.Index, ncalls: int) -> list[list[list[int]]] | None:
+    """:func:`call_units` from the calls table of a protocol run (O(calls), no pass over the counts).
+
+    A protocol's call ``g{gauge}-h{h_index}`` has the field pattern of its ``h_index`` (grid design)
+    or of its ``(h_index, gauge // 2)`` (per-qubit designs draw a fresh order per antithetic pair), and
+    gauges ``2k`` and ``2k + 1`` of one field pattern are antithetic (:meth:`qasa.protocol.Protocol.calls`)
+    when spin reversal is on. ``None`` when the table or the protocol does not say so for every call.
+    """
+    proto = data.metadata.get("protocol") if isinstance(data.metadata, dict) else None
+    calls = data.calls
+    if not isinstance(proto, dict) or not {"call_id", "h_index", "gauge"} <= set(calls.columns):
+        return None
+    pos = names.get_indexer(calls["call_id"].astype(str))
+    keep = pos >= 0
+    if int(keep.sum()) != ncalls or len(set(pos[keep])) != ncalls:
+        return None
+    hidx = pd.to_numeric(calls["h_index"], errors="coerce").to_numpy(float)[keep]
+    gauge = pd.to_numeric(calls["gauge"], errors="coerce").to_numpy(float)[keep]
+    h = pd.to_numeric(calls["h"], errors="coerce").to_numpy(float)[keep] if "h" in calls else np.full(len(hidx), np.nan)
+    if not (np.isfinite(hidx).all() and np.isfinite(gauge).all()):
+        return None
+    pos, hidx, gauge = pos[keep], hidx.astype(np.int64), gauge.astype(np.int64)
+    per_qubit = proto.get("design", "grid") != "grid" or not np.isfinite(h).all()
+    paired = bool(proto.get("spin_reversal", True))
+    key = np.stack([hidx, gauge // 2 if per_qubit else np.zeros_like(hidx)], 1)
+    groups: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for (hi, gp), g, c in zip(map(tuple, key), gauge, pos):
+        unit = g // 2 if paired else g
+        groups.setdefault((int(hi), int(gp)), {}).setdefault(int(unit), []).append(int(c))
+    order = sorted(groups, key=lambda k: (k[0] if per_qubit else float(np.mean(h[hidx == k[0]])), k[1]))
+    return [[sorted(u) for _, u in sorted(groups[k].items())] for k in order]
+
+
+def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
+    """Split the calls of a dataset into two halves balanced over h and gauge (for :func:`split_half`).
+
+    The units of :func:`call_units` (antithetic gauge pairs kept whole) of each field pattern go
+    alternately to the halves in a seeded order, each group starting with the half that has fewer
+    reads so far; groups are taken in order of h, so a protocol with one unit per h value gives the
+    halves alternate h values.
+
+    Args:
+        data: a :class:`~qasa.dataset.Dataset`.
+        seed: seed of the order of units inside each group.
+
+    Returns:
+        A boolean array over the rows of ``data.counts``: ``True`` for the first half; ``None`` when
+        the dataset has fewer than two units (no split by calls exists).
+    """
+    units = call_units(data)
+    if units is None:
+        return None
+    cid, groups, reads = units
+    if sum(len(u) for u in groups) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    half = np.zeros(len(reads), bool)
+    total = [0.0, 0.0]
+    start = int(rng.integers(2))
+    for group in groups:
+        start = int(total[1] < total[0]) if total[0] != total[1] else 1 - start     # ties: alternate
+        side = start
+        for i in rng.permutation(len(group)):
+            half[group[i]] = side == 0
+            total[side] += float(reads[group[i]].sum())
+            side = 1 - side
+    return half[cid]
+
+
+def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
+               level: float = 0.95, fits: FitTable | None = None) -> dict[str, pd.DataFrame]:
+    """Reliability and corrected correlations from two independent halves of the data (model-free).
+
+    A dataset's *calls* are split in two (:func:`call_halves`: disjoint calls, balanced over h and
+    gauge). Each call is one programming of the device, and its reads share that programming's
+    field offset and the flux noise of its moment (DESIGN.md §7); with whole calls in each half, the
+    halves' estimation errors are independent even then. (Splitting the reads *within* calls would
+    give both halves the same per-call offsets: that shared noise would repeat between the halves and
+    count as device spread — measured: η reliability 0.55 against 0.12 from the truth at
+    σ_call = 0.01.) A :class:`~qasa.dataset.Response` has no calls: every (qubit, h) count is then
+    split by drawing half of its reads without replacement (hypergeometric thinning: exact only for
+    reads that are independent given the qubit's truth), and so is a dataset of a single call.
+
+    The model is fitted to each half, and over the qubits good in both halves and in the fit of all
+    the data ``θ̂``::
 
         K = ½ [Cov(θ̂_A, θ̂_B) + Cov(θ̂_B, θ̂_A)]      (estimation errors of the halves are independent)
-        r_p = K_pp / √(Var θ̂_A,p Var θ̂_B,p),   reliability_p = 2 r_p / (1 + r_p)   (Spearman–Brown)
+        reliability_p = K_pp / Var θ̂_p,   half_r_p = K_pp / √(Var θ̂_A,p Var θ̂_B,p)
         corrected_ab = K_ab / √(K_aa K_bb)
+
+    ``K_pp`` estimates the variance of what repeats between independent data (the device), and
+    ``Var θ̂_p`` is the observed spread of the estimates being mapped, so their ratio is the
+    reliability of those estimates directly. (Spearman–Brown, ``2 half_r / (1 + half_r)``, instead
+    assumes the halves' error variance is twice the whole data's; an estimator whose bias grows as
+    data shrink — η̂ near its bound — breaks that, and it read η's reliability ~0.1 above the truth
+    at σ_call = 0.01, 10 000 reads per h.)
 
     No standard error enters the reliability (the halves' own errors, from the expected information,
     only decide which qubits pass the quality rule), so this stays valid where Wald errors fail — near a bound (η̂ = 0),
@@ -437,50 +603,72 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     repeats between independent data, i.e. that is the device — or a bias of the estimator that
     both halves share (e.g. one that depends on each qubit's gauge pattern), which it cannot tell
     from the device; with few qubits its point estimate is noisy (read the interval). Intervals:
-    percentile bootstrap over qubits (undefined resamples as in :func:`corrected_correlations`).
+    percentile bootstrap over qubits. A corrected correlation is defined where both parameters are
+    mapped (:func:`mapped`); resamples in which a true variance is not positive are left out of its
+    interval (with both parameters mapped they are rare), and the correlation of a pair with an
+    unmapped parameter is NaN with interval [−1, 1].
 
     Args:
-        data: a :class:`~qasa.dataset.Dataset` or :class:`~qasa.dataset.Response` (counts).
+        data: a :class:`~qasa.dataset.Dataset` (split by calls) or :class:`~qasa.dataset.Response`
+            (split by reads).
         model: model fitted to each half.
         seed: seed of the split and of the bootstrap.
         bootstrap: resamples of the qubits.
         level: confidence level.
+        fits: the fit of all the data (refitted when ``None`` or of another model).
 
     Returns:
         ``{"reliability": ..., "correlations": ...}``: the first indexed by ``param`` with
         ``qubits``, ``half_r``, ``reliability``, ``reliability_lo``, ``reliability_hi``,
-        ``identified`` and ``verdict`` (the columns of :func:`reliability` that
-        :func:`identification_findings` reads); the second with ``a``, ``b``, ``n``,
-        ``corrected``, ``corrected_lo``, ``corrected_hi``.
+        ``identified``, ``split`` (``"calls"`` or ``"reads"``) and ``verdict`` (the columns of
+        :func:`reliability` that :func:`identification_findings` reads); the second with ``a``,
+        ``b``, ``n``, ``corrected``, ``corrected_lo``, ``corrected_hi``, ``identified``.
     """
     from qasa.dataset import Dataset, Response
     from qasa.fitting import fit
 
-    r = data.response() if isinstance(data, Dataset) else data
-    rng = np.random.default_rng(seed)
-    nd, nt = r.n_down.astype(np.int64), r.n_total.astype(np.int64)
-    half = nt // 2
-    nd_a = rng.hypergeometric(nd, nt - nd, half) if nt.size else nd
     # each half from the model's own starts: started from the whole-data estimate, both halves stay
     # near it along flat directions and their errors correlate (measured: β's split-half reliability
     # 0.31 against 0.12 from cold starts on 3-cell devices with 1 000 reads per h, truth ≈ 0.02)
-    def half_fit(n_down, n_total):
-        ft = fit(Response(r.qubits, r.h, n_down, n_total), model, intervals=False, information="expected")
+    def half_fit(d):
+        ft = fit(d, model, intervals=False, information="expected")
         return ft.table, ft.model.name, ft.meta
 
-    other = _Concurrently(half_fit, nd_a, half)
+    rng = np.random.default_rng(seed)
+    in_a = call_halves(data, seed) if isinstance(data, Dataset) else None
+    if in_a is not None:
+        split = "calls"
+        counts = data.counts.assign(gauge=data.gauges())
+
+        def part(mask):
+            sub = counts[mask]
+            ids = set(sub["call_id"].unique())
+            calls = data.calls[data.calls["call_id"].isin(ids)] if "call_id" in data.calls else data.calls
+            return Dataset(sub, calls, data.metadata)
+
+        da, db = part(in_a), part(~in_a)
+    else:
+        split = "reads"
+        r = data.response() if isinstance(data, Dataset) else data
+        nd, nt = r.n_down.astype(np.int64), r.n_total.astype(np.int64)
+        half = nt // 2
+        nd_a = rng.hypergeometric(nd, nt - nd, half) if nt.size else nd
+        da, db = Response(r.qubits, r.h, nd_a, half), Response(r.qubits, r.h, nd - nd_a, nt - half)
+    other = _Concurrently(half_fit, da)
     try:
         t0 = time.monotonic()
-        fb = FitTable(*half_fit(nd - nd_a, nt - half))
+        fb = FitTable(*half_fit(db))
         fa = FitTable(*other.result(10.0 + 5.0 * (time.monotonic() - t0)))    # the other half's work, with room
     finally:
         other.cancel()
     params = list(fa.model.params)
-    ga, gb = _good(fa)[params], _good(fb)[params]
-    common = ga.index.intersection(gb.index)
-    A, B = ga.loc[common].to_numpy(float), gb.loc[common].to_numpy(float)
-    keep = np.isfinite(A).all(1) & np.isfinite(B).all(1)
-    A, B = A[keep], B[keep]
+    if fits is None or list(fits.model.params) != params:
+        fits = FitTable(*half_fit(data))
+    ga, gb, gf = _good(fa)[params], _good(fb)[params], _good(fits)[params]
+    common = ga.index.intersection(gb.index).intersection(gf.index)
+    A, B, F = ga.loc[common].to_numpy(float), gb.loc[common].to_numpy(float), gf.loc[common].to_numpy(float)
+    keep = np.isfinite(A).all(1) & np.isfinite(B).all(1) & np.isfinite(F).all(1)
+    A, B, F = A[keep], B[keep], F[keep]
     n, k = A.shape
     rel_rows, corr_rows = [], []
     q = [0.5 - level / 2, 0.5 + level / 2]
@@ -491,34 +679,84 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         K = 0.5 * (cross + cross.transpose(0, 2, 1))
         vA = W @ (A * A) - mA**2
         vB = W @ (B * B) - mB**2
+        vF = W @ (F * F) - (W @ F) ** 2
         with np.errstate(invalid="ignore", divide="ignore"):
             half_r = np.einsum("bii->bi", K) / np.sqrt(vA * vB)
-            rel = 2 * half_r / (1 + half_r)
+            rel = np.einsum("bii->bi", K) / vF
         dK = np.einsum("bii->bi", K)
         for j, p in enumerate(params):
             lo, hi = (np.nanquantile(rel[1:, j], q) if bootstrap and np.isfinite(rel[1:, j]).any()
                       else (np.nan, np.nan))
             rel_rows.append({"param": p, "qubits": n, "half_r": float(half_r[0, j]), "reliability": float(rel[0, j]),
                              "reliability_lo": float(lo), "reliability_hi": float(hi),
-                             "identified": bool(rel[0, j] >= RELIABILITY_MIN), "method": "split-half"})
+                             "identified": mapped(rel[0, j], lo, hi), "status": mapping_status(rel[0, j], lo, hi),
+                             "method": "split-half", "split": split})
+        ident = [row["identified"] for row in rel_rows[-k:]]
         for i in range(k):
             for j in range(i + 1, k):
                 with np.errstate(invalid="ignore", divide="ignore"):
                     c = K[:, i, j] / np.sqrt(dK[:, i] * dK[:, j])
                 defined = (dK[:, i] > 0) & (dK[:, j] > 0) & np.isfinite(c)
                 c = np.clip(c, -1.0, 1.0)
-                lo = float(np.quantile(np.where(defined[1:], c[1:], -1.0), q[0])) if bootstrap else np.nan
-                hi = float(np.quantile(np.where(defined[1:], c[1:], 1.0), q[1])) if bootstrap else np.nan
+                both = bool(ident[i] and ident[j])
+                lo, hi = _correlation_interval(c[1:], defined[1:], both, q) if bootstrap else (np.nan, np.nan)
                 corr_rows.append({"a": params[i], "b": params[j], "n": n,
-                                  "corrected": float(c[0]) if defined[0] else np.nan,
-                                  "corrected_lo": lo, "corrected_hi": hi})
+                                  "corrected": float(c[0]) if defined[0] and both else np.nan,
+                                  "corrected_lo": lo, "corrected_hi": hi, "identified": both})
     else:
         rel_rows = [{"param": p, "qubits": n, "half_r": np.nan, "reliability": np.nan, "reliability_lo": np.nan,
-                     "reliability_hi": np.nan, "identified": False, "method": "split-half"} for p in params]
+                     "reliability_hi": np.nan, "identified": False, "status": "not mapped", "method": "split-half",
+                     "split": split}
+                    for p in params]
     rel_df = pd.DataFrame(rel_rows).set_index("param")
     rel_df["verdict"] = [_verdict(p, row) for p, row in rel_df.iterrows()]
     return {"reliability": rel_df,
-            "correlations": pd.DataFrame(corr_rows, columns=["a", "b", "n", "corrected", "corrected_lo", "corrected_hi"])}
+            "correlations": pd.DataFrame(corr_rows, columns=["a", "b", "n", "corrected", "corrected_lo", "corrected_hi",
+                                                             "identified"])}
+
+
+def mapping_status(reliability: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """``"mapped"``, ``"borderline"`` or ``"not mapped"``: the one mapping rule (see :func:`mapped`).
+
+    With a 95 % interval ``[lo, hi]`` of the reliability: mapped when the whole interval is at or above
+    :data:`RELIABILITY_MIN`, not mapped when it is wholly below, and **borderline** when it straddles the
+    rule — then the data cannot tell, and the parameter is not mapped, so the verdict does not flip
+    between repeat runs whose point estimates fall either side of the rule (the default assessment's β:
+    0.475–0.505 over four seeds). Without a finite interval the point estimate decides.
+    """
+    r = float(reliability) if reliability is not None else np.nan
+    if not np.isfinite(r):
+        return "not mapped"
+    lo = float(lo) if lo is not None else np.nan
+    hi = float(hi) if hi is not None else np.nan
+    if np.isfinite(lo) and np.isfinite(hi):
+        if lo >= RELIABILITY_MIN:
+            return "mapped"
+        return "borderline" if hi >= RELIABILITY_MIN else "not mapped"
+    return "mapped" if r >= RELIABILITY_MIN else "not mapped"
+
+
+def mapped(reliability: float | None, lo: float | None = None, hi: float | None = None) -> bool:
+    """The one mapping rule: a parameter is identified well enough to map, correlate and test spatially
+    when :func:`mapping_status` says ``"mapped"`` (the maps, the corrected correlations, the spatial
+    findings and the report's notes all ask this function)."""
+    return mapping_status(reliability, lo, hi) == "mapped"
+
+
+def _correlation_interval(c: np.ndarray, defined: np.ndarray, both_mapped: bool, q: Sequence[float]) -> tuple[float, float]:
+    """Percentile interval of a corrected correlation over bootstrap resamples ``c``.
+
+    Both parameters mapped: the quantiles of the resamples where the correlation is defined (a true
+    variance that is not positive in a resample is then a rare accident of that resample, not a sign
+    that a parameter is noise). Otherwise the pair is not a device finding and the interval is
+    [−1, 1]."""
+    if not both_mapped:
+        return -1.0, 1.0
+    ok = defined & np.isfinite(c)
+    if ok.sum() < max(10, 0.5 * len(c)):
+        return -1.0, 1.0
+    lo, hi = np.quantile(c[ok], q)
+    return float(lo), float(hi)
 
 
 def identification_findings(rel: pd.DataFrame, reads_per_h: int | None = None) -> list[str]:
@@ -529,8 +767,9 @@ def identification_findings(rel: pd.DataFrame, reads_per_h: int | None = None) -
 
 
 def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, *, bootstrap: int = 999,
-                           seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
-    """Correlations between parameters across qubits with the estimation covariance removed.
+                           seed: int | None = 0, level: float = 0.95,
+                           reliability: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Correlations between parameters across qubits with the estimation covariance removed (moments).
 
     Args:
         fits: per-qubit fits with standard-error and covariance columns (good qubits used).
@@ -538,13 +777,15 @@ def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, 
         bootstrap: resamples of the qubits for the intervals.
         seed: seed of the resamples.
         level: confidence level.
+        reliability: the reliability table that decides which parameters are mapped (e.g. the
+            split-half one of :func:`reliability` with ``data``); default: the moment reliability.
 
     Returns:
         One row per pair: ``a``, ``b``, ``n``, ``raw`` (Pearson of the fitted values),
         ``noise_corr`` (the correlation of the estimation errors, mean Σ̂ normalized), ``corrected``
-        (NaN when a true variance is not positive), ``corrected_lo``, ``corrected_hi``,
-        ``reliability_a``, ``reliability_b`` and ``identified`` (both at least
-        :data:`RELIABILITY_MIN`).
+        (NaN unless both parameters are mapped, :func:`mapped`, and both true variances are
+        positive), ``corrected_lo``, ``corrected_hi`` ([−1, 1] unless both are mapped),
+        ``reliability_a``, ``reliability_b`` and ``identified`` (both mapped).
     """
     params = list(params or fits.model.params)
     _, X, S = _estimates(fits, params)
@@ -557,6 +798,12 @@ def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, 
     dT = np.einsum("bii->bi", T)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = dT / np.einsum("bii->bi", C)
+    rel0 = {p: float(rel[0, i]) for i, p in enumerate(params)}
+    ident0 = {p: mapped(v) for p, v in rel0.items()}
+    if reliability is not None and "reliability" in reliability:
+        rel0.update({p: float(reliability.loc[p, "reliability"]) for p in params if p in reliability.index})
+        ident0.update({p: bool(reliability.loc[p, "identified"]) if "identified" in reliability else mapped(rel0[p])
+                       for p in params if p in reliability.index})
     rows = []
     q = [0.5 - level / 2, 0.5 + level / 2]
     for i in range(k):
@@ -567,24 +814,27 @@ def corrected_correlations(fits: FitTable, params: Sequence[str] | None = None, 
                 noise = Sbar[0, i, j] / np.sqrt(Sbar[0, i, i] * Sbar[0, j, j])
             defined = (dT[:, i] > 0) & (dT[:, j] > 0) & np.isfinite(r)
             r = np.clip(r, -1.0, 1.0)
-            lo = hi = np.nan
-            if bootstrap and np.isfinite(T[1:, i, j]).any():
-                lo = float(np.quantile(np.where(defined[1:], r[1:], -1.0), q[0]))
-                hi = float(np.quantile(np.where(defined[1:], r[1:], 1.0), q[1]))
+            both = ident0[params[i]] and ident0[params[j]]
+            lo, hi = _correlation_interval(r[1:], defined[1:], both, q) if bootstrap else (np.nan, np.nan)
             rows.append({"a": params[i], "b": params[j], "n": n, "raw": float(raw), "noise_corr": float(noise),
-                         "corrected": float(r[0]) if defined[0] else np.nan, "corrected_lo": lo, "corrected_hi": hi,
-                         "reliability_a": float(rel[0, i]), "reliability_b": float(rel[0, j]),
-                         "identified": bool(rel[0, i] >= RELIABILITY_MIN and rel[0, j] >= RELIABILITY_MIN)})
+                         "corrected": float(r[0]) if defined[0] and both else np.nan, "corrected_lo": lo,
+                         "corrected_hi": hi, "reliability_a": rel0[params[i]], "reliability_b": rel0[params[j]],
+                         "identified": both})
     return pd.DataFrame(rows)
 
 
 def correlations(fits: FitTable, params: Sequence[str] | None = None, *, corrected: bool = True,
-                 bootstrap: int = 999, seed: int | None = 0) -> pd.DataFrame:
+                 bootstrap: int = 999, seed: int | None = 0, reliability: pd.DataFrame | None = None) -> pd.DataFrame:
     """Raw Pearson and Spearman correlations between every pair of parameters over good qubits and,
     when the fits have standard errors, the corrected correlation of :func:`corrected_correlations`
     (columns ``corrected``, ``corrected_lo``, ``corrected_hi``, ``noise_corr``, ``reliability_a``,
-    ``reliability_b``, ``identified``). Only the corrected correlation of identified parameters
-    describes the device; the raw ones include the estimation covariance."""
+    ``reliability_b``, ``identified``). Only the corrected correlation of mapped parameters
+    describes the device; the raw ones include the estimation covariance.
+
+    With ``reliability`` (:func:`reliability`), the mapping rule reads its reliabilities, and when it
+    holds split-half correlations (``attrs["correlations"]``, from the counts) those are the
+    ``corrected`` columns (``corrected_method`` says which): the maps and this table then come from
+    the same two halves and the same rule."""
     good = _good(fits)
     params = list(params or fits.model.params)
     rows = []
@@ -603,7 +853,18 @@ def correlations(fits: FitTable, params: Sequence[str] | None = None, *, correct
     out = pd.DataFrame(rows)
     has_se = all(f"{p}_stderr" in good for p in params)
     if corrected and len(out) and has_se:
-        cc = corrected_correlations(fits, params, bootstrap=bootstrap, seed=seed).drop(columns=["n", "raw"])
+        cc = corrected_correlations(fits, params, bootstrap=bootstrap, seed=seed,
+                                    reliability=reliability).drop(columns=["n", "raw"])
+        cc["corrected_method"] = "moments"
+        half = reliability.attrs.get("correlations") if reliability is not None else None
+        if half is not None and len(half):
+            h = half.set_index(["a", "b"])
+            key = list(zip(cc["a"], cc["b"]))
+            present = [kk in h.index for kk in key]
+            for col in ("corrected", "corrected_lo", "corrected_hi", "identified"):
+                cc.loc[present, col] = [h.loc[kk, col] for kk, ok in zip(key, present) if ok]
+            cc.loc[present, "corrected_method"] = "split-half"
+            cc["identified"] = cc["identified"].astype(bool)
         out = out.merge(cc, on=["a", "b"], how="left")
     return out
 
@@ -930,17 +1191,17 @@ def annealing_time_trend(fits_by_time: Mapping[float, FitTable], param: str = "b
 
 
 def spatial_findings(table: pd.DataFrame, param: str, alpha: float = 0.01,
-                     reliability: float | None = None) -> list[str]:
+                     reliability: float | None = None, identified: bool | None = None) -> list[str]:
     """Sentences stating the significant results of :func:`spatial_autocorrelation` for ``param``.
 
     With ``reliability`` below :data:`RELIABILITY_MIN` (or not finite) no structure is reported: one
     sentence says the parameter is mostly estimation noise; otherwise the sentences give the
     reliability and the disattenuated Moran's I.
     """
-    if reliability is not None and not (np.isfinite(reliability) and reliability >= RELIABILITY_MIN):
-        return [f"{param} is not identified well enough to map (reliability {reliability:.2f} < "
-                f"{RELIABILITY_MIN:g}): its spatial statistics describe mostly estimation noise and are not "
-                "reported as structure."]
+    if reliability is not None and not (mapped(reliability) if identified is None else identified):
+        return [f"{param} is not identified well enough to map (reliability {reliability:.2f}; rule "
+                f"{RELIABILITY_MIN:g} over its whole 95 % interval): its spatial statistics describe mostly estimation "
+                "noise and are not reported as structure."]
     out = []
     for _, r in table.iterrows():
         if r["morans_p"] < alpha:

@@ -49,6 +49,7 @@ Multi-start and escape step
 
 Uncertainty
     Standard errors are the square roots of the diagonal of the inverse *observed* information
+    (the expected information under the between-call component, see "Between calls")
     ``−∂²ℓ/∂θ²`` (forward differences of the analytic score), over the parameters not at a bound;
     a parameter at a bound gets a NaN standard error (a Wald error conditional on the bound would be
     too small, DESIGN.md §6). ``cov_<a>_<b>`` are the matching covariances. ``bootstrap=B`` adds
@@ -105,6 +106,59 @@ Profile-likelihood intervals (``<param>_lo``, ``<param>_hi``; :func:`profile_int
     :func:`qasa.run` with the default gauges): coverage 0.94–0.965 for each of β, b, γ, η over all
     qubits and 0.935–0.97 for β, b, γ on the ~22 % of qubits with η̂ = 0; the ends agree with a
     per-qubit scipy ``brentq`` on the same profile to ~2e-5 of the width (benchmarks/fit_speed.py).
+
+Between calls (issue 20; DESIGN.md §7)
+    Every call is a new programming of the QPU: the reads of one call share a field offset δ that
+    changes from call to call. For the ``qasa`` model on data with per-call statistics
+    (:class:`qasa.dataset.CallStats`, attached by :meth:`qasa.Dataset.response`), :func:`fit` adds a
+    fifth parameter, ``sigma_call`` (σ, h units): δ ~ N(0, σ²) drawn afresh per call and qubit and
+    acting as a per-call b (the qubit sees ``b + δ``). η stays the within-call noise and β, b, γ
+    keep their meaning (b is the run's static bias). The per-call offsets are integrated out per
+    cell (qubit × programmed field), from the cell's sufficient statistics — the number of calls
+    ``C``, the summed counts ``S``, ``U = T − S``, ``Σ N_c²`` and the spread ``R0 = Σ (n_c − r N_c)²``
+    about the cell's pooled fraction ``r`` — so the cost does not grow with the number of calls:
+
+    - the mean response over the offsets is the two-node Gauss–Hermite rule at ``b ± σ``,
+      ``p̄ = ½ (p₊ + p₋)`` (:func:`_mean_calls`; fourth-order error ≤ 2e-4 in m at σ = 0.02), and the
+      between-call variance of a call's P(−1) is ``s² = g σ² + ½ h σ⁴`` (``Var_δ p(b + δ)`` to fourth
+      order) with ``g = (∂p/∂b)²`` and ``h = (∂²p/∂b²)²`` of the binomial fit that starts this one
+      (data: the fit is a pseudo-likelihood in g and h; without h, σ_call read 1 % high at
+      σ = 0.02, β ≈ 8);
+    - in a cell whose calls expect each outcome ≥ :data:`GAUSS_MIN_COUNT` times, the per-call counts
+      are taken as Gaussian with the mean and variance of the model, ``n_c ~ N(N̄ p̄, V)``,
+      ``V = N̄ (p̄q̄ + N̄ s²)``: ``ℓ = −(C/2) log V − Σ (n_c − N̄ p̄)² / (2V)`` — its estimating equations
+      need only the first two moments, so they stay unbiased when each call's response
+      ``p(b + δ)`` is skewed (β·σ ≳ 0.1: a Laplace step with a data-dependent curvature there biased
+      β and η, coverage 0.84/0.74 at σ = 0.02);
+    - in the other cells (the tails: few counts per call, little slope) each call's offset is
+      integrated by a Laplace step on the binomial likelihood of the call with the observed
+      curvature per unit variance ``K = (S/p̄² + U/q̄²)/C``:
+      ``ℓ = ℓ_bin(p̄) + A R0 + min(A Σ N² (p̄ − r)², ℓ_sat − ℓ_bin) − (C/2) log D`` with
+      ``D = 1 + s² K``, ``A = s² / (2 p̄² q̄² D)`` (the observed, not the expected, curvature makes
+      the score's expectation vanish at the truth for a symmetric offset; with the expected one
+      every cell's score in p̄ is off by ``C (q̄ − p̄) a/(2 w²)``). The reward of the pooled mean's
+      misfit is capped at the binomial shortfall ``ℓ_sat − ℓ_bin``: without the cap a large σ
+      bought thousands of nats far from the data (a quadratic step over a misfit);
+    - a steep wall keeps ``β·σ ≤`` :data:`BETA_SIGMA_MAX` (0.4), the domain where one slope g per cell
+      describes the offsets; a fit that ends there keeps its binomial fit with a reason, and
+      σ ≤ :data:`SIGMA_CALL_MAX`.
+
+    The fit runs after the binomial one (its estimates start it, σ² from moments), on the same
+    optimizer and profile machinery (standard errors and ``cov_<a>_<b>`` from the expected
+    information, within 3 % of the observed one on the fit_speed device); every ``<p>_lo/_hi`` is then a profile interval of the
+    between-call likelihood (σ_call on its bound 0 gets ``[0, σ_hi]``, one-sided). ``deviance`` is
+    each cell's binomial deviance divided by its inflation ``D``; ``aic``/``bic`` count σ_call.
+    ``dispersion_p`` is Pearson's homogeneity test of the per-call counts at equal programmed field
+    against the cell's pooled binomial, over the cells whose calls expect each outcome
+    ≥ :data:`MIN_CALL_COUNT` times (``dispersion_df`` = Σ (C − 1) there). With fewer than
+    :data:`MIN_CALL_DF` such degrees of freedom (e.g. one call per h value) σ_call cannot be told
+    from other misfit: ``sigma_call_identified`` is False, σ_call NaN, the qubit keeps the binomial
+    fit, and its reason says so ("sigma_call not identified: ...; intervals assume no between-call
+    noise"). A :class:`~qasa.dataset.Response` without per-call statistics, or
+    ``between_calls=False``, gives the binomial fit of the summed counts (reads independent).
+
+    Measured (independent sampler with a fresh N(0, σ²) offset of b per call, tests/qasa_sampler.py;
+    the figures are in README "Parameters" and the slow tests of tests/test_between_calls.py).
 
 Statistics and quality rule (:class:`QualityRule`)
     ``deviance`` = 2 (ℓ_saturated − ℓ), with ``df`` = (h values with reads) − (free parameters) and
@@ -205,18 +259,20 @@ CHUNK_CELLS = 384 * 81
 
 def _evaluate(model, h, theta, n_down, n_total, info=True):
     """Log-likelihood, score and (optionally) expected information per row, in row chunks that
-    share one scratch workspace (see :func:`qasa.models._qasa_phi`)."""
+    share one scratch workspace (see :func:`qasa.models._qasa_phi`). The between-call model
+    (:data:`CALL_MODEL`) takes its packed per-cell statistics as ``n_down`` (:func:`_evaluate_calls`)."""
     n = len(theta)
     ws: dict = {}
     rows = max(1, CHUNK_CELLS // max(len(h), 1))
+    block = _evaluate_calls if getattr(model._fn, "between_calls", False) else _evaluate_block
     if n <= rows:
-        return _evaluate_block(model, h, theta, n_down, n_total, info, ws)
+        return block(model, h, theta, n_down, n_total, info, ws)
     k = theta.shape[1]
     ll, score = np.empty(n), np.empty((n, k))
     fisher = np.empty((n, k, k)) if info else None
     for i in range(0, n, rows):
         sl = slice(i, i + rows)
-        out = _evaluate_block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
+        out = block(model, h, theta[sl], n_down[sl], n_total[sl], info, ws)
         ll[sl], score[sl] = out[0], out[1]
         if info:
             fisher[sl] = out[2]
@@ -266,6 +322,318 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
     return ll, score, fisher
 
 
+# -- between-call (per-programming) likelihood ------------------------------------------------------
+#: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
+_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS, _H = range(12)
+
+
+def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.ndarray | None = None) -> np.ndarray:
+    """The between-call likelihood's data of ``rows``: ``(n, 9, k)`` float, features ``S = Σn``,
+    ``U = ΣN − Σn``, ``C`` (calls), ``Σ N²``, ``r``, ``Σ (n − rN)²`` (:class:`~qasa.dataset.CallStats`),
+    ``g = (∂p/∂b)²`` at the first-stage estimate, ``S/C``, ``U/C``, the saturated binomial
+    log-likelihood ``S log(S/T) + U log(U/T)``, the Gaussian-form mask and ``h = (∂²p/∂b²)²`` at the
+    first-stage estimate (0 if not given)."""
+    c = r.calls
+    nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
+    C = c.n_calls[rows].astype(float)
+    out = np.empty((len(rows), 12, len(r.h)))
+    out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
+    out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
+    out[:, _G] = slope2
+    out[:, _SC] = nd / np.maximum(C, 1.0)
+    out[:, _UC] = (nt - nd) / np.maximum(C, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = nd / np.maximum(nt, 1.0)
+        out[:, _SAT] = np.where(nd > 0, nd * np.log(frac), 0.0) + np.where(nt > nd, (nt - nd) * np.log1p(-frac), 0.0)
+    # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
+    out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= GAUSS_MIN_COUNT)
+    out[:, _H] = 0.0 if curv2 is None else curv2
+    return out
+
+
+#: Below this value of β·σ_call the mean response takes the per-call offsets as part of η
+#: (``η_tot² = η² + σ²``, exact to second order; the fourth-order difference is below 1e-12 there).
+_SMALL_BS = 1e-3
+
+
+def _mean_calls(h, phi, ws):
+    r"""The mean response over the per-call offsets and its Jacobian in φ = (β, b, γ², η², σ²), by
+    the two-node Gauss–Hermite rule for the offset δ ~ N(0, σ²) on top of QASA's ±η:
+    ``m̄ = ½ (m(b + σ) + m(b − σ))`` (exact to third order in the noise; the fourth-order error, ``2σ⁴``
+    against ``3σ⁴``, was measured ≤ 2e-4 in m at β = 8–10, σ = 0.02, against ≤ 5e-3 for ``m(η_tot)``),
+    ``∂m̄/∂(σ²) = (m_b(b + σ) − m_b(b − σ))/(4σ)``. Rows with ``βσ <`` :data:`_SMALL_BS` take
+    ``m̄ = m(η_tot)``, ``η_tot² = η² + σ²`` (the same to second order). Returns ``(m̄, P)`` with
+    ``P = ∂p̄/∂φ`` ``(5, n, k)``, ``p̄ = (1 + m̄)/2``."""
+    sig = np.sqrt(np.maximum(phi[:, 4], 0.0))
+    big = phi[:, 0] * sig >= _SMALL_BS
+    base = phi[:, :4].copy()
+    base[:, 3] += np.where(big, 0.0, phi[:, 4])
+    up, down = base.copy(), base.copy()
+    up[:, 1] += np.where(big, sig, 0.0)
+    down[:, 1] -= np.where(big, sig, 0.0)
+    mp, dmp, scale = _m(QASA_INTERNAL, h, up, True, ws.setdefault("plus", {}))
+    shape = mp.shape
+    P = _buf(ws, "c_P", (5,) + shape)
+    sc = scale.T[:, :, None]
+    if not big.any():
+        np.multiply(dmp, 0.5 * sc, out=P[:4])
+        P[4] = P[3]
+        return mp, P
+    mm, dmm, _ = _m(QASA_INTERNAL, h, down, True, ws.setdefault("minus", {}))
+    m = np.add(mp, mm, out=_buf(ws, "mbar", shape))
+    m *= 0.5
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inv_sig = np.where(big, 1.0 / np.where(big, sig, 1.0), 0.0)[:, None]
+    # (dm± are the model's Jacobians without their per-row factors ``scale``, the same for both)
+    np.subtract(dmp[1], dmm[1], out=P[4])
+    P[4] *= (0.125 * scale[:, 1:2]) * inv_sig       # ½ (m_b₊ − m_b₋)/(4σ)
+    np.add(dmp, dmm, out=P[:4])
+    P[:4] *= 0.25 * sc                              # ∂p̄/∂φ = ¼ (J₊ + J₋)
+    if not big.all():
+        small = ~big
+        P[4][small] = P[3][small]
+    return m, P
+
+
+def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
+    r"""The between-call log-likelihood of a chunk, its score and expected information in
+    ``φ = (β, b, γ², η², σ²)`` (module docstring, "Between calls"). Per cell, with ``p = p̄``
+    (:func:`_mean_calls`), the between-call variance of P(−1) ``s² = g σ² + ½ h σ⁴`` (``g``, ``h`` of the
+    first-stage fit, data), ``w = pq``, ``K = (S/p² + U/q²)/C``
+    (the observed binomial curvature per call, per unit slope), ``D = 1 + s² K`` and
+    ``R = Σ (n − pN)² = R0 + Σ N² (p − r)²``:
+
+    ``ℓ = S log p + U log q + A R0 + min(A Σ N² (p − r)², ℓ_sat − ℓ_bin) − (C/2) log D``,
+    ``A = s² / (2 w² D)`` (Laplace cells), or ``ℓ = −(C/2) log V − R/(2V)``, ``V = N̄ (w + N̄ s²)``, in
+    the cells marked Gaussian by :func:`_pack_calls`.
+    """
+    ws = {} if ws is None else ws
+    m, P = _mean_calls(h, phi, ws)
+    shape = m.shape
+
+    def B(name):
+        return _buf(ws, name, shape)
+
+    S, U, C, NN, rr, R0, g, Sc, Uc, sat, gs, hh = (data[:, i] for i in range(12))
+    # s² = Var_δ p(b + δ) = g σ² + ½ h σ⁴ (to fourth order), and its slope in σ²: g + h σ²
+    v = phi[:, 4:5]
+    ds2 = np.multiply(hh, v, out=B("c_ds2"))
+    s2 = np.multiply(ds2, 0.5 * v, out=B("c_s2"))
+    s2 += np.multiply(g, v, out=B("c_gv"))
+    ds2 += g
+    p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
+    q = np.subtract(1.0, p, out=B("c_q"))
+    q *= 0.5
+    p += 1.0
+    p *= 0.5
+    ip = np.divide(1.0, p, out=B("c_ip"))
+    iq = np.divide(1.0, q, out=B("c_iq"))
+    t1 = np.multiply(Sc, ip, out=B("c_t1"))
+    t1 *= ip                                   # Sc/p²
+    t2 = np.multiply(Uc, iq, out=B("c_t2"))
+    t2 *= iq                                   # Uc/q²
+    K = np.add(t1, t2, out=B("c_K"))
+    Kp = np.multiply(t2, iq, out=t2)
+    Kp -= np.multiply(t1, ip, out=t1)
+    Kp *= 2.0                                  # ∂K/∂p
+    Dc = np.multiply(s2, K, out=B("c_D"))
+    Dc += 1.0
+    iD = np.divide(1.0, Dc, out=B("c_iD"))
+    dev = np.subtract(p, rr, out=B("c_dev"))
+    M = np.multiply(dev, dev, out=B("c_M"))
+    M *= NN
+    w = np.multiply(p, q, out=B("c_w"))
+    iw = np.divide(1.0, w, out=B("c_iw"))
+    A = np.multiply(s2, iw, out=B("c_A"))
+    A *= iw
+    A *= iD
+    A *= 0.5
+    lD = np.log(Dc, out=B("c_lD"))
+    lbin = np.multiply(S, np.log(p, out=B("c_lp")), out=B("c_lb"))
+    lbin += np.multiply(U, np.log(q, out=B("c_lq")), out=B("c_lq"))
+    AM = np.multiply(A, M, out=B("c_AM"))
+    L = np.subtract(sat, lbin, out=B("c_L"))
+    capped = AM > L
+    any_cap = bool(capped.any())
+    np.minimum(AM, L, out=AM)
+    AM += lbin
+    cell = AM
+    cell += np.multiply(A, R0, out=B("c_AR0"))
+    lD *= C
+    lD *= 0.5
+    cell -= lD
+    # ∂ℓ/∂p: binomial (S − Tp)/w; A·R with R = R0 + M: A (2 NN dev) [M part] − A R (2(q − p)/w + Dp)
+    # [through A]; −(C/2) Dp [log D], Dp = s² Kp / D. Capped cells: the M part is ℓ_sat − ℓ_bin.
+    Dp = np.multiply(s2, Kp, out=Kp)
+    Dp *= iD
+    wp = np.subtract(q, p, out=B("c_wp"))
+    fac = np.multiply(wp, iw, out=B("c_in"))
+    fac *= 2.0
+    fac += Dp                                  # −∂ log A/∂p
+    R = np.add(R0, M, out=M)
+    if any_cap:
+        np.copyto(R, R0, where=capped)
+    lp = np.multiply(R, fac, out=fac)
+    lp *= -1.0
+    np.multiply(NN, dev, out=dev)
+    dev *= 2.0
+    if any_cap:
+        dev[capped] = 0.0
+    lp += dev
+    lp *= A
+    T = np.add(S, U, out=B("c_T"))
+    res = np.multiply(T, p, out=dev)
+    np.subtract(S, res, out=res)
+    res *= iw
+    if any_cap:
+        res[capped] = 0.0
+    lp += res
+    np.multiply(C, Dp, out=res)
+    res *= 0.5
+    lp -= res
+    # ∂ℓ/∂(s²) = R / (2 w² D²) − C K / (2 D)
+    ls = np.multiply(R, iw, out=R)
+    ls *= iw
+    ls *= iD
+    ls *= iD
+    ls *= 0.5
+    CK = np.multiply(C, K, out=K)
+    CK *= iD
+    CK *= 0.5
+    ls -= CK
+    gauss = gs > 0
+    if gauss.any():
+        with np.errstate(invalid="ignore", divide="ignore"):     # (cells without reads: masked out)
+            # Gaussian cells: n_c ~ N(N̄ p, V), V = N̄ (w + N̄ s²): ℓ = −(C/2) log V − R/(2V)
+            Nb = np.add(Sc, Uc, out=B("c_Nb"))
+            V = np.multiply(Nb, s2, out=B("c_V"))
+            V += w
+            V *= Nb
+            iV = np.divide(1.0, V, out=V)
+            d0 = np.subtract(p, rr, out=B("c_d0"))
+            Rf = np.multiply(d0, d0, out=B("c_Rf"))
+            Rf *= NN
+            Rf += R0
+            RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
+            lG = np.log(iV, out=B("c_lG"))
+            lG *= C
+            lG -= RiV
+            lG *= 0.5
+            np.copyto(cell, lG, where=gauss)
+            # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
+            lpG = np.multiply(Nb, wp, out=B("c_lpG"))
+            lpG *= iV
+            lpG *= RiV - C
+            lpG *= 0.5
+            d0 *= NN
+            d0 *= iV
+            lpG -= d0
+            np.copyto(lp, lpG, where=gauss)
+            # ∂/∂(s²): (N̄²/V)(R/V − C)/2
+            lsG = np.multiply(Nb, Nb, out=lpG)
+            lsG *= iV
+            lsG *= RiV - C
+            lsG *= 0.5
+            np.copyto(ls, lsG, where=gauss)
+    ll = cell.sum(1)
+    Pt = P.transpose(1, 0, 2)
+    score = np.matmul(Pt, lp[..., None])[..., 0]
+    score[:, 4] += np.einsum("nk,nk->n", ls, ds2)        # ∂s²/∂(σ²) = g + h σ²
+    # outside the approximation's domain (β·σ > BETA_SIGMA_MAX) a steep quadratic wall (module docstring)
+    bs = phi[:, 0] * np.sqrt(np.maximum(phi[:, 4], 0.0))
+    over = np.maximum(bs - BETA_SIGMA_MAX, 0.0)
+    wall = over.any()
+    if wall:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_bs = np.column_stack([np.sqrt(np.maximum(phi[:, 4], 0.0)),
+                                    np.where(phi[:, 4] > 0, 0.5 * phi[:, 0] / np.sqrt(np.maximum(phi[:, 4], 1e-300)), 0.0)])
+        ll = ll - _WALL * over ** 2
+        score[:, 0] -= 2.0 * _WALL * over * d_bs[:, 0]
+        score[:, 4] -= 2.0 * _WALL * over * d_bs[:, 1]
+    if not info:
+        return ll, score, None
+    # expected information of a Gaussian model of the per-call counts (a metric for the steps):
+    # I_pp = T/(w + a) + C/2 ((q − p)/(w + a))², I_ps = C/2 (q − p) N̄/(w + a)², I_ss = C/2 (N̄/(w + a))²,
+    # a = N̄ s²
+    Nb = np.add(Sc, Uc, out=B("c_Ng"))
+    wa = np.multiply(Nb, s2, out=B("c_wa"))
+    wa += w
+    iwa = np.divide(1.0, wa, out=wa)
+    x = np.multiply(wp, iwa, out=wp)
+    y = np.multiply(Nb, iwa, out=Nb)
+    Ipp = np.multiply(T, iwa, out=T)
+    tmp = np.multiply(x, x, out=B("c_tmp"))
+    tmp *= C
+    tmp *= 0.5
+    tmp *= gs                                  # (the variance law informs p only in the Gaussian form)
+    Ipp += tmp
+    Ips = np.multiply(x, y, out=x)
+    Ips *= C
+    Ips *= 0.5
+    Iss = np.multiply(y, y, out=y)
+    Iss *= C
+    Iss *= 0.5
+    # F = Σ_k Ipp P Pᵀ + Ips g (P e₄ᵀ + e₄ Pᵀ) + Iss g² e₄ e₄ᵀ
+    A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
+    fisher = np.matmul(A2, A2.transpose(0, 2, 1))
+    Ips *= ds2
+    cross = np.matmul(Pt, Ips[..., None])[..., 0]
+    fisher[:, :, 4] += cross
+    fisher[:, 4, :] += cross
+    Iss *= ds2
+    Iss *= ds2
+    fisher[:, 4, 4] += Iss.sum(1)
+    if wall:
+        hit = over > 0
+        for i, a in ((0, 0), (1, 4)):
+            for j, b in ((0, 0), (1, 4)):
+                fisher[hit, a, b] += 2.0 * _WALL * d_bs[hit, i] * d_bs[hit, j]
+    return ll, score, fisher
+
+
+def _qasa_calls_theta(h, theta, jac):
+    """Mean magnetization of the between-call model in θ = (β, b, γ, η, σ_call): the QASA ``m`` at
+    ``η_tot = √(η² + σ²)`` (the per-call offsets average like η, to fourth order in the noise)."""
+    theta = np.asarray(theta, float)
+    eta_tot = np.sqrt(theta[:, 3] ** 2 + theta[:, 4] ** 2)
+    th4 = np.column_stack([theta[:, :3], eta_tot])
+    m, dm = get_model("qasa")._fn(h, th4, jac)
+    if not jac:
+        return m, None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(eta_tot > 0, theta[:, 3:5] / eta_tot[:, None], 0.0)
+    return m, np.stack([dm[0], dm[1], dm[2], dm[3] * share[:, 0:1], dm[3] * share[:, 1:2]])
+
+
+def _qasa_calls_phi(h, phi, jac):
+    """Marker: the internal between-call model is evaluated by :func:`_evaluate_calls` only."""
+    raise NotImplementedError("the between-call model is evaluated by qasa.fitting._evaluate_calls")
+
+
+_qasa_calls_phi.between_calls = True
+
+_INF = float("inf")
+#: The QASA model's internal (φ) form, whose fused evaluation the between-call likelihood reuses.
+QASA_INTERNAL = get_model("qasa").internal
+#: The between-call model: QASA's (β, b, γ, η) plus σ_call, the sd of a field offset drawn afresh for
+#: every call (programming) and shared by its reads; even in γ, η and σ_call (fitted on their squares).
+#: Upper bound of σ_call (h units): ten times D-Wave's published per-programming error (≈ 0.01,
+#: DESIGN.md §7); the approximation behind the between-call likelihood holds for β·σ ≲ 0.3–0.5.
+SIGMA_CALL_MAX = 0.1
+#: The between-call likelihood is an approximation for small β·σ_call (the slope g is that of the
+#: first-stage fit): beyond this value of β·σ it is walled off (a quadratic penalty of :data:`_WALL`
+#: nats per unit², which no data outweigh), and a fit that ends on the wall is not reported (the
+#: qubit keeps its binomial fit, with a reason). Without the wall, far from the first-stage
+#: estimate the fixed slope lets a large σ absorb any misfit (measured: β 9.7 → 19, σ_call → 0.1,
+#: 14 000 nats "better").
+BETA_SIGMA_MAX = 0.4
+_WALL = 1e8
+CALL_MODEL = Model("qasa+calls", ("beta", "b", "gamma", "eta", "sigma_call"), (0.0, -_INF, 0.0, 0.0, 0.0),
+                   (_INF,) * 4 + (SIGMA_CALL_MAX,), ("1/h", "h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01, 0.01), _qasa_calls_theta,
+                   lambda beta, b, sat: [], "QASA with a per-call field offset δ ~ N(0, σ_call²)",
+                   (False, False, True, True, True), _qasa_calls_phi)
+
+
 def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.ndarray,
              theta0: np.ndarray, *, max_iter: int = 200, tol: float = 1e-8, step_tol: float = 3e-3,
              fixed: np.ndarray | None = None, n_starts: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -302,7 +670,7 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
 
 
 def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
-                  fixed=None, n_starts=1, merge_tol=0.5, predict=0.0):
+                  fixed=None, n_starts=1, merge_tol=0.5, predict=0.0, floor=None):
     """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters.
 
     A row stops when its next (nearly undamped) step is predicted to gain less than ``tol`` or to
@@ -318,6 +686,11 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
     still held by the linearized score, the row returns the quadratic
     model's maximum — the point after the step, ``ℓ`` plus the predicted gain and the linearized
     score ``g − F·δ`` (the model's error is a fraction of the predicted gain).
+
+    ``floor`` (profiles): per row, a log-likelihood that the row's maximum is only needed above; a
+    row stops when even four times its next step's predicted gain would leave it below ``floor``
+    (a profile point far beyond the cut-off, whose inner fit may crawl along a flat direction for
+    hundreds of iterations: the point is beyond the cut-off either way).
     """
     lo = np.array(model.lower)
     hi = np.array(model.upper)
@@ -353,6 +726,16 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         sd = np.sqrt(np.maximum(d, 0.0))
         # a nearly undamped step that would change nothing: converged without evaluating it
         predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+        if floor is not None:
+            below = (ll[idx] + 4.0 * np.maximum(predicted, 0.0) < floor[idx]) & (lam[idx] <= 1e-2)
+            if below.any():
+                converged[idx[below]] = True
+                active[idx[below]] = False
+                keep = ~below
+                idx, th, g, F, held, step, sd, predicted, rhs = (idx[keep], th[keep], g[keep], F[keep], held[keep],
+                                                                  step[keep], sd[keep], predicted[keep], rhs[keep])
+                if idx.size == 0:
+                    break
         if predict > 0:
             # the model's maximum must be inside the bounds, and a parameter held on its bound must
             # still be held there by the linearized score (else the active set changes: evaluate)
@@ -566,6 +949,14 @@ _TRUST = 0.1
 #: of the cut-off is maximized a second time, from the last point inside the cut-off
 #: (see :func:`profile_intervals`).
 _PROFILE_RECHECK = 4.0
+#: A profile point's inner fit stops once it is predicted to stay below ``ℓ̂ − _PROFILE_FLOOR·c``
+#: (2(ℓ̂ − ℓ_p) > 8c: r > 2.8√c, far beyond the cut-off; see :func:`_maximize_phi`'s ``floor``).
+_PROFILE_FLOOR = 4.0
+#: Iteration limit of a profile point's inner fit under the between-call model (each evaluation of a
+#: few straggling rows costs its fixed overhead; converged points take ≤ 5 at the 90th percentile).
+_PROFILE_CALLS_ITER = 10
+#: End tolerance on the signed root r of the between-call model's profiles (3 % of a standard error).
+_PROFILE_CALLS_R_TOL = 3e-2
 #: Accuracy of an interval end on the signed root r (in units of the standard error of the end).
 _PROFILE_R_TOL = 1e-2
 
@@ -607,6 +998,12 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     """
     model = get_model(model)
     pm = model.internal
+    # inner fits of the between-call model: at most _PROFILE_CALLS_ITER iterations (a point whose inner
+    # fit has not converged by then keeps its lower bound on ℓ_p: conservative)
+    between = getattr(pm._fn, "between_calls", False)
+    inner_iter = _PROFILE_CALLS_ITER if between else 200
+    # ... and their ends to _PROFILE_CALLS_R_TOL on the signed root (each evaluation costs ~3×)
+    r_tol = _PROFILE_CALLS_R_TOL if between else _PROFILE_R_TOL
     theta = np.asarray(theta, float)
     n, k = theta.shape
     phi = model.to_internal(theta)
@@ -666,7 +1063,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         fixed = np.zeros((idx.size, k), bool)
         fixed[np.arange(idx.size), j] = True
         ph, lp, _, _, grad, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
-                                           step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL)
+                                           step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL,
+                                           floor=ll[q] - _PROFILE_FLOOR * c, max_iter=inner_iter)
         lp = np.where(np.isfinite(lp), lp, -np.inf)
         # far beyond the cut-off after a long move (beyond 1.5 Wald steps): the warm start, moved to
         # first order over that distance, may have led the inner fit astray (a β profile levelling off
@@ -679,7 +1077,8 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
             again[np.arange(far.size), j[far]] = t_next[idx[far]]
             ph2, lp2, _, _, grad2, _ = _maximize_phi(pm, h, n_down[q[far]], n_total[q[far]], np.clip(again, lo_b, hi_b),
                                                      fixed=fixed[far], tol=_PROFILE_TOL, step_tol=_PROFILE_STEP_TOL,
-                                                     predict=_PROFILE_PREDICT_TOL)
+                                                     predict=_PROFILE_PREDICT_TOL, floor=ll[q[far]] - _PROFILE_FLOOR * c,
+                                                     max_iter=inner_iter)
             better = np.isfinite(lp2) & (lp2 > lp[far])
             sel = far[better]
             ph[sel], lp[sel], grad[sel] = ph2[better], lp2[better], grad2[better]
@@ -701,10 +1100,10 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         with np.errstate(invalid="ignore", divide="ignore"):
             newton = t - (z - r) * r / grad[np.arange(idx.size), j]
         inside = D < c
-        hit = np.abs(r - z) < _PROFILE_R_TOL
+        hit = np.abs(r - z) < r_tol
         at_b = t == bound[idx]
         near, t_near = _quadratic_end(t - start[idx], r, grad[np.arange(idx.size), j], S[idx], z,
-                                      lo_b[j] - start[idx], hi_b[j] - start[idx])
+                                      lo_b[j] - start[idx], hi_b[j] - start[idx], r_tol)
         # the quadratic model needs a smooth profile between the estimate and t: no parameter may
         # have left (or reached) its bound on the way
         on_b = (ph <= lo_b) | (ph >= hi_b)
@@ -771,7 +1170,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
 
 
 def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.ndarray, z: float,
-                   lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   lo: np.ndarray, hi: np.ndarray, r_tol: float = _PROFILE_R_TOL) -> tuple[np.ndarray, np.ndarray]:
     """An interval end from one profile point, when a quadratic model of the root pins it down.
 
     Along one side, with ``u = side·τ`` the distance from the estimate, the root ``r(u)`` is
@@ -791,7 +1190,7 @@ def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.nd
         denom = a + 2.0 * c2 * un
         uq = un - miss / denom
         tq = side * uq
-        ok = ((u1 > 0) & (r > 0) & (s > 0) & (denom > 0) & (uq > 0) & (np.abs(miss) < 0.5 * _PROFILE_R_TOL)
+        ok = ((u1 > 0) & (r > 0) & (s > 0) & (denom > 0) & (uq > 0) & (np.abs(miss) < 0.5 * r_tol)
               & (tq > lo) & (tq < hi) & np.isfinite(tq))
     return ok, np.where(ok, tq, np.nan)
 
@@ -882,7 +1281,10 @@ class FitTable:
     ``<param>_hi`` (profile-likelihood interval; see module docstring), ``cov_<a>_<b>`` (the
     off-diagonal covariances), ``<param>_boot_stderr`` with a bootstrap, ``loglik``, ``deviance``,
     ``df``, ``gof_pvalue``, ``aic``, ``bic``, ``n_reads``, ``n_h``, ``converged``, ``iterations``,
-    ``quality``, ``reason``.
+    ``quality``, ``reason``. Tables of the ``qasa`` model also hold ``sigma_call``,
+    ``sigma_call_stderr``, ``sigma_call_lo``, ``sigma_call_hi`` (h units; NaN where σ_call was not
+    estimated), ``sigma_call_identified`` and ``dispersion_p``, ``dispersion_df`` (module docstring,
+    "Between calls").
     """
 
     def __init__(self, table: pd.DataFrame, model: Model | str, meta: dict[str, Any] | None = None) -> None:
@@ -893,6 +1295,14 @@ class FitTable:
             for col in (f"{p}_lo", f"{p}_hi"):
                 if col not in self.table:
                     self.table[col] = np.nan
+        if self.model.name == "qasa":  # ... and before the between-call component (issue 20)
+            for col in ("sigma_call", "sigma_call_stderr", "sigma_call_lo", "sigma_call_hi", "dispersion_p"):
+                if col not in self.table:
+                    self.table[col] = np.nan
+            if "sigma_call_identified" not in self.table:
+                self.table["sigma_call_identified"] = False
+            if "dispersion_df" not in self.table:
+                self.table["dispersion_df"] = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -1043,10 +1453,16 @@ def _as_response(data: Dataset | Response) -> Response:
     return data.response() if isinstance(data, Dataset) else data
 
 
+#: Most parametric-bootstrap replicates of :func:`fit` (``qasa fit --bootstrap``): standard errors need
+#: 25–200 (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, §6.4); each replicate refits
+#: every qubit and holds a copy of its counts, so 10⁸ would exhaust memory instead of finishing.
+MAX_BOOTSTRAP = 10_000
+
+
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
         rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95,
-        information: str = "observed") -> FitTable:
+        information: str = "observed", between_calls: bool = True) -> FitTable:
     """Fit ``model`` to every qubit of ``data`` by maximum likelihood (see module docstring).
 
     Args:
@@ -1065,12 +1481,19 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             the expected (Fisher) information, one evaluation: asymptotically the same, for callers
             that need the estimates and only rough errors (the halves of
             :func:`qasa.device.split_half`).
+        between_calls: for the ``qasa`` model on data with per-call statistics (a
+            :class:`~qasa.dataset.Dataset`, or a :class:`~qasa.dataset.Response` with ``calls``), fit
+            the between-call component σ_call and let every interval account for it (module
+            docstring, "Between calls"); False: the binomial likelihood of the summed counts (reads
+            independent), σ_call not estimated (``dispersion_p`` is still reported).
 
     Returns:
         A :class:`FitTable` with one row per qubit (degenerate qubits flagged, never raised).
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level!r} must lie in (0, 1)")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise ValueError(f"bootstrap={bootstrap!r} must be an integer in [0, {MAX_BOOTSTRAP}] (replicates)")
     if information not in ("observed", "expected"):
         raise ValueError(f"information={information!r} must be 'observed' or 'expected'")
     model = get_model(model)
@@ -1099,18 +1522,150 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         theta[ok] = model.from_internal(phi_ok)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
+    calls = None
+    if model.name == "qasa":
+        calls = _dispersion(r)
+        if not between_calls:
+            calls["identified"][:] = False
+            calls["why"] = "fitted without the between-call component (between_calls=False)"
+    if calls is not None and fitted.size:
+        _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol)
+        fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
     if fitted.size:
         cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
                                   r.n_total[fitted].astype(float), score[fitted], expected=information == "expected",
                                   fisher=fisher[fitted])
         if intervals:
-            _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, fitted, fisher)
-    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov)
+            _intervals(model, r.h, r.n_down.astype(float), r.n_total.astype(float), theta, ll, cov, iters, lower,
+                       upper, level, max_iter, tol, fitted, fisher)
+    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls)
     meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
+    if calls is not None:
+        meta["likelihood"] = "between-calls" if calls["fitted"].any() else "binomial"
     if bootstrap:
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
+
+
+#: A cell (qubit, programmed field) enters the homogeneity test and the between-call degrees of
+#: freedom when each outcome is expected at least this many times per call (Pearson χ² is then
+#: close to its χ² law; fewer expected counts make it heavy-tailed).
+MIN_CALL_COUNT = 5.0
+#: A cell takes the Gaussian form of the between-call likelihood when each outcome is expected at
+#: least this many times per call (module docstring): there the per-call counts are near-Gaussian;
+#: below it (the saturated tails) the binomial Laplace form, whose mean information is the
+#: binomial's (a Gaussian there reads information from the binomial variance law: γ's intervals
+#: 2 % short on clean data at a threshold of 5).
+GAUSS_MIN_COUNT = 20.0
+#: σ_call is estimated for a qubit with at least this many between-call degrees of freedom
+#: (Σ over such cells of calls − 1); below it the table says it is not identified.
+MIN_CALL_DF = 20
+
+
+def _dispersion(r: Response) -> dict[str, Any]:
+    """Between-call homogeneity per qubit, from the data alone: Pearson's
+    ``X² = Σ_cells Σ_c (n_c − r N_c)² / (N̄ r (1 − r))`` over the cells whose every call expects each
+    outcome ≥ :data:`MIN_CALL_COUNT` times, on ``df = Σ (C − 1)`` degrees of freedom; and whether
+    σ_call can be separated (``df ≥`` :data:`MIN_CALL_DF`)."""
+    n = len(r.qubits)
+    out: dict[str, Any] = {"p": np.full(n, np.nan), "df": np.zeros(n, np.int64), "identified": np.zeros(n, bool),
+                           "fitted": np.zeros(n, bool), "sigma": np.full(n, np.nan), "lo": np.full(n, np.nan),
+                           "hi": np.full(n, np.nan), "se": np.full(n, np.nan), "deviance": np.full(n, np.nan),
+                           "n_free": np.zeros(n, np.int64), "why": "no per-call counts (one pseudo-call per h)"}
+    c = r.calls
+    if c is None:
+        return out
+    C = c.n_calls.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nbar = np.where(C > 0, r.n_total / np.maximum(C, 1), 0.0)
+        ratio = c.centre
+        use = (C >= 2) & (nbar * np.minimum(ratio, 1 - ratio) >= MIN_CALL_COUNT)
+        x2 = np.where(use, c.spread / (nbar * ratio * (1 - ratio)), 0.0).sum(1)
+    df = np.where(use, C - 1, 0).sum(1).astype(np.int64)
+    out["p"] = np.where(df > 0, stats.chi2.sf(x2, np.maximum(df, 1)), np.nan)
+    out["df"] = df
+    out["identified"] = df >= MIN_CALL_DF
+    out["why"] = f"fewer than {MIN_CALL_DF} between-call degrees of freedom"
+    return out
+
+
+#: Convergence of the between-call fit (gain in nats, step in conditional standard errors): its
+#: start is the binomial fit's, a few steps away; the profiles that follow re-maximize every point
+#: and any point better than the fit by 1e-3 nats restarts it (the escape step).
+_CALLS_TOL, _CALLS_STEP_TOL = 1e-4, 0.01
+
+
+def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol) -> None:
+    """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
+    "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
+    moment start of σ², one maximization of the five parameters, covariance and profile intervals."""
+    rows = rows[calls["identified"][rows]]
+    if rows.size == 0:
+        return
+    qasa = get_model("qasa")
+    th0 = theta[rows]
+    m, dm = qasa.m_jac(r.h, th0)
+    g = (0.5 * dm[..., 1]) ** 2
+    eps = 1e-5                                  # ∂²p/∂b² by a central difference of the analytic slope
+    up, down = th0.copy(), th0.copy()
+    up[:, 1] += eps
+    down[:, 1] -= eps
+    pbb = 0.5 * (qasa.m_jac(r.h, up)[1][..., 1] - qasa.m_jac(r.h, down)[1][..., 1]) / (2 * eps)
+    D = _pack_calls(r, rows, g, pbb ** 2)
+    T = D[:, _S] + D[:, _U]
+    # moment start: E Σ(n − rN)² = (C − 1) N̄ (w + N̄ g σ²) for calls of equal size
+    p = np.clip(0.5 * (1 + m), _PCLIP, 1 - _PCLIP)
+    C = D[:, _C]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
+        num = np.where(C >= 2, D[:, _R0] / np.maximum(nbar, 1) - (C - 1) * p * (1 - p), 0.0).sum(1)
+        den = np.where(C >= 2, (C - 1) * D[:, _G] * nbar, 0.0).sum(1)
+        v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, (0.3 / np.maximum(th0[:, 0], 1e-9)) ** 2)
+    start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
+    pm = CALL_MODEL.internal
+    phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter,
+                                              tol=max(tol, _CALLS_TOL), step_tol=_CALLS_STEP_TOL)
+    th5 = CALL_MODEL.from_internal(phi)
+    ok = c5 & np.isfinite(l5)
+    calls["invalid"] = np.zeros(len(theta), bool)
+    calls["unconverged"] = np.zeros(len(theta), bool)
+    calls["unconverged"][rows[~ok]] = True
+    if not ok.any():
+        return
+    rows, th5, l5, i5, sc5, fi5, D, T = rows[ok], th5[ok], l5[ok], i5[ok], sc5[ok], fi5[ok], D[ok], T[ok]
+    m5 = len(rows)
+    # standard errors from the expected information (the optimizer's last evaluation): five score
+    # evaluations fewer than the observed one, from which it differs by ≤ 3 % (5–95 % of 400 qubits,
+    # every parameter; benchmarks/fit_speed.py's device)
+    cv5 = _covariance(CALL_MODEL, r.h, th5, D, T, sc5, expected=True, fisher=fi5)
+    lo5, hi5 = np.full((m5, 5), np.nan), np.full((m5, 5), np.nan)
+    it5 = iters[rows] + i5
+    if intervals:
+        _intervals(CALL_MODEL, r.h, D, T, th5, l5, cv5, it5, lo5, hi5, level, max_iter, tol, np.arange(m5), fi5)
+    valid = th5[:, 0] * th5[:, 4] < 0.99 * BETA_SIGMA_MAX
+    calls["invalid"][rows[~valid]] = True
+    rows, th5, l5, it5, cv5, lo5, hi5, D, T = (a[valid] for a in (rows, th5, l5, it5, cv5, lo5, hi5, D, T))
+    theta[rows], ll[rows], iters[rows] = th5[:, :4], l5, it5
+    cov[rows] = cv5[:, :4, :4]
+    lower[rows], upper[rows] = lo5[:, :4], hi5[:, :4]
+    calls["fitted"][rows] = True
+    calls["sigma"][rows], calls["lo"][rows], calls["hi"][rows] = th5[:, 4], lo5[:, 4], hi5[:, 4]
+    with np.errstate(invalid="ignore"):
+        calls["se"][rows] = np.sqrt(cv5[:, 4, 4])
+    # lack of fit of the summed counts about the mean, each cell's binomial deviance divided by its
+    # between-call inflation 1 + s² K (≈ 1 + N̄ s²/(pq)); the mean has (β, b, γ, η_tot) free
+    pbar = np.clip(CALL_MODEL.p_down(r.h, th5), _PCLIP, 1 - _PCLIP)
+    S, U = D[:, _S], D[:, _U]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dev = 2.0 * (np.where(S > 0, S * np.log(S / (T * pbar)), 0.0) + np.where(U > 0, U * np.log(U / (T * (1 - pbar))), 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        K = (S / pbar ** 2 + U / (1 - pbar) ** 2) / np.maximum(D[:, _C], 1.0)
+    v = th5[:, 4:5] ** 2
+    infl = 1.0 + (D[:, _G] * v + 0.5 * D[:, _H] * v * v) * K
+    calls["deviance"][rows] = np.maximum(dev / infl, 0.0).sum(1)
+    eta_tot = np.hypot(th5[:, 3], th5[:, 4])
+    calls["n_free"][rows] = (th5[:, 0] > 0).astype(int) + 1 + (th5[:, 2] > 0) + (eta_tot > 0)
 
 
 def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np.ndarray]:
@@ -1140,34 +1695,34 @@ def _check_starts(model: Model, starts: Sequence[np.ndarray], n: int) -> list[np
     return out
 
 
-def _intervals(model, r, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows, fisher=None,
-               rounds: int = 3) -> None:
-    """Profile intervals of ``rows``, in place; a profile point that beats the fit restarts it (the
+def _intervals(model, h, n_down, n_total, theta, ll, cov, iters, lower, upper, level, max_iter, tol, rows,
+               fisher=None, rounds: int = 3) -> None:
+    """Profile intervals of ``rows`` (indices into every array: ``n_down``, ``n_total`` are the data of
+    all rows, float), in place; a profile point that beats the fit restarts it (the
     escape step of the module docstring), and its covariance and intervals are recomputed. After
     the last escape round the moved rows get their intervals once more (around the final estimate:
     an interval is never left from an earlier one)."""
     for round_ in range(rounds + 1):
         if rows.size == 0:
             return
-        nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
-        lo, hi, better, better_ll = profile_intervals(model, r.h, nd, nt, theta[rows], ll[rows], level,
+        nd, nt = n_down[rows], n_total[rows]
+        lo, hi, better, better_ll = profile_intervals(model, h, nd, nt, theta[rows], ll[rows], level,
                                                       cov=cov[rows], information=None if fisher is None else fisher[rows])
         fisher = None               # (escaped rows have moved: their information is evaluated anew)
         lower[rows], upper[rows] = lo, hi
         esc = np.flatnonzero(np.isfinite(better_ll))
         if esc.size == 0 or round_ == rounds:
             return
-        th2, ll2, cv2, it2 = maximize(model, r.h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
+        th2, ll2, cv2, it2 = maximize(model, h, nd[esc], nt[esc], better[esc], max_iter=max_iter, tol=tol)
         improved = cv2 & np.isfinite(ll2) & (ll2 > ll[rows[esc]])
         moved = rows[esc[improved]]
         theta[moved], ll[moved], iters[moved] = th2[improved], ll2[improved], iters[moved] + it2[improved]
         rows = moved
         if rows.size:
-            cov[rows] = _covariance(model, r.h, theta[rows], r.n_down[rows].astype(float),
-                                    r.n_total[rows].astype(float))
+            cov[rows] = _covariance(model, h, theta[rows], n_down[rows], n_total[rows])
 
 
-def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov) -> pd.DataFrame:
+def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls=None) -> pd.DataFrame:
     n, k = theta.shape
     cov = cov.copy()
     with np.errstate(invalid="ignore"):
@@ -1182,6 +1737,12 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     n_h = (r.n_total > 0).sum(1)
     reads = r.n_total.sum(1)
     deviance = np.maximum(2.0 * (ll_sat - ll), 0.0)
+    k_used = np.full(n, k)
+    if calls is not None:          # between-call fits: their own deviance and free mean parameters
+        on = calls["fitted"]
+        deviance = np.where(on, calls["deviance"], deviance)
+        n_free = np.where(on, calls["n_free"], n_free)
+        k_used = np.where(on, k + 1, k)
     df = n_h - n_free
     gof = np.where(df > 0, stats.chi2.sf(deviance, np.maximum(df, 1)), np.nan)
     reasons = reasons.copy()
@@ -1213,6 +1774,21 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         rules += [(unbounded, f"{p} not identified: interval unbounded", True),
                   (on, f"{p} on its bound: one-sided interval", False),
                   (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    if calls is not None:
+        on = live & calls["fitted"]
+        sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
+        unb = on & np.isinf(shi)
+        invalid = live & calls.get("invalid", np.zeros(n, bool))
+        unconv = live & calls.get("unconverged", np.zeros(n, bool))
+        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid & ~unconv,
+                   f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+                  (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
+                           "between-call noise", False),
+                  (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
+                            f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
+                  (unb, "sigma_call not identified: interval unbounded", True),
+                  (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
+                  (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
     for mask, text, bad in rules:
         reasons[mask] = np.where(reasons[mask] == "", text, reasons[mask].astype(str) + "; " + text)
         if bad:
@@ -1225,13 +1801,22 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     for j, p in enumerate(model.params):
         data[f"{p}_lo"] = lower[:, j]
         data[f"{p}_hi"] = upper[:, j]
+    if calls is not None:
+        fitted_calls = live & calls["fitted"]
+        data["sigma_call"] = np.where(fitted_calls, calls["sigma"], np.nan)
+        data["sigma_call_stderr"] = np.where(fitted_calls, calls["se"], np.nan)
+        data["sigma_call_lo"] = np.where(fitted_calls, calls["lo"], np.nan)
+        data["sigma_call_hi"] = np.where(fitted_calls, calls["hi"], np.nan)
+        data["sigma_call_identified"] = fitted_calls
+        data["dispersion_p"] = calls["p"]
+        data["dispersion_df"] = calls["df"]
     cov[reasons != ""] = np.nan
     for i, a in enumerate(model.params):
         for j in range(i + 1, k):
             data[f"cov_{a}_{model.params[j]}"] = cov[:, i, j]
     data.update(loglik=ll, deviance=np.where(live, deviance, np.nan), df=df.astype("int64"),
-                gof_pvalue=np.where(live, gof, np.nan), aic=2 * k - 2 * ll,
-                bic=k * np.log(np.maximum(reads, 1)) - 2 * ll, n_reads=reads.astype("int64"),
+                gof_pvalue=np.where(live, gof, np.nan), aic=2 * k_used - 2 * ll,
+                bic=k_used * np.log(np.maximum(reads, 1)) - 2 * ll, n_reads=reads.astype("int64"),
                 n_h=n_h.astype("int64"), converged=conv, iterations=iters.astype("int64"),
                 quality=quality.astype(str), reason=reasons.astype(str))
     return pd.DataFrame(data)
@@ -1286,6 +1871,9 @@ def compare(data: Dataset | Response | dict[str, FitTable],
         tables = data
     else:
         r = _as_response(data)
+        # one likelihood for every model: the binomial of the summed counts (the between-call
+        # component exists for qasa only, and its log-likelihood is not on the same footing)
+        fit_kwargs.setdefault("between_calls", False)
         tables = {m: fit(r, m, **fit_kwargs) for m in models}
     names = list(tables)
     if not names:

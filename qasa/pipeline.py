@@ -198,6 +198,10 @@ def assess(sampler: dimod.Sampler | str | None = None, out: str | Path | None = 
 
     if design not in ("grid", "adaptive"):
         raise ValueError(f"design={design!r}; choose 'grid' or 'adaptive'")
+    if report and report_dir is not None:       # before anything is collected
+        from qasa.report import check_report_dir
+
+        check_report_dir(report_dir)
     if design == "adaptive":
         from qasa import adaptive
 
@@ -216,6 +220,10 @@ def assess(sampler: dimod.Sampler | str | None = None, out: str | Path | None = 
 def report(dataset: str | Path | Dataset, model: str = "qasa", *, out: str | Path | None = None,
            compare: bool = False, cache: bool = True) -> Assessment:
     """Fit (or reuse matching cached fits) and write the report of a dataset — ``qasa report``."""
+    if out is not None:          # before anything is fitted or cached
+        from qasa.report import check_report_dir
+
+        check_report_dir(out)
     if isinstance(dataset, Dataset):
         return _analyse(dataset, None, model=model, compare=compare, write_report=True, report_dir=out,
                         cache=False)

@@ -231,6 +231,11 @@ def recovery(true: np.ndarray, fitted: np.ndarray, stderr: np.ndarray | None = N
     if ok.any():
         lo, hi = min(t[ok].min(), f[ok].min()), max(t[ok].max(), f[ok].max())
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        # the axes span the points (an unbounded interval would stretch them over −1…1 for values in
+        # [0, 0.06]); interval bars leaving the panel are cut at its edge
+        pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1e-3) * 0.05
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel(f"true {name}")
     ax.set_ylabel(f"fitted {name}")
     return ax

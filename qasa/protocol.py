@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -43,7 +45,7 @@ from qasa.errors import ProtocolError
 if TYPE_CHECKING:
     import dimod
 
-__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_parameters"]
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_parameters", "MANAGED_PARAMETERS"]
 
 #: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
 DESIGNS = ("grid", "permuted")
@@ -51,6 +53,41 @@ DESIGNS = ("grid", "permuted")
 #: Most calls one protocol may expand into (the reference protocol makes 810): a bound that keeps a
 #: mistyped read count from expanding for ever.
 MAX_CALLS = 100_000
+
+
+#: Sampler parameters qasa sets itself, refused in ``sampler_params`` (with what sets them instead).
+MANAGED_PARAMETERS = {
+    "auto_scale": "always False: h is programmed as given, never rescaled",
+    "flux_drift_compensation": "the protocol's flux_drift_compensation field",
+    "annealing_time": "the protocol's annealing_time field",
+    "anneal_schedule": "the protocol's anneal_schedule field",
+    "h_gain_schedule": "the protocol's h_gain_schedule field",
+    "answer_mode": "always 'histogram'",
+    "label": "one label per call, naming the dataset and the call",
+    "num_reads": "reads_per_h and reads_per_call",
+    "seed": "each call's seed, drawn from the protocol's seed",
+}
+
+
+def _sequence(name: str, value: Any) -> list[Any]:
+    """``value`` as a list, or :class:`ProtocolError` if it is not a sequence (a string is not one)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ProtocolError(f"{name}={value!r} must be a sequence of numbers")
+    return list(value)
+
+
+def _number(name: str, value: Any) -> float:
+    """A real number (Python or numpy) as ``float``; a bool, a string or anything else is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ProtocolError(f"{name}: {value!r} is not a number (a bool or a string is refused; give an int or a float)")
+    return float(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    """An integer (Python or numpy) as ``int``; a bool, a float or anything else is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ProtocolError(f"{name}={value!r} must be an integer (a bool, a float or a string is refused)")
+    return int(value)
 
 
 def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
@@ -67,9 +104,11 @@ def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
         raise ProtocolError(f"h_max={h_max!r} must be a positive finite number")
     if not (h_step > 0 and math.isfinite(h_step)):
         raise ProtocolError(f"h_step={h_step!r} must be a positive finite number")
-    n = int(math.floor(h_max / h_step + 1e-9))
-    if 2 * n + 1 > 100_001:
-        raise ProtocolError(f"h grid of {2 * n + 1} values is too large (h_max={h_max}, h_step={h_step})")
+    ratio = h_max / h_step        # may overflow to inf (h_max=1e308, h_step=1e-308): refused, not converted
+    if not ratio <= 50_000:
+        raise ProtocolError(f"h_max={h_max:g} in steps of h_step={h_step:g} makes more than 100 001 h values; "
+                            "allowed: at most 100 001 (h_max/h_step <= 50 000)")
+    n = int(math.floor(ratio + 1e-9))
     values = np.round(np.arange(-n, n + 1) * h_step, 12) + 0.0  # +0.0 turns -0.0 into 0.0
     return tuple(float(v) for v in values)
 
@@ -88,6 +127,8 @@ class Call:
         gauge: index of this call's gauge among the calls of the same h value.
         num_reads: reads of this call.
         flips: the gauge, one ±1 per qubit of the call's qubit list (all +1 without gauges).
+        params: extra sampler parameters of this call only (e.g. the per-call ``flux_biases`` of
+            :mod:`qasa.shim`), sent on top of the protocol's; ``None`` for none.
     """
 
     call_id: str
@@ -97,6 +138,7 @@ class Call:
     gauge: int
     num_reads: int
     flips: np.ndarray = field(repr=False, compare=False)
+    params: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
         """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""
@@ -134,7 +176,14 @@ class Protocol:
         flux_drift_compensation: D-Wave's hourly flux-drift correction; QASA switches it off.
         qubits: qubits to assess; ``None`` means every active qubit of the sampler.
         seed: seed of the gauges (and of seeded samplers); ``None`` draws one when the run starts.
-        sampler_params: extra keyword arguments for the sampler (sent only if it accepts them).
+        sampler_params: extra keyword arguments for the sampler (sent only if it accepts them); the
+            parameters qasa sets itself (:data:`MANAGED_PARAMETERS`: ``auto_scale``, which is always
+            False, ``num_reads``, ``seed``...) are refused.
+
+    Raises:
+        ProtocolError: when constructed with a value of the wrong type (a bool or a string where a
+            number is meant, a float where an integer is meant; numpy numbers are accepted) or a
+            managed sampler parameter; the ranges are checked by :meth:`check`.
         design: ``"grid"`` (the same h on every qubit in each call) or ``"permuted"`` (every qubit
             sees every h value once per gauge round, in its own seeded order; see module docstring).
     """
@@ -154,15 +203,37 @@ class Protocol:
     design: str = "grid"
 
     def __post_init__(self) -> None:
-        # normalize containers so that equality and serialization are exact
-        object.__setattr__(self, "h_values", tuple(float(h) for h in self.h_values))
+        # types are checked and normalized here, before anything is created from the protocol: numpy
+        # numbers become Python numbers (equality and JSON serialization are exact), a bool or a
+        # string where a number is meant is refused; the ranges are checked by :meth:`check`
+        object.__setattr__(self, "h_values", tuple(_number("h_values", h) for h in _sequence("h_values", self.h_values)))
+        for name in ("reads_per_h", "reads_per_call", "gauges_per_h"):
+            object.__setattr__(self, name, _integer(name, getattr(self, name)))
+        for name in ("seed", "annealing_time"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, (_integer if name == "seed" else _number)(name, value))
         for name in ("anneal_schedule", "h_gain_schedule"):
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, tuple((float(t), float(x)) for t, x in value))
+                try:
+                    points = tuple((t, x) for t, x in _sequence(name, value))
+                except (TypeError, ValueError):
+                    raise ProtocolError(f"{name}={value!r} must be a sequence of (t_µs, value) pairs") from None
+                object.__setattr__(self, name, tuple((_number(name, t), _number(name, x)) for t, x in points))
         if self.qubits is not None:
-            object.__setattr__(self, "qubits", tuple(int(q) for q in self.qubits))
+            object.__setattr__(self, "qubits", tuple(_integer("qubits", q) for q in _sequence("qubits", self.qubits)))
+        for name in ("spin_reversal", "flux_drift_compensation"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ProtocolError(f"{name}={getattr(self, name)!r} must be True or False")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if not isinstance(self.sampler_params, Mapping):
+            raise ProtocolError(f"sampler_params={self.sampler_params!r} must be a dict of sampler keyword arguments")
         object.__setattr__(self, "sampler_params", dict(self.sampler_params))
+        managed = sorted(set(self.sampler_params) & set(MANAGED_PARAMETERS))
+        if managed:
+            raise ProtocolError(f"sampler_params sets {managed[0]!r}, which qasa sets itself "
+                                f"({MANAGED_PARAMETERS[managed[0]]}); remove it from sampler_params")
 
     def __repr__(self) -> str:
         from qasa.display import protocol_repr

@@ -14,7 +14,11 @@ dwave-cloud-client could use:
 
 The command line also installs :func:`redacting_streams` (stdout and stderr pass through
 :func:`redact`), a redacting ``sys.excepthook`` and a log filter, so that tracebacks and log output
-are covered too.
+are covered too. They are installed *before* the first token is looked up: dwave-cloud-client's
+``load_config`` logs the whole configuration, token included, at ``DWAVE_LOG_LEVEL=TRACE``, so the
+tokens of the configuration files and the environment (read without it) are known to the filter
+first. qasa's own calls of ``load_config`` are made with its logger silenced, so a library user's
+TRACE log shows no token qasa looked up either.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ __all__ = ["tokens", "redact", "redact_obj", "register", "redacting_streams", "R
 REPLACEMENT = "<token>"
 
 _registered: set[str] = set()
+#: The token sets of the redacting streams in use (a token registered later is added to each).
+_live: list[set[str]] = []
 #: Shortest string treated as a token (guards against replacing an empty or one-letter value).
 _MIN_LENGTH = 4
 
@@ -41,6 +47,8 @@ def register(token: str | None) -> None:
     """Also redact ``token`` from now on (e.g. the token a sampler was built with)."""
     if token and len(str(token)) >= _MIN_LENGTH:
         _registered.add(str(token))
+        for live in _live:
+            live.add(str(token))
 
 
 def _config_files() -> list[str]:
@@ -53,8 +61,36 @@ def _config_files() -> list[str]:
     return files
 
 
+@contextlib.contextmanager
+def _silenced(name: str) -> Iterator[None]:
+    """Within the block, the logger ``name`` (and its children) emits nothing."""
+    logger = logging.getLogger(name)
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
+
+
 def tokens(profile: str | None = None) -> set[str]:
     """Every token dwave-cloud-client could use (see module docstring)."""
+    found = _known_tokens()
+    try:
+        from dwave.cloud.config import load_config
+
+        with _silenced("dwave.cloud.config.loaders"):
+            value = load_config(profile=profile).get("token")
+        if value:
+            found.add(value)
+    except Exception:
+        pass
+    return {t for t in found if t and len(t) >= _MIN_LENGTH}
+
+
+def _known_tokens() -> set[str]:
+    """The registered tokens, ``DWAVE_API_TOKEN`` and the tokens of every configuration file
+    (read without dwave-cloud-client's ``load_config``, which logs them)."""
     found = set(_registered)
     env = os.environ.get("DWAVE_API_TOKEN")
     if env:
@@ -80,14 +116,6 @@ def tokens(profile: str | None = None) -> set[str]:
                 if value:
                     found.add(value.strip())
     except Exception:  # pragma: no cover - a broken homebase install must not break redaction
-        pass
-    try:
-        from dwave.cloud.config import load_config
-
-        value = load_config(profile=profile).get("token")
-        if value:
-            found.add(value)
-    except Exception:
         pass
     return {t for t in found if t and len(t) >= _MIN_LENGTH}
 
@@ -178,11 +206,11 @@ def redacting_streams(profile: str | None = None) -> Iterator[set[str]]:
     """Within the block, stdout, stderr, tracebacks (``sys.excepthook``) and log records are redacted.
 
     Yields the set of tokens being redacted (tokens registered inside the block are added to it).
+    The streams and the log filter are in place before any token is looked up (see module docstring).
     """
-    secrets = tokens(profile)
+    secrets: set[str] = set()
     out, err, hook = sys.stdout, sys.stderr, sys.excepthook
     log_filter = _RedactingFilter(secrets)
-    handlers = [h for h in logging.root.handlers + logging.getLogger("dwave.cloud").handlers]
 
     def excepthook(kind, value, tb):
         import traceback
@@ -191,11 +219,19 @@ def redacting_streams(profile: str | None = None) -> Iterator[set[str]]:
 
     sys.stdout, sys.stderr = _RedactingStream(out, secrets), _RedactingStream(err, secrets)
     sys.excepthook = excepthook
+    _live.append(secrets)
+    with contextlib.suppress(ImportError):   # its log handler (DWAVE_LOG_LEVEL) is made now, if not before
+        import dwave.cloud  # noqa: F401
+    handlers = [h for h in logging.root.handlers + logging.getLogger("dwave.cloud").handlers]
     for h in handlers:
         h.addFilter(log_filter)
+    secrets.update(_known_tokens())         # known to the filter before load_config logs them
+    secrets.update(tokens(profile))
     try:
         yield secrets
     finally:
+        with contextlib.suppress(ValueError):
+            _live.remove(secrets)
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()

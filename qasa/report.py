@@ -44,7 +44,7 @@ from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_jso
 from qasa.fitting import FitTable
 from qasa.parameters import format_value, parameter_info, round_to_uncertainty
 
-__all__ = ["render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
+__all__ = ["check_report_dir", "render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
            "pooled_temperature", "summarize", "PAGE"]
 
 #: Tables at most this large (bytes of CSV) are linked as data: URIs inside the page.
@@ -220,6 +220,30 @@ def _progress(enabled: bool | None, total: int, desc: str):
 
 
 # -- entry point ------------------------------------------------------------------------------------
+
+def check_report_dir(out_dir: str | Path) -> Path:
+    """A report directory that can be made: not an existing file, and not under one.
+
+    Called before anything is fitted or written (``qasa report --out FILE`` would otherwise leave
+    the fits cached in the dataset before failing on the directory).
+
+    Raises:
+        DatasetError: naming the path and what is allowed.
+    """
+    from qasa.errors import DatasetError
+
+    out = Path(out_dir)
+    if not str(out).strip():
+        raise DatasetError("--out '' is empty: give a report directory (default DATASET/report)")
+    for where in (out, *out.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise DatasetError(f"--out {out}: {where} is a file, not a directory; allowed: a directory "
+                                   "that exists or can be created")
+            break
+    return out
+
+
 def render(report: AssessmentReport | ComparisonReport | AnaloguesReport, out_dir: str | Path, *,
            formats: Sequence[str] = ("svg",), progress: bool | None = False) -> Path:
     """Write the report's page, figures, CSV tables and JSON summary into ``out_dir``.
@@ -351,19 +375,43 @@ def _map_data(rep: AssessmentReport) -> dict[str, Any]:
 
     params = {}
     good = (t["quality"] == "good").to_numpy()
+    lower = dict(zip(rep.fits.model.params, rep.fits.model.lower))
     for p in rep.params:
         v = t[p].to_numpy(float)
         lo, hi = _interval(t, p)
         ok = good & np.isfinite(v)
         lo_c, hi_c = (np.percentile(v[ok], [1, 99]) if ok.any() else (0.0, 1.0))
+        signed = bool(lower.get(p, 0.0) < 0)            # a signed parameter (b): a diverging scale centred on 0
+        if signed:
+            m = max(abs(lo_c), abs(hi_c)) or 1.0
+            lo_c, hi_c = -m, m
         info = parameter_info(p)
         params[p] = {"v": r5(v), "lo": r5(lo), "hi": r5(hi), "range": [float(lo_c), float(hi_c)],
-                     "symbol": info.symbol, "unit": info.unit}
+                     "symbol": info.symbol, "unit": info.unit, "signed": signed}
     x, y = lay["x"].to_numpy(float), lay["y"].to_numpy(float)
     return {"ids": [int(q) for q in ids], "x": [round(float(a), 5) for a in x], "y": [round(float(a), 5) for a in y],
             "coord": [list(c) for c in lay["coord"]], "coord_names": list(lay.attrs.get("coord_names", [])),
             "quality": t["quality"].tolist(), "reason": t["reason"].fillna("").tolist(),
-            "cell": _cell_size(x, y), "params": params, "order": rep.params}
+            "cell": _cell_size(x, y), "params": params, "order": rep.params, "title": _map_title(rep)}
+
+
+def _map_title(rep: AssessmentReport) -> str:
+    """What a map shows, for its vector file: the run (device, collection dates) and the analysis date."""
+    collected = str(rep.provenance.get("Collected", "—"))
+    return f"{rep.title} · collected {collected} · analysed {rep.created[:10]}"
+
+
+#: Width of an interactive map (CSS pixels); its height follows the device's aspect ratio.
+MAP_WIDTH = 640
+
+
+def _map_canvas(data: dict[str, Any]) -> tuple[int, int]:
+    """Canvas size of a map: :data:`MAP_WIDTH` wide, as tall as the layout's aspect asks (within 0.3–1.5×)."""
+    x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
+    if not len(x):
+        return MAP_WIDTH, MAP_WIDTH
+    w, h = np.ptp(x) + 2 * data["cell"], np.ptp(y) + 2 * data["cell"]
+    return MAP_WIDTH, int(round(MAP_WIDTH * float(np.clip(h / max(w, 1e-12), 0.3, 1.5))))
 
 
 def _cell_size(x: np.ndarray, y: np.ndarray) -> float:
@@ -381,6 +429,7 @@ def _cell_size(x: np.ndarray, y: np.ndarray) -> float:
 
 def _maps_section(rep: AssessmentReport, page: _Page, formats: Sequence[str]) -> tuple[str, str]:
     data = _map_data(rep)
+    width, height = _map_canvas(data)
     blocks = []
     for p in rep.mapped:
         info = parameter_info(p)
@@ -388,14 +437,18 @@ def _maps_section(rep: AssessmentReport, page: _Page, formats: Sequence[str]) ->
             f'<div class="qmap" data-param="{html.escape(p)}"><div class="bar"><strong>{html.escape(info.symbol)}</strong>'
             f'<span>{html.escape(info.name)}{" (" + html.escape(info.unit) + ")" if info.unit else ""}</span>'
             '<button data-z="1.5">+</button><button data-z="0.667">−</button><button data-z="0">reset</button></div>'
-            '<canvas class="map" width="520" height="520"></canvas>'
+            f'<canvas class="map" width="{width}" height="{height}"></canvas>'
             '<div class="bar"><span class="lo"></span><canvas class="cbar" width="200" height="10"></canvas>'
             '<span class="hi"></span><span>grey: not good</span></div><div class="tip"></div></div>')
+    signed = [parameter_info(p).symbol for p in rep.mapped if data["params"][p]["signed"]]
     static = _static_maps(rep, page, formats, data)
     text = ("<p>Each square is a qubit at its place in D-Wave's layout of the device (dwave.graphs). Hover for the "
             "qubit's id, coordinates, every parameter with its 95% interval and its fit quality; scroll to zoom, "
-            "drag to pan, double-click to reset. Colours span the 1st–99th percentile of good qubits; qubits that "
-            f"are not good are grey. Vector versions: {static}</p>")
+            "drag to pan, double-click to reset; the hovered qubit is outlined, a clicked one is marked on every map. "
+            "Each unit cell of the chip is a block of squares at its place in the cell grid (qasa.topology.tile_positions). "
+            "Colours span the 1st–99th percentile of good qubits"
+            + (f" ({', '.join(signed)}: a diverging scale symmetric about 0, red positive, blue negative)" if signed else "")
+            + f"; qubits that are not good are grey. Vector versions: {static}</p>")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     script = (f'<script type="application/json" id="qasa-map-data">{payload}</script>'
               f"<script>{_MAP_JS}</script>")
@@ -420,8 +473,12 @@ def _static_maps(rep: AssessmentReport, page: _Page, formats: Sequence[str], dat
         for p in rep.mapped:
             fig = _figure(6, 5.4)
             v = np.where(good, t.loc[ids, p].to_numpy(float), np.nan)
-            plots.layout_map(lay.loc[ids, "x"], lay.loc[ids, "y"], v, ax=fig.subplots(), label=parameter_info(p).label,
-                             size=float(np.clip(9000.0 / max(len(ids), 1), 0.6, 40.0)))
+            P = data["params"][p]
+            ax = fig.subplots()
+            plots.layout_map(lay.loc[ids, "x"], lay.loc[ids, "y"], v, ax=ax, label=parameter_info(p).label,
+                             size=float(np.clip(9000.0 / max(len(ids), 1), 0.6, 40.0)),
+                             cmap="RdBu_r" if P["signed"] else "viridis", vmin=P["range"][0], vmax=P["range"][1])
+            ax.set_title(f"{parameter_info(p).label} per qubit\n{data['title']}", fontsize=8)
             fig.savefig(page.out / f"map_{p}.pdf", format="pdf")
             page.files.append(f"map_{p}.pdf")
             links.append(f'<a href="map_{p}.pdf">map_{p}.pdf</a>')
@@ -446,22 +503,27 @@ def svg_map(data: dict[str, Any], param: str, width: int = 640) -> str:
     x0, x1, y0, y1 = x.min() - cell, x.max() + cell, y.min() - cell, y.max() + cell
     scale = width / max(x1 - x0, 1e-12)
     height = int(round((y1 - y0) * scale))
-    rgba = colormaps["viridis"](np.clip((v - lo) / span, 0, 1))
+    cmap = colormaps["RdBu_r" if P.get("signed") else "viridis"]
+    rgba = cmap(np.clip((v - lo) / span, 0, 1))
     rgb = (rgba[:, :3] * 255).astype(int)                   # int(c * 255), as the colour bar below
     hexes = ("#%02x%02x%02x " * len(rgb) % tuple(rgb.ravel().tolist())).split()
     fill = [h if g else "#c8c8c8" for h, g in zip(hexes, good.tolist())]
     side = cell * scale
-    px, py = (x - x0) * scale - side / 2, (y1 - y) * scale - side / 2
+    top = 34                                                   # the title lines above the map
+    px, py = (x - x0) * scale - side / 2, (y1 - y) * scale - side / 2 + top
     rect = f'<rect x="%.2f" y="%.2f" width="{side:.2f}" height="{side:.2f}" fill="%s"><title>qubit %d</title></rect>'
     rects = rect * len(px) % tuple(v for row in zip(px.tolist(), py.tolist(), fill, data["ids"]) for v in row)
     stops = "".join(f'<stop offset="{t:.2f}" stop-color="#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"/>'
-                    for t, (r, g, b, _) in zip(np.linspace(0, 1, 11), colormaps["viridis"](np.linspace(0, 1, 11))))
+                    for t, (r, g, b, _) in zip(np.linspace(0, 1, 11), cmap(np.linspace(0, 1, 11))))
     label = f"{P['symbol']}" + (f" ({P['unit']})" if P["unit"] else "")
-    bar_y = height + 18
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}" '
-            f'viewBox="0 0 {width} {height + 60}" font-family="sans-serif" font-size="12">'
+    bar_y = height + top + 18
+    total = height + top + 60
+    title = (f'<text x="6" y="14" font-size="13" font-weight="bold">{html.escape(label)} per qubit</text>'
+             f'<text x="6" y="28" font-size="10">{html.escape(str(data.get("title", "")))}</text>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
+            f'viewBox="0 0 {width} {total}" font-family="sans-serif" font-size="12">'
             f'<defs><linearGradient id="cb">{stops}</linearGradient></defs>'
-            f'<rect width="{width}" height="{height + 60}" fill="#ffffff"/><g>{rects}</g>'
+            f'<rect width="{width}" height="{total}" fill="#ffffff"/>{title}<g>{rects}</g>'
             f'<rect x="{width * 0.25:.1f}" y="{bar_y}" width="{width * 0.5:.1f}" height="10" fill="url(#cb)"/>'
             f'<text x="{width * 0.25 - 6:.1f}" y="{bar_y + 9}" text-anchor="end">{html.escape(_fmt(lo))}</text>'
             f'<text x="{width * 0.75 + 6:.1f}" y="{bar_y + 9}">{html.escape(_fmt(hi))}</text>'
@@ -519,11 +581,11 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
         if has:
             c = r["corrected"]
             row += [f"{r['noise_corr']:.2f}" if np.isfinite(r["noise_corr"]) else "—",
-                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined"),
+                    (f"{c:.2f} [{r['corrected_lo']:.2f}, {r['corrected_hi']:.2f}]" if np.isfinite(c) else "undefined" if r["identified"] else "not mapped"),
                     "yes" if r["identified"] else "no"]
         rows.append(row)
     header = ["pair", "qubits", "Pearson r [95% CI]", "Spearman ρ [95% CI]"] + (
-        ["estimation-error correlation", "corrected r [95% CI]", "both identified"] if has else [])
+        ["estimation-error correlation", "corrected r [95% CI]", "both mapped"] if has else [])
     table = page.table(rows, header, corr, "correlations.csv", numeric=[False] + [True] * (len(header) - 1))
     fig = _figure(4.6 * (2 if has else 1), 3.9, _MATRIX_PAIR if has else _MATRIX)
     axes = fig.subplots(1, 2 if has else 1, squeeze=False)[0]
@@ -535,8 +597,9 @@ def _correlation_section(rep: AssessmentReport, page: _Page) -> str:
         axes[1].set_title("corrected for estimation error", fontsize=9)
     text = ("<p>Across good qubits. One qubit's fitted parameters are correlated through its likelihood as well as "
             "through the device (docs/DESIGN.md §6). The corrected correlation removes the mean estimation "
-            "covariance (errors in variables, <code>qasa.device.corrected_correlations</code>, bootstrap interval "
-            "over qubits); only pairs of identified parameters describe the device.</p>")
+            "covariance (errors in variables: from two halves of the calls, <code>qasa.device.split_half</code>, or "
+            "from the fits' covariances, <code>qasa.device.corrected_correlations</code>; bootstrap interval over "
+            "qubits); only pairs of mapped parameters (the maps' rule, <code>qasa.device.mapped</code>) have one.</p>")
     return text + table + page.figure(fig, "correlations", "Correlations between parameters: raw and corrected")
 
 
@@ -672,6 +735,50 @@ def _analogue_section(rep: AssessmentReport, page: _Page) -> str:
             + table + fig_html)
 
 
+def _noise_section(rep: AssessmentReport, page: _Page) -> str:
+    """Between-call spread, drift and the flux-noise spectrum, and what each does to the headline numbers."""
+    from qasa.drift import plot_spectrum
+
+    n = rep.noise
+    parts = ["<p>" + "</p><p>".join(html.escape(e) for e in n["effects"]) + "</p>"]
+    bc = n.get("between_calls")
+    fig = _figure(10, 3.4, _PAIR)
+    ax1, ax2 = fig.subplots(1, 2)
+    if bc and bc["values"]:
+        ax1.hist(bc["values"], bins=40, color="#4c72b0")
+        ax1.set_xlabel("σ_call (h), good qubits")
+        ax1.set_ylabel("qubits")
+        parts.append(f"<p>σ<sub>call</sub>: median {_fmt(bc['sigma_call_median'])}, IQR "
+                     f"[{_fmt(bc['sigma_call_q25'])}, {_fmt(bc['sigma_call_q75'])}] over {bc['qubits']} good qubits; "
+                     f"{_pct(bc['dispersed_share'])} of qubits fail the between-call homogeneity test at p &lt; 0.01 "
+                     "(dispersion_p).</p>")
+    else:
+        ax1.text(0.5, 0.5, "no between-call component in this fit", ha="center", va="center", transform=ax1.transAxes)
+        ax1.set_axis_off()
+    d = n.get("drift")
+    if d is not None:
+        spec = d["_spectrum"]
+        plot_spectrum(spec, ax=ax2)
+        if spec.get("estimable"):
+            parts.append(f"<p>Flux-noise spectrum of the per-call offsets: amplitude at 1 Hz "
+                         f"{_fmt(spec['amplitude_1Hz'])} h/√Hz [{_fmt(spec['amplitude_1Hz_lo'])}, "
+                         f"{_fmt(spec['amplitude_1Hz_hi'])}], exponent {_fmt(spec['exponent'], 0.01)} "
+                         f"[{_fmt(spec['exponent_lo'], 0.01)}, {_fmt(spec['exponent_hi'], 0.01)}] "
+                         "(qasa.drift.spectrum).</p>")
+        else:
+            parts.append(f"<p>Flux-noise spectrum: {html.escape(str(spec.get('reason', '')))}.</p>")
+        if d["trends"]:
+            tr = pd.DataFrame(d["trends"])
+            rows = [[_fmt(int(r["qubit"])), _fmt(r["slope"], r["slope_se"]), _fmt(r["q"], 0.001), str(bool(r["drifts"]))]
+                    for _, r in tr.iterrows()]
+            parts.append(page.table(rows, ["qubit", "b slope (h per hour)", "q (BH)", "drifts"], tr, "drift_trends.csv",
+                                    numeric=[True, True, True, False]))
+    else:
+        ax2.set_axis_off()
+    parts.insert(1, page.figure(fig, "noise", "Between-call spread of the field (left) and spectrum of per-call offsets (right)"))
+    return "".join(parts)
+
+
 def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str], progress: bool | None) -> Path:
     page = _Page(out, formats)
     steps: list[tuple[str, str, Callable[[], str]]] = [("summary", "Summary", lambda: _summary_section(rep, page))]
@@ -693,6 +800,8 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
     if rep.device is not None:
         steps.append(("correlations", "Correlations between parameters", lambda: _correlation_section(rep, page)))
         steps.append(("spatial", "Spatial structure", lambda: _spatial_section(rep, page)))
+    if rep.noise is not None:
+        steps.append(("noise", "Noise beyond shots", lambda: _noise_section(rep, page)))
     if rep.outcome is not None:
         steps.append(("outcomes", "Outcome correlations within reads", lambda: _outcome_section(rep, page)))
     if rep.recovery is not None:
@@ -870,9 +979,12 @@ _MAP_JS = r"""(function () {
   var V = ["#440154","#481a6c","#472f7d","#414487","#39568c","#31688e","#2a788e","#23888e","#1f988b","#22a884",
            "#35b779","#54c568","#7ad151","#a5db36","#d2e21b","#fde725"];
   var RGB = V.map(function (h) { return [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)]; });
-  function colour(t) {
+  var RDBU = ["#053061","#2166ac","#4393c3","#92c5de","#d1e5f0","#f7f7f7","#fddbc7","#f4a582","#d6604d","#b2182b",
+              "#67001f"].map(function (h) { return [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)]; });
+  function colour(t, signed) {
+    var S = signed ? RDBU : RGB;
     if (!(t >= 0)) t = 0; if (t > 1) t = 1;
-    var f = t * (RGB.length - 1), i = Math.min(Math.floor(f), RGB.length - 2), w = f - i, a = RGB[i], b = RGB[i + 1];
+    var f = t * (S.length - 1), i = Math.min(Math.floor(f), S.length - 2), w = f - i, a = S[i], b = S[i + 1];
     return "rgb(" + Math.round(a[0] + w * (b[0] - a[0])) + "," + Math.round(a[1] + w * (b[1] - a[1])) + "," +
       Math.round(a[2] + w * (b[2] - a[2])) + ")";
   }
@@ -915,8 +1027,12 @@ _MAP_JS = r"""(function () {
       var p = this.toCanvas(i);
       if (p[0] < -side || p[1] < -side || p[0] > this.w + side || p[1] > this.h + side) continue;
       var v = P.v[i];
-      c.fillStyle = (D.quality[i] === "good" && v !== null) ? colour((v - lo) / span) : "#c8c8c8";
+      c.fillStyle = (D.quality[i] === "good" && v !== null) ? colour((v - lo) / span, P.signed) : "#c8c8c8";
       c.fillRect(p[0] - half, p[1] - half, side, side);
+    }
+    if (this.hov !== undefined) {
+      var h = this.toCanvas(this.hov);
+      c.strokeStyle = "#000000"; c.lineWidth = 1.5; c.strokeRect(h[0] - half - 1.5, h[1] - half - 1.5, side + 3, side + 3);
     }
     if (this.sel !== undefined) {
       var q = this.toCanvas(this.sel);
@@ -925,7 +1041,7 @@ _MAP_JS = r"""(function () {
   };
   QMap.prototype.colourbar = function () {
     var cb = this.el.querySelector("canvas.cbar"), c = cb.getContext("2d");
-    for (var k = 0; k < cb.width; k++) { c.fillStyle = colour(k / (cb.width - 1)); c.fillRect(k, 0, 1, cb.height); }
+    for (var k = 0; k < cb.width; k++) { c.fillStyle = colour(k / (cb.width - 1), this.P.signed); c.fillRect(k, 0, 1, cb.height); }
     this.el.querySelector(".lo").textContent = fmt(this.P.range[0], null, null);
     this.el.querySelector(".hi").textContent = fmt(this.P.range[1], null, null);
   };
@@ -948,7 +1064,9 @@ _MAP_JS = r"""(function () {
     return lines.join("\n");
   };
   QMap.prototype.hover = function (mx, my) {
-    var i = this.pick(mx, my);
+    var i = this.pick(mx, my), prev = this.hov;
+    this.hov = i >= 0 ? i : undefined;
+    if (this.hov !== prev) this.draw();
     if (i < 0) { this.tip.style.display = "none"; this.tip.removeAttribute("data-qubit"); return; }
     this.tip.textContent = this.describe(i);
     this.tip.setAttribute("data-qubit", String(D.ids[i]));
@@ -972,7 +1090,9 @@ _MAP_JS = r"""(function () {
       if (drag) { self.tx += m[0] - drag[0]; self.ty += m[1] - drag[1]; drag = m; self.draw(); return; }
       self.hover(m[0], m[1]);
     });
-    cv.addEventListener("mouseleave", function () { self.tip.style.display = "none"; drag = null; });
+    cv.addEventListener("mouseleave", function () {
+      self.tip.style.display = "none"; drag = null; if (self.hov !== undefined) { self.hov = undefined; self.draw(); }
+    });
     cv.addEventListener("mousedown", function (e) { drag = local(e); });
     window.addEventListener("mouseup", function () { drag = null; });
     cv.addEventListener("wheel", function (e) {

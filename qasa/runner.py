@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import time
 import warnings
 from pathlib import Path
 from collections.abc import Iterator, Mapping
@@ -39,7 +41,8 @@ from qasa.dataset import Dataset, utcnow
 from qasa.store import DatasetStore
 from qasa.errors import AnswerError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import DEFAULT_CALL_TIMEOUT, async_results, check_leap_options, check_sampleset, is_transient, redact, tag
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, check_leap_options, check_sampleset,
+                        is_transient, redact, tag)
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.session import MemoryStore, Session
 
@@ -86,27 +89,32 @@ def prepare(protocol: Protocol, sampler: dimod.Sampler | Backend, out: str | Pat
     return Session.open(out, as_backend(sampler), protocol, extend=extend).protocol
 
 
-def check_budget_value(max_qpu_seconds: float | None) -> None:
+def check_budget_value(max_qpu_seconds: float | None) -> float | None:
     """A budget must be a finite positive number of seconds (``nan`` would switch the guard off).
+
+    Any real number is accepted (``int``, ``float``, numpy numbers) and returned as ``float``; a
+    string (``"5"``) or a bool is refused, as every other non-number, before anything is written.
 
     Raises:
         BudgetError: naming the value and the allowed range.
     """
     if max_qpu_seconds is None:
-        return
-    try:
-        value = float(max_qpu_seconds)
-    except (TypeError, ValueError):
-        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a number of seconds > 0") from None
+        return None
+    if isinstance(max_qpu_seconds, (bool, np.bool_)) or not isinstance(max_qpu_seconds, numbers.Real):
+        raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} is not a number; give a finite number of seconds > 0 "
+                          "(an int or a float, not a string or a bool)")
+    value = float(max_qpu_seconds)
     if not (math.isfinite(value) and value > 0):
         raise BudgetError(f"max_qpu_seconds={max_qpu_seconds!r} must be a finite number of seconds > 0")
+    return value
 
 
 def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff: float) -> None:
     for name, value, low in (("keep_samples", keep_samples, 0), ("retries", retries, 0), ("in_flight", in_flight, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ProtocolError(f"{name}={value!r} must be an integer ≥ {low}")
-    if not (math.isfinite(backoff) and backoff >= 0):
+    if isinstance(backoff, (bool, np.bool_)) or not isinstance(backoff, numbers.Real) or not (
+            math.isfinite(backoff) and backoff >= 0):
         raise ProtocolError(f"backoff={backoff!r} must be a finite number of seconds ≥ 0")
 
 
@@ -125,12 +133,17 @@ def run(protocol: Protocol, sampler: dimod.Sampler | Backend | str, out: str | P
         progress: called as ``progress(done, total)`` after each call (and once at the start).
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
             nominal frame, as int8 in ``samples/<call_id>.npy``) for outcome-correlation analysis;
-            needs ``out`` and takes the SampleSet path even on the virtual QPU.
+            needs ``out`` and takes the SampleSet path even on the virtual QPU (on a cloud solver
+            the reads come from the answer matrix, through the same path as every cloud call).
         max_qpu_seconds: QPU-time budget for the whole dataset (earlier runs included), a finite
             number > 0. A run whose estimate exceeds it does not start; a run that reaches it stops
             before the call that would cross it, with everything collected saved
-            (:class:`~qasa.cost.BudgetError`). On a cloud solver (a real QPU) a run estimated above
-            :data:`QPU_SECONDS_WITHOUT_BUDGET` needs an explicit budget.
+            (:class:`~qasa.cost.BudgetError`). Every answer paid for counts, also one discarded as
+            bad (``metadata['discarded_answers']``); on a cloud solver the calls in flight count at
+            their estimate scaled by the largest charged/estimated ratio seen, so what is spent
+            stays within the budget plus one window of ``in_flight`` calls (:mod:`qasa.leap`). On a
+            cloud solver (a real QPU) a run estimated above :data:`QPU_SECONDS_WITHOUT_BUDGET` needs
+            an explicit budget.
         retries: attempts after a transient error (:func:`~qasa.leap.is_transient`) before giving
             up on a call; the call is then recorded in ``metadata['failures']`` and the error re-raised.
         backoff: first wait between attempts in seconds (doubled each time).
@@ -153,7 +166,7 @@ def run(protocol: Protocol, sampler: dimod.Sampler | Backend | str, out: str | P
         ProtocolError, DatasetError: before any call, for bad input (nothing is written).
         BudgetError: over budget, before the first call or when the budget is reached.
     """
-    check_budget_value(max_qpu_seconds)
+    max_qpu_seconds = check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     check_leap_options(retries, in_flight, call_timeout)
     session = Session.open(out, sampler, protocol, extend=extend)
@@ -168,7 +181,7 @@ def collect(session: Session, *, progress: Callable[[int, int], None] | None = N
 
     On a finished dataset nothing runs and the stored dataset is returned.
     """
-    check_budget_value(max_qpu_seconds)
+    max_qpu_seconds = check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     check_leap_options(retries, in_flight, call_timeout)
     explicit, store = calls, session.store
@@ -236,17 +249,26 @@ def _ignored_parameters(ctx: _Run) -> list[str]:
 
 
 class _Budget:
-    """QPU time spent so far and the check before each submission."""
+    """QPU time spent so far (every answer paid for, kept or discarded) and the check before each submission.
+
+    ``discarded`` lists the answers paid for but not counted (``metadata['discarded_answers']``);
+    ``persist(discarded)``, when given, writes that list down as soon as it grows.
+    """
 
     def __init__(self, spent: float, max_qpu_seconds: float | None, estimates: dict[int, float | None],
-                 total: int, done_before: int) -> None:
+                 total: int, done_before: int, discarded: list[dict[str, Any]] | None = None,
+                 persist: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.spent, self.limit, self.estimates = spent, max_qpu_seconds, estimates
         self.total, self.done = total, done_before
+        self.discarded = list(discarded or [])
+        self.persist = persist
 
-    def check(self, call: Call, committed: float) -> None:
+    def check(self, call: Call, committed: float, scale: float = 1.0) -> None:
+        """Raise :class:`BudgetError` if ``call`` (its estimate times ``scale``) on top of the time
+        spent and ``committed`` (µs on its way) would pass the budget."""
         if self.limit is None:
             return
-        if self.spent + committed + (self.estimates.get(call.num_reads) or 0.0) > self.limit * 1e6:
+        if self.spent + committed + scale * (self.estimates.get(call.num_reads) or 0.0) > self.limit * 1e6:
             raise BudgetError(f"QPU-time budget reached: {self.spent / 1e6:.3f} s spent of {self.limit:g} s "
                               f"with {self.done} of {self.total} calls done; the collected data are "
                               "saved — run again with a larger budget to resume.")
@@ -256,23 +278,83 @@ class _Budget:
         self.spent += used if used is not None else (self.estimates.get(call.num_reads) or 0.0)
         self.done += 1
 
+    def discard(self, call: Call, problem_id: str | None, us: float | None, reason: str) -> None:
+        """Charge an answer paid for but not counted (``us`` None: the estimate)."""
+        us = float(us) if us is not None else float(self.estimates.get(call.num_reads) or 0.0)
+        self.spent += us
+        self.discarded.append({"call_id": call.call_id, "problem_id": problem_id, "qpu_access_time": us,
+                               "reason": reason, "time": utcnow()})
+        if self.persist is not None:
+            self.persist(self.discarded)
 
-def _results(todo: list[Call], ctx: _Run, budget: _Budget, run_record: dict[str, Any]):
-    if ctx.backend.cloud_solver is not None and ctx.in_flight > 1 and not ctx.keep_samples:
-        return async_results(todo, ctx.protocol, ctx.backend.sampler, ctx.qubits, ctx.base, ctx.in_flight,
-                             ctx.retries, ctx.backoff, budget.check, budget.estimates, ctx.store, run_record,
-                             ctx.call_timeout)
+
+def _discarded_us(meta: dict[str, Any]) -> float:
+    """QPU time (µs) of the answers paid for but not counted (``metadata['discarded_answers']``)."""
+    total = 0.0
+    for item in meta.get("discarded_answers") or []:
+        value = item.get("qpu_access_time") if isinstance(item, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            total += float(value)
+    return total
+
+
+def _identity(store: DatasetStore | MemoryStore | None) -> tuple[str, float]:
+    """The dataset's random identity (made once, kept in ``metadata['dataset_id']``) and its
+    creation time (epoch seconds); a fresh pair for a new dataset (one per in-memory run)."""
+    import datetime as _dt
+    import uuid
+
+    if store is not None and store.exists:
+        meta = store.metadata()
+        ident = meta.get("dataset_id")
+        try:
+            created = _dt.datetime.fromisoformat(str(meta.get("created"))).timestamp()
+        except ValueError:
+            created = 0.0
+        if isinstance(ident, str) and ident:
+            return ident, created
+        return uuid.uuid4().hex[:16], time.time()     # a dataset from before identities: one from now on
+    return uuid.uuid4().hex[:16], time.time()
+
+
+def _spent_us(calls: pd.DataFrame, session: Session) -> float:
+    """QPU time (µs) the stored calls cost: the recorded time, or the estimate where none was recorded
+    (a call stored without a finite time, e.g. by an older version, was still paid for)."""
+    if not len(calls):
+        return 0.0
+    t = (pd.to_numeric(calls["qpu_access_time"], errors="coerce").to_numpy(float) if "qpu_access_time" in calls
+         else np.full(len(calls), np.nan))
+    missing = ~np.isfinite(t)
+    total = float(t[~missing].sum())
+    if missing.any() and "num_reads" in calls:
+        protocol = session.protocol
+        n = len(protocol.qubits or ())
+        for reads, k in pd.Series(calls["num_reads"].to_numpy()[missing]).value_counts().items():
+            total += int(k) * (session.backend.estimate_call(protocol, n, int(reads)) or 0.0)
+    return total
+
+
+def _results(todo: list[Call], ctx: _Run, budget: _Budget, run_record: dict[str, Any],
+             identity: tuple[str, float], done: set[str]):
+    if ctx.backend.cloud_solver is not None:      # every cloud call, --in-flight 1 and --keep-samples too
+        dataset_id, created = identity
+        return async_results(todo, LeapRun(
+            protocol=ctx.protocol, sampler=ctx.backend.sampler, qubits=ctx.qubits, base=ctx.base, budget=budget,
+            dataset_id=dataset_id, created=created, in_flight=ctx.in_flight, retries=ctx.retries,
+            backoff=ctx.backoff, call_timeout=ctx.call_timeout, store=ctx.store, run_record=run_record,
+            keep_samples=ctx.keep_samples, done=frozenset(done)))
     return _sequential_results(todo, ctx, budget.check)
 
 
-def _record_run(session: Session, run_record: dict[str, Any], rounds: dict[str, int] | None) -> None:
+def _record_run(session: Session, run_record: dict[str, Any], rounds: dict[str, int] | None,
+                dataset_id: str) -> None:
     """Create the dataset's metadata, or add this run (and an extended protocol's device record) to it."""
     store, protocol, backend = session.store, session.protocol, session.backend
     existed = store.exists
-    designed = {}
+    designed: dict[str, Any] = {"dataset_id": dataset_id}
     if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
         known = (store.metadata().get("design_rounds") or {}) if existed else {}
-        designed = {"design_rounds": {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}}
+        designed["design_rounds"] = {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}
     if existed:   # the device record (and a virtual QPU's truth, which costs seconds) is made once,
         meta = store.metadata()       # again only when the protocol was extended
         extended = {"device": backend.device_record(protocol)} if meta.get("protocol") != protocol.to_dict() else {}
@@ -292,9 +374,10 @@ def _run_calls(ctx: _Run, calls: list[Call], max_qpu_seconds: float | None,
     existed = store.exists
     # stored data are read and validated before anything new is run (or paid for): a damaged dataset is
     # refused as it stands, and what a resume skips is exactly what loads
-    done = set(store.load().calls["call_id"].astype(str)) if existed else set()
+    stored = store.load().calls if existed else None
+    done = set(stored["call_id"].astype(str)) if stored is not None else set()
     todo = [c for c in calls if c.call_id not in done]
-    spent = store.spent_qpu_us() if existed else 0.0
+    spent = _spent_us(stored, ctx.session) + _discarded_us(store.metadata()) if stored is not None else 0.0
     estimates = _plan_budget(todo, ctx.session, spent, max_qpu_seconds)
     total = len(calls)
     if not todo and existed:           # nothing to do: a finished dataset, returned as stored
@@ -302,11 +385,15 @@ def _run_calls(ctx: _Run, calls: list[Call], max_qpu_seconds: float | None,
         ds = store.load()
         return _finish(store, ds, None) if store.has_journal() else ds
     run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(ctx)}
-    _record_run(ctx.session, run_record, rounds)
+    identity = _identity(store)
+    _record_run(ctx.session, run_record, rounds, identity[0])
     ctx.report(total - len(todo), total)
-    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo))
+    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo),
+                     store.metadata().get("discarded_answers"),
+                     lambda discarded: store.update_metadata(discarded_answers=discarded))
+    results = _results(todo, ctx, budget, run_record, identity, done)
     try:
-        for call, record, counts, samples in _results(todo, ctx, budget, run_record):
+        for call, record, counts, samples in results:
             budget.add(call, record)
             if samples is not None:   # before the journal entry: a journaled call has its samples
                 store.store_samples(call.call_id, samples)
@@ -317,6 +404,10 @@ def _run_calls(ctx: _Run, calls: list[Call], max_qpu_seconds: float | None,
     except Exception as exc:
         store.record_failure(getattr(exc, "qasa_call_id", None), redact(f"{type(exc).__name__}: {exc}"), utcnow())
         raise
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:     # an interrupted cloud run writes down its calls on their way now
+            close()
     return _finish(store, store.load(), run_record)
 
 
@@ -367,8 +458,6 @@ def _checked_calls(calls: Sequence[Call], session: Session) -> list[Call]:
 
 
 def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
-    import time
-
     attempt = 0
     while True:
         try:
@@ -393,13 +482,16 @@ def _sequential_results(todo: list[Call], ctx: _Run, check_budget: Callable[[Cal
 def _with_totals(ds: Dataset) -> Dataset:
     if "qpu_access_time" in ds.calls:
         ds.metadata["qpu_access_time_total_us"] = float(np.nansum(ds.calls["qpu_access_time"].to_numpy(dtype=float)))
+    if ds.metadata.get("discarded_answers"):     # paid for, not counted: part of what the dataset cost
+        ds.metadata["qpu_access_time_discarded_us"] = _discarded_us(ds.metadata)
     ds.metadata["num_calls"] = int(len(ds.calls))
     return ds
 
 
 def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
     protocol, backend, qubits, keep_samples = ctx.protocol, ctx.backend, ctx.qubits, ctx.keep_samples
-    params = dict(ctx.base, num_reads=call.num_reads, label=f"qasa {call.call_id}",
+    params = dict(ctx.base, **(call.params or {}), num_reads=call.num_reads,
+                  label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
                   seed=protocol.call_seed(call.index))
     params, _ = backend.filter(params)
     started = utcnow()
@@ -429,8 +521,8 @@ def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.nd
         "gauge": call.gauge, "num_reads": call.num_reads,
         "problem_id": info.get("problem_id"),
         "started": started, "finished": utcnow(),
-        "qpu_access_time": float(timing["qpu_access_time"]) if "qpu_access_time" in timing else None,
-        "timing": json.dumps(timing, default=float),
+        "qpu_access_time": charged_us(timing, None)[0],       # a finite number ≥ 0, or None
+        "timing": json.dumps(dict(timing) if isinstance(timing, Mapping) else {}, default=str),
     }
     counts = counts_frame(call, qubits, n_down, n_up + n_down)
     return record, counts, samples

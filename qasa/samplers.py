@@ -26,6 +26,7 @@ QPU time or fail late.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import dimod
@@ -248,8 +249,11 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
                   broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
-    if backend in ("sa", "mock") and not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise SamplerError(f"beta={beta!r} must be a finite number > 0 (inverse temperature, 1/h)")
+    if backend in ("sa", "mock") and (isinstance(beta, (bool, np.bool_)) or not isinstance(beta, numbers.Real)
+                                      or not (math.isfinite(beta) and beta > 0)):
+        raise SamplerError(f"beta={beta!r} must be a finite number > 0 (inverse temperature, 1/h; not a bool)")
+    if backend in ("sa", "mock"):
+        beta = float(beta)          # numpy numbers too
     if backend == "sa":
         return StructuredSASampler(topology_type, topology_shape, beta=beta,
                                    broken_nodes=broken_nodes, **options)

@@ -46,7 +46,7 @@ __all__ = ["Session", "MemoryStore", "open_backend", "OPTION_NAMES", "settings_d
 #: How a changed sampler setting is named in an error: the keyword, and the CLI option that sets it.
 OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology_shape": "--shape",
                 "beta": "--beta", "seed": "--device-seed", "preset": "--preset", "physics": "--physics",
-                "solver": "--solver", "profile": "--profile", "class": "the sampler class"}
+                "solver": "--solver", "profile": "--profile", "ideal": "--ideal", "class": "the sampler class"}
 
 #: Recipe keys whose stored ``None`` is a choice (the preset's graph, the default solver), not "unset".
 _NONE_IS_A_VALUE = ("topology_type", "topology_shape", "solver", "seed")

@@ -295,8 +295,9 @@ class DatasetStore:
             raise DatasetError(f"no raw reads kept at h={h:g} in {self.path} (run with keep_samples)")
         return np.concatenate([np.load(f) for f in files])
 
-    def in_flight(self) -> dict[str, str]:
-        """Call id → SAPI problem id of the problems in flight when the last run stopped."""
+    def in_flight(self) -> dict[str, str | None]:
+        """Call id → SAPI problem id of the problems in flight when the last run stopped (None: the call
+        was on its way when the run stopped and its id is unknown; :mod:`qasa.leap` looks it up by label)."""
         path = self.path / IN_FLIGHT
         if not path.is_file():
             return {}
@@ -304,7 +305,8 @@ class DatasetStore:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return ({str(k): (None if v is None else str(v)) for k, v in data.items()} if isinstance(data, dict)
+                else {})
 
     def set_in_flight(self, mapping: dict[str, str]) -> None:
         """Record the problems in flight (an empty mapping removes the file)."""
@@ -488,7 +490,7 @@ class DatasetStore:
             codes = pd.factorize(c["call_id"])[0].astype(np.int64)
             q = c["qubit"].to_numpy(np.int64)
             key = codes * (int(q.max()) - int(q.min()) + 1) + (q - int(q.min()))
-            rows = np.bincount(key) if key.max() < 50_000_000 else np.unique(key, return_counts=True)[1]
+            rows = np.bincount(key) if key.max() < 1 << 23 else np.unique(key, return_counts=True)[1]   # ≤ 64 MB
             if rows.max() > 1:
                 _, first, seen = np.unique(key, return_index=True, return_counts=True)
                 i = first[int(np.argmax(seen > 1))]

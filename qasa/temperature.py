@@ -20,21 +20,53 @@ Definition
     (monotone in β, solved by Brent's method), with expected information
     ``I = Σ_ij N_ij x_j² sech²(β x_j)``.
 
-Uncertainty
-    Qubits differ (β, b, γ, η vary across the device), so the pooled counts are overdispersed
-    with respect to one binomial curve and the naive error ``1/√I`` is too small. The reported
-    standard error of β is the cluster-robust (sandwich) error with the qubit as the cluster::
+Uncertainty: two errors that answer two questions
+    *Measurement error* — how far would a repeat run on this device (same qubits, fresh reads,
+    fresh gauges, fresh programmings) scatter? Each call is one programming, and its reads share
+    that programming's field offsets and the flux noise of its moment (DESIGN.md §7), so the
+    independent units are calls, not reads. With the score of call ``c`` (the rows of its qubits
+    whose programmed field lies in the window)::
+
+        U_c = Σ_i x_ic (2 n_ic − N_ic − N_ic tanh(β̂ x_ic))
+
+    calls are grouped into units (a call with its antithetic gauge partner: together they do not
+    depend on the gauge drawn) and units into strata of equal nominal field
+    (:func:`qasa.device.call_units`). Within a stratum the units are exchangeable, so the stratified
+    cluster-robust (sandwich) variance is::
+
+        V = Σ_s m_s/(m_s − 1) Σ_{u ∈ s} (U_u − Ū_s)²,   Var(β̂) = V / I²
+
+    with ``df = Σ_s (m_s − 1)`` degrees of freedom (Student-t intervals). The qubits' differences do
+    not enter: a repeat run has the same qubits. The strata of the largest |x| carry most of ``V``,
+    so a plain sum has far fewer effective degrees of freedom than ``df`` (z-scores of repeat runs
+    with sd 1.26–1.8 where 1 is right); instead each stratum gives a dispersion
+    ``φ_s = m_s/(m_s − 1) Σ_u (U_u − Ū_s)² / B_s`` over its binomial variance
+    ``B_s = Σ N x² sech²(β̂x)``, and ``V = φ̄ Σ_s B_s`` with ``φ̄`` their mean weighted by
+    ``m_s − 1`` (strata with a single unit get ``φ̄`` too). With no stratum of two units
+    (one call per field value, or a :class:`~qasa.dataset.Response`, which has no calls) the
+    measurement error is not estimable and is NaN, with the reason in ``measurement_note``.
+
+    *Population error* — the qubits as a sample from a population of qubits (what another set of
+    qubits of the same kind would give). Qubits differ (β, b, γ, η vary across the device), so
+    the pooled counts are overdispersed with respect to one binomial curve; the population error is
+    the cluster-robust error with the qubit as the cluster::
 
         U_i = Σ_j x_j (2 n_ij − N_ij − N_ij tanh(β̂ x_j)),   Var(β̂) = n/(n−1) Σ_i U_i² / I²
 
-    It is valid whatever the qubit-to-qubit heterogeneity; ``bootstrap=B`` adds a percentile
-    bootstrap over qubits. The interval of T_eff is the image of β's interval under 1/β.
+    ``bootstrap=B`` replaces it by a percentile bootstrap over qubits. (Before the measurement
+    error existed this was the only error; over ten repeat runs of one heterogeneous device it was
+    17.7× the runs' spread: it answers the other question.)
+
+    ``T_eff_stderr``/``_lo``/``_hi`` and ``beta_eff_stderr``/``_lo``/``_hi`` hold the measurement
+    error when it is estimable (``error == "measurement"``), else the population error
+    (``error == "population"``); both are also kept under their own names. The interval of T_eff is
+    the image of β's interval under 1/β.
 
 Lack of fit
     ``deviance``/``df`` of the pooled counts against the fitted curve (does one tanh describe the
     device-average response in the window?) and ``dispersion`` = Pearson χ²/df over the
     (qubit × h) cells (how heterogeneous are the qubits?). ``design_effect`` is the ratio of the
-    sandwich to the naive variance. With ``h_window=None`` the whole h grid is used: that is the
+    population (qubit-cluster) variance to the naive binomial one. With ``h_window=None`` the whole h grid is used: that is the
     old "pooled Gibbs" fit, whose deviance/df is huge on a QASA device because saturation and
     field noise bend the response at large |h| — it is not D-Wave's T_eff and is reported only
     with its lack-of-fit.
@@ -54,7 +86,8 @@ from scipy import optimize, stats
 
 from qasa.dataset import Dataset, Response
 
-__all__ = ["FAST_H_WINDOW", "EffectiveTemperature", "effective_temperature", "qubit_beta_distribution"]
+__all__ = ["FAST_H_WINDOW", "EffectiveTemperature", "effective_temperature", "qubit_beta_distribution", "quick",
+           "quick_calls", "QUICK_STEP"]
 
 #: The default h window of ``dwave.system.temperatures.fast_effective_temperature`` (±1/6.1).
 FAST_H_WINDOW: tuple[float, float] = (-1 / 6.1, 1 / 6.1)
@@ -66,13 +99,15 @@ class EffectiveTemperature:
 
     Attributes:
         T_eff: effective temperature, units of h (1/β_eff).
-        T_eff_stderr: its standard error (delta method on the sandwich error of β_eff).
-        T_eff_lo, T_eff_hi: confidence interval of T_eff at ``level``.
+        T_eff_stderr: its standard error (delta method on β_eff's): the measurement error when
+            ``error == "measurement"``, else the population error.
+        T_eff_lo, T_eff_hi: confidence interval of T_eff at ``level`` (the same error).
         beta_eff: 1/T_eff, units of 1/h.
-        beta_eff_stderr: cluster-robust (sandwich, or bootstrap over qubits) standard error.
+        beta_eff_stderr: standard error of β_eff (the same error as ``T_eff_stderr``).
         beta_eff_lo, beta_eff_hi: confidence interval of β_eff at ``level``.
-        naive_stderr: the binomial standard error of β_eff ``1/√I`` (ignores heterogeneity).
-        design_effect: (beta_eff_stderr / naive_stderr)².
+        naive_stderr: the binomial standard error of β_eff ``1/√I`` (ignores heterogeneity and
+            between-call noise).
+        design_effect: (population error / naive error)² of β_eff (qubit heterogeneity).
         level: confidence level of the intervals.
         h_window: the h window ``(lo, hi)`` used, or ``None`` for the whole grid.
         h_values: distinct programmed fields used.
@@ -81,6 +116,19 @@ class EffectiveTemperature:
         deviance, df, deviance_per_df: lack of fit of the pooled counts.
         dispersion: Pearson χ²/df over (qubit × h) cells.
         method: one-paragraph description of the estimate.
+        error: which error ``T_eff_stderr`` and ``beta_eff_stderr`` are: ``"measurement"`` or
+            ``"population"``.
+        T_eff_measurement_stderr, T_eff_measurement_lo, T_eff_measurement_hi: the measurement error
+            of this device's T_eff (what a repeat run on the same device would scatter by, between-call
+            noise included; calls as clusters) and its interval; NaN when not estimable.
+        beta_eff_measurement_stderr: the same for β_eff.
+        measurement_df: degrees of freedom of the measurement error (units minus strata).
+        measurement_units: independent units (calls or antithetic call pairs) it rests on.
+        measurement_dispersion: its variance over the binomial one (1: no noise beyond shots).
+        measurement_note: why the measurement error is not estimable ("" when it is).
+        T_eff_population_stderr, T_eff_population_lo, T_eff_population_hi: the population error
+            (qubits as a sample from a population of qubits) and its interval.
+        beta_eff_population_stderr: the same for β_eff.
     """
 
     T_eff: float
@@ -103,6 +151,19 @@ class EffectiveTemperature:
     deviance_per_df: float
     dispersion: float
     method: str
+    error: str = "population"
+    T_eff_measurement_stderr: float = math.nan
+    T_eff_measurement_lo: float = math.nan
+    T_eff_measurement_hi: float = math.nan
+    beta_eff_measurement_stderr: float = math.nan
+    measurement_df: int = 0
+    measurement_units: int = 0
+    measurement_dispersion: float = math.nan
+    measurement_note: str = ""
+    T_eff_population_stderr: float = math.nan
+    T_eff_population_lo: float = math.nan
+    T_eff_population_hi: float = math.nan
+    beta_eff_population_stderr: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (the h window as a list)."""
@@ -138,12 +199,12 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
     """Estimate T_eff as ``fast_effective_temperature`` defines it (see the module docstring).
 
     Args:
-        data: a :class:`~qasa.dataset.Dataset` (its programmed-frame response is used) or a
-            :class:`~qasa.dataset.Response`.
+        data: a :class:`~qasa.dataset.Dataset` (its programmed-frame response is used, and its calls
+            give the measurement error) or a :class:`~qasa.dataset.Response` (population error only).
         h_window: programmed fields used, ``(lo, hi)`` inclusive; default ±1/6.1 as D-Wave's
             function; ``None``: every h (the whole-grid pooled fit, with its lack of fit).
         level: confidence level of the intervals.
-        bootstrap: number of bootstrap resamples of the qubits (0: sandwich error only).
+        bootstrap: number of bootstrap resamples of the qubits for the population error (0: sandwich).
         seed: seed of the bootstrap.
 
     Returns:
@@ -178,6 +239,7 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
     n = int(rows.sum())
     Nt, Nd = nt.sum(0), nd.sum(0)
     z = stats.norm.ppf(0.5 + level / 2)
+    info = math.nan
     if math.isfinite(beta):
         t = np.tanh(beta * x)
         info = float((Nt * x**2 * (1 - t**2)).sum())
@@ -206,25 +268,108 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
         reps = reps[np.isfinite(reps)]
         se = float(reps.std(ddof=1))
         b_lo, b_hi = (float(v) for v in np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2]))
-    T = 1 / beta if beta != 0 else math.inf
-    T_lo = 1 / b_hi if b_hi > 0 else math.nan
-    T_hi = 1 / b_lo if b_lo > 0 else math.inf
     window = None if h_window is None else (float(h_window[0]), float(h_window[1]))
+    meas = _measurement_error(data, beta, info, window, level)
+    T = 1 / beta if beta != 0 else math.inf
+
+    def t_of(lo_b: float, hi_b: float) -> tuple[float, float]:
+        return (1 / hi_b if hi_b > 0 else math.nan), (1 / lo_b if lo_b > 0 else math.inf)
+
+    def t_se(se_b: float) -> float:
+        return se_b / beta / beta if math.isfinite(beta) and beta != 0 else math.nan     # beta**2 overflows at h ≈ 1e-300
+
+    T_lo, T_hi = t_of(b_lo, b_hi)
     where = ("all h values (whole-grid pooled Gibbs fit; not D-Wave's T_eff when the response saturates)"
              if window is None else f"programmed fields in [{window[0]:.4g}, {window[1]:.4g}]")
-    err = (f"percentile bootstrap over qubits ({bootstrap} resamples)" if bootstrap else
-           "cluster-robust (sandwich) standard error with the qubit as the cluster, valid under "
-           "qubit-to-qubit heterogeneity")
+    pop = (f"percentile bootstrap over qubits ({bootstrap} resamples)" if bootstrap else
+           "cluster-robust (sandwich) error with the qubit as the cluster")
     method = (f"Pooled maximum-likelihood Gibbs fit P(-1|h) = (1 + tanh βh)/2 over {where}, all {n} qubits, "
-              "as dwave.system.temperatures.fast_effective_temperature defines T_eff = 1/β; " + err + ".")
+              "as dwave.system.temperatures.fast_effective_temperature defines T_eff = 1/β. ")
+    fields: dict[str, Any] = {}
+    if math.isfinite(meas["se"]):
+        m_lo, m_hi = meas["lo"], meas["hi"]
+        T_mlo, T_mhi = t_of(m_lo, m_hi)
+        fields = dict(error="measurement", T_eff_stderr=t_se(meas["se"]), T_eff_lo=T_mlo, T_eff_hi=T_mhi,
+                      beta_eff_stderr=meas["se"], beta_eff_lo=m_lo, beta_eff_hi=m_hi)
+        method += (f"Error: the measurement error of this device's T_eff, ±{t_se(meas['se']):.2g} (what a repeat run "
+                   f"on the same qubits would scatter by, between-call noise included: stratified sandwich over "
+                   f"{meas['units']} call units, {meas['df']} df, {meas['dispersion']:.2g}× the binomial variance). "
+                   f"Population error (the qubits as a sample from a population of qubits, {pop}): "
+                   f"±{t_se(se):.2g}.")
+    else:
+        fields = dict(error="population", T_eff_stderr=t_se(se), T_eff_lo=T_lo, T_eff_hi=T_hi,
+                      beta_eff_stderr=float(se), beta_eff_lo=float(b_lo), beta_eff_hi=float(b_hi))
+        method += (f"Error: the population error (the qubits as a sample from a population of qubits, {pop}); "
+                   f"the measurement error of this device's T_eff is not estimable: {meas['note']}.")
+    T_mlo, T_mhi = t_of(meas["lo"], meas["hi"]) if math.isfinite(meas["se"]) else (math.nan, math.nan)
     return EffectiveTemperature(
-        T_eff=T, T_eff_stderr=se / beta**2 if math.isfinite(beta) and beta != 0 else math.nan,
-        T_eff_lo=T_lo, T_eff_hi=T_hi, beta_eff=beta, beta_eff_stderr=float(se),
-        beta_eff_lo=float(b_lo), beta_eff_hi=float(b_hi), naive_stderr=float(naive),
+        T_eff=T, beta_eff=beta, naive_stderr=float(naive),
         design_effect=float((se / naive) ** 2) if naive and math.isfinite(naive) else math.nan,
         level=level, h_window=window, h_values=int((Nt > 0).sum()), qubits=n, reads=int(Nt.sum()),
         deviance=deviance, df=df, deviance_per_df=deviance / df if df > 0 else math.nan,
-        dispersion=dispersion, method=method)
+        dispersion=dispersion, method=method,
+        T_eff_measurement_stderr=t_se(meas["se"]), T_eff_measurement_lo=T_mlo, T_eff_measurement_hi=T_mhi,
+        beta_eff_measurement_stderr=float(meas["se"]), measurement_df=int(meas["df"]),
+        measurement_units=int(meas["units"]), measurement_dispersion=float(meas["dispersion"]),
+        measurement_note=meas["note"], T_eff_population_stderr=t_se(se), T_eff_population_lo=T_lo,
+        T_eff_population_hi=T_hi, beta_eff_population_stderr=float(se), **fields)
+
+
+def _measurement_error(data: Dataset | Response, beta: float, info: float, window: tuple[float, float] | None,
+                       level: float) -> dict[str, Any]:
+    """Stratified call-cluster sandwich error of β_eff (module docstring): ``se``, ``lo``, ``hi``,
+    ``df``, ``units``, ``dispersion`` and ``note`` (why not, when ``se`` is NaN)."""
+    out: dict[str, Any] = {"se": math.nan, "lo": math.nan, "hi": math.nan, "df": 0, "units": 0,
+                           "dispersion": math.nan, "note": ""}
+    if not isinstance(data, Dataset):
+        out["note"] = "the counts have no calls (a Response), so between-call noise cannot be measured"
+        return out
+    if not (math.isfinite(beta) and info > 0):
+        out["note"] = "β_eff is not finite"
+        return out
+    from qasa.device import call_units
+
+    units = call_units(data)
+    if units is None:
+        out["note"] = "no counts"
+        return out
+    cid, groups, _ = units
+    c = data.counts
+    g = data.gauges().astype(float)
+    x = g * c["h"].to_numpy(float) + 0.0
+    down = np.where(g < 0, c["n_up"].to_numpy(float), c["n_down"].to_numpy(float))
+    N = (c["n_down"] + c["n_up"]).to_numpy(float)
+    inside = np.ones(len(x), bool) if window is None else (x >= window[0] - 1e-12) & (x <= window[1] + 1e-12)
+    inside &= x != 0
+    t = np.tanh(beta * x)
+    ncalls = int(cid.max()) + 1
+    score = np.bincount(cid, weights=np.where(inside, x * (2 * down - N - N * t), 0.0), minlength=ncalls)
+    binom = np.bincount(cid, weights=np.where(inside, N * x**2 * (1 - t**2), 0.0), minlength=ncalls)
+    phis, dfs = [], []
+    B_all = 0.0
+    used = 0
+    for group in groups:
+        U = np.array([score[u].sum() for u in group])
+        Bu = np.array([binom[u].sum() for u in group])
+        keep = Bu > 0
+        U, Bu = U[keep], Bu[keep]
+        used += len(U)
+        B_all += float(Bu.sum())
+        if len(U) >= 2:
+            phis.append(len(U) / (len(U) - 1) * float(((U - U.mean()) ** 2).sum()) / float(Bu.sum()))
+            dfs.append(len(U) - 1)
+    df = int(sum(dfs))
+    if df == 0:
+        out["note"] = ("no field value in the window has two independent calls (or antithetic call pairs), so "
+                       "between-call noise cannot be told from the qubits' differences")
+        out["units"] = used
+        return out
+    phi = float(np.dot(dfs, phis) / df)
+    V = phi * B_all
+    se = math.sqrt(V) / info
+    q = stats.t.ppf(0.5 + level / 2, df)
+    out.update(se=se, lo=beta - q * se, hi=beta + q * se, df=df, units=used, dispersion=phi)
+    return out
 
 
 def qubit_beta_distribution(fits, param: str = "beta") -> dict[str, Any]:
@@ -252,3 +397,89 @@ def qubit_beta_distribution(fits, param: str = "beta") -> dict[str, Any]:
             "sd_true": float(row["sd_true"]) if row is not None else math.nan,
             "reliability": float(row["reliability"]) if row is not None else math.nan,
             "T_of_median": 1 / med if med > 0 else math.nan}
+
+
+# -- a quick temperature: D-Wave's design through qasa's store and estimator ---------------------------
+#: Fields of the quick design are multiples of this step (h units): D-Wave draws them from a continuous
+#: uniform law; a 0.001 grid (329 values in ±1/6.1) keeps the response table small and changes nothing
+#: the estimator can see.
+QUICK_STEP = 0.001
+
+
+def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list:
+    """The calls of the quick design: D-Wave's ``fast_effective_temperature`` design, symmetrized.
+
+    Programming ``2k`` gives every qubit its own field drawn uniformly from ``FAST_H_WINDOW`` (seeded by
+    ``(seed, k)``, on the :data:`QUICK_STEP` grid); programming ``2k + 1`` sends the same fields under
+    the all-flipped spin-reversal gauge (each qubit programmed at minus its field, its answer flipped
+    back), so a static bias cancels to first order in the pooled fit. Ids ``t001-c0000k``.
+    """
+    from qasa.protocol import Call
+
+    n = len(qubits)
+    calls = []
+    for c in range(programmings):
+        k, flipped = divmod(c, 2)
+        u = np.random.default_rng([int(seed), 7, k]).uniform(*FAST_H_WINDOW, size=n)
+        h = np.clip(np.round(u / QUICK_STEP) * QUICK_STEP, *FAST_H_WINDOW)
+        flips = np.full(n, -1 if flipped else 1, dtype=np.int8)
+        calls.append(Call(f"t001-c{c:05d}", 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
+    return calls
+
+
+def quick(sampler, out=None, *, num_reads: int = 1000, programmings: int = 2, seed: int | None = None,
+          qubits=None, max_qpu_seconds: float | None = None, level: float = 0.95) -> EffectiveTemperature:
+    """The device's T_eff from one or two programmings, as ``fast_effective_temperature`` measures it.
+
+    D-Wave's function programs every qubit with its own field uniform in ``|h| ≤ 1/6.1`` once and fits
+    the pooled Boltzmann law (module docstring). ``quick`` runs that design through qasa's runner and
+    store (:func:`quick_calls`: symmetrized with the spin-reversal gauge when ``programmings ≥ 2``;
+    journaled, resumable, budgeted, ``out=None`` keeps it in memory) and applies
+    :func:`effective_temperature` to the counts: the same point estimate as D-Wave's on the same
+    reads, and both errors — the population error (qubits as clusters) and the measurement error
+    (programmings as clusters; with so few programmings its degrees of freedom are few, and the
+    record says when it falls back to the population error).
+
+    Args:
+        sampler: any :class:`dimod.Sampler` with a nodelist (the virtual QPU, a QPU, ``sa``).
+        out: dataset directory, or None.
+        num_reads: reads per programming, 1–100 000.
+        programmings: 1 (D-Wave's design exactly) to 10; default 2 (one symmetrized pair).
+        seed: seed of the fields (default: a fresh one, recorded).
+        qubits: the qubits to use (default every active qubit).
+        max_qpu_seconds: QPU-time budget.
+        level: confidence level of the intervals.
+
+    Raises:
+        ProtocolError: a bad option, named with its allowed range (before any call).
+    """
+    from qasa.errors import ProtocolError
+    from qasa.protocol import Protocol
+    from qasa.runner import run
+
+    for name, value, lo, hi in (("num_reads", num_reads, 1, 100_000), ("programmings", programmings, 1, 10)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            raise ProtocolError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    protocol = Protocol(h_values=(0.0,), reads_per_h=int(num_reads), reads_per_call=int(num_reads),
+                        spin_reversal=False, seed=seed, qubits=None if qubits is None else tuple(int(q) for q in qubits))
+    nodes = protocol.qubits if protocol.qubits is not None else getattr(sampler, "nodelist", None)
+    if nodes is None:
+        raise ProtocolError("this sampler has no nodelist; give the qubits explicitly")
+    protocol = protocol.resolved(nodes)
+    if out is not None:                       # a resume keeps the stored seed and qubits
+        from qasa.store import DatasetStore
+
+        store = DatasetStore(out)
+        if store.exists and (store.metadata().get("protocol") or {}).get("seed") is not None and seed is None:
+            stored = Protocol.from_dict(store.metadata()["protocol"])
+            protocol = protocol.replace(seed=stored.seed, qubits=stored.qubits)
+    calls = quick_calls(protocol.qubits, num_reads=int(num_reads), programmings=int(programmings),
+                        seed=int(protocol.seed))
+    ds = run(protocol, sampler, out, calls=calls, max_qpu_seconds=max_qpu_seconds)
+    ds.metadata["design"] = "quick-temperature"
+    if out is not None:
+        from qasa.store import DatasetStore
+
+        with DatasetStore(out).writing() as store:
+            store.update_metadata(design="quick-temperature")
+    return effective_temperature(ds, level=level)

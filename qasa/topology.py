@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["DEFAULT_SHAPES", "topology_graph", "check_shape", "MAX_QUBITS", "device_graph", "positions", "coupler_classes", "COUPLER_CLASSES", "qubit_table", "edge_table",
-           "layout_table"]
+           "layout_table", "tile_positions"]
 
 #: Coupler classes per topology. Chimera: ``internal`` (inside a unit cell, the K4,4 bipartite
 #: couplers) and ``external`` (between cells). Pegasus and Zephyr: ``internal`` (between qubits of
@@ -279,7 +279,8 @@ def _nodes_edges(device: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
 def layout_table(device: Mapping[str, Any], qubits: Sequence[int]) -> tuple["pd.DataFrame", list[int]]:
     """Drawing position and topology coordinates per qubit, and the qubits outside the topology.
 
-    Positions are D-Wave's layouts (``dwave.graphs``); a device without topology gets a plain grid.
+    Positions are a tile map (:func:`tile_positions`: every unit cell a dense block of squares at its
+    place in the cell grid, so a map fills its canvas); a device without topology gets a plain grid.
     Coordinates (``coord`` column, names in ``attrs["coord_names"]``): Chimera ``(i, j, u, k)``,
     Pegasus ``(u, w, k, z)``, Zephyr ``(u, w, k, j, z)``; ``cell`` is the same as text.
     """
@@ -300,12 +301,57 @@ def layout_table(device: Mapping[str, Any], qubits: Sequence[int]) -> tuple["pd.
     inside = [q for q in qubits if q in pos]
     outside = [q for q in qubits if q not in pos]
     names, coords = _coordinate_tuples(ttype, device.get("topology_shape"), inside)
-    df = pd.DataFrame({"x": [float(pos[q][0]) for q in inside], "y": [float(pos[q][1]) for q in inside],
+    xy = tile_positions(ttype, coords)
+    df = pd.DataFrame({"x": xy[:, 0] if len(inside) else [], "y": xy[:, 1] if len(inside) else [],
                        "coord": coords,
                        "cell": [f"({', '.join(names)}) = ({', '.join(str(c) for c in t)})" for t in coords]},
                       index=pd.Index(inside, name="qubit"))
     df.attrs["coord_names"] = names
     return df, outside
+
+
+#: Gap between the blocks of two unit cells in a tile map, in qubit squares.
+TILE_GAP = 0.35
+
+
+def tile_positions(topology_type: str, coords: Sequence[tuple]) -> np.ndarray:
+    """Map positions ``(x, y)`` of qubits from their topology coordinates: a dense tile map.
+
+    The device's unit cells sit on their grid (row, column), each drawn as a block of one square per
+    qubit, blocks :data:`TILE_GAP` squares apart; within a block, qubits are ordered by orientation
+    and index. Every qubit of the chip gets a square of the same size, so a full chip leaves little
+    of the canvas white (≈ 17 % on a Pegasus P16, from the absent cells at its edges and the gaps),
+    and a qubit's neighbours in its unit cell and the next cells are its neighbours on the map.
+
+    Cells and blocks per topology (coordinates of ``dwave.graphs``):
+
+    - Chimera ``(i, j, u, k)``: cell (i, j); block 2 × 4 (column u, row k).
+    - Pegasus ``(u, w, k, z)``: cell (row, column) = (z, w) for u = 0 and (w, z) for u = 1 (the
+      cell a qubit's line crosses in its own tile, as :func:`qubit_table`); block 6 × 4
+      (column 3u + k // 4, row k % 4).
+    - Zephyr ``(u, w, k, j, z)``: cell (2z + j, w) for u = 0 and (w, 2z + j) for u = 1; block
+      2 × t (column u, row k).
+
+    Returns:
+        An ``(n, 2)`` array (y grows upwards, as D-Wave's layouts).
+    """
+    c = np.asarray(coords, dtype=np.int64).reshape(len(coords), -1)
+    if not len(c):
+        return np.zeros((0, 2))
+    if topology_type == "chimera":
+        i, j, u, k = c.T
+        row, col, bcol, brow, bw, bh = i, j, u, k, 2, 4
+    elif topology_type == "pegasus":
+        u, w, k, z = c.T
+        row, col = np.where(u == 0, z, w), np.where(u == 0, w, z)
+        bcol, brow, bw, bh = 3 * u + k // 4, k % 4, 6, 4
+    else:
+        u, w, k, j, z = c.T
+        row, col = np.where(u == 0, 2 * z + j, w), np.where(u == 0, w, 2 * z + j)
+        bcol, brow, bw, bh = u, k, 2, int(k.max()) + 1
+    x = col * (bw + TILE_GAP) + bcol
+    y = -(row * (bh + TILE_GAP) + brow)
+    return np.column_stack([x, y]).astype(float)
 
 
 def _coordinate_tuples(ttype: str, shape: Sequence[int] | None, nodes: list[int]) -> tuple[list[str], list[tuple]]:

@@ -19,6 +19,12 @@ count-level fast path ``sample_counts`` (binomial draws of the same law), for la
 
 Seeding: ``seed`` fixes the truth; each call is seeded by its ``seed`` keyword (qasa's runner
 passes one per call), so runs are reproducible.
+
+Noise beyond shots (:class:`CallNoiseSampler`, DESIGN.md §7): every call is a new programming, so
+each call draws a fresh field offset ``δ ~ N(0, σ²)`` per qubit, added to the qubit's bias
+(``b + δ``; optionally to the programmed field in both QASA terms) and shared by all reads of that
+call; optionally a random walk of the offset across calls (``drift_step`` per call, in the
+order the calls arrive), the slow part of 1/f flux noise. The offsets of every call are recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import pandas as pd
 
 from qasa.models import get_model
 
-__all__ = ["QASAModelSampler", "QASAModelCountSampler", "draw_truth"]
+__all__ = ["QASAModelSampler", "QASAModelCountSampler", "CallNoiseSampler", "draw_truth"]
 
 
 def draw_truth(qubits: Iterable[int], seed: int, *, beta=(3.0, 10.0), b_sd: float = 0.02,
@@ -128,6 +134,53 @@ class QASAModelCountSampler(QASAModelSampler):
         self._check(list(variables), x, int(num_reads))
         p = self.p_down(list(variables), x)
         return variables, np.random.default_rng(seed).binomial(int(num_reads), p), {}
+
+
+class CallNoiseSampler(QASAModelCountSampler):
+    """:class:`QASAModelCountSampler` with a per-call field offset per qubit (module docstring).
+
+    Args:
+        sigma_call: sd of the independent offset drawn per call and qubit (h units), a scalar or one
+            value per qubit.
+        drift_step: sd of the random walk's step per call (h units; 0: no drift). The walk starts at 0.
+        on: ``"bias"`` (default): the offset adds to b (a per-call b: the between-call component of
+            qasa's fit); ``"field"``: it adds to the programmed field in both the longitudinal and the
+            transverse term (``u = βγ(x + δ)``), whose slope in the field is smaller than in b by
+            O(γ²): a fit then reads σ_call about 1 % low (measured at 10⁵ reads per h).
+        qubits, seed, truth, ranges: as :class:`QASAModelSampler`.
+
+    Attributes:
+        offsets: one array per call made (in order), the total offset of each qubit (truth order).
+    """
+
+    def __init__(self, qubits: int | Iterable[int] = 2000, seed: int = 0, *, sigma_call: float | np.ndarray = 0.0,
+                 drift_step: float = 0.0, on: str = "bias", truth: pd.DataFrame | None = None,
+                 **ranges: Any) -> None:
+        super().__init__(qubits, seed, truth=truth, **ranges)
+        self.sigma_call = np.broadcast_to(np.asarray(sigma_call, float), (len(self._nodes),)).copy()
+        self.drift_step = float(drift_step)
+        self.on = on
+        self._walk = np.zeros(len(self._nodes))
+        self.offsets: list[np.ndarray] = []
+
+    def sample_counts(self, h: dict[int, float], num_reads: int = 1, seed: int | None = None,
+                      **_: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Counts of -1 at programmed fields ``h`` plus this call's offsets."""
+        variables = np.fromiter(h.keys(), dtype=np.int64, count=len(h))
+        x = np.fromiter(h.values(), dtype=float, count=len(h))
+        self._check(list(variables), x, int(num_reads))
+        rng = np.random.default_rng(seed)
+        self._walk = self._walk + self.drift_step * rng.standard_normal(len(self._nodes))
+        offset = self._walk + self.sigma_call * rng.standard_normal(len(self._nodes))
+        self.offsets.append(offset)
+        rows = np.fromiter((self._row[v] for v in variables), dtype=np.int64, count=len(variables))
+        if self.on == "field":
+            p = 0.5 * (1.0 + _m_diag(self._model, x + offset[rows], self._theta[rows]))
+        else:
+            theta = self._theta[rows].copy()
+            theta[:, 1] += offset[rows]
+            p = 0.5 * (1.0 + _m_diag(self._model, x, theta))
+        return variables, rng.binomial(int(num_reads), p), {}
 
 
 def _m_diag(model, x: np.ndarray, theta: np.ndarray) -> np.ndarray:

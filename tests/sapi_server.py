@@ -32,7 +32,21 @@ submission requests (counted from 1) with a body that is not JSON, after accepti
 ``post_faults={n: code}`` submission request number ``n`` with that HTTP error, before anything is
 accepted (``Retry-After: retry_after`` on 429 and 503); ``solver_failures`` answers that many first
 solver requests with 503; ``echo_token_status`` answers every submission with that error code and a
-message that echoes the request's token. ``GET problems/?label=`` lists problems by label.
+message that echoes the request's token. ``GET problems/?label=`` lists problems by label and
+``GET problems/<id>/info`` gives a problem's data, parameters and metadata (what
+``dwave.cloud.api.Problems.get_problem_info`` reads).
+
+Timing faults (every problem): ``timing_fault`` replaces ``qpu_access_time`` in the answer's timing
+with ``"nan"`` (NaN), ``"negative"`` (−1000 s), ``"abc"`` (a string), ``"token"`` (the request's
+token), or leaves it out (``"missing"``); ``timing_scale`` multiplies every time of the answer's
+timing (a solver slower than its timing model). ``server.paid_us`` sums the true QPU access time
+(the scaled one, before any fault) of every problem accepted. ``echo_token_ids`` puts the request's
+token into every problem id.
+
+The virtual QPU draws a problem's reads from its label; the server hands it the label without the
+``d=<dataset id> c=<digest>`` suffix qasa adds (:mod:`qasa.leap`), so that two datasets of the same
+protocol seed get the same reads at the same h and gauge (their counts differ only by their
+physics: annealing time, schedule...) and a dataset's counts do not depend on its random identity.
 """
 
 from __future__ import annotations
@@ -40,6 +54,8 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
+import re
 import socket
 import threading
 import time
@@ -52,6 +68,8 @@ import numpy as np
 import orjson
 
 PREFIX = "/sapi/v2/"
+#: The dataset identity and content digest qasa appends to a label (dropped for the virtual QPU's randomness).
+_IDENTITY = re.compile(r" d=\S+ c=\S+$")
 
 
 def solver_data(qpu, name: str) -> dict:
@@ -100,7 +118,8 @@ class SAPIServer:
                  seed: int = 0, answer_faults: dict[int, str] | None = None, post_delay: float = 0.0,
                  malformed_posts: tuple[int, ...] = (), status_faults: dict[int, int] | None = None,
                  retry_after: float | None = None, solver_failures: int = 0, post_faults: dict[int, int] | None = None,
-                 echo_token_status: int | None = None) -> None:
+                 echo_token_status: int | None = None, timing_fault: str | None = None, timing_scale: float = 1.0,
+                 echo_token_ids: bool = False) -> None:
         self.qpu = qpu
         self.solver_name = name
         self.data = solver_data(qpu, name)
@@ -124,6 +143,8 @@ class SAPIServer:
         self.retry_after = retry_after
         self.solver_failures = solver_failures
         self.echo_token_status = echo_token_status
+        self.timing_fault, self.timing_scale, self.echo_token_ids = timing_fault, timing_scale, echo_token_ids
+        self.paid_us = 0.0
         self.accepted = 0                      # problems accepted (numbering of answer_faults)
         self.malformed_served: set[str] = set()
         self.httpd: ThreadingHTTPServer | None = None
@@ -252,7 +273,7 @@ class SAPIServer:
                 return self._reply(h, code, {"error_code": code, "error_msg": f"injected {code}"}, "application/json")
             if h.headers.get("Content-Encoding") == "deflate":
                 raw = zlib.decompress(raw)
-            answers = [self._submit(p) for p in json.loads(raw)]
+            answers = [self._submit(p, token) for p in json.loads(raw)]
             with self.lock:
                 self.posts += 1
                 post = self.posts
@@ -272,6 +293,8 @@ class SAPIServer:
         if method == "GET" and path in ("problems/", "problems") and "id" in query:
             ids = [i for part in query["id"] for i in part.split(",") if i]
             return self._answer(h, [self._status(i, poll=True) for i in ids])
+        if method == "GET" and path.startswith("problems/") and path.rstrip("/").endswith("/info"):
+            return self._info(h, path.split("/")[1])
         if method == "GET" and path.startswith("problems/") and path.rstrip("/").endswith("/answer"):
             pid = path.split("/")[1]
             return self._answer(h, self._status(pid, poll=False, force=True))
@@ -293,22 +316,50 @@ class SAPIServer:
             return self._reply(h, 200, None, raw=orjson.dumps(body)[:-7])
         return self._reply(h, 200, body)
 
-    def _submit(self, problem: dict) -> dict:
+    def _timing(self, timing: dict, token: str | None) -> dict:
+        """The answer's timing: scaled by ``timing_scale``, then damaged by ``timing_fault``."""
+        timing = {k: v * self.timing_scale if isinstance(v, (int, float)) else v for k, v in timing.items()}
+        with self.lock:
+            self.paid_us += float(timing.get("qpu_access_time", 0.0))
+        fault = self.timing_fault
+        if fault == "missing":
+            timing.pop("qpu_access_time", None)
+        elif fault is not None:
+            timing["qpu_access_time"] = {"nan": math.nan, "negative": -1e9, "abc": "abc", "token": token}[fault]
+        return timing
+
+    def _info(self, h: BaseHTTPRequestHandler, pid: str) -> None:
+        """``GET problems/<id>/info``: the problem as submitted and its metadata."""
+        with self.lock:
+            rec = self.problems.get(pid)
+        if rec is None:
+            return self._reply(h, 404, {"error_code": 404, "error_msg": f"problem {pid} not found"},
+                               "application/json")
+        status = self._status(pid, poll=False, listing=True)
+        meta = {k: status[k] for k in ("solver", "type", "label", "status", "submitted_on", "solved_on")
+                if k in status}
+        return self._reply(h, 200, {"id": pid, "data": rec["data"], "params": rec["params"],
+                                    "metadata": {**meta, "submitted_by": "qasa-test", "messages": []}})
+
+    def _submit(self, problem: dict, token: str | None = None) -> dict:
         pid = str(uuid.UUID(int=int(self.rng.integers(0, 2**62))))
+        if self.echo_token_ids:
+            pid = f"{pid}-{token}"
         now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         try:
             h, J = decode_problem(self.data, problem["data"])
             params = dict(problem.get("params") or {})
             label = problem.get("label")
             if label is not None:
-                params["label"] = label
+                params["label"] = _IDENTITY.sub("", label)
             ss = self.qpu.sample_ising(h, J, **params)
             with self.lock:
                 self.solved += 1
                 self.accepted += 1
                 fault = self.answer_faults.get(self.accepted)
-            answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"], ss.info.get("timing", {}),
-                                   fault)
+            timing = ss.info.get("timing", {})                 # a FAILED problem is not paid for
+            answer = encode_answer(ss, list(h), self.data["properties"]["num_qubits"],
+                                   timing if fault == "failed" else self._timing(timing, token), fault)
             record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
                       "submitted_on": now, "solved_on": now,
                       "answer": answer, "polls_left": self.pending_polls,
@@ -322,6 +373,7 @@ class SAPIServer:
             record = {"id": pid, "status": "FAILED", "type": problem.get("type", "ising"),
                       "label": problem.get("label"), "submitted_on": now, "solver": {"name": self.solver_name},
                       "error_message": f"{type(exc).__name__}: {exc}", "polls_left": 0}
+        record["data"], record["params"] = problem.get("data"), dict(problem.get("params") or {})
         with self.lock:
             self.problems[pid] = record
         return self._status(pid, poll=False)
@@ -334,7 +386,7 @@ class SAPIServer:
             if poll and rec["polls_left"] > 0:
                 rec["polls_left"] -= 1
             pending = (rec["polls_left"] > 0 and not force) or rec.get("hold", False)
-        out = {k: v for k, v in rec.items() if k not in ("polls_left", "answer", "fault", "hold")}
+        out = {k: v for k, v in rec.items() if k not in ("polls_left", "answer", "fault", "hold", "data", "params")}
         if pending or listing:
             if listing and not pending:
                 return out

@@ -30,10 +30,11 @@ def test_assess_on_the_mock_backend_writes_dataset_fits_and_report(tmp_path):
               "report/index.html", "report/summary.json"):
         assert (out / f).is_file(), f
     html = (out / "report" / "index.html").read_text()
-    # response curves, histograms, correlation matrices, correlogram, the analogue's temperature profile
-    # (SVG); identical simulated qubits leave no parameter identified well enough to map (reliability
-    # rule), and the report says so
-    assert html.count("data:image/svg+xml;base64,") == 5 and html.count('class="qmap"') == 0
+    # response curves, histograms, correlation matrices, correlogram, noise beyond shots, the analogue's
+    # temperature profile (SVG); identical simulated qubits leave no parameter identified well enough to
+    # map (reliability rule), and the report says so
+    assert html.count("data:image/svg+xml;base64,") == 6 and html.count('class="qmap"') == 0
+    assert "Noise beyond shots" in html
     assert "Which parameters the data identify" in html
     assert "Spatial structure" in html and (out / "report" / "spatial.csv").is_file()
 

@@ -137,3 +137,39 @@ def test_json_text_is_the_same_json_with_long_lists_on_one_line():
     assert list(json.loads(text)) == ["a", "b", "pairs", "text"]                      # keys sorted
     with pytest.raises(ValueError):
         json_text({"x": [float("nan")] * (LONG_LIST + 1)})
+
+
+# -- import contract (issue 24) ------------------------------------------------------------------
+def _table(tmp_path, text="h,samples,spin_0,spin_5\n-1,10,9,8\n1,10,1,2\n"):
+    (tmp_path / "t.csv").write_text(text)
+    return tmp_path / "t.csv"
+
+
+def test_import_checks_the_device_shape_as_run_does(tmp_path):
+    """``topology_shape=[16, 16, 4]`` for Pegasus was stored, and every later report failed."""
+    with pytest.raises(DatasetError, match=r"shape '16,16,4' has 3 dimension\(s\); a pegasus shape is m"):
+        Dataset.from_spin_table(_table(tmp_path), {"topology_type": "pegasus", "topology_shape": [16, 16, 4]})
+    with pytest.raises(DatasetError, match=r"'spin_9': qubit 9 is not a qubit of a chimera 1,1,4 graph"):
+        Dataset.from_spin_table(_table(tmp_path, "h,samples,spin_0,spin_9\n-1,10,9,8\n1,10,1,2\n"),
+                                {"topology_type": "chimera", "topology_shape": [1]})      # qubits 0..7
+    ds = Dataset.from_spin_table(_table(tmp_path), {"topology_type": "chimera", "topology_shape": [1]})
+    assert ds.device["topology_shape"] == [1, 1, 4] and ds.device["nodelist"] == [0, 5]
+
+
+@pytest.mark.parametrize("h", ["4.000001", "-5", "1e308", "-1e308"])
+def test_imported_h_is_bounded_by_the_widest_published_h_range(tmp_path, h):
+    """h = ±1e308 was imported, then every fit overflowed."""
+    from qasa.dataset import MAX_IMPORTED_H
+
+    assert MAX_IMPORTED_H == 4.0
+    with pytest.raises(DatasetError, match=rf"line 3, column 'h': '{h}' is outside the allowed range \[-4, 4\]"):
+        Dataset.from_spin_table(_table(tmp_path, f"h,samples,spin_0\n0,10,5\n{h},10,1\n"))
+    ok = Dataset.from_spin_table(_table(tmp_path, "h,samples,spin_0\n-4,10,9\n4,10,1\n"))
+    assert sorted(ok.calls["h"]) == [-4.0, 4.0]
+
+
+def test_imported_qubit_ids_beyond_int64_are_refused_naming_the_column(tmp_path):
+    with pytest.raises(DatasetError, match=r"spin column 'spin_99999999999999999999': qubit id out of range"):
+        Dataset.from_spin_table(_table(tmp_path, "h,samples,spin_0,spin_99999999999999999999\n0,10,5,5\n"))
+    ds = Dataset.from_spin_table(_table(tmp_path, f"h,samples,spin_{2**63 - 1}\n0,10,5\n"))
+    assert ds.device["nodelist"] == [2**63 - 1]

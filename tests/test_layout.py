@@ -27,10 +27,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qasa"
 ORDER = [
     "errors", "redact", "models", "parameters", "reduce", "display", "schedules",
     "protocol", "topology", "plots", "dataset", "cost",
-    "virtual.physics", "virtual.estimand", "virtual.qpu", "virtual",
+    "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
     "leap", "backend", "samplers", "fitting", "store", "session", "runner",
-    "design", "device", "temperature", "analogues", "analysis", "report",
-    "adaptive", "pipeline", "cli", "__init__",
+    "design", "device", "temperature", "drift", "analogues", "analysis", "report",
+    "adaptive", "shim", "pipeline", "cli", "__init__",
 ]
 
 #: Deferred imports that point up (importer, imported) → why. At most two, Jupyter conveniences only.

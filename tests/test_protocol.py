@@ -117,3 +117,85 @@ def test_reference_script_preset_validates_on_a_2000q_like_and_an_advantage_like
     for preset, shape in (("2000q", [2, 2, 4]), ("advantage4.1", [2])):
         qpu = VirtualQPU(preset, topology_shape=shape, seed=0)
         validate(Protocol.reference_script().resolved(qpu.nodelist), qpu)   # ±2 within h_range, 1 µs allowed
+
+
+# -- types: numpy numbers accepted, bools and strings refused, before anything is created (issue 24) --
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers(tmp_path, chimera_sa):
+    """``reads_per_h=np.int64(100)`` created the directory, then failed writing metadata.json (int64 is not
+    JSON); np.float32 fields failed the same way."""
+    import json
+
+    import qasa
+
+    p = Protocol(h_values=np.array([-0.5, 0.5], dtype=np.float32), reads_per_h=np.int64(100),
+                 reads_per_call=np.int32(50), gauges_per_h=np.uint8(2), seed=np.int64(7),
+                 annealing_time=np.float32(20.0), qubits=np.arange(3), spin_reversal=np.bool_(True))
+    d = p.to_dict()
+    assert json.loads(json.dumps(d)) == d and Protocol.from_dict(d) == p
+    assert type(p.reads_per_h) is int and p.reads_per_h == 100 and type(p.annealing_time) is float
+    assert p.h_values == (-0.5, 0.5) and p.seed == 7 and p.gauges_per_h == 2
+    ds = qasa.run(p.replace(annealing_time=None, qubits=None), chimera_sa, tmp_path / "x")
+    assert json.loads((tmp_path / "x" / "metadata.json").read_text())["protocol"]["reads_per_h"] == 100
+    assert int(ds.counts.groupby("h")[["n_down", "n_up"]].sum().sum(axis=1).iloc[0]) == 100 * 128
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"reads_per_h": True}, "reads_per_h=True must be an integer"),
+    ({"reads_per_h": 100.0}, "reads_per_h=100.0 must be an integer"),
+    ({"reads_per_h": "100"}, "reads_per_h='100' must be an integer"),
+    ({"seed": False}, "seed=False must be an integer"),
+    ({"annealing_time": True}, "annealing_time: True is not a number"),
+    ({"annealing_time": "20"}, "annealing_time: '20' is not a number"),
+    ({"h_values": (True, False)}, "h_values: True is not a number"),
+    ({"h_values": "0.5"}, "h_values='0.5' must be a sequence of numbers"),
+    ({"qubits": (1, 2.0)}, "qubits=2.0 must be an integer"),
+    ({"anneal_schedule": ((0, 0), (True, 1))}, "anneal_schedule: True is not a number"),
+    ({"spin_reversal": 1}, "spin_reversal=1 must be True or False"),
+    ({"sampler_params": {"auto_scale": True}}, "sampler_params sets 'auto_scale'"),
+    ({"sampler_params": {"auto_scale": False}}, "sampler_params sets 'auto_scale'"),
+    ({"sampler_params": {"num_reads": 5}}, "sampler_params sets 'num_reads'"),
+])
+def test_wrong_types_are_refused_when_the_protocol_is_made(kwargs, needle):
+    """Bools were taken for numbers (``annealing_time=True`` became 1.0 µs) and ``sampler_params={"auto_scale":
+    True}`` was sent although qasa always programs h with auto_scale=False."""
+    with pytest.raises(ProtocolError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        Protocol(**kwargs)
+
+
+def test_auto_scale_is_never_sent_as_true(chimera_sa):
+    from qasa.runner import sampler_parameters
+
+    assert sampler_parameters(Protocol(sampler_params={"readout_thermalization": 10.0}))["auto_scale"] is False
+
+
+@pytest.mark.parametrize("value, needle", [("5", "max_qpu_seconds='5' is not a number"),
+                                           (True, "max_qpu_seconds=True is not a number"),
+                                           ([5], "is not a number")])
+def test_run_refuses_a_budget_that_is_not_a_number_before_writing(tmp_path, chimera_sa, value, needle):
+    """``max_qpu_seconds="5"`` passed the check (float("5")) and failed mid-run with a TypeError."""
+    import qasa
+    from qasa.cost import BudgetError
+
+    with pytest.raises(BudgetError, match=needle):
+        qasa.run(Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), chimera_sa, tmp_path / "x", max_qpu_seconds=value)
+    assert not (tmp_path / "x").exists()
+    ds = qasa.run(Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1), chimera_sa, tmp_path / "y",
+                  max_qpu_seconds=np.float32(5.0))              # numpy numbers are budgets too
+    assert len(ds.calls) == 5
+
+
+def test_h_grid_that_would_overflow_is_refused():
+    """``h_grid(1e308, 1e-308)`` was an OverflowError (h_max/h_step = inf)."""
+    with pytest.raises(ProtocolError, match=r"more than 100 001 h values; allowed: at most 100 001"):
+        h_grid(1e308, 1e-308)
+    assert len(h_grid(1.0, 1.0 / 50_000)) == 100_001
+
+
+def test_sa_beta_accepts_numpy_numbers_and_refuses_bools():
+    import qasa
+    from qasa.errors import SamplerError
+
+    s = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1], beta=np.float32(4.0))
+    assert s.qasa_settings()["beta"] == 4.0 and type(s.beta) is float      # was refused (not int/float)
+    with pytest.raises(SamplerError, match="beta=True must be a finite number > 0"):
+        qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1], beta=True)

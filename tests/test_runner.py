@@ -72,9 +72,13 @@ def test_gauges_are_recorded_so_a_static_bias_stays_identified():
     assert np.all(np.abs(gauged["b"] - b0) < 4 * gauged["b_stderr"])
     # in the nominal frame (gauges undone and summed) it becomes b ≈ 0 and η ≈ |b0| (the confusion
     # a gauge-blind fit makes)
-    nominal = fit(ds.response(frame="nominal"), "qasa").table
+    nominal = fit(ds.response(frame="nominal"), "qasa", between_calls=False).table
     assert np.all(np.abs(nominal["eta"] - np.abs(b0)) < 4 * nominal["eta_stderr"])
     assert np.median(np.abs(nominal["b"])) < 0.2 * np.median(np.abs(b0))
+    # ... which the default fit reads as what it is in that frame, a per-call offset ±b0: σ_call ≈ |b0|
+    calls = fit(ds.response(frame="nominal"), "qasa").table
+    on = calls["sigma_call_identified"].to_numpy()
+    assert on.mean() > 0.7 and np.corrcoef(calls["sigma_call"][on], np.abs(b0)[on])[0, 1] > 0.9
     # a dataset written before gauges were stored gets them back from its protocol seed
     old = qasa.Dataset(ds.counts.drop(columns="gauge"), ds.calls, ds.metadata)
     assert (old.gauges() == ds.counts["gauge"].to_numpy()).all()

@@ -258,7 +258,8 @@ def test_a_fit_made_from_other_counts_is_never_used(tmp_path):
     from qasa.device import compare_fits
     from qasa.fitting import FitTable
 
-    common = ["--shape", "2", "--h-step", "0.1", "--reads", "1000", "--reads-per-call", "500", "--quiet"]
+    # ideal: two runs of a device with per-call noise differ beyond the pooled fit's errors (issue 20)
+    common = ["--shape", "2", "--h-step", "0.1", "--reads", "1000", "--reads-per-call", "500", "--quiet", "--ideal"]
     a, b, other = tmp_path / "a", tmp_path / "b", tmp_path / "other"
     assert invoke("run", a, *common, "--seed", "1").exit_code == 0
     assert invoke("run", b, *common, "--seed", "2").exit_code == 0

@@ -35,25 +35,61 @@ Physics levels (``physics=``):
     signatures of Morrell et al. (2022): with ``rate_scale=0`` (closed system) P(−1) oscillates with
     the quench point, with the bath the oscillation is damped.
 
-Drift: unless ``flux_drift_compensation=True``, each qubit's bias carries a flux drift: a seeded
-Gaussian random walk (step ``drift_sd``) over the *passes* of a qasa run — a call labelled
-``"qasa gGGGG-hHHHHH"`` (the runner's labels: pass ``G`` visits every h value once) sees the walk
-after ``G + 1`` steps; any other call sees the first step. So the drift of a call is a function of
-the device seed and the call's label only, never of how many calls this process made before.
+Noise beyond shots (docs/DESIGN.md §7; the closed forms and D-Wave's sources are in
+:mod:`qasa.virtual.noise`). A real QPU programs the chip anew for every call, and each call's reads
+share errors that change between calls. On by default, with the preset's published figures:
 
-Randomness: a labelled call draws its reads (and problem id) from a generator seeded by
-``(seed, SHA-256 of the label)``, so the same labelled call gives the same reads in any process —
-SIGKILL and resume give the counts of an uninterrupted run. An unlabelled call has no identity and
-draws from the instance's own stream.
+- per-programming field error (ICE): each call adds N(0, σ_ice²) per qubit, σ_ice = 0.025 → 0.010
+  for s* = 0.28 → 0.75 (D-Wave, "Errors and Error Correction"; 0.0144 at Advantage_system4.1's
+  s* = 0.612); ``ice_scale`` (0 turns it off);
+- 1/f flux noise: √S_Φ(1 Hz) = 2 µΦ₀/√Hz (``flux_noise``), α = 0.9 (``flux_noise_alpha``, published
+  0.75–1), flat below 1 mHz when the call asks for ``flux_drift_compensation=True``, converted to h
+  with D-Wave's ``fluxbias_to_h`` at the qubit's freeze-out point with the preset's published M_AFM
+  (presets without one have no flux noise). The device has a clock: a call's window starts at its
+  position in the run times its QPU access time (D-Wave's timing model, :meth:`VirtualQPU._timing`)
+  and lasts that long; the noise's mean over the window is the call's offset, its expected variance
+  about the mean (up to 1/annealing time) is within-call Gaussian field noise, independent per read,
+  on top of the QASA model's ±η (freeze-out level only);
+- h-DAC quantization: a deterministic error per qubit and programmed value, up to ±0.008 at h = 0 and
+  ±0.0005 at h = 2 (``dac_q0``, ``dac_q2``; the qubit's grid phase is ``truth['dac_phase']``);
+- h scale: the qubit realizes g_q·h, g_q ~ N(1, 0.01²) (``gain_sd``; ``truth['h_scale']``);
+- the pass walk of qasa ≤ 9f8ad1f (kept, ``drift_sd``): without drift compensation a qubit's bias
+  carries a seeded Gaussian random walk over the passes of a run (pass G of the call id sees the
+  walk after G + 1 steps).
+
+``ideal=True`` turns the first four off (a source named explicitly, e.g. ``ideal=True, dac_q0=0.008``,
+stays on): the device of qasa ≤ 9f8ad1f, whose counts for the same labelled call it reproduces bit for bit.
+
+Calibration with the noise: ``b_scale`` makes the *pooled* small-h slope of the device equal the
+published T_eff with every source averaged in (:meth:`VirtualQPU.pooled_teff`: the slope
+E[g_q (1 − 2ε) β sech²(β(b ± η + δ))] with δ Gaussian of the variance of the per-programming error,
+the whole 1/f noise up to 1/(20 µs) with drift compensation, D-Wave's defaults, and the DAC error at
+h ≈ 0, q₀²/3), so ``dwave.system.temperatures.fast_effective_temperature`` measures 0.198 on the
+Advantage_system4.1 preset with the noise on (its β is 1.2 % larger than the ideal device's).
+
+Randomness and identity of a call. A labelled call draws its reads (and problem id) from a generator
+seeded by ``(seed, SHA-256 of the label)``, as in qasa ≤ 9f8ad1f. Its noise draws depend on the call's
+identity parsed from the label (:class:`CallKey`): the call id ``gGGGG-hHHHHH``, the run seed
+``seed N`` and the position ``call N`` — the runner labels calls ``qasa <call id> seed <protocol
+seed> call <index>`` (the Leap path's ``qasa <call id> seed <protocol seed>`` gives the same
+per-programming errors; without ``call N`` the position is G·81 + H, qasa's default grid). So every
+draw of a call is a function of (device seed, run seed, call) only: SIGKILL and resume give the counts
+of an uninterrupted run, and two run seeds give independent reads. An unlabelled call has no identity
+and draws from the instance's own stream (numbered calls).
 
 Other QPU parameters: ``flux_biases`` (Φ₀, one per qubit of the chip) shift each qubit's field by
 D-Wave's published conversion at its freeze-out point (:meth:`VirtualQPU._flux_field`; refused on
-presets without a published M_AFM); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
+presets without a published M_AFM), times a per-qubit factor uniform in 1 ± ``flux_gain_spread``
+(default 0; :attr:`VirtualQPU.flux_gain`, :meth:`VirtualQPU.flux_field`); non-zero ``anneal_offsets`` and ``fast_anneal=True`` are refused
 (not emulated), never accepted without effect.
 
-Estimand: :meth:`VirtualQPU.estimand` gives the parameters a QASA fit of a protocol's data converges
-to (readout error folded into γ, the drift the run saw into b; :mod:`qasa.virtual.estimand`), next
-to the physical truth; :meth:`VirtualQPU.qasa_truth` records both in a dataset.
+Estimand: :meth:`VirtualQPU.estimand` gives the parameters a fit of a protocol's data converges to,
+computed from the very draws the run's calls get: b plus the run-average drift, β, γ, η
+the KL projection of the response without the offsets' spread (readout error folded into γ,
+within-call noise into η; :mod:`qasa.virtual.estimand`), and ``sigma_call``, the spread of the run's
+per-call offsets (h units) that a random-effects fit estimates; ``pooled=True`` gives the target of a
+fit that pools reads across calls instead. :meth:`VirtualQPU.qasa_truth` records the physical truth
+(with the expected ``sigma_call``) and the estimand in a dataset.
 
 Preset scales: temperatures, s* and T_eff are D-Wave's published figures (docs/DESIGN.md §2). The spreads
 of the per-qubit parameters are illustrative choices, not published values: ``eta_mean`` = 0.1/β
@@ -76,11 +112,12 @@ import pandas as pd
 from dwave.system.testing import MockDWaveSampler
 
 from qasa.topology import coupler_classes, positions, topology_graph
+from qasa.virtual import noise as qnoise
 from qasa.virtual import physics as qphys
 from qasa.models import MODELS
 
 __all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES", "check_anneal_schedule",
-           "check_h_gain_schedule"]
+           "check_h_gain_schedule", "CallKey", "IDEAL"]
 
 STRUCTURES = ("independent", "internal", "external", "odd", "smooth")
 _PARAMS = ("rate", "beta", "b", "gamma", "eta", "readout_error")
@@ -108,6 +145,14 @@ class Preset:
     readout_error_max: float = 0.001
     drift_sd: float = 0.001             # per pass over the h grid (see the module docstring)
     mafm_pH: float | None = None        # M_AFM for the flux-bias conversion (None: flux_biases refused)
+    # noise beyond shots (docs/DESIGN.md §7, qasa.virtual.noise); 0 turns a source off
+    ice_scale: float = 1.0              # × D-Wave's per-programming σ(s*) (0.025 at s = 0.28 → 0.010 at 0.75)
+    flux_noise: float = 2.0             # √S_Φ(1 Hz), µΦ₀/√Hz (applied only with a published M_AFM)
+    flux_noise_alpha: float = 0.9       # S_Φ ∝ 1/f^α, published range 0.75–1
+    dac_q0: float = 0.008               # largest h-DAC quantization error at h = 0
+    dac_q2: float = 0.0005              # ... and at h = 2
+    gain_sd: float = 0.01               # per-qubit h-scale spread (relative)
+    flux_gain_spread: float = 0.0       # per-qubit flux→field conversion factor, uniform in 1 ± this (illustrative)
 
     @property
     def rate(self) -> float:
@@ -197,6 +242,7 @@ class VirtualQPU(MockDWaveSampler):
         noise: ``"telegraph"`` (the ±η mixture of the QASA model) or ``"gaussian"`` (σ = η).
         dynamics_steps: time steps of the dynamics level over the part of the anneal integrated.
         rate_scale: multiplies every qubit's relaxation rate in the dynamics level (0: closed system).
+        ideal: no noise beyond shots (:data:`IDEAL`; see the module docstring).
         **overrides: fields of the preset to change (e.g. ``bias_sd=0``, ``drift_sd=0``).
     """
 
@@ -204,7 +250,9 @@ class VirtualQPU(MockDWaveSampler):
                  topology_shape: list[int] | None = None, seed: int | None = None,
                  broken_nodes: list[int] | None = None, structure: str | dict[str, str] = "independent",
                  structure_strength: float = 1.0, physics: str = "freezeout", noise: str = "telegraph",
-                 dynamics_steps: int = 400, rate_scale: float = 1.0, **overrides: Any) -> None:
+                 dynamics_steps: int = 400, rate_scale: float = 1.0, ideal: bool = False, **overrides: Any) -> None:
+        if ideal:          # every noise source beyond shots off (docs/DESIGN.md §7): the device of qasa ≤ 9f8ad1f
+            overrides = {**IDEAL, **overrides}          # a source named explicitly stays on
         preset, graph = _resolve_preset(preset, topology_type, topology_shape, overrides)
         if physics not in ("freezeout", "dynamics"):
             raise ValueError(f"physics={physics!r}: choose 'freezeout' or 'dynamics'")
@@ -216,6 +264,7 @@ class VirtualQPU(MockDWaveSampler):
         self.noise = noise
         self.dynamics_steps = int(dynamics_steps)
         self.rate_scale = float(rate_scale)
+        self.ideal = bool(ideal)
         self._structure = structure
         self._structure_strength = float(structure_strength)
         if broken_nodes is None:
@@ -232,6 +281,11 @@ class VirtualQPU(MockDWaveSampler):
         self.properties.update(_qpu_properties(preset))
         self.properties.pop("fast_anneal_time_range", None)      # fast_anneal is refused (not emulated)
         self._truth = self._draw_truth(structure, self._structure_strength)
+        n_active = len(self.nodelist)            # static noise of the chip: own streams, the truth's draws unchanged
+        self._truth["h_scale"] = 1.0 + preset.gain_sd * np.random.default_rng([self.seed, 5, 0]).standard_normal(n_active)
+        self._truth["dac_phase"] = np.random.default_rng([self.seed, 5, 1]).random(n_active)
+        self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}
+        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.b_scale = 1.0
         if preset.teff is not None:                               # calibrate to the published T_eff
             self.b_scale = self._teff_scale()
@@ -239,10 +293,15 @@ class VirtualQPU(MockDWaveSampler):
         self._index = {q: i for i, q in enumerate(self.nodelist)}
         self._rows_cache: tuple[list, np.ndarray, np.ndarray] | None = None
         self._unlabelled_calls = 0
-        self._walk: list[np.ndarray] = []
-        self._freeze_cache: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._walks: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._flux_runs: dict[tuple[int, ...], tuple[np.ndarray, dict[bool, np.ndarray], list]] = {}
+        self._freeze_cache = {}
+        self._scale_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._gain_cache: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         self._col = {c: self._truth[c].to_numpy() for c in self._truth.columns}   # hot-path views
+        # each qubit's flux→field conversion relative to the published one (its own stream: the truth is unchanged)
+        self.flux_gain = 1.0 + preset.flux_gain_spread * np.random.default_rng([self.seed, 4]).uniform(
+            -1.0, 1.0, len(self.nodelist))
 
     @property
     def nodelist(self) -> list[int]:  # type: ignore[override]
@@ -291,7 +350,7 @@ class VirtualQPU(MockDWaveSampler):
 
     def qasa_settings(self) -> dict[str, Any]:
         """Every setting that changes this device's data, as plain JSON (recorded by the runner)."""
-        return {"seed": self.seed, "physics": self.physics, "noise": self.noise,
+        return {"seed": self.seed, "physics": self.physics, "noise": self.noise, "ideal": self.ideal,
                 "structure": self._structure, "structure_strength": self._structure_strength,
                 "dynamics_steps": self.dynamics_steps, "rate_scale": self.rate_scale,
                 "preset_config": dataclasses.asdict(self.preset)}
@@ -307,7 +366,7 @@ class VirtualQPU(MockDWaveSampler):
         return sampler_html(self, {"T_eff (published)": self.preset.teff if self.preset.teff else "—"})
 
     def expected_p_down(self, h: np.ndarray, truth: pd.DataFrame | None = None) -> np.ndarray:
-        """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge)."""
+        """Expected P(−1) of every qubit at fields ``h`` (freeze-out level, no drift, no gauge, no noise beyond shots)."""
         t = self._truth if truth is None else truth
         theta = t[["beta", "b", "gamma", "eta"]].to_numpy()
         if self.noise == "telegraph":
@@ -329,11 +388,28 @@ class VirtualQPU(MockDWaveSampler):
 
         (γ does not enter: f(x, u) is even in u); for Gaussian field noise the bracket is
         ``E_δ sech²(β(b + δ))``, δ ~ N(0, η²) (8-node Gauss–Hermite). Over |h| ≤ 0.164 the pooled fit
-        differs from this limit by < 0.1 % (docs/DESIGN.md §6).
+        differs from this limit by < 0.1 % (docs/DESIGN.md §6). With noise beyond shots the bracket is
+        also averaged over a Gaussian field offset of the noise's variance and the slope multiplied
+        by the qubit's h scale (:meth:`_teff_noise`, the module docstring).
         """
         t = self._truth if truth is None else truth
         return 1.0 / float(np.mean(_small_h_slope(t["beta"].to_numpy(), t["b"].to_numpy(), t["eta"].to_numpy(),
-                                                  t["readout_error"].to_numpy(), self.noise)))
+                                                  t["readout_error"].to_numpy(), self.noise, *self._teff_noise(t))))
+
+    def _teff_noise(self, t: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(h scale, σ of the field noise beyond shots) per qubit of ``t`` as a pooled T_eff measurement
+        sees them (default 20 µs anneal, drift compensation on, D-Wave's defaults): the per-programming
+        error, the whole 1/f variance up to 1/(20 µs) and the DAC error at h ≈ 0 (uniform, variance q₀²/3).
+        (None, None) on an ideal device."""
+        preset = self.preset
+        flux = self.flux_noise_model
+        if not (preset.ice_scale or flux.amplitude or preset.dac_q0 or preset.gain_sd):
+            return None, None
+        s_star = t["freezeout_s"].to_numpy()
+        var = qnoise.ice_sd(s_star, preset.ice_scale) ** 2 + preset.dac_q0 ** 2 / 3.0
+        if flux.amplitude:
+            var = var + self._h_per_uphi0(s_star) ** 2 * flux.total_variance(1e6 / 20.0, True)
+        return t["h_scale"].to_numpy(), np.sqrt(var)
 
     def _teff_scale(self) -> float:
         """Factor on every β that makes :meth:`pooled_teff` equal the preset's published T_eff."""
@@ -342,9 +418,10 @@ class VirtualQPU(MockDWaveSampler):
         t = self._truth
         base, b, eta, eps = (t[c].to_numpy() for c in ("beta", "b", "eta", "readout_error"))
         target = 1.0 / self.preset.teff
+        gain, extra = self._teff_noise(t)
 
         def gap(k: float) -> float:
-            return float(np.mean(_small_h_slope(k * base, b, eta, eps, self.noise))) - target
+            return float(np.mean(_small_h_slope(k * base, b, eta, eps, self.noise, gain, extra))) - target
 
         # the slope rises with k, then falls once kβη ≳ 1 (noise washes the response out): take the
         # smallest root, bracketed on a geometric grid
@@ -370,24 +447,37 @@ class VirtualQPU(MockDWaveSampler):
         out["gain"] = self._gain(h_gain_schedule, t_star)
         return out
 
-    def estimand(self, protocol: Any) -> pd.DataFrame:
+    def estimand(self, protocol: Any, pooled: bool = False) -> pd.DataFrame:
         """The QASA parameters a fit of ``protocol``'s data from this device converges to.
 
-        The KL projection of the device's exact response onto the QASA model over the protocol's
-        calls, in the programmed (qubit's own) frame (:mod:`qasa.virtual.estimand`): readout error is
-        folded into γ (and β), the flux drift the calls of this run saw into b (and η). At the
-        freeze-out level each call's response is computed exactly (its gauge, its pass's drift,
-        flux biases, h gain). At the dynamics level the response is the Bloch-equation simulation the
-        device itself samples from, evaluated once per distinct programmed field with the run's mean
-        drift (its infinite-reads limit; the drift's spread, ≲ 10⁻³, is neglected there).
+        A fit that knows calls are programmings (a per-call field offset δ_c ~ N(0, σ_call²) beside
+        the within-call η) estimates: ``b`` = static b plus the run-average drift (the reads-weighted
+        average over this run's calls of the pass walk and the call means of the 1/f flux noise; the
+        per-programming errors have mean 0 and are the between-call noise such a fit's interval
+        accounts for); ``eta``, ``beta``, ``gamma``: the KL projection of the device's response
+        *without* the offsets' spread — the response at the run-average drift, with the within-call
+        flux noise, the DAC's rounding of each programmed value, the qubit's h scale, readout error,
+        flux biases and the h gain (:mod:`qasa.virtual.estimand`; readout error is folded into γ and
+        β, within-call noise into η); ``sigma_call``: the reads-weighted spread (h units) of this
+        run's per-call offsets about their run average. Everything is computed in the programmed
+        (qubit's own) frame, with the calls' exact draws (each call's identity is the run seed and
+        its call id, :class:`CallKey`). At the dynamics level the response is the Bloch-equation
+        simulation the device itself samples from, evaluated once per distinct programmed field at
+        the run-average drift (its infinite-reads limit; within-call noise is not simulated there).
+
+        With ``pooled=True``: what a fit that treats all reads as independent (qasa ≤ 9f8ad1f's
+        likelihood) converges to instead — each call's response at its own offset, so the offsets'
+        spread folds into η (η*² ≈ η² + σ_call², docs/DESIGN.md §7) and β.
 
         Args:
             protocol: a resolved :class:`qasa.protocol.Protocol` (qubits and seed set: the gauges
-                and so the drift each qubit sees depend on them).
+                and every draw of a call depend on them).
+            pooled: the target of a pooled-reads fit instead (see above).
 
         Returns:
             DataFrame indexed by qubit with columns ``beta``, ``b``, ``gamma``, ``eta`` (NaN when the
-            protocol has fewer distinct fields than the model has parameters: nothing identifies them).
+            protocol has fewer distinct fields than the model has parameters: nothing identifies them)
+            and ``sigma_call``.
 
         Raises:
             ValueError: if the protocol is not resolved.
@@ -401,20 +491,27 @@ class VirtualQPU(MockDWaveSampler):
         pos = {q: i for i, q in enumerate(protocol.qubits)}
         keep = np.array([pos[q] for q in qubits], dtype=np.int64)
         kw = {**dict(protocol.sampler_params), "annealing_time": protocol.annealing_time,
-              "anneal_schedule": protocol.anneal_schedule, "h_gain_schedule": protocol.h_gain_schedule}
-        drift_on = not protocol.flux_drift_compensation
+              "anneal_schedule": protocol.anneal_schedule, "h_gain_schedule": protocol.h_gain_schedule,
+              "flux_drift_compensation": protocol.flux_drift_compensation}
         hv = np.asarray(protocol.h_values, float)
         fields = np.unique(np.concatenate([hv, -hv]) if protocol.spin_reversal else hv)
         N = np.zeros((len(rows), len(fields)))
         K = np.zeros_like(N)
         r = np.arange(len(rows))
         calls = protocol.calls()
-        if self.physics == "freezeout":
-            for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same drift)
+        mean_off, sigma_call, within, offs = self._run_offsets(rows, protocol, calls, kw)
+        if self.physics == "freezeout" and pooled:
+            for k, c in enumerate(calls):
+                x = (c.flips[keep] * c.h).astype(float)
+                p = self._p_down(rows, x, offs[k], kw, within=within[c.gauge])
+                cell = np.searchsorted(fields, x)
+                N[r, cell] += c.num_reads
+                K[r, cell] += c.num_reads * p
+        elif self.physics == "freezeout":
+            for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same reads per call)
                 group = [c for c in calls if c.gauge == gauge]
                 x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
-                offset = self._walk_at(gauge)[rows] if drift_on else 0.0
-                p = self._p_down(rows, x.T, offset, kw, fused=True).T
+                p = self._p_down(rows, x.T, mean_off, kw, fused=True, within=within[gauge]).T
                 reads = np.array([c.num_reads for c in group], float)[:, None]
                 cell = (r * len(fields) + np.searchsorted(fields, x)).ravel()
                 N += np.bincount(cell, np.broadcast_to(reads, x.shape).ravel(), N.size).reshape(N.shape)
@@ -423,54 +520,95 @@ class VirtualQPU(MockDWaveSampler):
             for call in calls:
                 x = (call.flips[keep] * call.h).astype(float)
                 N[r, np.searchsorted(fields, x)] += call.num_reads
-            offset = 0.0
-            if drift_on:
-                w = np.array([c.num_reads for c in calls], float)
-                offset = sum(wi * self._walk_at(c.gauge)[rows] for wi, c in zip(w, calls)) / w.sum()
             xs = np.broadcast_to(fields, N.shape)
-            P = self._p_down(np.repeat(rows, len(fields)), xs.ravel(), np.repeat(offset + np.zeros(len(rows)),
-                             len(fields)), kw).reshape(N.shape)
+            P = self._p_down(np.repeat(rows, len(fields)), xs.ravel(), np.repeat(mean_off, len(fields)),
+                             kw).reshape(N.shape)
             K = N * P
         with np.errstate(invalid="ignore", divide="ignore"):
             p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
         # start from the truth moved by the closed forms of docs/DESIGN.md §6: readout error shrinks β by
-        # 1 − 2ε and widens γ (readout_gamma), the run's mean drift adds to b. From the plain truth, the
-        # scoring stopped short of the minimum on the η = 0 bound for ~0.5% of the qubits (up to 0.4 nats)
+        # 1 − 2ε and widens γ (readout_gamma), the run-average drift adds to b, within-call noise to η.
+        # From the plain truth, the scoring stopped short of the minimum on the η = 0 bound for ~0.5% of
+        # the qubits (up to 0.4 nats)
         eps = t["readout_error"].to_numpy()
-        drift = 0.0
-        if drift_on:
-            reads: dict[int, float] = {}
-            for c in calls:
-                reads[c.gauge] = reads.get(c.gauge, 0.0) + c.num_reads
-            drift = sum(n * self._walk_at(g)[rows] for g, n in reads.items()) / sum(reads.values())
-        start = np.column_stack([t["beta"] * t["gain"].abs() * (1.0 - 2.0 * eps), t["b"] + drift,
-                                 readout_gamma(t["gamma"].to_numpy(), eps), t["eta"]])
+        w = np.mean([v for v in within.values() if v is not None], axis=0) if any(
+            v is not None for v in within.values()) else 0.0
+        start = np.column_stack([t["beta"] * t["gain"].abs() * t["h_scale"] * (1.0 - 2.0 * eps), t["b"] + mean_off,
+                                 readout_gamma(t["gamma"].to_numpy(), eps), np.sqrt(t["eta"] ** 2 + w ** 2)])
         if np.unique(np.asarray(fields)).size < 4:
             # fewer distinct fields than QASA parameters: no fit of this run identifies them, so there is
             # no estimand (NaN, and recovery sections show none) — the projection's system is singular
             theta = np.full((len(qubits), 4), np.nan)
         else:
             theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
-        return pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
-                            index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
+        out = pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
+                           index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
+        out["sigma_call"] = sigma_call
+        return out
+
+    def _expected_sigma_call(self, protocol: Any, s_star: np.ndarray) -> np.ndarray:
+        """Expected spread of the per-call offsets about the run average (see :meth:`qasa_truth`)."""
+        preset = self.preset
+        calls = protocol.calls_per_h * len(protocol.h_values)
+        kw = {**dict(protocol.sampler_params), "annealing_time": protocol.annealing_time,
+              "anneal_schedule": protocol.anneal_schedule}
+        T = 1e-6 * self._timing(len(self.nodelist), protocol.reads_of_gauge(0), protocol.annealing_time,
+                                protocol.anneal_schedule, kw)["qpu_access_time"]
+        var = qnoise.ice_sd(s_star, preset.ice_scale) ** 2
+        flux = self.flux_noise_model
+        if flux.amplitude:
+            t_path, _ = qphys.anneal_path(protocol.annealing_time, protocol.anneal_schedule)
+            var = var + self._h_per_uphi0(s_star) ** 2 * flux.between_variance(
+                T, calls * T, 1e6 / float(t_path[-1]), protocol.flux_drift_compensation)
+        if not protocol.flux_drift_compensation and preset.drift_sd:
+            passes = protocol.calls_per_h
+            var = var + preset.drift_sd ** 2 * (passes ** 2 - 1) / (6.0 * passes)
+        return np.sqrt(var)
+
+    def _run_offsets(self, rows: np.ndarray, protocol: Any, calls: list, kw: Mapping[str, Any]
+                     ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None], np.ndarray]:
+        """Per qubit (rows): the run-average drift (the reads-weighted mean of the per-call offsets
+        without the per-programming errors, whose mean is 0), the reads-weighted spread of the whole
+        per-call offsets about their mean, each pass's within-call σ (None without flux noise) and the
+        offsets (calls × rows): the draws the runner's calls get (:meth:`call_noise`, :meth:`CallKey.of`)."""
+        offs = np.zeros((len(calls), len(rows)))
+        ice = np.zeros_like(offs)
+        within: dict[int, np.ndarray | None] = {}
+        for k, c in enumerate(calls):
+            duration = self._timing(len(self.nodelist), c.num_reads, protocol.annealing_time, protocol.anneal_schedule,
+                                    kw)["qpu_access_time"]
+            key = CallKey.of(protocol.seed, c)
+            off, within[c.gauge] = self.call_noise(rows, key, kw, duration)
+            offs[k] = off
+            ice[k] = self.call_noise(rows, key, kw, duration, ice_part=True)[0]
+        reads = np.array([c.num_reads for c in calls], float)
+        total = reads @ offs / reads.sum()
+        spread = np.sqrt(reads @ (offs - total) ** 2 / reads.sum())
+        drift = reads @ (offs - ice) / reads.sum()        # the per-programming errors are not drift: mean 0
+        return drift, spread, within, offs
 
     def qasa_truth(self, protocol: Any) -> list[dict[str, Any]]:
         """Per-qubit truth recorded in a dataset's ``metadata['device']['truth']`` (one record per qubit).
 
-        ``beta, b, gamma, eta``: the physical truth (β at the qubit's freeze-out point times |h gain|;
-        at the dynamics level only β, the other three are not parameters of that simulation).
-        ``estimand_beta, estimand_b, estimand_gamma, estimand_eta``: what a QASA fit of this run
-        should recover (:meth:`estimand`): compare fits with these.
+        ``beta, b, gamma, eta``: the physical truth (β at the qubit's freeze-out point times |h gain|
+        times the qubit's h scale; at the dynamics level only β, the other three are not parameters
+        of that simulation). ``sigma_call``: the expected spread (h units) of a call's field offset
+        about the run average for a run of this protocol's length (per-programming error, the 1/f
+        flux noise between calls ∫ S(f) sinc²(πfT)[1 − sinc²(πfT_run)] df, the pass walk's
+        d²(P² − 1)/(6P) without drift compensation). ``estimand_beta, estimand_b, estimand_gamma,
+        estimand_eta, estimand_sigma_call``: what a fit of this run should recover (:meth:`estimand`):
+        compare fits with these.
         """
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule)
         if protocol.qubits is not None:
             t = t.loc[[q for q in protocol.qubits if q in t.index]]
-        t["beta"] = t["beta"] * t["gain"].abs()     # the fit sees β times the h gain at freeze-out
+        t["beta"] = t["beta"] * t["gain"].abs() * t["h_scale"]    # the fit sees β times the h gain and scale
         cols = ["beta"] if self.physics == "dynamics" else ["beta", "b", "gamma", "eta"]
         out = t[cols].copy()
+        out["sigma_call"] = self._expected_sigma_call(protocol, t["freezeout_s"].to_numpy())
         est = self.estimand(protocol)
-        if est.notna().any().any():       # none when the protocol cannot identify the model
+        if est.drop(columns="sigma_call").notna().any().any():       # none when the protocol cannot identify the model
             for c in est.columns:
                 out[f"estimand_{c}"] = est[c].reindex(out.index)
         return out.reset_index().to_dict("records")
@@ -575,16 +713,94 @@ class VirtualQPU(MockDWaveSampler):
         words = np.frombuffer(hashlib.sha256(str(label).encode()).digest()[:16], dtype=np.uint32)
         return np.random.default_rng([self.seed, 2, 0, *words.tolist()])
 
-    def _walk_at(self, step: int) -> np.ndarray:
-        """Flux drift of every active qubit after ``step`` + 1 steps of the seeded random walk."""
+    def _walk_at(self, step: int, run: tuple[int, ...] = (0,)) -> np.ndarray:
+        """Flux drift of every active qubit after ``step`` + 1 steps of the seeded random walk of run ``run``
+        (``(0,)``: calls without a run seed, the walk of qasa ≤ 9f8ad1f; ``(1, s)``: run seed ``s``)."""
         if self.preset.drift_sd == 0:
             return np.zeros(len(self.nodelist))
-        while len(self._walk) <= step:
-            k = len(self._walk)
-            prev = self._walk[-1] if self._walk else 0.0
-            self._walk.append(prev + np.random.default_rng([self.seed, 3, k]).normal(
+        walk = self._walks.setdefault(tuple(run), [])
+        extra = [] if tuple(run) == (0,) else list(run)
+        while len(walk) <= step:
+            k = len(walk)
+            prev = walk[-1] if walk else 0.0
+            walk.append(prev + np.random.default_rng([self.seed, 3, k, *extra]).normal(
                 0.0, self.preset.drift_sd, len(self.nodelist)))
-        return self._walk[step]
+        return walk[step]
+
+    def _flux_run(self, run: tuple[int, ...]) -> tuple[np.ndarray, dict[bool, np.ndarray], list]:
+        """The 1/f components of run ``run``: frequency sets (64 × K), their weights a_k by drift
+        compensation, and per set its active qubits (rows) with their [X | Y] (rows × 2K)."""
+        if run not in self._flux_runs:
+            rng = np.random.default_rng([self.seed, 7, *run])
+            n = len(self.nodelist)
+            flux = self.flux_noise_model
+            f, df = flux.frequencies(rng, 64)
+            a = {c: flux.weights(f, df, c) for c in (False, True)}
+            sets = rng.integers(0, 64, n)
+            X, Y = rng.standard_normal((n, f.shape[1])), rng.standard_normal((n, f.shape[1]))
+            blocks = [(rows, np.hstack([X[rows], Y[rows]])) for rows in (np.flatnonzero(sets == k) for k in range(64))]
+            self._flux_runs = dict(list(self._flux_runs.items())[-1:])       # keep at most two runs
+            self._flux_runs[run] = (f, a, blocks)
+        return self._flux_runs[run]
+
+    def _noise_scales(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray]:
+        """Per active qubit, cached per anneal: σ of the per-programming error and |δh| per µΦ₀."""
+        key = (annealing_time, None if anneal_schedule is None else tuple(map(tuple, anneal_schedule)))
+        if key not in self._scale_cache:
+            s_star = self._freezeout(annealing_time, anneal_schedule)[0]
+            per = self._h_per_uphi0(s_star) if self.flux_noise_model.amplitude else np.zeros_like(s_star)
+            self._scale_cache[key] = (qnoise.ice_sd(s_star, self.preset.ice_scale), per)
+        return self._scale_cache[key]
+
+    @property
+    def flux_noise_model(self) -> qnoise.FluxNoise:
+        """The preset's 1/f flux noise (amplitude 0 when off or without a published M_AFM)."""
+        amp = self.preset.flux_noise if self.preset.mafm_pH is not None else 0.0
+        return qnoise.FluxNoise(amp, self.preset.flux_noise_alpha)
+
+    def _h_per_uphi0(self, s_star: np.ndarray) -> np.ndarray:
+        """|δh| of a flux of 1 µΦ₀ at each freeze-out point (D-Wave's conversion, :meth:`_flux_field`)."""
+        return np.abs(self._flux_field(np.full(np.shape(s_star), 1e-6), s_star))
+
+    def call_noise(self, idx: np.ndarray, key: "CallKey", kwargs: Mapping[str, Any], duration_us: float,
+                   ice_part: bool = False) -> tuple[np.ndarray | float, np.ndarray | None]:
+        """The field offset of one call and its within-call flux-noise σ, per qubit (rows ``idx``), in h units.
+
+        Offset: the pass walk (without drift compensation) + the per-programming error + the mean of
+        the 1/f flux noise over the call, at the call's time ``position × duration`` on the device's
+        clock; within-call σ: the expected 1/f variance about the call mean (module docstrings of
+        this module and :mod:`qasa.virtual.noise`). Every draw depends on (device seed, run seed, call) only.
+        ``ice_part=True`` returns the per-programming error alone in place of the offset (for the estimand).
+        """
+        preset = self.preset
+        compensated = bool(kwargs.get("flux_drift_compensation", True))
+        offset: np.ndarray | float = 0.0
+        if not compensated:
+            offset = self._walk_at(key.gauge or 0, key.run)[idx]
+        flux = self.flux_noise_model
+        if preset.ice_scale == 0 and flux.amplitude == 0:
+            return (0.0 if ice_part else offset), None
+        ice, per = self._noise_scales(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
+        if preset.ice_scale:
+            z = np.random.default_rng([self.seed, 6, *key.stream]).standard_normal(len(self.nodelist))[idx]
+            if ice_part:
+                return ice[idx] * z, None
+            offset = offset + ice[idx] * z
+        elif ice_part:
+            return 0.0, None
+        within = None
+        if flux.amplitude:
+            T = duration_us * 1e-6
+            f, a, blocks = self._flux_run(key.run)
+            u, v = qnoise.call_mean_basis(f, key.position * T, T)
+            coef = np.hstack([a[compensated] * u, a[compensated] * v])          # (sets, 2K)
+            phi = np.empty(len(self.nodelist))
+            for k, (rows, xy) in enumerate(blocks):
+                phi[rows] = xy @ coef[k]
+            offset = offset + per[idx] * phi[idx]
+            t_path, _ = qphys.anneal_path(kwargs.get("annealing_time"), kwargs.get("anneal_schedule"))
+            within = per[idx] * np.sqrt(flux.within_variance(T, 1e6 / float(t_path[-1]), compensated))
+        return offset, within
 
     def _freezeout(self, annealing_time, anneal_schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per qubit, cached per anneal: freeze-out point s*, its time t*, and β there."""
@@ -654,46 +870,61 @@ class VirtualQPU(MockDWaveSampler):
         rng = self._rng(label)
         if kwargs.get("auto_scale", True) and h.size and np.abs(h).max() > 0:
             h = h * (max(abs(x) for x in self.properties["h_range"]) / np.abs(h).max())
-        drift = 0.0
-        if not kwargs.get("flux_drift_compensation", True):
-            drift = self._walk_at(_drift_step(label))[idx]
-        p = self._p_down(idx, h, drift, kwargs)
+        timing = self._timing(len(self.nodelist), num_reads, kwargs.get("annealing_time"),
+                              kwargs.get("anneal_schedule"), kwargs)
+        key = CallKey.parse(label, self._unlabelled_calls)
+        offset, within = self.call_noise(idx, key, kwargs, timing["qpu_access_time"])
+        p = self._p_down(idx, h, offset, kwargs, within=within)
         info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
-                "timing": self._timing(len(self.nodelist), num_reads, kwargs.get("annealing_time"),
-                                       kwargs.get("anneal_schedule"), kwargs)}
+                "timing": timing}
         if label is not None:
             info["problem_label"] = label
         return p, info, rng
 
     def _p_down(self, idx: np.ndarray, h: np.ndarray, offset: np.ndarray | float,
-                kwargs: Mapping[str, Any], fused: bool = False) -> np.ndarray:
+                kwargs: Mapping[str, Any], fused: bool = False, within: np.ndarray | None = None) -> np.ndarray:
         """Observed P(−1) of qubits ``idx`` (rows of the truth) at programmed fields ``h``.
 
         ``h`` holds one field per qubit (shape ``(n,)``) or several (shape ``(n, k)``: the result has
         that shape). ``offset`` adds to each qubit's static bias (flux drift); flux biases, the anneal
         and the h gain come from ``kwargs`` as in a call. Readout error included. ``fused`` evaluates
         the QASA model with its fused form on φ (:attr:`qasa.models.Model.internal`: the same values
-        to rounding, 10⁻¹⁶, twice as fast; for the estimand, never for the reads).
+        to rounding, 10⁻¹⁶, twice as fast; for the estimand, never for the reads). The h DAC's
+        quantization and the qubit's h scale act on ``h``; ``within`` (σ per qubit, h units) is
+        Gaussian field noise independent per read (the within-call flux noise; freeze-out level
+        only, 7-node Gauss–Hermite).
         """
         annealing_time = kwargs.get("annealing_time")
         anneal_schedule = kwargs.get("anneal_schedule")
         h_gain_schedule = kwargs.get("h_gain_schedule")
         col = {c: v[idx] for c, v in self._col.items()}
         s_star, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
+        grid = np.ndim(h) == 2
+        if self.preset.dac_q0:
+            phase = col["dac_phase"][:, None] if grid else col["dac_phase"]
+            h = qnoise.quantize(h, phase, self.preset.dac_q0, self.preset.dac_q2)
+        if self.preset.gain_sd:
+            h = (col["h_scale"][:, None] if grid else col["h_scale"]) * h
         bias = col["b"] + offset
         if kwargs.get("flux_biases") is not None:
-            bias = bias + self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
-        grid = np.ndim(h) == 2
+            bias = bias + self.flux_gain[idx] * self._flux_field(self._flux_values(kwargs["flux_biases"])[idx], s_star)
         bias = np.broadcast_to(bias, np.shape(idx))
         if self.physics == "freezeout":
             gain = self._gain(h_gain_schedule, t_star)
             field = gain[:, None] * h if grid else (gain * h)[:, None]
-            if self.noise == "telegraph":
-                theta = np.column_stack([beta, bias, col["gamma"], col["eta"]])
-                model = MODELS["qasa"]
-                m = model.internal.m(field, model.to_internal(theta)) if fused else model.m(field, theta)
+
+            def response(b: np.ndarray) -> np.ndarray:
+                if self.noise == "telegraph":
+                    theta = np.column_stack([beta, b, col["gamma"], col["eta"]])
+                    model = MODELS["qasa"]
+                    return model.internal.m(field, model.to_internal(theta)) if fused else model.m(field, theta)
+                return MODELS["gaussian-noise"].m(field, np.column_stack([beta, b, col["eta"]]))
+
+            if within is not None and np.any(within > 0):
+                x, w = np.polynomial.hermite.hermgauss(7)
+                m = sum(wk / np.sqrt(np.pi) * response(bias + np.sqrt(2.0) * xk * within) for xk, wk in zip(x, w))
             else:
-                m = MODELS["gaussian-noise"].m(field, np.column_stack([beta, bias, col["eta"]]))
+                m = response(bias)
             p = 0.5 * (1.0 + (m if grid else m[:, 0]))
         else:
             rep = np.shape(h)[1] if grid else 1
@@ -714,6 +945,14 @@ class VirtualQPU(MockDWaveSampler):
 
         B = self._schedule.B_of(s_star)
         return np.asarray(fluxbias_to_h(flux, B=B, MAFM=self.preset.mafm_pH), float)
+
+    def flux_field(self, flux_biases: Any, annealing_time: float | None = None, anneal_schedule=None) -> pd.Series:
+        """True field (units of h) that ``flux_biases`` (one Φ₀ value per qubit of the chip) add to each
+        active qubit's bias at its freeze-out point, this qubit's conversion spread included
+        (``flux_gain_spread``): the residual of a shim is ``truth["b"] + flux_field(...)``."""
+        s_star = self._freezeout(annealing_time, anneal_schedule)[0]
+        field = self.flux_gain * self._flux_field(self._flux_values(flux_biases), s_star)
+        return pd.Series(field, index=pd.Index(np.asarray(self.nodelist, dtype=np.int64), name="qubit"))
 
     def dynamics_p_down(self, h: np.ndarray, bias: np.ndarray, rate: np.ndarray, eta: np.ndarray,
                         annealing_time=None, anneal_schedule=None, h_gain_schedule=None) -> np.ndarray:
@@ -770,14 +1009,71 @@ class VirtualQPU(MockDWaveSampler):
                             kwargs.get("programming_thermalization"))
 
 
-_CALL_ID = re.compile(r"\bg(\d+)-h\d+\b")
+_CALL_ID = re.compile(r"\bg(\d+)-h(\d+)\b")
+_RUN_SEED = re.compile(r"\bseed[\s=:]*(\d+)\b")
+_INDEX = re.compile(r"\bcall[\s=:#]*(\d+)\b")
+#: qasa's default grid has 81 fields: the pass length assumed when a label gives no call index
+DEFAULT_PASS = 81
+
+#: Overrides of :class:`VirtualQPU` ``ideal=True``: every noise source beyond shots off.
+IDEAL = {"ice_scale": 0.0, "flux_noise": 0.0, "dac_q0": 0.0, "gain_sd": 0.0}
 
 
-def _drift_step(label: str | None) -> int:
-    """The drift walk's step of a call: the gauge pass of a qasa call label ``"qasa gGGGG-hHHHHH"``
-    (every h value once per pass), 0 for any other call."""
-    match = _CALL_ID.search(label) if label is not None else None
-    return int(match.group(1)) if match else 0
+@dataclass(frozen=True)
+class CallKey:
+    """Identity of one call, parsed from its label (see the module docstring).
+
+    ``gauge``, ``h_index``: the call id ``gGGGG-hHHHHH`` anywhere in the label; ``run_seed``:
+    ``seed N`` in the label (the runner's ``qasa <call id> seed <protocol seed> call <index>`` and
+    the Leap path's ``qasa <call id> seed <protocol seed>``); ``index``: ``call N``, the call's
+    position in its run. Unlabelled calls are numbered per instance (``unlabelled``).
+    """
+
+    label: str | None
+    gauge: int | None = None
+    h_index: int | None = None
+    run_seed: int | None = None
+    index: int | None = None
+    unlabelled: int = 0
+
+    @classmethod
+    def parse(cls, label: str | None, unlabelled: int = 0) -> "CallKey":
+        """The key of a call with ``label`` (``unlabelled``: the instance's count of unlabelled calls)."""
+        if label is None:
+            return cls(None, unlabelled=unlabelled)
+        text = str(label)
+        call, seed, index = _CALL_ID.search(text), _RUN_SEED.search(text), _INDEX.search(text)
+        return cls(text, int(call.group(1)) if call else None, int(call.group(2)) if call else None,
+                   int(seed.group(1)) if seed else None, int(index.group(1)) if index else None)
+
+    @classmethod
+    def of(cls, run_seed: int | None, call: Any) -> "CallKey":
+        """The key of a protocol's :class:`qasa.protocol.Call` in the run with ``run_seed``."""
+        return cls(f"qasa {call.call_id}", call.gauge, int(call.h_index), run_seed, int(call.index))
+
+    @property
+    def run(self) -> tuple[int, ...]:
+        """Seed material of the call's run: ``(0,)`` without a run seed, ``(1, seed)`` with one."""
+        return (0,) if self.run_seed is None else (1, int(self.run_seed))
+
+    @property
+    def stream(self) -> list[int]:
+        """Seed material of the call's own draws: (run, call id) for a qasa call, whatever the label's
+        form; the label's SHA-256 for other labels; the instance's count for unlabelled calls."""
+        if self.gauge is not None:
+            return [0, *self.run, self.gauge, int(self.h_index)]
+        if self.label is not None:
+            return [1, *np.frombuffer(hashlib.sha256(self.label.encode()).digest()[:16], dtype=np.uint32).tolist()]
+        return [2, self.unlabelled]
+
+    @property
+    def position(self) -> int:
+        """The call's position in its run (its slot on the device's clock)."""
+        if self.index is not None:
+            return self.index
+        if self.gauge is not None:
+            return self.gauge * DEFAULT_PASS + int(self.h_index)
+        return self.unlabelled
 
 
 def _resolve_preset(preset: str | Preset, topology_type: str | None, topology_shape: list[int] | None,
@@ -885,15 +1181,27 @@ def check_h_gain_schedule(schedule: Any, props: Mapping[str, Any]) -> None:
         raise ValueError(f"h_gain_schedule gain {bad[0]:g} is outside h_gain_schedule_range [{lo:g}, {hi:g}]")
 
 
-def _small_h_slope(beta: np.ndarray, b: np.ndarray, eta: np.ndarray, eps: np.ndarray, noise: str) -> np.ndarray:
-    """d m/dh at h = 0 per qubit of the observed response (see :meth:`VirtualQPU.pooled_teff`)."""
+def _small_h_slope(beta: np.ndarray, b: np.ndarray, eta: np.ndarray, eps: np.ndarray, noise: str,
+                   gain: np.ndarray | None = None, extra_sd: np.ndarray | None = None) -> np.ndarray:
+    """d m/dh at h = 0 per qubit of the observed response (see :meth:`VirtualQPU.pooled_teff`).
+
+    ``gain``: the qubit's h scale; ``extra_sd``: σ of further Gaussian field noise (the noise beyond
+    shots, averaged over calls; 9-node Gauss–Hermite). Without both, the closed form of qasa ≤ 9f8ad1f.
+    """
     if noise == "telegraph":
         offsets, weights = np.array([1.0, -1.0]), np.array([0.5, 0.5])
     else:
         x, w = np.polynomial.hermite.hermgauss(8)
         offsets, weights = np.sqrt(2.0) * x, w / np.sqrt(np.pi)
-    arg = beta[:, None] * (b[:, None] + eta[:, None] * offsets)
-    return (1.0 - 2.0 * eps) * beta * (weights / np.cosh(arg) ** 2).sum(1)
+    if extra_sd is None or not np.any(extra_sd > 0):
+        arg = beta[:, None] * (b[:, None] + eta[:, None] * offsets)
+        slope = (1.0 - 2.0 * eps) * beta * (weights / np.cosh(arg) ** 2).sum(1)
+    else:
+        z, wz = np.polynomial.hermite.hermgauss(9)
+        shift = eta[:, None, None] * offsets[None, :, None] + np.sqrt(2.0) * extra_sd[:, None, None] * z
+        arg = beta[:, None, None] * (b[:, None, None] + shift)
+        slope = (1.0 - 2.0 * eps) * beta * np.einsum("qkz,k,z->q", 1.0 / np.cosh(arg) ** 2, weights, wz / np.sqrt(np.pi))
+    return slope if gain is None else gain * slope
 
 
 def _timing_data() -> dict[str, Any]:

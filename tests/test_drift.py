@@ -1,0 +1,131 @@
+"""Drift over a run (qasa.drift): per-call offsets, per-qubit b(t) trends with a multiple-testing rule,
+and the device spectrum (estimable only on long runs)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qasa
+from qasa import device as dv
+from qasa import drift
+from qasa.dataset import Dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from noisy_sampler import NoisyQASASampler, call_times  # noqa: E402
+
+
+def _run(qubits=60, seed=1, reads_per_h=4000, reads_per_call=500, **noise):
+    s = NoisyQASASampler(qubits, seed=seed, dt=1.0, **noise)
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.1, reads_per_h=reads_per_h, reads_per_call=reads_per_call, seed=seed), s)
+    return s, Dataset(ds.counts, call_times(ds, s), ds.metadata)
+
+
+def test_random_walk_drift_is_flagged_and_per_call_noise_alone_is_not():
+    _, walk = _run(sigma_walk=0.002)
+    fits = dv.point_fit(walk)
+    out = drift.drift_summary(walk, fits, bootstrap=0)
+    tr = out["trends"]
+    assert tr["drifts"].mean() > 0.5                          # a walk of 168 steps of 0.002: most qubits drift
+    assert {"b", "b_lo", "b_hi", "slope", "slope_lo", "slope_hi", "q"} <= set(tr.columns)
+    marked = drift.mark_drifting(fits, tr).table.set_index("qubit")
+    assert marked.loc[out["drifting"], "reason"].str.contains("drifts").all()
+    _, clean = _run(sigma_call=0.01)
+    tr0 = drift.trends(drift.call_offsets(clean, dv.point_fit(clean)), fdr=0.01)
+    assert tr0["drifts"].sum() <= 1                           # independent per-call noise: no trend (FDR 1 %)
+    _, ideal = _run()
+    tr_ideal = drift.trends(drift.call_offsets(ideal, dv.point_fit(ideal)), fdr=0.01)
+    assert tr_ideal["drifts"].sum() <= 1 and tr_ideal["dispersion"].median() < 1.1
+    assert tr0["dispersion"].median() > tr_ideal["dispersion"].median() + 0.1   # noise beyond shots is seen
+
+
+def test_per_call_offsets_recover_the_planted_offsets():
+    s, ds = _run(qubits=30, reads_per_call=4000, reads_per_h=8000, sigma_call=0.02)
+    off = drift.call_offsets(ds, dv.point_fit(ds))
+    near = off[np.abs(off["x"]) <= 0.2]
+    # planted: b + offset of that call; compare for a handful of calls
+    k_of = {seed: k for k, seed in enumerate(s.calls)}
+    seeds = {c.call_id: ds.protocol.call_seed(c.index) for c in ds.protocol.calls()}
+    planted = [s.truth.set_index("qubit").loc[q, "b"] + s.offsets(k_of[seeds[c]], seeds[c])[q]
+               for c, q in zip(near["call_id"], near["qubit"])]
+    err = near["b_call"].to_numpy() - np.array(planted)
+    z = err / np.sqrt(near["b_call_var"].to_numpy())
+    assert abs(np.median(err)) < 0.003 and 0.7 < np.std(z) < 2.0         # linearized: 1.56 measured
+
+
+def test_spectrum_not_estimable_on_a_short_run_or_without_times():
+    _, ds = _run(qubits=20, reads_per_h=500, reads_per_call=500)
+    spec = drift.spectrum(drift.call_offsets(ds, dv.point_fit(ds)))
+    assert not spec["estimable"] and "not estimable" in spec["reason"] and spec["calls"] == 21
+    untimed = Dataset(ds.counts, ds.calls.drop(columns=["started", "finished"]), ds.metadata)
+    spec = drift.spectrum(drift.call_offsets(untimed, dv.point_fit(untimed)))
+    assert not spec["estimable"] and "call times" in spec["reason"]
+    ax = drift.plot_spectrum(spec)
+    assert ax is not None
+    with pytest.raises(ValueError, match="no bias parameter"):
+        drift.call_offsets(ds, dv.point_fit(ds, "gibbs"))
+
+
+def _flicker_spectrum(seed: int, qubits: int = 40, h_step: float = 0.125, h_max: float = 0.5,
+                      reads_per_h: int = 100_000, reads_per_call: int = 1000):
+    """900 calls 1 s apart (100 h cycles of 9 calls), 1/f offsets with A = 0.005 h/√Hz at 1 Hz, α = 1."""
+    s = NoisyQASASampler(qubits, seed=seed, flicker=(0.005, 1.0), dt=1.0)
+    ds = qasa.run(qasa.Protocol.grid(h_max, h_step, reads_per_h=reads_per_h, reads_per_call=reads_per_call,
+                                     seed=seed), s)
+    ds = Dataset(ds.counts, call_times(ds, s), ds.metadata)
+    return drift.spectrum(drift.call_offsets(ds, dv.point_fit(ds)), bootstrap=100)
+
+
+def _covers(spec) -> bool:
+    return bool(spec["amplitude_1Hz_lo"] < 0.005 < spec["amplitude_1Hz_hi"]
+                and spec["exponent_lo"] < 1.0 < spec["exponent_hi"])
+
+
+def test_spectrum_of_planted_flicker_noise():
+    spec = _flicker_spectrum(0)
+    assert spec["estimable"] and spec["blocks"] == 100 and spec["block_calls"] == 9 and _covers(spec)
+    assert np.all(np.diff(spec["frequency"]) > 0) and spec["frequency"][-1] <= 0.4 / 9 + 1e-12
+    assert drift.plot_spectrum(spec).get_xscale() == "log"
+
+
+@pytest.mark.slow
+def test_spectrum_intervals_cover_planted_flicker_noise():
+    """20 devices of 40 qubits (measured: 20 of 20 cover both), and 6 of 100 qubits with 2 100 calls on
+    a finer h grid (21 calls per cycle; measured: 6 of 6)."""
+    small = [_covers(_flicker_spectrum(seed)) for seed in range(1, 21)]
+    assert np.mean(small) >= 0.85, small
+    large = [_covers(_flicker_spectrum(seed, qubits=100, h_step=0.1, h_max=1.0, reads_per_h=50_000, reads_per_call=500))
+             for seed in range(10, 16)]
+    assert sum(large) >= 5, large
+
+
+def test_the_report_shows_noise_beyond_shots_and_marks_drifting_qubits(tmp_path):
+    """analyze(): the 'Noise beyond shots' record (between-call spread when the fit has it, drift trends,
+    the spectrum or why not) and the reason 'drifts' on the qubits whose b(t) trend exceeds its interval;
+    render() draws the section; summary.json carries it."""
+    import json
+
+    from qasa.analysis import analyze
+    from qasa.report import render
+
+    _, walk = _run(sigma_walk=0.002)
+    fits = qasa.fit(walk, "qasa")
+    rep = analyze(walk, fits, split_half=False, permutations=9, bootstrap=0)
+    noise = rep.noise
+    assert noise is not None and noise["drift"] is not None
+    drifting = set(noise["drift"]["drifting"])
+    assert len(drifting) > 0.5 * noise["drift"]["tested"]          # the walk: most qubits drift
+    t = rep.fits.table.set_index("qubit")
+    assert all("drifts" in str(t.loc[q, "reason"]) for q in drifting)
+    assert not any("drifts" in str(t.loc[q, "reason"]) for q in set(t.index) - drifting)
+    assert any(e.startswith("Drift: b is the run average") for e in noise["effects"])
+    render(rep, tmp_path)
+    html_text = (tmp_path / "index.html").read_text()
+    assert "Noise beyond shots" in html_text and (tmp_path / "noise.svg").is_file()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["noise_beyond_shots"]["drift"]["drifting"]) == drifting
+    # without drift, no qubit carries the reason
+    _, clean = _run(sigma_call=0.0)
+    rep = analyze(clean, qasa.fit(clean, "qasa"), split_half=False, permutations=9, bootstrap=0)
+    assert len(rep.noise["drift"]["drifting"]) <= 1

@@ -1,0 +1,254 @@
+"""qasa.shim: convergence to the floor against the virtual QPU's truth, intervals, resume, budgets, refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from qasa.cli import main
+from qasa.cost import BudgetError
+from qasa.shim import ShimError, fit_shim, load_flux_biases, published_conversion, shim
+from qasa.virtual.qpu import VirtualQPU
+
+HERE = Path(__file__).parent
+
+
+def _qpu(seed: int = 1, shape: int = 3, **kw) -> VirtualQPU:
+    # ideal: no per-call errors or 1/f flux noise (they are not static, so no shim cancels them; the
+    # tests judge the static residual against the floor the reads allow)
+    return VirtualQPU("advantage4.1", topology_shape=[shape], seed=seed, ideal=True, **kw)
+
+
+def _residual(qpu: VirtualQPU, res) -> np.ndarray:
+    """True residual field of every shimmed qubit (the device's truth)."""
+    q = res.table["qubit"].to_numpy()
+    return (qpu.truth["b"] + qpu.flux_field(res.flux_biases)).loc[q].to_numpy()
+
+
+def _floor(qpu: VirtualQPU, res) -> float:
+    beta = qpu.truth.loc[res.table["qubit"], "beta"].to_numpy()
+    return float(np.sqrt(np.mean(1.0 / (beta ** 2 * res.reads_per_qubit))))
+
+
+def test_fit_recovers_known_parameters_from_exact_counts():
+    # expected counts of the model itself: the MAP sits at the truth up to the weak priors
+    rng = np.random.default_rng(0)
+    beta, a, c = 5.0, 0.05, 4.0
+    x = rng.choice([-0.02, 0.02], size=(1, 40))
+    u = rng.normal(0, 0.02, size=(1, 40))
+    n = np.full((1, 40), 1e7)
+    p = 0.5 * (1 + np.tanh(beta * x + a + c * u))
+    theta, cov, info = fit_shim(x, u, n * p, n, beta0=5.0)
+    np.testing.assert_allclose(theta[0], [beta, a, c], rtol=2e-3)
+    assert np.all(np.linalg.eigvalsh(cov[0]) > 0)
+
+
+def test_converges_with_per_qubit_conversion_spread(tmp_path):
+    # each qubit's flux→field conversion is off the published one by up to ±10 %: the shim learns it
+    qpu = _qpu(seed=2, shape=4, flux_gain_spread=0.10)
+    res = shim(qpu, tmp_path / "s", reads_per_qubit=8192, seed=3)
+    r = _residual(qpu, res)
+    before = float(np.sqrt(np.mean(qpu.truth.loc[res.table["qubit"], "b"] ** 2)))
+    rms = float(np.sqrt(np.mean(r ** 2)))
+    assert res.reads_per_qubit == 8192 and res.stopped == "reads"
+    assert (res.table["status"] == "ok").all()
+    assert rms <= 1.25 * _floor(qpu, res) and rms < before / 3
+    # the fitted conversion follows each qubit's own (not only the published value)
+    true_k = published_conversion(qpu) * qpu.flux_gain[[qpu._index[q] for q in res.table["qubit"]]]
+    err = res.table["conversion"].to_numpy() / true_k - 1
+    spread = qpu.flux_gain.std()
+    assert np.sqrt(np.mean(err ** 2)) < np.sqrt(np.mean((qpu.flux_gain - 1) ** 2) + 0.2 ** 2) and spread > 0.04
+    z = (res.table["conversion"].to_numpy() - true_k) / res.table["conversion_sd"].to_numpy()
+    assert 0.7 < np.std(z) < 1.4                    # the reported conversion errors are the real ones
+    # flux_biases: one value per qubit of the chip, zero off the shimmed qubits
+    fb = np.asarray(res.flux_biases)
+    assert len(fb) == qpu.properties["num_qubits"]
+    off = np.setdiff1d(np.arange(len(fb)), res.table["qubit"].to_numpy())
+    assert np.all(fb[off] == 0)
+    doc = json.loads((tmp_path / "s" / "flux_biases.json").read_text())
+    assert doc["flux_biases"] == res.flux_biases and doc["reads_per_qubit"] == 8192
+    assert load_flux_biases(tmp_path / "s" / "flux_biases.json", len(fb)) == res.flux_biases
+    # applying the shim to the virtual QPU removes the bias: zero-field magnetization now ~0
+    qs = res.table["qubit"].tolist()
+    ss = qpu.sample_ising({q: 0.0 for q in qs}, {}, num_reads=4000, flux_biases=res.flux_biases, label="check")
+    m = np.abs(ss.record.sample.T @ ss.record.num_occurrences / 4000)
+    ss0 = qpu.sample_ising({q: 0.0 for q in qs}, {}, num_reads=4000, label="check")
+    m0 = np.abs(ss0.record.sample.T @ ss0.record.num_occurrences / 4000)
+    assert np.sqrt(np.mean(m ** 2)) < 0.6 * np.sqrt(np.mean(m0 ** 2))
+
+
+def test_residual_interval_coverage(tmp_path):
+    # the 95 % intervals of the residual cover the true residual 92–98 % of the time (≈ 780 qubit intervals)
+    hits, total = 0, 0
+    for seed in (4, 5):
+        qpu = _qpu(seed=seed, shape=5, flux_gain_spread=0.10)
+        res = shim(qpu, tmp_path / f"s{seed}", reads_per_qubit=4096, seed=seed)
+        r = _residual(qpu, res)
+        ok = (res.table["status"] == "ok").to_numpy()
+        inside = (r >= res.table["residual_lo"].to_numpy()) & (r <= res.table["residual_hi"].to_numpy())
+        hits += int(inside[ok].sum())
+        total += int(ok.sum())
+    assert total > 800
+    assert 0.92 <= hits / total <= 0.98
+
+
+def test_target_stops_early(tmp_path):
+    qpu = _qpu(seed=6)
+    res = shim(qpu, tmp_path / "s", reads_per_qubit=200_000, target=0.004, seed=1)
+    half = (res.table["residual_hi"] - res.table["residual_lo"]) / 2
+    assert res.stopped == "target" and half.max() <= 0.004
+    assert res.reads_per_qubit < 200_000
+    # the floor says 1.96/(β·0.004) ≈ 9·10³ reads; doubling rounds overshoot it by < 2.2x
+    assert res.reads_per_qubit < 2.2 * (1.96 / (4.6 * 0.004)) ** 2
+
+
+def _worker(out: Path, kill_at: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    return subprocess.run([sys.executable, str(HERE / "shim_worker.py"), str(out), str(kill_at)],
+                          cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_shim_resumes_to_identical_flux_biases(tmp_path):
+    # in process: the device fails at call k + 1 (mid-round, and at a round boundary); running again resumes
+    class Failing(VirtualQPU):
+        limit: int | None = None
+        calls = 0
+
+        def sample_counts(self, *args, **kwargs):
+            if self.limit is not None and self.calls >= self.limit:
+                raise _Interrupt(f"failed at call {self.calls + 1}")
+            self.calls += 1
+            return super().sample_counts(*args, **kwargs)
+
+    def make(limit=None):
+        qpu = Failing("advantage4.1", topology_shape=[3], seed=5, flux_gain_spread=0.1)
+        qpu.limit = limit
+        return qpu
+
+    ref = shim(make(), tmp_path / "ref", reads_per_qubit=2000, reads_per_call=100, seed=9)
+    assert ref.rounds >= 4
+    for k in (1, 2, 5):          # round 1 has 2 calls, round 2 has 2, round 3 has 4
+        with pytest.raises(_Interrupt):
+            shim(make(k), tmp_path / f"k{k}", reads_per_qubit=2000, reads_per_call=100, seed=9)
+        again = shim(make(), tmp_path / f"k{k}", reads_per_qubit=2000, reads_per_call=100, seed=9)
+        assert again.flux_biases == ref.flux_biases and again.reads_per_qubit == ref.reads_per_qubit == 2000
+    # other settings on the same directory are refused, naming them
+    from qasa.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="dither"):
+        shim(make(), tmp_path / "ref", reads_per_qubit=2000, reads_per_call=100, seed=9, dither=0.2)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_give_identical_flux_biases(tmp_path):
+    ref = _worker(tmp_path / "ref", 0)
+    assert ref.returncode == 0, ref.stderr
+    expected = json.loads(ref.stdout)
+    points = expected["points"]
+    for k in (3, points // 3, points // 2, points - 3):   # in round 1, mid-run, near the end
+        out = tmp_path / f"k{k}"
+        killed = _worker(out, k)
+        assert killed.returncode == -9, (k, killed.stderr)
+        resumed = _worker(out, 0)
+        assert resumed.returncode == 0, (k, resumed.stderr)
+        got = json.loads(resumed.stdout)
+        assert got["flux_biases"] == expected["flux_biases"], f"SIGKILL at point {k} of {points}"
+        assert got["reads_per_qubit"] == expected["reads_per_qubit"] == 2000
+
+
+def test_budget_stops_with_data_kept(tmp_path):
+    from qasa.store import DatasetStore
+
+    qpu = _qpu(seed=7)
+    res = shim(qpu, tmp_path / "s", reads_per_qubit=100_000, max_qpu_seconds=0.5, seed=1)
+    spent = DatasetStore(tmp_path / "s").spent_qpu_us() / 1e6
+    assert res.stopped == "budget" and spent <= 0.5
+    assert 0 < res.reads_per_qubit < 100_000
+    assert (tmp_path / "s" / "flux_biases.json").is_file()
+    # a first round alone over budget: refused, nothing written
+    with pytest.raises(BudgetError):
+        shim(qpu, tmp_path / "t", reads_per_qubit=100_000, max_qpu_seconds=0.001, seed=1)
+    assert not (tmp_path / "t").exists()
+
+
+def test_sampler_without_flux_biases_refused(tmp_path):
+    from qasa.samplers import get_sampler
+
+    sa = get_sampler("sa", topology_type="pegasus", topology_shape=[2])
+    with pytest.raises(ShimError, match="does not accept flux_biases"):
+        shim(sa, tmp_path / "s", reads_per_qubit=100)
+    assert not (tmp_path / "s").exists()
+    result = CliRunner().invoke(main, ["shim", str(tmp_path / "c"), "--backend", "sa", "--shape", "2"])
+    assert result.exit_code == 1 and "does not accept flux_biases" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "1", "-5", "abc", "200000000"])
+def test_bad_reads_per_qubit_refused(tmp_path, value):
+    result = CliRunner().invoke(main, ["shim", str(tmp_path / "c"), "--shape", "2", "--reads-per-qubit", value])
+    assert result.exit_code != 0
+    assert "reads" in result.output.lower() and value in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+    for bad in (0, 1, 2.5, True, None):
+        with pytest.raises(ShimError, match="reads_per_qubit"):
+            shim(_qpu(), tmp_path / "p", reads_per_qubit=bad)
+    assert not (tmp_path / "p").exists()
+
+
+def test_non_responding_qubits_get_a_reason_not_a_wild_flux(tmp_path):
+    qpu = _qpu(seed=8)
+    qpu._col = {k: v.copy() for k, v in qpu._col.items()}   # writable copies of the hot-path truth
+    coin, stuck = qpu.nodelist[3], qpu.nodelist[10]
+    qpu._col["readout_error"][qpu._index[coin]] = 0.5      # broken: a coin flip whatever its field
+    qpu._col["b"][qpu._index[stuck]] = 3.0                 # saturated: far beyond the flux-bias range
+    res = shim(qpu, tmp_path / "s", reads_per_qubit=4096, seed=1)
+    t = res.table.set_index("qubit")
+    assert t.loc[coin, "status"] == "no response" and "does not respond" in t.loc[coin, "reason"]
+    assert t.loc[stuck, "status"] == "saturated" and "saturated" in t.loc[stuck, "reason"]
+    assert res.flux_biases[coin] == 0.0 and res.flux_biases[stuck] == 0.0
+    others = t.drop([coin, stuck])
+    assert (others["status"] == "ok").all()
+    lo, hi = res.settings["flux_bias_range"]
+    assert np.all((np.asarray(res.flux_biases) >= lo) & (np.asarray(res.flux_biases) <= hi))
+    doc = json.loads((tmp_path / "s" / "flux_biases.json").read_text())
+    assert set(doc["not_shimmed"]) == {str(coin), str(stuck)}
+
+
+def test_flux_biases_clipped_to_the_published_range(tmp_path):
+    qpu = _qpu(seed=9)
+    qpu.properties["flux_bias_range"] = [-4e-6, 4e-6]       # a solver publishing a narrow range
+    res = shim(qpu, tmp_path / "s", reads_per_qubit=4096, seed=1)
+    fb = np.asarray(res.flux_biases)
+    assert np.all(np.abs(fb) <= 4e-6)
+    t = res.table
+    clipped = t[t["status"] == "clipped"]
+    # a qubit needs |b/k| > 4 µΦ₀, i.e. |b| ≳ 0.006: about half of them at bias_sd 0.01
+    assert len(clipped) > 5 and np.allclose(np.abs(clipped["flux_bias"]), 4e-6)
+    assert clipped["reason"].str.contains("outside the flux-bias range").all()
+
+
+def test_flux_biases_file_applied_by_run(tmp_path):
+    qpu_out = tmp_path / "s"
+    runner = CliRunner()
+    r = runner.invoke(main, ["shim", str(qpu_out), "--shape", "2", "--reads-per-qubit", "2048", "--quiet"])
+    assert r.exit_code == 0, r.output
+    fb = json.loads((qpu_out / "flux_biases.json").read_text())["flux_biases"]
+    r = runner.invoke(main, ["run", str(tmp_path / "r"), "--shape", "2", "--reads", "100", "--h-values", "0",
+                             "--flux-biases", str(qpu_out / "flux_biases.json"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "r" / "metadata.json").read_text())
+    assert meta["protocol"]["sampler_params"]["flux_biases"] == fb
+    (tmp_path / "short.json").write_text(json.dumps([0.0, 1e-6]))
+    r = runner.invoke(main, ["run", str(tmp_path / "r2"), "--shape", "2", "--flux-biases", str(tmp_path / "short.json")])
+    assert r.exit_code == 1 and "2 flux biases" in r.output and not (tmp_path / "r2").exists()
