@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -61,12 +61,13 @@ import numpy as np
 import pandas as pd
 
 from qasa import design as D
-from qasa.cost import BudgetError, estimate_call
-from qasa.dataset import Dataset, Response, atomic_write_json, utcnow
+from qasa.backend import Backend, as_backend
+from qasa.cost import BudgetError
+from qasa.dataset import Dataset, Response, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
 from qasa.protocol import MAX_CALLS, Call, Protocol
-from qasa.store import DatasetStore
+from qasa.store import DESIGN_DIR, DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
            "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT", "read_round_plan"]
@@ -75,7 +76,6 @@ __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_rou
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
 TYPICAL = {"beta": 5.05, "b": 0.0, "gamma": 0.1, "eta": 0.02, "sigma": 0.02, "epsilon": 5e-4}
 
-_DESIGN_DIR = "design"
 
 
 def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: float = 0.05, **kwargs: Any) -> Protocol:
@@ -84,12 +84,12 @@ def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: flo
                          design="permuted", **kwargs)
 
 
-def pilot_from(protocol: Protocol, sampler: dimod.Sampler) -> Protocol:
+def pilot_from(protocol: Protocol, sampler: dimod.Sampler | Backend) -> Protocol:
     """The default pilot with ``protocol``'s qubits, seed, anneal, gauge and sampler settings (the
     CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
     if protocol.design == "permuted":
         return protocol
-    props = getattr(sampler, "properties", {}) or {}
+    props = as_backend(sampler).properties
     R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
     return pilot_protocol(R).replace(
         qubits=protocol.qubits, seed=protocol.seed, spin_reversal=protocol.spin_reversal,
@@ -454,112 +454,172 @@ def assess_adaptive(sampler: dimod.Sampler, out: str | Path, target: Mapping[str
         ValueError: bad options or target (before any call).
         DatasetError: ``out`` holds a dataset of other adaptive settings.
     """
-    from qasa.runner import prepare, run
-
     model = get_model(model)
     if out is None:
         raise ValueError("an adaptive assessment needs an output directory: its rounds are checkpointed there")
     target = D.parse_target(target, model)
     _check_options(fraction, level, criterion, growth, min_step, max_rounds, step)
-    props = getattr(sampler, "properties", {}) or {}
-    pilot = protocol if protocol is not None else pilot_protocol(
-        min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
-    pilot = prepare(pilot, sampler, out)           # every check, before any call
-    if h_range is None:
-        h_range = tuple(props.get("h_range") or (-max(abs(h) for h in pilot.h_values), max(abs(h) for h in pilot.h_values)))
-        if pilot.h_gain_schedule is not None:
-            gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
-            h_range = (h_range[0] / gain, h_range[1] / gain)
-    candidates = _checked_candidates(h_range, step)            # before the pilot spends anything
-    _check_max_reads(max_reads_per_qubit)
-    settings = _settings(model, target, fraction, level, criterion, h_range, step, max_rounds, growth, min_step)
-    out = Path(out)
-    store = DatasetStore(out)
-    if store.exists:
-        stored = (store.metadata().get("adaptive") or {}).get("settings")
-        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
-            diff = [k for k in settings if stored.get(k) != json.loads(json.dumps(settings))[k]]
-            raise DatasetError(f"{out} holds an adaptive assessment with other settings ({', '.join(diff)}); "
-                               "use another directory or the same options")
-        for path in sorted((out / _DESIGN_DIR).glob("round-*.json")):     # stored plans: checked before
-            read_round_plan(path, pilot)                                   # anything is written or run
-    reason, infeasible = None, None
-    try:
-        run(pilot, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds)
-    except BudgetError:
-        if not store.exists:        # the pilot alone is over budget: nothing was submitted
-            raise
-        reason = "budget"
-    protocol = Protocol.from_dict(store.metadata()["protocol"])
-    with store.writing():
-        meta = store.metadata()
-        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings})
-    R = int(protocol.reads_per_call)
-    per_call = estimate_call(sampler, protocol, len(protocol.qubits), R)
-    folder = out / _DESIGN_DIR
-    history: list[dict[str, Any]] = []
-    rnd = 1
-    status = None
-    while reason is None:
-        path = folder / f"round-{rnd:03d}.json"
-        if path.is_file():
-            plan = read_round_plan(path, protocol)
-        else:
-            ds = store.load()
-            response = ds.response(qubits=protocol.qubits)
-            fits = fit_with_restarts(response, model)
-            status = precision_status(fits, target, level)
-            info = {"round": rnd, "fraction_met": status.fraction,
-                    "reads_per_qubit": float(response.n_total.sum(1).max()),
-                    "qpu_access_time_s": store.spent_qpu_us() / 1e6}
-            history.append(info)
-            if on_round is not None:
-                on_round(rnd, info)
-            if status.fraction >= fraction:
-                reason = "target"
-                break
-            if rnd > max_rounds:
-                reason = "max_rounds"
-                break
-            max_calls = None
-            if max_qpu_seconds is not None and per_call:
-                max_calls = int((max_qpu_seconds * 1e6 - store.spent_qpu_us()) // per_call)
-            plan = plan_round(model, response, fits, target, candidates, reads_per_call=R, fraction=fraction,
-                              level=level, criterion=criterion, growth=growth, min_step=min_step,
-                              max_calls=max_calls, step=step)
-            if plan is None:
-                reason = "budget"
-                break
-            if plan.get("predicted_reads") is None or plan["predicted_reads"] > max_reads_per_qubit:
-                # the target is out of reach: stop before paying for rounds that cannot meet it
-                reason, infeasible = "infeasible", plan.get("predicted_reads")
-                break
-            with store.writing():
-                folder.mkdir(exist_ok=True)
-                atomic_write_json(path, plan)
+    job = _AdaptiveRun(as_backend(sampler), DatasetStore(out), model, target, fraction=fraction, level=level,
+                       criterion=criterion, step=step, max_rounds=max_rounds, growth=growth, min_step=min_step,
+                       max_reads_per_qubit=max_reads_per_qubit, max_qpu_seconds=max_qpu_seconds,
+                       progress=progress, on_round=on_round)
+    pilot = job.start(protocol, h_range)
+    reason = job.pilot(pilot)
+    protocol = Protocol.from_dict(job.store.metadata()["protocol"])
+    with job.store.writing():
+        meta = job.store.metadata()
+        job.store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": job.settings})
+    reason, rounds, status = job.rounds(protocol, reason)
+    return job.finish(protocol, reason, rounds, status)
+
+
+@dataclass
+class _AdaptiveRun:
+    """One adaptive assessment: the backend and store it runs on, what it targets, and its options."""
+
+    backend: Backend
+    store: DatasetStore
+    model: Model
+    target: dict[str, Any]
+    fraction: float
+    level: float
+    criterion: str
+    step: float
+    max_rounds: int
+    growth: float
+    min_step: float
+    max_reads_per_qubit: float
+    max_qpu_seconds: float | None
+    progress: Callable[[int, int], None] | None
+    on_round: Callable[[int, dict[str, Any]], None] | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    candidates: np.ndarray | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    infeasible: float | None = None
+
+    def start(self, protocol: Protocol | None, h_range: tuple[float, float] | None) -> Protocol:
+        """Every check before any call: the pilot, the design's fields, stored settings of a resumed run."""
+        from qasa.runner import prepare
+
+        props = self.backend.properties
+        pilot = protocol if protocol is not None else pilot_protocol(
+            min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1])))
+        pilot = prepare(pilot, self.backend, self.store.path)
+        if h_range is None:
+            largest = max(abs(h) for h in pilot.h_values)
+            h_range = tuple(props.get("h_range") or (-largest, largest))
+            if pilot.h_gain_schedule is not None:
+                gain = max(abs(g) for _, g in pilot.h_gain_schedule) or 1.0
+                h_range = (h_range[0] / gain, h_range[1] / gain)
+        self.candidates = _checked_candidates(h_range, self.step)            # before the pilot spends anything
+        _check_max_reads(self.max_reads_per_qubit)
+        self.settings = _settings(self.model, self.target, self.fraction, self.level, self.criterion, h_range,
+                                  self.step, self.max_rounds, self.growth, self.min_step)
+        if self.store.exists:
+            stored = (self.store.metadata().get("adaptive") or {}).get("settings")
+            settings = json.loads(json.dumps(self.settings))
+            if stored is not None and json.loads(json.dumps(stored)) != settings:
+                diff = [k for k in settings if stored.get(k) != settings[k]]
+                raise DatasetError(f"{self.store.path} holds an adaptive assessment with other settings "
+                                   f"({', '.join(diff)}); use another directory or the same options")
+            for path in sorted((self.store.path / DESIGN_DIR).glob("round-*.json")):   # stored plans: checked
+                read_round_plan(path, pilot)                                  # before anything is written or run
+        return pilot
+
+    def _stored_plan(self, rnd: int, protocol: Protocol) -> dict[str, Any] | None:
+        """The stored plan of round ``rnd``, checked (:func:`read_round_plan`), or None."""
+        path = self.store.path / DESIGN_DIR / f"round-{rnd:03d}.json"
+        return read_round_plan(path, protocol) if path.is_file() else None
+
+    def _run(self, protocol: Protocol, calls: list[Call] | None = None) -> None:
+        from qasa.runner import run
+
+        run(protocol, self.backend, self.store.path, progress=self.progress, max_qpu_seconds=self.max_qpu_seconds,
+            calls=calls)
+
+    def pilot(self, pilot: Protocol) -> str | None:
+        """Run (or finish) the pilot; ``"budget"`` if the budget stopped it after something was collected."""
         try:
-            run(protocol, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
-                calls=round_calls(plan, protocol, rnd))
+            self._run(pilot)
         except BudgetError:
-            reason = "budget"
-        rnd += 1
-    ds = store.load()
-    if status is None or reason != "target":
-        response = ds.response(qubits=protocol.qubits)
-        status = precision_status(fit_with_restarts(response, model), target, level)
-    reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
-    result = {"stopped": reason, "rounds": rnd - 1, "fraction_met": status.fraction,
-              "reads_per_qubit": int(reads.max()) if reads.size else 0,
-              "calls": int(len(ds.calls)), "qpu_access_time_s": _qpu_seconds(ds, store),
-              "finished": utcnow()}
-    if reason == "infeasible":
-        result["predicted_reads_per_qubit"] = infeasible
-        result["max_reads_per_qubit"] = max_reads_per_qubit
-    with store.writing():
-        meta = store.metadata()
-        store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": settings, "result": result})
-    ds.metadata["adaptive"] = {"settings": settings, "result": result}
-    return ds
+            if not self.store.exists:        # the pilot alone is over budget: nothing was submitted
+                raise
+            return "budget"
+        return None
+
+    def rounds(self, protocol: Protocol, reason: str | None) -> tuple[str, int, PrecisionStatus | None]:
+        """Plan (or reload) and run rounds until the target, the budget, the round limit or infeasibility."""
+        store = self.store
+        R = int(protocol.reads_per_call)
+        per_call = self.backend.estimate_call(protocol, len(protocol.qubits), R)
+        rnd, status = 1, None
+        while reason is None:
+            plan = self._stored_plan(rnd, protocol)
+            if plan is None:
+                reason, status, plan = self._plan(protocol, rnd, per_call)
+                if reason is not None:
+                    break
+                with store.writing():
+                    store.save_design_round(rnd, plan)
+            try:
+                self._run(protocol, round_calls(plan, protocol, rnd))
+            except BudgetError:
+                reason = "budget"
+            rnd += 1
+        return reason, rnd - 1, status
+
+    def _plan(self, protocol: Protocol, rnd: int, per_call: float | None):
+        """Fit what is stored and plan round ``rnd``: ``(stop reason or None, status, plan)``."""
+        store = self.store
+        response = store.load().response(qubits=protocol.qubits)
+        fits = fit_with_restarts(response, self.model)
+        status = precision_status(fits, self.target, self.level)
+        info = {"round": rnd, "fraction_met": status.fraction,
+                "reads_per_qubit": float(response.n_total.sum(1).max()),
+                "qpu_access_time_s": store.spent_qpu_us() / 1e6}
+        self.history.append(info)
+        if self.on_round is not None:
+            self.on_round(rnd, info)
+        if status.fraction >= self.fraction:
+            return "target", status, None
+        if rnd > self.max_rounds:
+            return "max_rounds", status, None
+        max_calls = None
+        if self.max_qpu_seconds is not None and per_call:
+            max_calls = int((self.max_qpu_seconds * 1e6 - store.spent_qpu_us()) // per_call)
+        plan = plan_round(self.model, response, fits, self.target, self.candidates,
+                          reads_per_call=int(protocol.reads_per_call), fraction=self.fraction, level=self.level,
+                          criterion=self.criterion, growth=self.growth, min_step=self.min_step,
+                          max_calls=max_calls, step=self.step)
+        if plan is None:
+            return "budget", status, None
+        if plan.get("predicted_reads") is None or plan["predicted_reads"] > self.max_reads_per_qubit:
+            # the target is out of reach: stop before paying for rounds that cannot meet it
+            self.infeasible = plan.get("predicted_reads")
+            return "infeasible", status, None
+        return None, status, plan
+
+    def finish(self, protocol: Protocol, reason: str, rounds: int, status: PrecisionStatus | None) -> Dataset:
+        """Record the result (stop reason, rounds, precision reached, reads, QPU time) and return the dataset."""
+        store = self.store
+        ds = store.load()
+        if status is None or reason != "target":
+            response = ds.response(qubits=protocol.qubits)
+            status = precision_status(fit_with_restarts(response, self.model), self.target, self.level)
+        reads = ds.response(qubits=protocol.qubits).n_total.sum(1)
+        result = {"stopped": reason, "rounds": rounds, "fraction_met": status.fraction,
+                  "reads_per_qubit": int(reads.max()) if reads.size else 0,
+                  "calls": int(len(ds.calls)), "qpu_access_time_s": _qpu_seconds(ds, store),
+                  "finished": utcnow()}
+        if reason == "infeasible":
+            result["predicted_reads_per_qubit"] = self.infeasible
+            result["max_reads_per_qubit"] = self.max_reads_per_qubit
+        with store.writing():
+            meta = store.metadata()
+            store.update_metadata(adaptive={**(meta.get("adaptive") or {}), "settings": self.settings,
+                                            "result": result})
+        ds.metadata["adaptive"] = {"settings": self.settings, "result": result}
+        return ds
 
 
 # -- expected cost (qasa plan) -----------------------------------------------------------------------
@@ -597,7 +657,8 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
         raise ValueError(f"give typical values for {missing}")
     th = np.array([[values[p] for p in model.params]], float)
     t = D.sd_targets(model, target, th, level)
-    props = getattr(sampler, "properties", {}) or {}
+    sampler = as_backend(sampler)
+    props = sampler.properties
     pilot = prepare(protocol if protocol is not None else pilot_protocol(
         min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))), sampler)
     R = pilot.reads_per_call
@@ -620,8 +681,8 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     ref_calls = None if ref_reads_per_h is None else len(ref_x) * int(math.ceil(ref_reads_per_h / R))
     ada_calls = pilot.num_calls + int(math.ceil(rest / R))
     n = len(pilot.qubits or ())
-    per_call = estimate_call(sampler, pilot, n, R)
-    ref_per_call = estimate_call(sampler, ref.replace(qubits=pilot.qubits, seed=0), n, R)
+    per_call = sampler.estimate_call(pilot, n, R)
+    ref_per_call = sampler.estimate_call(ref.replace(qubits=pilot.qubits, seed=0), n, R)
 
     def seconds(calls, per):
         return None if per is None or calls is None else calls * per / 1e6

@@ -371,24 +371,42 @@ def protocol_options(h_step: float, reads: int) -> Callable:
     return deco
 
 
-def _sampler(o: dict[str, Any]):
-    from qasa.samplers import get_sampler
-
-    extra: dict[str, Any] = {}
-    if o["backend"] == "emulator":
-        extra = {"preset": o["preset"], "physics": o["physics"],
-                 "seed": o["device_seed"] if o["device_seed"] is not None else 0}
-        if o.get("ideal"):
-            extra["ideal"] = True
-    solver = o["solver"]
+def _solver_option(solver: str | None) -> str | dict | None:
     if solver is not None and solver.lstrip().startswith("{"):
         try:
-            solver = json.loads(solver)
+            return json.loads(solver)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"--solver {solver!r} is not valid JSON: {exc}") from None
-    return get_sampler(o["backend"], topology_type=o["topology_type"], topology_shape=_ints(o["shape"]),
-                       solver=solver, profile=o["profile"],
-                       **({"beta": o["beta"]} if o["backend"] in ("sa", "mock") else {}), **extra)
+    return solver
+
+
+def _backend_kwargs(o: dict[str, Any], name: str, only_given: bool) -> dict[str, Any]:
+    """The :func:`qasa.samplers.get_backend` keywords of backend ``name`` set by the options (typed ones only)."""
+    applies = {"beta": name in ("sa", "mock"), "preset": name == "emulator", "physics": name == "emulator",
+               "device_seed": name == "emulator", "ideal": name == "emulator"}
+    out: dict[str, Any] = {}
+    for option, key in _BACKEND_OPTIONS.items():
+        if option == "backend" or option not in o or not applies.get(option, True):
+            continue
+        if only_given and not _given(option):
+            continue
+        value = o[option]
+        if option == "ideal" and not value:       # a flag: recorded only when set (as before --ideal existed)
+            continue
+        if option == "shape":
+            value = _ints(value)
+        elif option == "solver":
+            value = _solver_option(value)
+        elif option == "device_seed" and value is None and not only_given:
+            value = 0                      # the CLI's emulator is seeded (the library's draws a seed)
+        out[key] = value
+    return out
+
+
+def _sampler(o: dict[str, Any]):
+    from qasa.samplers import get_backend
+
+    return get_backend(o["backend"], **_backend_kwargs(o, o["backend"], only_given=False))
 
 
 def _protocol(o: dict[str, Any], sampler):
@@ -404,7 +422,7 @@ def _protocol(o: dict[str, Any], sampler):
             raise click.BadParameter(str(exc), param_hint="'--h-max'/'--h-step'") from None
     qubits = _ints(o["qubits"])
     if o["num_qubits"] is not None:
-        qubits = sorted(sampler.nodelist)[: o["num_qubits"]]
+        qubits = sorted(sampler.nodelist or ())[: o["num_qubits"]]
     return Protocol(h_values=tuple(h_values), reads_per_h=o["reads"], reads_per_call=o["reads_per_call"],
                     gauges_per_h=o["gauges_per_h"], spin_reversal=not o["no_gauges"],
                     annealing_time=o["annealing_time"], anneal_schedule=_schedule(o["anneal_schedule"]),
@@ -419,12 +437,8 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
-    from qasa.cost import plan
-    from qasa.runner import prepare
-
-    sampler, protocol = _sampler_and_protocol(o, out)
-    protocol = prepare(protocol, sampler, out)     # every check, no call
-    table, totals = plan(protocol, sampler)
+    session = _session(o, out)                     # every check, no call
+    table, totals = session.backend.plan(session.protocol)
     qpu = totals["qpu_access_time_s"]
     text = (f"{totals['calls']} calls on {totals['qubits']} qubits, {totals['reads']} reads in all; "
             + (f"estimated QPU access time {qpu:.2f} s ({qpu / 60:.2f} min)" if qpu is not None
@@ -451,47 +465,20 @@ def _given(name: str) -> bool:
                                                  click.core.ParameterSource.DEFAULT_MAP)
 
 
-def _resume_options(o: dict[str, Any], out: str | None) -> dict[str, Any] | None:
-    """On an existing dataset, fill every backend option not typed from the stored sampler recipe.
+def _session(o: dict[str, Any], out: str | None, add_reads: int = 0, flux_biases: str | None = None):
+    """The session of OUT: typed options over the stored recipe and protocol (:class:`qasa.session.Session`);
+    ``--flux-biases`` adds a shim's flux biases to the protocol (stored or new) and resolves it again."""
+    from qasa.session import Session
 
-    Returns the stored metadata (``None`` when ``out`` holds no dataset).
-    """
-    from qasa.store import DatasetStore
-
-    if out is None or not DatasetStore(out).exists:
-        return None
-    meta = DatasetStore(out).metadata()
-    recipe = (meta.get("sampler") or {}).get("recipe") or {}
-    for option, key in _BACKEND_OPTIONS.items():
-        if option in o and not _given(option) and key in recipe:
-            value = recipe[key]
-            if option == "shape":
-                value = None if value is None else ",".join(str(v) for v in value)
-            if option == "solver" and isinstance(value, dict):
-                value = json.dumps(value)
-            if value is not None or option in ("topology_type", "shape", "solver", "device_seed"):
-                o[option] = value
-    return meta
-
-
-def _requested_protocol(o: dict[str, Any], sampler, meta: dict[str, Any] | None, add_reads: int = 0):
-    """The protocol to run: the stored one with the typed options applied on resume, else from the options."""
-    from qasa.protocol import Protocol
-
-    fresh = _protocol(o, sampler)
-    if meta is None or meta.get("protocol") is None:
-        if add_reads:
-            raise click.BadParameter("--add-reads extends an existing dataset; OUT holds none")
-        return fresh
-    protocol = Protocol.from_dict(meta["protocol"])
-    changes = {_PROTOCOL_OPTIONS[k]: getattr(fresh, _PROTOCOL_OPTIONS[k]) for k in _PROTOCOL_OPTIONS
-               if k in o and _given(k)}
-    protocol = protocol.replace(**changes)
-    if add_reads:
-        if add_reads < 1:
-            raise click.BadParameter(f"--add-reads {add_reads} must be a positive number of reads per h")
-        protocol = protocol.replace(reads_per_h=protocol.reads_per_h + add_reads)
-    return protocol
+    typed = sorted({_PROTOCOL_OPTIONS[k] for k in _PROTOCOL_OPTIONS if k in o and _given(k)})
+    session = Session.open(out, o["backend"] if _given("backend") else None,
+                           options=lambda name: _backend_kwargs(o, name, only_given=True),
+                           defaults=lambda name: _backend_kwargs(o, name, only_given=False),
+                           default=lambda backend: _protocol(o, backend), typed=typed, add_reads=add_reads)
+    if flux_biases is not None:
+        session.requested = _with_flux_biases(session.requested, session.backend, flux_biases)
+        session.resolve()
+    return session
 
 
 def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] | None:
@@ -521,12 +508,6 @@ def _with_warnings(quiet: bool, fn: Callable[[], Any]) -> Any:
         for line in warning_lines(caught):
             click.echo(line, err=True)
     return result
-
-
-def _sampler_and_protocol(o: dict[str, Any], out: str | None, add_reads: int = 0):
-    meta = _resume_options(o, out)
-    sampler = _sampler(o)
-    return sampler, _requested_protocol(o, sampler, meta, add_reads)
 
 
 @click.group(cls=_Group)
@@ -582,18 +563,16 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     10 000 reads per h, not the reference collection script's defaults (±2, 100 000 reads, 1 µs, no
     gauges; `qasa.Protocol.reference_script()` in Python).
     """
-    from qasa.runner import run
+    from qasa.runner import collect
 
     if dry_run:
         _plan(o, out, as_json)
         return
-    sampler, protocol = _sampler_and_protocol(o, out, add_reads)
-    protocol = _with_flux_biases(protocol, sampler, flux_biases)
-    already = _already_done(out, protocol, add_reads)
-    ds = _with_warnings(quiet or as_json, lambda: run(
-        protocol, sampler, out, progress=_progress(quiet or as_json), keep_samples=keep_samples,
-        max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, extend=bool(add_reads),
-        call_timeout=call_timeout))
+    session = _session(o, out, add_reads, flux_biases)
+    already = session.finished
+    ds = _with_warnings(quiet or as_json, lambda: collect(
+        session, progress=_progress(quiet or as_json), keep_samples=keep_samples,
+        max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, call_timeout=call_timeout))
     data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
             "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us"),
@@ -602,16 +581,6 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     if already:
         text = f"{out} is already complete (nothing to run; --add-reads N extends it)\n" + text
     _emit(as_json, data, text)
-
-
-def _already_done(out: str, protocol, add_reads: int) -> bool:
-    """True if ``out`` already holds every call of ``protocol``."""
-    from qasa.store import DatasetStore
-
-    store = DatasetStore(out)
-    if add_reads or not store.exists or protocol.seed is None:
-        return False
-    return protocol.call_ids() <= store.done_call_ids()
 
 
 def _fit_text(fits, comparison) -> str:
@@ -726,8 +695,8 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
     """
     from qasa import pipeline
 
-    sampler, protocol = _sampler_and_protocol(o, out)
-    protocol = _with_flux_biases(protocol, sampler, flux_biases)
+    session = _session(o, out, flux_biases=flux_biases)
+    sampler, protocol = session.backend, session.protocol
     extra: dict[str, Any] = {}
     if design_name == "adaptive":
         from qasa.adaptive import pilot_from
@@ -769,11 +738,13 @@ def _with_flux_biases(protocol, sampler, path: str | None):
     """The protocol with a shim's flux biases as a sampler parameter of every call (``--flux-biases``)."""
     if path is None:
         return protocol
+    from qasa.backend import as_backend
     from qasa.shim import ShimError, load_flux_biases
 
-    if "flux_biases" not in (getattr(sampler, "parameters", {}) or {}):
-        raise ShimError(f"--flux-biases: {type(sampler).__name__} does not accept flux_biases")
-    values = load_flux_biases(path, (getattr(sampler, "properties", {}) or {}).get("num_qubits"))
+    backend = as_backend(sampler)
+    if not backend.accepts("flux_biases"):
+        raise ShimError(f"--flux-biases: {type(backend.sampler).__name__} does not accept flux_biases")
+    values = load_flux_biases(path, backend.properties.get("num_qubits"))
     return protocol.replace(sampler_params={**protocol.sampler_params, "flux_biases": values})
 
 
@@ -799,10 +770,13 @@ def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float |
     learned per qubit); journaled per call, so re-running OUT resumes. Apply the result to any later run
     with `qasa run/assess --flux-biases OUT/flux_biases.json`.
     """
+    from qasa.session import open_backend
     from qasa.shim import shim
 
-    _resume_options(o, out)
-    sampler = _sampler(o)
+    # typed options over the stored recipe of OUT (a resumed shim runs on the backend it started on)
+    sampler = open_backend(out, o["backend"] if _given("backend") else None,
+                           options=lambda name: _backend_kwargs(o, name, only_given=True),
+                           defaults=lambda name: _backend_kwargs(o, name, only_given=False))
     result = _with_warnings(quiet or as_json, lambda: shim(
         sampler, out, reads_per_qubit=reads_per_qubit, qubits=_ints(qubits), target=target,
         max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time,
@@ -879,7 +853,8 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
                                  param_hint="--target")
     from qasa.adaptive import expected_cost, pilot_from
 
-    sampler, protocol = _sampler_and_protocol(o, None)
+    session = _session(o, None)
+    sampler, protocol = session.backend, session.protocol
     cost = expected_cost(sampler, target, protocol=pilot_from(protocol, sampler))
 
     def line(name: str, part: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ Timing model (``problem_timing_data`` version 1.0.x; the same formula as
 
 with readout_time interpolated piecewise-linearly in log–log space over the number of qubits. A
 solver that offers ``estimate_qpu_access_time`` (a real ``DWaveSampler``'s solver) is asked
-directly; samplers without timing data (the ``sa`` and ``mock`` backends) have no estimate.
+directly; samplers without timing data (the ``sa`` and ``mock`` backends) have no estimate. The
+sampler is asked through :class:`qasa.backend.Backend` (``Backend.estimate_call``, ``Backend.plan``).
 
 Problem run duration (D-Wave's limit ``problem_run_duration_range``)::
 
@@ -20,14 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import dimod
 import numpy as np
-import pandas as pd
 
 from qasa.errors import ProtocolError, QasaError
 from qasa.protocol import Protocol
 
-__all__ = ["timing_model", "estimate_call", "plan", "check_run_duration", "BudgetError", "anneal_duration"]
+__all__ = ["timing_model", "estimate_call", "check_run_duration", "BudgetError", "anneal_duration"]
 
 
 class BudgetError(QasaError):
@@ -69,10 +68,16 @@ def timing_model(data: Mapping[str, Any], num_qubits: int, num_reads: int, annea
             "post_processing_overhead_time": 0.0}
 
 
-def estimate_call(sampler: dimod.Sampler, protocol: Protocol, num_qubits: int, num_reads: int) -> float | None:
-    """Estimated QPU access time (µs) of one call, or ``None`` when the sampler has no timing model."""
+def estimate_call(properties: Mapping[str, Any], protocol: Protocol, num_qubits: int, num_reads: int,
+                  solver: Any = None) -> float | None:
+    """Estimated QPU access time (µs) of one call, or ``None`` without a timing model.
+
+    Args:
+        properties: the solver's properties (``problem_timing_data``, ``default_annealing_time``).
+        protocol, num_qubits, num_reads: what the call programs.
+        solver: a dwave-cloud-client solver; when it offers ``estimate_qpu_access_time`` it is asked.
+    """
     extra = protocol.sampler_params
-    solver = getattr(sampler, "solver", None)
     if solver is not None and hasattr(solver, "estimate_qpu_access_time"):
         try:
             return float(solver.estimate_qpu_access_time(
@@ -82,17 +87,16 @@ def estimate_call(sampler: dimod.Sampler, protocol: Protocol, num_qubits: int, n
                 programming_thermalization=extra.get("programming_thermalization")))
         except (ValueError, KeyError):
             pass
-    props = getattr(sampler, "properties", {}) or {}
-    data = props.get("problem_timing_data")
+    data = properties.get("problem_timing_data")
     if not data:
         return None
-    return timing_model(data, num_qubits, num_reads, anneal_duration(protocol, props),
+    return timing_model(data, num_qubits, num_reads, anneal_duration(protocol, properties),
                         extra.get("readout_thermalization"), extra.get("programming_thermalization"))["qpu_access_time"]
 
 
-def check_run_duration(protocol: Protocol, sampler: dimod.Sampler) -> None:
-    """Refuse calls whose problem run duration falls outside ``problem_run_duration_range``."""
-    props = getattr(sampler, "properties", {}) or {}
+def check_run_duration(protocol: Protocol, properties: Mapping[str, Any]) -> None:
+    """Refuse calls whose problem run duration falls outside the solver's ``problem_run_duration_range``."""
+    props = properties
     allowed = props.get("problem_run_duration_range")
     if not allowed:
         return
@@ -105,27 +109,3 @@ def check_run_duration(protocol: Protocol, sampler: dimod.Sampler) -> None:
         if not allowed[0] <= duration <= allowed[1]:
             raise ProtocolError(f"problem run duration {duration:g} µs of a {reads}-read call is outside "
                                 f"problem_run_duration_range [{allowed[0]:g}, {allowed[1]:g}] µs; use fewer reads per call")
-
-
-def plan(protocol: Protocol, sampler: dimod.Sampler) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every call of a resolved protocol with its estimated QPU access time, and the totals.
-
-    Returns:
-        ``(calls, totals)`` with columns ``call_id, h, gauge, num_reads, est_qpu_access_time_us``;
-        totals: ``calls``, ``reads``, ``qpu_access_time_s`` (None without a timing model).
-    """
-    n = len(protocol.qubits or getattr(sampler, "nodelist", []) or [])
-    calls = protocol.calls()
-    cache: dict[int, float | None] = {}
-    rows = []
-    for c in calls:
-        if c.num_reads not in cache:
-            cache[c.num_reads] = estimate_call(sampler, protocol, n, c.num_reads)
-        rows.append({"call_id": c.call_id, "h": c.h_scalar, "gauge": c.gauge, "num_reads": c.num_reads,
-                     "est_qpu_access_time_us": cache[c.num_reads]})
-    table = pd.DataFrame(rows)
-    est = table["est_qpu_access_time_us"]
-    known = est.notna().all() and len(est) > 0
-    totals = {"calls": len(calls), "qubits": n, "reads": int(table["num_reads"].sum()),
-              "qpu_access_time_s": float(est.sum()) / 1e6 if known else None}
-    return table, totals

@@ -60,14 +60,13 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import dimod
 import numpy as np
 
 from qasa.cost import BudgetError
-from qasa.dataset import atomic_write_json, utcnow
+from qasa.dataset import utcnow
 from qasa.errors import AnswerError, LeapError, ProtocolError, QasaError, SamplerError
 from qasa.protocol import Call, Protocol, filter_parameters
 from qasa.redact import redact, register, tokens
@@ -457,7 +456,9 @@ class LeapRun:
         dataset_id: random identity of the dataset (``metadata['dataset_id']``; one per in-memory run).
         created: epoch seconds when the dataset was created: no problem submitted before (minus
             :data:`CLOCK_SKEW`) is taken for one of its calls.
-        in_flight_path: where the calls on their way are recorded (None: in memory only).
+        store: the dataset's store (:class:`~qasa.store.DatasetStore`, or a
+            :class:`~qasa.session.MemoryStore`): the one writer of ``in_flight.json``, where the calls
+            on their way are recorded (None: not recorded).
         run_record: receives the run's statistics (``leap``, ``reattached_in_flight``).
         keep_samples: also return up to this many raw reads of every call.
         done: the calls the dataset holds already (their entries in ``in_flight.json`` are dropped;
@@ -475,7 +476,7 @@ class LeapRun:
     retries: int = 3
     backoff: float = 0.5
     call_timeout: float | None = DEFAULT_CALL_TIMEOUT
-    in_flight_path: Path | None = None
+    store: Any = None
     run_record: dict | None = None
     keep_samples: int = 0
     done: frozenset[str] = frozenset()
@@ -535,25 +536,15 @@ class _Pump:
 
     # -- in_flight.json ----------------------------------------------------------------------------
     def _read_book(self) -> dict[str, str | None]:
-        path = self.run.in_flight_path
-        if path is None or not path.is_file():
+        if self.run.store is None:
             return {}
-        try:
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(loaded, dict):
-            return {}
-        return {str(k): (str(v) if isinstance(v, str) and v else None) for k, v in loaded.items()}
+        return {str(k): (str(v) if v else None) for k, v in self.run.store.in_flight().items()}
 
     def _save_book(self) -> None:
         """Write ``in_flight.json`` if it changed (before any submission it records)."""
-        if self.run.in_flight_path is None or self.book == self.written:
+        if self.run.store is None or self.book == self.written:
             return
-        if self.book:
-            atomic_write_json(self.run.in_flight_path, self.book)
-        else:
-            self.run.in_flight_path.unlink(missing_ok=True)
+        self.run.store.set_in_flight(dict(self.book))    # an empty book removes the file
         self.written = dict(self.book)
 
     def _safe_id(self, pid: Any) -> str | None:

@@ -7,6 +7,8 @@ same rules:
   fingerprint — a hash of the fit's input arrays, the model, the fit options and qasa's version
   (:func:`qasa.store.fit_fingerprint`) — matches; anything else (another run's table copied in, an
   edited table, new counts, another qasa) is refitted and the cache replaced.
+- **Resume** (:class:`qasa.session.Session`): ``assess(..., DIR)`` on an existing dataset behaves as
+  ``qasa run DIR``: stored recipe and protocol, typed differences refused, finished runs returned as stored.
 - **Budget** (:func:`qasa.runner.run`): budgets must be finite and positive; on a cloud solver a run
   estimated above 10 s of QPU time needs an explicit budget.
 - **Models compared** (:data:`COMPARE_MODELS`).
@@ -32,7 +34,7 @@ from qasa.dataset import Dataset, Response
 from qasa.errors import DatasetError
 from qasa.fitting import FitTable
 from qasa.protocol import Protocol
-from qasa.runner import run
+from qasa.runner import collect
 from qasa.store import DatasetStore, fit_fingerprint
 
 __all__ = ["COMPARE_MODELS", "ASSESS_READS_PER_H", "Assessment", "assess", "fit", "fit_models", "report",
@@ -158,7 +160,7 @@ def _analyse(ds: Dataset, path: Path | None, *, model: str, compare: bool, write
     return out
 
 
-def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "qasa-run",
+def assess(sampler: dimod.Sampler | str | None = None, out: str | Path | None = "qasa-run",
            protocol: Protocol | None = None, *, model: str = "qasa", compare: bool = False,
            report: bool = True, report_dir: str | Path | None = None, max_qpu_seconds: float | None = None,
            progress: Callable[[int, int], None] | None = None, keep_samples: int = 0, retries: int = 3,
@@ -167,10 +169,15 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
     """Run, fit and report in one call — what ``qasa assess`` does.
 
     Args:
-        sampler: a :class:`dimod.Sampler`, or a backend name for :func:`qasa.samplers.get_sampler`
+        sampler: a :class:`dimod.Sampler`, or a backend name for :func:`qasa.samplers.get_backend`, or
+            ``None``: the stored backend of ``out``, else ``"emulator"``
             (``sampler_options`` go to it).
-        out: dataset directory (re-running resumes); ``None`` keeps everything in memory.
-        protocol: what to run; default the reference h grid with :data:`ASSESS_READS_PER_H` reads per h.
+        out: dataset directory; ``None`` keeps everything in memory. On an existing dataset the
+            rules of ``qasa run DIR`` apply (:class:`qasa.session.Session`): the stored backend recipe
+            and protocol are used, an option given that differs from them is refused naming it, an
+            interrupted run resumes and a finished one is returned as stored (fits from the cache).
+        protocol: what to run; default the stored protocol, else the reference h grid with
+            :data:`ASSESS_READS_PER_H` reads per h.
             With ``design="adaptive"`` it is the pilot stage (default
             :func:`qasa.adaptive.pilot_protocol`; :func:`qasa.adaptive.pilot_from` turns a grid
             protocol's settings into one).
@@ -187,12 +194,8 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
     Returns:
         An :class:`Assessment`.
     """
-    from qasa.samplers import get_sampler
+    from qasa.session import Session, open_backend
 
-    if isinstance(sampler, str):
-        sampler = get_sampler(sampler, **sampler_options)
-    elif sampler_options:
-        raise TypeError(f"sampler options {sorted(sampler_options)} need a backend name, not a sampler object")
     if design not in ("grid", "adaptive"):
         raise ValueError(f"design={design!r}; choose 'grid' or 'adaptive'")
     if report and report_dir is not None:       # before anything is collected
@@ -202,12 +205,14 @@ def assess(sampler: dimod.Sampler | str = "emulator", out: str | Path | None = "
     if design == "adaptive":
         from qasa import adaptive
 
-        ds = adaptive.assess_adaptive(sampler, out, target=target, protocol=protocol, model=model,
+        backend = open_backend(out, sampler, sampler_options)
+        ds = adaptive.assess_adaptive(backend, out, target=target, protocol=protocol, model=model,
                                       max_qpu_seconds=max_qpu_seconds, progress=progress)
     else:
-        protocol = protocol if protocol is not None else Protocol.grid(reads_per_h=ASSESS_READS_PER_H)
-        ds = run(protocol, sampler, out, progress=progress, keep_samples=keep_samples,
-                 max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, extend=extend)
+        session = Session.open(out, sampler, protocol, options=sampler_options, extend=extend,
+                               default=Protocol.grid(reads_per_h=ASSESS_READS_PER_H))
+        ds = collect(session, progress=progress, keep_samples=keep_samples, max_qpu_seconds=max_qpu_seconds,
+                     retries=retries, in_flight=in_flight)
     return _analyse(ds, Path(out) if out is not None else None, model=model, compare=compare,
                     write_report=report, report_dir=report_dir, cache=cache)
 

@@ -1,4 +1,4 @@
-"""Execute a protocol on a sampler, checkpointing every call.
+"""Execute a protocol on a sampler, checkpointing every call: the one run loop (:func:`collect`).
 
 For each call of :meth:`qasa.protocol.Protocol.calls` the runner programs ``{qubit: gauge * h}``
 with no couplers, samples, reduces the SampleSet to per-qubit counts of -1 and +1 in the nominal
@@ -8,10 +8,16 @@ on the same directory resumes: calls already journaled are skipped, so nothing i
 a killed process loses at most the call in flight. Calls are seeded from ``(seed, call index)``
 only, so a resumed run on a seeded sampler gives exactly the counts of an uninterrupted one.
 
-A sampler that offers ``sample_counts(h, **params) -> (qubits, n_down, info)`` (qasa's virtual QPU)
-is asked for counts directly instead of a SampleSet: the same numbers without materializing every
-read. ``h`` is a read-only mapping ``{qubit: programmed field}`` whose ``qasa_arrays()`` also gives
-the qubits and fields as two arrays.
+The run's life (which store, which backend and protocol, the resume and extend rules) belongs to
+:class:`qasa.session.Session`; the sampler is asked everything through its
+:class:`qasa.backend.Backend`. :func:`run` opens a session and calls :func:`collect`; an in-memory
+run (``out=None``) goes through the same loop over a :class:`qasa.session.MemoryStore`.
+
+A sampler that offers the counting fast path (:class:`qasa.backend.CountingSampler`:
+``sample_counts(h, **params) -> (qubits, n_down, info)``, qasa's virtual QPU) is asked for counts
+directly instead of a SampleSet: the same numbers without materializing every read. ``h`` is a
+read-only mapping ``{qubit: programmed field}`` whose ``qasa_arrays()`` also gives the qubits and
+fields as two arrays.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import time
 import warnings
 from pathlib import Path
@@ -30,18 +35,18 @@ import dimod
 import numpy as np
 import pandas as pd
 
-from qasa.cost import BudgetError, check_run_duration, estimate_call
-from qasa.dataset import COUNT_COLUMNS, Dataset, json_safe, utcnow
+from qasa.backend import Backend, as_backend
+from qasa.cost import BudgetError
+from qasa.dataset import Dataset, utcnow
 from qasa.store import DatasetStore
-from qasa.errors import AnswerError, DatasetError, ProtocolError
+from qasa.errors import AnswerError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import (DEFAULT_CALL_TIMEOUT, IN_FLIGHT, LeapRun, async_results, charged_us, check_leap_options,
-                        check_sampleset, cloud_solver, is_transient, redact, tag)
-from qasa.redact import redact_obj
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, check_leap_options, check_sampleset,
+                        is_transient, redact, tag)
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
-from qasa.samplers import device_info, filter_parameters, solver_name, validate
+from qasa.session import MemoryStore, Session
 
-__all__ = ["run", "prepare", "reduce_sampleset", "sampler_parameters", "sampler_settings", "check_budget_value",
+__all__ = ["run", "collect", "prepare", "reduce_sampleset", "sampler_parameters", "sampler_settings", "check_budget_value",
            "is_transient", "redact", "QPU_SECONDS_WITHOUT_BUDGET"]
 
 #: Parameters the protocol always asks for; silently skipped by samplers that do not know them.
@@ -63,120 +68,25 @@ def sampler_parameters(protocol: Protocol) -> dict[str, Any]:
     return params
 
 
-def _protocol_difference(stored: Protocol, requested: Protocol) -> str | None:
-    a, b = stored.to_dict(), requested.to_dict()
-    for key in a:
-        if a[key] != b[key]:
-            shown_a, shown_b = a[key], b[key]
-            if isinstance(shown_a, list) and len(shown_a) > 6:
-                shown_a = f"{len(shown_a)} values"
-            if isinstance(shown_b, list) and len(shown_b) > 6:
-                shown_b = f"{len(shown_b)} values"
-            return f"{key}: stored {shown_a}, requested {shown_b}"
-    return None
+def sampler_settings(sampler: dimod.Sampler | Backend) -> dict[str, Any]:
+    """Everything about ``sampler`` that changes the data (:meth:`qasa.backend.Backend.settings`)."""
+    return as_backend(sampler).settings()
 
 
-def sampler_settings(sampler: dimod.Sampler) -> dict[str, Any]:
-    """Everything about ``sampler`` that changes the data, as plain JSON (recorded and checked on resume).
-
-    The recipe :func:`qasa.samplers.get_sampler` attaches (backend, topology, β of ``sa``/``mock``,
-    preset, physics level, device seed, solver...) and the sampler's own ``qasa_settings()`` when it
-    has one (qasa's samplers do, also when built directly).
-    """
-    out: dict[str, Any] = {"class": f"{type(sampler).__module__}.{type(sampler).__qualname__}"}
-    recipe = getattr(sampler, "qasa_recipe", None)
-    if recipe is not None:
-        out["recipe"] = json_safe(recipe)
-    own = getattr(sampler, "qasa_settings", None)
-    if callable(own):
-        out["settings"] = json_safe(own())
-    return out
-
-
-#: How a changed sampler setting is named in an error (the CLI option that sets it).
-OPTION_NAMES = {"backend": "--backend", "topology_type": "--topology", "topology_shape": "--shape",
-                "beta": "--beta", "seed": "--device-seed", "preset": "--preset", "physics": "--physics",
-                "solver": "--solver", "profile": "--profile", "ideal": "--ideal", "class": "the sampler class"}
-
-
-def _settings_difference(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
-    def flat(d: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and k in ("recipe", "settings", "options"):
-                out.update(flat(v))
-            else:
-                out.setdefault(k, v)
-        return out
-
-    a, b = flat(stored), flat(current)
-    order = list(OPTION_NAMES)
-    keys = sorted(set(a) & set(b), key=lambda k: (order.index(k) if k in order else len(order), k))
-    for key in keys:     # a setting one side does not record cannot be compared
-        if key in ("profile", "class"):   # credentials, and wrappers around the same sampler, change no data
-            continue
-        if a.get(key) != b.get(key):
-            name = OPTION_NAMES.get(key, key)
-            return f"{name}: stored {a.get(key)!r}, requested {b.get(key)!r}"
-    return None
-
-
-def prepare(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
+def prepare(protocol: Protocol, sampler: dimod.Sampler | Backend, out: str | Path | None = None, *,
             extend: bool = False) -> Protocol:
     """Resolve and validate ``protocol`` for ``sampler`` and the output directory; no call is made.
 
-    If ``out`` already holds a dataset, its seed and qubits fill in those left unset, and any other
-    difference of the protocol or of a data-affecting sampler setting (:func:`sampler_settings`) is
-    refused naming it (the dataset is left untouched). With ``extend=True`` the protocol may ask for
-    more reads per h than stored, as long as every stored call keeps its id and reads (whole extra
-    gauges: see :meth:`qasa.protocol.Protocol.extension_problem`).
+    The rules of :meth:`qasa.session.Session.open`: if ``out`` already holds a dataset, its seed and
+    qubits fill in those left unset, and any other difference of the protocol or of a data-affecting
+    sampler setting is refused naming it (the dataset is left untouched). With ``extend=True`` the
+    protocol may ask for more reads per h than stored (whole extra gauges).
 
     Raises:
         ProtocolError: the protocol cannot run on the sampler.
         DatasetError: ``out`` holds a dataset of another protocol, sampler or device.
     """
-    nodelist = getattr(sampler, "nodelist", None)
-    if nodelist is None and protocol.qubits is None:
-        raise ProtocolError("this sampler has no nodelist; give the qubits to assess explicitly")
-    store = DatasetStore(out) if out is not None else None
-    if store is not None and store.exists:
-        meta = store.metadata()
-        stored_dict = meta.get("protocol")
-        if stored_dict is None:
-            raise DatasetError(f"{out} holds a dataset without a protocol (imported data); choose another directory")
-        stored = Protocol.from_dict(stored_dict)
-        fill = {}
-        if protocol.seed is None:
-            fill["seed"] = stored.seed
-        if protocol.qubits is None:
-            fill["qubits"] = stored.qubits
-        requested = protocol.replace(**fill).resolved(nodelist or ())
-        if extend and requested.reads_per_h != stored.reads_per_h:
-            problem = stored.extension_problem(requested)
-            if problem is not None:
-                raise DatasetError(f"cannot extend {out}: {problem}")
-            diff = _protocol_difference(stored.replace(reads_per_h=requested.reads_per_h), requested)
-        else:
-            diff = _protocol_difference(stored, requested)
-        if diff is not None:
-            raise DatasetError(f"{out} holds a dataset of a different protocol ({diff}); "
-                               "use another output directory or the same options")
-        if meta.get("sampler") is not None:
-            diff = _settings_difference(meta["sampler"], sampler_settings(sampler))
-            if diff is not None:
-                raise DatasetError(f"{out} was collected with other sampler settings ({diff}); "
-                                   "resume with the stored settings (`qasa run DIR` alone uses them) "
-                                   "or use another output directory")
-        solver = solver_name(sampler)
-        stored_solver = (meta.get("device") or {}).get("solver")
-        if stored_solver is not None and stored_solver != solver:
-            raise DatasetError(f"{out} holds data from solver {stored_solver!r}, not {solver!r}")
-        protocol = requested
-    else:
-        protocol = protocol.resolved(nodelist or ())
-    validate(protocol, sampler)
-    check_run_duration(protocol, sampler)
-    return protocol
+    return Session.open(out, as_backend(sampler), protocol, extend=extend).protocol
 
 
 def check_budget_value(max_qpu_seconds: float | None) -> float | None:
@@ -208,7 +118,7 @@ def _check_run_options(keep_samples: int, retries: int, in_flight: int, backoff:
         raise ProtocolError(f"backoff={backoff!r} must be a finite number of seconds ≥ 0")
 
 
-def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = None, *,
+def run(protocol: Protocol, sampler: dimod.Sampler | Backend | str, out: str | Path | None = None, *,
         progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
         max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5,
         in_flight: int = 50, extend: bool = False, calls: Sequence[Call] | None = None,
@@ -217,7 +127,8 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
 
     Args:
         protocol: what to run; unresolved fields (qubits, seed) are filled in.
-        sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph).
+        sampler: any :class:`dimod.Sampler` (structured samplers are checked against their graph), a
+            :class:`~qasa.backend.Backend`, or a backend name (rebuilt from the stored recipe on resume).
         out: dataset directory; ``None`` keeps everything in memory (no resume).
         progress: called as ``progress(done, total)`` after each call (and once at the start).
         keep_samples: also keep up to this many raw reads of every call (a random subset, in the
@@ -258,44 +169,64 @@ def run(protocol: Protocol, sampler: dimod.Sampler, out: str | Path | None = Non
     max_qpu_seconds = check_budget_value(max_qpu_seconds)
     _check_run_options(keep_samples, retries, in_flight, backoff)
     check_leap_options(retries, in_flight, call_timeout)
-    _check_out(out)
-    requested, explicit = protocol, calls
-    protocol = prepare(requested, sampler, out, extend=extend)
+    session = Session.open(out, sampler, protocol, extend=extend)
+    return collect(session, progress=progress, keep_samples=keep_samples, max_qpu_seconds=max_qpu_seconds,
+                   retries=retries, backoff=backoff, in_flight=in_flight, calls=calls, call_timeout=call_timeout)
+
+
+def collect(session: Session, *, progress: Callable[[int, int], None] | None = None, keep_samples: int = 0,
+            max_qpu_seconds: float | None = None, retries: int = 3, backoff: float = 0.5, in_flight: int = 50,
+            calls: Sequence[Call] | None = None, call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
+    """Run the calls of an open :class:`~qasa.session.Session` (arguments as :func:`run`): the one run loop.
+
+    On a finished dataset nothing runs and the stored dataset is returned.
+    """
+    max_qpu_seconds = check_budget_value(max_qpu_seconds)
+    _check_run_options(keep_samples, retries, in_flight, backoff)
+    check_leap_options(retries, in_flight, call_timeout)
+    explicit, store = calls, session.store
     rounds = None if explicit is None else _design_rounds(explicit)
-    calls = protocol.calls() if explicit is None else _checked_calls(explicit, protocol, sampler)
-    store = DatasetStore(out) if out is not None else None
-    if store is None:
-        return _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight, calls,
-                              call_timeout)
     if not store.exists:   # refuse an over-budget run before the directory is created
-        _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
+        todo = session.protocol.calls() if explicit is None else _checked_calls(explicit, session)
+        _plan_budget(todo, session, 0.0, max_qpu_seconds)
     with store.writing():
-        # again under the writer lock: another writer may have created or extended the dataset since
-        # (its seed and qubits then fill in those left unset, as on any resume)
-        protocol = prepare(requested, sampler, out, extend=extend)
-        calls = protocol.calls() if explicit is None else _checked_calls(explicit, protocol, sampler)
-        return _run_stored(protocol, sampler, store, progress, keep_samples, max_qpu_seconds, retries,
-                           backoff, in_flight, calls, rounds, call_timeout)
-
-
-def _check_out(out: str | Path | None) -> None:
-    """An output directory is None (in memory) or a non-empty path (``""`` would mean the current directory)."""
-    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(os.fspath(out)).strip()):
-        raise ProtocolError(f"output directory {out!r} must be a non-empty path (or None to keep the run in memory)")
+        session.resolve()   # again under the writer lock (another writer may have written since)
+        todo = session.protocol.calls() if explicit is None else _checked_calls(explicit, session)
+        ctx = _Run(session, keep_samples if store.path is not None else 0, retries, backoff, in_flight,
+                   call_timeout, progress)
+        return _run_calls(ctx, todo, max_qpu_seconds, rounds)
 
 
 #: Largest estimated QPU time (s) a run on a cloud solver (a real QPU) may use without an explicit budget.
 QPU_SECONDS_WITHOUT_BUDGET = 10.0
 
 
-def _plan_budget(todo: list[Call], protocol: Protocol, sampler: dimod.Sampler, spent: float,
+class _Run:
+    """One run's context: the session (store, backend, protocol) and the run options, computed once."""
+
+    def __init__(self, session: Session, keep_samples: int, retries: int, backoff: float, in_flight: int,
+                 call_timeout: float | None, progress: Callable[[int, int], None] | None) -> None:
+        self.session, self.store, self.backend = session, session.store, session.backend
+        self.protocol = session.protocol
+        self.keep_samples, self.retries, self.backoff = keep_samples, retries, backoff
+        self.in_flight, self.call_timeout, self.progress = in_flight, call_timeout, progress
+        self.qubits = np.asarray(self.protocol.qubits, dtype=np.int64)
+        self.base = sampler_parameters(self.protocol)     # before filtering (the Leap path filters per call)
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+def _plan_budget(todo: list[Call], session: Session, spent: float,
                  max_qpu_seconds: float | None) -> dict[int, float | None]:
     """Estimated QPU time per call size; refuse before anything is submitted when over budget."""
+    protocol, backend = session.protocol, session.backend
     n = len(protocol.qubits or ())
-    estimates = {r: estimate_call(sampler, protocol, n, r) for r in {c.num_reads for c in todo}}
+    estimates = {r: backend.estimate_call(protocol, n, r) for r in {c.num_reads for c in todo}}
     known = all(v is not None for v in estimates.values())
     needed = sum(estimates[c.num_reads] for c in todo) if known else None
-    if max_qpu_seconds is None and cloud_solver(sampler) is not None and todo:
+    if max_qpu_seconds is None and backend.cloud_solver is not None and todo:
         if needed is None or needed > QPU_SECONDS_WITHOUT_BUDGET * 1e6:
             shown = "an unknown amount of" if needed is None else f"an estimated {needed / 1e6:.1f} s of"
             raise BudgetError(f"this run needs {shown} QPU time; pass --max-qpu-seconds (or set "
@@ -309,19 +240,11 @@ def _plan_budget(todo: list[Call], protocol: Protocol, sampler: dimod.Sampler, s
     return estimates
 
 
-def _device_record(protocol: Protocol, sampler: dimod.Sampler) -> dict[str, Any]:
-    info = redact_obj(device_info(sampler))      # a solver's properties come from the server
-    truth = getattr(sampler, "qasa_truth", None)
-    if truth is not None:  # a virtual device knows what the assessment should find
-        info["truth"] = truth(protocol)
-    return info
-
-
-def _ignored_parameters(sampler: dimod.Sampler, base: dict[str, Any], solver: str) -> list[str]:
-    _, ignored = filter_parameters(sampler, base)
+def _ignored_parameters(ctx: _Run) -> list[str]:
+    _, ignored = ctx.backend.filter(ctx.base)
     requested_ignored = [k for k in ignored if k not in _ALWAYS]
     if requested_ignored:
-        warnings.warn(f"{solver} does not accept {requested_ignored}; they are not sent", stacklevel=3)
+        warnings.warn(f"{ctx.backend.name} does not accept {requested_ignored}; they are not sent", stacklevel=4)
     return requested_ignored
 
 
@@ -375,9 +298,9 @@ def _discarded_us(meta: dict[str, Any]) -> float:
     return total
 
 
-def _identity(store: DatasetStore | None) -> tuple[str, float]:
+def _identity(store: DatasetStore | MemoryStore | None) -> tuple[str, float]:
     """The dataset's random identity (made once, kept in ``metadata['dataset_id']``) and its
-    creation time (epoch seconds); a fresh pair for an in-memory run or a new dataset."""
+    creation time (epoch seconds); a fresh pair for a new dataset (one per in-memory run)."""
     import datetime as _dt
     import uuid
 
@@ -394,83 +317,7 @@ def _identity(store: DatasetStore | None) -> tuple[str, float]:
     return uuid.uuid4().hex[:16], time.time()
 
 
-def _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-             store: DatasetStore | None, run_record, call_timeout: float | None = DEFAULT_CALL_TIMEOUT,
-             identity: tuple[str, float] | None = None, done: set[str] | None = None):
-    if cloud_solver(sampler) is not None:      # every cloud call, --in-flight 1 and --keep-samples too
-        dataset_id, created = identity if identity is not None else _identity(store)
-        return async_results(todo, LeapRun(
-            protocol=protocol, sampler=sampler, qubits=qubits, base=base, budget=budget, dataset_id=dataset_id,
-            created=created, in_flight=in_flight, retries=retries, backoff=backoff, call_timeout=call_timeout,
-            in_flight_path=None if store is None else store.path / IN_FLIGHT, run_record=run_record,
-            keep_samples=keep_samples, done=frozenset(done or ())))
-    return _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, budget.check)
-
-
-def _run_stored(protocol, sampler, store: DatasetStore, progress, keep_samples, max_qpu_seconds, retries,
-                backoff, in_flight, calls: list[Call], rounds: dict[str, int] | None = None,
-                call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
-    qubits = np.asarray(protocol.qubits, dtype=np.int64)
-    existed = store.exists
-    # stored data are read and validated before anything new is run (or paid for): a damaged dataset is
-    # refused as it stands, and what a resume skips is exactly what loads
-    stored = store.load().calls if existed else None
-    done = set(stored["call_id"].astype(str)) if stored is not None else set()
-    todo = [c for c in calls if c.call_id not in done]
-    spent = _spent_us(stored, protocol, sampler) + _discarded_us(store.metadata()) if stored is not None else 0.0
-    estimates = _plan_budget(todo, protocol, sampler, spent, max_qpu_seconds)
-    base = sampler_parameters(protocol)
-    if not todo and existed:           # nothing to do: a finished dataset, returned as stored
-        if progress is not None:
-            progress(len(calls), len(calls))
-        ds = store.load()
-        return _finish(store, ds, None) if store.has_journal() else ds
-    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, solver_name(sampler))}
-    identity = _identity(store)
-    designed = {"dataset_id": identity[0]}
-    if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
-        known = (store.metadata().get("design_rounds") or {}) if existed else {}
-        designed["design_rounds"] = {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}
-    if existed:   # the device record (and a virtual QPU's truth, which costs seconds) is made once,
-        meta = store.metadata()       # again only when the protocol was extended
-        extended = {"device": _device_record(protocol, sampler)} if meta.get("protocol") != protocol.to_dict() else {}
-        store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
-                              **({} if meta.get("sampler") else {"sampler": sampler_settings(sampler)}), **designed,
-                              **extended)
-    else:
-        store.create({"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler),
-                      "device": _device_record(protocol, sampler), "created": utcnow(), "runs": [run_record],
-                      **designed})
-    total = len(calls)
-    if progress is not None:
-        progress(total - len(todo), total)
-    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo),
-                     store.metadata().get("discarded_answers"),
-                     lambda discarded: store.update_metadata(discarded_answers=discarded))
-    results = _results(todo, protocol, sampler, qubits, base, budget, keep_samples, retries, backoff, in_flight,
-                       store, run_record, call_timeout, identity, done)
-    try:
-        for call, record, counts, samples in results:
-            budget.add(call, record)
-            if samples is not None:   # before the journal entry: a journaled call has its samples
-                store.store_samples(call.call_id, samples)
-            store.journal_call(record, counts)
-            if progress is not None:
-                progress(budget.done, total)
-    except BudgetError:
-        raise
-    except Exception as exc:
-        store.record_failure(getattr(exc, "qasa_call_id", None), redact(f"{type(exc).__name__}: {exc}"), utcnow())
-        raise
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:     # an interrupted cloud run writes down its calls on their way now
-            close()
-    ds = store.load()
-    return _finish(store, ds, run_record)
-
-
-def _spent_us(calls: pd.DataFrame, protocol: Protocol, sampler: dimod.Sampler) -> float:
+def _spent_us(calls: pd.DataFrame, session: Session) -> float:
     """QPU time (µs) the stored calls cost: the recorded time, or the estimate where none was recorded
     (a call stored without a finite time, e.g. by an older version, was still paid for)."""
     if not len(calls):
@@ -480,14 +327,92 @@ def _spent_us(calls: pd.DataFrame, protocol: Protocol, sampler: dimod.Sampler) -
     missing = ~np.isfinite(t)
     total = float(t[~missing].sum())
     if missing.any() and "num_reads" in calls:
+        protocol = session.protocol
         n = len(protocol.qubits or ())
         for reads, k in pd.Series(calls["num_reads"].to_numpy()[missing]).value_counts().items():
-            total += int(k) * (estimate_call(sampler, protocol, n, int(reads)) or 0.0)
+            total += int(k) * (session.backend.estimate_call(protocol, n, int(reads)) or 0.0)
     return total
 
 
-def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None) -> Dataset:
-    """Close the run record, add totals, sort and compact the dataset on disk."""
+def _results(todo: list[Call], ctx: _Run, budget: _Budget, run_record: dict[str, Any],
+             identity: tuple[str, float], done: set[str]):
+    if ctx.backend.cloud_solver is not None:      # every cloud call, --in-flight 1 and --keep-samples too
+        dataset_id, created = identity
+        return async_results(todo, LeapRun(
+            protocol=ctx.protocol, sampler=ctx.backend.sampler, qubits=ctx.qubits, base=ctx.base, budget=budget,
+            dataset_id=dataset_id, created=created, in_flight=ctx.in_flight, retries=ctx.retries,
+            backoff=ctx.backoff, call_timeout=ctx.call_timeout, store=ctx.store, run_record=run_record,
+            keep_samples=ctx.keep_samples, done=frozenset(done)))
+    return _sequential_results(todo, ctx, budget.check)
+
+
+def _record_run(session: Session, run_record: dict[str, Any], rounds: dict[str, int] | None,
+                dataset_id: str) -> None:
+    """Create the dataset's metadata, or add this run (and an extended protocol's device record) to it."""
+    store, protocol, backend = session.store, session.protocol, session.backend
+    existed = store.exists
+    designed: dict[str, Any] = {"dataset_id": dataset_id}
+    if rounds:   # explicit calls: their ids become calls of this dataset (DatasetStore.validate)
+        known = (store.metadata().get("design_rounds") or {}) if existed else {}
+        designed["design_rounds"] = {**known, **{k: max(v, known.get(k, 0)) for k, v in rounds.items()}}
+    if existed:   # the device record (and a virtual QPU's truth, which costs seconds) is made once,
+        meta = store.metadata()       # again only when the protocol was extended
+        extended = {"device": backend.device_record(protocol)} if meta.get("protocol") != protocol.to_dict() else {}
+        store.update_metadata(protocol=protocol.to_dict(), runs=meta.get("runs", []) + [run_record],
+                              **({} if meta.get("sampler") else {"sampler": backend.settings()}), **designed,
+                              **extended)
+    else:
+        store.create({"protocol": protocol.to_dict(), "sampler": backend.settings(),
+                      "device": backend.device_record(protocol), "created": utcnow(), "runs": [run_record],
+                      **designed})
+
+
+def _run_calls(ctx: _Run, calls: list[Call], max_qpu_seconds: float | None,
+               rounds: dict[str, int] | None) -> Dataset:
+    """The one run loop: skip stored calls, record the run, execute, journal each call, finish."""
+    store = ctx.store
+    existed = store.exists
+    # stored data are read and validated before anything new is run (or paid for): a damaged dataset is
+    # refused as it stands, and what a resume skips is exactly what loads
+    stored = store.load().calls if existed else None
+    done = set(stored["call_id"].astype(str)) if stored is not None else set()
+    todo = [c for c in calls if c.call_id not in done]
+    spent = _spent_us(stored, ctx.session) + _discarded_us(store.metadata()) if stored is not None else 0.0
+    estimates = _plan_budget(todo, ctx.session, spent, max_qpu_seconds)
+    total = len(calls)
+    if not todo and existed:           # nothing to do: a finished dataset, returned as stored
+        ctx.report(total, total)
+        ds = store.load()
+        return _finish(store, ds, None) if store.has_journal() else ds
+    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(ctx)}
+    identity = _identity(store)
+    _record_run(ctx.session, run_record, rounds, identity[0])
+    ctx.report(total - len(todo), total)
+    budget = _Budget(spent, max_qpu_seconds, estimates, total, total - len(todo),
+                     store.metadata().get("discarded_answers"),
+                     lambda discarded: store.update_metadata(discarded_answers=discarded))
+    results = _results(todo, ctx, budget, run_record, identity, done)
+    try:
+        for call, record, counts, samples in results:
+            budget.add(call, record)
+            if samples is not None:   # before the journal entry: a journaled call has its samples
+                store.store_samples(call.call_id, samples)
+            store.journal_call(record, counts)
+            ctx.report(budget.done, total)
+    except BudgetError:
+        raise
+    except Exception as exc:
+        store.record_failure(getattr(exc, "qasa_call_id", None), redact(f"{type(exc).__name__}: {exc}"), utcnow())
+        raise
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:     # an interrupted cloud run writes down its calls on their way now
+            close()
+    return _finish(store, store.load(), run_record)
+
+
+def _finish(store: DatasetStore | MemoryStore, ds: Dataset, run_record: dict[str, Any] | None) -> Dataset:
+    """Close the run record, add totals, sort and compact the dataset (on disk, or kept in memory)."""
     if run_record is not None and ds.metadata.get("runs"):
         ds.metadata["runs"][-1]["finished"] = utcnow()
         for key in ("reattached_in_flight", "leap"):
@@ -496,33 +421,6 @@ def _finish(store: DatasetStore, ds: Dataset, run_record: dict[str, Any] | None)
     ds = _with_totals(ds).sorted()
     store.save(ds)
     return ds
-
-
-def _run_in_memory(protocol, sampler, progress, max_qpu_seconds, retries, backoff, in_flight,
-                   calls: list[Call], call_timeout: float | None = DEFAULT_CALL_TIMEOUT) -> Dataset:
-    qubits = np.asarray(protocol.qubits, dtype=np.int64)
-    estimates = _plan_budget(calls, protocol, sampler, 0.0, max_qpu_seconds)
-    base = sampler_parameters(protocol)
-    info = _device_record(protocol, sampler)
-    run_record = {"started": utcnow(), "ignored_parameters": _ignored_parameters(sampler, base, info["solver"])}
-    budget = _Budget(0.0, max_qpu_seconds, estimates, len(calls), 0)
-    if progress is not None:
-        progress(0, len(calls))
-    counts, records = [], []
-    identity = _identity(None)
-    for call, record, c, _ in _results(calls, protocol, sampler, qubits, base, budget, 0, retries, backoff,
-                                       in_flight, None, run_record, call_timeout, identity):
-        budget.add(call, record)
-        counts.append(c)
-        records.append(record)
-        if progress is not None:
-            progress(budget.done, len(calls))
-    meta = {"protocol": protocol.to_dict(), "sampler": sampler_settings(sampler), "device": info,
-            "created": run_record["started"], "dataset_id": identity[0], "runs": [{**run_record, "finished": utcnow()}],
-            **({"discarded_answers": budget.discarded} if budget.discarded else {})}
-    ds = Dataset(pd.concat(counts, ignore_index=True) if counts else pd.DataFrame(columns=COUNT_COLUMNS),
-                 pd.DataFrame(records), meta)
-    return _with_totals(ds).sorted()
 
 
 def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:
@@ -537,14 +435,14 @@ def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:
     return rounds
 
 
-def _checked_calls(calls: Sequence[Call], protocol: Protocol, sampler: dimod.Sampler) -> list[Call]:
+def _checked_calls(calls: Sequence[Call], session: Session) -> list[Call]:
     """Explicit calls: unique ids, one flip (and field) per qubit, fields within ``h_range``."""
     calls = list(calls)
     ids = [c.call_id for c in calls]
     if len(set(ids)) != len(ids):
         raise ProtocolError("the calls to run have duplicate call ids")
-    n = len(protocol.qubits or ())
-    h_range = (getattr(sampler, "properties", {}) or {}).get("h_range")
+    n = len(session.protocol.qubits or ())
+    h_range = session.backend.h_range
     for c in calls:
         if len(c.flips) != n or (c.per_qubit and np.shape(c.h) != (n,)):
             raise ProtocolError(f"call {c.call_id} has {len(c.flips)} gauge signs and h of shape {np.shape(c.h)}; "
@@ -571,12 +469,11 @@ def _with_retries(fn: Callable[[], Any], retries: int, backoff: float) -> Any:
             attempt += 1
 
 
-def _sequential_results(todo, protocol, sampler, qubits, base, keep_samples, retries, backoff, check_budget):
+def _sequential_results(todo: list[Call], ctx: _Run, check_budget: Callable[[Call, float], None]):
     for call in todo:
         check_budget(call, 0.0)
         try:
-            record, counts, samples = _with_retries(
-                lambda: _execute(call, protocol, sampler, qubits, base, keep_samples), retries, backoff)
+            record, counts, samples = _with_retries(lambda: _execute(call, ctx), ctx.retries, ctx.backoff)
         except Exception as exc:
             raise tag(exc, call) from None      # the same exception, with the call's id attached
         yield call, record, counts, samples
@@ -591,18 +488,19 @@ def _with_totals(ds: Dataset) -> Dataset:
     return ds
 
 
-def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.ndarray,
-             base: dict[str, Any], keep_samples: int = 0) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
-    params = dict(base, **(call.params or {}), num_reads=call.num_reads,
+def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
+    protocol, backend, qubits, keep_samples = ctx.protocol, ctx.backend, ctx.qubits, ctx.keep_samples
+    params = dict(ctx.base, **(call.params or {}), num_reads=call.num_reads,
                   label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
                   seed=protocol.call_seed(call.index))
-    params, _ = filter_parameters(sampler, params)
+    params, _ = backend.filter(params)
     started = utcnow()
-    counts_path = getattr(sampler, "sample_counts", None)
+    counting = backend.counting
     samples = None
-    if counts_path is not None and not keep_samples:
+    if counting is not None and not keep_samples:
         # count-level fast path (the virtual QPU): per-qubit numbers of -1 reads, no SampleSet
-        variables, returned_down, info = counts_path(_Fields(qubits, call.flips * np.asarray(call.h, float)), **params)
+        variables, returned_down, info = counting.sample_counts(
+            _Fields(qubits, call.flips * np.asarray(call.h, float)), **params)
         if not np.array_equal(variables, qubits):
             raise AnswerError("sample_counts returned qubits in another order than requested")
         returned_down = np.asarray(returned_down)
@@ -611,7 +509,7 @@ def _execute(call: Call, protocol: Protocol, sampler: dimod.Sampler, qubits: np.
         n_down = undo_gauge(returned_down, call.num_reads, call.flips)
         n_up = call.num_reads - n_down
     else:
-        sampleset = sampler.sample_ising(call.programmed_h(qubits), {}, **params)
+        sampleset = backend.sampler.sample_ising(call.programmed_h(qubits), {}, **params)
         check_sampleset(sampleset, qubits, call.num_reads)
         n_down, n_up = reduce_sampleset(sampleset, qubits, call.flips)
         info = sampleset.info

@@ -13,8 +13,10 @@ Backends (:func:`get_sampler`):
   Zephyr graph from dwave-networkx (``dwave.graphs``), seeded per call.
 - ``"emulator"``: qasa's virtual QPU (:mod:`qasa.virtual`).
 
-Any other :class:`dimod.Sampler` can be passed to the runner directly. Only keyword arguments listed
-in a sampler's ``parameters`` are sent to it (:func:`filter_parameters`).
+Any other :class:`dimod.Sampler` can be passed to the runner directly. :func:`get_backend` returns
+the sampler inside a :class:`qasa.backend.Backend` with the recipe that built it (nothing is attached
+to the sampler). Only keyword arguments listed in a sampler's ``parameters`` are sent to it
+(:meth:`qasa.backend.Backend.filter`; :func:`filter_parameters` for a single question).
 
 :func:`validate` checks a protocol against a sampler's ``properties`` before any call: the client
 of the real QPU checks almost none of these (DESIGN.md §5), so an illegal value would otherwise cost
@@ -23,14 +25,14 @@ QPU time or fail late.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import numbers
-from typing import Any, Mapping
+from typing import Any
 
 import dimod
 import numpy as np
 
+from qasa.backend import Backend, as_backend, remember_recipe
 from qasa.errors import CredentialsError, ProtocolError, SamplerError
 from qasa.protocol import Protocol, filter_parameters
 from qasa.topology import DEFAULT_SHAPES, topology_graph
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_SHAPES",
     "StructuredSASampler",
     "get_sampler",
+    "get_backend",
     "device_info",
     "solver_name",
     "filter_parameters",
@@ -178,10 +181,41 @@ def check_credentials(profile: str | None = None) -> None:
             "or set DWAVE_API_TOKEN (see `dwave setup --help`)")
 
 
-def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str | None = None,
+def get_backend(backend: "str | dimod.Sampler | Backend" = "emulator", *, topology_type: str | None = None,
                 topology_shape: list[int] | None = None, solver: str | dict | None = None,
                 profile: str | None = None, beta: float = 5.0, seed: int | None = None,
-                broken_nodes: list[int] | None = None, **options: Any) -> dimod.Sampler:
+                broken_nodes: list[int] | None = None, **options: Any) -> Backend:
+    """Build a sampler by backend name and return it as a :class:`~qasa.backend.Backend` holding its recipe.
+
+    A :class:`dimod.Sampler` (or a Backend) is wrapped as it is (no recipe). The recipe (backend name,
+    the graph actually built, β of ``sa``/``mock``, the device seed of ``emulator``, solver and
+    profile of ``qpu``, further options) is recorded with the data, checked on resume and rebuilt by
+    ``qasa run DIR`` (``get_backend(**recipe)``). Arguments as :func:`get_sampler`.
+    """
+    if isinstance(backend, (dimod.Sampler, Backend)):
+        if any(v is not None for v in (topology_type, topology_shape, solver, profile, seed, broken_nodes)) or options:
+            raise SamplerError("backend options need a backend name, not a sampler object")
+        return as_backend(backend)
+    sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
+                            profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
+    built = Backend(sampler)
+    topology = built.properties.get("topology") or {}
+    if backend != "qpu" and topology.get("type"):
+        # the graph actually built (a preset's default included), so that naming it on resume matches
+        topology_type, topology_shape = topology["type"], list(topology.get("shape") or []) or topology_shape
+    recipe = {"backend": backend, "topology_type": topology_type, "topology_shape": topology_shape,
+              "solver": solver, "broken_nodes": broken_nodes, **options}
+    if backend in ("sa", "mock"):
+        recipe["beta"] = beta
+    if backend == "emulator":
+        recipe["seed"] = (built.settings().get("settings") or {}).get("seed", seed)
+    if backend == "qpu":
+        recipe["profile"] = profile
+    built.recipe = recipe
+    return built
+
+
+def get_sampler(backend: str | dimod.Sampler = "emulator", **options: Any) -> dimod.Sampler:
     """Return a sampler by backend name (or pass a :class:`dimod.Sampler` through).
 
     Args:
@@ -197,31 +231,17 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", *, topology_type: str
         **options: further backend-specific options (``"emulator"``: preset, structure, physics...;
             see :class:`qasa.virtual.VirtualQPU`).
 
+    Nothing is attached to the sampler: its recipe is remembered by :mod:`qasa.backend` (weakly), so
+    that a run on it records how to rebuild it; :func:`get_backend` returns it with its recipe.
+
     Raises:
         SamplerError: unknown backend or solver; :class:`CredentialsError` without a Leap token.
     """
     if isinstance(backend, dimod.Sampler):
         return backend
-    sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
-                            profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
-    # how it was made: recorded with the data, checked on resume, reused by `qasa run DIR`
-    topology = (getattr(sampler, "properties", {}) or {}).get("topology") or {}
-    if backend != "qpu" and topology.get("type"):
-        # the graph actually built (a preset's default included), so that naming it on resume matches
-        topology_type, topology_shape = topology["type"], list(topology.get("shape") or []) or topology_shape
-    recipe = {"backend": backend, "topology_type": topology_type, "topology_shape": topology_shape,
-              "solver": solver, "broken_nodes": broken_nodes, **options}
-    if backend in ("sa", "mock"):
-        recipe["beta"] = beta
-    if backend == "emulator":
-        recipe["seed"] = getattr(sampler, "seed", seed)
-    if backend == "qpu":
-        recipe["profile"] = profile
-    try:
-        sampler.qasa_recipe = recipe
-    except AttributeError:  # pragma: no cover - a sampler class with __slots__
-        pass
-    return sampler
+    built = get_backend(backend, **options)
+    remember_recipe(built.sampler, built.recipe or {})    # held by qasa.backend, not attached to the sampler
+    return built.sampler
 
 
 def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: list[int] | None,
@@ -266,60 +286,20 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
     raise SamplerError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)} or pass a dimod.Sampler")
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("qasa", "dimod", "dwave-system", "dwave-samplers", "dwave-cloud-client", "numpy", "scipy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def solver_name(sampler: dimod.Sampler) -> str:
+def solver_name(sampler: dimod.Sampler | Backend) -> str:
     """The solver's name (a QPU's, or the chip id of a software sampler, or its class name)."""
-    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
-    return getattr(getattr(sampler, "solver", None), "name", None) or props.get("chip_id") or type(sampler).__name__
+    return as_backend(sampler).name
 
 
-def device_info(sampler: dimod.Sampler) -> dict[str, Any]:
-    """Summarize a sampler as plain JSON-able data (no credentials).
+def device_info(sampler: dimod.Sampler | Backend) -> dict[str, Any]:
+    """Summarize a sampler as plain JSON-able data (no credentials): :meth:`qasa.backend.Backend.device_info`.
 
     Keys: ``solver``, ``sampler_class``, ``topology_type``, ``topology_shape``, ``nodelist``,
     ``edgelist``, ``num_qubits``, ``h_range``, ``j_range``, ``num_reads_range``,
     ``annealing_time_range``, ``default_annealing_time``, ``parameters``, ``properties`` (a
     snapshot of the solver's properties without the per-qubit lists), ``versions``.
     """
-    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
-    topology = props.get("topology", {}) or {}
-    nodelist = getattr(sampler, "nodelist", None)
-    edgelist = getattr(sampler, "edgelist", None)
-    solver = solver_name(sampler)
-    return {
-        "solver": solver,
-        "sampler_class": f"{type(sampler).__module__}.{type(sampler).__qualname__}",
-        "topology_type": topology.get("type"),
-        "topology_shape": list(topology["shape"]) if "shape" in topology else None,
-        "nodelist": np.asarray(nodelist, dtype=np.int64).tolist() if nodelist is not None else None,
-        "edgelist": np.asarray(edgelist, dtype=np.int64).reshape(-1, 2).tolist() if edgelist is not None else None,
-        "num_qubits": len(nodelist) if nodelist is not None else None,
-        "h_range": list(props["h_range"]) if "h_range" in props else None,
-        "j_range": list(props["j_range"]) if "j_range" in props else None,
-        "num_reads_range": list(props["num_reads_range"]) if "num_reads_range" in props else None,
-        "annealing_time_range": list(props["annealing_time_range"]) if "annealing_time_range" in props else None,
-        "default_annealing_time": props.get("default_annealing_time"),
-        "parameters": sorted(getattr(sampler, "parameters", {}) or {}),
-        "properties": _snapshot(props),
-        "versions": _versions(),
-    }
-
-
-def _snapshot(props: Mapping[str, Any]) -> dict[str, Any]:
-    """The solver's properties as plain JSON, without the per-qubit lists (kept as nodelist/edgelist)."""
-    import json
-
-    skip = {"qubits", "couplers", "anneal_offset_ranges", "parameters"}
-    return json.loads(json.dumps({k: v for k, v in props.items() if k not in skip}, default=str))
+    return as_backend(sampler).device_info()
 
 
 def _check_range(name: str, value: float, allowed: list[float] | None, unit: str = "") -> None:
@@ -345,7 +325,7 @@ def _check_schedule_points(name: str, schedule: tuple[tuple[float, float], ...],
         raise ProtocolError(f"{name} time {off_grid[0]!r} µs is not a multiple of the 0.01 µs resolution")
 
 
-def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
+def validate(protocol: Protocol, sampler: dimod.Sampler | Backend) -> None:
     """Check that ``protocol`` can run on ``sampler``, before any call is made.
 
     Checks: the protocol on its own (:meth:`Protocol.check`); every programmed field (±h under
@@ -358,8 +338,8 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         ProtocolError: naming the offending value and the allowed range.
     """
     protocol.check()
-    props: Mapping[str, Any] = getattr(sampler, "properties", {}) or {}
-    params = getattr(sampler, "parameters", {}) or {}
+    backend = as_backend(sampler)
+    props, params = backend.properties, backend.parameters
     h_range = props.get("h_range")
     if h_range is not None:
         fields = list(protocol.h_values)
@@ -379,7 +359,7 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
     smallest = protocol.reads_of_gauge(protocol.calls_per_h - 1)
     _check_range("num_reads per call", largest, reads_range)
     _check_range("num_reads per call", smallest, reads_range)
-    nodelist = getattr(sampler, "nodelist", None)
+    nodelist = backend.nodelist
     if protocol.qubits is not None and nodelist is not None:
         present = set(nodelist)
         missing = [q for q in protocol.qubits if q not in present]
@@ -401,7 +381,7 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
             from dwave.system import DWaveSampler
 
             try:
-                DWaveSampler.validate_anneal_schedule(sampler, schedule)
+                DWaveSampler.validate_anneal_schedule(backend.sampler, schedule)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise ProtocolError(f"illegal anneal_schedule {schedule}: {exc}") from None
     if protocol.h_gain_schedule is not None:
@@ -411,21 +391,21 @@ def validate(protocol: Protocol, sampler: dimod.Sampler) -> None:
         g_range = props.get("h_gain_schedule_range")
         for _, g in protocol.h_gain_schedule:
             _check_range("h_gain_schedule gain", g, g_range)
-    _check_applied(protocol, sampler)
+    _check_applied(protocol, backend)
 
 
 #: Protocol fields that change the physics, by the sampler parameter that carries them.
 _PHYSICS_FIELDS = ("annealing_time", "anneal_schedule", "h_gain_schedule")
 
 
-def _check_applied(protocol: Protocol, sampler: dimod.Sampler) -> None:
+def _check_applied(protocol: Protocol, backend: Backend) -> None:
     """Refuse an annealing parameter the sampler does not accept: it would not be sent, yet the
     protocol stored with the data would say it had been applied. (``MockDWaveSampler`` accepts them
     like a QPU and uses them in its timing, though its reads do not depend on them.)"""
-    accepted = set(getattr(sampler, "parameters", {}) or {})
+    accepted = backend.parameters
     for name in _PHYSICS_FIELDS:
         value = getattr(protocol, name)
         if value is not None and name not in accepted:
             shown = f"{value:g} µs" if name == "annealing_time" else "given"
-            raise ProtocolError(f"{name} ({shown}) is not accepted by {type(sampler).__name__}, so it would not "
+            raise ProtocolError(f"{name} ({shown}) is not accepted by {type(backend.sampler).__name__}, so it would not "
                                 "be applied; leave it unset for this backend")

@@ -71,7 +71,8 @@ import dimod
 import numpy as np
 import pandas as pd
 
-from qasa.cost import BudgetError, estimate_call
+from qasa.backend import as_backend
+from qasa.cost import BudgetError
 from qasa.dataset import atomic_write_json, utcnow
 from qasa.errors import DatasetError, QasaError
 from qasa.protocol import Call, Protocol
@@ -432,6 +433,8 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
     """
     from qasa.runner import check_budget_value, prepare, run
 
+    backend = as_backend(sampler)          # runs go through the Backend (its recipe is recorded)
+    sampler = backend.sampler              # the sampler's own attributes (preset, schedule) are read
     _check_options(sampler, out, reads_per_qubit, target, dither, reads_per_call)
     check_budget_value(max_qpu_seconds)
     props = getattr(sampler, "properties", {}) or {}
@@ -445,7 +448,7 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
     protocol = Protocol(h_values=(0.0,), reads_per_h=R, reads_per_call=R, spin_reversal=True,
                         annealing_time=annealing_time, flux_drift_compensation=flux_drift_compensation,
                         qubits=None if qubits is None else tuple(int(q) for q in qubits), seed=seed)
-    protocol = prepare(protocol, sampler, out)
+    protocol = prepare(protocol, backend, out)
     settings = {"dither": float(dither), "reads_per_call": R, "conversion_prior": k0, "beta_prior": beta0,
                 "flux_bias_range": list(frange), "model": "tanh(β(x + b + kΦ)), priors β,c ~ N(β₀, (β₀/2)²)"}
     out = Path(out)
@@ -487,7 +490,7 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
                 reason = "reads"
                 break
             if max_qpu_seconds is not None:
-                per = estimate_call(sampler, protocol, len(qarr), Rr)
+                per = backend.estimate_call(protocol, len(qarr), Rr)
                 if per and store.exists and store.spent_qpu_us() + 2 * per > max_qpu_seconds * 1e6:
                     reason = "budget"
                     break
@@ -499,7 +502,7 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
                     folder.mkdir(exist_ok=True)
                     atomic_write_json(path, plan)
         try:
-            run(protocol, sampler, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
+            run(protocol, backend, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
                 calls=_round_calls(plan, protocol, rnd, num_qubits))
         except BudgetError:
             if not store.exists:

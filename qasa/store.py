@@ -65,6 +65,7 @@ from qasa.errors import DatasetError
 __all__ = ["DatasetStore", "fit_fingerprint"]
 
 IN_FLIGHT = "in_flight.json"
+DESIGN_DIR = "design"
 #: File suffix of a journal part (Arrow IPC); parts written as Parquet by earlier versions are read too.
 JOURNAL_SUFFIX = ".arrow"
 
@@ -315,6 +316,22 @@ class DatasetStore:
             atomic_write_json(path, mapping)
         else:
             path.unlink(missing_ok=True)
+
+    def design_round(self, index: int) -> dict[str, Any] | None:
+        """The stored plan of round ``index`` of a per-qubit design (``design/round-NNN.json``), or None."""
+        path = self.path / DESIGN_DIR / f"round-{index:03d}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{path}: cannot read the design round: {exc}") from None
+
+    def save_design_round(self, index: int, plan: dict[str, Any]) -> None:
+        """Write the plan of design round ``index`` atomically, before its calls run."""
+        self._require_writer()
+        (self.path / DESIGN_DIR).mkdir(exist_ok=True)
+        atomic_write_json(self.path / DESIGN_DIR / f"round-{index:03d}.json", plan)
 
     # -- reading ---------------------------------------------------------------------------------
     def _journal_parts(self) -> list[Path]:

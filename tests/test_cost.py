@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 import qasa
 from qasa.cli import main
-from qasa.cost import BudgetError, plan, timing_model
+from qasa.backend import plan
+from qasa.cost import BudgetError, timing_model
 from qasa.dataset import Dataset
 from qasa.virtual import VirtualQPU
 from qasa.errors import ProtocolError

@@ -28,7 +28,7 @@ ORDER = [
     "errors", "redact", "models", "parameters", "reduce", "display", "schedules",
     "protocol", "topology", "plots", "dataset", "cost",
     "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
-    "leap", "samplers", "fitting", "store", "runner",
+    "leap", "backend", "samplers", "fitting", "store", "session", "runner",
     "design", "device", "temperature", "drift", "analogues", "analysis", "report",
     "adaptive", "shim", "pipeline", "cli", "__init__",
 ]

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 import qasa
 from qasa.cli import main
-from qasa.cost import BudgetError, plan
+from qasa.backend import plan
+from qasa.cost import BudgetError
 from qasa.dataset import Dataset
 from qasa.virtual import VirtualQPU
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import qasa
-from qasa.cost import BudgetError, plan
+from qasa.backend import plan
+from qasa.cost import BudgetError
 from qasa.dataset import Dataset
 from qasa.errors import LeapError
 from qasa.virtual import VirtualQPU
