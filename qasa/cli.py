@@ -380,10 +380,20 @@ def _solver_option(solver: str | None) -> str | dict | None:
     return solver
 
 
+#: The backends each backend-specific option applies to (any other backend refuses it when typed).
+_APPLIES = {"beta": ("sa", "mock"), "preset": ("emulator",), "physics": ("emulator",), "device_seed": ("emulator",),
+            "ideal": ("emulator",), "solver": ("qpu",), "profile": ("qpu",),
+            "topology_type": ("emulator", "sa", "mock"), "shape": ("emulator", "sa", "mock")}
+
+
 def _backend_kwargs(o: dict[str, Any], name: str, only_given: bool) -> dict[str, Any]:
     """The :func:`qasa.samplers.get_backend` keywords of backend ``name`` set by the options (typed ones only)."""
-    applies = {"beta": name in ("sa", "mock"), "preset": name == "emulator", "physics": name == "emulator",
-               "device_seed": name == "emulator", "ideal": name == "emulator"}
+    applies = {option: name in backends for option, backends in _APPLIES.items()}
+    for option, ok in applies.items():     # a typed option the backend would ignore is refused, not dropped
+        if not ok and option in o and _given(option) and (option != "ideal" or o[option]):
+            flag = "--" + option.replace("_", "-") if option != "topology_type" else "--topology"
+            raise click.UsageError(f"{flag} does not apply to the {name} backend (it is an option of "
+                                   f"{' and '.join(_APPLIES[option])}); leave it out")
     out: dict[str, Any] = {}
     for option, key in _BACKEND_OPTIONS.items():
         if option == "backend" or option not in o or not applies.get(option, True):

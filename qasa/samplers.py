@@ -247,6 +247,19 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", **options: Any) -> di
 def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: list[int] | None,
                   solver: str | dict | None, profile: str | None, beta: float, seed: int | None,
                   broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
+    if topology_shape is not None and not isinstance(topology_shape, str):
+        try:                                    # 16 for [16]; a shape is a list of integers
+            values = np.atleast_1d(np.asarray(topology_shape, dtype=object)).tolist()
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) or
+                       isinstance(v, float) and v.is_integer() for v in values):
+                raise ValueError
+            topology_shape = [int(v) for v in values]
+        except (TypeError, ValueError):
+            raise SamplerError(f"topology_shape={topology_shape!r} must be a list of positive integers, "
+                               "e.g. [16] (Pegasus), [16, 16, 4] (Chimera), [12, 4] (Zephyr)") from None
+    if backend == "emulator" and beta != 5.0:
+        raise SamplerError(f"beta={beta!r} does not apply to the emulator backend (its β per qubit comes from "
+                           "the preset's published temperature); beta is an option of sa and mock")
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
     if backend in ("sa", "mock") and (isinstance(beta, (bool, np.bool_)) or not isinstance(beta, numbers.Real)

@@ -205,3 +205,33 @@ def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
     prov = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())["provenance"]
     assert prov["h-gain schedule"] == prov["Flux-drift compensation"] == "not recorded"
     assert prov["Design"] == "not recorded (imported data)"
+
+
+@pytest.mark.parametrize("args, flag, backend", [
+    (["run", "{out}", "--beta", "4", "--h-step", "0.5", "--reads", "100"], "--beta", "emulator"),
+    (["run", "{out}", "--backend", "sa", "--preset", "advantage2"], "--preset", "sa"),
+    (["run", "{out}", "--backend", "mock", "--ideal"], "--ideal", "mock"),
+    (["info", "--backend", "qpu", "--topology", "chimera"], "--topology", "qpu"),
+    (["run", "{out}", "--backend", "sa", "--solver", "Advantage_system4.1"], "--solver", "sa"),
+])
+def test_an_option_that_does_not_apply_to_the_backend_is_refused_in_one_line(tmp_path, args, flag, backend):
+    """`--beta` on the emulator or `--preset` on sa used to be dropped silently (a 129 s Pegasus SA job ran)."""
+    out = tmp_path / "ds"
+    res = CliRunner().invoke(main, [a.replace("{out}", str(out)) for a in args])
+    assert res.exit_code != 0 and res.output.startswith("error:") and res.output.strip().count("\n") == 0
+    assert f"{flag} does not apply to the {backend} backend" in res.output
+    assert not out.exists()
+
+
+def test_the_library_accepts_a_bare_shape_and_refuses_what_does_not_apply():
+    import qasa
+    from qasa.errors import SamplerError
+
+    assert qasa.get_sampler("sa", topology_shape=16).properties["topology"]["shape"] == [16]
+    with pytest.raises(SamplerError, match=r"topology_shape=\[1.5\] must be a list of positive integers"):
+        qasa.get_sampler("sa", topology_shape=[1.5])
+    with pytest.raises(SamplerError, match="beta=4.0 does not apply to the emulator backend"):
+        qasa.get_sampler("emulator", beta=4.0)
+    # run() takes a backend name like assess() does
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1, qubits=(30, 31)), "emulator")
+    assert len(ds.calls) == 5
