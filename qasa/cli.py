@@ -324,7 +324,8 @@ def _schedule_option(ctx, param, text: str | None) -> str | None:
 def backend_options(f: Callable) -> Callable:
     opts = [
         click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
-                     help="emulator, sa, mock or qpu."),
+                     type=click.Choice(["emulator", "sa", "mock", "qpu"]),
+                     help="emulator (the virtual QPU), sa (exact Gibbs sampling), mock (MockDWaveSampler) or qpu (Leap)."),
         click.option("--topology", "topology_type", default=None,
                      type=click.Choice(["chimera", "pegasus", "zephyr"]),
                      help="Device graph of the software backends [default: the preset's, or pegasus]."),
@@ -559,7 +560,7 @@ def info(as_json: bool, **o: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Only print the plan and its estimated QPU time.")
 @click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_seconds: float | None,
             retries: int, call_timeout: float, in_flight: int, add_reads: int, dry_run: bool,
@@ -599,15 +600,19 @@ def _fit_text(fits, comparison) -> str:
     for p in fits.model.params:
         s = data[p]
         if s:
-            lines.append(f"  {p:>8}: median {s['median']:.5g}  IQR [{s['q25']:.5g}, {s['q75']:.5g}]")
+            lines.append(f"  {p:>8}: median {s['median']:.4g}  IQR [{s['q25']:.4g}, {s['q75']:.4g}]")
     if comparison is not None:
         dev = comparison[1]
-        lines.append("model comparison (total AIC; qubits best fitted):")
+        lines.append("model comparison (ΔAIC: total AIC minus the best model's; qubits best fitted):")
+        totals = [v["aic_total"] for v in dev["models"].values() if v["aic_total"] is not None]
+        best = min(totals) if totals else None
         for m, v in dev["models"].items():
-            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total']:.10g}"
-            lines.append(f"  {m:>15}: AIC {aic}; best for {v['best_for_qubits']} qubits")
-        for t in dev["tests"]:
-            lines.append(f"  LR {t['small']} vs {t['big']}: p = {t['pvalue']:.3g}; "
+            aic = "n/a" if v["aic_total"] is None else f"{v['aic_total'] - best:,.1f}".replace(",", " ")
+            lines.append(f"  {m:>15}: ΔAIC {aic}; best for {v['best_for_qubits']} qubits")
+        for t in dev["tests"]:          # a p-value below double precision is shown as a bound, never "0"
+            p = t["pvalue"]
+            shown = "n/a" if p is None else "< 1e-300" if p < 1e-300 else f"{p:.3g}"
+            lines.append(f"  LR {t['small']} vs {t['big']}: p {'= ' if not shown.startswith('<') else ''}{shown}; "
                          f"{t['qubits_rejecting_small_at_0.01']} qubits reject {t['small']} at 0.01")
         lines.append(f"  preferred: {dev['preferred']}" if dev["preferred"] is not None
                      else "  preferred: none (no qubit was fitted by every model)")
@@ -622,7 +627,7 @@ def _fit_text(fits, comparison) -> str:
 @click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0, MAX_BOOTSTRAP),
               help=f"Parametric-bootstrap replicates (at most {MAX_BOOTSTRAP}).")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of the bootstrap.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int | None, as_json: bool) -> None:
     """Fit a response model to every qubit of DATASET (results cached in DATASET/fits/)."""
     from qasa import pipeline
@@ -647,10 +652,11 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
 
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--model", default="qasa", show_default=True)
+@click.option("--model", default="qasa", show_default=True,
+              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
 @click.option("--out", default=None, help="Report directory (default DATASET/report).")
 @click.option("--compare", is_flag=True, help="Include model comparison.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 def report(dataset: str, model: str, out: str | None, compare: bool, as_json: bool) -> None:
     """Write the HTML report and summary.json of DATASET (fits reused only if made from its counts)."""
     from qasa import pipeline
@@ -668,12 +674,19 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
     if coll.get("partial"):
         lines.insert(1, f"PARTIAL dataset: {coll['done']} of {coll['planned']} planned calls (interrupted, stopped by "
                         "its budget, or still being written); `qasa run DIR` resumes it")
-    for p in ("beta", "b", "gamma", "eta", "sigma"):
-        if f.get(p):
-            lines.append(f"  {p:>6}: median {f[p]['median']:.5g}  IQR [{f[p]['q25']:.5g}, {f[p]['q75']:.5g}]")
+    rows = {r.get("param"): r for r in summary.get("summary") or []}
+    for p in ("beta", "b", "gamma", "eta", "sigma", "sigma_call"):
+        r = rows.get(p)
+        if r and r.get("median") is not None:        # rounded to two digits of the median's standard error
+            se = r.get("median_se")
+            q = (lambda v: format_value(v, se)) if se else (lambda v: f"{v:.4g}")
+            lines.append(f"  {p:>10}: median {format_value(r['median'], se, with_error=True)}  "
+                         f"IQR [{q(r['q25'])}, {q(r['q75'])}]  ({r.get('n')} good qubits)")
     pooled = summary.get("effective_temperature") or summary.get("pooled_gibbs")
     if pooled and pooled.get("T_eff") is not None:
-        lines.append(f"effective temperature T_eff = {pooled['T_eff']:.4g}")
+        which = {"measurement": " (measurement error)", "population": " (population error)"}.get(pooled.get("error"), "")
+        lines.append(f"effective temperature T_eff = "
+                     f"{format_value(pooled['T_eff'], pooled.get('T_eff_stderr'), with_error=True)}{which}, units of h")
     lines.append(f"report: {where / 'index.html'}")
     return "\n".join(lines)
 
@@ -682,17 +695,18 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
 @click.argument("out", type=click.Path(file_okay=False), default="qasa-run")
 @backend_options
 @protocol_options(h_step=0.025, reads=4000)
-@click.option("--model", default="qasa", show_default=True)
+@click.option("--model", default="qasa", show_default=True,
+              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
 @click.option("--compare", is_flag=True, help="Include model comparison in the report.")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
 @click.option("--design", "design_name", default="grid", show_default=True, type=click.Choice(["grid", "adaptive"]),
               help="grid: the protocol as given; adaptive: pilot, then per-qubit optimal rounds until --target holds.")
 @click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
-              help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01 (%% = relative).")
+              help="Adaptive design: 95% interval half-widths, e.g. beta=1%,b=0.003,eta=0.01 (% = relative).")
 @click.option("--flux-biases", "flux_biases", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Apply a shim: flux_biases.json from `qasa shim` (sent with every call).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, as_json: bool, quiet: bool,
            design_name: str, target: dict[str, Any] | None, flux_biases: str | None, **o: Any) -> None:
@@ -765,12 +779,12 @@ def _with_flux_biases(protocol, sampler, path: str | None):
               help="Read budget: reads each qubit takes part in, in all.")
 @click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active).")
 @click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
-              help="Stop once every responding qubit's residual 95%% half-width is within this (units of h).")
+              help="Stop once every responding qubit's residual 95% half-width is within this (units of h).")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the shim [env QASA_MAX_QPU_SECONDS].")
 @click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"), help="Annealing time in µs.")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and dithers.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float | None, max_qpu_seconds: float | None,
              annealing_time: float | None, seed: int | None, as_json: bool, quiet: bool, **o: Any) -> None:
@@ -849,8 +863,8 @@ def temperature(out: str | None, num_reads: int, programmings: int, seed: int | 
 @click.option("--design", "design_name", default="grid", show_default=True, type=click.Choice(["grid", "adaptive"]),
               help="adaptive: the expected QPU time of the adaptive plan beside the reference grid's for --target.")
 @click.option("--target", default=None, callback=lambda ctx, param, v: _target(v),
-              help="Adaptive design: 95%% interval half-widths, e.g. beta=1%%,b=0.003,eta=0.01.")
-@click.option("--json", "as_json", is_flag=True)
+              help="Adaptive design: 95% interval half-widths, e.g. beta=1%,b=0.003,eta=0.01 (% = relative).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o: Any) -> None:
     """Check a protocol against the sampler and estimate its QPU time, without submitting anything."""
     if design_name == "grid":
@@ -885,11 +899,12 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
 
 @main.command()
 @click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--model", default="qasa", show_default=True)
+@click.option("--model", default="qasa", show_default=True,
+              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
 @click.option("--param", default="beta", show_default=True, help="Parameter whose trend is drawn.")
 @click.option("--out", default="qasa-comparison", show_default=True, help="Output directory.")
 @click.option("--allow-different-devices", is_flag=True, help="Compare datasets of different devices/topologies.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 def compare(datasets: tuple[str, ...], model: str, param: str, out: str, allow_different_devices: bool,
             as_json: bool) -> None:
     """Compare assessments of the same device (e.g. two dates, or several annealing times)."""
@@ -917,8 +932,9 @@ def compare(datasets: tuple[str, ...], model: str, param: str, out: str, allow_d
 @click.option("--sweeps", default=64, show_default=True, type=click.IntRange(min=1), help="Simulated-annealing sweeps.")
 @click.option("--annealing-time", default=20.0, show_default=True, type=FiniteFloat(0.0, low_open=True, unit="µs"),
               help="QPU anneal duration (µs).")
-@click.option("--backend", default="emulator", show_default=True, help="QPU system: emulator or qpu.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--backend", default="emulator", show_default=True, type=click.Choice(["emulator", "qpu"]),
+              help="QPU system: emulator or qpu.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 def analogues(out: str, steps: int, sweeps: int, annealing_time: float, backend: str, as_json: bool) -> None:
     """Run every schedule shape on SGD, simulated annealing and the (virtual) QPU, side by side."""
     from qasa import analogues as an

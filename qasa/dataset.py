@@ -591,7 +591,7 @@ def read_spin_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np
 
     name = Path(path).name
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:     # a spreadsheet's byte-order mark too
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read spin table {path}: {exc}") from None

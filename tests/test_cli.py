@@ -1,6 +1,7 @@
 """The CLI end to end (click's CliRunner: the real commands, in-process)."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_info_json():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "nope"], "error: unknown backend 'nope'"),
+    (["--backend", "nope"], "error: Invalid value for '--backend': 'nope' is not one of"),
     (["--h-max", "5", "--h-step", "0.5"], "error: h=-5 is outside the sampler's h_range [-4, 4]"),
     (["--reads-per-call", "20000", "--reads", "20000"], "error: num_reads per call=20000 is outside"),
     (["--qubits", "0,99999"], "error: qubit 99999 is not an active qubit"),
@@ -235,3 +236,27 @@ def test_the_library_accepts_a_bare_shape_and_refuses_what_does_not_apply():
     # run() takes a backend name like assess() does
     ds = qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1, qubits=(30, 31)), "emulator")
     assert len(ds.calls) == 5
+
+
+def test_messages_a_newcomer_reads(tmp_path):
+    """Help without '%%', every --model/--json documented, --backend a choice; a spin table saved with a
+    byte-order mark imports; the summary rounds medians to their errors and gives T_eff with its error;
+    model comparison prints ΔAIC and never 'p = 0'."""
+    for cmd in ("assess", "run", "fit", "report", "plan", "shim", "temperature"):
+        text = invoke(cmd, "--help").output
+        assert "%%" not in text, cmd
+        if "--json" in text:
+            assert "Machine-readable output" in text, cmd
+        if "--model" in text:
+            assert "gibbs" in text.split("--model", 1)[1][:300], cmd          # the option says what it takes
+    assert "[emulator|sa|mock|qpu]" in invoke("run", "--help").output.replace("\n", "").replace(" ", "")
+    out = tmp_path / "run"
+    invoke("run", out, "--backend", "sa", *SMALL[:-4], "--reads", "2000", *SMALL[-2:], "--quiet")
+    assert invoke("export", out, tmp_path / "t.csv").exit_code == 0
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "t.csv").read_bytes())
+    res = invoke("import", tmp_path / "bom.csv", tmp_path / "imp", "--topology", "chimera", "--shape", "2,2,4")
+    assert res.exit_code == 0, res.output
+    text = invoke("report", out).output
+    assert re.search(r"beta: median \d\.\d+ ± 0\.\d+ +IQR", text) and re.search(r"T_eff = 0\.\d+ ± 0\.\d+", text)
+    text = invoke("fit", out, "--compare").output
+    assert "ΔAIC 0.0" in text and "p = 0;" not in text and "p = 0 " not in text
