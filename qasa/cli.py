@@ -362,7 +362,7 @@ def protocol_options(h_step: float, reads: int) -> Callable:
                          help="Annealing time in µs."),
             click.option("--anneal-schedule", default=None, callback=_schedule_option, help="Anneal schedule 't,s;t,s;...' (µs)."),
             click.option("--h-gain-schedule", default=None, callback=_schedule_option, help="h-gain schedule 't,g;t,g;...' (µs)."),
-            click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active)."),
+            click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubit ids, e.g. 30,31,45 (default: all active)."),
             click.option("--num-qubits", default=None, type=click.IntRange(min=1), help="Assess only the first N active qubits."),
             click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and seeded samplers."),
         ]
@@ -590,7 +590,9 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
             "already_finished": already}
     text = f"dataset {out}: {data['calls']} calls, {data['qubits']} qubits, {data['reads']} qubit-reads"
     if already:
-        text = f"{out} is already complete (nothing to run; --add-reads N extends it)\n" + text
+        more = ("`qasa assess DIR --design adaptive --target ...` continues an adaptive assessment; --add-reads "
+                "would extend only its pilot" if ds.metadata.get("adaptive") else "--add-reads N extends it")
+        text = f"{out} is already complete (nothing to run; {more})\n" + text
     _emit(as_json, data, text)
 
 
@@ -777,7 +779,7 @@ def _with_flux_biases(protocol, sampler, path: str | None):
 @backend_options
 @click.option("--reads-per-qubit", default=20_480, show_default=True, type=int,
               help="Read budget: reads each qubit takes part in, in all.")
-@click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubits (default: all active).")
+@click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubit ids, e.g. 30,31,45 (default: all active).")
 @click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
               help="Stop once every responding qubit's residual 95% half-width is within this (units of h).")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",

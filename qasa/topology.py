@@ -85,7 +85,8 @@ def _topology_graph(topology_type: str, topology_shape: list[int] | None) -> tup
 #: Largest graph a software backend builds (qubits; a full Advantage has 5 640, Advantage2 4 800).
 MAX_QUBITS = 50_000
 
-_SHAPE_FORMS = {"chimera": "m (or m,n,t)", "pegasus": "m", "zephyr": "m (or m,t)"}
+_SHAPE_FORMS = {"chimera": "m or m,n,t (e.g. 16 or 16,16,4 for C16)", "pegasus": "one number m (e.g. 16 for P16)",
+                "zephyr": "m or m,t (e.g. 12 or 12,4 for Z12)"}
 
 
 def check_shape(topology_type: str, topology_shape: list[int] | None) -> list[int]:

@@ -215,11 +215,15 @@ def test_cli_adaptive_assess(tmp_path):
     from qasa.cli import main
 
     out = tmp_path / "run"
+    # --ideal: the design does not know a real QPU's per-call errors yet (README, adaptive design)
     r = CliRunner().invoke(main, ["assess", str(out), "--design", "adaptive", "--target", "beta=2%,b=0.005",
-                                  "--num-qubits", "20", "--quiet", "--json"])
+                                  "--num-qubits", "20", "--ideal", "--quiet", "--json"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     assert data["adaptive"]["stopped"] == "target" and data["adaptive"]["qpu_access_time_s"] > 0
+    # `qasa run DIR` on it points to the adaptive command, not to --add-reads (which would extend the pilot)
+    r = CliRunner().invoke(main, ["run", str(out)])
+    assert r.exit_code == 0 and "--design adaptive" in r.output and "would extend only its pilot" in r.output
 
 
 def test_cli_adaptive_target_errors_and_plan(tmp_path):

@@ -147,7 +147,7 @@ def _table(tmp_path, text="h,samples,spin_0,spin_5\n-1,10,9,8\n1,10,1,2\n"):
 
 def test_import_checks_the_device_shape_as_run_does(tmp_path):
     """``topology_shape=[16, 16, 4]`` for Pegasus was stored, and every later report failed."""
-    with pytest.raises(DatasetError, match=r"shape '16,16,4' has 3 dimension\(s\); a pegasus shape is m"):
+    with pytest.raises(DatasetError, match=r"shape '16,16,4' has 3 dimension\(s\); a pegasus shape is one number m \(e.g. 16 for P16\)"):
         Dataset.from_spin_table(_table(tmp_path), {"topology_type": "pegasus", "topology_shape": [16, 16, 4]})
     with pytest.raises(DatasetError, match=r"'spin_9': qubit 9 is not a qubit of a chimera 1,1,4 graph"):
         Dataset.from_spin_table(_table(tmp_path, "h,samples,spin_0,spin_9\n-1,10,9,8\n1,10,1,2\n"),

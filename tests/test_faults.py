@@ -76,7 +76,7 @@ def stored(tmp_path_factory) -> Path:
 BAD_OPTIONS = [
     (["--beta", "nan"], "--beta"), (["--beta", "inf"], "--beta"), (["--beta", "-1"], "--beta"),
     (["--shape", "0"], "--shape"), (["--shape", "-4"], "--shape"), (["--shape", "16 16 4"], "--shape"),
-    (["--topology", "pegasus", "--shape", "16,16,4"], "pegasus shape is m"),
+    (["--topology", "pegasus", "--shape", "16,16,4"], "pegasus shape is one number m (e.g. 16 for P16)"),
     (["--shape", "2000"], "at most 50000"),
     (["--reads", "1e12"], "--reads"), (["--reads", "1000000000000"], "at most 100000 are allowed"),
     (["--h-values", ""], "--h-values"), (["--h-values", "nan"], "--h-values"), (["--h-values", "1,,2"], "--h-values"),
@@ -207,7 +207,7 @@ def test_fuzzed_spin_tables_import_exactly_or_refuse_in_one_line(tmp_path_factor
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--topology", "pegasus", "--shape", "16,16,4"], "a pegasus shape is m"),   # was accepted; every report failed
+    (["--topology", "pegasus", "--shape", "16,16,4"], "a pegasus shape is one number m"),   # was accepted; every report failed
     (["--topology", "chimera", "--shape", "0"], "--shape"),
     (["--shape", "16"], "--shape 16 needs --topology"),                          # was silently ignored
     (["--topology", "chimera", "--shape", "1"], "qubit 9 is not a qubit of a chimera 1,1,4 graph"),
