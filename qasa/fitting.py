@@ -1499,6 +1499,17 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     model = get_model(model)
     r = _as_response(data)
     n, k = len(r.qubits), model.num_params
+    if n > FIT_CHUNK and starts is None and not bootstrap:
+        # qubits are fitted independently: in blocks, so that the working arrays (dozens per cell for
+        # the between-call likelihood and the profiles) stay bounded whatever the device size
+        parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, max_iter=max_iter, tol=tol, rule=rule,
+                     intervals=intervals, level=level, information=information, between_calls=between_calls)
+                 for i in range(0, n, FIT_CHUNK)]
+        meta = dict(parts[0].meta)
+        if "likelihood" in meta:
+            meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
+                                  else "binomial")
+        return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
     if starts is not None:
         starts = _check_starts(model, starts, n)
     reasons = _degenerate(model, r, rule)
@@ -1547,6 +1558,11 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
 
+
+#: Qubits fitted at once by :func:`fit` (larger responses are fitted in blocks of this many rows):
+#: bounds the working memory (the default assessment's fit peaked at 0.8 GB above its data in one block
+#: of 5 626 qubits) at no cost in speed.
+FIT_CHUNK = 1024
 
 #: A cell (qubit, programmed field) enters the homogeneity test and the between-call degrees of
 #: freedom when each outcome is expected at least this many times per call (Pearson χ² is then

@@ -227,3 +227,21 @@ def test_drift_sweep():
     inside = (tt["b_lo"].to_numpy() <= b_avg) & (b_avg <= tt["b_hi"].to_numpy())
     assert 0.92 <= inside.mean() <= 0.98
     assert (t["dispersion_p"] < 0.01).mean() >= 0.8
+
+
+def test_a_response_fitted_in_blocks_gives_the_table_of_one_block(monkeypatch):
+    """fit() fits large responses in blocks of FIT_CHUNK qubits (bounded memory): the same rows, in the
+    same order, with the same numbers as one block, between-call component included."""
+    import qasa.fitting as F
+    from qasa.virtual import VirtualQPU
+
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=2),
+                  VirtualQPU(topology_shape=[2], seed=4))
+    whole = F.fit(ds, "qasa")
+    monkeypatch.setattr(F, "FIT_CHUNK", 7)
+    blocks = F.fit(ds, "qasa")
+    assert blocks.table["qubit"].tolist() == whole.table["qubit"].tolist()
+    assert (blocks.table["quality"] == whole.table["quality"]).all()
+    for c in ("beta", "b", "gamma", "eta", "sigma_call", "beta_lo", "eta_hi", "sigma_call_hi", "dispersion_p"):
+        np.testing.assert_allclose(blocks.table[c], whole.table[c], rtol=1e-9, atol=1e-12, err_msg=c)
+    assert blocks.meta.get("likelihood") == whole.meta.get("likelihood")
