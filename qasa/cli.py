@@ -493,7 +493,9 @@ def _session(o: dict[str, Any], out: str | None, add_reads: int = 0, flux_biases
 
 
 def _progress(quiet: bool, label: str = "calls") -> Callable[[int, int], None] | None:
-    if quiet:
+    """A progress bar on a terminal; none with --quiet or when stderr is not a terminal (click would
+    print its bare label there: a stray 'calls' line in a log)."""
+    if quiet or not sys.stderr.isatty():
         return None
     state: dict[str, Any] = {"bar": None}
 

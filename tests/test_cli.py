@@ -260,3 +260,11 @@ def test_messages_a_newcomer_reads(tmp_path):
     assert re.search(r"beta: median \d\.\d+ ± 0\.\d+ +IQR", text) and re.search(r"T_eff = 0\.\d+ ± 0\.\d+", text)
     text = invoke("fit", out, "--compare").output
     assert "ΔAIC 0.0" in text and "p = 0;" not in text and "p = 0 " not in text
+
+
+def test_no_progress_label_in_a_log(tmp_path):
+    """Without a terminal (a log, a pipe) no progress bar is drawn: click printed its bare label, a stray
+    'calls' line on stderr."""
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "r"), "--backend", "sa", *SMALL])
+    assert res.exit_code == 0, res.output
+    assert not any(line.strip().startswith("calls") for line in res.output.splitlines())
