@@ -53,7 +53,8 @@ def main() -> int:
     if chromium is None:
         print("error: chromium is not installed (Debian: apt-get install chromium)", file=sys.stderr)
         return 1
-    qpu = VirtualQPU(seed=0, topology_shape=[args.shape])
+    # a planted smooth spatial structure in b (qasa.virtual.qpu.device_field): the map must show it
+    qpu = VirtualQPU(seed=0, topology_shape=[args.shape], structure={"b": "smooth"})
     ds = qasa.run(qasa.Protocol.grid(1.0, 0.025, reads_per_h=4000, seed=1), qpu)
     fits = fit(ds, "qasa")
     out = Path(args.out)
