@@ -174,6 +174,12 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
         "qasa version": versions.get("qasa") or _qasa_version(),
         "Ocean versions": ocean or "not recorded",
     }
+    flux = (proto.get("sampler_params") or {}).get("flux_biases")
+    if flux is not None:                 # a shim applied with every call (qasa run/assess --flux-biases)
+        f = np.asarray(flux, float)
+        nz = f[f != 0]
+        out["Shim applied"] = (f"flux biases on {nz.size} of {f.size} qubits (rms {np.sqrt(np.mean(nz ** 2)):.3g} Φ₀, "
+                               "from qasa shim), sent with every call" if nz.size else "flux biases all zero")
     if (meta.get("source") or {}).get("spin_table"):
         out["Source"] = f"imported from {meta['source']['spin_table']}"
     return out

@@ -249,6 +249,13 @@ def test_flux_biases_file_applied_by_run(tmp_path):
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "r" / "metadata.json").read_text())
     assert meta["protocol"]["sampler_params"]["flux_biases"] == fb
+    # the report says which shim was applied
+    import qasa
+    from qasa.analysis import provenance
+
+    prov = provenance(qasa.load(tmp_path / "r"))
+    shimmed = int(np.count_nonzero(fb))
+    assert prov["Shim applied"].startswith(f"flux biases on {shimmed} of {len(fb)} qubits") and shimmed > 0
     (tmp_path / "short.json").write_text(json.dumps([0.0, 1e-6]))
     r = runner.invoke(main, ["run", str(tmp_path / "r2"), "--shape", "2", "--flux-biases", str(tmp_path / "short.json")])
     assert r.exit_code == 1 and "2 flux biases" in r.output and not (tmp_path / "r2").exists()
