@@ -44,7 +44,7 @@ from qasa.dataset import Dataset, Response, atomic_write_bytes, atomic_write_jso
 from qasa.fitting import FitTable
 from qasa.parameters import format_value, parameter_info, round_to_uncertainty
 
-__all__ = ["check_report_dir", "render", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
+__all__ = ["check_report_dir", "render", "render_shim", "svg_map", "build_report", "build_comparison_report", "build_analogues_report", "json_safe",
            "pooled_temperature", "summarize", "PAGE"]
 
 #: Tables at most this large (bytes of CSV) are linked as data: URIs inside the page.
@@ -1116,3 +1116,58 @@ _MAP_JS = r"""(function () {
   window.qasaMaps = qasaMaps;
 })();
 """
+
+
+def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """The shim's before/after page (``OUT/shim/report.html``): each qubit's estimated static bias before
+    the shim and its residual field after it (with 95 % intervals), as histograms and tile maps.
+
+    Args:
+        table: the shim's per-qubit table (``bias``, ``bias_sd``, ``residual``, ``residual_lo/_hi``, ``status``).
+        device: the dataset's device record (topology, for the maps).
+        summary: :meth:`qasa.shim.ShimResult.summary`.
+        out_dir: the folder of the page.
+    """
+    from qasa import plots
+    from qasa.dataset import utcnow
+    from qasa.topology import layout_table
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    page = _Page(out, ("svg",))
+    ok = table["status"].isin(["ok", "clipped"]).to_numpy()
+    t = table[ok]
+    half = (t["residual_hi"] - t["residual_lo"]) / 2
+    fig = _figure(10, 3.4, _PAIR)
+    ax1, ax2 = fig.subplots(1, 2)
+    m = float(np.nanmax(np.abs(t["bias"]))) if len(t) else 1.0
+    bins = np.linspace(-m, m, 41)
+    ax1.hist(t["bias"], bins=bins, color="#c44e52", alpha=0.6, label="static bias before (estimated)")
+    ax1.hist(t["residual"], bins=bins, color="#4c72b0", alpha=0.8, label="residual after (estimated)")
+    ax1.set_xlabel("field (h)")
+    ax1.set_ylabel("qubits")
+    ax1.legend(fontsize=7, frameon=False)
+    ax2.hist(half, bins=40, color="#55a868")
+    ax2.set_xlabel("95 % half-width of the residual (h)")
+    ax2.set_ylabel("qubits")
+    reads = f"{summary.get('reads_per_qubit', 0):,}".replace(",", " ")
+    body = [f"<p>{summary.get('responding', 0)} of {summary.get('qubits', 0)} qubits shimmed with "
+            f"{reads} reads per qubit in {summary.get('rounds', 0)} rounds (stopped on "
+            f"{html.escape(str(summary.get('stopped')))}); rms static bias before {_fmt(summary.get('bias_rms'), 1e-5)} h, "
+            f"rms 95 % half-width of the residual after {_fmt(summary.get('residual_half_width_rms'), 1e-5)} h. "
+            "The residual is what the shim leaves of each qubit's static bias; per-call field errors and 1/f "
+            "flux noise are not static, and no shim removes them.</p>",
+            page.figure(fig, "shim_histograms", "Static bias before and residual after the shim; residual interval widths")]
+    lay, _ = layout_table(device, t["qubit"].astype(int).tolist())
+    if len(lay):
+        fig = _figure(10, 4.4, _PAIR)
+        axes = fig.subplots(1, 2)
+        v = t.set_index("qubit").loc[lay.index]
+        for ax, col, title in zip(axes, ("bias", "residual"), ("static bias before", "residual after")):
+            plots.layout_map(lay["x"], lay["y"], v[col].to_numpy(float), ax=ax, label=f"{title} (h)", cmap="RdBu_r",
+                             vmin=-m, vmax=m, size=float(np.clip(9000.0 / max(len(lay), 1), 0.6, 40.0)))
+            ax.set_title(title, fontsize=9)
+        body.append(page.figure(fig, "shim_maps", "Each qubit at its place in the cell grid, one colour scale for both"))
+    body.append(page.csv(table, "shim_table.csv"))
+    page.section("shim", "Before and after the shim", "".join(body))
+    return page.write("report.html", "Flux-bias shim", "qasa shim: static bias before, residual after", utcnow())

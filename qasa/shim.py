@@ -585,6 +585,9 @@ def _finish(store, sampler, protocol, plans, qubits, seed, k0, beta0, frange, re
     with store.writing():
         (store.path / _DIR).mkdir(exist_ok=True)
         table.to_csv(store.path / _DIR / "table.csv", index=False)
+        from qasa.report import render_shim
+
+        render_shim(table, store.metadata().get("device") or {}, result.summary(), store.path / _DIR)
         atomic_write_json(store.path / "flux_biases.json", doc)
         meta = store.metadata()
         store.update_metadata(shim={**(meta.get("shim") or {}), "settings": settings,

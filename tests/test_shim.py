@@ -249,7 +249,10 @@ def test_flux_biases_file_applied_by_run(tmp_path):
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "r" / "metadata.json").read_text())
     assert meta["protocol"]["sampler_params"]["flux_biases"] == fb
-    # the report says which shim was applied
+    # the shim's before/after page, and the report of a run says which shim was applied
+    page = (qpu_out / "shim" / "report.html").read_text()
+    assert "Before and after the shim" in page and (qpu_out / "shim" / "shim_maps.svg").is_file()
+    assert "static bias before" in page and "residual after" in page
     import qasa
     from qasa.analysis import provenance
 
