@@ -1329,7 +1329,10 @@ class FitTable:
         v = t.loc[lay.index, param].to_numpy(float)
         if good_only:
             v = np.where(t.loc[lay.index, "quality"].to_numpy() == "good", v, np.nan)
-        return layout_map(lay["x"], lay["y"], v, ax=ax, label=parameter_info(param).label)
+        signed = dict(zip(self.model.params, self.model.lower)).get(param, 0.0) < 0     # b: diverging, about 0
+        m = float(np.nanpercentile(np.abs(v), 99)) if signed and np.isfinite(v).any() else None
+        return layout_map(lay["x"], lay["y"], v, ax=ax, label=parameter_info(param).label,
+                          cmap="RdBu_r" if signed else "viridis", vmin=-m if m else None, vmax=m)
 
     def plot_histogram(self, param: str = "beta", ax=None):
         """Histogram of one parameter over good qubits with its median, IQR and a typical 95% interval."""
