@@ -332,3 +332,21 @@ def test_analogues_page_renders_every_shape_and_extra_sections(tmp_path):
     assert page.name == "analogues.html" and all(s in text for s in shapes)
     assert "Freeze-out per shape" in text and "0.63" in text
     assert (tmp_path / "ana" / "analogues.csv").is_file() and (tmp_path / "ana" / "analogues.svg").is_file()
+
+
+@pytest.mark.parametrize("preset, most_white", [("advantage4.1", 0.20), ("2000q", 0.25), ("advantage2", 0.26)])
+def test_the_tile_map_fills_its_canvas_with_one_square_per_qubit(preset, most_white):
+    """Maps at Advantage size: every qubit gets its own square (no two at one place) and the map is at most
+    ~20 % white (D-Wave's drawing layout left 85.5 % of the canvas white, a qubit ~2.6 px at 520 px)."""
+    from qasa.topology import layout_table
+
+    q = VirtualQPU(preset, seed=0)
+    dev = {"topology_type": q.properties["topology"]["type"], "topology_shape": q.properties["topology"]["shape"]}
+    lay, outside = layout_table(dev, q.nodelist)
+    assert not outside and not lay[["x", "y"]].duplicated().any()
+    area = (np.ptp(lay["x"]) + 1) * (np.ptp(lay["y"]) + 1)
+    assert 1 - len(lay) / area <= most_white
+    # neighbours in a unit cell are neighbours on the map: the qubits of one Chimera/Pegasus cell lie in one block
+    if dev["topology_type"] == "pegasus":
+        first = lay[[c[:1] == (0,) and c[3] == 0 and c[1] == 1 for c in lay["coord"]]]     # u = 0, w = 1, z = 0
+        assert np.ptp(first["x"]) <= 5 and np.ptp(first["y"]) <= 3
