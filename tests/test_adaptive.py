@@ -62,6 +62,7 @@ def test_adaptive_estimates_are_unbiased_on_the_qasa_model_sampler(tmp_path):
     assert res["reads_per_qubit"] < need_ref
 
 
+@pytest.mark.slow   # 25 s: a statistical study; the adaptive path keeps fast resume/budget/feasibility tests
 def test_adaptive_estimates_are_unbiased_on_the_virtual_qpu(tmp_path):
     # ideal: the design's information is the QASA model's, without the per-call errors of a real QPU
     # (under those, rounds of few calls cannot reach b 0.004: a known limit of the design, see the README)

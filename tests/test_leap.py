@@ -45,6 +45,7 @@ def _sampler(server):
     return DWaveSampler(endpoint=server.endpoint, token=TOKEN, solver=server.solver_name)
 
 
+@pytest.mark.slow   # 8 s: a fault storm; test_faults and test_leap_safety keep each fault in the lane
 def test_faults_lose_nothing_and_count_nothing_twice(qpu, isolated):
     protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=3)
     with SAPIServer(qpu) as server:
@@ -106,6 +107,7 @@ def test_estimate_matches_what_the_solver_reports_and_budget_holds(qpu, isolated
     assert not (tmp_path / "b").exists() and server.solved == before
 
 
+@pytest.mark.slow   # 4 s: test_leap_safety checks the token at TRACE in the lane
 def test_cli_against_the_server_keeps_the_token_out_of_everything(qpu, isolated, tmp_path):
     with SAPIServer(qpu) as server:
         isolated.setenv("DWAVE_API_ENDPOINT", server.endpoint)

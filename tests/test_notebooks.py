@@ -17,7 +17,8 @@ def test_the_five_notebooks_are_there():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [p if p.stem.startswith(("01", "05")) else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])   # 02–04: 13 s, slow lane
 def test_notebook_runs(path):
     import matplotlib
 
@@ -36,7 +37,8 @@ def test_notebook_runs(path):
     assert "assert " in "".join("".join(c["source"]) for c in code[-2:]), "the notebook must assert its claim"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [p if p.stem.startswith(("01", "05")) else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])   # 02–04: 13 s, slow lane
 def test_notebook_is_committed_with_outputs(path):
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in cells), "run `python notebooks/build.py` and commit the outputs"

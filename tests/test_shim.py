@@ -118,6 +118,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow   # 5 s: three interrupted shims; the SIGKILL resume test is slow too, test_flux_biases_file_applied_by_run runs one
 def test_interrupted_shim_resumes_to_identical_flux_biases(tmp_path):
     # in process: the device fails at call k + 1 (mid-round, and at a round boundary); running again resumes
     class Failing(VirtualQPU):

@@ -84,6 +84,7 @@ def test_all_sources_on_the_between_call_variance_of_counts_is_the_predicted_one
     assert np.mean(var / qnoise.ice_sd(s_star) ** 2) > 1.15            # 1/f adds ~20 % to the ICE variance
 
 
+@pytest.mark.slow   # 5 s: 4 096 calls
 def test_flux_noise_spectrum_of_the_call_offsets_recovers_amplitude_and_exponent():
     """4096 back-to-back calls of 0.1 s: the Welch spectrum of the per-call offsets (converted back to
     flux with D-Wave's conversion) follows A²/f^α · sinc²(πfT) with the planted A = 2 µΦ₀/√Hz, α = 0.9."""
