@@ -181,9 +181,13 @@ def check_credentials(profile: str | None = None) -> None:
             "or set DWAVE_API_TOKEN (see `dwave setup --help`)")
 
 
+#: β of the ``sa`` and ``mock`` backends when none is given (the CLI's ``--beta`` default).
+DEFAULT_BETA = 5.0
+
+
 def get_backend(backend: "str | dimod.Sampler | Backend" = "emulator", *, topology_type: str | None = None,
                 topology_shape: list[int] | None = None, solver: str | dict | None = None,
-                profile: str | None = None, beta: float = 5.0, seed: int | None = None,
+                profile: str | None = None, beta: float | None = None, seed: int | None = None,
                 broken_nodes: list[int] | None = None, **options: Any) -> Backend:
     """Build a sampler by backend name and return it as a :class:`~qasa.backend.Backend` holding its recipe.
 
@@ -196,6 +200,8 @@ def get_backend(backend: "str | dimod.Sampler | Backend" = "emulator", *, topolo
         if any(v is not None for v in (topology_type, topology_shape, solver, profile, seed, broken_nodes)) or options:
             raise SamplerError("backend options need a backend name, not a sampler object")
         return as_backend(backend)
+    if backend in ("sa", "mock") and beta is None:
+        beta = DEFAULT_BETA
     sampler = _make_sampler(backend, topology_type=topology_type, topology_shape=topology_shape, solver=solver,
                             profile=profile, beta=beta, seed=seed, broken_nodes=broken_nodes, **options)
     built = Backend(sampler)
@@ -225,7 +231,8 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", **options: Any) -> di
         solver: for ``"qpu"``, a solver name or a dwave-cloud-client feature filter
             (e.g. ``{"topology__type": "pegasus"}``).
         profile: dwave-cloud-client configuration profile for ``"qpu"``.
-        beta: inverse temperature of the ``"sa"`` and ``"mock"`` backends.
+        beta: inverse temperature of the ``"sa"`` and ``"mock"`` backends (default
+            :data:`DEFAULT_BETA`); refused for the others.
         seed: seed of the virtual QPU's hidden truth (``"emulator"``).
         broken_nodes: qubits to remove from the software backends.
         **options: further backend-specific options (``"emulator"``: preset, structure, physics...;
@@ -245,7 +252,7 @@ def get_sampler(backend: str | dimod.Sampler = "emulator", **options: Any) -> di
 
 
 def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: list[int] | None,
-                  solver: str | dict | None, profile: str | None, beta: float, seed: int | None,
+                  solver: str | dict | None, profile: str | None, beta: float | None, seed: int | None,
                   broken_nodes: list[int] | None, **options: Any) -> dimod.Sampler:
     if topology_shape is not None and not isinstance(topology_shape, str):
         try:                                    # 16 for [16]; a shape is a list of integers
@@ -257,9 +264,9 @@ def _make_sampler(backend: str, *, topology_type: str | None, topology_shape: li
         except (TypeError, ValueError):
             raise SamplerError(f"topology_shape={topology_shape!r} must be a list of positive integers, "
                                "e.g. [16] (Pegasus), [16, 16, 4] (Chimera), [12, 4] (Zephyr)") from None
-    if backend == "emulator" and beta != 5.0:
-        raise SamplerError(f"beta={beta!r} does not apply to the emulator backend (its β per qubit comes from "
-                           "the preset's published temperature); beta is an option of sa and mock")
+    if backend not in ("sa", "mock") and beta is not None:
+        raise SamplerError(f"beta={beta!r} does not apply to the {backend} backend (a device's β per qubit is "
+                           "measured, not set); beta is an option of sa and mock")
     if backend in ("sa", "mock") and topology_type is None:
         topology_type = "pegasus"
     if backend in ("sa", "mock") and (isinstance(beta, (bool, np.bool_)) or not isinstance(beta, numbers.Real)

@@ -231,8 +231,10 @@ def test_the_library_accepts_a_bare_shape_and_refuses_what_does_not_apply():
     assert qasa.get_sampler("sa", topology_shape=16).properties["topology"]["shape"] == [16]
     with pytest.raises(SamplerError, match=r"topology_shape=\[1.5\] must be a list of positive integers"):
         qasa.get_sampler("sa", topology_shape=[1.5])
-    with pytest.raises(SamplerError, match="beta=4.0 does not apply to the emulator backend"):
-        qasa.get_sampler("emulator", beta=4.0)
+    for beta in (4.0, 5.0):          # the sa/mock default too: given is given
+        with pytest.raises(SamplerError, match=f"beta={beta} does not apply to the emulator backend"):
+            qasa.get_sampler("emulator", beta=beta)
+    assert qasa.get_backend("sa", topology_shape=[2]).recipe["beta"] == 5.0      # the default, recorded
     # run() takes a backend name like assess() does
     ds = qasa.run(qasa.Protocol.grid(1.0, 0.5, reads_per_h=100, seed=1, qubits=(30, 31)), "emulator")
     assert len(ds.calls) == 5
