@@ -102,3 +102,24 @@ def kill_worker_midway(script: str, args: list[str], out, calls: int, timeout: f
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return len(qasa.Dataset.load(out).call_ids)
+
+
+# -- the Leap tests' device and isolation (tests/test_faults.py, tests/test_leap_safety.py) ---------------
+@pytest.fixture(scope="module")
+def qpu():
+    """A small fully yielded virtual QPU without drift, served by tests/sapi_server.py."""
+    from qasa.virtual import VirtualQPU
+
+    return VirtualQPU(seed=1, topology_shape=[3], broken_nodes=[], drift_sd=0.0)
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No D-Wave configuration, environment or user files of this machine reach the test; cwd is tmp_path."""
+    from dwave.cloud.testing import isolated_environ
+
+    with isolated_environ(remove_dwave=True):
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.chdir(tmp_path)
+        yield monkeypatch

@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 import qasa
 from qasa.cli import main
 from qasa.errors import QasaError
-from qasa.virtual import VirtualQPU
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sapi_server import SAPIServer  # noqa: E402
@@ -430,22 +429,6 @@ def test_second_writer_refused_in_one_line(tmp_path, stored):
 # -- a faulty SAPI server ------------------------------------------------------------------------
 PROTOCOL = qasa.Protocol.grid(1.0, 0.5, reads_per_h=500, reads_per_call=250, seed=3)   # 10 calls
 BUDGET = 3600.0
-
-
-@pytest.fixture(scope="module")
-def qpu():
-    return VirtualQPU(seed=1, topology_shape=[3], broken_nodes=[], drift_sd=0.0)
-
-
-@pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    from dwave.cloud.testing import isolated_environ
-
-    with isolated_environ(remove_dwave=True):
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
-        monkeypatch.chdir(tmp_path)
-        yield monkeypatch
 
 
 def _sampler(server, **config):

@@ -21,7 +21,6 @@ from qasa.backend import plan
 from qasa.cost import BudgetError
 from qasa.dataset import Dataset
 from qasa.errors import LeapError
-from qasa.virtual import VirtualQPU
 
 sys.path.insert(0, str(Path(__file__).parent))
 import leap_interrupt_worker  # noqa: E402
@@ -31,21 +30,6 @@ TOKEN = "DEV-0000-qasa-safety-secret"
 BUDGET = 3600.0
 #: 10 calls of 250 reads (5 h values, 2 gauges).
 PROTOCOL = qasa.Protocol.grid(1.0, 0.5, reads_per_h=500, reads_per_call=250, seed=3)
-
-
-@pytest.fixture(scope="module")
-def qpu():
-    return VirtualQPU(seed=1, topology_shape=[3], broken_nodes=[], drift_sd=0.0)
-
-
-@pytest.fixture
-def isolated(monkeypatch, tmp_path):
-    from dwave.cloud.testing import isolated_environ
-
-    with isolated_environ(remove_dwave=True):
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-        monkeypatch.setenv("HOME", str(tmp_path / "home"))
-        yield monkeypatch
 
 
 def _sampler(server, **config):
