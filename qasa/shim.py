@@ -73,7 +73,7 @@ import pandas as pd
 
 from qasa.backend import as_backend
 from qasa.cost import BudgetError
-from qasa.dataset import atomic_write_json, utcnow
+from qasa.dataset import atomic_write_bytes, atomic_write_json, utcnow
 from qasa.errors import DatasetError, QasaError
 from qasa.protocol import Call, Protocol
 from qasa.store import DatasetStore
@@ -584,7 +584,7 @@ def _finish(store, sampler, protocol, plans, qubits, seed, k0, beta0, frange, re
            "summary": {k: v for k, v in result.summary().items() if k not in ("path", "flux_biases")}}
     with store.writing():
         (store.path / _DIR).mkdir(exist_ok=True)
-        table.to_csv(store.path / _DIR / "table.csv", index=False)
+        atomic_write_bytes(store.path / _DIR / "table.csv", table.to_csv(index=False).encode())
         from qasa.report import render_shim
 
         render_shim(table, store.metadata().get("device") or {}, result.summary(), store.path / _DIR)
