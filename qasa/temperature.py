@@ -460,26 +460,25 @@ def quick(sampler, out=None, *, num_reads: int = 1000, programmings: int = 2, se
     for name, value, lo, hi in (("num_reads", num_reads, 1, 100_000), ("programmings", programmings, 1, 10)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
             raise ProtocolError(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+    from qasa.backend import as_backend
+    from qasa.store import DatasetStore
+
+    backend = as_backend(sampler)
+    store = DatasetStore(out) if out is not None else None
+    stored = (store.metadata().get("protocol") or {}) if store is not None and store.exists else {}
+    if seed is None and stored.get("seed") is not None:       # a resume keeps the stored seed and qubits
+        seed, qubits = stored["seed"], stored.get("qubits")
     protocol = Protocol(h_values=(0.0,), reads_per_h=int(num_reads), reads_per_call=int(num_reads),
                         spin_reversal=False, seed=seed, qubits=None if qubits is None else tuple(int(q) for q in qubits))
-    nodes = protocol.qubits if protocol.qubits is not None else getattr(sampler, "nodelist", None)
-    if nodes is None:
+    nodes = protocol.qubits if protocol.qubits is not None else backend.nodelist
+    if not nodes:
         raise ProtocolError("this sampler has no nodelist; give the qubits explicitly")
     protocol = protocol.resolved(nodes)
-    if out is not None:                       # a resume keeps the stored seed and qubits
-        from qasa.store import DatasetStore
-
-        store = DatasetStore(out)
-        if store.exists and (store.metadata().get("protocol") or {}).get("seed") is not None and seed is None:
-            stored = Protocol.from_dict(store.metadata()["protocol"])
-            protocol = protocol.replace(seed=stored.seed, qubits=stored.qubits)
     calls = quick_calls(protocol.qubits, num_reads=int(num_reads), programmings=int(programmings),
                         seed=int(protocol.seed))
-    ds = run(protocol, sampler, out, calls=calls, max_qpu_seconds=max_qpu_seconds)
+    ds = run(protocol, backend, out, calls=calls, max_qpu_seconds=max_qpu_seconds)
     ds.metadata["design"] = "quick-temperature"
-    if out is not None:
-        from qasa.store import DatasetStore
-
-        with DatasetStore(out).writing() as store:
+    if store is not None:
+        with store.writing():
             store.update_metadata(design="quick-temperature")
     return effective_temperature(ds, level=level)
