@@ -196,7 +196,7 @@ def normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 _CALL_DTYPES = {"call_id": "string", "problem_id": "string", "started": "string", "finished": "string",
-                "timing": "string", "qpu_access_time": "float64"}
+                "timing": "string", "qpu_access_time": "float64", "device_time": "float64"}
 
 
 def normalize_calls(df: pd.DataFrame) -> pd.DataFrame:

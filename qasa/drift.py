@@ -13,7 +13,9 @@ Per-call offsets
         b_ic = b̂_i + (m_obs − m̂) / m',        Var(b_ic) = (1 − m̂²) / (N m'²)   (binomial)
 
     Cells where ``m'`` carries little information (saturated responses) get a huge variance and so
-    no weight below. Call times are the midpoints of the calls table's ``started``/``finished``.
+    no weight below. Call times are the midpoints of the calls on the device's clock when every call
+    records one (``device_time``: the virtual QPU's clock, SAPI's ``solved_on``), else the midpoints of
+    the calls table's ``started``/``finished`` (the client's clock, :func:`call_clock`).
 
 Per-qubit trend
     Weighted least squares of ``b_ic`` on time (weights ``1/Var(b_ic)``): the slope (h per hour) with a
@@ -57,15 +59,33 @@ from qasa.dataset import Dataset
 from qasa.fitting import FitTable
 from qasa.models import get_model
 
-__all__ = ["call_offsets", "trends", "spectrum", "drift_summary", "mark_drifting", "plot_spectrum", "MIN_CALLS"]
+__all__ = ["call_offsets", "call_clock", "trends", "spectrum", "drift_summary", "mark_drifting", "plot_spectrum", "MIN_CALLS"]
 
 #: Fewest timed calls for a spectrum.
 MIN_CALLS = 32
 
 
-def _call_times(data: Dataset) -> pd.Series:
-    """Seconds from the first call to each call's midpoint, indexed by call id (NaN when unknown)."""
+def call_clock(data: Dataset) -> str:
+    """Which clock places the calls: ``"device"`` when every call records its time on the solver's
+    clock (``device_time``: the virtual QPU's clock, SAPI's ``solved_on``), else ``"client"`` (the
+    midpoints of the client's ``started``/``finished``, which include queueing and network waits)."""
     calls = data.calls
+    if len(calls) and "device_time" in calls and np.isfinite(calls["device_time"].to_numpy(float)).all():
+        return "device"
+    return "client"
+
+
+def _call_times(data: Dataset) -> pd.Series:
+    """Seconds from the first call to each call's midpoint, indexed by call id (NaN when unknown).
+
+    On the device's clock when every call has one (:func:`call_clock`; the midpoint adds half the
+    call's QPU access time), else the client's ``started``/``finished`` midpoints."""
+    calls = data.calls
+    if call_clock(data) == "device":
+        t = calls["device_time"].to_numpy(float)
+        if "qpu_access_time" in calls:
+            t = t + 0.5e-6 * np.nan_to_num(calls["qpu_access_time"].to_numpy(float))
+        return pd.Series(t - t.min(), index=calls["call_id"].astype(str).to_numpy())
     if not len(calls) or "started" not in calls:
         return pd.Series(dtype=float)
     start = pd.to_datetime(calls["started"], utc=True, errors="coerce", format="ISO8601")

@@ -75,7 +75,7 @@ from qasa.reduce import count_down, counts_frame, undo_gauge
 __all__ = ["cloud_solver", "async_results", "is_transient", "redact", "tag", "IN_FLIGHT", "check_answer",
            "check_sampleset", "check_leap_options", "open_dwave_sampler", "retry_delay", "failure_kind",
            "DEFAULT_CALL_TIMEOUT", "MAX_RETRIES", "MAX_IN_FLIGHT", "LeapRun", "Submission", "submission",
-           "content_digest", "charged_us", "subsample_matrix", "CLOCK_SKEW"]
+           "content_digest", "charged_us", "device_time", "subsample_matrix", "CLOCK_SKEW"]
 
 IN_FLIGHT = "in_flight.json"
 
@@ -331,6 +331,29 @@ def charged_us(timing: Any, estimate: float | None) -> tuple[float | None, str]:
             and math.isfinite(value) and value >= 0:
         return float(value), "server"
     return estimate, "estimate"
+
+
+def device_time(info: Any) -> float | None:
+    """The call's time on the solver's own clock (seconds), from an answer's ``info``, or None.
+
+    Drift analysis (:mod:`qasa.drift`) places calls on this clock when every call has it: the
+    virtual QPU reports where on its clock the call ran (``info['device_time']``, where its 1/f
+    flux noise was sampled); a Leap answer the time SAPI solved it (``solved_on``, POSIX seconds).
+    Wall-clock times of the client include queueing and network waits.
+    """
+    value = info.get("device_time") if isinstance(info, Mapping) else None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _solved_on(fut: Any) -> float | None:
+    """POSIX seconds at which SAPI solved the problem of ``fut`` (dwave-cloud-client's ``time_solved``), or None."""
+    when = getattr(fut, "time_solved", None)
+    try:
+        return float(when.timestamp()) if when is not None else None
+    except (AttributeError, TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 # -- finding a problem again ----------------------------------------------------------------------
@@ -749,10 +772,10 @@ class _Pump:
         if us is not None and estimate:
             self.scale = max(self.scale, us / estimate)
         self.observed = True
-        return self._output(job, pid, samples, occurrences, timing, us, source)
+        return self._output(job, pid, samples, occurrences, timing, us, source, _solved_on(fut))
 
     def _output(self, job: _Job, pid: str, samples: np.ndarray, occurrences: Any, timing: Mapping,
-                us: float | None, source: str) -> tuple:
+                us: float | None, source: str, solved: float | None = None) -> tuple:
         call = job.call
         returned, reads = count_down(samples, occurrences, np.arange(len(self.run.qubits)))
         n_down = undo_gauge(returned, reads, call.flips)
@@ -760,7 +783,7 @@ class _Pump:
                   "gauge": call.gauge, "num_reads": reads, "problem_id": redact(pid, self.secrets),
                   "started": job.started, "finished": utcnow(), "qpu_access_time": us,
                   "qpu_access_time_source": source,
-                  "timing": redact(json.dumps(dict(timing), default=str), self.secrets)}
+                  "timing": redact(json.dumps(dict(timing), default=str), self.secrets), "device_time": solved}
         kept = None
         if self.run.keep_samples:
             kept = subsample_matrix(samples, occurrences, call.flips, self.run.keep_samples,

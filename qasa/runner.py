@@ -41,7 +41,7 @@ from qasa.dataset import Dataset, utcnow
 from qasa.store import DatasetStore
 from qasa.errors import AnswerError, ProtocolError
 from qasa.protocol import Call, Protocol
-from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, check_leap_options, check_sampleset,
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, device_time, check_leap_options, check_sampleset,
                         is_transient, redact, tag)
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.session import MemoryStore, Session
@@ -523,6 +523,7 @@ def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.nd
         "started": started, "finished": utcnow(),
         "qpu_access_time": charged_us(timing, None)[0],       # a finite number ≥ 0, or None
         "timing": json.dumps(dict(timing) if isinstance(timing, Mapping) else {}, default=str),
+        "device_time": device_time(info),
     }
     counts = counts_frame(call, qubits, n_down, n_up + n_down)
     return record, counts, samples

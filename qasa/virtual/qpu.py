@@ -876,7 +876,9 @@ class VirtualQPU(MockDWaveSampler):
         offset, within = self.call_noise(idx, key, kwargs, timing["qpu_access_time"])
         p = self._p_down(idx, h, offset, kwargs, within=within)
         info = {"problem_id": str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)))),
-                "timing": timing}
+                "timing": timing,
+                # the call's start on the device's clock (s): where its 1/f flux noise was sampled
+                "device_time": key.position * timing["qpu_access_time"] * 1e-6}
         if label is not None:
             info["problem_label"] = label
         return p, info, rng
