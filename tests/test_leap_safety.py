@@ -271,6 +271,11 @@ def test_server_timing_is_recorded_when_it_is_sound(qpu, isolated):
         paid_us = server.paid_us
     assert (ds.calls["qpu_access_time_source"] == "server").all()
     assert _recorded_us(ds) == pytest.approx(paid_us, rel=1e-12)
+    # SAPI's solved_on places each call on the solver's clock (drift analysis reads it)
+    from qasa import drift
+
+    t = ds.calls["device_time"].to_numpy(float)
+    assert np.isfinite(t).all() and abs(t.min() - time.time()) < 600 and drift.call_clock(ds) == "device"
 
 
 @pytest.mark.parametrize("problem, in_flight", [(1, 4), (10, 1)])
