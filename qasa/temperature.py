@@ -414,7 +414,7 @@ def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list
     the all-flipped spin-reversal gauge (each qubit programmed at minus its field, its answer flipped
     back), so a static bias cancels to first order in the pooled fit. Ids ``t001-c0000k``.
     """
-    from qasa.protocol import Call
+    from qasa.protocol import Call, round_call_id, round_name
 
     n = len(qubits)
     calls = []
@@ -423,7 +423,7 @@ def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list
         u = np.random.default_rng([int(seed), 7, k]).uniform(*FAST_H_WINDOW, size=n)
         h = np.clip(np.round(u / QUICK_STEP) * QUICK_STEP, *FAST_H_WINDOW)
         flips = np.full(n, -1 if flipped else 1, dtype=np.int8)
-        calls.append(Call(f"t001-c{c:05d}", 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
+        calls.append(Call(round_call_id(round_name("t", 1), c), 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
     return calls
 
 

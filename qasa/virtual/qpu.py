@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -115,6 +114,7 @@ from qasa.topology import coupler_classes, positions, topology_graph
 from qasa.virtual import noise as qnoise
 from qasa.virtual import physics as qphys
 from qasa.models import MODELS
+from qasa.protocol import parse_label
 
 __all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES", "check_anneal_schedule",
            "check_h_gain_schedule", "CallKey", "IDEAL"]
@@ -1009,9 +1009,6 @@ class VirtualQPU(MockDWaveSampler):
                             kwargs.get("programming_thermalization"))
 
 
-_CALL_ID = re.compile(r"\bg(\d+)-h(\d+)\b")
-_RUN_SEED = re.compile(r"\bseed[\s=:]*(\d+)\b")
-_INDEX = re.compile(r"\bcall[\s=:#]*(\d+)\b")
 #: qasa's default grid has 81 fields: the pass length assumed when a label gives no call index
 DEFAULT_PASS = 81
 
@@ -1024,9 +1021,11 @@ class CallKey:
     """Identity of one call, parsed from its label (see the module docstring).
 
     ``gauge``, ``h_index``: the call id ``gGGGG-hHHHHH`` anywhere in the label; ``run_seed``:
-    ``seed N`` in the label (the runner's ``qasa <call id> seed <protocol seed> call <index>`` and
-    the Leap path's ``qasa <call id> seed <protocol seed>``); ``index``: ``call N``, the call's
-    position in its run. Unlabelled calls are numbered per instance (``unlabelled``).
+    ``seed N`` in the label (the runner's ``qasa <call id> seed <protocol seed> call <index>``,
+    :func:`qasa.protocol.call_label`, to which the Leap path appends the dataset and a digest);
+    ``index``: ``call N``, the call's position in its run. The label is read by
+    :func:`qasa.protocol.parse_label`, the parser of the labels qasa writes. Unlabelled calls are
+    numbered per instance (``unlabelled``).
     """
 
     label: str | None
@@ -1041,10 +1040,8 @@ class CallKey:
         """The key of a call with ``label`` (``unlabelled``: the instance's count of unlabelled calls)."""
         if label is None:
             return cls(None, unlabelled=unlabelled)
-        text = str(label)
-        call, seed, index = _CALL_ID.search(text), _RUN_SEED.search(text), _INDEX.search(text)
-        return cls(text, int(call.group(1)) if call else None, int(call.group(2)) if call else None,
-                   int(seed.group(1)) if seed else None, int(index.group(1)) if index else None)
+        key = parse_label(label)          # the one parser of qasa's labels (qasa.protocol)
+        return cls(str(label), key.gauge, key.h_index, key.run_seed, key.index)
 
     @classmethod
     def of(cls, run_seed: int | None, call: Any) -> "CallKey":
