@@ -219,7 +219,8 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
 def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
     """What a real QPU adds to shot noise, as this run shows it (the report's "Noise beyond shots").
 
-    Returns ``None`` without calls (imported data) or for a model other than the QASA model; else
+    Returns ``None`` without calls (imported data) or for a model without a between-call component
+    (:attr:`qasa.models.Model.between_calls`: the QASA model only); else
     ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
     whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
     ``drift`` (:func:`qasa.drift.drift_summary`: per-qubit b(t) trends with the drifting qubits at a
@@ -228,7 +229,7 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
     """
     from qasa import drift
 
-    if not len(dataset.calls) or fits.model.params != ("beta", "b", "gamma", "eta"):
+    if not len(dataset.calls) or not fits.model.between_calls:
         return None
     t = fits.table[fits.table["quality"] == "good"]
     out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}

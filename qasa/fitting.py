@@ -190,10 +190,17 @@ import pandas as pd
 from scipy import stats
 
 from qasa.dataset import Dataset, Response, atomic_write_bytes
-from qasa.models import Model, _buf, get_model
+from qasa.models import Model, _buf, compared_models, get_model, nested_pairs
 
 __all__ = ["fit", "compare", "FitTable", "FitResult", "QualityRule", "maximize", "loglik",
-           "profile_intervals", "NESTED_PAIRS"]
+           "profile_intervals", "NESTED_PAIRS"]  # noqa: F822 (NESTED_PAIRS: module __getattr__, from the registry)
+
+
+def __getattr__(name: str) -> Any:
+    """``NESTED_PAIRS``: the registry's nested pairs now (:func:`qasa.models.nested_pairs`)."""
+    if name == "NESTED_PAIRS":
+        return nested_pairs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PCLIP = 1e-15
 
@@ -836,7 +843,7 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
                                                max_iter=max_iter, tol=_COARSE_TOL, step_tol=_COARSE_STEP_TOL,
                                                n_starts=S, merge_tol=_COARSE_MERGE)
         llc = np.where(np.isfinite(llc), llc, -np.inf)
-        if model.params[0] == "beta":     # a coarse fit that ran off to a step: β beyond the grid's resolution
+        if model.inverse_temperature:     # a coarse fit that ran off to a step: β beyond the grid's resolution
             llc[phc[:, 0] * np.diff(h[cols]).max() > _COARSE_MAX_BETA_STEP] = -np.inf
         row = np.arange(S * m) % m
         best_at = llc.reshape(S, m).argmax(0) * m + np.arange(m)
@@ -1295,7 +1302,7 @@ class FitTable:
             for col in (f"{p}_lo", f"{p}_hi"):
                 if col not in self.table:
                     self.table[col] = np.nan
-        if self.model.name == "qasa":  # ... and before the between-call component (issue 20)
+        if self.model.between_calls:  # ... and before the between-call component (issue 20)
             for col in ("sigma_call", "sigma_call_stderr", "sigma_call_lo", "sigma_call_hi", "dispersion_p"):
                 if col not in self.table:
                     self.table[col] = np.nan
@@ -1432,7 +1439,7 @@ class FitTable:
         left out, so that no row has empty parameter cells (they remain in the FitTable with
         their reason).
         """
-        if self.model.name != "qasa":
+        if not self.model.reference_csv:
             raise ValueError(f"model_parameters.csv holds the qasa model, not {self.model.name!r}")
         t = self.table[self.table["quality"] != "failed"]
         out = pd.DataFrame({"spin": t["qubit"], "β": t["beta"], "b": t["b"], "γ": t["gamma"], "η": t["eta"],
@@ -1537,7 +1544,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     calls = None
-    if model.name == "qasa":
+    if model.between_calls:
         calls = _dispersion(r)
         if not between_calls:
             calls["identified"][:] = False
@@ -1862,13 +1869,7 @@ def _bootstrap(model, r, table, B, seed, max_iter, tol) -> None:
         table.loc[live, f"{p}_boot_stderr"] = sd[:, j]
 
 
-#: Nested model pairs (small, big) for likelihood-ratio tests.
-NESTED_PAIRS: tuple[tuple[str, str], ...] = (("gibbs", "gibbs-bias"), ("gibbs-bias", "qasa"),
-                                             ("gibbs-bias", "gaussian-noise"))
-
-
-def compare(data: Dataset | Response | dict[str, FitTable],
-            models: Iterable[str] = ("gibbs", "gibbs-bias", "gaussian-noise", "qasa"),
+def compare(data: Dataset | Response | dict[str, FitTable], models: Iterable[str] | None = None,
             **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Compare models per qubit (AIC, likelihood ratio) and for the whole device.
 
@@ -1878,7 +1879,9 @@ def compare(data: Dataset | Response | dict[str, FitTable],
 
     Args:
         data: counts, or fit tables by model name (then no fitting is done).
-        models: model names to compare.
+        models: model names to compare; default: the registered models compared by default
+            (:func:`qasa.models.compared_models`). Likelihood-ratio tests are run for the pairs of
+            :func:`qasa.models.nested_pairs` present.
         **fit_kwargs: passed to :func:`fit`.
 
     Returns:
@@ -1893,7 +1896,7 @@ def compare(data: Dataset | Response | dict[str, FitTable],
         # one likelihood for every model: the binomial of the summed counts (the between-call
         # component exists for qasa only, and its log-likelihood is not on the same footing)
         fit_kwargs.setdefault("between_calls", False)
-        tables = {m: fit(r, m, **fit_kwargs) for m in models}
+        tables = {m: fit(r, m, **fit_kwargs) for m in (compared_models() if models is None else models)}
     names = list(tables)
     if not names:
         raise ValueError("compare needs at least one model")
@@ -1911,7 +1914,7 @@ def compare(data: Dataset | Response | dict[str, FitTable],
     for m in names:
         device["models"][m] = {"aic_total": float(np.nansum(np.where(complete, per[f"aic_{m}"], np.nan))),
                                "best_for_qubits": int((per["best"] == m).sum())}
-    for small, big in NESTED_PAIRS:
+    for small, big in nested_pairs():
         if small in tables and big in tables:
             dk = tables[big].model.num_params - tables[small].model.num_params
             lr = np.maximum(2 * (per[f"loglik_{big}"] - per[f"loglik_{small}"]).to_numpy(float), 0)

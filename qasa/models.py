@@ -43,13 +43,17 @@ Even parameters and the internal parametrization
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa"]
+from qasa.parameters import PARAMETERS, ParameterInfo
+
+__all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa", "register_model",
+           "unregister_model", "compared_models", "nested_pairs"]
 
 #: Below this value an even parameter's φ-derivative is a secant (see module docstring).
 EVEN_FLOOR = 1e-4
@@ -379,13 +383,34 @@ def _fxx_into(x, r, t, G, out, K, add: bool) -> None:
 class Model:
     """A response model: named parameters, bounds, units, magnetization and Jacobian.
 
+    A model is one definition and one registry entry (:func:`register_model`): everything else in
+    qasa (fitting, comparison, reports, the CLI) asks the model the questions below, never its name,
+    and reads its parameters' names, units and definitions from :data:`qasa.parameters.PARAMETERS`.
+
     Attributes:
         name: registry name (``"qasa"``, ``"gibbs"``...).
         params: parameter names, in column order of ``theta``.
         lower, upper: bounds per parameter (``±inf`` when free).
         units: unit of each parameter.
         scale: typical magnitude of each parameter (finite-difference steps, reporting).
+        _fn: ``_fn(h, theta, jac) → (m, dm)``: the magnetization ``(n, k)`` for ``h`` ``(k,)`` and
+            ``theta`` ``(n, p)``, and with ``jac`` its Jacobian parameter-major ``(p, n, k)`` (else None).
+        _starts: ``_starts(beta, b, sat) → [theta (n, p), ...]``: starting points from the weighted
+            least-squares guess ``atanh(m̂) = β (h + b)`` per row and the observed saturation
+            ``|m̂|`` at the grid's ends (:meth:`starts`; clipped to the bounds there).
+        description: one line, shown in listings.
         even: per parameter, whether ``m`` is even in it (fitted internally on ``φ = θ²``).
+        compared: fitted and compared by default (:func:`compared_models`: :func:`qasa.fitting.compare`,
+            ``compare=True`` of :mod:`qasa.pipeline`, ``qasa fit --compare``).
+        nested_in: registered models of which this one is a special case (a likelihood-ratio test
+            compares it with each of them: :func:`nested_pairs`).
+        between_calls: its fits add the between-call component ``sigma_call`` on data with per-call
+            counts (:mod:`qasa.fitting`, "Between calls"). That likelihood is built on the QASA model's
+            fused evaluation: only the built-in ``qasa`` model declares it.
+        inverse_temperature: its first parameter is an inverse temperature β in 1/h (the coarse
+            multi-start rejects a coarse fit with β·Δh beyond the coarse grid's resolution).
+        reference_csv: its fits are also written as the reference ``model_parameters.csv``
+            (columns spin, β, b, γ, η: the reference ``qasa`` model only).
     """
 
     name: str
@@ -399,6 +424,11 @@ class Model:
     description: str = ""
     even: tuple[bool, ...] = ()
     _phi_fn: Callable | None = field(default=None, repr=False, compare=False)
+    compared: bool = False
+    nested_in: tuple[str, ...] = ()
+    between_calls: bool = False
+    inverse_temperature: bool = False
+    reference_csv: bool = False
 
     @property
     def num_params(self) -> int:
@@ -431,8 +461,9 @@ class Model:
             return self
         sq = lambda v: tuple(float(x) ** 2 if e else float(x) for x, e in zip(v, ev))  # noqa: E731
         lower = tuple(0.0 if e else x for x, e in zip(self.lower, ev))
-        return Model(self.name + "[φ]", self.params, lower, sq(self.upper), self.units, sq(self.scale),
-                     self._phi_fn or _internal_fn(self._fn, np.flatnonzero(ev)), self._starts, self.description)
+        return dataclasses.replace(self, name=self.name + "[φ]", lower=lower, upper=sq(self.upper), scale=sq(self.scale),
+                                   _fn=self._phi_fn or _internal_fn(self._fn, np.flatnonzero(ev)), even=(),
+                                   _phi_fn=None)
 
     def m(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Magnetization ``m(h)`` for each row of ``theta``: shape ``(n, k)``."""
@@ -549,19 +580,123 @@ def _starts_qasa(beta, b, sat):
 
 
 _INF = float("inf")
+#: The registered models by name, in registration order (the order of comparisons). Change it through
+#: :func:`register_model` and :func:`unregister_model` only.
 MODELS: dict[str, Model] = {
     "gibbs": Model("gibbs", ("beta",), (0.0,), (_INF,), ("1/h",), (1.0,), _gibbs, _starts_gibbs,
-                   "classical Gibbs freeze-out, m = tanh(βh)"),
+                   "classical Gibbs freeze-out, m = tanh(βh)", compared=True, nested_in=("gibbs-bias",),
+                   inverse_temperature=True),
     "gibbs-bias": Model("gibbs-bias", ("beta", "b"), (0.0, -_INF), (_INF, _INF), ("1/h", "h"), (1.0, 0.01),
-                        _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))"),
+                        _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))", compared=True,
+                        nested_in=("qasa", "gaussian-noise"), inverse_temperature=True),
     "gaussian-noise": Model("gaussian-noise", ("beta", "b", "sigma"), (0.0, -_INF, 0.0), (_INF, _INF, _INF),
                             ("1/h", "h", "h"), (1.0, 0.01, 0.01), _gaussian, _starts_gaussian,
-                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)", (False, False, True)),
+                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)", (False, False, True), compared=True,
+                            inverse_temperature=True),
     "qasa": Model("qasa", ("beta", "b", "gamma", "eta"), (0.0, -_INF, 0.0, 0.0), (_INF, _INF, _INF, _INF),
                   ("1/h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01), _qasa, _starts_qasa,
                   "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)",
-                  (False, False, True, True), _qasa_phi),
+                  (False, False, True, True), _qasa_phi, compared=True, between_calls=True,
+                  inverse_temperature=True, reference_csv=True),
 }
+#: Parameter metadata added to :data:`qasa.parameters.PARAMETERS` by :func:`register_model`, by model.
+_ADDED_PARAMETERS: dict[str, tuple[str, ...]] = {}
+#: The parameters of the reference ``model_parameters.csv`` (:attr:`Model.reference_csv`).
+_REFERENCE_PARAMS = ("beta", "b", "gamma", "eta")
+
+
+def register_model(model: Model, parameters: Mapping[str, ParameterInfo] | None = None) -> Model:
+    """Add ``model`` to the registry: from then on :func:`get_model` finds it by name, every fit,
+    comparison (when :attr:`Model.compared`), report and CLI command can use it.
+
+    Args:
+        model: the model; its name must be new and must not contain ``"+"`` (``"+readout"`` is a suffix).
+        parameters: metadata (symbol, name, unit, definition) of parameters that
+            :data:`qasa.parameters.PARAMETERS` does not define yet; added there, removed again by
+            :func:`unregister_model`. A parameter already defined keeps its definition.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: one line naming the problem: a name taken or malformed, bounds, units or scales
+            not one per parameter, a lower bound above its upper one, a parameter without metadata or
+            metadata contradicting an existing definition, ``nested_in`` naming an unregistered model
+            or one without more parameters, or a between-call component or reference CSV that only
+            the ``qasa`` model has.
+    """
+    parameters = dict(parameters or {})
+    _check_model(model, parameters)
+    added = tuple(p for p in parameters if p not in PARAMETERS)
+    for p in added:
+        PARAMETERS[p] = parameters[p]
+    _ADDED_PARAMETERS[model.name] = added
+    MODELS[model.name] = model
+    return model
+
+
+def _check_model(model: Model, parameters: Mapping[str, ParameterInfo]) -> None:
+    """The checks of :func:`register_model` (ValueError with one line naming the problem)."""
+    if not isinstance(model, Model):
+        raise ValueError(f"register_model needs a qasa.models.Model, not {type(model).__name__}")
+    name, k = model.name, len(model.params)
+    if not name or "+" in name or "[" in name:
+        raise ValueError(f"model name {name!r} must be non-empty without '+' or '[' ('+readout' is a suffix)")
+    if name in MODELS:
+        raise ValueError(f"a model named {name!r} is registered already; unregister_model({name!r}) first")
+    for attr in ("lower", "upper", "units", "scale") + (("even",) if model.even else ()):
+        if len(getattr(model, attr)) != k:
+            raise ValueError(f"model {name!r}: {attr} has {len(getattr(model, attr))} entries for {k} parameters")
+    for p, lo, hi in zip(model.params, model.lower, model.upper):
+        if not lo <= hi:
+            raise ValueError(f"model {name!r}: parameter {p!r} has lower bound {lo!r} above its upper bound {hi!r}")
+    for p in model.params:
+        if p not in PARAMETERS and p not in parameters:
+            raise ValueError(f"model {name!r}: parameter {p!r} has no metadata; pass parameters={{{p!r}: ParameterInfo(...)}}")
+    for p, info in parameters.items():
+        if p not in model.params:
+            raise ValueError(f"model {name!r}: metadata given for {p!r}, which is not one of its parameters {model.params}")
+        if not isinstance(info, ParameterInfo):
+            raise ValueError(f"model {name!r}: the metadata of {p!r} must be a qasa.parameters.ParameterInfo")
+        if p in PARAMETERS and info != PARAMETERS[p]:
+            raise ValueError(f"model {name!r}: parameter {p!r} is defined already as {PARAMETERS[p].name!r}; "
+                             "use another name for another parameter")
+    for big in model.nested_in:
+        if big not in MODELS or len(MODELS[big].params) <= k:
+            raise ValueError(f"model {name!r}: nested_in names {big!r}, which is not a registered model with more "
+                             f"than {k} parameters")
+    if model.between_calls:
+        raise ValueError(f"model {name!r}: the between-call likelihood exists for the built-in qasa model only")
+    if model.reference_csv and model.params != _REFERENCE_PARAMS:
+        raise ValueError(f"model {name!r}: model_parameters.csv holds {_REFERENCE_PARAMS}, not {model.params}")
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model added by :func:`register_model`, and the parameter metadata it added.
+
+    Raises:
+        ValueError: for a name that is not registered, or a built-in model.
+    """
+    if name not in MODELS:
+        raise ValueError(f"no model named {name!r} is registered; registered: {sorted(MODELS)}")
+    if name not in _ADDED_PARAMETERS:
+        raise ValueError(f"{name!r} is a built-in model and stays registered")
+    del MODELS[name]
+    still = {p for m in MODELS.values() for p in m.params}
+    for p in _ADDED_PARAMETERS.pop(name):
+        if p not in still:
+            PARAMETERS.pop(p, None)
+
+
+def compared_models() -> tuple[str, ...]:
+    """Names of the registered models compared by default (:attr:`Model.compared`), in registry order."""
+    return tuple(name for name, m in MODELS.items() if m.compared)
+
+
+def nested_pairs() -> tuple[tuple[str, str], ...]:
+    """``(small, big)`` pairs of registered models for likelihood-ratio tests (:attr:`Model.nested_in`),
+    in registry order of the smaller model."""
+    return tuple((name, big) for name, m in MODELS.items() for big in m.nested_in if big in MODELS)
 
 
 def with_readout(model: Model) -> Model:
@@ -582,12 +717,14 @@ def with_readout(model: Model) -> Model:
 
     return Model(f"{model.name}+readout", model.params + ("epsilon",), model.lower + (0.0,),
                  model.upper + (0.5,), model.units + ("probability",), model.scale + (1e-3,),
-                 fn, starts, model.description + ", with readout error ε", tuple(bool(e) for e in model.even_mask) + (False,))
+                 fn, starts, model.description + ", with readout error ε", tuple(bool(e) for e in model.even_mask) + (False,),
+                 inverse_temperature=model.inverse_temperature)
 
 
 def get_model(model: str | Model) -> Model:
-    """Look up a model by name (``"qasa"``, ``"gibbs"``, ``"gibbs-bias"``, ``"gaussian-noise"``,
-    each optionally suffixed ``"+readout"``), or pass a :class:`Model` through.
+    """Look up a registered model by name (``"qasa"``, ``"gibbs"``, ``"gibbs-bias"``,
+    ``"gaussian-noise"`` and any added by :func:`register_model`, each optionally suffixed
+    ``"+readout"``), or pass a :class:`Model` through.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.

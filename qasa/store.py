@@ -564,7 +564,7 @@ class DatasetStore:
         fits.meta["fingerprint"] = fingerprint
         fits.meta["table_hash"] = _table_hash(fits.table)
         path = fits.save(self.fit_path(fits.model.name))
-        if fits.model.name == "qasa":
+        if fits.model.reference_csv:
             fits.to_model_parameters_csv(self.path / "fits" / "model_parameters.csv")
         return path
 

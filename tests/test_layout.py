@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qasa"
 
 #: Lowest first: data flows protocol → sampler → store → fit → device analysis → report/CLI.
 ORDER = [
-    "errors", "redact", "models", "parameters", "reduce", "display", "schedules",
+    "errors", "redact", "parameters", "models", "reduce", "display", "schedules",
     "protocol", "topology", "plots", "dataset", "cost",
     "virtual.physics", "virtual.noise", "virtual.estimand", "virtual.qpu", "virtual",
     "leap", "backend", "samplers", "fitting", "store", "session", "runner",

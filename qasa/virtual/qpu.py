@@ -536,14 +536,14 @@ class VirtualQPU(MockDWaveSampler):
             v is not None for v in within.values()) else 0.0
         start = np.column_stack([t["beta"] * t["gain"].abs() * t["h_scale"] * (1.0 - 2.0 * eps), t["b"] + mean_off,
                                  readout_gamma(t["gamma"].to_numpy(), eps), np.sqrt(t["eta"] ** 2 + w ** 2)])
-        if np.unique(np.asarray(fields)).size < 4:
+        params = MODELS["qasa"].params
+        if np.unique(np.asarray(fields)).size < len(params):
             # fewer distinct fields than QASA parameters: no fit of this run identifies them, so there is
             # no estimand (NaN, and recovery sections show none) — the projection's system is singular
-            theta = np.full((len(qubits), 4), np.nan)
+            theta = np.full((len(qubits), len(params)), np.nan)
         else:
             theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
-        out = pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
-                           index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
+        out = pd.DataFrame(theta, columns=list(params), index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
         out["sigma_call"] = sigma_call
         return out
 
