@@ -228,24 +228,52 @@ def _qasa_phi(h, phi, jac, ws=None):
     xp = np.multiply(h, beta, out=B("xp"))
     xm = np.add(xp, beta * b - d, out=B("xm"))
     xp += beta * b + d
+    near = _NearZeroEta(d, jac)
+    m, parts = _qasa_components(xp, xm, u2, near, B, jac)
+    if not jac:
+        return m, None
+    dm = _buf(ws, "dm", (4,) + shape)
+    scale = np.empty((shape[0], 4))
+    _qasa_phi_jacobian(dm, scale, h, h2, beta, b, eta, xp, xm, u2, parts, B("r"))
+    _eta2_derivative(dm, scale, beta, eta, parts, near, B)
+    if scratch:
+        return m, dm, scale
+    dm = dm * scale.T[:, :, None]
+    return m, dm
+
+
+class _NearZeroEta:
+    """The rows of :func:`_qasa_phi` with ``d = βη < _SMALL_D``, where ∂m/∂(η²) takes its η → 0 limit
+    ``β²/4 · Σ± f_xx(x±)``: ``close`` (a mask), ``split`` (close but η > 0: both components' f_xx) and
+    ``whole`` (more than a quarter of the rows are close: f_xx is evaluated on every row, in scratch
+    arrays, which costs less than gathering them). ``fxx``, ``fxx_split``: the f_xx sums, filled by
+    :func:`_qasa_components` (``fxx`` of the first component on the close rows unless ``whole``)."""
+
+    def __init__(self, d: np.ndarray, jac: bool) -> None:
+        self.close = (d < _SMALL_D)[:, 0]
+        self.split = self.close & (d[:, 0] > 0)         # near η = 0 but not on it: both components' f_xx
+        self.count = int(self.close.sum()) if jac else 0
+        self.whole = self.count > 0.25 * len(self.close)
+        self.any_split = bool(self.count and self.split.any())
+        self.fxx: float | np.ndarray = 0.0
+        self.fxx_split: float | np.ndarray = 0.0
+
+
+def _qasa_components(xp, xm, u2, near: _NearZeroEta, B: Callable, jac: bool):
+    """``m = ½ Σ± x± g(r±)`` into ``B("m")``; with ``jac`` also per component ``(f_x, x G)`` in scratch
+    arrays (``f_x = g + x²G``) and, on the rows ``near`` η = 0, the curvature ``f_xx`` that ∂m/∂(η²)
+    needs there (into ``B("fxx")`` or ``near.fxx``, and ``near.fxx_split``). Returns ``(m, parts)``."""
     m = B("m")
-    close = (d < _SMALL_D)[:, 0]
-    split = close & (d[:, 0] > 0)         # near η = 0 but not on it: both components' f_xx
-    # ∂²f/∂x² where βη is tiny (the η² derivative below): on those rows, or on all rows in scratch
-    # arrays when they are many (gathering them would cost more)
-    n_close = int(close.sum()) if jac else 0
-    whole = n_close > 0.25 * len(close)
-    any_split = bool(n_close and split.any())
-    fxx, fxx_split = 0.0, 0.0
+    close, split = near.close, near.split
     parts = []
     for i, x in enumerate((xp, xm)):
         g, G, r, t = _g_G_into(x, u2, B, jac)
-        if i == 0 and whole:
+        if i == 0 and near.whole:
             _fxx_into(x, r, t, G, B("fxx"), B("K"), add=False)
-        elif i == 0 and n_close:
-            fxx = _fxx(x[close], r[close], t[close], G[close])
-        if any_split:
-            fxx_split = fxx_split + _fxx(x[split], r[split], t[split], G[split])
+        elif i == 0 and near.count:
+            near.fxx = _fxx(x[close], r[close], t[close], G[close])
+        if near.any_split:
+            near.fxx_split = near.fxx_split + _fxx(x[split], r[split], t[split], G[split])
         if i == 0:
             np.multiply(x, g, out=m)
         else:
@@ -256,12 +284,13 @@ def _qasa_phi(h, phi, jac, ws=None):
             fx += g
             parts.append((fx, xG))
     m *= 0.5
-    if not jac:
-        return m, None
+    return m, parts
+
+
+def _qasa_phi_jacobian(dm, scale, h, h2, beta, b, eta, xp, xm, u2, parts, tmp) -> None:
+    """Rows 0–2 of the φ-Jacobian of :func:`_qasa_phi` (β, b, γ²) into ``dm`` without their per-row
+    factors, which go into ``scale`` (``tmp``: a scratch array)."""
     (fxp, xGp), (fxm, xGm) = parts
-    dm = _buf(ws, "dm", (4,) + shape)
-    scale = np.empty((shape[0], 4))
-    tmp = B("r")
     # ∂m/∂β · 2β = Σ x f_x + u² Σ xG
     np.multiply(fxp, xp, out=dm[0])
     dm[0] += np.multiply(fxm, xm, out=tmp)
@@ -280,23 +309,25 @@ def _qasa_phi(h, phi, jac, ws=None):
     # ∂m/∂(γ²) = β²/4 · h² Σ xG
     dm[2] *= h2
     scale[:, 2] = 0.25 * beta[:, 0] ** 2
-    # ∂m/∂(η²) = β/(4η) (f_x(x₊) − f_x(x₋)), or its limit β²/4 · Σ f_xx where βη is tiny
+
+
+def _eta2_derivative(dm, scale, beta, eta, parts, near: _NearZeroEta, B: Callable) -> None:
+    """Row 3 of the φ-Jacobian of :func:`_qasa_phi`: ∂m/∂(η²) = β/(4η) (f_x(x₊) − f_x(x₋)), or its
+    limit β²/4 · Σ f_xx on the rows ``near`` η = 0 (per-row factors into ``scale``, as rows 0–2)."""
+    (fxp, _), (fxm, _) = parts
+    close, split = near.close, near.split
     np.subtract(fxp, fxm, out=dm[3])
     with np.errstate(divide="ignore", invalid="ignore"):
         scale[:, 3] = beta[:, 0] / (4.0 * eta[:, 0])
-    if whole:
+    if near.whole:
         fxx = B("fxx")
         fxx *= 2.0                      # f_xx(x₊) + f_xx(x₋) with x₊ = x₋ (η = 0)
         np.copyto(dm[3], fxx, where=close[:, None])
-    elif n_close:
-        dm[3][close] = 2.0 * fxx
-    if any_split:
-        dm[3][split] = fxx_split
+    elif near.count:
+        dm[3][close] = 2.0 * near.fxx
+    if near.any_split:
+        dm[3][split] = near.fxx_split
     scale[close, 3] = scale[close, 2]
-    if scratch:
-        return m, dm, scale
-    dm = dm * scale.T[:, :, None]
-    return m, dm
 
 
 def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):
