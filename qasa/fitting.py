@@ -720,6 +720,49 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
     return model.from_internal(phi), ll, conv, iters
 
 
+def _lm_step(F: np.ndarray, g: np.ndarray, held: np.ndarray, lam: np.ndarray,
+             eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Levenberg–Marquardt step per row: ``(F + λ diag F) δ = g`` over the free parameters (held
+    ones move by 0). Returns ``(step, sd, predicted)``: the step, ``√diag F`` (the inverse conditional
+    standard errors) and the gain the quadratic model predicts for the step."""
+    free = ~held
+    d = np.einsum("npp->np", F)
+    A = F * (free[:, :, None] & free[:, None, :]) \
+        + eye * (lam[:, None] * np.where(free, d, 0.0) + np.where(free, 1e-12 * (1 + d), 1.0))[:, None, :]
+    rhs = np.where(free, g, 0.0)
+    try:
+        step = np.linalg.solve(A, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        step = np.stack([np.linalg.lstsq(a, r, rcond=None)[0] for a, r in zip(A, rhs)])
+    sd = np.sqrt(np.maximum(d, 0.0))
+    # a nearly undamped step that would change nothing: converged without evaluating it
+    predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+    return step, sd, predicted
+
+
+def _quadratic_maximum(theta, ll, score, idx, small, th, g, F, held, step, predicted, lo, hi, scale) -> np.ndarray:
+    """Which of the rows ``idx`` (those ``small`` already predicted to gain little) may stop on the
+    quadratic model's maximum (``predict > 0`` of :func:`_maximize_phi`): the point after the step,
+    inside the bounds, with every ``held`` (not fixed) parameter still held by the linearized score
+    ``g − F·δ`` and the step short. Those rows of ``theta``, ``ll`` and ``score`` take the model's
+    maximum, in place."""
+    # the model's maximum must be inside the bounds, and a parameter held on its bound must
+    # still be held there by the linearized score (else the active set changes: evaluate)
+    g_new = g - np.einsum("npq,nq->np", F, step)
+    release = held & (((th <= lo) & (g_new > 0)) | ((th >= hi) & (g_new < 0)))
+    inside = ((th + step >= lo) & (th + step <= hi)).all(1) & ~release.any(1)
+    # ... and the step short (the quadratic model is trusted near the point only: a nearly
+    # flat direction, e.g. b when β → 0, gives a huge step with a tiny predicted gain)
+    short = (np.abs(step) <= _TRUST * (np.abs(th) + scale)).all(1)
+    ok = small & inside & short
+    if ok.any():
+        rows = idx[ok]
+        theta[rows] = th[ok] + step[ok]
+        ll[rows] += np.maximum(predicted[ok], 0.0)
+        score[rows] = g_new[ok]
+    return ok
+
+
 def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
                   fixed=None, n_starts=1, merge_tol=0.5, predict=0.0, floor=None):
     """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters.
@@ -765,43 +808,21 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         th, g, F = theta[idx], score[idx], info[idx]
         # hold parameters at a bound whose score points outward, and fixed ones
         held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0)) | fixed[idx]
-        free = ~held
-        d = np.einsum("npp->np", F)
-        A = F * (free[:, :, None] & free[:, None, :]) \
-            + eye * (lam[idx, None] * np.where(free, d, 0.0) + np.where(free, 1e-12 * (1 + d), 1.0))[:, None, :]
-        rhs = np.where(free, g, 0.0)
-        try:
-            step = np.linalg.solve(A, rhs[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(a, r, rcond=None)[0] for a, r in zip(A, rhs)])
-        sd = np.sqrt(np.maximum(d, 0.0))
-        # a nearly undamped step that would change nothing: converged without evaluating it
-        predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+        step, sd, predicted = _lm_step(F, g, held, lam[idx], eye)
         if floor is not None:
             below = (ll[idx] + 4.0 * np.maximum(predicted, 0.0) < floor[idx]) & (lam[idx] <= 1e-2)
             if below.any():
                 converged[idx[below]] = True
                 active[idx[below]] = False
                 keep = ~below
-                idx, th, g, F, held, step, sd, predicted, rhs = (idx[keep], th[keep], g[keep], F[keep], held[keep],
-                                                                  step[keep], sd[keep], predicted[keep], rhs[keep])
+                idx, th, g, F, held, step, sd, predicted = (idx[keep], th[keep], g[keep], F[keep], held[keep],
+                                                             step[keep], sd[keep], predicted[keep])
                 if idx.size == 0:
                     break
         if predict > 0:
-            # the model's maximum must be inside the bounds, and a parameter held on its bound must
-            # still be held there by the linearized score (else the active set changes: evaluate)
-            g_new = g - np.einsum("npq,nq->np", F, step)
-            release = held & ~fixed[idx] & (((th <= lo) & (g_new > 0)) | ((th >= hi) & (g_new < 0)))
-            inside = ((th + step >= lo) & (th + step <= hi)).all(1) & ~release.any(1)
-            # ... and the step short (the quadratic model is trusted near the point only: a nearly
-            # flat direction, e.g. b when β → 0, gives a huge step with a tiny predicted gain)
-            short = (np.abs(step) <= _TRUST * (np.abs(th) + scale)).all(1)
-            small = (lam[idx] <= 1e-2) & (predicted < predict) & inside & short
-            if small.any():
-                rows = idx[small]
-                theta[rows] = th[small] + step[small]
-                ll[rows] += np.maximum(predicted[small], 0.0)
-                score[rows] = g_new[small]
+            small = (lam[idx] <= 1e-2) & (predicted < predict)
+            small &= _quadratic_maximum(theta, ll, score, idx, small, th, g, F, held & ~fixed[idx], step, predicted,
+                                        lo, hi, scale)
         else:       # (a step that would reach a bound is taken: the estimate lands on the bound)
             small = (lam[idx] <= 1e-2) & ((predicted < tol) | ((np.abs(step) * sd).max(1) < step_tol)) \
                 & ((th + step > lo) & (th + step < hi) | (step == 0)).all(1)
@@ -1624,35 +1645,13 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     if n > FIT_CHUNK and starts is None and not bootstrap:
         # qubits are fitted independently: in blocks, so that the working arrays (dozens per cell for
         # the between-call likelihood and the profiles) stay bounded whatever the device size
-        parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, max_iter=max_iter, tol=tol, rule=rule,
-                     intervals=intervals, level=level, information=information, between_calls=between_calls)
-                 for i in range(0, n, FIT_CHUNK)]
-        meta = dict(parts[0].meta)
-        if "likelihood" in meta:
-            meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
-                                  else "binomial")
-        return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
+        return _fit_in_blocks(r, model, max_iter=max_iter, tol=tol, rule=rule, intervals=intervals, level=level,
+                              information=information, between_calls=between_calls)
     if starts is not None:
         starts = _check_starts(model, starts, n)
     reasons = _degenerate(model, r, rule)
-    ok = np.flatnonzero(reasons == "")
-    theta = np.full((n, k), np.nan)
-    ll = np.full(n, np.nan)
-    conv = np.zeros(n, bool)
-    iters = np.zeros(n, int)
     lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
-    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance) ...
-    fisher = np.full((n, k, k), np.nan)      # ... and the expected information in φ (by the intervals)
-    if ok.size:
-        h = r.h
-        nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
-        start_list = list(starts) if starts is not None else model.starts(h, nd, nt)
-        if starts is not None:
-            start_list = [np.asarray(s, float)[ok] for s in start_list]
-        phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
-            model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
-            max_iter=max_iter, tol=tol, trap=model.even_mask & _spread(start_list))
-        theta[ok] = model.from_internal(phi_ok)
+    theta, ll, conv, iters, score, fisher = _point_fits(model, r, np.flatnonzero(reasons == ""), starts, max_iter, tol)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     calls = None
@@ -1679,6 +1678,43 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
+
+
+def _fit_in_blocks(r: Response, model: Model, **kwargs: Any) -> FitTable:
+    """:func:`fit` of ``r`` in blocks of :data:`FIT_CHUNK` qubits, concatenated (one likelihood in the
+    meta: between-calls when any block used it)."""
+    n = len(r.qubits)
+    parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, **kwargs) for i in range(0, n, FIT_CHUNK)]
+    meta = dict(parts[0].meta)
+    if "likelihood" in meta:
+        meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
+                              else "binomial")
+    return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
+
+
+def _point_fits(model: Model, r: Response, ok: np.ndarray, starts, max_iter: int, tol: float):
+    """The multi-start maximum-likelihood fit of the rows ``ok`` of ``r`` (:func:`_multistart`), as
+    arrays over every row (NaN, not converged elsewhere): ``(theta, loglik, converged, iterations,
+    score, information)``; the score ``∂ℓ/∂φ`` and the expected information in φ at the estimate,
+    which the covariance and the intervals reuse."""
+    n, k = len(r.qubits), model.num_params
+    theta = np.full((n, k), np.nan)
+    ll = np.full(n, np.nan)
+    conv = np.zeros(n, bool)
+    iters = np.zeros(n, int)
+    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance) ...
+    fisher = np.full((n, k, k), np.nan)      # ... and the expected information in φ (by the intervals)
+    if ok.size:
+        h = r.h
+        nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
+        start_list = list(starts) if starts is not None else model.starts(h, nd, nt)
+        if starts is not None:
+            start_list = [np.asarray(s, float)[ok] for s in start_list]
+        phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
+            model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
+            max_iter=max_iter, tol=tol, trap=model.even_mask & _spread(start_list))
+        theta[ok] = model.from_internal(phi_ok)
+    return theta, ll, conv, iters, score, fisher
 
 
 #: Qubits fitted at once by :func:`fit` (larger responses are fitted in blocks of this many rows):
@@ -1861,6 +1897,9 @@ def _intervals(model, h, n_down, n_total, theta, ll, cov, iters, lower, upper, l
 
 
 def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls=None) -> pd.DataFrame:
+    """The rows of a :class:`FitTable`: estimates, errors, intervals, goodness of fit and the quality
+    rule's verdict with its reasons (module docstring, "Statistics and quality rule"); ``calls``: the
+    between-call fit's per-qubit results (:func:`_dispersion`, :func:`_fit_calls`), when there is one."""
     n, k = theta.shape
     cov = cov.copy()
     with np.errstate(invalid="ignore"):
@@ -1904,29 +1943,9 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     rules = [(lack, f"lack of fit (p < {rule.gof_alpha:g})", True),
              (bad_rel, f"relative stderr of {model.params[0]} > {rule.max_rel_stderr:g}", True),
              (bad_se, "a free parameter has no finite stderr", True)]
-    for j, p in enumerate(model.params):
-        unbounded = live & ((np.isinf(lower[:, j]) & np.isinf(lo[j]) & (lower[:, j] < 0))
-                            | (np.isinf(upper[:, j]) & np.isinf(hi[j]) & (upper[:, j] > 0)))
-        on = live & ~unbounded & ((theta[:, j] <= lo[j]) | (theta[:, j] >= hi[j]))
-        reaches = live & ~unbounded & ~on & ((lower[:, j] <= lo[j]) | (upper[:, j] >= hi[j]))
-        rules += [(unbounded, f"{p} not identified: interval unbounded", True),
-                  (on, f"{p} on its bound: one-sided interval", False),
-                  (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    rules += _parameter_rules(model, live, theta, lower, upper)
     if calls is not None:
-        on = live & calls["fitted"]
-        sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
-        unb = on & np.isinf(shi)
-        invalid = live & calls.get("invalid", np.zeros(n, bool))
-        unconv = live & calls.get("unconverged", np.zeros(n, bool))
-        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid & ~unconv,
-                   f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
-                  (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
-                           "between-call noise", False),
-                  (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
-                            f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
-                  (unb, "sigma_call not identified: interval unbounded", True),
-                  (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
-                  (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
+        rules += _call_rules(calls, live, r.calls is not None)
     for mask, text, bad in rules:
         reasons[mask] = np.where(reasons[mask] == "", text, reasons[mask].astype(str) + "; " + text)
         if bad:
@@ -1941,13 +1960,10 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         data[f"{p}_hi"] = upper[:, j]
     if calls is not None:
         fitted_calls = live & calls["fitted"]
-        data["sigma_call"] = np.where(fitted_calls, calls["sigma"], np.nan)
-        data["sigma_call_stderr"] = np.where(fitted_calls, calls["se"], np.nan)
-        data["sigma_call_lo"] = np.where(fitted_calls, calls["lo"], np.nan)
-        data["sigma_call_hi"] = np.where(fitted_calls, calls["hi"], np.nan)
-        data["sigma_call_identified"] = fitted_calls
-        data["dispersion_p"] = calls["p"]
-        data["dispersion_df"] = calls["df"]
+        for col, key in (("sigma_call", "sigma"), ("sigma_call_stderr", "se"), ("sigma_call_lo", "lo"),
+                         ("sigma_call_hi", "hi")):
+            data[col] = np.where(fitted_calls, calls[key], np.nan)
+        data.update(sigma_call_identified=fitted_calls, dispersion_p=calls["p"], dispersion_df=calls["df"])
     cov[reasons != ""] = np.nan
     for i, a in enumerate(model.params):
         for j in range(i + 1, k):
@@ -1958,6 +1974,42 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
                 n_h=n_h.astype("int64"), converged=conv, iterations=iters.astype("int64"),
                 quality=quality.astype(str), reason=reasons.astype(str))
     return pd.DataFrame(data)
+
+
+def _parameter_rules(model: Model, live, theta, lower, upper) -> list[tuple[np.ndarray, str, bool]]:
+    """Per parameter: ``(mask, reason, bad)`` for an unbounded interval (bad), an estimate on its
+    bound and an interval that reaches its bound (one-sided, not bad)."""
+    lo, hi = np.array(model.lower), np.array(model.upper)
+    rules = []
+    for j, p in enumerate(model.params):
+        unbounded = live & ((np.isinf(lower[:, j]) & np.isinf(lo[j]) & (lower[:, j] < 0))
+                            | (np.isinf(upper[:, j]) & np.isinf(hi[j]) & (upper[:, j] > 0)))
+        on = live & ~unbounded & ((theta[:, j] <= lo[j]) | (theta[:, j] >= hi[j]))
+        reaches = live & ~unbounded & ~on & ((lower[:, j] <= lo[j]) | (upper[:, j] >= hi[j]))
+        rules += [(unbounded, f"{p} not identified: interval unbounded", True),
+                  (on, f"{p} on its bound: one-sided interval", False),
+                  (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    return rules
+
+
+def _call_rules(calls: dict[str, Any], live: np.ndarray, has_calls: bool) -> list[tuple[np.ndarray, str, bool]]:
+    """``(mask, reason, bad)`` of the between-call component: why σ_call was not estimated (not
+    identified, not converged, beyond its approximation), unbounded (bad) or one-sided."""
+    n = len(live)
+    on = live & calls["fitted"]
+    sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
+    unb = on & np.isinf(shi)
+    invalid = live & calls.get("invalid", np.zeros(n, bool))
+    unconv = live & calls.get("unconverged", np.zeros(n, bool))
+    return [(live & ~calls["fitted"] & has_calls & ~invalid & ~unconv,
+             f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+            (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
+                     "between-call noise", False),
+            (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
+                      f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
+            (unb, "sigma_call not identified: interval unbounded", True),
+            (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
+            (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
 
 
 def _bootstrap(model, r, table, B, seed, max_iter, tol) -> None:
