@@ -748,14 +748,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
-    if collection["design"] == "adaptive":
-        temperature = _temperature(_pilot(dataset))
-        temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
-                                 "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
-                                 "pooling qubits measured at different fields is not that estimator. "
-                                 + str(temperature.get("method", "")))
-    else:
-        temperature = _temperature(dataset if len(dataset.counts) else r)
+    temperature = _headline_temperature(dataset, r, collection)
     noise = noise_beyond_shots(dataset, fits, seed=seed) if enough else None
     if noise is not None and noise["drift"] is not None and noise["drift"]["drifting"]:
         from qasa.drift import mark_drifting
@@ -771,6 +764,18 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         notes=notes, collection=collection, noise=noise,
         device_info={k: v for k, v in dataset.device.items()
                      if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
+
+
+def _headline_temperature(dataset: Dataset, r: Response, collection: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_temperature` of the run: of its pilot grid's calls for an adaptive design (with why)."""
+    if collection["design"] == "adaptive":
+        temperature = _temperature(_pilot(dataset))
+        temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
+                                 "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
+                                 "pooling qubits measured at different fields is not that estimator. "
+                                 + str(temperature.get("method", "")))
+        return temperature
+    return _temperature(dataset if len(dataset.counts) else r)
 
 
 def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:
