@@ -66,7 +66,7 @@ from qasa.cost import BudgetError
 from qasa.dataset import Dataset, Response, utcnow
 from qasa.errors import DatasetError, ProtocolError
 from qasa.models import Model, get_model
-from qasa.protocol import MAX_CALLS, Call, Protocol
+from qasa.protocol import MAX_CALLS, Call, Protocol, round_call_id, round_name
 from qasa.store import DESIGN_DIR, DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
@@ -248,7 +248,8 @@ def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -
         H[:, i] = seq[np.random.default_rng([protocol.seed, 3, round_index, i]).permutation(C)]
     ones = np.ones(len(qubits), dtype=np.int8)
     R = int(plan["reads_per_call"])
-    return [Call(f"a{round_index:03d}-c{c:05d}", round_index * 1_000_000 + c, -1, H[c], 0, R, ones)
+    name = round_name("a", round_index)
+    return [Call(round_call_id(name, c), round_index * 1_000_000 + c, -1, H[c], 0, R, ones)
             for c in range(C)]
 
 

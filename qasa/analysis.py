@@ -219,7 +219,8 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
 def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
     """What a real QPU adds to shot noise, as this run shows it (the report's "Noise beyond shots").
 
-    Returns ``None`` without calls (imported data) or for a model other than the QASA model; else
+    Returns ``None`` without calls (imported data) or for a model without a between-call component
+    (:attr:`qasa.models.Model.between_calls`: the QASA model only); else
     ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
     whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
     ``drift`` (:func:`qasa.drift.drift_summary`: per-qubit b(t) trends with the drifting qubits at a
@@ -228,7 +229,7 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
     """
     from qasa import drift
 
-    if not len(dataset.calls) or fits.model.params != ("beta", "b", "gamma", "eta"):
+    if not len(dataset.calls) or not fits.model.between_calls:
         return None
     t = fits.table[fits.table["quality"] == "good"]
     out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}
@@ -747,14 +748,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
     comp, tests = (model_comparison(comparison) if comparison is not None else (None, []))
     rec = recovery_table(fits, truth, estimand) if truth is not None and n_good else None
     outcome = outcome_section(dataset, dataset_path) if dataset_path is not None else None
-    if collection["design"] == "adaptive":
-        temperature = _temperature(_pilot(dataset))
-        temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
-                                 "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
-                                 "pooling qubits measured at different fields is not that estimator. "
-                                 + str(temperature.get("method", "")))
-    else:
-        temperature = _temperature(dataset if len(dataset.counts) else r)
+    temperature = _headline_temperature(dataset, r, collection)
     noise = noise_beyond_shots(dataset, fits, seed=seed) if enough else None
     if noise is not None and noise["drift"] is not None and noise["drift"]["drifting"]:
         from qasa.drift import mark_drifting
@@ -770,6 +764,18 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
         notes=notes, collection=collection, noise=noise,
         device_info={k: v for k, v in dataset.device.items()
                      if k not in ("nodelist", "edgelist", "truth", "estimand", "properties", "parameters")})
+
+
+def _headline_temperature(dataset: Dataset, r: Response, collection: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_temperature` of the run: of its pilot grid's calls for an adaptive design (with why)."""
+    if collection["design"] == "adaptive":
+        temperature = _temperature(_pilot(dataset))
+        temperature["method"] = ("From the pilot grid's calls only (the same field on every qubit, as D-Wave's "
+                                 "estimator assumes); the adaptive rounds program each qubit at its own fields, and "
+                                 "pooling qubits measured at different fields is not that estimator. "
+                                 + str(temperature.get("method", "")))
+        return temperature
+    return _temperature(dataset if len(dataset.counts) else r)
 
 
 def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:

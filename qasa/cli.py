@@ -25,6 +25,7 @@ import click
 from qasa.errors import QasaError
 from qasa.fitting import MAX_BOOTSTRAP
 from qasa.leap import MAX_IN_FLIGHT, MAX_RETRIES
+from qasa.models import MODELS, compared_models
 from qasa.parameters import format_value
 from qasa.redact import redact
 
@@ -626,7 +627,7 @@ def _fit_text(fits, comparison) -> str:
 @main.command("fit")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", default="qasa", show_default=True,
-              help="qasa, gibbs, gibbs-bias, gaussian-noise (optionally +readout).")
+              help=f"{', '.join(MODELS)} (optionally +readout).")
 @click.option("--compare", is_flag=True, help="Also fit every model and compare them.")
 @click.option("--bootstrap", default=0, show_default=True, type=click.IntRange(0, MAX_BOOTSTRAP),
               help=f"Parametric-bootstrap replicates (at most {MAX_BOOTSTRAP}).")
@@ -645,7 +646,7 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
     fits = pipeline.fit(ds, model, store=store, **kwargs)
     comparison = None
     if compare:
-        tables = pipeline.fit_models(ds, pipeline.COMPARE_MODELS, store=store)
+        tables = pipeline.fit_models(ds, compared_models(), store=store)
         tables[fits.model.name] = fits
         comparison = compare_models(tables)
     data = fits.summary()
@@ -657,7 +658,7 @@ def fit_cmd(dataset: str, model: str, compare: bool, bootstrap: int, seed: int |
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", default="qasa", show_default=True,
-              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
+              help=f"Response model to fit and report: {', '.join(MODELS)}.")
 @click.option("--out", default=None, help="Report directory (default DATASET/report).")
 @click.option("--compare", is_flag=True, help="Include model comparison.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
@@ -679,8 +680,7 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
         lines.insert(1, f"PARTIAL dataset: {coll['done']} of {coll['planned']} planned calls (interrupted, stopped by "
                         "its budget, or still being written); `qasa run DIR` resumes it")
     rows = {r.get("param"): r for r in summary.get("summary") or []}
-    for p in ("beta", "b", "gamma", "eta", "sigma", "sigma_call"):
-        r = rows.get(p)
+    for p, r in rows.items():         # every parameter of the model, in its order
         if r and r.get("median") is not None:        # rounded to two digits of the median's standard error
             se = r.get("median_se")
             q = (lambda v: format_value(v, se)) if se else (lambda v: f"{v:.4g}")
@@ -700,7 +700,7 @@ def _summary_text(summary: dict[str, Any], where: Path) -> str:
 @backend_options
 @protocol_options(h_step=0.025, reads=4000)
 @click.option("--model", default="qasa", show_default=True,
-              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
+              help=f"Response model to fit and report: {', '.join(MODELS)}.")
 @click.option("--compare", is_flag=True, help="Include model comparison in the report.")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
               help="QPU-time budget of the dataset [env QASA_MAX_QPU_SECONDS].")
@@ -904,7 +904,7 @@ def plan_cmd(as_json: bool, design_name: str, target: dict[str, Any] | None, **o
 @main.command()
 @click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--model", default="qasa", show_default=True,
-              help="Response model to fit and report: qasa, gibbs, gibbs-bias or gaussian-noise.")
+              help=f"Response model to fit and report: {', '.join(MODELS)}.")
 @click.option("--param", default="beta", show_default=True, help="Parameter whose trend is drawn.")
 @click.option("--out", default="qasa-comparison", show_default=True, help="Output directory.")
 @click.option("--allow-different-devices", is_flag=True, help="Compare datasets of different devices/topologies.")

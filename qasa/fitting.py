@@ -190,10 +190,17 @@ import pandas as pd
 from scipy import stats
 
 from qasa.dataset import Dataset, Response, atomic_write_bytes
-from qasa.models import Model, _buf, get_model
+from qasa.models import Model, _buf, compared_models, get_model, nested_pairs
 
 __all__ = ["fit", "compare", "FitTable", "FitResult", "QualityRule", "maximize", "loglik",
-           "profile_intervals", "NESTED_PAIRS"]
+           "profile_intervals", "NESTED_PAIRS"]  # noqa: F822 (NESTED_PAIRS: module __getattr__, from the registry)
+
+
+def __getattr__(name: str) -> Any:
+    """``NESTED_PAIRS``: the registry's nested pairs now (:func:`qasa.models.nested_pairs`)."""
+    if name == "NESTED_PAIRS":
+        return nested_pairs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _PCLIP = 1e-15
 
@@ -409,136 +416,16 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
     """
     ws = {} if ws is None else ws
     m, P = _mean_calls(h, phi, ws)
-    shape = m.shape
-
-    def B(name):
-        return _buf(ws, name, shape)
-
-    S, U, C, NN, rr, R0, g, Sc, Uc, sat, gs, hh = (data[:, i] for i in range(12))
-    # s² = Var_δ p(b + δ) = g σ² + ½ h σ⁴ (to fourth order), and its slope in σ²: g + h σ²
-    v = phi[:, 4:5]
-    ds2 = np.multiply(hh, v, out=B("c_ds2"))
-    s2 = np.multiply(ds2, 0.5 * v, out=B("c_s2"))
-    s2 += np.multiply(g, v, out=B("c_gv"))
-    ds2 += g
-    p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
-    q = np.subtract(1.0, p, out=B("c_q"))
-    q *= 0.5
-    p += 1.0
-    p *= 0.5
-    ip = np.divide(1.0, p, out=B("c_ip"))
-    iq = np.divide(1.0, q, out=B("c_iq"))
-    t1 = np.multiply(Sc, ip, out=B("c_t1"))
-    t1 *= ip                                   # Sc/p²
-    t2 = np.multiply(Uc, iq, out=B("c_t2"))
-    t2 *= iq                                   # Uc/q²
-    K = np.add(t1, t2, out=B("c_K"))
-    Kp = np.multiply(t2, iq, out=t2)
-    Kp -= np.multiply(t1, ip, out=t1)
-    Kp *= 2.0                                  # ∂K/∂p
-    Dc = np.multiply(s2, K, out=B("c_D"))
-    Dc += 1.0
-    iD = np.divide(1.0, Dc, out=B("c_iD"))
-    dev = np.subtract(p, rr, out=B("c_dev"))
-    M = np.multiply(dev, dev, out=B("c_M"))
-    M *= NN
-    w = np.multiply(p, q, out=B("c_w"))
-    iw = np.divide(1.0, w, out=B("c_iw"))
-    A = np.multiply(s2, iw, out=B("c_A"))
-    A *= iw
-    A *= iD
-    A *= 0.5
-    lD = np.log(Dc, out=B("c_lD"))
-    lbin = np.multiply(S, np.log(p, out=B("c_lp")), out=B("c_lb"))
-    lbin += np.multiply(U, np.log(q, out=B("c_lq")), out=B("c_lq"))
-    AM = np.multiply(A, M, out=B("c_AM"))
-    L = np.subtract(sat, lbin, out=B("c_L"))
-    capped = AM > L
-    any_cap = bool(capped.any())
-    np.minimum(AM, L, out=AM)
-    AM += lbin
-    cell = AM
-    cell += np.multiply(A, R0, out=B("c_AR0"))
-    lD *= C
-    lD *= 0.5
-    cell -= lD
-    # ∂ℓ/∂p: binomial (S − Tp)/w; A·R with R = R0 + M: A (2 NN dev) [M part] − A R (2(q − p)/w + Dp)
-    # [through A]; −(C/2) Dp [log D], Dp = s² Kp / D. Capped cells: the M part is ℓ_sat − ℓ_bin.
-    Dp = np.multiply(s2, Kp, out=Kp)
-    Dp *= iD
-    wp = np.subtract(q, p, out=B("c_wp"))
-    fac = np.multiply(wp, iw, out=B("c_in"))
-    fac *= 2.0
-    fac += Dp                                  # −∂ log A/∂p
-    R = np.add(R0, M, out=M)
-    if any_cap:
-        np.copyto(R, R0, where=capped)
-    lp = np.multiply(R, fac, out=fac)
-    lp *= -1.0
-    np.multiply(NN, dev, out=dev)
-    dev *= 2.0
-    if any_cap:
-        dev[capped] = 0.0
-    lp += dev
-    lp *= A
-    T = np.add(S, U, out=B("c_T"))
-    res = np.multiply(T, p, out=dev)
-    np.subtract(S, res, out=res)
-    res *= iw
-    if any_cap:
-        res[capped] = 0.0
-    lp += res
-    np.multiply(C, Dp, out=res)
-    res *= 0.5
-    lp -= res
-    # ∂ℓ/∂(s²) = R / (2 w² D²) − C K / (2 D)
-    ls = np.multiply(R, iw, out=R)
-    ls *= iw
-    ls *= iD
-    ls *= iD
-    ls *= 0.5
-    CK = np.multiply(C, K, out=K)
-    CK *= iD
-    CK *= 0.5
-    ls -= CK
-    gauss = gs > 0
+    c = _CallCells(data, phi, m, ws)
+    cell = c.laplace()
+    lp, ls = c.laplace_slopes()
+    gauss = c.gs > 0
     if gauss.any():
-        with np.errstate(invalid="ignore", divide="ignore"):     # (cells without reads: masked out)
-            # Gaussian cells: n_c ~ N(N̄ p, V), V = N̄ (w + N̄ s²): ℓ = −(C/2) log V − R/(2V)
-            Nb = np.add(Sc, Uc, out=B("c_Nb"))
-            V = np.multiply(Nb, s2, out=B("c_V"))
-            V += w
-            V *= Nb
-            iV = np.divide(1.0, V, out=V)
-            d0 = np.subtract(p, rr, out=B("c_d0"))
-            Rf = np.multiply(d0, d0, out=B("c_Rf"))
-            Rf *= NN
-            Rf += R0
-            RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
-            lG = np.log(iV, out=B("c_lG"))
-            lG *= C
-            lG -= RiV
-            lG *= 0.5
-            np.copyto(cell, lG, where=gauss)
-            # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
-            lpG = np.multiply(Nb, wp, out=B("c_lpG"))
-            lpG *= iV
-            lpG *= RiV - C
-            lpG *= 0.5
-            d0 *= NN
-            d0 *= iV
-            lpG -= d0
-            np.copyto(lp, lpG, where=gauss)
-            # ∂/∂(s²): (N̄²/V)(R/V − C)/2
-            lsG = np.multiply(Nb, Nb, out=lpG)
-            lsG *= iV
-            lsG *= RiV - C
-            lsG *= 0.5
-            np.copyto(ls, lsG, where=gauss)
+        c.gaussian(gauss, cell, lp, ls)
     ll = cell.sum(1)
     Pt = P.transpose(1, 0, 2)
     score = np.matmul(Pt, lp[..., None])[..., 0]
-    score[:, 4] += np.einsum("nk,nk->n", ls, ds2)        # ∂s²/∂(σ²) = g + h σ²
+    score[:, 4] += np.einsum("nk,nk->n", ls, c.ds2)        # ∂s²/∂(σ²) = g + h σ²
     # outside the approximation's domain (β·σ > BETA_SIGMA_MAX) a steep quadratic wall (module docstring)
     bs = phi[:, 0] * np.sqrt(np.maximum(phi[:, 4], 0.0))
     over = np.maximum(bs - BETA_SIGMA_MAX, 0.0)
@@ -552,43 +439,207 @@ def _evaluate_calls(model, h, phi, data, n_total, info, ws=None):
         score[:, 4] -= 2.0 * _WALL * over * d_bs[:, 1]
     if not info:
         return ll, score, None
-    # expected information of a Gaussian model of the per-call counts (a metric for the steps):
-    # I_pp = T/(w + a) + C/2 ((q − p)/(w + a))², I_ps = C/2 (q − p) N̄/(w + a)², I_ss = C/2 (N̄/(w + a))²,
-    # a = N̄ s²
-    Nb = np.add(Sc, Uc, out=B("c_Ng"))
-    wa = np.multiply(Nb, s2, out=B("c_wa"))
-    wa += w
-    iwa = np.divide(1.0, wa, out=wa)
-    x = np.multiply(wp, iwa, out=wp)
-    y = np.multiply(Nb, iwa, out=Nb)
-    Ipp = np.multiply(T, iwa, out=T)
-    tmp = np.multiply(x, x, out=B("c_tmp"))
-    tmp *= C
-    tmp *= 0.5
-    tmp *= gs                                  # (the variance law informs p only in the Gaussian form)
-    Ipp += tmp
-    Ips = np.multiply(x, y, out=x)
-    Ips *= C
-    Ips *= 0.5
-    Iss = np.multiply(y, y, out=y)
-    Iss *= C
-    Iss *= 0.5
-    # F = Σ_k Ipp P Pᵀ + Ips g (P e₄ᵀ + e₄ Pᵀ) + Iss g² e₄ e₄ᵀ
-    A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
-    fisher = np.matmul(A2, A2.transpose(0, 2, 1))
-    Ips *= ds2
-    cross = np.matmul(Pt, Ips[..., None])[..., 0]
-    fisher[:, :, 4] += cross
-    fisher[:, 4, :] += cross
-    Iss *= ds2
-    Iss *= ds2
-    fisher[:, 4, 4] += Iss.sum(1)
+    fisher = c.information(Pt)
     if wall:
         hit = over > 0
         for i, a in ((0, 0), (1, 4)):
             for j, b in ((0, 0), (1, 4)):
                 fisher[hit, a, b] += 2.0 * _WALL * d_bs[hit, i] * d_bs[hit, j]
     return ll, score, fisher
+
+
+class _CallCells:
+    """The cells (qubit × programmed field) of one chunk of the between-call likelihood
+    (:func:`_evaluate_calls`): the packed statistics of :func:`_pack_calls`, the mean ``p = p̄`` and
+    the between-call variance ``s²``, and the steps that turn them into each cell's log-likelihood
+    and its slopes in ``p`` and ``s²``. Every array lives in the workspace's scratch arrays; the
+    steps run in order (:meth:`laplace`, :meth:`laplace_slopes`, :meth:`gaussian`,
+    :meth:`information`), each reusing the arrays of the one before."""
+
+    def __init__(self, data: np.ndarray, phi: np.ndarray, m: np.ndarray, ws: dict) -> None:
+        shape = m.shape
+        self.B = lambda name: _buf(ws, name, shape)
+        B = self.B
+        (self.S, self.U, self.C, self.NN, self.rr, self.R0, g, self.Sc, self.Uc, self.sat, self.gs,
+         hh) = (data[:, i] for i in range(12))
+        # s² = Var_δ p(b + δ) = g σ² + ½ h σ⁴ (to fourth order), and its slope in σ²: g + h σ²
+        v = phi[:, 4:5]
+        ds2 = np.multiply(hh, v, out=B("c_ds2"))
+        s2 = np.multiply(ds2, 0.5 * v, out=B("c_s2"))
+        s2 += np.multiply(g, v, out=B("c_gv"))
+        ds2 += g
+        self.s2, self.ds2 = s2, ds2
+        p = np.clip(m, 2 * _PCLIP - 1, 1 - 2 * _PCLIP, out=B("c_p"))
+        q = np.subtract(1.0, p, out=B("c_q"))
+        q *= 0.5
+        p += 1.0
+        p *= 0.5
+        self.p, self.q = p, q
+
+    def laplace(self) -> np.ndarray:
+        """Each cell's log-likelihood in the Laplace form:
+        ``S log p + U log q + A R0 + min(A Σ N² (p − r)², ℓ_sat − ℓ_bin) − (C/2) log D``."""
+        B, p, q, s2 = self.B, self.p, self.q, self.s2
+        ip = np.divide(1.0, p, out=B("c_ip"))
+        iq = np.divide(1.0, q, out=B("c_iq"))
+        t1 = np.multiply(self.Sc, ip, out=B("c_t1"))
+        t1 *= ip                                   # Sc/p²
+        t2 = np.multiply(self.Uc, iq, out=B("c_t2"))
+        t2 *= iq                                   # Uc/q²
+        self.K = np.add(t1, t2, out=B("c_K"))
+        Kp = np.multiply(t2, iq, out=t2)
+        Kp -= np.multiply(t1, ip, out=t1)
+        Kp *= 2.0                                  # ∂K/∂p
+        self.Kp = Kp
+        Dc = np.multiply(s2, self.K, out=B("c_D"))
+        Dc += 1.0
+        self.iD = np.divide(1.0, Dc, out=B("c_iD"))
+        self.dev = np.subtract(p, self.rr, out=B("c_dev"))
+        M = np.multiply(self.dev, self.dev, out=B("c_M"))
+        M *= self.NN
+        self.M = M
+        self.w = np.multiply(p, q, out=B("c_w"))
+        iw = np.divide(1.0, self.w, out=B("c_iw"))
+        A = np.multiply(s2, iw, out=B("c_A"))
+        A *= iw
+        A *= self.iD
+        A *= 0.5
+        self.iw, self.A = iw, A
+        lD = np.log(Dc, out=B("c_lD"))
+        lbin = np.multiply(self.S, np.log(p, out=B("c_lp")), out=B("c_lb"))
+        lbin += np.multiply(self.U, np.log(q, out=B("c_lq")), out=B("c_lq"))
+        AM = np.multiply(A, M, out=B("c_AM"))
+        L = np.subtract(self.sat, lbin, out=B("c_L"))
+        self.capped = AM > L
+        self.any_cap = bool(self.capped.any())
+        np.minimum(AM, L, out=AM)
+        AM += lbin
+        cell = AM
+        cell += np.multiply(A, self.R0, out=B("c_AR0"))
+        lD *= self.C
+        lD *= 0.5
+        cell -= lD
+        return cell
+
+    def laplace_slopes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(∂ℓ/∂p, ∂ℓ/∂(s²))`` of every cell in the Laplace form (after :meth:`laplace`).
+
+        ∂ℓ/∂p: binomial ``(S − Tp)/w``; ``A·R`` with ``R = R0 + M``: ``A (2 NN dev)`` [M part]
+        ``− A R (2(q − p)/w + Dp)`` [through A]; ``−(C/2) Dp`` [log D], ``Dp = s² Kp / D``. Capped
+        cells: the M part is ``ℓ_sat − ℓ_bin``. ∂ℓ/∂(s²) ``= R / (2 w² D²) − C K / (2 D)``.
+        """
+        B, p, q, A, iw, iD, C = self.B, self.p, self.q, self.A, self.iw, self.iD, self.C
+        capped, any_cap = self.capped, self.any_cap
+        Dp = np.multiply(self.s2, self.Kp, out=self.Kp)
+        Dp *= iD
+        self.wp = wp = np.subtract(q, p, out=B("c_wp"))
+        fac = np.multiply(wp, iw, out=B("c_in"))
+        fac *= 2.0
+        fac += Dp                                  # −∂ log A/∂p
+        R = np.add(self.R0, self.M, out=self.M)
+        if any_cap:
+            np.copyto(R, self.R0, where=capped)
+        lp = np.multiply(R, fac, out=fac)
+        lp *= -1.0
+        dev = self.dev
+        np.multiply(self.NN, dev, out=dev)
+        dev *= 2.0
+        if any_cap:
+            dev[capped] = 0.0
+        lp += dev
+        lp *= A
+        self.T = T = np.add(self.S, self.U, out=B("c_T"))
+        res = np.multiply(T, p, out=dev)
+        np.subtract(self.S, res, out=res)
+        res *= iw
+        if any_cap:
+            res[capped] = 0.0
+        lp += res
+        np.multiply(C, Dp, out=res)
+        res *= 0.5
+        lp -= res
+        ls = np.multiply(R, iw, out=R)
+        ls *= iw
+        ls *= iD
+        ls *= iD
+        ls *= 0.5
+        CK = np.multiply(C, self.K, out=self.K)
+        CK *= iD
+        CK *= 0.5
+        ls -= CK
+        return lp, ls
+
+    def gaussian(self, gauss: np.ndarray, cell: np.ndarray, lp: np.ndarray, ls: np.ndarray) -> None:
+        """The cells marked Gaussian (``gauss``): ``n_c ~ N(N̄ p, V)``, ``V = N̄ (w + N̄ s²)``,
+        ``ℓ = −(C/2) log V − R/(2V)``, with its slopes, written over ``cell``, ``lp``, ``ls`` there."""
+        B, p, C, NN = self.B, self.p, self.C, self.NN
+        with np.errstate(invalid="ignore", divide="ignore"):     # (cells without reads: masked out)
+            Nb = np.add(self.Sc, self.Uc, out=B("c_Nb"))
+            V = np.multiply(Nb, self.s2, out=B("c_V"))
+            V += self.w
+            V *= Nb
+            iV = np.divide(1.0, V, out=V)
+            d0 = np.subtract(p, self.rr, out=B("c_d0"))
+            Rf = np.multiply(d0, d0, out=B("c_Rf"))
+            Rf *= NN
+            Rf += self.R0
+            RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
+            lG = np.log(iV, out=B("c_lG"))
+            lG *= C
+            lG -= RiV
+            lG *= 0.5
+            np.copyto(cell, lG, where=gauss)
+            # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
+            lpG = np.multiply(Nb, self.wp, out=B("c_lpG"))
+            lpG *= iV
+            lpG *= RiV - C
+            lpG *= 0.5
+            d0 *= NN
+            d0 *= iV
+            lpG -= d0
+            np.copyto(lp, lpG, where=gauss)
+            # ∂/∂(s²): (N̄²/V)(R/V − C)/2
+            lsG = np.multiply(Nb, Nb, out=lpG)
+            lsG *= iV
+            lsG *= RiV - C
+            lsG *= 0.5
+            np.copyto(ls, lsG, where=gauss)
+
+    def information(self, Pt: np.ndarray) -> np.ndarray:
+        """The expected information in φ of a Gaussian model of the per-call counts (a metric for the
+        optimizer's steps), from ``Pt = ∂p̄/∂φ`` ``(n, 5, k)``:
+        ``I_pp = T/(w + a) + C/2 ((q − p)/(w + a))²``, ``I_ps = C/2 (q − p) N̄/(w + a)²``,
+        ``I_ss = C/2 (N̄/(w + a))²``, ``a = N̄ s²``; ``F = Σ_k I_pp P Pᵀ + I_ps g (P e₄ᵀ + e₄ Pᵀ)
+        + I_ss g² e₄ e₄ᵀ`` with ``g = ∂s²/∂(σ²)``. Consumes the arrays of the steps before."""
+        B, C, ds2 = self.B, self.C, self.ds2
+        Nb = np.add(self.Sc, self.Uc, out=B("c_Ng"))
+        wa = np.multiply(Nb, self.s2, out=B("c_wa"))
+        wa += self.w
+        iwa = np.divide(1.0, wa, out=wa)
+        x = np.multiply(self.wp, iwa, out=self.wp)
+        y = np.multiply(Nb, iwa, out=Nb)
+        Ipp = np.multiply(self.T, iwa, out=self.T)
+        tmp = np.multiply(x, x, out=B("c_tmp"))
+        tmp *= C
+        tmp *= 0.5
+        tmp *= self.gs                             # (the variance law informs p only in the Gaussian form)
+        Ipp += tmp
+        Ips = np.multiply(x, y, out=x)
+        Ips *= C
+        Ips *= 0.5
+        Iss = np.multiply(y, y, out=y)
+        Iss *= C
+        Iss *= 0.5
+        A2 = Pt * np.sqrt(Ipp, out=Ipp)[:, None, :]
+        fisher = np.matmul(A2, A2.transpose(0, 2, 1))
+        Ips *= ds2
+        cross = np.matmul(Pt, Ips[..., None])[..., 0]
+        fisher[:, :, 4] += cross
+        fisher[:, 4, :] += cross
+        Iss *= ds2
+        Iss *= ds2
+        fisher[:, 4, 4] += Iss.sum(1)
+        return fisher
 
 
 def _qasa_calls_theta(h, theta, jac):
@@ -669,6 +720,49 @@ def maximize(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_total: np.
     return model.from_internal(phi), ll, conv, iters
 
 
+def _lm_step(F: np.ndarray, g: np.ndarray, held: np.ndarray, lam: np.ndarray,
+             eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Levenberg–Marquardt step per row: ``(F + λ diag F) δ = g`` over the free parameters (held
+    ones move by 0). Returns ``(step, sd, predicted)``: the step, ``√diag F`` (the inverse conditional
+    standard errors) and the gain the quadratic model predicts for the step."""
+    free = ~held
+    d = np.einsum("npp->np", F)
+    A = F * (free[:, :, None] & free[:, None, :]) \
+        + eye * (lam[:, None] * np.where(free, d, 0.0) + np.where(free, 1e-12 * (1 + d), 1.0))[:, None, :]
+    rhs = np.where(free, g, 0.0)
+    try:
+        step = np.linalg.solve(A, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        step = np.stack([np.linalg.lstsq(a, r, rcond=None)[0] for a, r in zip(A, rhs)])
+    sd = np.sqrt(np.maximum(d, 0.0))
+    # a nearly undamped step that would change nothing: converged without evaluating it
+    predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+    return step, sd, predicted
+
+
+def _quadratic_maximum(theta, ll, score, idx, small, th, g, F, held, step, predicted, lo, hi, scale) -> np.ndarray:
+    """Which of the rows ``idx`` (those ``small`` already predicted to gain little) may stop on the
+    quadratic model's maximum (``predict > 0`` of :func:`_maximize_phi`): the point after the step,
+    inside the bounds, with every ``held`` (not fixed) parameter still held by the linearized score
+    ``g − F·δ`` and the step short. Those rows of ``theta``, ``ll`` and ``score`` take the model's
+    maximum, in place."""
+    # the model's maximum must be inside the bounds, and a parameter held on its bound must
+    # still be held there by the linearized score (else the active set changes: evaluate)
+    g_new = g - np.einsum("npq,nq->np", F, step)
+    release = held & (((th <= lo) & (g_new > 0)) | ((th >= hi) & (g_new < 0)))
+    inside = ((th + step >= lo) & (th + step <= hi)).all(1) & ~release.any(1)
+    # ... and the step short (the quadratic model is trusted near the point only: a nearly
+    # flat direction, e.g. b when β → 0, gives a huge step with a tiny predicted gain)
+    short = (np.abs(step) <= _TRUST * (np.abs(th) + scale)).all(1)
+    ok = small & inside & short
+    if ok.any():
+        rows = idx[ok]
+        theta[rows] = th[ok] + step[ok]
+        ll[rows] += np.maximum(predicted[ok], 0.0)
+        score[rows] = g_new[ok]
+    return ok
+
+
 def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-8, step_tol=3e-3,
                   fixed=None, n_starts=1, merge_tol=0.5, predict=0.0, floor=None):
     """The projected Levenberg–Marquardt iteration on an (internal) model's own parameters.
@@ -714,43 +808,21 @@ def _maximize_phi(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1
         th, g, F = theta[idx], score[idx], info[idx]
         # hold parameters at a bound whose score points outward, and fixed ones
         held = ((th <= lo) & (g < 0)) | ((th >= hi) & (g > 0)) | fixed[idx]
-        free = ~held
-        d = np.einsum("npp->np", F)
-        A = F * (free[:, :, None] & free[:, None, :]) \
-            + eye * (lam[idx, None] * np.where(free, d, 0.0) + np.where(free, 1e-12 * (1 + d), 1.0))[:, None, :]
-        rhs = np.where(free, g, 0.0)
-        try:
-            step = np.linalg.solve(A, rhs[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(a, r, rcond=None)[0] for a, r in zip(A, rhs)])
-        sd = np.sqrt(np.maximum(d, 0.0))
-        # a nearly undamped step that would change nothing: converged without evaluating it
-        predicted = np.einsum("np,np->n", rhs, step) - 0.5 * np.einsum("np,npq,nq->n", step, F, step)
+        step, sd, predicted = _lm_step(F, g, held, lam[idx], eye)
         if floor is not None:
             below = (ll[idx] + 4.0 * np.maximum(predicted, 0.0) < floor[idx]) & (lam[idx] <= 1e-2)
             if below.any():
                 converged[idx[below]] = True
                 active[idx[below]] = False
                 keep = ~below
-                idx, th, g, F, held, step, sd, predicted, rhs = (idx[keep], th[keep], g[keep], F[keep], held[keep],
-                                                                  step[keep], sd[keep], predicted[keep], rhs[keep])
+                idx, th, g, F, held, step, sd, predicted = (idx[keep], th[keep], g[keep], F[keep], held[keep],
+                                                             step[keep], sd[keep], predicted[keep])
                 if idx.size == 0:
                     break
         if predict > 0:
-            # the model's maximum must be inside the bounds, and a parameter held on its bound must
-            # still be held there by the linearized score (else the active set changes: evaluate)
-            g_new = g - np.einsum("npq,nq->np", F, step)
-            release = held & ~fixed[idx] & (((th <= lo) & (g_new > 0)) | ((th >= hi) & (g_new < 0)))
-            inside = ((th + step >= lo) & (th + step <= hi)).all(1) & ~release.any(1)
-            # ... and the step short (the quadratic model is trusted near the point only: a nearly
-            # flat direction, e.g. b when β → 0, gives a huge step with a tiny predicted gain)
-            short = (np.abs(step) <= _TRUST * (np.abs(th) + scale)).all(1)
-            small = (lam[idx] <= 1e-2) & (predicted < predict) & inside & short
-            if small.any():
-                rows = idx[small]
-                theta[rows] = th[small] + step[small]
-                ll[rows] += np.maximum(predicted[small], 0.0)
-                score[rows] = g_new[small]
+            small = (lam[idx] <= 1e-2) & (predicted < predict)
+            small &= _quadratic_maximum(theta, ll, score, idx, small, th, g, F, held & ~fixed[idx], step, predicted,
+                                        lo, hi, scale)
         else:       # (a step that would reach a bound is taken: the estimate lands on the bound)
             small = (lam[idx] <= 1e-2) & ((predicted < tol) | ((np.abs(step) * sd).max(1) < step_tol)) \
                 & ((th + step > lo) & (th + step < hi) | (step == 0)).all(1)
@@ -836,7 +908,7 @@ def _multistart(model: Model, h, n_down, n_total, phi0, *, max_iter=200, tol=1e-
                                                max_iter=max_iter, tol=_COARSE_TOL, step_tol=_COARSE_STEP_TOL,
                                                n_starts=S, merge_tol=_COARSE_MERGE)
         llc = np.where(np.isfinite(llc), llc, -np.inf)
-        if model.params[0] == "beta":     # a coarse fit that ran off to a step: β beyond the grid's resolution
+        if model.inverse_temperature:     # a coarse fit that ran off to a step: β beyond the grid's resolution
             llc[phc[:, 0] * np.diff(h[cols]).max() > _COARSE_MAX_BETA_STEP] = -np.inf
         row = np.arange(S * m) % m
         best_at = llc.reshape(S, m).argmax(0) * m + np.arange(m)
@@ -997,19 +1069,227 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
         log-likelihood (NaN elsewhere).
     """
     model = get_model(model)
+    search = _ProfileSearch(model, h, n_down, n_total, theta, ll, level, cov, information)
+    for _ in range(max_steps):
+        idx = search.rows[search.active]
+        if idx.size == 0:
+            break
+        ph, lp, grad = search.maximize_at(idx)
+        D, r, t = search.record(idx, ph, lp)
+        still, newton = search.finish(idx, ph, D, r, t, grad)
+        if still.any():
+            search.next_points(idx[still], newton[still], r[still], t[still])
+    search.unfinished()
+    return search.result()
+
+
+class _ProfileSearch:
+    """The search for the ends of every profile interval at once (:func:`profile_intervals`): one
+    search per (row, parameter, side), ``R = 2·n·k`` of them, all advanced by one batched constrained
+    maximization per step. Per search: the row ``Q``, parameter ``J`` and side ``S`` (±1); the
+    estimate ``start`` (φ) and the bound on that side; the bracket — the last point inside the
+    cut-off ``(t_in, r_in)`` and the one before it ``(t_prev, r_prev)``, the first point beyond it
+    ``(t_out, r_out)``, the bracket's width before the last step ``w_prev`` — on the signed root
+    ``r = √(2(ℓ̂ − ℓ_p))``; the warm starts (``warm`` at ``t_last``, ``warm_in`` at the last point
+    inside); the next trial point ``t_next``; the end once found (``ends``). Per row, the best profile
+    point that beat the fit (``best_ll``, ``best_phi``: the escape step)."""
+
+    def __init__(self, model: Model, h, n_down, n_total, theta, ll, level, cov, information) -> None:
+        pm = self.pm = model.internal
+        self.model, self.h, self.n_down, self.n_total, self.ll = model, h, n_down, n_total, ll
+        # inner fits of the between-call model: at most _PROFILE_CALLS_ITER iterations (a point whose inner
+        # fit has not converged by then keeps its lower bound on ℓ_p: conservative)
+        between = getattr(pm._fn, "between_calls", False)
+        self.inner_iter = _PROFILE_CALLS_ITER if between else 200
+        # ... and their ends to _PROFILE_CALLS_R_TOL on the signed root (each evaluation costs ~3×)
+        self.r_tol = _PROFILE_CALLS_R_TOL if between else _PROFILE_R_TOL
+        theta = np.asarray(theta, float)
+        n, k = self.n, self.k = theta.shape
+        phi = model.to_internal(theta)
+        self.c = c = float(stats.chi2.ppf(level, 1))
+        self.z = z = np.sqrt(c)
+        self.lo_b, self.hi_b = lo_b, hi_b = np.array(pm.lower), np.array(pm.upper)
+        self.se, self.slope = _profile_metric(model, h, n_down, n_total, theta, phi, cov, information)
+        # a parameter on its bound at the estimate stays there to first order (the bound is active)
+        self.on_bound_hat = (phi <= lo_b) | (phi >= hi_b)
+        self.slope[np.broadcast_to(self.on_bound_hat[:, :, None], self.slope.shape)] = 0.0
+        self.slope[:, np.arange(k), np.arange(k)] = 1.0
+        Q = self.Q = np.repeat(np.arange(n), 2 * k)
+        J = self.J = np.tile(np.repeat(np.arange(k), 2), n)
+        S = self.S = np.tile([-1.0, 1.0], n * k)
+        R = len(Q)
+        start = self.start = phi[Q, J]
+        self.bound = np.where(S < 0, lo_b[J], hi_b[J])
+        self.ends = np.full(R, np.nan)
+        on_bound = S * (start - self.bound) >= 0
+        self.ends[on_bound] = self.bound[on_bound]
+        self.t_in, self.r_in = start.copy(), np.zeros(R)
+        self.t_prev, self.r_prev = start.copy(), np.zeros(R)
+        self.t_out, self.r_out = np.full(R, np.nan), np.full(R, np.nan)
+        self.t_last = start.copy()
+        self.w_prev = np.full(R, np.nan)              # bracket width before the last step (bisection rule)
+        self.warm = phi[Q].copy()
+        self.warm_in = phi[Q].copy()
+        self.t_next = np.clip(start + S * z * self.se[Q, J], lo_b[J], hi_b[J])
+        self.best_ll = np.where(np.isfinite(ll), ll, -np.inf).astype(float)
+        self.best_phi = np.full((n, k), np.nan)
+        self.active = ~on_bound & np.isfinite(ll[Q])
+        self.rows = np.arange(R)
+
+    def _inner(self, q, start, fixed):
+        """The constrained maximization of the rows ``q`` from ``start`` (profile tolerances)."""
+        ph, lp, _, _, grad, _ = _maximize_phi(self.pm, self.h, self.n_down[q], self.n_total[q], start, fixed=fixed,
+                                              tol=_PROFILE_TOL, step_tol=_PROFILE_STEP_TOL,
+                                              predict=_PROFILE_PREDICT_TOL,
+                                              floor=self.ll[q] - _PROFILE_FLOOR * self.c, max_iter=self.inner_iter)
+        return ph, lp, grad
+
+    def maximize_at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(φ, ℓ_p, score)`` at the trial points ``t_next`` of the searches ``idx``: the other
+        parameters maximized from the warm start moved to first order (and, for a point far beyond
+        the cut-off after a long move, from the last point inside, unmoved, keeping the better)."""
+        q, j = self.Q[idx], self.J[idx]
+        t_next, t_last = self.t_next[idx], self.t_last[idx]
+        cand = self.warm[idx] + self.slope[q, :, j] * (t_next - t_last)[:, None]
+        cand[np.arange(idx.size), j] = t_next
+        cand = np.clip(cand, self.lo_b, self.hi_b)
+        fixed = np.zeros((idx.size, self.k), bool)
+        fixed[np.arange(idx.size), j] = True
+        ph, lp, grad = self._inner(q, cand, fixed)
+        lp = np.where(np.isfinite(lp), lp, -np.inf)
+        # far beyond the cut-off after a long move (beyond 1.5 Wald steps): the warm start, moved to
+        # first order over that distance, may have led the inner fit astray (a β profile levelling off
+        # at r = 1.3 read r = 890 at one point); the point is maximized again from the last point
+        # inside, unmoved, and the better maximum kept
+        far = np.flatnonzero((2.0 * (self.ll[q] - lp) > _PROFILE_RECHECK * self.c)
+                             & (np.abs(t_next - t_last) > 1.5 * self.z * self.se[q, j]))
+        if far.size:
+            again = self.warm_in[idx[far]].copy()
+            again[np.arange(far.size), j[far]] = t_next[far]
+            ph2, lp2, grad2 = self._inner(q[far], np.clip(again, self.lo_b, self.hi_b), fixed[far])
+            better = np.isfinite(lp2) & (lp2 > lp[far])
+            sel = far[better]
+            ph[sel], lp[sel], grad[sel] = ph2[better], lp2[better], grad2[better]
+        return ph, lp, grad
+
+    def record(self, idx, ph, lp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keep the points of ``idx`` as warm starts (and any better than the fit); returns
+        ``(D, r, t)``: ``2(ℓ̂ − ℓ_p)``, its signed root and the points."""
+        q = self.Q[idx]
+        self.warm[idx], self.t_last[idx] = ph, self.t_next[idx]
+        # a profile point better than the fit: remember the best per row
+        for i in np.flatnonzero(lp > self.best_ll[q] + 1e-3):
+            if lp[i] > self.best_ll[q[i]]:
+                self.best_ll[q[i]], self.best_phi[q[i]] = lp[i], ph[i]
+        D = np.maximum(2.0 * (self.ll[q] - lp), 0.0)
+        r = np.sqrt(D)
+        t = self.t_next[idx]
+        # a point beyond the cut-off is no warm start for the next one, which lies nearer the
+        # estimate (its inner fit may have run far along a flat direction, e.g. b as β → 0): the next
+        # point starts from the last point inside (at first the estimate), moved to first order
+        inside = D < self.c
+        ins, out = idx[inside], idx[D >= self.c]
+        self.warm_in[ins] = ph[inside]
+        self.warm[out], self.t_last[out] = self.warm_in[out], self.t_in[out]
+        return D, r, t
+
+    def finish(self, idx, ph, D, r, t, grad) -> tuple[np.ndarray, np.ndarray]:
+        """Settle the searches of ``idx`` whose point is the end (on the cut-off within ``r_tol``, the
+        bound inside it, or the quadratic model's end), and update the others' brackets. Returns
+        ``(still, newton)``: which of ``idx`` are still open, and the Newton step of every point
+        (envelope theorem: dℓ_p/dt is the score of the profiled parameter at the constrained optimum)."""
+        q, j, z, start = self.Q[idx], self.J[idx], self.z, self.start[idx]
+        g_j = grad[np.arange(idx.size), j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            newton = t - (z - r) * r / g_j
+        inside = D < self.c
+        hit = np.abs(r - z) < self.r_tol
+        at_b = t == self.bound[idx]
+        near, t_near = _quadratic_end(t - start, r, g_j, self.S[idx], z, self.lo_b[j] - start, self.hi_b[j] - start,
+                                      self.r_tol)
+        # the quadratic model needs a smooth profile between the estimate and t: no parameter may
+        # have left (or reached) its bound on the way
+        on_b = (ph <= self.lo_b) | (ph >= self.hi_b)
+        near &= ~hit & ~at_b & ((on_b == self.on_bound_hat[q]) | (np.arange(self.k) == j[:, None])).all(1)
+        finish = hit | (inside & at_b) | near
+        self.ends[idx[finish]] = np.where(hit[finish], t[finish],
+                                          np.where(near[finish], start[finish] + t_near[finish], self.bound[idx[finish]]))
+        # bracket update
+        ii, oo = idx[inside & ~finish], idx[~inside & ~finish]
+        self.t_prev[ii], self.r_prev[ii] = self.t_in[ii], self.r_in[ii]
+        self.t_in[ii], self.r_in[ii] = t[inside & ~finish], r[inside & ~finish]
+        self.t_out[oo], self.r_out[oo] = t[~inside & ~finish], r[~inside & ~finish]
+        self.active[idx[finish]] = False
+        return ~finish, newton
+
+    def next_points(self, still, nw, r, t) -> None:
+        """The next trial point of the open searches ``still`` (``nw``, ``r``, ``t``: their Newton
+        step, signed root and point): inside a bracket, Newton when its step points the right way,
+        else the secant on ``r − z`` (kept 1 % inside the bracket; bisection — on a log scale over
+        orders of magnitude of a parameter bounded below by 0 — when the last step left more than half
+        of a bracket whose outer point has r > 2√c); before the cut-off is crossed, Newton or the
+        secant through the last two points inside, moved out by 1.01–4 times the distance so far."""
+        z, S, start, J = self.z, self.S[still], self.start[still], self.J[still]
+        nw_ok = np.isfinite(nw) & (S * (nw - t) * np.sign(z - r) > 0)
+        ti, ri, to, ro = self.t_in[still], self.r_in[still], self.t_out[still], self.r_out[still]
+        bracketed = np.isfinite(to)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = to - ti                                   # signed bracket width
+            sec = ti + (z - ri) * w / (ro - ri)           # secant on the signed root r(t) − z
+            a, b = ti + 0.01 * w, to - 0.01 * w           # stay inside the bracket
+            sec = np.where(nw_ok, nw, sec)                # Newton when its step points the right way
+            sec = np.where(np.isfinite(sec), np.clip(sec, np.minimum(a, b), np.maximum(a, b)), ti + 0.5 * w)
+            # ... but bisection when the last step left more than half the bracket and its outer point
+            # is far beyond the cut-off (r > 2√c: a root far from linear in t, e.g. an η profile flat to
+            # 0.55 and steep beyond crept by 1 % steps)
+            slow = (np.abs(w) > 0.5 * np.abs(self.w_prev[still])) & (ro > 2.0 * z)
+            # (a bracket over orders of magnitude of a parameter bounded below by 0 is bisected on a
+            # log scale: from a runaway β̂ ≈ 1e31 down to 20 halving would take 100 steps)
+            s_j = np.asarray(self.pm.scale)[J]
+            lo_v, hi_v = np.maximum(np.minimum(ti, to), s_j), np.maximum(np.maximum(ti, to), s_j)
+            wide = (self.lo_b[J] == 0.0) & (hi_v > 100.0 * lo_v)
+            sec = np.where(slow, np.where(wide, np.sqrt(lo_v * hi_v), ti + 0.5 * w), sec)
+            self.w_prev[still] = np.where(bracketed, w, np.nan)
+            d_in = ti - start
+            ext = ti + (z - ri) * (ti - self.t_prev[still]) / (ri - self.r_prev[still])
+            ext = np.where(np.isfinite(ext) & (ri > self.r_prev[still]), ext, ti + 4.0 * d_in)
+            ext = np.where(nw_ok, nw, ext)
+            ext = start + S * np.clip(S * (ext - start), 1.01 * np.abs(d_in), 4.0 * np.abs(d_in))
+        self.t_next[still] = np.where(bracketed, sec, np.clip(ext, self.lo_b[J], self.hi_b[J]))
+
+    def unfinished(self) -> None:
+        """Searches that ran out of steps: bracketed → interpolate on r (or, when the outer point is far
+        beyond the cut-off, r > 2√c, and r is far from linear across the bracket, take that outer
+        point: the interval is then conservative, not short); never crossed → unbounded (±inf)."""
+        left = self.rows[self.active]
+        if left.size:
+            t_in, r_in, t_out, r_out = self.t_in[left], self.r_in[left], self.t_out[left], self.r_out[left]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                interp = t_in + (self.z - r_in) * (t_out - t_in) / (r_out - r_in)
+            interp = np.where(r_out > 2.0 * self.z, t_out, interp)
+            self.ends[left] = np.where(np.isfinite(t_out) & np.isfinite(interp), interp, self.S[left] * np.inf)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(lower, upper, better_theta, better_ll)`` in θ (see :func:`profile_intervals`)."""
+        model, n, k = self.model, self.n, self.k
+        ends = self.ends.reshape(n, k, 2)
+        lower = model.from_internal(ends[..., 0])
+        upper = model.from_internal(ends[..., 1])
+        ev = model.even_mask
+        upper[:, ev] = np.where(np.isinf(ends[..., 1][:, ev]), np.inf, upper[:, ev])
+        better = np.isfinite(self.best_phi).all(1)
+        better_theta = np.full((n, k), np.nan)
+        better_theta[better] = model.from_internal(self.best_phi[better])
+        return lower, upper, better_theta, np.where(better, self.best_ll, np.nan)
+
+
+def _profile_metric(model: Model, h, n_down, n_total, theta, phi, cov, information) -> tuple[np.ndarray, np.ndarray]:
+    """The Wald scale of the profiles in φ: ``(se, slope)``, the standard error of each φ_j (its first
+    trial step is ``√c·se``) and ``slope[:, :, j] = ∂φ/∂φ_j``, how the other parameters move with
+    φ_j to first order (their regression on it). From the observed information mapped to φ where
+    ``cov`` is finite, else the expected information in φ (``information``, evaluated where missing)."""
     pm = model.internal
-    # inner fits of the between-call model: at most _PROFILE_CALLS_ITER iterations (a point whose inner
-    # fit has not converged by then keeps its lower bound on ℓ_p: conservative)
-    between = getattr(pm._fn, "between_calls", False)
-    inner_iter = _PROFILE_CALLS_ITER if between else 200
-    # ... and their ends to _PROFILE_CALLS_R_TOL on the signed root (each evaluation costs ~3×)
-    r_tol = _PROFILE_CALLS_R_TOL if between else _PROFILE_R_TOL
-    theta = np.asarray(theta, float)
     n, k = theta.shape
-    phi = model.to_internal(theta)
-    c = float(stats.chi2.ppf(level, 1))
-    z = np.sqrt(c)
-    lo_b, hi_b = np.array(pm.lower), np.array(pm.upper)
     F = np.full((n, k, k), np.nan) if information is None else np.array(information, dtype=float)
     need = ~np.isfinite(F).all((1, 2))
     if need.any():
@@ -1026,147 +1306,7 @@ def profile_intervals(model: Model | str, h: np.ndarray, n_down: np.ndarray, n_t
     # how the other parameters move with the profiled one, to the first order
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = np.nan_to_num(sigma / np.einsum("npp->np", sigma)[:, None, :])   # [:, :, j]: ∂φ/∂φ_j
-    # a parameter on its bound at the estimate stays there to first order (the bound is active)
-    on_bound_hat = (phi <= lo_b) | (phi >= hi_b)
-    slope[np.broadcast_to(on_bound_hat[:, :, None], slope.shape)] = 0.0
-    slope[:, np.arange(k), np.arange(k)] = 1.0
-
-    Q = np.repeat(np.arange(n), 2 * k)
-    J = np.tile(np.repeat(np.arange(k), 2), n)
-    S = np.tile([-1.0, 1.0], n * k)
-    R = len(Q)
-    start = phi[Q, J]
-    bound = np.where(S < 0, lo_b[J], hi_b[J])
-    ends = np.full(R, np.nan)
-    on_bound = S * (start - bound) >= 0
-    ends[on_bound] = bound[on_bound]
-    t_in, r_in = start.copy(), np.zeros(R)
-    t_prev, r_prev = start.copy(), np.zeros(R)
-    t_out, r_out = np.full(R, np.nan), np.full(R, np.nan)
-    t_last = start.copy()
-    w_prev = np.full(R, np.nan)              # bracket width before the last step (bisection rule)
-    warm = phi[Q].copy()
-    warm_in = phi[Q].copy()
-    t_next = np.clip(start + S * z * se[Q, J], lo_b[J], hi_b[J])
-    best_ll = np.where(np.isfinite(ll), ll, -np.inf).astype(float)
-    best_phi = np.full((n, k), np.nan)
-    active = ~on_bound & np.isfinite(ll[Q])
-    rows = np.arange(R)
-    for _ in range(max_steps):
-        idx = rows[active]
-        if idx.size == 0:
-            break
-        q, j = Q[idx], J[idx]
-        cand = warm[idx] + slope[q, :, j] * (t_next[idx] - t_last[idx])[:, None]
-        cand[np.arange(idx.size), j] = t_next[idx]
-        cand = np.clip(cand, lo_b, hi_b)
-        fixed = np.zeros((idx.size, k), bool)
-        fixed[np.arange(idx.size), j] = True
-        ph, lp, _, _, grad, _ = _maximize_phi(pm, h, n_down[q], n_total[q], cand, fixed=fixed, tol=_PROFILE_TOL,
-                                           step_tol=_PROFILE_STEP_TOL, predict=_PROFILE_PREDICT_TOL,
-                                           floor=ll[q] - _PROFILE_FLOOR * c, max_iter=inner_iter)
-        lp = np.where(np.isfinite(lp), lp, -np.inf)
-        # far beyond the cut-off after a long move (beyond 1.5 Wald steps): the warm start, moved to
-        # first order over that distance, may have led the inner fit astray (a β profile levelling off
-        # at r = 1.3 read r = 890 at one point); the point is maximized again from the last point
-        # inside, unmoved, and the better maximum kept
-        far = np.flatnonzero((2.0 * (ll[q] - lp) > _PROFILE_RECHECK * c)
-                             & (np.abs(t_next[idx] - t_last[idx]) > 1.5 * z * se[q, j]))
-        if far.size:
-            again = warm_in[idx[far]].copy()
-            again[np.arange(far.size), j[far]] = t_next[idx[far]]
-            ph2, lp2, _, _, grad2, _ = _maximize_phi(pm, h, n_down[q[far]], n_total[q[far]], np.clip(again, lo_b, hi_b),
-                                                     fixed=fixed[far], tol=_PROFILE_TOL, step_tol=_PROFILE_STEP_TOL,
-                                                     predict=_PROFILE_PREDICT_TOL, floor=ll[q[far]] - _PROFILE_FLOOR * c,
-                                                     max_iter=inner_iter)
-            better = np.isfinite(lp2) & (lp2 > lp[far])
-            sel = far[better]
-            ph[sel], lp[sel], grad[sel] = ph2[better], lp2[better], grad2[better]
-        warm[idx], t_last[idx] = ph, t_next[idx]
-        # a profile point better than the fit: remember the best per row
-        for i in np.flatnonzero(lp > best_ll[q] + 1e-3):
-            if lp[i] > best_ll[q[i]]:
-                best_ll[q[i]], best_phi[q[i]] = lp[i], ph[i]
-        D = np.maximum(2.0 * (ll[q] - lp), 0.0)
-        r = np.sqrt(D)
-        t = t_next[idx]
-        # a point beyond the cut-off is no warm start for the next one, which lies nearer the
-        # estimate (its inner fit may have run far along a flat direction, e.g. b as β → 0): the next
-        # point starts from the last point inside (at first the estimate), moved to first order
-        ins, out = idx[D < c], idx[D >= c]
-        warm_in[ins] = ph[D < c]
-        warm[out], t_last[out] = warm_in[out], t_in[out]
-        # envelope theorem: dℓ_p/dt is the score of the profiled parameter at the constrained optimum
-        with np.errstate(invalid="ignore", divide="ignore"):
-            newton = t - (z - r) * r / grad[np.arange(idx.size), j]
-        inside = D < c
-        hit = np.abs(r - z) < r_tol
-        at_b = t == bound[idx]
-        near, t_near = _quadratic_end(t - start[idx], r, grad[np.arange(idx.size), j], S[idx], z,
-                                      lo_b[j] - start[idx], hi_b[j] - start[idx], r_tol)
-        # the quadratic model needs a smooth profile between the estimate and t: no parameter may
-        # have left (or reached) its bound on the way
-        on_b = (ph <= lo_b) | (ph >= hi_b)
-        near &= ~hit & ~at_b & ((on_b == on_bound_hat[q]) | (np.arange(k) == j[:, None])).all(1)
-        finish = hit | (inside & at_b) | near
-        ends[idx[finish]] = np.where(hit[finish], t[finish], np.where(near[finish], start[idx[finish]] + t_near[finish],
-                                                                       bound[idx[finish]]))
-        # bracket update
-        ii, oo = idx[inside & ~finish], idx[~inside & ~finish]
-        t_prev[ii], r_prev[ii] = t_in[ii], r_in[ii]
-        t_in[ii], r_in[ii] = t[inside & ~finish], r[inside & ~finish]
-        t_out[oo], r_out[oo] = t[~inside & ~finish], r[~inside & ~finish]
-        still = idx[~finish]
-        active[idx[finish]] = False
-        if still.size == 0:
-            continue
-        nw = newton[~finish]
-        nw_ok = np.isfinite(nw) & (S[still] * (nw - t[~finish]) * np.sign(z - r[~finish]) > 0)
-        ti, ri, to, ro = t_in[still], r_in[still], t_out[still], r_out[still]
-        bracketed = np.isfinite(to)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = to - ti                                   # signed bracket width
-            sec = ti + (z - ri) * w / (ro - ri)           # secant on the signed root r(t) − z
-            a, b = ti + 0.01 * w, to - 0.01 * w           # stay inside the bracket
-            sec = np.where(nw_ok, nw, sec)                # Newton when its step points the right way
-            sec = np.where(np.isfinite(sec), np.clip(sec, np.minimum(a, b), np.maximum(a, b)), ti + 0.5 * w)
-            # ... but bisection when the last step left more than half the bracket and its outer point
-            # is far beyond the cut-off (r > 2√c: a root far from linear in t, e.g. an η profile flat to
-            # 0.55 and steep beyond crept by 1 % steps)
-            slow = (np.abs(w) > 0.5 * np.abs(w_prev[still])) & (ro > 2.0 * z)
-            # (a bracket over orders of magnitude of a parameter bounded below by 0 is bisected on a
-            # log scale: from a runaway β̂ ≈ 1e31 down to 20 halving would take 100 steps)
-            js = J[still]
-            s_j = np.asarray(pm.scale)[js]
-            lo_v, hi_v = np.maximum(np.minimum(ti, to), s_j), np.maximum(np.maximum(ti, to), s_j)
-            wide = (lo_b[js] == 0.0) & (hi_v > 100.0 * lo_v)
-            sec = np.where(slow, np.where(wide, np.sqrt(lo_v * hi_v), ti + 0.5 * w), sec)
-            w_prev[still] = np.where(bracketed, w, np.nan)
-            d_in = ti - start[still]
-            ext = ti + (z - ri) * (ti - t_prev[still]) / (ri - r_prev[still])
-            ext = np.where(np.isfinite(ext) & (ri > r_prev[still]), ext, ti + 4.0 * d_in)
-            ext = np.where(nw_ok, nw, ext)
-            ext = start[still] + S[still] * np.clip(S[still] * (ext - start[still]), 1.01 * np.abs(d_in), 4.0 * np.abs(d_in))
-        nxt = np.where(bracketed, sec, np.clip(ext, lo_b[J[still]], hi_b[J[still]]))
-        t_next[still] = nxt
-    # rows that ran out of steps: bracketed → interpolate (or, when the outer point is far beyond the
-    # cut-off, r > 2√c, and r is far from linear across the bracket, take that outer point: the
-    # interval is then conservative, not short); never crossed → unbounded
-    left = rows[active]
-    if left.size:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            interp = t_in[left] + (z - r_in[left]) * (t_out[left] - t_in[left]) / (r_out[left] - r_in[left])
-        interp = np.where(r_out[left] > 2.0 * z, t_out[left], interp)
-        ends[left] = np.where(np.isfinite(t_out[left]) & np.isfinite(interp), interp, S[left] * np.inf)
-    ends = ends.reshape(n, k, 2)
-    lower = model.from_internal(ends[..., 0])
-    upper = model.from_internal(ends[..., 1])
-    ev = model.even_mask
-    upper[:, ev] = np.where(np.isinf(ends[..., 1][:, ev]), np.inf, upper[:, ev])
-    better = np.isfinite(best_phi).all(1)
-    better_theta = np.full((n, k), np.nan)
-    better_theta[better] = model.from_internal(best_phi[better])
-    return lower, upper, better_theta, np.where(better, best_ll, np.nan)
+    return se, slope
 
 
 def _quadratic_end(tau: np.ndarray, r: np.ndarray, grad: np.ndarray, side: np.ndarray, z: float,
@@ -1295,7 +1435,7 @@ class FitTable:
             for col in (f"{p}_lo", f"{p}_hi"):
                 if col not in self.table:
                     self.table[col] = np.nan
-        if self.model.name == "qasa":  # ... and before the between-call component (issue 20)
+        if self.model.between_calls:  # ... and before the between-call component (issue 20)
             for col in ("sigma_call", "sigma_call_stderr", "sigma_call_lo", "sigma_call_hi", "dispersion_p"):
                 if col not in self.table:
                     self.table[col] = np.nan
@@ -1432,7 +1572,7 @@ class FitTable:
         left out, so that no row has empty parameter cells (they remain in the FitTable with
         their reason).
         """
-        if self.model.name != "qasa":
+        if not self.model.reference_csv:
             raise ValueError(f"model_parameters.csv holds the qasa model, not {self.model.name!r}")
         t = self.table[self.table["quality"] != "failed"]
         out = pd.DataFrame({"spin": t["qubit"], "β": t["beta"], "b": t["b"], "γ": t["gamma"], "η": t["eta"],
@@ -1505,39 +1645,17 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     if n > FIT_CHUNK and starts is None and not bootstrap:
         # qubits are fitted independently: in blocks, so that the working arrays (dozens per cell for
         # the between-call likelihood and the profiles) stay bounded whatever the device size
-        parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, max_iter=max_iter, tol=tol, rule=rule,
-                     intervals=intervals, level=level, information=information, between_calls=between_calls)
-                 for i in range(0, n, FIT_CHUNK)]
-        meta = dict(parts[0].meta)
-        if "likelihood" in meta:
-            meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
-                                  else "binomial")
-        return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
+        return _fit_in_blocks(r, model, max_iter=max_iter, tol=tol, rule=rule, intervals=intervals, level=level,
+                              information=information, between_calls=between_calls)
     if starts is not None:
         starts = _check_starts(model, starts, n)
     reasons = _degenerate(model, r, rule)
-    ok = np.flatnonzero(reasons == "")
-    theta = np.full((n, k), np.nan)
-    ll = np.full(n, np.nan)
-    conv = np.zeros(n, bool)
-    iters = np.zeros(n, int)
     lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
-    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance) ...
-    fisher = np.full((n, k, k), np.nan)      # ... and the expected information in φ (by the intervals)
-    if ok.size:
-        h = r.h
-        nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
-        start_list = list(starts) if starts is not None else model.starts(h, nd, nt)
-        if starts is not None:
-            start_list = [np.asarray(s, float)[ok] for s in start_list]
-        phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
-            model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
-            max_iter=max_iter, tol=tol, trap=model.even_mask & _spread(start_list))
-        theta[ok] = model.from_internal(phi_ok)
+    theta, ll, conv, iters, score, fisher = _point_fits(model, r, np.flatnonzero(reasons == ""), starts, max_iter, tol)
     cov = np.full((n, k, k), np.nan)
     fitted = np.flatnonzero(np.isfinite(ll) & conv)
     calls = None
-    if model.name == "qasa":
+    if model.between_calls:
         calls = _dispersion(r)
         if not between_calls:
             calls["identified"][:] = False
@@ -1560,6 +1678,43 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
+
+
+def _fit_in_blocks(r: Response, model: Model, **kwargs: Any) -> FitTable:
+    """:func:`fit` of ``r`` in blocks of :data:`FIT_CHUNK` qubits, concatenated (one likelihood in the
+    meta: between-calls when any block used it)."""
+    n = len(r.qubits)
+    parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, **kwargs) for i in range(0, n, FIT_CHUNK)]
+    meta = dict(parts[0].meta)
+    if "likelihood" in meta:
+        meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
+                              else "binomial")
+    return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
+
+
+def _point_fits(model: Model, r: Response, ok: np.ndarray, starts, max_iter: int, tol: float):
+    """The multi-start maximum-likelihood fit of the rows ``ok`` of ``r`` (:func:`_multistart`), as
+    arrays over every row (NaN, not converged elsewhere): ``(theta, loglik, converged, iterations,
+    score, information)``; the score ``∂ℓ/∂φ`` and the expected information in φ at the estimate,
+    which the covariance and the intervals reuse."""
+    n, k = len(r.qubits), model.num_params
+    theta = np.full((n, k), np.nan)
+    ll = np.full(n, np.nan)
+    conv = np.zeros(n, bool)
+    iters = np.zeros(n, int)
+    score = np.full((n, k), np.nan)          # ∂ℓ/∂φ at the estimate (reused by the covariance) ...
+    fisher = np.full((n, k, k), np.nan)      # ... and the expected information in φ (by the intervals)
+    if ok.size:
+        h = r.h
+        nd, nt = r.n_down[ok].astype(float), r.n_total[ok].astype(float)
+        start_list = list(starts) if starts is not None else model.starts(h, nd, nt)
+        if starts is not None:
+            start_list = [np.asarray(s, float)[ok] for s in start_list]
+        phi_ok, ll[ok], conv[ok], iters[ok], score[ok], fisher[ok] = _multistart(
+            model.internal, h, nd, nt, model.to_internal(np.concatenate(start_list)).reshape(len(start_list), ok.size, k),
+            max_iter=max_iter, tol=tol, trap=model.even_mask & _spread(start_list))
+        theta[ok] = model.from_internal(phi_ok)
+    return theta, ll, conv, iters, score, fisher
 
 
 #: Qubits fitted at once by :func:`fit` (larger responses are fitted in blocks of this many rows):
@@ -1742,6 +1897,9 @@ def _intervals(model, h, n_down, n_total, theta, ll, cov, iters, lower, upper, l
 
 
 def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls=None) -> pd.DataFrame:
+    """The rows of a :class:`FitTable`: estimates, errors, intervals, goodness of fit and the quality
+    rule's verdict with its reasons (module docstring, "Statistics and quality rule"); ``calls``: the
+    between-call fit's per-qubit results (:func:`_dispersion`, :func:`_fit_calls`), when there is one."""
     n, k = theta.shape
     cov = cov.copy()
     with np.errstate(invalid="ignore"):
@@ -1785,29 +1943,9 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
     rules = [(lack, f"lack of fit (p < {rule.gof_alpha:g})", True),
              (bad_rel, f"relative stderr of {model.params[0]} > {rule.max_rel_stderr:g}", True),
              (bad_se, "a free parameter has no finite stderr", True)]
-    for j, p in enumerate(model.params):
-        unbounded = live & ((np.isinf(lower[:, j]) & np.isinf(lo[j]) & (lower[:, j] < 0))
-                            | (np.isinf(upper[:, j]) & np.isinf(hi[j]) & (upper[:, j] > 0)))
-        on = live & ~unbounded & ((theta[:, j] <= lo[j]) | (theta[:, j] >= hi[j]))
-        reaches = live & ~unbounded & ~on & ((lower[:, j] <= lo[j]) | (upper[:, j] >= hi[j]))
-        rules += [(unbounded, f"{p} not identified: interval unbounded", True),
-                  (on, f"{p} on its bound: one-sided interval", False),
-                  (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    rules += _parameter_rules(model, live, theta, lower, upper)
     if calls is not None:
-        on = live & calls["fitted"]
-        sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
-        unb = on & np.isinf(shi)
-        invalid = live & calls.get("invalid", np.zeros(n, bool))
-        unconv = live & calls.get("unconverged", np.zeros(n, bool))
-        rules += [(live & ~calls["fitted"] & (r.calls is not None) & ~invalid & ~unconv,
-                   f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
-                  (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
-                           "between-call noise", False),
-                  (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
-                            f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
-                  (unb, "sigma_call not identified: interval unbounded", True),
-                  (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
-                  (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
+        rules += _call_rules(calls, live, r.calls is not None)
     for mask, text, bad in rules:
         reasons[mask] = np.where(reasons[mask] == "", text, reasons[mask].astype(str) + "; " + text)
         if bad:
@@ -1822,13 +1960,10 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
         data[f"{p}_hi"] = upper[:, j]
     if calls is not None:
         fitted_calls = live & calls["fitted"]
-        data["sigma_call"] = np.where(fitted_calls, calls["sigma"], np.nan)
-        data["sigma_call_stderr"] = np.where(fitted_calls, calls["se"], np.nan)
-        data["sigma_call_lo"] = np.where(fitted_calls, calls["lo"], np.nan)
-        data["sigma_call_hi"] = np.where(fitted_calls, calls["hi"], np.nan)
-        data["sigma_call_identified"] = fitted_calls
-        data["dispersion_p"] = calls["p"]
-        data["dispersion_df"] = calls["df"]
+        for col, key in (("sigma_call", "sigma"), ("sigma_call_stderr", "se"), ("sigma_call_lo", "lo"),
+                         ("sigma_call_hi", "hi")):
+            data[col] = np.where(fitted_calls, calls[key], np.nan)
+        data.update(sigma_call_identified=fitted_calls, dispersion_p=calls["p"], dispersion_df=calls["df"])
     cov[reasons != ""] = np.nan
     for i, a in enumerate(model.params):
         for j in range(i + 1, k):
@@ -1839,6 +1974,42 @@ def _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, c
                 n_h=n_h.astype("int64"), converged=conv, iterations=iters.astype("int64"),
                 quality=quality.astype(str), reason=reasons.astype(str))
     return pd.DataFrame(data)
+
+
+def _parameter_rules(model: Model, live, theta, lower, upper) -> list[tuple[np.ndarray, str, bool]]:
+    """Per parameter: ``(mask, reason, bad)`` for an unbounded interval (bad), an estimate on its
+    bound and an interval that reaches its bound (one-sided, not bad)."""
+    lo, hi = np.array(model.lower), np.array(model.upper)
+    rules = []
+    for j, p in enumerate(model.params):
+        unbounded = live & ((np.isinf(lower[:, j]) & np.isinf(lo[j]) & (lower[:, j] < 0))
+                            | (np.isinf(upper[:, j]) & np.isinf(hi[j]) & (upper[:, j] > 0)))
+        on = live & ~unbounded & ((theta[:, j] <= lo[j]) | (theta[:, j] >= hi[j]))
+        reaches = live & ~unbounded & ~on & ((lower[:, j] <= lo[j]) | (upper[:, j] >= hi[j]))
+        rules += [(unbounded, f"{p} not identified: interval unbounded", True),
+                  (on, f"{p} on its bound: one-sided interval", False),
+                  (reaches, f"{p} interval reaches its bound: one-sided", False)]
+    return rules
+
+
+def _call_rules(calls: dict[str, Any], live: np.ndarray, has_calls: bool) -> list[tuple[np.ndarray, str, bool]]:
+    """``(mask, reason, bad)`` of the between-call component: why σ_call was not estimated (not
+    identified, not converged, beyond its approximation), unbounded (bad) or one-sided."""
+    n = len(live)
+    on = live & calls["fitted"]
+    sig, slo, shi = calls["sigma"], calls["lo"], calls["hi"]
+    unb = on & np.isinf(shi)
+    invalid = live & calls.get("invalid", np.zeros(n, bool))
+    unconv = live & calls.get("unconverged", np.zeros(n, bool))
+    return [(live & ~calls["fitted"] & has_calls & ~invalid & ~unconv,
+             f"sigma_call not identified: {calls['why']}; intervals assume no between-call noise", False),
+            (unconv, "sigma_call not identified: the between-call fit did not converge; intervals assume no "
+                     "between-call noise", False),
+            (invalid, f"sigma_call not identified: the between-call fit reached beta*sigma_call > "
+                      f"{BETA_SIGMA_MAX:g}, beyond its approximation; intervals assume no between-call noise", False),
+            (unb, "sigma_call not identified: interval unbounded", True),
+            (on & ~unb & (sig <= 0), "sigma_call on its bound: one-sided interval", False),
+            (on & ~unb & (sig > 0) & (slo <= 0), "sigma_call interval reaches its bound: one-sided", False)]
 
 
 def _bootstrap(model, r, table, B, seed, max_iter, tol) -> None:
@@ -1862,13 +2033,7 @@ def _bootstrap(model, r, table, B, seed, max_iter, tol) -> None:
         table.loc[live, f"{p}_boot_stderr"] = sd[:, j]
 
 
-#: Nested model pairs (small, big) for likelihood-ratio tests.
-NESTED_PAIRS: tuple[tuple[str, str], ...] = (("gibbs", "gibbs-bias"), ("gibbs-bias", "qasa"),
-                                             ("gibbs-bias", "gaussian-noise"))
-
-
-def compare(data: Dataset | Response | dict[str, FitTable],
-            models: Iterable[str] = ("gibbs", "gibbs-bias", "gaussian-noise", "qasa"),
+def compare(data: Dataset | Response | dict[str, FitTable], models: Iterable[str] | None = None,
             **fit_kwargs: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Compare models per qubit (AIC, likelihood ratio) and for the whole device.
 
@@ -1878,7 +2043,9 @@ def compare(data: Dataset | Response | dict[str, FitTable],
 
     Args:
         data: counts, or fit tables by model name (then no fitting is done).
-        models: model names to compare.
+        models: model names to compare; default: the registered models compared by default
+            (:func:`qasa.models.compared_models`). Likelihood-ratio tests are run for the pairs of
+            :func:`qasa.models.nested_pairs` present.
         **fit_kwargs: passed to :func:`fit`.
 
     Returns:
@@ -1893,7 +2060,7 @@ def compare(data: Dataset | Response | dict[str, FitTable],
         # one likelihood for every model: the binomial of the summed counts (the between-call
         # component exists for qasa only, and its log-likelihood is not on the same footing)
         fit_kwargs.setdefault("between_calls", False)
-        tables = {m: fit(r, m, **fit_kwargs) for m in models}
+        tables = {m: fit(r, m, **fit_kwargs) for m in (compared_models() if models is None else models)}
     names = list(tables)
     if not names:
         raise ValueError("compare needs at least one model")
@@ -1911,7 +2078,7 @@ def compare(data: Dataset | Response | dict[str, FitTable],
     for m in names:
         device["models"][m] = {"aic_total": float(np.nansum(np.where(complete, per[f"aic_{m}"], np.nan))),
                                "best_for_qubits": int((per["best"] == m).sum())}
-    for small, big in NESTED_PAIRS:
+    for small, big in nested_pairs():
         if small in tables and big in tables:
             dk = tables[big].model.num_params - tables[small].model.num_params
             lr = np.maximum(2 * (per[f"loglik_{big}"] - per[f"loglik_{small}"]).to_numpy(float), 0)

@@ -60,7 +60,8 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from functools import partial
+from typing import Any, Callable, Iterator
 
 import dimod
 import numpy as np
@@ -68,7 +69,7 @@ import numpy as np
 from qasa.cost import BudgetError
 from qasa.dataset import utcnow
 from qasa.errors import AnswerError, LeapError, ProtocolError, QasaError, SamplerError
-from qasa.protocol import Call, Protocol, filter_parameters
+from qasa.protocol import Call, Protocol, call_label, filter_parameters
 from qasa.redact import redact, register, tokens
 from qasa.reduce import count_down, counts_frame, undo_gauge
 
@@ -312,11 +313,10 @@ def content_digest(h: dict[int, float], params: dict[str, Any]) -> str:
 def submission(call: Call, run: "LeapRun") -> Submission:
     """The :class:`Submission` of ``call`` in ``run`` (its label names the dataset and the content)."""
     params = dict(run.base, **(call.params or {}), num_reads=call.num_reads)     # a shim's per-call flux biases
-    params, _ = filter_parameters(run.sampler, params)
+    params, _ = run.filter(params)
     params.pop("label", None)
     h = call.programmed_h(run.qubits)
-    label = (f"qasa {call.call_id} seed {run.protocol.seed} call {call.index} d={run.dataset_id} "
-             f"c={content_digest(h, params)}")
+    label = f"{call_label(call, run.protocol.seed)} d={run.dataset_id} c={content_digest(h, params)}"
     return Submission(label, h, params)
 
 
@@ -486,6 +486,9 @@ class LeapRun:
         keep_samples: also return up to this many raw reads of every call.
         done: the calls the dataset holds already (their entries in ``in_flight.json`` are dropped;
             those of calls neither done nor run now, e.g. of another design round, are kept).
+        filter: splits a call's parameters into those the sampler accepts and the names of the
+            others (:meth:`qasa.backend.Backend.filter`, which computes the split once per set of
+            names); default: :func:`~qasa.protocol.filter_parameters` on ``sampler``.
     """
 
     protocol: Protocol
@@ -503,6 +506,11 @@ class LeapRun:
     run_record: dict | None = None
     keep_samples: int = 0
     done: frozenset[str] = frozenset()
+    filter: Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[str]]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.filter is None:
+            self.filter = partial(filter_parameters, self.sampler)
 
 
 @dataclass

@@ -43,13 +43,17 @@ Even parameters and the internal parametrization
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa"]
+from qasa.parameters import PARAMETERS, ParameterInfo
+
+__all__ = ["Model", "MODELS", "get_model", "with_readout", "GH_NODES", "m_qasa", "register_model",
+           "unregister_model", "compared_models", "nested_pairs"]
 
 #: Below this value an even parameter's φ-derivative is a secant (see module docstring).
 EVEN_FLOOR = 1e-4
@@ -224,24 +228,52 @@ def _qasa_phi(h, phi, jac, ws=None):
     xp = np.multiply(h, beta, out=B("xp"))
     xm = np.add(xp, beta * b - d, out=B("xm"))
     xp += beta * b + d
+    near = _NearZeroEta(d, jac)
+    m, parts = _qasa_components(xp, xm, u2, near, B, jac)
+    if not jac:
+        return m, None
+    dm = _buf(ws, "dm", (4,) + shape)
+    scale = np.empty((shape[0], 4))
+    _qasa_phi_jacobian(dm, scale, h, h2, beta, b, eta, xp, xm, u2, parts, B("r"))
+    _eta2_derivative(dm, scale, beta, eta, parts, near, B)
+    if scratch:
+        return m, dm, scale
+    dm = dm * scale.T[:, :, None]
+    return m, dm
+
+
+class _NearZeroEta:
+    """The rows of :func:`_qasa_phi` with ``d = βη < _SMALL_D``, where ∂m/∂(η²) takes its η → 0 limit
+    ``β²/4 · Σ± f_xx(x±)``: ``close`` (a mask), ``split`` (close but η > 0: both components' f_xx) and
+    ``whole`` (more than a quarter of the rows are close: f_xx is evaluated on every row, in scratch
+    arrays, which costs less than gathering them). ``fxx``, ``fxx_split``: the f_xx sums, filled by
+    :func:`_qasa_components` (``fxx`` of the first component on the close rows unless ``whole``)."""
+
+    def __init__(self, d: np.ndarray, jac: bool) -> None:
+        self.close = (d < _SMALL_D)[:, 0]
+        self.split = self.close & (d[:, 0] > 0)         # near η = 0 but not on it: both components' f_xx
+        self.count = int(self.close.sum()) if jac else 0
+        self.whole = self.count > 0.25 * len(self.close)
+        self.any_split = bool(self.count and self.split.any())
+        self.fxx: float | np.ndarray = 0.0
+        self.fxx_split: float | np.ndarray = 0.0
+
+
+def _qasa_components(xp, xm, u2, near: _NearZeroEta, B: Callable, jac: bool):
+    """``m = ½ Σ± x± g(r±)`` into ``B("m")``; with ``jac`` also per component ``(f_x, x G)`` in scratch
+    arrays (``f_x = g + x²G``) and, on the rows ``near`` η = 0, the curvature ``f_xx`` that ∂m/∂(η²)
+    needs there (into ``B("fxx")`` or ``near.fxx``, and ``near.fxx_split``). Returns ``(m, parts)``."""
     m = B("m")
-    close = (d < _SMALL_D)[:, 0]
-    split = close & (d[:, 0] > 0)         # near η = 0 but not on it: both components' f_xx
-    # ∂²f/∂x² where βη is tiny (the η² derivative below): on those rows, or on all rows in scratch
-    # arrays when they are many (gathering them would cost more)
-    n_close = int(close.sum()) if jac else 0
-    whole = n_close > 0.25 * len(close)
-    any_split = bool(n_close and split.any())
-    fxx, fxx_split = 0.0, 0.0
+    close, split = near.close, near.split
     parts = []
     for i, x in enumerate((xp, xm)):
         g, G, r, t = _g_G_into(x, u2, B, jac)
-        if i == 0 and whole:
+        if i == 0 and near.whole:
             _fxx_into(x, r, t, G, B("fxx"), B("K"), add=False)
-        elif i == 0 and n_close:
-            fxx = _fxx(x[close], r[close], t[close], G[close])
-        if any_split:
-            fxx_split = fxx_split + _fxx(x[split], r[split], t[split], G[split])
+        elif i == 0 and near.count:
+            near.fxx = _fxx(x[close], r[close], t[close], G[close])
+        if near.any_split:
+            near.fxx_split = near.fxx_split + _fxx(x[split], r[split], t[split], G[split])
         if i == 0:
             np.multiply(x, g, out=m)
         else:
@@ -252,12 +284,13 @@ def _qasa_phi(h, phi, jac, ws=None):
             fx += g
             parts.append((fx, xG))
     m *= 0.5
-    if not jac:
-        return m, None
+    return m, parts
+
+
+def _qasa_phi_jacobian(dm, scale, h, h2, beta, b, eta, xp, xm, u2, parts, tmp) -> None:
+    """Rows 0–2 of the φ-Jacobian of :func:`_qasa_phi` (β, b, γ²) into ``dm`` without their per-row
+    factors, which go into ``scale`` (``tmp``: a scratch array)."""
     (fxp, xGp), (fxm, xGm) = parts
-    dm = _buf(ws, "dm", (4,) + shape)
-    scale = np.empty((shape[0], 4))
-    tmp = B("r")
     # ∂m/∂β · 2β = Σ x f_x + u² Σ xG
     np.multiply(fxp, xp, out=dm[0])
     dm[0] += np.multiply(fxm, xm, out=tmp)
@@ -276,23 +309,25 @@ def _qasa_phi(h, phi, jac, ws=None):
     # ∂m/∂(γ²) = β²/4 · h² Σ xG
     dm[2] *= h2
     scale[:, 2] = 0.25 * beta[:, 0] ** 2
-    # ∂m/∂(η²) = β/(4η) (f_x(x₊) − f_x(x₋)), or its limit β²/4 · Σ f_xx where βη is tiny
+
+
+def _eta2_derivative(dm, scale, beta, eta, parts, near: _NearZeroEta, B: Callable) -> None:
+    """Row 3 of the φ-Jacobian of :func:`_qasa_phi`: ∂m/∂(η²) = β/(4η) (f_x(x₊) − f_x(x₋)), or its
+    limit β²/4 · Σ f_xx on the rows ``near`` η = 0 (per-row factors into ``scale``, as rows 0–2)."""
+    (fxp, _), (fxm, _) = parts
+    close, split = near.close, near.split
     np.subtract(fxp, fxm, out=dm[3])
     with np.errstate(divide="ignore", invalid="ignore"):
         scale[:, 3] = beta[:, 0] / (4.0 * eta[:, 0])
-    if whole:
+    if near.whole:
         fxx = B("fxx")
         fxx *= 2.0                      # f_xx(x₊) + f_xx(x₋) with x₊ = x₋ (η = 0)
         np.copyto(dm[3], fxx, where=close[:, None])
-    elif n_close:
-        dm[3][close] = 2.0 * fxx
-    if any_split:
-        dm[3][split] = fxx_split
+    elif near.count:
+        dm[3][close] = 2.0 * near.fxx
+    if near.any_split:
+        dm[3][split] = near.fxx_split
     scale[close, 3] = scale[close, 2]
-    if scratch:
-        return m, dm, scale
-    dm = dm * scale.T[:, :, None]
-    return m, dm
 
 
 def _g_G_into(x: np.ndarray, u2: np.ndarray, B: Callable, jac: bool):
@@ -379,13 +414,34 @@ def _fxx_into(x, r, t, G, out, K, add: bool) -> None:
 class Model:
     """A response model: named parameters, bounds, units, magnetization and Jacobian.
 
+    A model is one definition and one registry entry (:func:`register_model`): everything else in
+    qasa (fitting, comparison, reports, the CLI) asks the model the questions below, never its name,
+    and reads its parameters' names, units and definitions from :data:`qasa.parameters.PARAMETERS`.
+
     Attributes:
         name: registry name (``"qasa"``, ``"gibbs"``...).
         params: parameter names, in column order of ``theta``.
         lower, upper: bounds per parameter (``±inf`` when free).
         units: unit of each parameter.
         scale: typical magnitude of each parameter (finite-difference steps, reporting).
+        _fn: ``_fn(h, theta, jac) → (m, dm)``: the magnetization ``(n, k)`` for ``h`` ``(k,)`` and
+            ``theta`` ``(n, p)``, and with ``jac`` its Jacobian parameter-major ``(p, n, k)`` (else None).
+        _starts: ``_starts(beta, b, sat) → [theta (n, p), ...]``: starting points from the weighted
+            least-squares guess ``atanh(m̂) = β (h + b)`` per row and the observed saturation
+            ``|m̂|`` at the grid's ends (:meth:`starts`; clipped to the bounds there).
+        description: one line, shown in listings.
         even: per parameter, whether ``m`` is even in it (fitted internally on ``φ = θ²``).
+        compared: fitted and compared by default (:func:`compared_models`: :func:`qasa.fitting.compare`,
+            ``compare=True`` of :mod:`qasa.pipeline`, ``qasa fit --compare``).
+        nested_in: registered models of which this one is a special case (a likelihood-ratio test
+            compares it with each of them: :func:`nested_pairs`).
+        between_calls: its fits add the between-call component ``sigma_call`` on data with per-call
+            counts (:mod:`qasa.fitting`, "Between calls"). That likelihood is built on the QASA model's
+            fused evaluation: only the built-in ``qasa`` model declares it.
+        inverse_temperature: its first parameter is an inverse temperature β in 1/h (the coarse
+            multi-start rejects a coarse fit with β·Δh beyond the coarse grid's resolution).
+        reference_csv: its fits are also written as the reference ``model_parameters.csv``
+            (columns spin, β, b, γ, η: the reference ``qasa`` model only).
     """
 
     name: str
@@ -399,6 +455,11 @@ class Model:
     description: str = ""
     even: tuple[bool, ...] = ()
     _phi_fn: Callable | None = field(default=None, repr=False, compare=False)
+    compared: bool = False
+    nested_in: tuple[str, ...] = ()
+    between_calls: bool = False
+    inverse_temperature: bool = False
+    reference_csv: bool = False
 
     @property
     def num_params(self) -> int:
@@ -431,8 +492,9 @@ class Model:
             return self
         sq = lambda v: tuple(float(x) ** 2 if e else float(x) for x, e in zip(v, ev))  # noqa: E731
         lower = tuple(0.0 if e else x for x, e in zip(self.lower, ev))
-        return Model(self.name + "[φ]", self.params, lower, sq(self.upper), self.units, sq(self.scale),
-                     self._phi_fn or _internal_fn(self._fn, np.flatnonzero(ev)), self._starts, self.description)
+        return dataclasses.replace(self, name=self.name + "[φ]", lower=lower, upper=sq(self.upper), scale=sq(self.scale),
+                                   _fn=self._phi_fn or _internal_fn(self._fn, np.flatnonzero(ev)), even=(),
+                                   _phi_fn=None)
 
     def m(self, h: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Magnetization ``m(h)`` for each row of ``theta``: shape ``(n, k)``."""
@@ -549,19 +611,123 @@ def _starts_qasa(beta, b, sat):
 
 
 _INF = float("inf")
+#: The registered models by name, in registration order (the order of comparisons). Change it through
+#: :func:`register_model` and :func:`unregister_model` only.
 MODELS: dict[str, Model] = {
     "gibbs": Model("gibbs", ("beta",), (0.0,), (_INF,), ("1/h",), (1.0,), _gibbs, _starts_gibbs,
-                   "classical Gibbs freeze-out, m = tanh(βh)"),
+                   "classical Gibbs freeze-out, m = tanh(βh)", compared=True, nested_in=("gibbs-bias",),
+                   inverse_temperature=True),
     "gibbs-bias": Model("gibbs-bias", ("beta", "b"), (0.0, -_INF), (_INF, _INF), ("1/h", "h"), (1.0, 0.01),
-                        _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))"),
+                        _gibbs_bias, _starts_gibbs_bias, "m = tanh(β(h + b))", compared=True,
+                        nested_in=("qasa", "gaussian-noise"), inverse_temperature=True),
     "gaussian-noise": Model("gaussian-noise", ("beta", "b", "sigma"), (0.0, -_INF, 0.0), (_INF, _INF, _INF),
                             ("1/h", "h", "h"), (1.0, 0.01, 0.01), _gaussian, _starts_gaussian,
-                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)", (False, False, True)),
+                            "m = E tanh(β(h + b + δ)), δ ~ N(0, σ²)", (False, False, True), compared=True,
+                            inverse_temperature=True),
     "qasa": Model("qasa", ("beta", "b", "gamma", "eta"), (0.0, -_INF, 0.0, 0.0), (_INF, _INF, _INF, _INF),
                   ("1/h", "h", "h", "h"), (1.0, 0.01, 0.01, 0.01), _qasa, _starts_qasa,
                   "QASA mixture of two single-qubit quantum Gibbs states (Nelson et al. 2021)",
-                  (False, False, True, True), _qasa_phi),
+                  (False, False, True, True), _qasa_phi, compared=True, between_calls=True,
+                  inverse_temperature=True, reference_csv=True),
 }
+#: Parameter metadata added to :data:`qasa.parameters.PARAMETERS` by :func:`register_model`, by model.
+_ADDED_PARAMETERS: dict[str, tuple[str, ...]] = {}
+#: The parameters of the reference ``model_parameters.csv`` (:attr:`Model.reference_csv`).
+_REFERENCE_PARAMS = ("beta", "b", "gamma", "eta")
+
+
+def register_model(model: Model, parameters: Mapping[str, ParameterInfo] | None = None) -> Model:
+    """Add ``model`` to the registry: from then on :func:`get_model` finds it by name, every fit,
+    comparison (when :attr:`Model.compared`), report and CLI command can use it.
+
+    Args:
+        model: the model; its name must be new and must not contain ``"+"`` (``"+readout"`` is a suffix).
+        parameters: metadata (symbol, name, unit, definition) of parameters that
+            :data:`qasa.parameters.PARAMETERS` does not define yet; added there, removed again by
+            :func:`unregister_model`. A parameter already defined keeps its definition.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: one line naming the problem: a name taken or malformed, bounds, units or scales
+            not one per parameter, a lower bound above its upper one, a parameter without metadata or
+            metadata contradicting an existing definition, ``nested_in`` naming an unregistered model
+            or one without more parameters, or a between-call component or reference CSV that only
+            the ``qasa`` model has.
+    """
+    parameters = dict(parameters or {})
+    _check_model(model, parameters)
+    added = tuple(p for p in parameters if p not in PARAMETERS)
+    for p in added:
+        PARAMETERS[p] = parameters[p]
+    _ADDED_PARAMETERS[model.name] = added
+    MODELS[model.name] = model
+    return model
+
+
+def _check_model(model: Model, parameters: Mapping[str, ParameterInfo]) -> None:
+    """The checks of :func:`register_model` (ValueError with one line naming the problem)."""
+    if not isinstance(model, Model):
+        raise ValueError(f"register_model needs a qasa.models.Model, not {type(model).__name__}")
+    name, k = model.name, len(model.params)
+    if not name or "+" in name or "[" in name:
+        raise ValueError(f"model name {name!r} must be non-empty without '+' or '[' ('+readout' is a suffix)")
+    if name in MODELS:
+        raise ValueError(f"a model named {name!r} is registered already; unregister_model({name!r}) first")
+    for attr in ("lower", "upper", "units", "scale") + (("even",) if model.even else ()):
+        if len(getattr(model, attr)) != k:
+            raise ValueError(f"model {name!r}: {attr} has {len(getattr(model, attr))} entries for {k} parameters")
+    for p, lo, hi in zip(model.params, model.lower, model.upper):
+        if not lo <= hi:
+            raise ValueError(f"model {name!r}: parameter {p!r} has lower bound {lo!r} above its upper bound {hi!r}")
+    for p in model.params:
+        if p not in PARAMETERS and p not in parameters:
+            raise ValueError(f"model {name!r}: parameter {p!r} has no metadata; pass parameters={{{p!r}: ParameterInfo(...)}}")
+    for p, info in parameters.items():
+        if p not in model.params:
+            raise ValueError(f"model {name!r}: metadata given for {p!r}, which is not one of its parameters {model.params}")
+        if not isinstance(info, ParameterInfo):
+            raise ValueError(f"model {name!r}: the metadata of {p!r} must be a qasa.parameters.ParameterInfo")
+        if p in PARAMETERS and info != PARAMETERS[p]:
+            raise ValueError(f"model {name!r}: parameter {p!r} is defined already as {PARAMETERS[p].name!r}; "
+                             "use another name for another parameter")
+    for big in model.nested_in:
+        if big not in MODELS or len(MODELS[big].params) <= k:
+            raise ValueError(f"model {name!r}: nested_in names {big!r}, which is not a registered model with more "
+                             f"than {k} parameters")
+    if model.between_calls:
+        raise ValueError(f"model {name!r}: the between-call likelihood exists for the built-in qasa model only")
+    if model.reference_csv and model.params != _REFERENCE_PARAMS:
+        raise ValueError(f"model {name!r}: model_parameters.csv holds {_REFERENCE_PARAMS}, not {model.params}")
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model added by :func:`register_model`, and the parameter metadata it added.
+
+    Raises:
+        ValueError: for a name that is not registered, or a built-in model.
+    """
+    if name not in MODELS:
+        raise ValueError(f"no model named {name!r} is registered; registered: {sorted(MODELS)}")
+    if name not in _ADDED_PARAMETERS:
+        raise ValueError(f"{name!r} is a built-in model and stays registered")
+    del MODELS[name]
+    still = {p for m in MODELS.values() for p in m.params}
+    for p in _ADDED_PARAMETERS.pop(name):
+        if p not in still:
+            PARAMETERS.pop(p, None)
+
+
+def compared_models() -> tuple[str, ...]:
+    """Names of the registered models compared by default (:attr:`Model.compared`), in registry order."""
+    return tuple(name for name, m in MODELS.items() if m.compared)
+
+
+def nested_pairs() -> tuple[tuple[str, str], ...]:
+    """``(small, big)`` pairs of registered models for likelihood-ratio tests (:attr:`Model.nested_in`),
+    in registry order of the smaller model."""
+    return tuple((name, big) for name, m in MODELS.items() for big in m.nested_in if big in MODELS)
 
 
 def with_readout(model: Model) -> Model:
@@ -582,12 +748,14 @@ def with_readout(model: Model) -> Model:
 
     return Model(f"{model.name}+readout", model.params + ("epsilon",), model.lower + (0.0,),
                  model.upper + (0.5,), model.units + ("probability",), model.scale + (1e-3,),
-                 fn, starts, model.description + ", with readout error ε", tuple(bool(e) for e in model.even_mask) + (False,))
+                 fn, starts, model.description + ", with readout error ε", tuple(bool(e) for e in model.even_mask) + (False,),
+                 inverse_temperature=model.inverse_temperature)
 
 
 def get_model(model: str | Model) -> Model:
-    """Look up a model by name (``"qasa"``, ``"gibbs"``, ``"gibbs-bias"``, ``"gaussian-noise"``,
-    each optionally suffixed ``"+readout"``), or pass a :class:`Model` through.
+    """Look up a registered model by name (``"qasa"``, ``"gibbs"``, ``"gibbs-bias"``,
+    ``"gaussian-noise"`` and any added by :func:`register_model`, each optionally suffixed
+    ``"+readout"``), or pass a :class:`Model` through.
 
     Raises:
         ValueError: for an unknown name, listing the known ones.

@@ -1,8 +1,9 @@
 r"""Parameter metadata and number formatting: how a response-model parameter is named, measured and shown.
 
-One low module beside :mod:`qasa.models` so that everything that labels or prints a parameter
+One low module, just below :mod:`qasa.models`, so that everything that labels or prints a parameter
 (:mod:`qasa.display` for Jupyter reprs, :mod:`qasa.fitting`'s plotting methods, :mod:`qasa.analysis`
-and :mod:`qasa.report`) reads the same definitions without importing the analysis above it.
+and :mod:`qasa.report`) reads the same definitions without importing the analysis above it. A model
+added with :func:`qasa.models.register_model` brings the definitions of its new parameters here.
 
 Units
     The fields h, b, η, σ are in units of the programmed h (``auto_scale=False``); β is in 1/h, so
@@ -41,7 +42,8 @@ class ParameterInfo:
 
 
 #: Definitions of the response-model parameters (qasa.models; DESIGN.md §3). Fields h, b, η, σ are
-#: in units of the programmed h (``auto_scale=False``); β in 1/h.
+#: in units of the programmed h (``auto_scale=False``); β in 1/h. :func:`qasa.models.register_model`
+#: adds those of a registered model's new parameters (and :func:`~qasa.models.unregister_model` removes them).
 PARAMETERS: dict[str, ParameterInfo] = {
     "beta": ParameterInfo("β", "inverse temperature", "1/h",
                           "Effective inverse temperature of the qubit at freeze-out, β = B(s*)/(2 k_B T) in units "

@@ -11,7 +11,8 @@ same rules:
   ``qasa run DIR``: stored recipe and protocol, typed differences refused, finished runs returned as stored.
 - **Budget** (:func:`qasa.runner.run`): budgets must be finite and positive; on a cloud solver a run
   estimated above 10 s of QPU time needs an explicit budget.
-- **Models compared** (:data:`COMPARE_MODELS`).
+- **Models compared** (:data:`COMPARE_MODELS`): the registered models that declare themselves
+  compared (:attr:`qasa.models.Model.compared`, :func:`qasa.models.compared_models`).
 - **One load, one fit per model per command**: :func:`assess` and :func:`report` read the dataset
   once and fit each model at most once, passing the values on to the report.
 
@@ -33,15 +34,20 @@ from qasa import fitting
 from qasa.dataset import Dataset, Response
 from qasa.errors import DatasetError
 from qasa.fitting import FitTable
+from qasa.models import compared_models
 from qasa.protocol import Protocol
 from qasa.runner import collect
 from qasa.store import DatasetStore, fit_fingerprint
 
-__all__ = ["COMPARE_MODELS", "ASSESS_READS_PER_H", "Assessment", "assess", "fit", "fit_models", "report",
-           "compare_runs", "load", "same_device"]
+__all__ = ["COMPARE_MODELS", "ASSESS_READS_PER_H", "Assessment", "assess", "fit", "fit_models", "report",  # noqa: F822
+           "compare_runs", "load", "same_device"]     # (COMPARE_MODELS: module __getattr__, from the registry)
 
-#: Models fitted and compared by ``compare=True`` (``qasa fit --compare``).
-COMPARE_MODELS: tuple[str, ...] = ("gibbs", "gibbs-bias", "gaussian-noise", "qasa")
+def __getattr__(name: str) -> Any:
+    """``COMPARE_MODELS``: the models fitted and compared by ``compare=True`` (``qasa fit --compare``),
+    read from the registry when asked (:func:`qasa.models.compared_models`)."""
+    if name == "COMPARE_MODELS":
+        return compared_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Reads per h of :func:`assess`'s default protocol (the reference h grid; ``qasa run`` uses 10 000).
 ASSESS_READS_PER_H = 4000
@@ -143,7 +149,7 @@ def _truth(ds: Dataset) -> pd.DataFrame | None:
 def _analyse(ds: Dataset, path: Path | None, *, model: str, compare: bool, write_report: bool,
              report_dir: str | Path | None, cache: bool) -> Assessment:
     store = DatasetStore(path) if path is not None else None
-    models = list(COMPARE_MODELS) + [model] if compare else [model]
+    models = list(compared_models()) + [model] if compare else [model]
     r = ds.response()              # summed once: the fits and the report share it
     fits = fit_models(ds, models, store=store, cache=cache, response=r)
     comparison = fitting.compare({m: fits[m] for m in dict.fromkeys(models)}) if compare else None
@@ -182,7 +188,8 @@ def assess(sampler: dimod.Sampler | str | None = None, out: str | Path | None = 
             :func:`qasa.adaptive.pilot_protocol`; :func:`qasa.adaptive.pilot_from` turns a grid
             protocol's settings into one).
         model: the main model of the report.
-        compare: also fit :data:`COMPARE_MODELS` and compare them.
+        compare: also fit the models compared by default (:func:`qasa.models.compared_models`) and
+            compare them.
         report: write the HTML report (``out/report`` by default, or ``report_dir``).
         max_qpu_seconds: QPU-time budget (see :func:`qasa.runner.run`).
         progress: ``progress(done, total)`` after each call.

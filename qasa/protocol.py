@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
@@ -45,7 +46,9 @@ from qasa.errors import ProtocolError
 if TYPE_CHECKING:
     import dimod
 
-__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_parameters", "MANAGED_PARAMETERS"]
+__all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_parameters", "MANAGED_PARAMETERS",
+           "call_id", "parse_call_id", "round_name", "round_call_id", "parse_round_call_id", "call_label",
+           "parse_label", "LabelKey"]
 
 #: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
 DESIGNS = ("grid", "permuted")
@@ -113,12 +116,79 @@ def h_grid(h_max: float = 1.0, h_step: float = 0.025) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+# -- call ids and labels: formatted and parsed here only ---------------------------------------------
+def call_id(gauge: int, h_index: int) -> str:
+    """The id of a protocol's call: ``g<gauge, 4 digits>-h<h index, 5 digits>`` (e.g. ``g0003-h00040``)."""
+    return f"g{gauge:04d}-h{h_index:05d}"
+
+
+_CALL_ID = re.compile(r"\bg(\d+)-h(\d+)\b")
+
+
+def parse_call_id(text: str) -> tuple[int, int] | None:
+    """``(gauge, h_index)`` of the first protocol call id (:func:`call_id`) anywhere in ``text``
+    (a label, say), or None when it holds none."""
+    found = _CALL_ID.search(str(text))
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def round_name(prefix: str, index: int) -> str:
+    """The name of round ``index`` of a per-qubit design: ``<prefix><index, 3 digits>`` (``"a001"``:
+    :mod:`qasa.adaptive`; ``"s"``: :mod:`qasa.shim`; ``"t"``: :mod:`qasa.temperature`)."""
+    return f"{prefix}{index:03d}"
+
+
+def round_call_id(round_: str, c: int) -> str:
+    """The id of call ``c`` of a designed round (explicit calls): ``<round>-c<c, 5 digits>``."""
+    return f"{round_}-c{c:05d}"
+
+
+def parse_round_call_id(cid: str) -> tuple[str, int] | None:
+    """``(round, c)`` of an explicit call id (:func:`round_call_id`), or None if ``cid`` is not one."""
+    prefix, sep, number = str(cid).rpartition("-c")
+    if not (sep and prefix and len(number) == 5 and number.isdigit()):
+        return None
+    return prefix, int(number)
+
+
+def call_label(call: "Call", seed: int | None) -> str:
+    """The label a run gives a call: ``qasa <call id> seed <run seed> call <index>`` (:mod:`qasa.leap`
+    appends the dataset and a content digest). A label is all a real sampler gets of a call's
+    identity; :func:`parse_label` reads it back."""
+    return f"qasa {call.call_id} seed {seed} call {call.index}"
+
+
+_RUN_SEED = re.compile(r"\bseed[\s=:]*(\d+)\b")
+_INDEX = re.compile(r"\bcall[\s=:#]*(\d+)\b")
+
+
+@dataclass(frozen=True)
+class LabelKey:
+    """What a call's label says of it (:func:`parse_label`); None where the label does not say."""
+
+    gauge: int | None = None
+    h_index: int | None = None
+    run_seed: int | None = None
+    index: int | None = None
+
+
+def parse_label(label: str) -> LabelKey:
+    """The identity in a label: the protocol call id anywhere in it (:func:`parse_call_id`), the run's
+    seed (``seed N``) and the call's position (``call N``), each when present. Labels other than
+    :func:`call_label`'s are read the same way (``seed=N``, ``call #N`` are accepted too)."""
+    text = str(label)
+    ids, seed, index = parse_call_id(text), _RUN_SEED.search(text), _INDEX.search(text)
+    return LabelKey(ids[0] if ids else None, ids[1] if ids else None,
+                    int(seed.group(1)) if seed else None, int(index.group(1)) if index else None)
+
+
 @dataclass(frozen=True)
 class Call:
     """One sampler call of a protocol.
 
     Attributes:
-        call_id: stable identifier, ``"g{gauge:04d}-h{h_index:05d}"`` for a protocol's calls.
+        call_id: stable identifier, :func:`call_id` (``"g{gauge:04d}-h{h_index:05d}"``) for a protocol's
+            calls, :func:`round_call_id` for the explicit calls of a designed round.
         index: position in the protocol's call list (seeds the call, see :meth:`Protocol.call_seed`).
         h_index: index of the h value in ``Protocol.h_values`` (the slot of a permuted grid; -1
             for a designed call).
@@ -391,7 +461,7 @@ class Protocol:
                         flips = -flips  # antithetic partner of the previous gauge
                 else:
                     flips = np.ones(n, dtype=np.int8)
-                out.append(Call(call_id=f"g{gauge:04d}-h{h_index:05d}", index=index,
+                out.append(Call(call_id=call_id(gauge, h_index), index=index,
                                 h_index=h_index, h=h, gauge=gauge,
                                 num_reads=self.reads_of_gauge(gauge), flips=flips))
         return out
@@ -427,7 +497,7 @@ class Protocol:
             ProtocolError: if the protocol fails :meth:`check` (e.g. more than :data:`MAX_CALLS` calls).
         """
         self.check()
-        return {f"g{g:04d}-h{j:05d}" for g in range(self.calls_per_h) for j in range(len(self.h_values))}
+        return {call_id(g, j) for g in range(self.calls_per_h) for j in range(len(self.h_values))}
 
     def call_seed(self, index: int) -> int:
         """Seed handed to a seeded sampler for call ``index`` (depends only on seed and index)."""

@@ -40,9 +40,9 @@ from qasa.cost import BudgetError
 from qasa.dataset import Dataset, utcnow
 from qasa.store import DatasetStore
 from qasa.errors import AnswerError, ProtocolError
-from qasa.protocol import Call, Protocol
-from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, device_time, check_leap_options, check_sampleset,
-                        is_transient, redact, tag)
+from qasa.protocol import Call, Protocol, call_label, parse_round_call_id
+from qasa.leap import (DEFAULT_CALL_TIMEOUT, LeapRun, async_results, charged_us, check_leap_options, check_sampleset,
+                        device_time, is_transient, redact, tag)
 from qasa.reduce import counts_frame, reduce_sampleset, sampleset_columns, undo_gauge
 from qasa.session import MemoryStore, Session
 
@@ -342,7 +342,7 @@ def _results(todo: list[Call], ctx: _Run, budget: _Budget, run_record: dict[str,
             protocol=ctx.protocol, sampler=ctx.backend.sampler, qubits=ctx.qubits, base=ctx.base, budget=budget,
             dataset_id=dataset_id, created=created, in_flight=ctx.in_flight, retries=ctx.retries,
             backoff=ctx.backoff, call_timeout=ctx.call_timeout, store=ctx.store, run_record=run_record,
-            keep_samples=ctx.keep_samples, done=frozenset(done)))
+            keep_samples=ctx.keep_samples, done=frozenset(done), filter=ctx.backend.filter))
     return _sequential_results(todo, ctx, budget.check)
 
 
@@ -427,11 +427,12 @@ def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:
     """Explicit call ids are ``<round>-c<5 digits>``: the number of calls of each round."""
     rounds: dict[str, int] = {}
     for c in calls:
-        prefix, sep, number = str(c.call_id).rpartition("-c")
-        if not (sep and prefix and len(number) == 5 and number.isdigit()):
+        parsed = parse_round_call_id(c.call_id)
+        if parsed is None:
             raise ProtocolError(f"explicit call id {c.call_id!r} must have the form '<round>-c<5 digits>' "
                                 "(e.g. 'a001-c00000')")
-        rounds[prefix] = max(rounds.get(prefix, 0), int(number) + 1)
+        prefix, number = parsed
+        rounds[prefix] = max(rounds.get(prefix, 0), number + 1)
     return rounds
 
 
@@ -491,7 +492,7 @@ def _with_totals(ds: Dataset) -> Dataset:
 def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray | None]:
     protocol, backend, qubits, keep_samples = ctx.protocol, ctx.backend, ctx.qubits, ctx.keep_samples
     params = dict(ctx.base, **(call.params or {}), num_reads=call.num_reads,
-                  label=f"qasa {call.call_id} seed {protocol.seed} call {call.index}",
+                  label=call_label(call, protocol.seed),
                   seed=protocol.call_seed(call.index))
     params, _ = backend.filter(params)
     started = utcnow()

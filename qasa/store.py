@@ -61,6 +61,7 @@ import pyarrow.parquet as pq
 from qasa.dataset import (COUNT_COLUMNS, FORMAT, FORMAT_VERSION, Dataset, Response, atomic_write_bytes,
                           atomic_write_json, table_bytes)
 from qasa.errors import DatasetError
+from qasa.protocol import parse_round_call_id
 
 __all__ = ["DatasetStore", "fit_fingerprint"]
 
@@ -516,9 +517,8 @@ class DatasetStore:
             rounds = ds.metadata.get("design_rounds") or {}
             for cid in sorted(set(calls["call_id"].astype(str)) - allowed):
                 # a round of a per-qubit design (qasa.adaptive): "<round>-c<5 digits>", below its count
-                prefix, sep, number = cid.rpartition("-c")
-                if not (sep and number.isdigit() and len(number) == 5 and prefix in rounds
-                        and int(number) < rounds[prefix]):
+                parsed = parse_round_call_id(cid)
+                if not (parsed is not None and parsed[0] in rounds and parsed[1] < rounds[parsed[0]]):
                     raise DatasetError(f"{self.path}: call id {cid!r} is not a call of the stored protocol")
 
     # -- writing ---------------------------------------------------------------------------------
@@ -564,7 +564,7 @@ class DatasetStore:
         fits.meta["fingerprint"] = fingerprint
         fits.meta["table_hash"] = _table_hash(fits.table)
         path = fits.save(self.fit_path(fits.model.name))
-        if fits.model.name == "qasa":
+        if fits.model.reference_csv:
             fits.to_model_parameters_csv(self.path / "fits" / "model_parameters.csv")
         return path
 

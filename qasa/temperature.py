@@ -219,6 +219,38 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
     if bootstrap < 0:
         raise ValueError(f"bootstrap={bootstrap!r} must be a non-negative integer")
     r = data.response() if isinstance(data, Dataset) else data
+    x, nd, nt = _window_counts(r, h_window)
+    beta = _pooled_beta(x, nd, nt)
+    n = len(nd)
+    Nt = nt.sum(0)
+    z = stats.norm.ppf(0.5 + level / 2)
+    pooled = _pooled_fit(beta, x, nd, nt)
+    se, naive, deviance, df = pooled["se"], pooled["naive"], pooled["deviance"], pooled["df"]
+    b_lo, b_hi = beta - z * se, beta + z * se
+    if bootstrap and math.isfinite(beta):
+        se, b_lo, b_hi = _bootstrap_beta(x, nd, nt, level, bootstrap, seed)
+    window = None if h_window is None else (float(h_window[0]), float(h_window[1]))
+    meas = _measurement_error(data, beta, pooled["info"], window, level)
+    T = 1 / beta if beta != 0 else math.inf
+    T_lo, T_hi = _t_interval(b_lo, b_hi)
+    method, fields = _errors(beta, meas, se, b_lo, b_hi, window, n, bootstrap)
+    T_mlo, T_mhi = _t_interval(meas["lo"], meas["hi"]) if math.isfinite(meas["se"]) else (math.nan, math.nan)
+    return EffectiveTemperature(
+        T_eff=T, beta_eff=beta, naive_stderr=float(naive),
+        design_effect=float((se / naive) ** 2) if naive and math.isfinite(naive) else math.nan,
+        level=level, h_window=window, h_values=int((Nt > 0).sum()), qubits=n, reads=int(Nt.sum()),
+        deviance=deviance, df=df, deviance_per_df=deviance / df if df > 0 else math.nan,
+        dispersion=pooled["dispersion"], method=method,
+        T_eff_measurement_stderr=_t_se(meas["se"], beta), T_eff_measurement_lo=T_mlo, T_eff_measurement_hi=T_mhi,
+        beta_eff_measurement_stderr=float(meas["se"]), measurement_df=int(meas["df"]),
+        measurement_units=int(meas["units"]), measurement_dispersion=float(meas["dispersion"]),
+        measurement_note=meas["note"], T_eff_population_stderr=_t_se(se, beta), T_eff_population_lo=T_lo,
+        T_eff_population_hi=T_hi, beta_eff_population_stderr=float(se), **fields)
+
+
+def _window_counts(r: Response, h_window: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fields ``x`` in the window and the counts ``(n_down, n_total)`` there of the qubits with
+    reads at a nonzero field in it (ValueError when the window is not increasing or no qubit has)."""
     h = np.asarray(r.h, float)
     if h_window is None:
         cols = np.ones(len(h), bool)
@@ -235,84 +267,84 @@ def effective_temperature(data: Dataset | Response, h_window: tuple[float, float
         where = "the whole grid" if h_window is None else f"the h window [{h_window[0]:.4g}, {h_window[1]:.4g}]"
         span = f"[{h.min():.4g}, {h.max():.4g}]" if h.size else "none"
         raise ValueError(f"no reads at a nonzero h in {where}; the data's h values span {span}")
-    beta = _pooled_beta(x, nd, nt)
-    n = int(rows.sum())
+    return x, nd, nt
+
+
+def _pooled_fit(beta: float, x: np.ndarray, nd: np.ndarray, nt: np.ndarray) -> dict[str, Any]:
+    """At the pooled β: the expected information ``info``, the population (qubit-cluster sandwich)
+    error ``se``, the naive binomial error, the deviance of the pooled counts with its ``df`` and
+    Pearson's ``dispersion`` over the (qubit × h) cells (module docstring, "Lack of fit")."""
     Nt, Nd = nt.sum(0), nd.sum(0)
-    z = stats.norm.ppf(0.5 + level / 2)
-    info = math.nan
-    if math.isfinite(beta):
-        t = np.tanh(beta * x)
-        info = float((Nt * x**2 * (1 - t**2)).sum())
-        u = (x * (2 * nd - nt - nt * t)).sum(1)
-        se = math.sqrt(n / max(n - 1, 1) * float((u**2).sum())) / info if info > 0 else math.nan
-        naive = 1 / math.sqrt(info) if info > 0 else math.nan
-        p = np.clip(0.5 * (1 + t), 1e-15, 1 - 1e-15)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dev = 2 * (np.where(Nd > 0, Nd * np.log(Nd / (Nt * p)), 0)
-                       + np.where(Nt - Nd > 0, (Nt - Nd) * np.log((Nt - Nd) / (Nt * (1 - p))), 0))
-            cells = nt > 0
-            chi2 = np.where(cells, (nd - nt * p) ** 2 / (nt * p * (1 - p)), 0.0).sum()
-        deviance = float(dev[Nt > 0].sum())
-        df = int((Nt > 0).sum()) - 1
-        dispersion = float(chi2 / max(int(cells.sum()) - 1, 1))
-    else:
-        se = naive = deviance = dispersion = math.nan
-        df = int((Nt > 0).sum()) - 1
-    b_lo, b_hi = beta - z * se, beta + z * se
-    if bootstrap and math.isfinite(beta):
-        rng = np.random.default_rng(seed)
-        reps = np.empty(bootstrap)
-        for k in range(bootstrap):
-            pick = rng.integers(0, n, n)
-            reps[k] = _pooled_beta(x, nd[pick], nt[pick])
-        reps = reps[np.isfinite(reps)]
-        se = float(reps.std(ddof=1))
-        b_lo, b_hi = (float(v) for v in np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2]))
-    window = None if h_window is None else (float(h_window[0]), float(h_window[1]))
-    meas = _measurement_error(data, beta, info, window, level)
-    T = 1 / beta if beta != 0 else math.inf
+    n = len(nd)
+    df = int((Nt > 0).sum()) - 1
+    if not math.isfinite(beta):
+        return {"info": math.nan, "se": math.nan, "naive": math.nan, "deviance": math.nan, "df": df,
+                "dispersion": math.nan}
+    t = np.tanh(beta * x)
+    info = float((Nt * x**2 * (1 - t**2)).sum())
+    u = (x * (2 * nd - nt - nt * t)).sum(1)
+    se = math.sqrt(n / max(n - 1, 1) * float((u**2).sum())) / info if info > 0 else math.nan
+    naive = 1 / math.sqrt(info) if info > 0 else math.nan
+    p = np.clip(0.5 * (1 + t), 1e-15, 1 - 1e-15)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = 2 * (np.where(Nd > 0, Nd * np.log(Nd / (Nt * p)), 0)
+                   + np.where(Nt - Nd > 0, (Nt - Nd) * np.log((Nt - Nd) / (Nt * (1 - p))), 0))
+        cells = nt > 0
+        chi2 = np.where(cells, (nd - nt * p) ** 2 / (nt * p * (1 - p)), 0.0).sum()
+    return {"info": info, "se": se, "naive": naive, "deviance": float(dev[Nt > 0].sum()), "df": df,
+            "dispersion": float(chi2 / max(int(cells.sum()) - 1, 1))}
 
-    def t_of(lo_b: float, hi_b: float) -> tuple[float, float]:
-        return (1 / hi_b if hi_b > 0 else math.nan), (1 / lo_b if lo_b > 0 else math.inf)
 
-    def t_se(se_b: float) -> float:
-        return se_b / beta / beta if math.isfinite(beta) and beta != 0 else math.nan     # beta**2 overflows at h ≈ 1e-300
+def _bootstrap_beta(x, nd, nt, level: float, bootstrap: int, seed: int | None) -> tuple[float, float, float]:
+    """Percentile bootstrap of the pooled β over qubits: ``(se, lo, hi)``."""
+    n = len(nd)
+    rng = np.random.default_rng(seed)
+    reps = np.empty(bootstrap)
+    for k in range(bootstrap):
+        pick = rng.integers(0, n, n)
+        reps[k] = _pooled_beta(x, nd[pick], nt[pick])
+    reps = reps[np.isfinite(reps)]
+    se = float(reps.std(ddof=1))
+    b_lo, b_hi = (float(v) for v in np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2]))
+    return se, b_lo, b_hi
 
-    T_lo, T_hi = t_of(b_lo, b_hi)
+
+def _t_interval(lo_b: float, hi_b: float) -> tuple[float, float]:
+    """The interval of T = 1/β from β's interval (an end at β ≤ 0: NaN below, inf above)."""
+    return (1 / hi_b if hi_b > 0 else math.nan), (1 / lo_b if lo_b > 0 else math.inf)
+
+
+def _t_se(se_b: float, beta: float) -> float:
+    """The standard error of T = 1/β from β's (delta method)."""
+    return se_b / beta / beta if math.isfinite(beta) and beta != 0 else math.nan     # beta**2 overflows at h ≈ 1e-300
+
+
+def _errors(beta, meas, se, b_lo, b_hi, window, n: int, bootstrap: int) -> tuple[str, dict[str, Any]]:
+    """The ``method`` text and the headline error fields of :class:`EffectiveTemperature`: the
+    measurement error when it is estimable, else the population error (module docstring)."""
     where = ("all h values (whole-grid pooled Gibbs fit; not D-Wave's T_eff when the response saturates)"
              if window is None else f"programmed fields in [{window[0]:.4g}, {window[1]:.4g}]")
     pop = (f"percentile bootstrap over qubits ({bootstrap} resamples)" if bootstrap else
            "cluster-robust (sandwich) error with the qubit as the cluster")
     method = (f"Pooled maximum-likelihood Gibbs fit P(-1|h) = (1 + tanh βh)/2 over {where}, all {n} qubits, "
               "as dwave.system.temperatures.fast_effective_temperature defines T_eff = 1/β. ")
-    fields: dict[str, Any] = {}
     if math.isfinite(meas["se"]):
         m_lo, m_hi = meas["lo"], meas["hi"]
-        T_mlo, T_mhi = t_of(m_lo, m_hi)
-        fields = dict(error="measurement", T_eff_stderr=t_se(meas["se"]), T_eff_lo=T_mlo, T_eff_hi=T_mhi,
+        T_mlo, T_mhi = _t_interval(m_lo, m_hi)
+        fields = dict(error="measurement", T_eff_stderr=_t_se(meas["se"], beta), T_eff_lo=T_mlo, T_eff_hi=T_mhi,
                       beta_eff_stderr=meas["se"], beta_eff_lo=m_lo, beta_eff_hi=m_hi)
-        method += (f"Error: the measurement error of this device's T_eff, ±{t_se(meas['se']):.2g} (what a repeat run "
-                   f"on the same qubits would scatter by, between-call noise included: stratified sandwich over "
-                   f"{meas['units']} call units, {meas['df']} df, {meas['dispersion']:.2g}× the binomial variance). "
-                   f"Population error (the qubits as a sample from a population of qubits, {pop}): "
-                   f"±{t_se(se):.2g}.")
+        method += (f"Error: the measurement error of this device's T_eff, ±{_t_se(meas['se'], beta):.2g} (what a "
+                   f"repeat run on the same qubits would scatter by, between-call noise included: stratified sandwich "
+                   f"over {meas['units']} call units, {meas['df']} df, {meas['dispersion']:.2g}× the binomial "
+                   f"variance). Population error (the qubits as a sample from a population of qubits, {pop}): "
+                   f"±{_t_se(se, beta):.2g}.")
     else:
-        fields = dict(error="population", T_eff_stderr=t_se(se), T_eff_lo=T_lo, T_eff_hi=T_hi,
+        T_lo, T_hi = _t_interval(b_lo, b_hi)
+        fields = dict(error="population", T_eff_stderr=_t_se(se, beta), T_eff_lo=T_lo, T_eff_hi=T_hi,
                       beta_eff_stderr=float(se), beta_eff_lo=float(b_lo), beta_eff_hi=float(b_hi))
         method += (f"Error: the population error (the qubits as a sample from a population of qubits, {pop}); "
                    f"the measurement error of this device's T_eff is not estimable: {meas['note']}.")
-    T_mlo, T_mhi = t_of(meas["lo"], meas["hi"]) if math.isfinite(meas["se"]) else (math.nan, math.nan)
-    return EffectiveTemperature(
-        T_eff=T, beta_eff=beta, naive_stderr=float(naive),
-        design_effect=float((se / naive) ** 2) if naive and math.isfinite(naive) else math.nan,
-        level=level, h_window=window, h_values=int((Nt > 0).sum()), qubits=n, reads=int(Nt.sum()),
-        deviance=deviance, df=df, deviance_per_df=deviance / df if df > 0 else math.nan,
-        dispersion=dispersion, method=method,
-        T_eff_measurement_stderr=t_se(meas["se"]), T_eff_measurement_lo=T_mlo, T_eff_measurement_hi=T_mhi,
-        beta_eff_measurement_stderr=float(meas["se"]), measurement_df=int(meas["df"]),
-        measurement_units=int(meas["units"]), measurement_dispersion=float(meas["dispersion"]),
-        measurement_note=meas["note"], T_eff_population_stderr=t_se(se), T_eff_population_lo=T_lo,
-        T_eff_population_hi=T_hi, beta_eff_population_stderr=float(se), **fields)
+    return method, fields
 
 
 def _measurement_error(data: Dataset | Response, beta: float, info: float, window: tuple[float, float] | None,
@@ -414,7 +446,7 @@ def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list
     the all-flipped spin-reversal gauge (each qubit programmed at minus its field, its answer flipped
     back), so a static bias cancels to first order in the pooled fit. Ids ``t001-c0000k``.
     """
-    from qasa.protocol import Call
+    from qasa.protocol import Call, round_call_id, round_name
 
     n = len(qubits)
     calls = []
@@ -423,7 +455,7 @@ def quick_calls(qubits, *, num_reads: int, programmings: int, seed: int) -> list
         u = np.random.default_rng([int(seed), 7, k]).uniform(*FAST_H_WINDOW, size=n)
         h = np.clip(np.round(u / QUICK_STEP) * QUICK_STEP, *FAST_H_WINDOW)
         flips = np.full(n, -1 if flipped else 1, dtype=np.int8)
-        calls.append(Call(f"t001-c{c:05d}", 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
+        calls.append(Call(round_call_id(round_name("t", 1), c), 2_000_000 + c, -1, h, flipped, int(num_reads), flips))
     return calls
 
 

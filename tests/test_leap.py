@@ -135,3 +135,41 @@ def test_cli_against_the_server_keeps_the_token_out_of_everything(qpu, isolated,
             assert TOKEN.encode() not in f.read_bytes(), f
     ds = Dataset.load(out)
     assert ds.device["solver"] == server.solver_name and ds.device["properties"]["problem_timing_data"]
+
+
+def test_a_run_splits_its_parameters_once_through_the_backend():
+    """The Leap path filters every call's parameters through the run's ``filter`` (the runner passes
+    :meth:`qasa.backend.Backend.filter`): the sampler's accepted names are read once per run, not
+    once per submission, and the submissions are those of the per-call filter."""
+    import numpy as np
+
+    from qasa.backend import Backend
+    from qasa.leap import LeapRun, submission
+    from qasa.runner import sampler_parameters
+
+    class Counted:
+        reads = 0
+
+        @property
+        def parameters(self):
+            Counted.reads += 1
+            return {"num_reads": [], "annealing_time": [], "answer_mode": [], "auto_scale": [],
+                    "flux_drift_compensation": [], "label": []}
+
+        def sample_ising(self, h, J, **kw):        # never called: only the submissions are built
+            raise AssertionError
+
+    sampler = Counted()
+    protocol = qasa.Protocol.grid(0.5, 0.25, reads_per_h=20, reads_per_call=10, seed=2).resolved([0, 1, 2])
+    base = dict(sampler_parameters(protocol), seed=5)            # seed: not accepted, dropped
+    kw = dict(protocol=protocol, sampler=sampler, qubits=np.asarray(protocol.qubits), base=base, budget=None,
+              dataset_id="feedbeef", created=0.0)
+    Counted.reads = 0
+    backend = Backend(sampler)
+    run = LeapRun(**kw, filter=backend.filter)
+    subs = [submission(c, run) for c in protocol.calls()]
+    assert Counted.reads == 1 and len(subs) == 10
+    plain = [submission(c, LeapRun(**kw)) for c in protocol.calls()]      # default: filter_parameters per call
+    assert subs == plain
+    assert all("seed" not in s.params and "label" not in s.params for s in subs)
+    assert subs[3].label.startswith(f"qasa {protocol.calls()[3].call_id} seed 2 call 3 d=feedbeef c=")

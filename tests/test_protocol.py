@@ -199,3 +199,28 @@ def test_sa_beta_accepts_numpy_numbers_and_refuses_bools():
     assert s.qasa_settings()["beta"] == 4.0 and type(s.beta) is float      # was refused (not int/float)
     with pytest.raises(SamplerError, match="beta=True must be a finite number > 0"):
         qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1], beta=True)
+
+
+def test_call_ids_and_labels_have_one_formatter_and_one_parser():
+    """Every id and label qasa writes reads back to what made it (qasa.protocol is their one home)."""
+    from qasa.protocol import (LabelKey, call_id, call_label, parse_call_id, parse_label, parse_round_call_id,
+                               round_call_id, round_name)
+
+    assert call_id(3, 40) == "g0003-h00040" and parse_call_id("g0003-h00040") == (3, 40)
+    assert parse_call_id("qasa g12345-h00001 seed 2") == (12345, 1)          # anywhere in a label, any width
+    assert parse_call_id("a001-c00007") is None and parse_call_id("xg0001-h00002") is None
+    assert round_call_id(round_name("a", 1), 7) == "a001-c00007"
+    assert parse_round_call_id("a001-c00007") == ("a001", 7) and parse_round_call_id("s012-c00000") == ("s012", 0)
+    for bad in ("a001-c7", "-c00007", "g0001-h00002", "a001-c0000x", "a001c00007"):
+        assert parse_round_call_id(bad) is None, bad
+    p = Protocol.grid(0.5, 0.25, reads_per_h=40, reads_per_call=20, seed=11).resolved([0, 3, 5])
+    calls = p.calls()
+    assert {c.call_id for c in calls} == p.call_ids()
+    for c in calls:
+        assert parse_call_id(c.call_id) == (c.gauge, c.h_index)
+        label = call_label(c, p.seed)
+        assert label == f"qasa {c.call_id} seed 11 call {c.index}"
+        assert parse_label(label) == LabelKey(c.gauge, c.h_index, 11, c.index)
+        assert parse_label(label + " d=feedbeef c=0123456789ab") == parse_label(label)     # the Leap label
+    assert parse_label("my own label") == LabelKey()
+    assert parse_label("seed=4 call #9") == LabelKey(None, None, 4, 9)

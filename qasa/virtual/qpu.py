@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -115,6 +114,7 @@ from qasa.topology import coupler_classes, positions, topology_graph
 from qasa.virtual import noise as qnoise
 from qasa.virtual import physics as qphys
 from qasa.models import MODELS
+from qasa.protocol import parse_label
 
 __all__ = ["Preset", "PRESETS", "VirtualQPU", "device_field", "STRUCTURES", "check_anneal_schedule",
            "check_h_gain_schedule", "CallKey", "IDEAL"]
@@ -495,11 +495,41 @@ class VirtualQPU(MockDWaveSampler):
               "flux_drift_compensation": protocol.flux_drift_compensation}
         hv = np.asarray(protocol.h_values, float)
         fields = np.unique(np.concatenate([hv, -hv]) if protocol.spin_reversal else hv)
+        calls = protocol.calls()
+        mean_off, sigma_call, within, offs = self._run_offsets(rows, protocol, calls, kw)
+        N, K = self._expected_counts(rows, keep, fields, calls, kw, mean_off, within, offs, pooled)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
+        t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
+        # start from the truth moved by the closed forms of docs/DESIGN.md §6: readout error shrinks β by
+        # 1 − 2ε and widens γ (readout_gamma), the run-average drift adds to b, within-call noise to η.
+        # From the plain truth, the scoring stopped short of the minimum on the η = 0 bound for ~0.5% of
+        # the qubits (up to 0.4 nats)
+        eps = t["readout_error"].to_numpy()
+        w = np.mean([v for v in within.values() if v is not None], axis=0) if any(
+            v is not None for v in within.values()) else 0.0
+        start = np.column_stack([t["beta"] * t["gain"].abs() * t["h_scale"] * (1.0 - 2.0 * eps), t["b"] + mean_off,
+                                 readout_gamma(t["gamma"].to_numpy(), eps), np.sqrt(t["eta"] ** 2 + w ** 2)])
+        params = MODELS["qasa"].params
+        if np.unique(np.asarray(fields)).size < len(params):
+            # fewer distinct fields than QASA parameters: no fit of this run identifies them, so there is
+            # no estimand (NaN, and recovery sections show none) — the projection's system is singular
+            theta = np.full((len(qubits), len(params)), np.nan)
+        else:
+            theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
+        out = pd.DataFrame(theta, columns=list(params), index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
+        out["sigma_call"] = sigma_call
+        return out
+
+    def _expected_counts(self, rows, keep, fields, calls, kw, mean_off, within, offs, pooled: bool):
+        """Reads ``N`` and expected −1 reads ``K`` per qubit (``rows``; ``keep``: their positions in the
+        protocol's qubits) and distinct programmed field (``fields``) over the ``calls`` of a run
+        (:meth:`estimand`): each call at its own offsets ``offs`` (``pooled``), else at the run-average
+        drift ``mean_off`` (one evaluation per gauge pass); at the dynamics level, the Bloch-equation
+        response once per field."""
         N = np.zeros((len(rows), len(fields)))
         K = np.zeros_like(N)
         r = np.arange(len(rows))
-        calls = protocol.calls()
-        mean_off, sigma_call, within, offs = self._run_offsets(rows, protocol, calls, kw)
         if self.physics == "freezeout" and pooled:
             for k, c in enumerate(calls):
                 x = (c.flips[keep] * c.h).astype(float)
@@ -524,28 +554,7 @@ class VirtualQPU(MockDWaveSampler):
             P = self._p_down(np.repeat(rows, len(fields)), xs.ravel(), np.repeat(mean_off, len(fields)),
                              kw).reshape(N.shape)
             K = N * P
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
-        t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
-        # start from the truth moved by the closed forms of docs/DESIGN.md §6: readout error shrinks β by
-        # 1 − 2ε and widens γ (readout_gamma), the run-average drift adds to b, within-call noise to η.
-        # From the plain truth, the scoring stopped short of the minimum on the η = 0 bound for ~0.5% of
-        # the qubits (up to 0.4 nats)
-        eps = t["readout_error"].to_numpy()
-        w = np.mean([v for v in within.values() if v is not None], axis=0) if any(
-            v is not None for v in within.values()) else 0.0
-        start = np.column_stack([t["beta"] * t["gain"].abs() * t["h_scale"] * (1.0 - 2.0 * eps), t["b"] + mean_off,
-                                 readout_gamma(t["gamma"].to_numpy(), eps), np.sqrt(t["eta"] ** 2 + w ** 2)])
-        if np.unique(np.asarray(fields)).size < 4:
-            # fewer distinct fields than QASA parameters: no fit of this run identifies them, so there is
-            # no estimand (NaN, and recovery sections show none) — the projection's system is singular
-            theta = np.full((len(qubits), 4), np.nan)
-        else:
-            theta = kl_projection(np.broadcast_to(fields, N.shape), N, p_true, start)
-        out = pd.DataFrame(theta, columns=["beta", "b", "gamma", "eta"],
-                           index=pd.Index(np.asarray(qubits, dtype=np.int64), name="qubit"))
-        out["sigma_call"] = sigma_call
-        return out
+        return N, K
 
     def _expected_sigma_call(self, protocol: Any, s_star: np.ndarray) -> np.ndarray:
         """Expected spread of the per-call offsets about the run average (see :meth:`qasa_truth`)."""
@@ -1011,9 +1020,6 @@ class VirtualQPU(MockDWaveSampler):
                             kwargs.get("programming_thermalization"))
 
 
-_CALL_ID = re.compile(r"\bg(\d+)-h(\d+)\b")
-_RUN_SEED = re.compile(r"\bseed[\s=:]*(\d+)\b")
-_INDEX = re.compile(r"\bcall[\s=:#]*(\d+)\b")
 #: qasa's default grid has 81 fields: the pass length assumed when a label gives no call index
 DEFAULT_PASS = 81
 
@@ -1026,9 +1032,11 @@ class CallKey:
     """Identity of one call, parsed from its label (see the module docstring).
 
     ``gauge``, ``h_index``: the call id ``gGGGG-hHHHHH`` anywhere in the label; ``run_seed``:
-    ``seed N`` in the label (the runner's ``qasa <call id> seed <protocol seed> call <index>`` and
-    the Leap path's ``qasa <call id> seed <protocol seed>``); ``index``: ``call N``, the call's
-    position in its run. Unlabelled calls are numbered per instance (``unlabelled``).
+    ``seed N`` in the label (the runner's ``qasa <call id> seed <protocol seed> call <index>``,
+    :func:`qasa.protocol.call_label`, to which the Leap path appends the dataset and a digest);
+    ``index``: ``call N``, the call's position in its run. The label is read by
+    :func:`qasa.protocol.parse_label`, the parser of the labels qasa writes. Unlabelled calls are
+    numbered per instance (``unlabelled``).
     """
 
     label: str | None
@@ -1043,10 +1051,8 @@ class CallKey:
         """The key of a call with ``label`` (``unlabelled``: the instance's count of unlabelled calls)."""
         if label is None:
             return cls(None, unlabelled=unlabelled)
-        text = str(label)
-        call, seed, index = _CALL_ID.search(text), _RUN_SEED.search(text), _INDEX.search(text)
-        return cls(text, int(call.group(1)) if call else None, int(call.group(2)) if call else None,
-                   int(seed.group(1)) if seed else None, int(index.group(1)) if index else None)
+        key = parse_label(label)          # the one parser of qasa's labels (qasa.protocol)
+        return cls(str(label), key.gauge, key.h_index, key.run_seed, key.index)
 
     @classmethod
     def of(cls, run_seed: int | None, call: Any) -> "CallKey":
