@@ -94,8 +94,12 @@ Stop
 Qubits that do not respond
     A qubit whose reads are almost all one value (outside [1 %, 99 %] −1) is *saturated*; one
     whose flux slope (h slope with ``offsets="h"``) is not distinguishable from 0 (below 4 standard
-    errors) does *not respond*. Both keep flux bias 0 and a one-line reason in the table, never an
-    extrapolated value; a crossing beyond the flux-bias range is clipped to it, with its reason.
+    errors) does *not respond*. Both end with flux bias 0 and a one-line reason in the table, never an
+    extrapolated value; a crossing beyond the flux-bias range is clipped to it, with its reason. Between
+    rounds every qubit is moved to the crossing of its posterior (priors included, clipped to the range),
+    so that a qubit saturated at flux 0 but within reach, or one whose slope is weak, is resolved by the
+    next rounds (measured: a qubit with b = 3 h is shimmed, one with b = 10 h stays saturated, one with a
+    conversion 50× below the published one ends clipped at the range's edge).
 
 Flux-bias range
     The solver's ``flux_bias_range`` property when it publishes one (the name D-Wave's own code reads:
@@ -547,10 +551,11 @@ def _check_options(sampler: dimod.Sampler, out: Any, offsets: Any, reads_per_qub
 
 
 # -- estimates ------------------------------------------------------------------------------------------
-def _decide(ctx: _Shim, theta: np.ndarray, data_info: np.ndarray, frac_down: np.ndarray,
-            now: np.ndarray) -> pd.DataFrame:
-    """Per qubit: the crossing, the setting to apply next (clipped, or the current one with a reason when the
-    qubit is saturated or does not respond), status and reason."""
+def _decide(ctx: _Shim, theta: np.ndarray, data_info: np.ndarray, frac_down: np.ndarray) -> pd.DataFrame:
+    """Per qubit: the crossing, the setting that ends the shim (the crossing clipped to the range, or 0 with a
+    reason when the qubit is saturated or does not respond), the one the next round explores (the crossing of
+    the posterior, priors included, clipped: a saturated or weakly responding qubit is moved towards where it
+    would respond, so that more reads can resolve it), status and reason."""
     beta, a, c = theta.T
     slope = 2 if ctx.flux else 0                               # the parameter that moves the crossing
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -577,10 +582,11 @@ def _decide(ctx: _Shim, theta: np.ndarray, data_info: np.ndarray, frac_down: np.
                      f"{applied} left at 0")
     for i in np.flatnonzero(silent):
         status[i] = "no response"
-        reason[i] = (f"does not respond to {'flux' if ctx.flux else 'h'}: slope {theta[i, slope]:.3g} is {z[i]:.1f} "
-                     f"standard errors from 0 (at least {MIN_RESPONSE_Z:g} needed); {applied} left at 0")
-    return pd.DataFrame({"next": np.where(saturated | silent, 0.0, nxt), "plan_next": np.where(saturated | silent, now, nxt),
-                         "crossing": crossing, "slope_z": z, "status": status, "reason": reason})
+        reason[i] = (f"does not respond to {'flux' if ctx.flux else 'h'} (or needs more reads): slope "
+                     f"{theta[i, slope]:.3g} is {z[i]:.1f} standard errors from 0 (at least {MIN_RESPONSE_Z:g} needed); "
+                     f"{applied} left at 0")
+    return pd.DataFrame({"next": np.where(saturated | silent, 0.0, nxt), "explore": nxt, "crossing": crossing,
+                         "slope_z": z, "status": status, "reason": reason})
 
 
 def _delta(grad: np.ndarray, cov: np.ndarray) -> np.ndarray:
@@ -620,13 +626,12 @@ def _estimate(ctx: _Shim, plans: list[dict[str, Any]]) -> pd.DataFrame:
     X, F, D, N = _pooled(ctx, plans)
     U = ctx.k0 * F
     frac = D.sum(1) / np.maximum(N.sum(1), 1)
-    now = np.asarray(plans[-1][ctx.setting], float)
     theta, _, info = fit_shim(X, U, D, N, ctx.beta0)
-    first = _decide(ctx, theta, info, frac, now)
+    first = _decide(ctx, theta, info, frac)
     disp = _dispersion(X, U, D, N, theta, first["status"].isin(_OK).to_numpy(), 3 if ctx.flux else 2)
     phi = disp["phi"][:, None]
     theta, cov, info = fit_shim(X, U, D / phi, N / phi, ctx.beta0, start=theta)    # the quasi-likelihood
-    est = _decide(ctx, theta, info, frac, now)
+    est = _decide(ctx, theta, info, frac)
     beta, a, c = theta.T
     r, sd = _residual(ctx, theta, cov, est["next"].to_numpy())
     k = ctx.k0 * c / beta if ctx.flux else np.full(len(beta), np.nan)
@@ -736,7 +741,7 @@ def _plan(ctx: _Shim, est: pd.DataFrame | None, calls: int, R: int) -> dict[str,
     if est is None:
         setting, beta, slope = np.zeros(n), np.full(n, ctx.beta0), np.full(n, ctx.beta0)
     else:
-        setting = est["plan_next"].to_numpy()
+        setting = est["explore"].to_numpy()
         # dither amplitudes from the estimates, kept within a factor 3 of the prior's (a silent qubit's β̂ ≈ 0)
         beta = np.clip(est["beta"].to_numpy(), ctx.beta0 / 3, 3 * ctx.beta0)
         k = est["conversion"].to_numpy() if ctx.flux else np.full(n, ctx.k0)
