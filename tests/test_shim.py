@@ -178,6 +178,13 @@ def test_target_stops_early(tmp_path):
     assert res.reads_per_qubit < 200_000
     # the floor says 1.96/(β·0.004) ≈ 9·10³ reads; doubling rounds overshoot it by < 2.2x
     assert res.reads_per_qubit < 2.2 * (1.96 / (4.6 * 0.004)) ** 2
+    # with the noise on, 1/f flux noise slower than the shim (σ_slow ≈ 0.006 h for a few seconds) keeps every
+    # half-width above 0.004: more reads do not get there, the shim runs to its read budget
+    noisy = VirtualQPU("advantage4.1", topology_shape=[3], seed=6)
+    res = shim(noisy, tmp_path / "n", reads_per_qubit=16_384, target=0.004, seed=1)
+    half = (res.table["residual_hi"] - res.table["residual_lo"]) / 2
+    assert res.stopped == "reads" and res.reads_per_qubit == 16_384 and half.min() > 0.004
+    assert (1.96 * res.table["sigma_slow"] > 0.004).all()
 
 
 def _worker(out: Path, kill_at: int) -> subprocess.CompletedProcess:
@@ -443,3 +450,28 @@ def test_flux_biases_file_applied_by_run(tmp_path):
     (tmp_path / "short.json").write_text(json.dumps([0.0, 1e-6]))
     r = runner.invoke(main, ["run", str(tmp_path / "r2"), "--shape", "2", "--flux-biases", str(tmp_path / "short.json")])
     assert r.exit_code == 1 and "2 flux biases" in r.output and not (tmp_path / "r2").exists()
+
+
+def test_the_slow_flux_noise_the_interval_allows_for():
+    # the virtual QPU's own 1/f model (none on the ideal device), D-Wave's published spectrum behind a cloud
+    # solver, none on a software sampler
+    import types
+
+    from qasa.samplers import get_sampler
+    from qasa.shim import PUBLISHED_FLUX_NOISE, published_flux_noise
+
+    assert published_flux_noise(_qpu(shape=2)).amplitude == 0
+    noisy = published_flux_noise(VirtualQPU("advantage4.1", topology_shape=[2], seed=1))
+    assert (noisy.amplitude, noisy.alpha) == (2.0, 0.9)
+    assert published_flux_noise(get_sampler("sa", topology_type="pegasus", topology_shape=[2])).amplitude == 0
+
+    class Cloud(dimod.Sampler):
+        solver = types.SimpleNamespace(name="Advantage_system4.1", client=object(), sample_ising=lambda *a, **k: None)
+        properties = {"chip_id": "Advantage_system4.1", "category": "qpu"}
+        parameters = {"flux_biases": []}
+
+        def sample(self, bqm, **kwargs):
+            raise AssertionError("not called")
+
+    cloud = published_flux_noise(Cloud())
+    assert (cloud.amplitude, cloud.alpha) == PUBLISHED_FLUX_NOISE
