@@ -326,12 +326,12 @@ def test_h_offsets_cancel_a_planted_bias_on_a_sampler_without_flux_biases(tmp_pa
     # the CLI: --offsets h on the sa backend (no planted bias: every offset within its interval of 0)
     out = tmp_path / "c"
     r = CliRunner().invoke(main, ["shim", str(out), "--backend", "sa", "--shape", "2", "--offsets", "h",
-                                  "--reads-per-qubit", "4096", "--quiet"])
+                                  "--reads-per-qubit", "4096", "--seed", "5", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "h offsets: " in r.output and (out / "h_offsets.json").is_file()
     tc = pd.read_csv(out / "shim" / "table.csv")
     inside = (tc["residual_lo"] <= tc["h_offset"]) & (tc["h_offset"] <= tc["residual_hi"])   # true residual: o
-    assert inside.mean() >= 0.9 and tc["h_offset"].abs().max() < 0.02
+    assert len(tc) == 40 and inside.mean() >= 0.85 and tc["h_offset"].abs().max() < 0.02
 
 
 def test_h_offsets_on_the_virtual_qpu_cancel_its_static_bias(tmp_path):
