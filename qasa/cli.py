@@ -788,15 +788,19 @@ def _with_flux_biases(protocol, sampler, path: str | None):
               help="QPU-time budget of the shim [env QASA_MAX_QPU_SECONDS].")
 @click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"), help="Annealing time in µs.")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed of gauges and dithers.")
+@click.option("--offsets", default="flux", show_default=True, type=click.Choice(["flux", "h"]),
+              help="What the shim sets: flux biases, or per-qubit h offsets (for a sampler without flux_biases).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float | None, max_qpu_seconds: float | None,
-             annealing_time: float | None, seed: int | None, as_json: bool, quiet: bool, **o: Any) -> None:
+             annealing_time: float | None, seed: int | None, offsets: str, as_json: bool, quiet: bool,
+             **o: Any) -> None:
     """Find the flux biases that cancel every qubit's static bias; write OUT/flux_biases.json.
 
     Model-based and pooled (every round's reads in one likelihood per qubit, the flux→field conversion
     learned per qubit); journaled per call, so re-running OUT resumes. Apply the result to any later run
-    with `qasa run/assess --flux-biases OUT/flux_biases.json`.
+    with `qasa run/assess --flux-biases OUT/flux_biases.json`. With `--offsets h` (a sampler without
+    flux_biases) it writes OUT/h_offsets.json instead: one h offset per qubit id, to add to a problem's h.
     """
     from qasa.session import open_backend
     from qasa.shim import shim
@@ -807,14 +811,17 @@ def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float |
                            defaults=lambda name: _backend_kwargs(o, name, only_given=False))
     result = _with_warnings(quiet or as_json, lambda: shim(
         sampler, out, reads_per_qubit=reads_per_qubit, qubits=_ints(qubits), target=target,
-        max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time,
+        max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time, offsets=offsets,
         progress=_progress(quiet or as_json)))
     s = result.summary()
     bad = result.table[~result.table["status"].isin(["ok"])]
+    kind = "flux biases" if offsets == "flux" else "h offsets"
     text = (f"shim {out}: {s['responding']} of {s['qubits']} qubits shimmed with {s['reads_per_qubit']} reads each "
             f"in {s['rounds']} rounds (stopped: {s['stopped']}); rms bias before {_g(s['bias_rms'])}, "
             f"residual 95% half-width rms {_g(s['residual_half_width_rms'])} (max {_g(s['residual_half_width_max'])})"
-            f"\nflux biases: {s['flux_biases']}")
+            f"\nnot removable by a static shim: between-call scatter sigma_call {_g(s['sigma_call_median'])} "
+            f"(median), slow flux noise over the run {_g(s['sigma_slow_median'])} (in the interval)"
+            f"\n{kind}: {s['flux_biases' if offsets == 'flux' else 'h_offsets']}")
     for q, reason in zip(bad["qubit"], bad["reason"]):
         text += f"\nqubit {q}: {reason}"
     _emit(as_json, s, text)

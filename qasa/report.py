@@ -1120,10 +1120,12 @@ _MAP_JS = r"""(function () {
 
 def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, Any], out_dir: str | Path) -> Path:
     """The shim's before/after page (``OUT/shim/report.html``): each qubit's estimated static bias before
-    the shim and its residual field after it (with 95 % intervals), as histograms and tile maps.
+    the shim and its static residual after it (with 95 % intervals), as histograms and tile maps, and what
+    a static shim cannot remove: the between-call scatter σ_call and the slow flux noise σ_slow.
 
     Args:
-        table: the shim's per-qubit table (``bias``, ``bias_sd``, ``residual``, ``residual_lo/_hi``, ``status``).
+        table: the shim's per-qubit table (``bias``, ``residual``, ``residual_lo/_hi``, ``sigma_call``,
+            ``sigma_slow``, ``status``).
         device: the dataset's device record (topology, for the maps).
         summary: :meth:`qasa.shim.ShimResult.summary`.
         out_dir: the folder of the page.
@@ -1143,31 +1145,43 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
     m = float(np.nanmax(np.abs(t["bias"]))) if len(t) else 1.0
     bins = np.linspace(-m, m, 41)
     ax1.hist(t["bias"], bins=bins, color="#c44e52", alpha=0.6, label="static bias before (estimated)")
-    ax1.hist(t["residual"], bins=bins, color="#4c72b0", alpha=0.8, label="residual after (estimated)")
+    ax1.hist(t["residual"], bins=bins, color="#4c72b0", alpha=0.8, label="static residual after (estimated)")
     ax1.set_xlabel("field (h)")
     ax1.set_ylabel("qubits")
     ax1.legend(fontsize=7, frameon=False)
-    ax2.hist(half, bins=40, color="#55a868")
-    ax2.set_xlabel("95 % half-width of the residual (h)")
+    ax2.hist(half, bins=40, color="#55a868", alpha=0.8, label="95 % half-width of the static residual")
+    if "sigma_call" in t and np.isfinite(t["sigma_call"]).any():
+        ax2.hist(t["sigma_call"].dropna(), bins=40, color="#8172b2", alpha=0.6, label="σ_call: between-call scatter")
+    ax2.set_xlabel("field (h)")
     ax2.set_ylabel("qubits")
+    ax2.legend(fontsize=7, frameon=False)
     reads = f"{summary.get('reads_per_qubit', 0):,}".replace(",", " ")
-    body = [f"<p>{summary.get('responding', 0)} of {summary.get('qubits', 0)} qubits shimmed with "
+    kind = "h offsets" if summary.get("offsets") == "h" else "flux biases"
+    body = [f"<p>{summary.get('responding', 0)} of {summary.get('qubits', 0)} qubits shimmed ({kind}) with "
             f"{reads} reads per qubit in {summary.get('rounds', 0)} rounds (stopped on "
             f"{html.escape(str(summary.get('stopped')))}); rms static bias before {_fmt(summary.get('bias_rms'), 1e-5)} h, "
-            f"rms 95 % half-width of the residual after {_fmt(summary.get('residual_half_width_rms'), 1e-5)} h. "
-            "The residual is what the shim leaves of each qubit's static bias; per-call field errors and 1/f "
-            "flux noise are not static, and no shim removes them.</p>",
-            page.figure(fig, "shim_histograms", "Static bias before and residual after the shim; residual interval widths")]
+            f"rms 95 % half-width of the static residual after {_fmt(summary.get('residual_half_width_rms'), 1e-5)} h. "
+            "The static residual is what the shim leaves of each qubit's static bias.</p>",
+            "<p><b>What a static shim cannot remove.</b> Every call is a new programming: its reads share a field "
+            "offset (per-programming errors, the flux noise between calls, the DAC's rounding of the dither) that "
+            f"changes from call to call, with scatter σ_call = {_fmt(summary.get('sigma_call_median'), 1e-5)} h "
+            "(median over qubits). A static flux bias or h offset cannot remove it: every later call draws a new "
+            "offset. 1/f flux noise slower than the shim moved all its calls alike, by an amount the reads cannot "
+            f"tell from the static bias: σ_slow = {_fmt(summary.get('sigma_slow_median'), 1e-5)} h (median, from "
+            "the published flux-noise spectrum over the shim's duration); it is part of each residual's interval.</p>",
+            page.figure(fig, "shim_histograms", "Static bias before and static residual after the shim; residual "
+                        "interval widths and the between-call scatter σ_call")]
     lay, _ = layout_table(device, t["qubit"].astype(int).tolist())
     if len(lay):
         fig = _figure(10, 4.4, _PAIR)
         axes = fig.subplots(1, 2)
         v = t.set_index("qubit").loc[lay.index]
-        for ax, col, title in zip(axes, ("bias", "residual"), ("static bias before", "residual after")):
+        for ax, col, title in zip(axes, ("bias", "residual"), ("static bias before", "static residual after")):
             plots.layout_map(lay["x"], lay["y"], v[col].to_numpy(float), ax=ax, label=f"{title} (h)", cmap="RdBu_r",
                              vmin=-m, vmax=m, size=float(np.clip(9000.0 / max(len(lay), 1), 0.6, 40.0)))
             ax.set_title(title, fontsize=9)
         body.append(page.figure(fig, "shim_maps", "Each qubit at its place in the cell grid, one colour scale for both"))
     body.append(page.csv(table, "shim_table.csv"))
     page.section("shim", "Before and after the shim", "".join(body))
-    return page.write("report.html", "Flux-bias shim", "qasa shim: static bias before, residual after", utcnow())
+    title = "h-offset shim" if summary.get("offsets") == "h" else "Flux-bias shim"
+    return page.write("report.html", title, "qasa shim: static bias before, static residual after", utcnow())

@@ -4,7 +4,9 @@ A qubit's static bias ``b`` (units of h) can be cancelled by a flux bias Φ (uni
 parameter ``flux_biases``): near the freeze-out point the flux adds a field ``kΦ`` to the qubit, with
 ``k`` its flux→field conversion. D-Wave publishes the conversion (``dwave.system.temperatures.
 fluxbias_to_h``: ``h = −2 I_p(s) Φ / B(s)``, ``I_p = √(B/(2 M_AFM))``, at the freeze-out point); real
-qubits differ from it, so here it is only the prior's centre and each qubit's ``k`` is learned.
+qubits differ from it, so here it is only the prior's centre and each qubit's ``k`` is learned. On a
+sampler without ``flux_biases`` (``offsets="h"``, CLI ``--offsets h``) the same design returns a per-qubit
+h offset instead (below).
 
 Model (per qubit, every read of every round pooled in one likelihood)
     A read at programmed field ``x`` (units of h) and flux bias Φ returns −1 with probability
@@ -16,46 +18,111 @@ Model (per qubit, every read of every round pooled in one likelihood)
     ``(β, a, c)`` it is a logistic regression: the log-likelihood is concave and Newton's method
     converges from any start. Weak Gaussian priors (β and c: mean β₀, sd β₀/2; a: sd 10) keep
     the first round defined; β₀ is the published single-qubit β = 1/T_eff of the device (docs/DESIGN.md §2).
-    The residual field at flux Φ is ``r = b + kΦ = (a + c·k₀Φ)/β``; its 95 % interval is the delta
-    method on the Laplace posterior covariance (inverse observed information plus prior precision).
+    The residual field at flux Φ is ``r = b + kΦ = (a + c·k₀Φ)/β``; its interval is the delta method
+    on the posterior covariance (below).
+
+Estimand: the static residual ``b + kΦ``
+    What a static flux bias can cancel is the part of the qubit's field that stays: its static bias
+    ``b`` (on qasa's virtual QPU ``truth["b"]``; the residual after the shim is ``truth["b"] +
+    flux_field(flux_biases)``). The rest of what a read sees is not a property of the qubit's field
+    and is not part of the estimand: each programming adds its own offset (integrated control errors,
+    the 1/f flux noise averaged over the call) with mean zero over calls; the h DAC rounds each
+    *programmed value* (up to ±0.008 at h = 0 on Advantage), an error of that value and not a bias of
+    the qubit; the qubit's h scale (~1 %) multiplies programmed fields only, so the residual is in the
+    units of h as this qubit realizes it (within ~1 % of field units). Design and intervals are built
+    so that each of them is either averaged out or counted in the interval:
+
+    - *Between calls.* Every call is a new programming; the reads of one call share an offset
+      δ ~ N(0, σ_call²) acting as a per-call ``b`` (as in the assessment's between-call fit,
+      :mod:`qasa.fitting` "Between calls": the between-call variance of a call's P(−1) is
+      ``g σ²``, ``g = (∂p/∂b)²``). A call of ``N`` reads then has the binomial variance times
+      ``φ = 1 + (N − 1)·4β²pq·σ_call²``. A qubit has few calls (20 at the default budget), so its
+      dispersion is estimated by quasi-likelihood with empirical-Bayes pooling over the chip: each
+      responding qubit's Pearson statistic over its calls (cells expecting both outcomes
+      ≥ :data:`qasa.fitting.MIN_CALL_COUNT` times) gives ``φ̂_q`` on ``d_q = calls − 3`` degrees of freedom; the
+      chip's prior (``φ₀``, ``ν₀``) comes from the spread of ``log φ̂_q`` beyond its sampling spread
+      (Smyth 2004, the moderated variance of limma), ``φ_q = (ν₀φ₀ + d_qφ̂_q)/(ν₀ + d_q)``, never
+      below 1 (binomial). The fit is redone with every count divided by ``φ_q`` (the quasi-likelihood),
+      whose covariance carries the scatter; ``σ_call = √((φ_q − 1)/κ_q)`` (``κ_q`` the mean of
+      ``(N − 1)·4β²pq`` over the calls) is reported: no static shim removes it. With fewer than
+      4 usable calls on every qubit σ_call is not identified (the reason says so, intervals are binomial).
+    - *Slow flux noise.* 1/f flux noise slower than the whole shim moves every call of the run
+      alike; no data of one run separate it from ``b``. Its variance — the variance of the mean of
+      the published spectrum over the run, ``∫ S_Φ(f) sinc²(πfT_run) df`` with ``T_run`` the run's QPU
+      access time (a lower bound on its duration, so the term is conservative) — times ``k̂²`` is
+      ``σ_slow²``, added to the interval. The spectrum is D-Wave's published one (√S_Φ(1 Hz) = 2 µΦ₀/√Hz,
+      exponent 0.9, flat below 1 mHz with ``flux_drift_compensation``; docs/DESIGN.md §7, the closed
+      forms of :class:`qasa.virtual.noise.FluxNoise`), the virtual QPU's own when it runs there (none on
+      an ideal device), none on a software sampler.
+    - *DAC.* The h dither's magnitude is drawn afresh for every pair of calls (``w ~ U(0.25, 1.75)``
+      times its nominal size), so the DAC's rounding of the dither is a different error in every call:
+      part of σ_call, averaged out (a fixed dither's rounding biased ``b̂`` by up to ±0.004, rms 0.002).
+
+    The 95 % interval is ``r̂ ± t·√(sd² + σ_slow²)``: ``sd`` from the quasi-likelihood covariance,
+    ``t`` Student's with the moderated degrees of freedom ``d_q + ν₀`` (Welch–Satterthwaite with the
+    slow term), the normal quantile when the binomial floor holds.
 
 Design (each round; a deterministic function of the seed and the data of earlier rounds)
     Every qubit's flux is set at its current estimate of the zero crossing, ``Φ̂ = −â/(ĉ k₀)``
     (the likelihood's zero crossing), clipped to the flux-bias range. Reads at the crossing carry
     the most information about it: ``β²`` per read, so ``n`` reads give the floor
     ``sd(r) = 1/(β√n)``. To learn β and k from the same reads at almost no cost, calls come in
-    antithetic pairs with a small dither on each qubit: programmed ``x = g δ`` with a spin-reversal
-    gauge ``g = ±1`` (the gauge's partner call has ``−g``) and flux ``Φ̂ + g′Δ`` (``−g′`` in the
-    partner), with ``βδ = |c|k₀Δ = ρ`` (``dither``, default 0.1). The tanh argument is then 0 or
-    ±2ρ, costing ``1 − ½(1 + sech²2ρ) ≈ 2 %`` of the information about the crossing (1 % in sd)
-    while giving β and k to ``1/(ρ√n)`` relative each. Round sizes double the reads so far
+    antithetic pairs with a small dither on each qubit: programmed ``x = g w δ`` with a spin-reversal
+    gauge ``g = ±1`` (the gauge's partner call has ``−g``, the same ``w``) and flux ``Φ̂ + g′Δ`` (``−g′``
+    in the partner), with ``βδ = |c|k₀Δ = ρ`` (``dither``, default 0.1). The tanh argument is then
+    ``±ρ(w ± 1)``, costing ``≈ (1 + E w²) ρ² ≈ 2 %`` of the information about the crossing (1 % in sd)
+    while giving β and k to ``≈ 1/(ρ√n)`` relative each. Round sizes double the reads so far
     (the first round is one pair), capped by the read budget and by the reads the target predicts.
+    Calls are numbered through the whole shim (one device clock: on the virtual QPU the 1/f noise
+    of consecutive rounds is correlated as on a QPU that runs them back to back).
+
+h offsets (``offsets="h"``)
+    For a sampler without ``flux_biases`` the correction is a per-qubit h offset ``o`` added to the
+    programmed field: the same rounds with ``x = o + g w δ`` and no flux (β and ``a`` are fitted, ``c``
+    keeps its prior), ``o`` set at the crossing ``−â/β̂`` and kept inside ``h_range`` less the dither.
+    The result, ``ShimResult.h_offsets`` and ``OUT/h_offsets.json``, lists one offset per qubit id (0 off
+    the shimmed qubits), to be added to a problem's h. Unlike a flux bias an h offset goes through the h
+    DAC: on a QPU the realized shift at any one programmed value is ``o`` plus the difference of two
+    rounding errors (up to ±0.008 each near h = 0), ``o`` only on average over programmed values.
 
 Stop
     When the 95 % half-width of every responding qubit's residual is within ``target`` (units of
     h), when the read budget ``reads_per_qubit`` is spent, or when the QPU-time budget
-    ``max_qpu_seconds`` is reached (:class:`qasa.cost.BudgetError` from the runner).
+    ``max_qpu_seconds`` is reached (:class:`qasa.cost.BudgetError` from the runner). A target below
+    what the slow flux noise allows is not reached by more reads: the shim then runs to its budget.
 
 Qubits that do not respond
     A qubit whose reads are almost all one value (outside [1 %, 99 %] −1) is *saturated*; one
-    whose flux slope is not distinguishable from 0 (``ĉ`` below 4 data-only standard errors) does
-    *not respond*. Both keep flux bias 0 and a one-line reason in the table, never an extrapolated
-    value; a crossing beyond the flux-bias range is clipped to it, with its reason.
+    whose flux slope (h slope with ``offsets="h"``) is not distinguishable from 0 (below 4 standard
+    errors) does *not respond*. Both end with flux bias 0 and a one-line reason in the table, never an
+    extrapolated value; a crossing beyond the flux-bias range is clipped to it, with its reason. Between
+    rounds every qubit is moved to the crossing of its posterior (priors included, clipped to the range),
+    so that a qubit saturated at flux 0 but within reach, or one whose slope is weak, is resolved by the
+    next rounds (measured: a qubit with b = 3 h is shimmed, one with b = 10 h stays saturated, one with a
+    conversion 50× below the published one ends clipped at the range's edge).
 
 Flux-bias range
-    The solver's own ``flux_bias_range`` property when it publishes one; otherwise the flux
-    equivalent of its published ``h_range`` through the conversion: ``|Φ| ≤ max|h_range| / |k₀|``
-    (≈ 2.7 mΦ₀ on Advantage_system4.1: h_range [−4, 4], D-Wave's published conversion at s* = 0.612). A
-    larger flux would stand for a field the solver does not allow as h.
+    The solver's ``flux_bias_range`` property when it publishes one (the name D-Wave's own code reads:
+    ``dwave.system.composites.LinearAncillaComposite``, ``dwave/system/composites/linear_ancilla.py`` of
+    dwave-system, https://github.com/dwavesystems/dwave-system/pull/530, read in dwave-system 1.36.0:
+    ``qpu_properties.get("flux_bias_range", default_flux_bias_range)``);
+    otherwise the range D-Wave documents there for its QPUs, ``default_flux_bias_range = (−0.005, 0.005)``
+    Φ₀ ("Flux-bias range ... supported by the QPU"; the code notes that solvers do not publish the
+    property yet). D-Wave's QPU documentation (docs.dwavesys.com/docs/latest/c_fd_flux.html, "Flux-Bias
+    Offsets") lists the ``flux_biases`` parameter with the properties ``extended_j_range`` and
+    ``per_qubit_coupling_range`` and states no flux-bias range; ``dwave.experimental.shimming.
+    shim_flux_biases`` clips nothing (its docstring warns that a large learning rate can "exceed the
+    bounds of allowed values for the flux-bias offsets"). 0.005 Φ₀ is a field of ≈ 7.5 h on
+    Advantage_system4.1 (D-Wave's conversion at s* = 0.612), beyond ``h_range``.
 
 Checkpoints
-    Each round's plan (per-qubit flux, dither amplitudes, calls and reads) is written atomically to
-    ``OUT/shim/round-NNN.json`` before its calls run; its calls have ids ``sNNN-cNNNNN`` and carry
+    Each round's plan (per-qubit flux or offset, dither amplitudes, calls and reads) is written atomically
+    to ``OUT/shim/round-NNN.json`` before its calls run; its calls have ids ``sNNN-cNNNNN`` and carry
     their ``flux_biases`` as a per-call sampler parameter (:attr:`qasa.protocol.Call.params`); they
     are run by :func:`qasa.runner.run` (journaled one by one, budget-checked, resumable). A killed
     shim resumes from exactly the data an uninterrupted one had, so it ends at identical flux biases.
     The result is ``OUT/flux_biases.json`` (the list for ``DWaveSampler().sample(..., flux_biases=...)``)
-    and ``OUT/shim/table.csv``.
+    or ``OUT/h_offsets.json``, ``OUT/shim/table.csv`` and ``OUT/shim/report.html``.
 """
 
 from __future__ import annotations
@@ -70,16 +137,20 @@ from typing import Any, Callable, Mapping
 import dimod
 import numpy as np
 import pandas as pd
+from scipy import special, stats
 
 from qasa.backend import as_backend
 from qasa.cost import BudgetError
 from qasa.dataset import atomic_write_bytes, atomic_write_json, utcnow
 from qasa.errors import DatasetError, QasaError
+from qasa.fitting import MIN_CALL_COUNT
 from qasa.protocol import Call, Protocol
 from qasa.store import DatasetStore
+from qasa.virtual.noise import FluxNoise
 
 __all__ = ["shim", "ShimResult", "ShimError", "load_flux_biases", "published_conversion", "published_beta",
-           "flux_bias_range", "fit_shim", "MAX_READS_PER_QUBIT", "DEFAULT_READS_PER_QUBIT"]
+           "published_flux_noise", "flux_bias_range", "fit_shim", "MAX_READS_PER_QUBIT", "DEFAULT_READS_PER_QUBIT",
+           "DEFAULT_FLUX_BIAS_RANGE", "OFFSETS"]
 
 #: Default read budget per qubit (D-Wave's shim: 20 steps of 1 024 reads).
 DEFAULT_READS_PER_QUBIT = 20_480
@@ -91,7 +162,16 @@ Z95 = 1.959963984540054
 MIN_RESPONSE_Z = 4.0
 #: Fraction of −1 reads outside [SATURATED, 1 − SATURATED]: saturated.
 SATURATED = 0.01
+#: What a shim sets: flux biases (``flux_biases``) or h offsets added to the programmed field.
+OFFSETS = ("flux", "h")
+#: D-Wave's documented flux-bias range (Φ₀) for a solver that publishes none (module docstring).
+DEFAULT_FLUX_BIAS_RANGE = (-0.005, 0.005)
+#: D-Wave's published 1/f flux noise of a QPU: √S_Φ(1 Hz) (µΦ₀/√Hz) and exponent (docs/DESIGN.md §7).
+PUBLISHED_FLUX_NOISE = (2.0, 0.9)
+#: Range of the dither magnitude factor w, drawn per pair of calls (module docstring, "DAC").
+_W = (0.25, 1.75)
 _DIR = "shim"
+_OK = ("ok", "clipped")
 
 #: Published single-qubit T_eff (units of h) by solver (docs/DESIGN.md §2, D-Wave per-QPU documentation).
 _PUBLISHED_TEFF = {"Advantage_system4.1": 0.198, "Advantage_system6.4": 0.221, "Advantage2_system1": 0.112,
@@ -108,43 +188,64 @@ class ShimResult:
 
     Attributes:
         flux_biases: one flux bias (Φ₀) per qubit of the chip (``properties["num_qubits"]``), indexed by
-            qubit id — usable as ``DWaveSampler().sample(bqm, flux_biases=result.flux_biases)``.
-        table: per shimmed qubit: ``qubit``, ``flux_bias``, ``residual`` (estimated residual field at that
-            flux, units of h) with ``residual_lo``/``residual_hi`` (95 %), ``residual_sd``, ``bias`` (the
-            static bias b̂ without flux) with ``bias_sd``, ``conversion`` (fitted k, h per Φ₀) with
-            ``conversion_sd``, ``beta`` (1/h) with ``beta_sd``, ``reads``, ``status`` (``ok``,
-            ``clipped``, ``saturated``, ``no response``) and ``reason``.
+            qubit id — usable as ``DWaveSampler().sample(bqm, flux_biases=result.flux_biases)``; ``None``
+            with ``offsets="h"``.
+        table: per shimmed qubit: ``qubit``, ``flux_bias`` (or ``h_offset``), ``residual`` (estimated static
+            residual field there, units of h) with ``residual_lo``/``residual_hi`` (95 %) and
+            ``residual_sd`` (slow flux noise included), ``sigma_call`` (between-call scatter, h: no static
+            shim removes it), ``sigma_slow`` (slow flux noise over the run, h), ``dispersion`` (φ) and
+            ``df``, ``bias`` (the static bias b̂ without correction) with ``bias_sd``, ``conversion``
+            (fitted k, h per Φ₀; NaN for h offsets) with ``conversion_sd``, ``beta`` (1/h) with
+            ``beta_sd``, ``reads``, ``status`` (``ok``, ``clipped``, ``saturated``, ``no response``) and
+            ``reason``.
         reads_per_qubit: reads each shimmed qubit took part in.
-        stopped: ``"target"``, ``"reads"`` (the read budget is spent) or ``"budget"`` (QPU time).
+        stopped: ``"target"``, ``"reads"`` (the read budget is spent), ``"budget"`` (QPU time) or
+            ``"max_rounds"``.
         rounds: rounds run.
         path: the dataset directory.
+        settings: the shim's settings (as stored).
+        h_offsets: with ``offsets="h"``: one h offset per qubit id (0 off the shimmed qubits), to add to a
+            problem's h; else ``None``.
+        offsets: ``"flux"`` or ``"h"``.
     """
 
-    flux_biases: list[float]
+    flux_biases: list[float] | None
     table: pd.DataFrame
     reads_per_qubit: int
     stopped: str
     rounds: int
     path: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    h_offsets: list[float] | None = None
+    offsets: str = "flux"
 
     def summary(self) -> dict[str, Any]:
         """Plain-JSON summary (what ``qasa shim --json`` prints)."""
-        ok = self.table["status"].isin(["ok", "clipped"])
-        half = (self.table["residual_hi"] - self.table["residual_lo"]) / 2
-        return {"path": str(self.path), "stopped": self.stopped, "rounds": self.rounds,
-                "reads_per_qubit": self.reads_per_qubit, "qubits": int(len(self.table)),
-                "responding": int(ok.sum()),
-                "status": {k: int(v) for k, v in self.table["status"].value_counts().items()},
-                "bias_rms": _rms(self.table.loc[ok, "bias"]),
-                "residual_half_width_rms": _rms(half[ok]),
-                "residual_half_width_max": float(half[ok].max()) if ok.any() else None,
-                "flux_biases": str(self.path / "flux_biases.json")}
+        t = self.table
+        ok = t["status"].isin(_OK)
+        half = (t["residual_hi"] - t["residual_lo"]) / 2
+        out = {"path": str(self.path), "offsets": self.offsets, "stopped": self.stopped, "rounds": self.rounds,
+               "reads_per_qubit": self.reads_per_qubit, "qubits": int(len(t)), "responding": int(ok.sum()),
+               "status": {k: int(v) for k, v in t["status"].value_counts().items()},
+               "bias_rms": _rms(t.loc[ok, "bias"]),
+               "residual_half_width_rms": _rms(half[ok]),
+               "residual_half_width_max": float(half[ok].max()) if ok.any() else None,
+               "sigma_call_median": _median(t.loc[ok, "sigma_call"]),
+               "sigma_slow_median": _median(t.loc[ok, "sigma_slow"])}
+        name = "flux_biases" if self.offsets == "flux" else "h_offsets"
+        out[name] = str(self.path / f"{name}.json")
+        return out
 
 
 def _rms(x: Any) -> float | None:
     x = np.asarray(x, float)
     return float(np.sqrt(np.mean(x ** 2))) if x.size else None
+
+
+def _median(x: Any) -> float | None:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else None
 
 
 # -- published figures ----------------------------------------------------------------------------------
@@ -177,28 +278,59 @@ def published_beta(sampler: dimod.Sampler) -> float:
     return 1.0 / _PUBLISHED_TEFF.get(name, 0.198)
 
 
-def flux_bias_range(sampler: dimod.Sampler, conversion: float) -> tuple[float, float]:
-    """The flux biases a shim may set (Φ₀): the solver's ``flux_bias_range`` property, else the flux equivalent
-    of its ``h_range`` (module docstring)."""
+def published_flux_noise(sampler: Any) -> FluxNoise:
+    """The 1/f flux noise a shim's interval allows for (module docstring, "Slow flux noise"): the virtual
+    QPU's own model (amplitude 0 on an ideal device or without a published M_AFM), D-Wave's published
+    spectrum (:data:`PUBLISHED_FLUX_NOISE`) on a cloud QPU, none (amplitude 0) on any other sampler."""
+    backend = as_backend(sampler)
+    model = getattr(backend.sampler, "flux_noise_model", None)
+    if isinstance(model, FluxNoise):
+        return model
+    if backend.cloud_solver is not None:
+        return FluxNoise(*PUBLISHED_FLUX_NOISE)
+    return FluxNoise(0.0, PUBLISHED_FLUX_NOISE[1])
+
+
+def flux_bias_range(sampler: dimod.Sampler) -> tuple[float, float]:
+    """The flux biases a shim may set (Φ₀): the solver's ``flux_bias_range`` property, else D-Wave's documented
+    :data:`DEFAULT_FLUX_BIAS_RANGE` (module docstring, "Flux-bias range").
+
+    Raises:
+        ShimError: a published range that is not two finite numbers ``lo < 0 < hi``.
+    """
     props = getattr(sampler, "properties", {}) or {}
-    if props.get("flux_bias_range") is not None:
-        lo, hi = (float(v) for v in props["flux_bias_range"])
-        return lo, hi
-    h = max(abs(float(v)) for v in (props.get("h_range") or (-4.0, 4.0)))
-    m = h / abs(conversion)
-    return -m, m
+    value = props.get("flux_bias_range")
+    if value is None:
+        return DEFAULT_FLUX_BIAS_RANGE
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ShimError(f"the solver's flux_bias_range {value!r} is not a pair of numbers (Φ₀)") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < 0 < hi):
+        raise ShimError(f"the solver's flux_bias_range {value!r} must satisfy lo < 0 < hi (Φ₀)")
+    return lo, hi
+
+
+def _offset_range(sampler: dimod.Sampler, dither: float, beta0: float) -> tuple[float, float]:
+    """The h offsets a shim may set: ``h_range`` less the largest dither (β ≥ β₀/3, w ≤ 1.75)."""
+    props = getattr(sampler, "properties", {}) or {}
+    lo, hi = (float(v) for v in (props.get("h_range") or (-4.0, 4.0)))
+    room = _W[1] * dither * 3.0 / beta0
+    return lo + room, hi - room
 
 
 # -- the model ------------------------------------------------------------------------------------------
 def fit_shim(x: np.ndarray, u: np.ndarray, n_down: np.ndarray, n: np.ndarray, beta0: float,
-             iterations: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             iterations: int = 50, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximum a posteriori (β, a, c) of every qubit (module docstring), by damped Newton.
 
     Args:
         x, u, n_down, n: ``(qubits, cells)``: programmed field, flux in published field units
-            (``k₀Φ``), reads returning −1, reads (a cell with ``n = 0`` adds nothing).
+            (``k₀Φ``), reads returning −1, reads (a cell with ``n = 0`` adds nothing). Counts may be
+            fractional (the quasi-likelihood divides them by a dispersion).
         beta0: the prior's β₀.
         iterations: most Newton steps.
+        start: ``(qubits, 3)`` starting point (default the prior's mean).
 
     Returns:
         ``theta (Q, 3)``, the posterior covariance ``(Q, 3, 3)`` and the data-only information ``(Q, 3, 3)``.
@@ -207,7 +339,7 @@ def fit_shim(x: np.ndarray, u: np.ndarray, n_down: np.ndarray, n: np.ndarray, be
     X = np.stack([x, np.ones_like(x), u], axis=-1)                   # (Q, C, 3)
     prior_mean = np.array([beta0, 0.0, beta0])
     prior_prec = np.diag([1.0 / (0.5 * beta0) ** 2, 1.0 / 10.0 ** 2, 1.0 / (0.5 * beta0) ** 2])
-    theta = np.tile(prior_mean, (Q, 1))
+    theta = np.tile(prior_mean, (Q, 1)) if start is None else np.array(start, dtype=float)
     nd, nn = n_down.astype(float), n.astype(float)
 
     def objective(th: np.ndarray) -> np.ndarray:
@@ -241,49 +373,287 @@ def fit_shim(x: np.ndarray, u: np.ndarray, n_down: np.ndarray, n: np.ndarray, be
     return theta, cov, data_info
 
 
-def _estimates(theta: np.ndarray, cov: np.ndarray, data_info: np.ndarray, k0: float, flux: np.ndarray,
-               frac_down: np.ndarray, flux_range: tuple[float, float]) -> pd.DataFrame:
-    """Per qubit: the crossing, the flux to set (clipped, or 0 with a reason), the residual there and its sd."""
+def _trigamma_inverse(x: float) -> float:
+    """y with ψ′(y) = x (Newton from y = ½ + 1/x, Smyth 2004's algorithm)."""
+    if x > 1e7:
+        return 1.0 / math.sqrt(x)
+    if x < 1e-6:
+        return 1.0 / x
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = float(special.polygamma(1, y))
+        dif = tri * (1.0 - tri / x) / float(special.polygamma(2, y))
+        y += dif
+        if -dif / y < 1e-8:
+            break
+    return y
+
+
+def _moderate(phi: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """The chip's prior (φ₀, ν₀) of the per-qubit dispersions ``phi`` on ``d`` degrees of freedom: a scaled
+    inverse χ² fitted to ``log φ̂`` by moments (Smyth 2004, limma's ``fitFDist``); ν₀ = ∞ when the spread
+    is no more than sampling spread (one dispersion for the chip), 0 with fewer than two qubits."""
+    if phi.size < 2:
+        return (float(phi[0]) if phi.size else 1.0), 0.0
+    e = np.log(np.maximum(phi, 1e-12)) - special.digamma(d / 2) + np.log(d / 2)
+    excess = float(np.var(e, ddof=1) - np.mean(special.polygamma(1, d / 2)))
+    if excess <= 0:
+        return float(np.exp(np.mean(e))), math.inf
+    nu0 = 2.0 * _trigamma_inverse(excess)
+    return float(np.exp(np.mean(e) + special.digamma(nu0 / 2) - math.log(nu0 / 2))), nu0
+
+
+def _dispersion(X: np.ndarray, U: np.ndarray, D: np.ndarray, N: np.ndarray, theta: np.ndarray,
+                pool: np.ndarray, n_free: int) -> dict[str, np.ndarray]:
+    """Per qubit: the moderated dispersion φ (≥ 1), its degrees of freedom (∞ where φ is the binomial 1),
+    σ_call (h units) and whether σ_call is identified (module docstring, "Between calls")."""
+    beta = theta[:, :1]
+    p = 0.5 * (1.0 + np.tanh(beta * X + theta[:, 1:2] + theta[:, 2:3] * U))
+    pq = p * (1.0 - p)
+    use = (N > 0) & (N * np.minimum(p, 1.0 - p) >= MIN_CALL_COUNT)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x2 = np.where(use, (D - N * p) ** 2 / np.maximum(N * pq, 1e-300), 0.0).sum(1)
+        d = use.sum(1) - n_free
+        phi_hat = np.where(d >= 1, x2 / np.maximum(d, 1), np.nan)
+        kappa = np.where(use, (N - 1.0) * 4.0 * beta ** 2 * pq, 0.0).sum(1) / np.maximum(use.sum(1), 1)
+    pool = pool & (d >= 1)
+    phi0, nu0 = _moderate(phi_hat[pool], d[pool].astype(float))
+    own = d >= 1
+    if not pool.any():                                  # no qubit has between-call degrees of freedom
+        identified, phi, df = np.zeros(len(d), bool), np.ones(len(d)), np.full(len(d), math.inf)
+    elif math.isinf(nu0):                   # one dispersion for the chip: the pooled ratio, on the pooled df
+        phi0 = float(x2[pool].sum() / d[pool].sum())
+        identified, phi, df = np.ones(len(d), bool), np.full(len(d), phi0), np.full(len(d), float(d[pool].sum()))
+    else:
+        identified = own | (nu0 > 0)
+        phi = np.where(own, (nu0 * phi0 + d * np.nan_to_num(phi_hat)) / (nu0 + np.maximum(d, 0)), phi0)
+        phi = np.where(identified, phi, 1.0)
+        df = np.where(own, nu0 + d, nu0).astype(float)
+    binomial = ~identified | (phi <= 1.0)               # never below the binomial variance
+    phi = np.maximum(phi, 1.0)
+    df = np.where(binomial, math.inf, df)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(identified & (kappa > 0), np.sqrt((phi - 1.0) / np.where(kappa > 0, kappa, 1.0)), np.nan)
+    return {"phi": phi, "df": df, "sigma_call": sigma, "identified": identified, "phi0": phi0, "nu0": nu0}
+
+
+# -- one shim's setup -----------------------------------------------------------------------------------
+@dataclass
+class _Shim:
+    """What every step of one shim needs (resolved once by :func:`_setup`)."""
+
+    backend: Any
+    sampler: Any
+    protocol: Protocol
+    store: DatasetStore
+    out: Path
+    qubits: np.ndarray
+    seed: int
+    length: int                       # entries of the output list (qubit ids 0 .. length − 1)
+    R: int
+    k0: float
+    beta0: float
+    limits: tuple[float, float]       # flux-bias range (Φ₀), or the h-offset range
+    mode: str
+    noise: FluxNoise
+    dither: float
+    settings: dict[str, Any]
+
+    @property
+    def flux(self) -> bool:
+        """True when the shim sets flux biases (``offsets="flux"``)."""
+        return self.mode == "flux"
+
+    @property
+    def setting(self) -> str:
+        """The per-qubit quantity a round sets (key of the plan and column of the table)."""
+        return "flux_bias" if self.flux else "h_offset"
+
+
+def _setup(sampler: dimod.Sampler, out: str | Path, *, offsets: str, reads_per_qubit: Any, target: Any,
+           dither: Any, reads_per_call: Any, max_qpu_seconds: Any, qubits: list[int] | None, seed: int | None,
+           annealing_time: float | None, flux_drift_compensation: bool, conversion: float | None) -> _Shim:
+    """Check every option (nothing written or spent on a refusal), resolve the protocol, check a stored shim."""
+    from qasa.runner import check_budget_value, prepare
+
+    backend = as_backend(sampler)          # runs go through the Backend (its recipe is recorded)
+    sampler = backend.sampler              # the sampler's own attributes (preset, schedule) are read
+    _check_options(sampler, out, offsets, reads_per_qubit, target, dither, reads_per_call)
+    check_budget_value(max_qpu_seconds)
+    props = getattr(sampler, "properties", {}) or {}
+    R = int(reads_per_call or min(1024, int((props.get("num_reads_range") or [1, 10_000])[1])))
+    k0 = float(conversion) if conversion is not None else published_conversion(sampler)
+    if not (math.isfinite(k0) and k0 != 0):
+        raise ShimError(f"conversion={conversion!r} must be a finite non-zero field per Φ₀")
+    beta0 = published_beta(sampler)
+    limits = flux_bias_range(sampler) if offsets == "flux" else _offset_range(sampler, float(dither), beta0)
+    noise = published_flux_noise(backend)
+    protocol = Protocol(h_values=(0.0,), reads_per_h=R, reads_per_call=R, spin_reversal=True,
+                        annealing_time=annealing_time, flux_drift_compensation=flux_drift_compensation,
+                        qubits=None if qubits is None else tuple(int(q) for q in qubits), seed=seed)
+    protocol = prepare(protocol, backend, out)
+    settings = {"offsets": offsets, "dither": float(dither), "dither_magnitude": list(_W), "reads_per_call": R,
+                "conversion_prior": k0, "beta_prior": beta0,
+                ("flux_bias_range" if offsets == "flux" else "h_offset_range"): list(limits),
+                "flux_noise": [noise.amplitude, noise.alpha],
+                "model": "tanh(β(x + b + kΦ)), priors β,c ~ N(β₀, (β₀/2)²); calls: quasi-likelihood, "
+                         "dispersion pooled over the chip; slow flux noise from the published spectrum"}
+    out = Path(out)
+    store = DatasetStore(out)
+    _check_stored(store, settings, out)
+    qarr = np.asarray(protocol.qubits, dtype=np.int64)
+    nodes = getattr(sampler, "nodelist", None) or qarr.tolist()
+    length = int(props["num_qubits"]) if "num_qubits" in props else int(max(nodes)) + 1
+    return _Shim(backend, sampler, protocol, store, out, qarr, int(protocol.seed), length, R, k0, beta0, limits,
+                 offsets, noise, float(dither), settings)
+
+
+def _check_stored(store: DatasetStore, settings: Mapping[str, Any], out: Path) -> None:
+    """Refuse a directory that holds another kind of dataset, or a shim with other settings."""
+    if not store.exists:
+        return
+    meta = store.metadata()
+    stored = (meta.get("shim") or {}).get("settings")
+    rounds = list((meta.get("design_rounds") or {}))
+    if stored is None and not (rounds and all(re.fullmatch(r"s\d{3}", r) for r in rounds)):
+        raise DatasetError(f"{out} holds a dataset that is not a shim; use another directory")
+    if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
+        diff = ", ".join(k for k in settings if stored.get(k) != json.loads(json.dumps(settings[k])))
+        raise DatasetError(f"{out} holds a shim with other settings ({diff or 'format'}); use another directory "
+                           "or the same options")
+
+
+def _check_options(sampler: dimod.Sampler, out: Any, offsets: Any, reads_per_qubit: Any, target: Any, dither: Any,
+                   reads_per_call: Any) -> None:
+    if out is None or not str(out).strip():
+        raise ShimError("a shim needs an output directory: its rounds are checkpointed there")
+    if offsets not in OFFSETS:
+        raise ShimError(f"offsets={offsets!r} must be one of {list(OFFSETS)}")
+    params = getattr(sampler, "parameters", {}) or {}
+    props = getattr(sampler, "properties", {}) or {}
+    preset = getattr(sampler, "preset", None)
+    if offsets == "flux" and ("flux_biases" not in params or (preset is not None and not getattr(preset, "mafm_pH", 1))):
+        raise ShimError(f"{type(sampler).__name__} does not accept flux_biases; a flux shim needs a QPU or qasa's "
+                        "virtual QPU (offsets='h', --offsets h, returns per-qubit h offsets instead)")
+    if offsets == "flux" and "num_qubits" not in props:
+        raise ShimError(f"{type(sampler).__name__} has no properties['num_qubits']: flux_biases lists need one value "
+                        "per qubit of the chip")
+    for name, value, low in (("reads_per_qubit", reads_per_qubit, 2), ("reads_per_call", reads_per_call, 1)):
+        if value is None and name == "reads_per_call":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= MAX_READS_PER_QUBIT:
+            raise ShimError(f"{name}={value!r} must be an integer in [{low}, {MAX_READS_PER_QUBIT}]")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float, np.floating))
+                               or not (math.isfinite(target) and target > 0)):
+        raise ShimError(f"target={target!r} must be a finite residual half-width > 0 (units of h)")
+    if isinstance(dither, bool) or not isinstance(dither, (int, float)) or not (0 <= dither <= 0.5):
+        raise ShimError(f"dither={dither!r} must lie in [0, 0.5] (tanh-argument units)")
+
+
+# -- estimates ------------------------------------------------------------------------------------------
+def _decide(ctx: _Shim, theta: np.ndarray, data_info: np.ndarray, frac_down: np.ndarray) -> pd.DataFrame:
+    """Per qubit: the crossing, the setting that ends the shim (the crossing clipped to the range, or 0 with a
+    reason when the qubit is saturated or does not respond), the one the next round explores (the crossing of
+    the posterior, priors included, clipped: a saturated or weakly responding qubit is moved towards where it
+    would respond, so that more reads can resolve it), status and reason."""
     beta, a, c = theta.T
+    slope = 2 if ctx.flux else 0                               # the parameter that moves the crossing
     with np.errstate(divide="ignore", invalid="ignore"):
-        crossing = -a / (c * k0)
+        crossing = -a / (c * ctx.k0) if ctx.flux else -a / beta
         data_cov = np.linalg.pinv(data_info)
-        c_sd_data = np.sqrt(np.maximum(data_cov[:, 2, 2], 0.0))
-        z_c = np.where(c_sd_data > 0, c / c_sd_data, 0.0)
-    lo, hi = flux_range
+        sd = np.sqrt(np.maximum(data_cov[:, slope, slope], 0.0))
+        z = np.where(sd > 0, theta[:, slope] / sd, 0.0)
+    lo, hi = ctx.limits
+    unit = "Φ₀" if ctx.flux else "h"
+    what = "flux-bias range" if ctx.flux else "h-offset range (h_range less the dither)"
     status = np.full(len(beta), "ok", dtype=object)
     reason = np.full(len(beta), "", dtype=object)
-    target = np.clip(np.where(np.isfinite(crossing), crossing, 0.0), lo, hi)
+    nxt = np.clip(np.where(np.isfinite(crossing), crossing, 0.0), lo, hi)
     clipped = np.isfinite(crossing) & ((crossing < lo) | (crossing > hi))
     for i in np.flatnonzero(clipped):
         status[i] = "clipped"
-        reason[i] = (f"zero crossing at {crossing[i]:.3g} Φ₀ is outside the flux-bias range "
-                     f"[{lo:.3g}, {hi:.3g}] Φ₀; clipped")
+        reason[i] = f"zero crossing at {crossing[i]:.3g} {unit} is outside the {what} [{lo:.3g}, {hi:.3g}] {unit}; clipped"
     saturated = (frac_down < SATURATED) | (frac_down > 1 - SATURATED)
-    silent = ~saturated & ~(z_c >= MIN_RESPONSE_Z)
+    silent = ~saturated & ~(z >= MIN_RESPONSE_Z)
+    applied = "flux bias" if ctx.flux else "h offset"
     for i in np.flatnonzero(saturated):
         status[i] = "saturated"
-        reason[i] = (f"saturated: {100 * frac_down[i]:.1f} % of its reads returned −1 at every flux applied; "
-                     "flux bias left at 0")
+        reason[i] = (f"saturated: {100 * frac_down[i]:.1f} % of its reads returned −1 at every {applied} applied; "
+                     f"{applied} left at 0")
     for i in np.flatnonzero(silent):
         status[i] = "no response"
-        reason[i] = (f"does not respond to flux: slope {c[i]:.3g} is {z_c[i]:.1f} standard errors from 0 "
-                     f"(at least {MIN_RESPONSE_Z:g} needed); flux bias left at 0")
-    target = np.where(saturated | silent, 0.0, target)
-    # residual field at the flux `flux` (h units): r = (a + c k0 Φ)/β, delta method on (β, a, c)
-    u = k0 * flux
-    r = (a + c * u) / beta
-    g = np.stack([-r / beta, 1.0 / beta, u / beta], axis=1)
-    r_sd = np.sqrt(np.maximum(np.einsum("qi,qij,qj->q", g, cov, g), 0.0))
-    gb = np.stack([-(a / beta) / beta, 1.0 / beta, np.zeros_like(beta)], axis=1)
-    b_sd = np.sqrt(np.maximum(np.einsum("qi,qij,qj->q", gb, cov, gb), 0.0))
-    k = k0 * c / beta
-    gk = np.stack([-k / beta, np.zeros_like(beta), k0 / beta], axis=1)
-    k_sd = np.sqrt(np.maximum(np.einsum("qi,qij,qj->q", gk, cov, gk), 0.0))
-    return pd.DataFrame({"next_flux": target, "crossing": crossing, "residual": r, "residual_sd": r_sd,
-                         "bias": a / beta, "bias_sd": b_sd, "conversion": k, "conversion_sd": k_sd,
-                         "beta": beta, "beta_sd": np.sqrt(np.maximum(cov[:, 0, 0], 0.0)), "flux_slope_z": z_c,
-                         "status": status, "reason": reason})
+        reason[i] = (f"does not respond to {'flux' if ctx.flux else 'h'} (or needs more reads): slope "
+                     f"{theta[i, slope]:.3g} is {z[i]:.1f} standard errors from 0 (at least {MIN_RESPONSE_Z:g} needed); "
+                     f"{applied} left at 0")
+    return pd.DataFrame({"next": np.where(saturated | silent, 0.0, nxt), "explore": nxt, "crossing": crossing,
+                         "slope_z": z, "status": status, "reason": reason})
+
+
+def _delta(grad: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Delta-method sd of a function with gradient ``grad (Q, 3)`` of (β, a, c)."""
+    return np.sqrt(np.maximum(np.einsum("qi,qij,qj->q", grad, cov, grad), 0.0))
+
+
+def _residual(ctx: _Shim, theta: np.ndarray, cov: np.ndarray, setting: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The estimated static residual (h) at ``setting`` (flux Φ₀ or h offset) and its sd from ``cov``."""
+    beta, a, c = theta.T
+    if ctx.flux:
+        u = ctx.k0 * setting
+        r = (a + c * u) / beta
+        return r, _delta(np.stack([-r / beta, 1.0 / beta, u / beta], axis=1), cov)
+    r = a / beta + setting
+    return r, _delta(np.stack([-(a / beta) / beta, 1.0 / beta, np.zeros_like(beta)], axis=1), cov)
+
+
+def _slow_sd(ctx: _Shim, k: np.ndarray) -> np.ndarray:
+    """σ_slow per qubit (h): the sd of the published 1/f flux noise averaged over the run so far (its QPU access
+    time), times |k| (module docstring, "Slow flux noise")."""
+    fn = ctx.noise
+    if not fn.amplitude:
+        return np.zeros(len(k))
+    props = getattr(ctx.sampler, "properties", {}) or {}
+    anneal = float(ctx.protocol.annealing_time or props.get("default_annealing_time") or 20.0)
+    compensated = bool(ctx.protocol.flux_drift_compensation)
+    T = ctx.store.spent_qpu_us() * 1e-6 if ctx.store.exists else 0.0
+    f_max = 1e6 / anneal
+    var = fn.total_variance(f_max, compensated) - (fn.within_variance(T, f_max, compensated) if T > 0 else 0.0)
+    return np.abs(k) * 1e-6 * math.sqrt(max(var, 0.0))
+
+
+def _estimate(ctx: _Shim, plans: list[dict[str, Any]]) -> pd.DataFrame:
+    """Fit every read so far (binomial, then quasi-likelihood with the pooled dispersion) and estimate, per
+    qubit, the setting to apply next and the static residual there with its interval's parts."""
+    X, F, D, N = _pooled(ctx, plans)
+    U = ctx.k0 * F
+    frac = D.sum(1) / np.maximum(N.sum(1), 1)
+    theta, _, info = fit_shim(X, U, D, N, ctx.beta0)
+    first = _decide(ctx, theta, info, frac)
+    disp = _dispersion(X, U, D, N, theta, first["status"].isin(_OK).to_numpy(), 3 if ctx.flux else 2)
+    phi = disp["phi"][:, None]
+    theta, cov, info = fit_shim(X, U, D / phi, N / phi, ctx.beta0, start=theta)    # the quasi-likelihood
+    est = _decide(ctx, theta, info, frac)
+    beta, a, c = theta.T
+    r, sd = _residual(ctx, theta, cov, est["next"].to_numpy())
+    k = ctx.k0 * c / beta if ctx.flux else np.full(len(beta), np.nan)
+    slow = _slow_sd(ctx, k if ctx.flux else np.full(len(beta), ctx.k0))
+    total = np.sqrt(sd ** 2 + slow ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):     # Welch–Satterthwaite: the slow term is known
+        df = np.where(sd > 0, total ** 4 / (sd ** 4 / disp["df"]), math.inf)
+    t = np.where(np.isfinite(df), stats.t.ppf(0.975, np.where(np.isfinite(df), df, 1.0)), Z95)
+    est["residual"], est["residual_sd"], est["stat_sd"], est["t"] = r, total, sd, t
+    est["residual_lo"], est["residual_hi"] = r - t * total, r + t * total
+    est["sigma_call"], est["sigma_slow"], est["dispersion"], est["df"] = disp["sigma_call"], slow, disp["phi"], df
+    est["bias"] = a / beta
+    est["bias_sd"] = _delta(np.stack([-(a / beta) / beta, 1.0 / beta, np.zeros_like(beta)], axis=1), cov)
+    est["conversion"] = k
+    est["conversion_sd"] = (_delta(np.stack([-k / beta, np.zeros_like(beta), ctx.k0 / beta], axis=1), cov)
+                            if ctx.flux else np.nan)
+    est["beta"], est["beta_sd"] = beta, np.sqrt(np.maximum(cov[:, 0, 0], 0.0))
+    est["reads"] = N.sum(1)
+    if not disp["identified"].any():
+        why = "sigma_call not identified: fewer than 4 calls with enough reads; the interval assumes no between-call noise"
+        est["reason"] = [f"{r}; {why}" if r else why for r in est["reason"]]
+    return est
 
 
 # -- rounds ---------------------------------------------------------------------------------------------
@@ -303,44 +673,54 @@ def _round_signs(seed: int, round_index: int, calls: int, n: int) -> tuple[np.nd
     return g, gp
 
 
-def _round_fields(plan: Mapping[str, Any], seed: int, round_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(flips, programmed x, flux Φ)`` of a planned round, each ``(calls, qubits)``."""
-    C = int(plan["calls"])
-    g, gp = _round_signs(seed, round_index, C, len(plan["qubits"]))
-    delta = np.asarray(plan["delta_h"], float)
-    flux = np.asarray(plan["flux"], float) + gp * np.asarray(plan["delta_flux"], float)
-    return g, g * delta, flux
+def _round_magnitudes(seed: int, round_index: int, calls: int, n: int) -> np.ndarray:
+    """The h dither's magnitude factor ``w ~ U(0.25, 1.75)`` of every (call, qubit), one per pair of calls,
+    drawn from ``(seed, 8, round)`` only (module docstring, "DAC")."""
+    rng = np.random.default_rng([seed, 8, round_index])
+    return np.repeat(rng.uniform(_W[0], _W[1], size=((calls + 1) // 2, n)), 2, axis=0)[:calls]
 
 
-def _round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int, num_qubits: int) -> list[Call]:
-    """The calls of a planned round; each carries its full-chip ``flux_biases`` list."""
-    qubits = np.asarray(protocol.qubits, dtype=np.int64)
-    if list(map(int, plan["qubits"])) != qubits.tolist():
+def _round_fields(plan: Mapping[str, Any], seed: int, round_index: int, flux: bool
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(flips, programmed x, flux Φ)`` of a planned round, each ``(calls, qubits)`` (Φ = 0 for h offsets)."""
+    C, Q = int(plan["calls"]), len(plan["qubits"])
+    g, gp = _round_signs(seed, round_index, C, Q)
+    dx = _round_magnitudes(seed, round_index, C, Q) * np.asarray(plan["delta_h"], float)
+    if flux:
+        return g, g * dx, np.asarray(plan["flux_bias"], float) + gp * np.asarray(plan["delta_flux"], float)
+    return g, np.asarray(plan["h_offset"], float) + g * dx, np.zeros((C, Q))
+
+
+def _round_calls(ctx: _Shim, plan: Mapping[str, Any], round_index: int, first: int) -> list[Call]:
+    """The calls of a planned round, numbered on from ``first`` (one device clock for the whole shim); each
+    carries its full-chip ``flux_biases`` list (flux shims) or its per-qubit field (the h offset)."""
+    if list(map(int, plan["qubits"])) != ctx.qubits.tolist():
         raise DatasetError("the stored shim round plan is for other qubits than the dataset's protocol")
-    g, _, flux = _round_fields(plan, int(protocol.seed), round_index)
-    delta = np.asarray(plan["delta_h"], float)
+    g, x, flux = _round_fields(plan, ctx.seed, round_index, ctx.flux)
     out = []
     for c in range(int(plan["calls"])):
-        chip = np.zeros(num_qubits)
-        chip[qubits] = flux[c]
-        out.append(Call(f"s{round_index:03d}-c{c:05d}", round_index * 1_000_000 + c, -1, delta, 0,
-                        int(plan["reads_per_call"]), g[c], params={"flux_biases": chip.tolist()}))
+        params = None
+        if ctx.flux:
+            chip = np.zeros(ctx.length)
+            chip[ctx.qubits] = flux[c]
+            params = {"flux_biases": chip.tolist()}
+        # the call's nominal field is g·x: the runner programs flips × nominal = x
+        out.append(Call(f"s{round_index:03d}-c{c:05d}", first + c, -1, g[c] * x[c], 0, int(plan["reads_per_call"]),
+                        g[c], params=params))
     return out
 
 
-def _pooled(store: DatasetStore, plans: list[dict[str, Any]], qubits: np.ndarray, seed: int
-            ) -> tuple[np.ndarray, ...]:
+def _pooled(ctx: _Shim, plans: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
     """Every collected read, per qubit and call: ``(x, Φ, returned −1, reads)``, each ``(Q, calls)``."""
-    ds = store.load()
-    counts = ds.counts
-    pos = {int(q): i for i, q in enumerate(qubits)}
+    counts = ctx.store.load().counts
+    pos = {int(q): i for i, q in enumerate(ctx.qubits)}
     blocks = []
     for r, plan in enumerate(plans, start=1):
-        _, x, flux = _round_fields(plan, seed, r)
+        _, x, flux = _round_fields(plan, ctx.seed, r, ctx.flux)
         for c in range(int(plan["calls"])):
             blocks.append((f"s{r:03d}-c{c:05d}", x[c], flux[c]))
     done = {cid: grp for cid, grp in counts.groupby("call_id", sort=False)} if len(counts) else {}
-    Q, C = len(qubits), len(blocks)
+    Q, C = len(ctx.qubits), len(blocks)
     X, F, D, N = (np.zeros((Q, C)) for _ in range(4))
     for j, (cid, x, flux) in enumerate(blocks):
         grp = done.get(cid)
@@ -355,57 +735,68 @@ def _pooled(store: DatasetStore, plans: list[dict[str, Any]], qubits: np.ndarray
     return X, F, D, N
 
 
-def _check_options(sampler: dimod.Sampler, out: Any, reads_per_qubit: Any, target: Any, dither: Any,
-                   reads_per_call: Any) -> None:
-    if out is None or not str(out).strip():
-        raise ShimError("a shim needs an output directory: its rounds are checkpointed there")
-    params = getattr(sampler, "parameters", {}) or {}
-    props = getattr(sampler, "properties", {}) or {}
-    if "flux_biases" not in params:
-        raise ShimError(f"{type(sampler).__name__} does not accept flux_biases (not in its parameters); "
-                        "a shim needs a QPU or qasa's virtual QPU")
-    if "num_qubits" not in props:
-        raise ShimError(f"{type(sampler).__name__} has no properties['num_qubits']: flux_biases lists need one value "
-                        "per qubit of the chip")
-    for name, value, low in (("reads_per_qubit", reads_per_qubit, 2), ("reads_per_call", reads_per_call, 1)):
-        if value is None and name == "reads_per_call":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= MAX_READS_PER_QUBIT:
-            raise ShimError(f"{name}={value!r} must be an integer in [{low}, {MAX_READS_PER_QUBIT}]")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float, np.floating))
-                               or not (math.isfinite(target) and target > 0)):
-        raise ShimError(f"target={target!r} must be a finite residual half-width > 0 (units of h)")
-    if isinstance(dither, bool) or not isinstance(dither, (int, float)) or not (0 <= dither <= 0.5):
-        raise ShimError(f"dither={dither!r} must lie in [0, 0.5] (tanh-argument units)")
+def _plan(ctx: _Shim, est: pd.DataFrame | None, calls: int, R: int) -> dict[str, Any]:
+    """A round: every qubit at its crossing estimate, with dither amplitudes from its β̂ and ĉ."""
+    n = len(ctx.qubits)
+    if est is None:
+        setting, beta, slope = np.zeros(n), np.full(n, ctx.beta0), np.full(n, ctx.beta0)
+    else:
+        setting = est["explore"].to_numpy()
+        # dither amplitudes from the estimates, kept within a factor 3 of the prior's (a silent qubit's β̂ ≈ 0)
+        beta = np.clip(est["beta"].to_numpy(), ctx.beta0 / 3, 3 * ctx.beta0)
+        k = est["conversion"].to_numpy() if ctx.flux else np.full(n, ctx.k0)
+        slope = np.clip(np.abs(est["beta"].to_numpy() * k / ctx.k0), ctx.beta0 / 3, 3 * ctx.beta0)
+    delta_flux = ctx.dither / (slope * abs(ctx.k0)) if ctx.flux else np.zeros(n)
+    return {"calls": int(calls), "reads_per_call": int(R), "qubits": [int(q) for q in ctx.qubits],
+            ctx.setting: [float(v) for v in setting], "delta_h": [float(v) for v in ctx.dither / beta],
+            "delta_flux": [float(v) for v in delta_flux], "created": utcnow()}
 
 
-def _next_round(spent: int, budget: int, R: int, half_width: float, target: float | None) -> tuple[int, int]:
+def _next_round(spent: int, budget: int, R: int, need: float | None) -> tuple[int, int]:
     """``(calls, reads per call)`` of the next round: one pair first, then double the reads so far, within the
-    read budget and the reads the target predicts; ``(0, 0)`` when the budget is spent."""
+    read budget and ``need`` (the reads in all that the target predicts); ``(0, 0)`` when the budget is spent."""
     left = budget - spent
     if left < 2:
         return 0, 0
     want = 2 * R if spent == 0 else spent
-    if target is not None and spent > 0 and math.isfinite(half_width):
-        need = math.ceil(spent * (half_width / target) ** 2 * 1.05) - spent
-        want = max(2, min(want, need))
+    if need is not None and spent > 0 and math.isfinite(need):
+        want = max(2, min(want, math.ceil(need) - spent))
     want = min(want, left)
     if want >= 2 * R:
         return 2 * (want // (2 * R)), R
     return 2, max(1, want // 2)
 
 
+def _progress_state(est: pd.DataFrame, spent: int, target: float | None) -> tuple[float, float | None]:
+    """The largest residual half-width of the responding qubits and the reads in all the target predicts
+    (the statistical part shrinks as 1/reads, the slow flux noise does not; ``inf`` when the target is
+    below what the slow flux noise allows)."""
+    ok = est["status"].isin(_OK).to_numpy()
+    if not ok.any():
+        return math.inf, None
+    t, stat, slow = (est.loc[ok, c].to_numpy() for c in ("t", "stat_sd", "sigma_slow"))
+    half = float((t * est.loc[ok, "residual_sd"].to_numpy()).max())
+    if target is None:
+        return half, None
+    room = (target / t) ** 2 - slow ** 2
+    if np.any(room <= 0):
+        return half, math.inf
+    return half, float(1.05 * spent * np.max(stat ** 2 / room))
+
+
+# -- the shim -------------------------------------------------------------------------------------------
 def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFAULT_READS_PER_QUBIT,
          qubits: list[int] | None = None, target: float | None = None, max_qpu_seconds: float | None = None,
-         seed: int | None = None, reads_per_call: int | None = None, dither: float = 0.1,
+         seed: int | None = None, reads_per_call: int | None = None, dither: float = 0.1, offsets: str = "flux",
          flux_drift_compensation: bool = True, annealing_time: float | None = None,
          conversion: float | None = None, max_rounds: int = 40,
          progress: Callable[[int, int], None] | None = None,
          on_round: Callable[[int, dict[str, Any]], None] | None = None) -> ShimResult:
-    """Find the flux biases that cancel each qubit's static bias (module docstring).
+    """Find the flux biases (or h offsets) that cancel each qubit's static bias (module docstring).
 
     Args:
-        sampler: a sampler that accepts ``flux_biases`` (a ``DWaveSampler``, qasa's virtual QPU).
+        sampler: a sampler that accepts ``flux_biases`` (a ``DWaveSampler``, qasa's virtual QPU); any sampler
+            with ``offsets="h"``.
         out: dataset directory (rounds are checkpointed there; running again resumes).
         reads_per_qubit: read budget: every qubit takes part in at most this many reads in all.
         qubits: qubits to shim (default every active qubit); the others keep flux bias 0.
@@ -415,6 +806,7 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
         reads_per_call: reads per call (default ``min(1024, num_reads_range max)``).
         dither: ρ of the antithetic h and flux dithers (tanh-argument units; 0 for none: β and k then
             come from the priors, and no qubit can be told not to respond).
+        offsets: ``"flux"`` (flux biases) or ``"h"`` (per-qubit h offsets, for a sampler without ``flux_biases``).
         flux_drift_compensation: D-Wave's hourly drift correction during the shim (on: the shim then
             applies on top of it, as most runs use it).
         annealing_time: µs (default the solver's).
@@ -424,174 +816,137 @@ def shim(sampler: dimod.Sampler, out: str | Path, *, reads_per_qubit: int = DEFA
         on_round: ``on_round(round, info)`` after each fit.
 
     Returns:
-        :class:`ShimResult`; also ``OUT/flux_biases.json`` and ``OUT/shim/table.csv``.
+        :class:`ShimResult`; also ``OUT/flux_biases.json`` (or ``OUT/h_offsets.json``), ``OUT/shim/table.csv``
+        and ``OUT/shim/report.html``.
 
     Raises:
-        ShimError: bad options, or a sampler without ``flux_biases`` (before anything is written or spent).
+        ShimError: bad options, or a flux shim on a sampler without ``flux_biases`` (before anything is written
+            or spent).
         DatasetError: ``out`` holds a dataset of another kind or other shim settings.
         BudgetError: the first round alone is over the QPU-time budget (nothing was submitted).
     """
-    from qasa.runner import check_budget_value, prepare, run
+    ctx = _setup(sampler, out, offsets=offsets, reads_per_qubit=reads_per_qubit, target=target, dither=dither,
+                 reads_per_call=reads_per_call, max_qpu_seconds=max_qpu_seconds, qubits=qubits, seed=seed,
+                 annealing_time=annealing_time, flux_drift_compensation=flux_drift_compensation,
+                 conversion=conversion)
+    plans, reason = _run_rounds(ctx, reads_per_qubit, target, max_qpu_seconds, max_rounds, progress, on_round)
+    if not ctx.store.exists:
+        raise ShimError("no reads were collected (reads_per_qubit or the budget allow no call)")
+    return _finish(ctx, plans, reason)
 
-    backend = as_backend(sampler)          # runs go through the Backend (its recipe is recorded)
-    sampler = backend.sampler              # the sampler's own attributes (preset, schedule) are read
-    _check_options(sampler, out, reads_per_qubit, target, dither, reads_per_call)
-    check_budget_value(max_qpu_seconds)
-    props = getattr(sampler, "properties", {}) or {}
-    num_qubits = int(props["num_qubits"])
-    R = int(reads_per_call or min(1024, int((props.get("num_reads_range") or [1, 10_000])[1])))
-    k0 = float(conversion) if conversion is not None else published_conversion(sampler)
-    if not (math.isfinite(k0) and k0 != 0):
-        raise ShimError(f"conversion={conversion!r} must be a finite non-zero field per Φ₀")
-    beta0 = published_beta(sampler)
-    frange = flux_bias_range(sampler, k0)
-    protocol = Protocol(h_values=(0.0,), reads_per_h=R, reads_per_call=R, spin_reversal=True,
-                        annealing_time=annealing_time, flux_drift_compensation=flux_drift_compensation,
-                        qubits=None if qubits is None else tuple(int(q) for q in qubits), seed=seed)
-    protocol = prepare(protocol, backend, out)
-    settings = {"dither": float(dither), "reads_per_call": R, "conversion_prior": k0, "beta_prior": beta0,
-                "flux_bias_range": list(frange), "model": "tanh(β(x + b + kΦ)), priors β,c ~ N(β₀, (β₀/2)²)"}
-    out = Path(out)
-    store = DatasetStore(out)
-    if store.exists:
-        meta = store.metadata()
-        stored = (meta.get("shim") or {}).get("settings")
-        rounds = list((meta.get("design_rounds") or {}))
-        if stored is None and not (rounds and all(re.fullmatch(r"s\d{3}", r) for r in rounds)):
-            raise DatasetError(f"{out} holds a dataset that is not a shim; use another directory")
-        if stored is not None and json.loads(json.dumps(stored)) != json.loads(json.dumps(settings)):
-            diff = ", ".join(k for k in settings if stored.get(k) != settings[k])
-            raise DatasetError(f"{out} holds a shim with other settings ({diff}); use another directory or the same options")
-    qarr = np.asarray(protocol.qubits, dtype=np.int64)
-    seed = int(protocol.seed)
-    folder = out / _DIR
+
+def _run_rounds(ctx: _Shim, budget: int, target: float | None, max_qpu_seconds: float | None, max_rounds: int,
+                progress: Callable[[int, int], None] | None,
+                on_round: Callable[[int, dict[str, Any]], None] | None) -> tuple[list[dict[str, Any]], str]:
+    """Plan (or reload), checkpoint and run round after round until a stopping rule holds; ``(plans, reason)``."""
+    from qasa.runner import run
+
     plans: list[dict[str, Any]] = []
-    reason = None
-    rnd = 1
-    est = None
     while True:
-        path = folder / f"round-{rnd:03d}.json"
+        rnd = len(plans) + 1
+        path = ctx.out / _DIR / f"round-{rnd:03d}.json"
         if path.is_file():
             plan = json.loads(path.read_text())
         else:
-            spent = sum(int(p["calls"]) * int(p["reads_per_call"]) for p in plans)
-            est, half = _fit_state(store, plans, qarr, seed, k0, beta0, frange) if plans else (None, math.inf)
-            if on_round is not None and est is not None:
-                on_round(rnd - 1, {"reads_per_qubit": spent, "half_width_max": half,
-                                   "qpu_access_time_s": store.spent_qpu_us() / 1e6})
-            if target is not None and half <= target:
-                reason = "target"
-                break
-            if rnd > max_rounds:
-                reason = "max_rounds"
-                break
-            C, Rr = _next_round(spent, reads_per_qubit, R, half, target)
-            if C == 0:
-                reason = "reads"
-                break
-            if max_qpu_seconds is not None:
-                per = backend.estimate_call(protocol, len(qarr), Rr)
-                if per and store.exists and store.spent_qpu_us() + 2 * per > max_qpu_seconds * 1e6:
-                    reason = "budget"
-                    break
-                if per:
-                    C = max(2, min(C, 2 * int((max_qpu_seconds * 1e6 - store.spent_qpu_us()) // (2 * per))))
-            plan = _plan(est, qarr, C, Rr, k0, beta0, dither)
-            if store.exists:
-                with store.writing():
-                    folder.mkdir(exist_ok=True)
-                    atomic_write_json(path, plan)
+            plan, reason = _next_plan(ctx, plans, budget, target, max_qpu_seconds, max_rounds, on_round)
+            if plan is None:
+                return plans, reason
+            if ctx.store.exists:
+                _save_plan(ctx, path, plan)
+        first = sum(int(p["calls"]) for p in plans)
         try:
-            run(protocol, backend, out, progress=progress, max_qpu_seconds=max_qpu_seconds,
-                calls=_round_calls(plan, protocol, rnd, num_qubits))
+            run(ctx.protocol, ctx.backend, ctx.out, progress=progress, max_qpu_seconds=max_qpu_seconds,
+                calls=_round_calls(ctx, plan, rnd, first))
         except BudgetError:
-            if not store.exists:
+            if not ctx.store.exists:
                 raise
             plans.append(plan)
-            reason = "budget"
-            break
+            return plans, "budget"
         if not path.is_file():                      # the first round: the store exists only now
-            with store.writing():
-                folder.mkdir(exist_ok=True)
-                atomic_write_json(path, plan)
-                meta = store.metadata()     # a shim killed before this point is recognized by its call ids
-                store.update_metadata(shim={**(meta.get("shim") or {}), "settings": settings})
+            _save_plan(ctx, path, plan, settings=True)
         plans.append(plan)
-        rnd += 1
-    if not store.exists:
-        raise ShimError("no reads were collected (reads_per_qubit or the budget allow no call)")
-    return _finish(store, sampler, protocol, plans, qarr, seed, k0, beta0, frange, reason, settings, num_qubits)
 
 
-def _plan(est: pd.DataFrame | None, qubits: np.ndarray, calls: int, R: int, k0: float, beta0: float,
-          dither: float) -> dict[str, Any]:
-    """A round: every qubit's flux at its crossing estimate, with dither amplitudes from its β̂ and ĉ."""
-    if est is None:
-        flux = np.zeros(len(qubits))
-        beta = np.full(len(qubits), beta0)
-        slope = np.full(len(qubits), beta0)
-    else:
-        responding = est["status"].isin(["ok", "clipped"]).to_numpy()
-        flux = np.where(responding, est["next_flux"].to_numpy(), est["flux_now"].to_numpy())
-        # dither amplitudes from the estimates, kept within a factor 3 of the prior's (a silent qubit's β̂ ≈ 0)
-        beta = np.clip(est["beta"].to_numpy(), beta0 / 3, 3 * beta0)
-        slope = np.clip(np.abs(est["beta"].to_numpy() * est["conversion"].to_numpy() / k0), beta0 / 3, 3 * beta0)
-    return {"calls": int(calls), "reads_per_call": int(R), "qubits": [int(q) for q in qubits],
-            "flux": [float(v) for v in flux], "delta_h": [float(v) for v in dither / beta],
-            "delta_flux": [float(v) for v in dither / (slope * abs(k0))], "created": utcnow()}
+def _save_plan(ctx: _Shim, path: Path, plan: Mapping[str, Any], settings: bool = False) -> None:
+    """Write a round's plan atomically (and, after the first round's calls, the shim's settings: a shim killed
+    before that point is recognized by its call ids)."""
+    with ctx.store.writing():
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_json(path, plan)
+        if settings:
+            meta = ctx.store.metadata()
+            ctx.store.update_metadata(shim={**(meta.get("shim") or {}), "settings": ctx.settings})
 
 
-def _fit_state(store: DatasetStore, plans: list[dict[str, Any]], qubits: np.ndarray, seed: int, k0: float,
-               beta0: float, frange: tuple[float, float]) -> tuple[pd.DataFrame, float]:
-    """Fit all data so far; the estimates at the flux of the next round and the largest residual half-width."""
-    X, F, D, N = _pooled(store, plans, qubits, seed)
-    theta, cov, info = fit_shim(X, k0 * F, D, N, beta0)
-    frac = D.sum(1) / np.maximum(N.sum(1), 1)
-    first = _estimates(theta, cov, info, k0, np.zeros(len(qubits)), frac, frange)
-    est = _estimates(theta, cov, info, k0, first["next_flux"].to_numpy(), frac, frange)
-    est["flux_now"] = np.asarray(plans[-1]["flux"], float)
-    est["reads"] = N.sum(1)
-    ok = est["status"].isin(["ok", "clipped"]).to_numpy()
-    half = float((Z95 * est.loc[ok, "residual_sd"]).max()) if ok.any() else math.inf
-    return est, half
+def _next_plan(ctx: _Shim, plans: list[dict[str, Any]], budget: int, target: float | None,
+               max_qpu_seconds: float | None, max_rounds: int,
+               on_round: Callable[[int, dict[str, Any]], None] | None) -> tuple[dict[str, Any] | None, str]:
+    """Fit the data so far and plan the next round, or ``(None, reason)`` when the shim stops."""
+    spent = sum(int(p["calls"]) * int(p["reads_per_call"]) for p in plans)
+    est, half, need = None, math.inf, None
+    if plans:
+        est = _estimate(ctx, plans)
+        half, need = _progress_state(est, spent, target)
+        if on_round is not None:
+            on_round(len(plans), {"reads_per_qubit": spent, "half_width_max": half,
+                                  "qpu_access_time_s": ctx.store.spent_qpu_us() / 1e6})
+    if target is not None and half <= target:
+        return None, "target"
+    if len(plans) >= max_rounds:
+        return None, "max_rounds"
+    C, R = _next_round(spent, budget, ctx.R, need)
+    if C == 0:
+        return None, "reads"
+    if max_qpu_seconds is not None:
+        per = ctx.backend.estimate_call(ctx.protocol, len(ctx.qubits), R)
+        used = ctx.store.spent_qpu_us() if ctx.store.exists else 0.0
+        if per and ctx.store.exists and used + 2 * per > max_qpu_seconds * 1e6:
+            return None, "budget"
+        if per:
+            C = max(2, min(C, 2 * int((max_qpu_seconds * 1e6 - used) // (2 * per))))
+    return _plan(ctx, est, C, R), ""
 
 
-def _finish(store, sampler, protocol, plans, qubits, seed, k0, beta0, frange, reason, settings, num_qubits
-            ) -> ShimResult:
-    est, _ = _fit_state(store, plans, qubits, seed, k0, beta0, frange)
-    flux = est["next_flux"].to_numpy()
-    half = Z95 * est["residual_sd"].to_numpy()
-    table = pd.DataFrame({"qubit": qubits, "flux_bias": flux, "residual": est["residual"].to_numpy(),
-                          "residual_lo": est["residual"].to_numpy() - half,
-                          "residual_hi": est["residual"].to_numpy() + half,
-                          "residual_sd": est["residual_sd"].to_numpy(), "bias": est["bias"].to_numpy(),
-                          "bias_sd": est["bias_sd"].to_numpy(), "conversion": est["conversion"].to_numpy(),
-                          "conversion_sd": est["conversion_sd"].to_numpy(), "beta": est["beta"].to_numpy(),
-                          "beta_sd": est["beta_sd"].to_numpy(), "reads": est["reads"].to_numpy().astype(np.int64),
-                          "status": est["status"].to_numpy(), "reason": est["reason"].to_numpy()})
-    chip = np.zeros(num_qubits)
-    chip[qubits] = flux
-    reads = int(table["reads"].max()) if len(table) else 0
-    result = ShimResult([float(v) for v in chip], table, reads, reason or "reads", len(plans), store.path, settings)
+_COLUMNS = ("residual", "residual_lo", "residual_hi", "residual_sd", "sigma_call", "sigma_slow", "dispersion", "df",
+            "bias", "bias_sd", "conversion", "conversion_sd", "beta", "beta_sd")
+
+
+def _finish(ctx: _Shim, plans: list[dict[str, Any]], reason: str) -> ShimResult:
+    """The final fit, the result files (list, table, report page) and the metadata record."""
+    from qasa.report import render_shim
     from qasa.samplers import solver_name
 
-    doc = {"flux_biases": result.flux_biases, "solver": solver_name(sampler), "num_qubits": num_qubits,
-           "qubits": [int(q) for q in qubits], "reads_per_qubit": reads, "stopped": result.stopped,
-           "rounds": result.rounds, "flux_drift_compensation": protocol.flux_drift_compensation,
-           "annealing_time": protocol.annealing_time, "settings": settings, "created": utcnow(),
+    est = _estimate(ctx, plans)
+    setting = est["next"].to_numpy()
+    table = pd.DataFrame({"qubit": ctx.qubits, ctx.setting: setting,
+                          **{c: est[c].to_numpy(float) for c in _COLUMNS},
+                          "reads": est["reads"].to_numpy().astype(np.int64),
+                          "status": est["status"].to_numpy(), "reason": est["reason"].to_numpy()})
+    chip = np.zeros(ctx.length)
+    chip[ctx.qubits] = setting
+    values = [float(v) for v in chip]
+    reads = int(table["reads"].max()) if len(table) else 0
+    result = ShimResult(values if ctx.flux else None, table, reads, reason or "reads", len(plans), ctx.store.path,
+                        ctx.settings, None if ctx.flux else values, ctx.mode)
+    name = "flux_biases" if ctx.flux else "h_offsets"
+    doc = {name: values, "solver": solver_name(ctx.sampler), "num_qubits": ctx.length,
+           "qubits": [int(q) for q in ctx.qubits], "reads_per_qubit": reads, "stopped": result.stopped,
+           "rounds": result.rounds, "flux_drift_compensation": ctx.protocol.flux_drift_compensation,
+           "annealing_time": ctx.protocol.annealing_time, "settings": ctx.settings, "created": utcnow(),
            "not_shimmed": {str(int(q)): r for q, r, s in zip(table["qubit"], table["reason"], table["status"])
                            if s in ("saturated", "no response", "clipped")},
-           "summary": {k: v for k, v in result.summary().items() if k not in ("path", "flux_biases")}}
+           "summary": {k: v for k, v in result.summary().items() if k not in ("path", name)}}
+    if not ctx.flux:
+        doc["usage"] = "add h_offsets[q] to the h of qubit q (units of h); subject to the h DAC's rounding"
+    store = ctx.store
     with store.writing():
         (store.path / _DIR).mkdir(exist_ok=True)
         atomic_write_bytes(store.path / _DIR / "table.csv", table.to_csv(index=False).encode())
-        from qasa.report import render_shim
-
         render_shim(table, store.metadata().get("device") or {}, result.summary(), store.path / _DIR)
-        atomic_write_json(store.path / "flux_biases.json", doc)
+        atomic_write_json(store.path / f"{name}.json", doc)
         meta = store.metadata()
-        store.update_metadata(shim={**(meta.get("shim") or {}), "settings": settings,
-                                    "result": {k: v for k, v in doc.items() if k not in ("flux_biases", "not_shimmed")}})
+        store.update_metadata(shim={**(meta.get("shim") or {}), "settings": ctx.settings,
+                                    "result": {k: v for k, v in doc.items() if k not in (name, "not_shimmed")}})
     return result
 
 
@@ -605,6 +960,8 @@ def load_flux_biases(path: str | Path, num_qubits: int | None = None) -> list[fl
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ShimError(f"cannot read flux biases from {path}: {exc}") from None
+    if isinstance(data, dict) and "flux_biases" not in data and "h_offsets" in data:
+        raise ShimError(f"{path} holds h offsets (a shim with --offsets h), not flux biases: add them to h instead")
     values = data.get("flux_biases") if isinstance(data, dict) else data
     try:
         arr = np.asarray(values, dtype=float)
