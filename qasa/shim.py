@@ -144,7 +144,7 @@ from qasa.cost import BudgetError
 from qasa.dataset import atomic_write_bytes, atomic_write_json, utcnow
 from qasa.errors import DatasetError, QasaError
 from qasa.fitting import MIN_CALL_COUNT
-from qasa.protocol import Call, Protocol
+from qasa.protocol import Call, Protocol, round_call_id, round_name
 from qasa.store import DatasetStore
 from qasa.virtual.noise import FluxNoise
 
@@ -705,7 +705,7 @@ def _round_calls(ctx: _Shim, plan: Mapping[str, Any], round_index: int, first: i
             chip[ctx.qubits] = flux[c]
             params = {"flux_biases": chip.tolist()}
         # the call's nominal field is g·x: the runner programs flips × nominal = x
-        out.append(Call(f"s{round_index:03d}-c{c:05d}", first + c, -1, g[c] * x[c], 0, int(plan["reads_per_call"]),
+        out.append(Call(round_call_id(round_name("s", round_index), c), first + c, -1, g[c] * x[c], 0, int(plan["reads_per_call"]),
                         g[c], params=params))
     return out
 
@@ -718,7 +718,7 @@ def _pooled(ctx: _Shim, plans: list[dict[str, Any]]) -> tuple[np.ndarray, ...]:
     for r, plan in enumerate(plans, start=1):
         _, x, flux = _round_fields(plan, ctx.seed, r, ctx.flux)
         for c in range(int(plan["calls"])):
-            blocks.append((f"s{r:03d}-c{c:05d}", x[c], flux[c]))
+            blocks.append((round_call_id(round_name("s", r), c), x[c], flux[c]))
     done = {cid: grp for cid, grp in counts.groupby("call_id", sort=False)} if len(counts) else {}
     Q, C = len(ctx.qubits), len(blocks)
     X, F, D, N = (np.zeros((Q, C)) for _ in range(4))
