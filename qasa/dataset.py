@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from qasa.errors import DatasetError
 from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES
 
-__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "CountsBatch", "CountsSource", "BATCH_ROWS",
+__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "CountsBatch", "CountsSource", "Totals", "BATCH_ROWS",
            "COUNT_COLUMNS", "atomic_write_bytes", "atomic_writer",
            "atomic_write_json", "json_text", "utcnow", "normalize_counts", "normalize_calls", "table_bytes", "json_safe",
            "check_imported_device", "MAX_IMPORTED_H"]
@@ -290,8 +290,9 @@ class CallStats:
         return CallStats(self.n_calls[rows], self.reads_sq[rows], self.centre[rows], self.spread[rows])
 
 
-#: Rows per batch when counts are streamed (:meth:`Dataset.batches`): about 40 MB of columns.
-BATCH_ROWS = 1 << 20
+#: Rows per batch when counts are streamed (:meth:`Dataset.batches`): 10 MB of columns, and a view's
+#: temporaries a few times that (larger batches were measured no faster).
+BATCH_ROWS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -491,6 +492,27 @@ def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray, 
     return sums.responses()[0]
 
 
+class Totals:
+    """The totals of :meth:`Dataset.totals`, summed as batches of rows stream by."""
+
+    def __init__(self, calls: int) -> None:
+        self.q, self.h = np.zeros(0, np.int64), np.zeros(0)
+        self.rows = self.reads = 0
+        self.call_reads = np.zeros(calls, np.int64)
+
+    def add(self, b: CountsBatch) -> None:
+        self.q = _grown(self.q, b.qubit)[0]
+        if np.isfinite(b.h).all():          # (a stored table with another h is refused by its validation)
+            self.h = _grown(self.h, b.h + 0.0)[0]
+        reads = b.n_down + b.n_up
+        np.add.at(self.call_reads, b.call, reads)
+        self.rows += len(b)
+        self.reads += int(reads.sum())
+
+    def result(self) -> dict[str, Any]:
+        return {"rows": self.rows, "qubits": self.q, "h": self.h, "reads": self.reads, "call_reads": self.call_reads}
+
+
 _NO_CALLS = pd.DataFrame({"call_id": pd.Series([], dtype="string")})
 
 
@@ -632,17 +654,15 @@ class Dataset:
                 yield self._with_gauges(b) if gauges else b
 
     def totals(self) -> dict[str, Any]:
-        """``rows``, ``qubits`` (sorted distinct), ``h`` (sorted distinct nominal fields) and ``reads`` (all
-        qubit-reads) of the counts, in one streamed pass (kept)."""
+        """``rows``, ``qubits`` (sorted distinct), ``h`` (sorted distinct nominal fields), ``reads`` (all
+        qubit-reads) and ``call_reads`` (qubit-reads per call of :attr:`call_index`) of the counts, in
+        one streamed pass (kept)."""
         if "totals" not in self._cache:
-            q, h, rows, reads = np.zeros(0, np.int64), np.zeros(0), 0, 0
+            tally = Totals(len(self.call_index))
             for b in self.batches():
-                q, h = _grown(q, b.qubit)[0], _grown(h, b.h + 0.0)[0]
-                rows += len(b)
-                reads += int(b.n_down.sum()) + int(b.n_up.sum())
-            self._cache["totals"] = {"rows": rows, "qubits": q, "h": h, "reads": reads}
-        t = self._cache["totals"]
-        return {**t, "qubits": t["qubits"].copy(), "h": t["h"].copy()}
+                tally.add(b)
+            self._cache["totals"] = tally.result()
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self._cache["totals"].items()}
 
     def _remember_totals(self, totals: dict[str, Any]) -> None:
         """Keep totals computed while the rows streamed past for another reason (the store's validation)."""

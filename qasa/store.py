@@ -58,7 +58,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qasa.dataset import (FORMAT, FORMAT_VERSION, CountsBatch, Dataset, Response, _grown, atomic_write_bytes,
+from qasa.dataset import (FORMAT, FORMAT_VERSION, CountsBatch, Dataset, Response, Totals, _grown, atomic_write_bytes,
                           atomic_write_json, atomic_writer, table_bytes)
 from qasa.errors import DatasetError
 from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES, COUNTS_SCHEMA
@@ -480,7 +480,7 @@ class DatasetStore:
             qubit, call = tally.first["foreign"]
             raise DatasetError(f"{where}: qubit {qubit} of call {ids[call]} is not a qubit of the stored protocol")
         self._validate_call_ids(ds)
-        ds._remember_totals(tally.totals())
+        ds._remember_totals(tally.totals.result())
 
     def _validate_calls(self, ds: Dataset) -> None:
         calls = ds.calls
@@ -791,9 +791,9 @@ class _Tally:
                         else None)
         self.low: dict[str, tuple[int, int] | None] = {"n_down": None, "n_up": None}
         self.first: dict[str, tuple | None] = {"h": None, "gauge": None, "reads": None, "foreign": None}
-        self.q, self.h = np.zeros(0, np.int64), np.zeros(0)
+        self.q = np.zeros(0, np.int64)
         self.rows_of = np.zeros((len(self.call_index), 0), np.uint16)      # rows per (call, qubit)
-        self.rows = self.reads = 0
+        self.totals = Totals(len(self.call_index))
 
     def _note(self, check: str, bad: np.ndarray, what: Callable[[int], tuple]) -> None:
         if self.first[check] is None and bad.any():
@@ -818,14 +818,8 @@ class _Tally:
             grown = np.zeros((len(self.call_index), len(self.q)), np.uint16)
             grown[:, at] = self.rows_of
             self.rows_of = grown
-        with np.errstate(invalid="ignore"):
-            self.h = _grown(self.h, b.h + 0.0)[0] if np.isfinite(b.h).all() else self.h
         np.add.at(self.rows_of.reshape(-1), b.call * len(self.q) + np.searchsorted(self.q, b.qubit), 1)
-        self.rows += len(b)
-        self.reads += int(reads.sum())
-
-    def totals(self) -> dict[str, Any]:
-        return {"rows": self.rows, "qubits": self.q, "h": self.h, "reads": self.reads}
+        self.totals.add(b)
 
 
 def _parquet_call_ids(handle: pa.NativeFile) -> list[str]:
@@ -842,11 +836,9 @@ def _parquet_call_ids(handle: pa.NativeFile) -> list[str]:
 def _write_counts(path: Path, ds: Dataset) -> dict[str, Any]:
     """Stream the counts of ``ds`` into ``path`` (Parquet, atomically) in row groups of :data:`ROW_GROUP`
     rows; returns the totals of :meth:`~qasa.dataset.Dataset.totals`, counted on the way."""
-    q, h, rows, reads = np.zeros(0, np.int64), np.zeros(0), 0, 0
+    totals = Totals(len(ds.call_index))
     with atomic_writer(path) as fh, pq.ParquetWriter(fh, COUNTS_SCHEMA) as writer:
         for b in ds.batches(rows=ROW_GROUP):
             writer.write_table(_arrow_counts(b, ds.call_index), row_group_size=ROW_GROUP)
-            q, h = _grown(q, b.qubit)[0], _grown(h, b.h + 0.0)[0]
-            rows += len(b)
-            reads += int(b.n_down.sum()) + int(b.n_up.sum())
-    return {"rows": rows, "qubits": q, "h": h, "reads": reads}
+            totals.add(b)
+    return totals.result()
