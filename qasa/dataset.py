@@ -16,7 +16,12 @@ keeps its sign under every gauge (docs/DESIGN.md §6).
 
 On disk a dataset is a directory owned by :class:`qasa.store.DatasetStore` (layout, atomic
 journal, locks, validation and the fit cache are described there); :meth:`Dataset.load` and
-:meth:`Dataset.save` go through it. The store sits above this module (it builds Datasets), so this
+:meth:`Dataset.save` go through it. A loaded Dataset keeps its counts there (a :class:`CountsSource`):
+its views — :meth:`Dataset.response` (with the per-call statistics of :class:`CallStats`),
+:meth:`Dataset.responses`, :meth:`Dataset.totals`, :meth:`Dataset.batches` — stream them in batches
+of :data:`BATCH_ROWS` rows, and ``counts`` reads the whole table only when asked for. A Dataset built
+from a table in memory is the same value, its views computed by the same code (one batch or many:
+the sums are the same to the bit). The store sits above this module (it builds Datasets), so this
 module does not import it: ``qasa/__init__`` (which Python runs before any code of ``qasa.dataset``)
 hands the class over with :func:`_register_store`, and the import graph keeps no circle.
 
@@ -545,6 +550,12 @@ class Dataset:
         self.calls = normalize_calls(_NO_CALLS if calls is None else calls)
         self.metadata: dict[str, Any] = {} if metadata is None else metadata
 
+    def __getstate__(self) -> dict[str, Any]:          # pickled (or deep-copied) with its counts in memory
+        return {"counts": self.counts, "calls": self.calls, "metadata": self.metadata}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["counts"], state["calls"], state["metadata"])
+
     @property
     def counts(self) -> pd.DataFrame:
         """The tidy counts table (read whole from the directory the first time, for a loaded Dataset)."""
@@ -657,16 +668,20 @@ class Dataset:
         """``rows``, ``qubits`` (sorted distinct), ``h`` (sorted distinct nominal fields), ``reads`` (all
         qubit-reads) and ``call_reads`` (qubit-reads per call of :attr:`call_index`) of the counts, in
         one streamed pass (kept)."""
-        if "totals" not in self._cache:
+        totals = self._cache.get("totals")
+        if totals is None:
             tally = Totals(len(self.call_index))
             for b in self.batches():
                 tally.add(b)
-            self._cache["totals"] = tally.result()
-        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self._cache["totals"].items()}
+            totals = tally.result()
+            if self._counts is None:             # kept for counts on disk (a table in memory may be edited)
+                self._cache["totals"] = totals
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in totals.items()}
 
     def _remember_totals(self, totals: dict[str, Any]) -> None:
         """Keep totals computed while the rows streamed past for another reason (the store's validation)."""
-        self._cache["totals"] = totals
+        if self._counts is None:
+            self._cache["totals"] = totals
 
     def gauges(self) -> np.ndarray:
         """The gauge sign (±1) applied to each counts row.
@@ -702,7 +717,7 @@ class Dataset:
 
     def _gauge_book(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
         """The protocol's gauges: (each call's row in them or −1, flips, sorted qubits, their columns)."""
-        if "gauge_book" not in self._cache:
+        if "gauge_book" not in self._cache or self._counts is not None:
             protocol, book = self.protocol, None
             if protocol is not None and protocol.qubits is not None and protocol.seed is not None:
                 calls = protocol.calls()
@@ -729,11 +744,11 @@ class Dataset:
         """
         if frame not in ("programmed", "nominal"):
             raise ValueError(f"frame={frame!r}; choose 'programmed' or 'nominal'")
-        whole = qubits is None and calls is None
-        if whole and ("response", frame) in self._cache:
+        kept = qubits is None and calls is None and self._counts is None     # (a table in memory may be edited)
+        if kept and ("response", frame) in self._cache:
             return self._cache[("response", frame)]
         r = self.responses([calls], qubits=qubits, frame=frame)[0]
-        if whole:
+        if kept:
             self._cache[("response", frame)] = r
         return r
 

@@ -21,9 +21,16 @@ compaction writes ``calls.parquet``, then ``counts.parquet``, then removes the j
 takes the union (a call id present twice is taken once) under the shared compaction lock, so it never
 sees a half state.
 
-Loading is columnar: the compacted table and every journal part are read with pyarrow and
-concatenated as arrays; the ids of finished calls (what a resume skips) come from
-``calls.parquet`` and the journal's file names alone, without reading the counts.
+Counts streamed, memory bounded: :meth:`DatasetStore.load` reads the metadata, the calls and the call
+ids, and returns a :class:`~qasa.dataset.Dataset` whose counts stay on disk — ``counts.parquet`` held
+open (a later compaction renames a new file over it; this one keeps reading the old) and the journal
+parts whose calls it lacks, read when streamed. Its views (the response and per-call statistics that
+fits need, split halves, drift, T_eff) read the rows in batches (:meth:`~qasa.dataset.Dataset.batches`),
+and so do validation (one pass) and compaction (:meth:`DatasetStore.save` streams the rows, sorted
+by call id and qubit as a run's final compaction writes them, into row groups of ``counts.parquet``):
+no step of an assessment holds every (call, qubit) row. The per-call counts on disk are unchanged
+(the same columns, :data:`qasa.reduce.COUNTS_SCHEMA`). The ids of finished calls (what a resume skips)
+come from ``calls.parquet`` and the journal's file names alone, without reading the counts.
 
 Stored data are validated on load (:meth:`DatasetStore.load`): counts are non-negative integers,
 ``n_down + n_up`` equals the reads of the call, h is finite, gauges are ±1 (or 0 = not recorded,

@@ -165,3 +165,12 @@ def test_views_of_a_large_dataset_stay_far_below_its_table(tmp_path, monkeypatch
     assert r.n_total.sum() == rows * 50 and len(d["trends"]) > 300
     assert disk._counts is None
     assert max(used.values()) < bound, (used, bound)
+
+
+def test_a_loaded_dataset_pickles_with_its_counts_in_memory(stored):
+    import pickle
+
+    out, ds = stored
+    disk = qasa.load(out)
+    back = pickle.loads(pickle.dumps(disk))
+    assert back._counts is not None and back.equals(disk) and back.sorted().counts.equals(ds.sorted().counts)
