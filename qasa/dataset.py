@@ -52,7 +52,7 @@ import pyarrow.parquet as pq
 from qasa.errors import DatasetError
 from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES
 
-__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "CountsBatch", "CountsSource", "Totals", "BATCH_ROWS",
+__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "CountsBatch", "CountsSource", "Totals", "Axis", "BATCH_ROWS",
            "COUNT_COLUMNS", "atomic_write_bytes", "atomic_writer",
            "atomic_write_json", "json_text", "utcnow", "normalize_counts", "normalize_calls", "table_bytes", "json_safe",
            "check_imported_device", "MAX_IMPORTED_H"]
@@ -393,18 +393,57 @@ class _SelectedCalls:
         return sum(len(b) for b in self.batches(BATCH_ROWS))
 
 
-def _grown(axis: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A sorted axis with ``values`` added: ``(axis, None)`` if it holds them all, else ``(new axis,
-    position of each old value in it)``."""
-    if len(axis):
-        pos = np.searchsorted(axis, values)
-        found = pos < len(axis)
-        found[found] = axis[pos[found]] == values[found]
-        if found.all():
-            return axis, None
-        values = values[~found]
-    new = np.union1d(axis, values)
-    return new, np.searchsorted(new, axis)
+class Axis:
+    """A sorted axis of distinct values that grows as batches bring new ones (qubits, fields).
+
+    Positions of integer labels whose span is not much larger than their number (qubit ids) come
+    from a dense table (a gather), others from a binary search.
+    """
+
+    def __init__(self, dtype: Any) -> None:
+        self.values = np.zeros(0, dtype)
+        self._table: np.ndarray | None = None
+        self._lo = 0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def _index(self) -> None:
+        v, self._table = self.values, None
+        if len(v) and v.dtype.kind == "i" and int(v[-1]) - int(v[0]) < 8 * len(v) + (1 << 16):
+            self._lo = int(v[0])
+            self._table = np.full(int(v[-1]) - self._lo + 1, -1, np.int64)
+            self._table[v - self._lo] = np.arange(len(v))
+
+    def found(self, values: np.ndarray) -> np.ndarray:
+        """A mask: which ``values`` are on the axis."""
+        if self._table is not None:
+            off = values - self._lo
+            inside = (off >= 0) & (off < len(self._table))
+            out = np.zeros(len(values), bool)
+            out[inside] = self._table[off[inside]] >= 0
+            return out
+        pos = np.minimum(np.searchsorted(self.values, values), max(len(self.values) - 1, 0))
+        return (self.values[pos] == values) if len(self.values) else np.zeros(len(values), bool)
+
+    def extend(self, values: np.ndarray) -> np.ndarray | None:
+        """Add ``values``; if the axis grew, the new position of each old value (else ``None``)."""
+        if len(self.values):
+            found = self.found(values)
+            if found.all():
+                return None
+            values = values[~found]
+        new = np.union1d(self.values, values)
+        at = np.searchsorted(new, self.values)
+        self.values = new
+        self._index()
+        return at
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Positions of ``values``, which must be on the axis."""
+        if self._table is not None:
+            return self._table[values - self._lo]
+        return np.searchsorted(self.values, values)
 
 
 class _CellSums:
@@ -420,27 +459,27 @@ class _CellSums:
     _SUMS = ("n_down", "n_total", "n_calls", "reads_sq", "down_reads")
 
     def __init__(self, groups: int) -> None:
-        self.q, self.h = np.zeros(0, np.int64), np.zeros(0, np.float64)
+        self.q, self.h = Axis(np.int64), Axis(np.float64)
         self.ints = np.zeros((len(self._SUMS), groups, 0, 0), np.int64)
         self.has_q, self.has_h = np.zeros((groups, 0), bool), np.zeros((groups, 0), bool)
         self.centre: np.ndarray | None = None
         self.spread: np.ndarray | None = None
 
     def _grow(self, q: np.ndarray, h: np.ndarray) -> None:
-        new_q, at_q = _grown(self.q, q)
-        new_h, at_h = _grown(self.h, h)
+        n_q, n_h = len(self.q), len(self.h)
+        at_q, at_h = self.q.extend(q), self.h.extend(h)
         if at_q is None and at_h is None:
             return
-        at_q = np.arange(len(self.q)) if at_q is None else at_q
-        at_h = np.arange(len(self.h)) if at_h is None else at_h
-        ints = np.zeros(self.ints.shape[:2] + (len(new_q), len(new_h)), np.int64)
+        at_q = np.arange(n_q) if at_q is None else at_q
+        at_h = np.arange(n_h) if at_h is None else at_h
+        ints = np.zeros(self.ints.shape[:2] + (len(self.q), len(self.h)), np.int64)
         ints[:, :, at_q[:, None], at_h[None, :]] = self.ints
-        has_q, has_h = np.zeros((len(self.has_q), len(new_q)), bool), np.zeros((len(self.has_h), len(new_h)), bool)
+        has_q, has_h = np.zeros((len(self.has_q), len(self.q)), bool), np.zeros((len(self.has_h), len(self.h)), bool)
         has_q[:, at_q], has_h[:, at_h] = self.has_q, self.has_h
-        self.q, self.h, self.ints, self.has_q, self.has_h = new_q, new_h, ints, has_q, has_h
+        self.ints, self.has_q, self.has_h = ints, has_q, has_h
 
     def _cells(self, group: np.ndarray, q: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        qi, hi = np.searchsorted(self.q, q), np.searchsorted(self.h, h)
+        qi, hi = self.q.positions(q), self.h.positions(h)
         return (group * len(self.q) + qi) * len(self.h) + hi, qi, hi
 
     def add(self, group: np.ndarray, q: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> None:
@@ -478,7 +517,7 @@ class _CellSums:
             n_down, n_total, n_calls, reads_sq, _ = (a[g][cells] for a in self.ints)
             calls = None if self.spread is None else CallStats(
                 n_calls.astype(np.int64), reads_sq.astype(float), self.centre[g][cells], self.spread[g][cells])
-            out.append(Response(self.q[self.has_q[g]].astype(np.int64), self.h[self.has_h[g]].astype(float),
+            out.append(Response(self.q.values[self.has_q[g]].astype(np.int64), self.h.values[self.has_h[g]].astype(float),
                                 n_down, n_total, calls))
         return out
 
@@ -501,21 +540,22 @@ class Totals:
     """The totals of :meth:`Dataset.totals`, summed as batches of rows stream by."""
 
     def __init__(self, calls: int) -> None:
-        self.q, self.h = np.zeros(0, np.int64), np.zeros(0)
+        self.q, self.h = Axis(np.int64), Axis(np.float64)
         self.rows = self.reads = 0
         self.call_reads = np.zeros(calls, np.int64)
 
     def add(self, b: CountsBatch) -> None:
-        self.q = _grown(self.q, b.qubit)[0]
+        self.q.extend(b.qubit)
         if np.isfinite(b.h).all():          # (a stored table with another h is refused by its validation)
-            self.h = _grown(self.h, b.h + 0.0)[0]
+            self.h.extend(b.h + 0.0)
         reads = b.n_down + b.n_up
         np.add.at(self.call_reads, b.call, reads)
         self.rows += len(b)
         self.reads += int(reads.sum())
 
     def result(self) -> dict[str, Any]:
-        return {"rows": self.rows, "qubits": self.q, "h": self.h, "reads": self.reads, "call_reads": self.call_reads}
+        return {"rows": self.rows, "qubits": self.q.values, "h": self.h.values, "reads": self.reads,
+                "call_reads": self.call_reads}
 
 
 _NO_CALLS = pd.DataFrame({"call_id": pd.Series([], dtype="string")})

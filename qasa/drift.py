@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from qasa.dataset import Dataset
+from qasa.dataset import Axis, Dataset
 from qasa.fitting import FitTable
 from qasa.models import get_model
 
@@ -132,6 +132,8 @@ class _Offsets:
             raise ValueError(f"model {model.name!r} has no bias parameter b; per-call offsets need one")
         good = fits.table[fits.table["quality"] == "good"].set_index("qubit").sort_index()
         self.qubits = good.index.to_numpy(np.int64)
+        self._axis = Axis(np.int64)
+        self._axis.extend(self.qubits)
         self.fields = np.asarray(fields, float)
         theta = good[list(model.params)].to_numpy(float)
         j = model.params.index("b")
@@ -147,9 +149,8 @@ class _Offsets:
              n_up: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
         """The offsets of the good qubits' rows among these: ``qi`` (position in :attr:`qubits`), ``call``,
         ``t``, ``h``, ``x``, ``b_call``, ``b_call_var``, ``b_fit`` (``times``: seconds of each call code)."""
-        pos = np.minimum(np.searchsorted(self.qubits, qubit), max(len(self.qubits) - 1, 0))
-        keep = (self.qubits[pos] == qubit) if len(self.qubits) else np.zeros(len(qubit), bool)
-        qi, call, h = pos[keep], call[keep], h[keep]
+        keep = self._axis.found(qubit)
+        qi, call, h = self._axis.positions(qubit[keep]), call[keep], h[keep]
         g = gauge[keep].astype(float)
         x = g * h + 0.0
         N = (n_down[keep] + n_up[keep]).astype(float)

@@ -65,7 +65,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qasa.dataset import (FORMAT, FORMAT_VERSION, CountsBatch, Dataset, Response, Totals, _grown, atomic_write_bytes,
+from qasa.dataset import (FORMAT, FORMAT_VERSION, Axis, CountsBatch, Dataset, Response, Totals, atomic_write_bytes,
                           atomic_write_json, atomic_writer, table_bytes)
 from qasa.errors import DatasetError
 from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES, COUNTS_SCHEMA
@@ -477,11 +477,10 @@ class DatasetStore:
             call, reads, qubit, recorded = tally.first["reads"]
             raise DatasetError(f"{where}: call {ids[call]} has n_down + n_up = {reads} reads for "
                                f"qubit {qubit}, but the call recorded {recorded}")
-        twice = np.flatnonzero(tally.rows_of.reshape(-1) > 1)     # one row per (call, qubit): a duplicated
-        if twice.size:                                             # row would count its reads twice
-            call, column = divmod(int(twice[0]), len(tally.q))
-            raise DatasetError(f"{where}: qubit {int(tally.q[column])} of call {ids[call]} has "
-                               f"{int(tally.rows_of.max())} rows; each call has one row per qubit")
+        if tally.repeated():             # one row per (call, qubit): a duplicated row would count its reads twice
+            call, qubit, rows = _repeated_rows(ds, tally.q)
+            raise DatasetError(f"{where}: qubit {qubit} of call {ids[call]} has {rows} rows; each call has "
+                               "one row per qubit")
         self._validate_calls(ds)
         if tally.first["foreign"] is not None:
             qubit, call = tally.first["foreign"]
@@ -781,6 +780,24 @@ def _arrow_counts(b: CountsBatch, call_index: pd.Index) -> pa.Table:
                      *(pa.array(a) for a in b.arrays()[1:])], schema=COUNTS_SCHEMA)
 
 
+def _repeated_rows(ds: Dataset, qubits: Axis) -> tuple[int, int, int]:
+    """The first (call, qubit) pair, in order of call and qubit, stored on more than one row, and the most
+    rows any pair has (a damaged table: this error path reads it twice more)."""
+    width, seen, repeated = len(qubits), np.zeros(len(ds.call_index) * len(qubits), bool), []
+    for b in ds.batches():
+        keys, counts = np.unique(b.call * width + qubits.positions(b.qubit), return_counts=True)
+        repeated.append(keys[(counts > 1) | seen[keys]])
+        seen[keys] = True
+    keys = np.unique(np.concatenate(repeated))
+    rows = np.zeros(len(keys), np.int64)
+    for b in ds.batches():
+        k = b.call * width + qubits.positions(b.qubit)
+        k = k[np.isin(k, keys)]
+        rows += np.bincount(np.searchsorted(keys, k), minlength=len(keys))
+    call, column = divmod(int(keys[0]), width)
+    return call, int(qubits.values[column]), int(rows.max())
+
+
 class _Tally:
     """What a pass over the counts finds (:meth:`DatasetStore.validate`): the first offending row of
     each check, rows per (call, qubit), and the totals of :meth:`Dataset.totals`."""
@@ -798,8 +815,8 @@ class _Tally:
                         else None)
         self.low: dict[str, tuple[int, int] | None] = {"n_down": None, "n_up": None}
         self.first: dict[str, tuple | None] = {"h": None, "gauge": None, "reads": None, "foreign": None}
-        self.q = np.zeros(0, np.int64)
-        self.rows_of = np.zeros((len(self.call_index), 0), np.uint16)      # rows per (call, qubit)
+        self.q = Axis(np.int64)
+        self.seen = np.zeros((len(self.call_index), 0), bool)      # (call, qubit) pairs that have a row
         self.totals = Totals(len(self.call_index))
 
     def _note(self, check: str, bad: np.ndarray, what: Callable[[int], tuple]) -> None:
@@ -820,13 +837,17 @@ class _Tally:
                        lambda i: (int(b.call[i]), int(reads[i]), int(b.qubit[i]), int(per_row[i])))
         if self.allowed is not None:
             self._note("foreign", ~np.isin(b.qubit, self.allowed), lambda i: (int(b.qubit[i]), int(b.call[i])))
-        self.q, at = _grown(self.q, b.qubit)
+        at = self.q.extend(b.qubit)
         if at is not None:
-            grown = np.zeros((len(self.call_index), len(self.q)), np.uint16)
-            grown[:, at] = self.rows_of
-            self.rows_of = grown
-        np.add.at(self.rows_of.reshape(-1), b.call * len(self.q) + np.searchsorted(self.q, b.qubit), 1)
+            grown = np.zeros((len(self.call_index), len(self.q)), bool)
+            grown[:, at] = self.seen
+            self.seen = grown
+        self.seen.reshape(-1)[b.call * len(self.q) + self.q.positions(b.qubit)] = True
         self.totals.add(b)
+
+    def repeated(self) -> bool:
+        """Whether some (call, qubit) pair has more than one row (fewer pairs seen than rows)."""
+        return int(np.count_nonzero(self.seen)) < self.totals.rows
 
 
 def _parquet_call_ids(handle: pa.NativeFile) -> list[str]:
