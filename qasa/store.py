@@ -265,7 +265,7 @@ class DatasetStore:
         n = len(counts)
         columns = [pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([str(record["call_id"])]))]
         for c in COUNT_COLUMNS[1:]:
-            values = counts[c].to_numpy() if c in counts else np.zeros(n)      # no gauge column: 0 = not recorded
+            values = counts[c].to_numpy() if c in counts or c != "gauge" else np.zeros(n)   # no gauge: 0 = not recorded
             columns.append(pa.array(np.asarray(values, COUNT_DTYPES[c])))
         table = pa.table(columns, schema=COUNTS_SCHEMA)
         text = json.dumps(record)
