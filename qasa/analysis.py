@@ -116,7 +116,7 @@ def provenance(dataset: Dataset, response: Response | None = None) -> dict[str, 
     collection = collection_status(dataset)
     adaptive = collection["design"] == "adaptive"
     if adaptive:
-        n_fields = int(pd.unique(dataset.counts["h"]).size) if len(dataset.counts) else 0
+        n_fields = len(dataset.totals()["h"])
         grid = (f"pilot: {grid}; then {collection['rounds']} adaptive round(s) of per-qubit fields — "
                 f"{n_fields} distinct programmed fields in all")
     if proto:
@@ -206,14 +206,22 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
     planned = (0 if carrier else Protocol.from_dict(meta["protocol"]).num_calls) + sum(int(v) for v in rounds.values())
     done = int(len(dataset.calls))
     collected = None
-    if done < planned and len(dataset.counts):
-        c = dataset.counts
-        per = (c["n_down"] + c["n_up"]).groupby([c["qubit"], c["h"].abs()]).sum()
+    if done < planned and dataset.num_rows:
+        per = _reads_per_cell(dataset)
         collected = int(np.median(per.to_numpy())) if len(per) else 0
     design = ("quick-temperature" if meta.get("design") == "quick-temperature" else "shim" if meta.get("shim")
               else "adaptive" if rounds or meta.get("adaptive") else "grid")
     return {"design": design, "planned": int(planned), "done": done, "partial": done < planned,
             "rounds": len(rounds), "reads_per_h_collected": collected}
+
+
+def _reads_per_cell(dataset: Dataset) -> pd.Series:
+    """Reads collected per (qubit, |h|) cell that has rows, summed batch by batch (integers: exact)."""
+    per = pd.Series(dtype=np.int64)
+    for b in dataset.batches():
+        part = pd.Series(b.n_down + b.n_up).groupby([b.qubit, np.abs(b.h)]).sum()
+        per = part if not len(per) else per.add(part, fill_value=0).astype(np.int64)
+    return per
 
 
 def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
@@ -275,10 +283,7 @@ def _pilot(dataset: Dataset) -> Dataset:
     """The calls of the stored protocol (an adaptive assessment's pilot grid), without the designed rounds."""
     from qasa.protocol import Protocol
 
-    ids = Protocol.from_dict(dataset.metadata["protocol"]).call_ids()
-    calls = dataset.calls[dataset.calls["call_id"].astype(str).isin(ids)]
-    counts = dataset.counts[dataset.counts["call_id"].astype(str).isin(ids)]
-    return Dataset(counts.reset_index(drop=True), calls.reset_index(drop=True), dataset.metadata)
+    return dataset.select(Protocol.from_dict(dataset.metadata["protocol"]).call_ids())
 
 
 def _qasa_version() -> str:
@@ -736,7 +741,7 @@ def analyze(dataset: Dataset, fits: FitTable, comparison: Mapping[str, FitTable]
                      f"topology ({shown}); they are analysed but not mapped.")
     summary = parameter_summary(fits)
     enough = n_good >= MIN_GOOD_QUBITS
-    rel = _reliability(fits, dataset if split_half and len(dataset.counts) else r if split_half else None,
+    rel = _reliability(fits, dataset if split_half and dataset.num_rows else r if split_half else None,
                        bootstrap, seed) if enough else None
     device = None
     if enough and dataset.device.get("topology_type") is not None and len(layout) >= MIN_GOOD_QUBITS:
@@ -775,7 +780,7 @@ def _headline_temperature(dataset: Dataset, r: Response, collection: Mapping[str
                                  "pooling qubits measured at different fields is not that estimator. "
                                  + str(temperature.get("method", "")))
         return temperature
-    return _temperature(dataset if len(dataset.counts) else r)
+    return _temperature(dataset if dataset.num_rows else r)
 
 
 def _reliability(fits: FitTable, r: Dataset | Response | None, bootstrap: int, seed: int) -> pd.DataFrame | None:

@@ -587,8 +587,8 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     ds = _with_warnings(quiet or as_json, lambda: collect(
         session, progress=_progress(quiet or as_json), keep_samples=keep_samples,
         max_qpu_seconds=max_qpu_seconds, retries=retries, in_flight=in_flight, call_timeout=call_timeout))
-    data = {"dataset": str(out), "calls": len(ds.calls), "qubits": int(ds.counts["qubit"].nunique()),
-            "reads": int(ds.counts[["n_down", "n_up"]].to_numpy().sum()),
+    totals = ds.totals()
+    data = {"dataset": str(out), "calls": len(ds.calls), "qubits": len(totals["qubits"]), "reads": totals["reads"],
             "qpu_access_time_total_us": ds.metadata.get("qpu_access_time_total_us"),
             "already_finished": already}
     text = f"dataset {out}: {data['calls']} calls, {data['qubits']} qubits, {data['reads']} qubit-reads"

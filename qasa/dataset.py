@@ -16,7 +16,12 @@ keeps its sign under every gauge (docs/DESIGN.md §6).
 
 On disk a dataset is a directory owned by :class:`qasa.store.DatasetStore` (layout, atomic
 journal, locks, validation and the fit cache are described there); :meth:`Dataset.load` and
-:meth:`Dataset.save` go through it. The store sits above this module (it builds Datasets), so this
+:meth:`Dataset.save` go through it. A loaded Dataset keeps its counts there (a :class:`CountsSource`):
+its views — :meth:`Dataset.response` (with the per-call statistics of :class:`CallStats`),
+:meth:`Dataset.responses`, :meth:`Dataset.totals`, :meth:`Dataset.batches` — stream them in batches
+of :data:`BATCH_ROWS` rows, and ``counts`` reads the whole table only when asked for. A Dataset built
+from a table in memory is the same value, its views computed by the same code (one batch or many:
+the sums are the same to the bit). The store sits above this module (it builds Datasets), so this
 module does not import it: ``qasa/__init__`` (which Python runs before any code of ``qasa.dataset``)
 hands the class over with :func:`_register_store`, and the import graph keeps no circle.
 
@@ -27,15 +32,17 @@ the number of reads in which qubit ``<id>`` returned -1); :meth:`Dataset.from_sp
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Protocol as _Interface
 
 import numpy as np
 import pandas as pd
@@ -43,16 +50,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qasa.errors import DatasetError
+from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES
 
-__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "COUNT_COLUMNS", "atomic_write_bytes",
+__all__ = ["read_spin_table", "Dataset", "Response", "CallStats", "CountsBatch", "CountsSource", "Totals", "Axis", "BATCH_ROWS",
+           "COUNT_COLUMNS", "atomic_write_bytes", "atomic_writer",
            "atomic_write_json", "json_text", "utcnow", "normalize_counts", "normalize_calls", "table_bytes", "json_safe",
            "check_imported_device", "MAX_IMPORTED_H"]
 
 FORMAT = "qasa-dataset"
 FORMAT_VERSION = 1
-COUNT_COLUMNS = ["call_id", "qubit", "h", "gauge", "n_down", "n_up"]
-_COUNT_DTYPES = {"qubit": "int64", "h": "float64", "gauge": "int8", "n_down": "int64",
-                 "n_up": "int64"}
 
 
 #: The directory's owner, :class:`qasa.store.DatasetStore`, plugged in by ``qasa/__init__``.
@@ -97,11 +103,13 @@ def utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename).
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``path`` atomically when the block ends.
 
-    ``durable=False`` skips the fsync, for files that can be made again (a report): a reader still
-    never sees a half-written file, but a power cut may lose the newest version.
+    The data go to a temporary file in the same directory, which is fsynced (unless ``durable=False``)
+    and renamed over ``path``; if the block raises, the temporary file is removed and ``path`` is
+    untouched. Large tables are written through it in pieces (:meth:`qasa.store.DatasetStore.save`).
     """
     path = Path(path)
     try:
@@ -111,7 +119,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
@@ -120,6 +128,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = Tru
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, rename).
+
+    ``durable=False`` skips the fsync, for files that can be made again (a report): a reader still
+    never sees a half-written file, but a power cut may lose the newest version.
+    """
+    with atomic_writer(path, durable) as fh:
+        fh.write(data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
@@ -178,7 +196,7 @@ def normalize_counts(df: pd.DataFrame) -> pd.DataFrame:
     """
     if "gauge" not in df:          # written before gauges were stored: 0 = not recorded
         df = df.assign(gauge=0)
-    df = df[COUNT_COLUMNS].astype(_COUNT_DTYPES)
+    df = df[COUNT_COLUMNS].astype(COUNT_DTYPES)
     cid = df["call_id"]
     if not isinstance(cid.dtype, pd.CategoricalDtype):
         cid = cid.astype("category")
@@ -277,48 +295,282 @@ class CallStats:
         return CallStats(self.n_calls[rows], self.reads_sq[rows], self.centre[rows], self.spread[rows])
 
 
-def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values and each element's position among them (hashing, not a full sort)."""
-    codes, uniques = pd.factorize(values, sort=False)
-    uniques = np.asarray(uniques)
-    order = np.argsort(uniques, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    return uniques[order], rank[codes]
+#: Rows per batch when counts are streamed (:meth:`Dataset.batches`): 10 MB of columns, and a view's
+#: temporaries a few times that (larger batches were measured no faster).
+BATCH_ROWS = 1 << 18
+
+
+@dataclass(frozen=True)
+class CountsBatch:
+    """Consecutive rows of a counts table as arrays (what :meth:`Dataset.batches` yields).
+
+    Attributes:
+        call: each row's call as its position in :attr:`Dataset.call_index` (int64).
+        qubit: qubit labels (int64).
+        h: nominal fields (float64).
+        gauge: spin-reversal signs (int8; 0 = not recorded, unless asked for with the gauges filled in).
+        n_down: reads returning −1 in the nominal frame (int64).
+        n_up: reads returning +1 in the nominal frame (int64).
+    """
+
+    call: np.ndarray
+    qubit: np.ndarray
+    h: np.ndarray
+    gauge: np.ndarray
+    n_down: np.ndarray
+    n_up: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.qubit)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``(call, qubit, h, gauge, n_down, n_up)``."""
+        return self.call, self.qubit, self.h, self.gauge, self.n_down, self.n_up
+
+    def take(self, rows: np.ndarray | slice) -> "CountsBatch":
+        """The rows selected by a slice, an index array or a boolean mask."""
+        return CountsBatch(*(a[rows] for a in self.arrays()))
+
+    @staticmethod
+    def empty() -> "CountsBatch":
+        return CountsBatch(np.zeros(0, np.int64), *(np.zeros(0, COUNT_DTYPES[c]) for c in COUNT_COLUMNS[1:]))
+
+    @staticmethod
+    def concat(batches: Sequence["CountsBatch"]) -> "CountsBatch":
+        """One batch of the rows of ``batches``, in order."""
+        if not batches:
+            return CountsBatch.empty()
+        return CountsBatch(*(np.concatenate(cols) for cols in zip(*(b.arrays() for b in batches))))
+
+    def frame(self, call_index: pd.Index) -> pd.DataFrame:
+        """These rows as a counts table (:data:`COUNT_COLUMNS`; ``call_id`` categorical over ``call_index``)."""
+        cid = pd.Categorical.from_codes(self.call, dtype=pd.CategoricalDtype(call_index))
+        return pd.DataFrame({"call_id": cid, "qubit": self.qubit, "h": self.h, "gauge": self.gauge,
+                             "n_down": self.n_down, "n_up": self.n_up})
+
+
+class CountsSource(_Interface):
+    """Counts kept outside memory and streamed (a dataset directory: :class:`qasa.store.DatasetStore`).
+
+    A :class:`Dataset` built on a source reads its rows only when a view asks for them, batch by batch;
+    ``Dataset.counts`` reads them all into one table (and keeps it).
+    """
+
+    @property
+    def call_index(self) -> pd.Index:
+        """Sorted distinct call ids that have rows (the batches' ``call`` codes are positions in it)."""
+
+    def batches(self, rows: int) -> Iterator[CountsBatch]:
+        """Every row in the table's order, in batches of about ``rows`` rows."""
+
+    def ordered(self) -> "CountsSource":
+        """The same rows sorted by (call id, qubit)."""
+
+    def num_rows(self) -> int:
+        """Number of rows."""
+
+
+class _SelectedCalls:
+    """The rows of some calls of a :class:`CountsSource` (``keep``: a mask over its ``call_index``)."""
+
+    def __init__(self, source: CountsSource, keep: np.ndarray) -> None:
+        self._source, self._keep = source, np.asarray(keep, bool)
+        self._code = np.cumsum(self._keep) - 1
+        self.call_index = source.call_index[self._keep]
+
+    def batches(self, rows: int) -> Iterator[CountsBatch]:
+        for b in self._source.batches(rows):
+            kept = self._keep[b.call]
+            if not kept.all():
+                b = b.take(kept)
+            if len(b):
+                yield CountsBatch(self._code[b.call], *b.arrays()[1:])
+
+    def ordered(self) -> "_SelectedCalls":
+        return _SelectedCalls(self._source.ordered(), self._keep)
+
+    def num_rows(self) -> int:
+        return sum(len(b) for b in self.batches(BATCH_ROWS))
+
+
+class Axis:
+    """A sorted axis of distinct values that grows as batches bring new ones (qubits, fields).
+
+    Positions of integer labels whose span is not much larger than their number (qubit ids) come
+    from a dense table (a gather), others from a binary search.
+    """
+
+    def __init__(self, dtype: Any) -> None:
+        self.values = np.zeros(0, dtype)
+        self._table: np.ndarray | None = None
+        self._lo = 0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def _index(self) -> None:
+        v, self._table = self.values, None
+        if len(v) and v.dtype.kind == "i" and int(v[-1]) - int(v[0]) < 8 * len(v) + (1 << 16):
+            self._lo = int(v[0])
+            self._table = np.full(int(v[-1]) - self._lo + 1, -1, np.int64)
+            self._table[v - self._lo] = np.arange(len(v))
+
+    def found(self, values: np.ndarray) -> np.ndarray:
+        """A mask: which ``values`` are on the axis."""
+        if self._table is not None:
+            off = values - self._lo
+            inside = (off >= 0) & (off < len(self._table))
+            out = np.zeros(len(values), bool)
+            out[inside] = self._table[off[inside]] >= 0
+            return out
+        pos = np.minimum(np.searchsorted(self.values, values), max(len(self.values) - 1, 0))
+        return (self.values[pos] == values) if len(self.values) else np.zeros(len(values), bool)
+
+    def extend(self, values: np.ndarray) -> np.ndarray | None:
+        """Add ``values``; if the axis grew, the new position of each old value (else ``None``)."""
+        if len(self.values):
+            found = self.found(values)
+            if found.all():
+                return None
+            values = values[~found]
+        new = np.union1d(self.values, values)
+        at = np.searchsorted(new, self.values)
+        self.values = new
+        self._index()
+        return at
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Positions of ``values``, which must be on the axis."""
+        if self._table is not None:
+            return self._table[values - self._lo]
+        return np.searchsorted(self.values, values)
+
+
+class _CellSums:
+    """Counts summed per (group, qubit, h) cell as batches of rows stream by (:meth:`Dataset.responses`).
+
+    Two passes over the same rows. The first sums integers (reads, −1 reads, calls, ``Σ N²``, ``Σ nN``:
+    exact in any order) and grows the sorted qubit and h axes as values appear; the second sums each
+    call's squared deviation from its cell's pooled fraction (:class:`CallStats`) with ``np.add.at``,
+    which adds in row order as ``np.bincount`` does: the floats are those of one pass over the whole
+    table, however the rows were batched.
+    """
+
+    _SUMS = ("n_down", "n_total", "n_calls", "reads_sq", "down_reads")
+
+    def __init__(self, groups: int) -> None:
+        self.q, self.h = Axis(np.int64), Axis(np.float64)
+        self.ints = np.zeros((len(self._SUMS), groups, 0, 0), np.int64)
+        self.has_q, self.has_h = np.zeros((groups, 0), bool), np.zeros((groups, 0), bool)
+        self.centre: np.ndarray | None = None
+        self.spread: np.ndarray | None = None
+
+    def _grow(self, q: np.ndarray, h: np.ndarray) -> None:
+        n_q, n_h = len(self.q), len(self.h)
+        at_q, at_h = self.q.extend(q), self.h.extend(h)
+        if at_q is None and at_h is None:
+            return
+        at_q = np.arange(n_q) if at_q is None else at_q
+        at_h = np.arange(n_h) if at_h is None else at_h
+        ints = np.zeros(self.ints.shape[:2] + (len(self.q), len(self.h)), np.int64)
+        ints[:, :, at_q[:, None], at_h[None, :]] = self.ints
+        has_q, has_h = np.zeros((len(self.has_q), len(self.q)), bool), np.zeros((len(self.has_h), len(self.h)), bool)
+        has_q[:, at_q], has_h[:, at_h] = self.has_q, self.has_h
+        self.ints, self.has_q, self.has_h = ints, has_q, has_h
+
+    def _cells(self, group: np.ndarray, q: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        qi, hi = self.q.positions(q), self.h.positions(h)
+        return (group * len(self.q) + qi) * len(self.h) + hi, qi, hi
+
+    def add(self, group: np.ndarray, q: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> None:
+        """First pass: one batch of rows (``group`` of each row, qubit, h, −1 and +1 reads)."""
+        self._grow(q, h)
+        cell, qi, hi = self._cells(group, q, h)
+        reads = down + up
+        flat = self.ints.reshape(len(self._SUMS), -1)
+        for k, v in enumerate((down, reads, None, reads * reads, down * reads)):
+            if v is None:
+                np.add.at(flat[k], cell[reads > 0], 1)
+            else:
+                np.add.at(flat[k], cell, v)
+        self.has_q[group, qi] = True
+        self.has_h[group, hi] = True
+
+    def end_first_pass(self) -> None:
+        nn, nd = self.ints[3].astype(float), self.ints[4].astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.centre = np.where(nn > 0, nd / np.maximum(nn, 1.0), 0.0)
+        self.spread = np.zeros(self.centre.shape)
+
+    def add_spread(self, group: np.ndarray, q: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray) -> None:
+        """Second pass: the same rows again, in the same order."""
+        cell = self._cells(group, q, h)[0]
+        dev = down - self.centre.reshape(-1)[cell] * (down + up)          # n_c − r N_c per call: no cancellation
+        np.add.at(self.spread.reshape(-1), cell, dev * dev)
+
+    def responses(self) -> list["Response"]:
+        """One :class:`Response` per group over the qubits and h values its rows have (sorted), with
+        :class:`CallStats` if the second pass ran."""
+        out = []
+        for g in range(self.ints.shape[1]):
+            cells = np.ix_(self.has_q[g], self.has_h[g])
+            n_down, n_total, n_calls, reads_sq, _ = (a[g][cells] for a in self.ints)
+            calls = None if self.spread is None else CallStats(
+                n_calls.astype(np.int64), reads_sq.astype(float), self.centre[g][cells], self.spread[g][cells])
+            out.append(Response(self.q.values[self.has_q[g]].astype(np.int64), self.h.values[self.has_h[g]].astype(float),
+                                n_down, n_total, calls))
+        return out
 
 
 def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray, per_call: bool = False) -> "Response":
     """Counts summed per (qubit, h) into dense arrays: sorted qubits × sorted h, 0 where no reads.
 
     ``per_call``: each element is one call of one qubit, and the :class:`CallStats` are attached."""
-    q, qi = _sorted_codes(qubit)
-    hv, hi = _sorted_codes(h)
-    cell = qi * len(hv) + hi
-    size = len(q) * len(hv)
-    shape = (len(q), len(hv))
-    down = down.astype(np.int64)
-    reads = down + up.astype(np.int64)
-    n_down = np.bincount(cell, weights=down, minlength=size)
-    n_total = np.bincount(cell, weights=reads, minlength=size)
-    calls = None
+    sums = _CellSums(1)
+    rows = (np.zeros(len(qubit), np.int64), np.asarray(qubit, np.int64), np.asarray(h, float),
+            np.asarray(down).astype(np.int64), np.asarray(up).astype(np.int64))
+    sums.add(*rows)
     if per_call:
-        live = reads > 0
-        n_calls = np.bincount(cell[live], minlength=size)
-        nn = np.bincount(cell, weights=(reads * reads).astype(float), minlength=size)
-        nd = np.bincount(cell, weights=(down * reads).astype(float), minlength=size)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.where(nn > 0, nd / np.maximum(nn, 1.0), 0.0)
-        dev = down - r[cell] * reads                  # n_c − r N_c per call: no cancellation
-        spread = np.bincount(cell, weights=dev * dev, minlength=size)
-        calls = CallStats(n_calls.reshape(shape).astype(np.int64), nn.reshape(shape), r.reshape(shape),
-                          spread.reshape(shape))
-    return Response(q.astype(np.int64), hv.astype(float), np.rint(n_down).astype(np.int64).reshape(shape),
-                    np.rint(n_total).astype(np.int64).reshape(shape), calls)
+        sums.end_first_pass()
+        sums.add_spread(*rows)
+    return sums.responses()[0]
 
 
-@dataclass
+class Totals:
+    """The totals of :meth:`Dataset.totals`, summed as batches of rows stream by."""
+
+    def __init__(self, calls: int) -> None:
+        self.q, self.h = Axis(np.int64), Axis(np.float64)
+        self.rows = self.reads = 0
+        self.call_reads = np.zeros(calls, np.int64)
+
+    def add(self, b: CountsBatch) -> None:
+        self.q.extend(b.qubit)
+        if np.isfinite(b.h).all():          # (a stored table with another h is refused by its validation)
+            self.h.extend(b.h + 0.0)
+        reads = b.n_down + b.n_up
+        np.add.at(self.call_reads, b.call, reads)
+        self.rows += len(b)
+        self.reads += int(reads.sum())
+
+    def result(self) -> dict[str, Any]:
+        return {"rows": self.rows, "qubits": self.q.values, "h": self.h.values, "reads": self.reads,
+                "call_reads": self.call_reads}
+
+
+_NO_CALLS = pd.DataFrame({"call_id": pd.Series([], dtype="string")})
+
+
 class Dataset:
     """Counts of one assessment plus its metadata (see module docstring for the on-disk layout).
+
+    A Dataset is a plain in-memory value (``Dataset(counts, calls, metadata)``), or, when loaded from
+    a directory (:meth:`load`), a view of the counts kept there: its aggregated views —
+    :meth:`response`, :meth:`responses`, :meth:`totals`, :meth:`batches` — stream them in batches of
+    :data:`BATCH_ROWS` rows with bounded memory, and ``counts`` reads the whole table only when asked
+    for (then it is kept). The counts are those of the directory when it was loaded: a loaded Dataset
+    whose journal was compacted since by a writer raises :class:`~qasa.errors.DatasetError` if it
+    still had to read it (load it again).
 
     Attributes:
         counts: tidy table with columns :data:`COUNT_COLUMNS`.
@@ -326,13 +578,37 @@ class Dataset:
         metadata: protocol (as a dict), device info, versions, timestamps.
     """
 
-    counts: pd.DataFrame
-    calls: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
-    metadata: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, counts: pd.DataFrame | CountsSource, calls: pd.DataFrame | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._cache: dict[str, Any] = {}
+        self._source: CountsSource | None = None
+        self._counts: pd.DataFrame | None = None
+        if isinstance(counts, pd.DataFrame) or not hasattr(counts, "batches"):
+            self._counts = normalize_counts(pd.DataFrame(counts))
+        else:
+            self._source = counts
+        self.calls = normalize_calls(_NO_CALLS if calls is None else calls)
+        self.metadata: dict[str, Any] = {} if metadata is None else metadata
 
-    def __post_init__(self) -> None:
-        self.counts = normalize_counts(self.counts)
-        self.calls = normalize_calls(self.calls)
+    def __getstate__(self) -> dict[str, Any]:          # pickled (or deep-copied) with its counts in memory
+        return {"counts": self.counts, "calls": self.calls, "metadata": self.metadata}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["counts"], state["calls"], state["metadata"])
+
+    @property
+    def counts(self) -> pd.DataFrame:
+        """The tidy counts table (read whole from the directory the first time, for a loaded Dataset)."""
+        if self._counts is None:
+            assert self._source is not None
+            batch = CountsBatch.concat(list(self._source.batches(BATCH_ROWS)))
+            self._counts = normalize_counts(batch.frame(self._source.call_index))
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: pd.DataFrame) -> None:
+        self._counts, self._source = normalize_counts(value), None
+        self._cache.clear()
 
     def __repr__(self) -> str:
         from qasa.display import dataset_repr
@@ -371,7 +647,81 @@ class Dataset:
     @property
     def call_ids(self) -> set[str]:
         """Ids of the calls whose counts are in the dataset."""
-        return set(self.counts["call_id"].unique())
+        return {str(c) for c in self.call_index}
+
+    @property
+    def call_index(self) -> pd.Index:
+        """Sorted ids of the calls whose counts are in the dataset: :attr:`CountsBatch.call` codes index it."""
+        if self._counts is not None:
+            return self._counts["call_id"].cat.categories
+        return self._source.call_index
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the counts table (one per call and qubit)."""
+        if self._counts is not None:
+            return len(self._counts)
+        if "totals" in self._cache:
+            return self._cache["totals"]["rows"]
+        if "rows" not in self._cache:
+            self._cache["rows"] = self._source.num_rows()
+        return self._cache["rows"]
+
+    def _raw_batches(self, rows: int) -> Iterator[CountsBatch]:
+        if self._counts is None:
+            yield from self._source.batches(rows)
+            return
+        c = self._counts
+        arrays = (c["call_id"].cat.codes.to_numpy().astype(np.int64),
+                  *(c[col].to_numpy(COUNT_DTYPES[col]) for col in COUNT_COLUMNS[1:]))
+        for start in range(0, len(c), rows):
+            yield CountsBatch(*(a[start:start + rows] for a in arrays))
+
+    def call_mask(self, calls: Iterable[str]) -> np.ndarray:
+        """A boolean mask over :attr:`call_index`: the calls among ``calls``."""
+        return np.asarray(self.call_index.isin([str(c) for c in calls]), bool)
+
+    def batches(self, *, calls: Iterable[str] | None = None, qubits: Iterable[int] | None = None,
+                gauges: bool = False, rows: int | None = None) -> Iterator[CountsBatch]:
+        """The counts in their table's order, streamed in :class:`CountsBatch` es of about ``rows`` rows
+        (default :data:`BATCH_ROWS`); memory stays bounded by a batch whatever the dataset's size.
+
+        Args:
+            calls: only the rows of these call ids.
+            qubits: only the rows of these qubits.
+            gauges: fill in the gauges of rows stored without them (as :meth:`gauges` does).
+            rows: rows per batch.
+        """
+        keep_call = None if calls is None else self.call_mask(calls)
+        keep_q = None if qubits is None else np.unique(np.fromiter((int(q) for q in qubits), np.int64))
+        for b in self._raw_batches(int(rows or BATCH_ROWS)):
+            mask = None if keep_call is None else keep_call[b.call]
+            if keep_q is not None:
+                inside = np.isin(b.qubit, keep_q)
+                mask = inside if mask is None else mask & inside
+            if mask is not None and not mask.all():
+                b = b.take(mask)
+            if len(b):
+                yield self._with_gauges(b) if gauges else b
+
+    def totals(self) -> dict[str, Any]:
+        """``rows``, ``qubits`` (sorted distinct), ``h`` (sorted distinct nominal fields), ``reads`` (all
+        qubit-reads) and ``call_reads`` (qubit-reads per call of :attr:`call_index`) of the counts, in
+        one streamed pass (kept)."""
+        totals = self._cache.get("totals")
+        if totals is None:
+            tally = Totals(len(self.call_index))
+            for b in self.batches():
+                tally.add(b)
+            totals = tally.result()
+            if self._counts is None:             # kept for counts on disk (a table in memory may be edited)
+                self._cache["totals"] = totals
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in totals.items()}
+
+    def _remember_totals(self, totals: dict[str, Any]) -> None:
+        """Keep totals computed while the rows streamed past for another reason (the store's validation)."""
+        if self._counts is None:
+            self._cache["totals"] = totals
 
     def gauges(self) -> np.ndarray:
         """The gauge sign (±1) applied to each counts row.
@@ -381,36 +731,47 @@ class Dataset:
         only (:meth:`qasa.protocol.Protocol.calls`). Imported data without a protocol were
         collected without client-side gauges (the reference scripts apply none): +1.
         """
-        g = self.counts["gauge"].to_numpy(np.int8)
-        unknown = g == 0
-        if not unknown.any():
-            return g
-        g = g.copy()
-        protocol = self.protocol
-        if protocol is None or protocol.qubits is None or protocol.seed is None:
-            g[unknown] = 1
-            return g
-        calls = protocol.calls()
-        ids = np.array([c.call_id for c in calls])
-        flips = np.stack([c.flips for c in calls]) if calls else np.zeros((0, 0), np.int8)
-        order = np.argsort(ids)
-        pq_sorted = np.argsort(np.asarray(protocol.qubits, np.int64))
-        qubits_sorted = np.asarray(protocol.qubits, np.int64)[pq_sorted]
-        rows = np.flatnonzero(unknown)
-        cid = self.counts["call_id"].to_numpy(str)[rows]
-        pos = np.searchsorted(ids[order], cid)
-        pos = np.minimum(pos, len(ids) - 1)
-        found = ids[order][pos] == cid
-        q = self.counts["qubit"].to_numpy(np.int64)[rows]        # column of each row's qubit, vectorized
-        qpos = np.minimum(np.searchsorted(qubits_sorted, q), max(len(qubits_sorted) - 1, 0))
-        qcol = np.where(qubits_sorted[qpos] == q, pq_sorted[qpos], -1) if len(qubits_sorted) else np.full(len(q), -1)
-        ok = found & (qcol >= 0)
-        g[rows[ok]] = flips[order[pos[ok]], qcol[ok]]
-        g[rows[~ok]] = 1
-        return g
+        parts = [b.gauge for b in self.batches(gauges=True)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int8)
 
-    def response(self, qubits: Iterable[int] | None = None, frame: str = "programmed") -> Response:
-        """Sum the counts over calls into ``(qubit × h)`` arrays for fitting.
+    def _with_gauges(self, b: CountsBatch) -> CountsBatch:
+        """``b`` with the gauges of rows stored without them filled in (see :meth:`gauges`)."""
+        unknown = b.gauge == 0
+        if not unknown.any():
+            return b
+        g = b.gauge.copy()
+        book = self._gauge_book()
+        if book is None:
+            g[unknown] = 1
+            return CountsBatch(b.call, b.qubit, b.h, g, b.n_down, b.n_up)
+        protocol_row, flips, qubits_sorted, columns = book
+        rows = np.flatnonzero(unknown)
+        p = protocol_row[b.call[rows]]
+        q = b.qubit[rows]                  # column of each row's qubit, vectorized
+        qpos = np.minimum(np.searchsorted(qubits_sorted, q), max(len(qubits_sorted) - 1, 0))
+        qcol = np.where(qubits_sorted[qpos] == q, columns[qpos], -1) if len(qubits_sorted) else np.full(len(q), -1)
+        ok = (p >= 0) & (qcol >= 0)
+        g[rows[ok]] = flips[p[ok], qcol[ok]]
+        g[rows[~ok]] = 1
+        return CountsBatch(b.call, b.qubit, b.h, g, b.n_down, b.n_up)
+
+    def _gauge_book(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The protocol's gauges: (each call's row in them or −1, flips, sorted qubits, their columns)."""
+        if "gauge_book" not in self._cache or self._counts is not None:
+            protocol, book = self.protocol, None
+            if protocol is not None and protocol.qubits is not None and protocol.seed is not None:
+                calls = protocol.calls()
+                flips = np.stack([c.flips for c in calls]) if calls else np.zeros((0, 0), np.int8)
+                row = pd.Index([c.call_id for c in calls]).get_indexer(self.call_index.astype(str))
+                columns = np.argsort(np.asarray(protocol.qubits, np.int64))
+                book = (row, flips, np.asarray(protocol.qubits, np.int64)[columns], columns)
+            self._cache["gauge_book"] = book
+        return self._cache["gauge_book"]
+
+    def response(self, qubits: Iterable[int] | None = None, frame: str = "programmed",
+                 calls: Iterable[str] | None = None) -> Response:
+        """Sum the counts over calls into ``(qubit × h)`` arrays for fitting (streamed: two passes over
+        the rows, memory bounded by a batch and the arrays; the whole-dataset response is kept).
 
         Args:
             qubits: restrict to these qubits.
@@ -419,21 +780,64 @@ class Dataset:
                 which a static bias ``b`` keeps its sign whatever the gauge, so that fits identify
                 ``b`` and ``η`` separately. ``"nominal"``: the nominal ``h`` and -1 counts with the
                 gauge undone (a static bias appears as ±b across gauges).
+            calls: restrict to these call ids.
         """
         if frame not in ("programmed", "nominal"):
             raise ValueError(f"frame={frame!r}; choose 'programmed' or 'nominal'")
-        df = self.counts
-        qubit = df["qubit"].to_numpy(np.int64)
-        h = df["h"].to_numpy(float)
-        down, up = df["n_down"].to_numpy(np.int64), df["n_up"].to_numpy(np.int64)
-        if frame == "programmed":
-            flipped = self.gauges() < 0
-            h = np.where(flipped, -h, h)
-            down, up = np.where(flipped, up, down), np.where(flipped, down, up)
-        if qubits is not None:
-            keep = np.isin(qubit, np.fromiter((int(q) for q in qubits), np.int64))
-            qubit, h, down, up = qubit[keep], h[keep], down[keep], up[keep]
-        return _summed(qubit, h + 0.0, down, up, per_call=True)      # + 0.0: −0.0 and 0.0 are one field
+        kept = qubits is None and calls is None and self._counts is None     # (a table in memory may be edited)
+        if kept and ("response", frame) in self._cache:
+            return self._cache[("response", frame)]
+        r = self.responses([calls], qubits=qubits, frame=frame)[0]
+        if kept:
+            self._cache[("response", frame)] = r
+        return r
+
+    def responses(self, calls: Sequence[Iterable[str] | None], *, qubits: Iterable[int] | None = None,
+                  frame: str = "programmed") -> list[Response]:
+        """One :meth:`response` per collection of call ids (``None``: every call), summed in the same two
+        passes over the rows (e.g. the two halves of :func:`qasa.device.split_half`).
+
+        Raises:
+            ValueError: if a call id is in two of the collections.
+        """
+        if frame not in ("programmed", "nominal"):
+            raise ValueError(f"frame={frame!r}; choose 'programmed' or 'nominal'")
+        group = np.full(len(self.call_index), -1, np.int64)
+        for i, ids in enumerate(calls):
+            mask = np.ones(len(group), bool) if ids is None else self.call_mask(ids)
+            if (group[mask] >= 0).any():
+                raise ValueError("Dataset.responses: the collections of call ids overlap")
+            group[mask] = i
+        sums = _CellSums(len(calls))
+
+        def rows():
+            for b in self.batches(qubits=qubits, gauges=frame == "programmed"):
+                g = group[b.call]
+                if not (g >= 0).all():
+                    b, g = b.take(g >= 0), g[g >= 0]
+                h, down, up = b.h, b.n_down, b.n_up
+                if frame == "programmed":
+                    flipped = b.gauge < 0
+                    h = np.where(flipped, -h, h)
+                    down, up = np.where(flipped, up, down), np.where(flipped, down, up)
+                yield g, b.qubit, h + 0.0, down, up            # + 0.0: −0.0 and 0.0 are one field
+
+        for args in rows():
+            sums.add(*args)
+        sums.end_first_pass()
+        for args in rows():
+            sums.add_spread(*args)
+        return sums.responses()
+
+    def select(self, calls: Iterable[str]) -> "Dataset":
+        """The dataset of the calls ``calls`` only (counts and calls table; a loaded Dataset stays on disk)."""
+        ids = {str(c) for c in calls}
+        table = (self.calls[self.calls["call_id"].astype(str).isin(ids)] if "call_id" in self.calls
+                 else self.calls).reset_index(drop=True)
+        if self._counts is not None:
+            counts = self._counts[self._counts["call_id"].astype(str).isin(ids)]
+            return Dataset(counts.reset_index(drop=True), table, self.metadata)
+        return Dataset(_SelectedCalls(self._source, self.call_mask(ids)), table, self.metadata)
 
     def equals(self, other: "Dataset") -> bool:
         """True if counts, calls and metadata are identical."""
@@ -442,13 +846,15 @@ class Dataset:
                 and self.calls.reset_index(drop=True).equals(other.calls.reset_index(drop=True)))
 
     def sorted(self) -> "Dataset":
-        """Counts sorted by (call_id, qubit); calls by call_id."""
-        counts = self.counts
+        """Counts sorted by (call_id, qubit); calls by call_id (a loaded Dataset is sorted as it streams)."""
+        calls = self.calls.sort_values("call_id", kind="stable").reset_index(drop=True)
+        if self._counts is None:
+            return Dataset(self._source.ordered(), calls, self.metadata)
+        counts = self._counts
         codes = counts["call_id"].cat.codes.to_numpy()
         dc, dq = np.diff(codes), np.diff(counts["qubit"].to_numpy())
         if (codes < 0).any() or not np.all((dc > 0) | ((dc == 0) & (dq >= 0))):   # in order: nothing would move
             counts = counts.sort_values(["call_id", "qubit"], kind="stable").reset_index(drop=True)
-        calls = self.calls.sort_values("call_id", kind="stable").reset_index(drop=True)
         return Dataset(counts, calls, self.metadata)
 
     # -- disk (the directory is owned by :class:`qasa.store.DatasetStore`) -------------------

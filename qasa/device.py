@@ -107,7 +107,7 @@ __all__ = [
     "summarize", "robust_z", "outliers", "rank_qubits", "exclusion_list", "correlations",
     "morans_i", "gearys_c", "spatial_autocorrelation", "correlogram", "position_association",
     "benjamini_hochberg", "outcome_correlations", "compare_fits", "annealing_time_trend",
-    "spatial_findings", "mapping_status", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "call_units",
+    "spatial_findings", "mapping_status", "RELIABILITY_MIN", "reliability", "corrected_correlations", "identification_findings", "split_half", "point_fit", "mapped", "call_halves", "half_calls", "call_units",
 ]
 
 OUTLIER_Z = 3.5
@@ -438,7 +438,7 @@ class _Concurrently:
             self.pid = None
 
 
-def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | None:
+def call_units(data) -> tuple[pd.Index, list[list[list[int]]], np.ndarray] | None:
     """The calls of a dataset as exchangeable units grouped by field pattern (for split halves and
     call-level errors).
 
@@ -448,40 +448,36 @@ def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | N
     together every qubit spends half its reads under each sign, so the pair does not depend on which
     gauge was drawn; calls without a partner (no gauges, an odd count) are units alone.
 
+    The counts are streamed (:meth:`~qasa.dataset.Dataset.batches`), never held whole.
+
     Returns:
-        ``(call, groups, reads)``: the call number of each row of ``data.counts``; per group, its
-        units as lists of call numbers; the reads of each call. ``None`` for empty counts.
+        ``(calls, groups, reads)``: the call ids (:attr:`~qasa.dataset.Dataset.call_index`; a call's
+        number is its position there, the ``call`` code of the counts' batches); per group, its units
+        as lists of call numbers; the reads of each call. ``None`` for empty counts.
     """
-    counts = data.counts
-    if not len(counts):
+    names = data.call_index
+    if not len(names) or not data.num_rows:
         return None
-    if isinstance(counts["call_id"].dtype, pd.CategoricalDtype):
-        cid, names = counts["call_id"].cat.codes.to_numpy().astype(np.int64), counts["call_id"].cat.categories
-    else:
-        cid, names = pd.factorize(counts["call_id"])
-    ncalls = int(cid.max()) + 1
-    reads = np.bincount(cid, weights=(counts["n_down"] + counts["n_up"]).to_numpy(float), minlength=ncalls)
+    ncalls = len(names)
+    reads = data.totals()["call_reads"].astype(float)
     fast = _protocol_units(data, pd.Index(np.asarray(names, dtype=object).astype(str)), ncalls)
     if fast is not None:
-        return cid, fast, reads
-    qh = pd.util.hash_array(counts["qubit"].to_numpy(np.int64))
-    with np.errstate(over="ignore"):
-        hh = pd.util.hash_array(counts["h"].to_numpy(float) + 0.0) * np.uint64(0x9E3779B97F4A7C15) + qh
-        g = data.gauges().astype(np.int64)
-        gp = pd.util.hash_array(g) + qh * np.uint64(31)
-        gm = pd.util.hash_array(-g) + qh * np.uint64(31)
-    order = np.argsort(cid, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(cid[order]) != 0])
-    present = cid[order][starts]
-
-    def per_call(v: np.ndarray) -> np.ndarray:
-        out = np.zeros(ncalls, np.uint64)
-        out[present] = np.bitwise_xor.reduceat(v[order], starts)
-        return out
-
-    hkey, gkey, gneg = per_call(hh), per_call(gp), per_call(gm)
-    hmean = np.bincount(cid, weights=counts["h"].to_numpy(float), minlength=ncalls) / np.maximum(
-        np.bincount(cid, minlength=ncalls), 1)
+        return names, fast, reads
+    hkey, gkey, gneg = (np.zeros(ncalls, np.uint64) for _ in range(3))
+    hsum, rows = np.zeros(ncalls), np.zeros(ncalls, np.int64)
+    for b in data.batches(gauges=True):        # per call: XOR of hashes of its (qubit, h) and (qubit, gauge)
+        qh = pd.util.hash_array(b.qubit)
+        with np.errstate(over="ignore"):
+            hh = pd.util.hash_array(b.h + 0.0) * np.uint64(0x9E3779B97F4A7C15) + qh
+            g = b.gauge.astype(np.int64)
+            gp = pd.util.hash_array(g) + qh * np.uint64(31)
+            gm = pd.util.hash_array(-g) + qh * np.uint64(31)
+        for key, v in ((hkey, hh), (gkey, gp), (gneg, gm)):
+            np.bitwise_xor.at(key, b.call, v)
+        np.add.at(hsum, b.call, b.h)
+        np.add.at(rows, b.call, 1)
+    present = np.flatnonzero(rows > 0)
+    hmean = hsum / np.maximum(rows, 1)
     groups: dict[int, list[int]] = {}
     for c in present:
         groups.setdefault(int(hkey[c]), []).append(int(c))
@@ -496,7 +492,7 @@ def call_units(data) -> tuple[np.ndarray, list[list[list[int]]], np.ndarray] | N
                 waiting.setdefault(int(gkey[c]), []).append(c)
         units += [[c] for rest in waiting.values() for c in rest]
         out.append(units)
-    return cid, out, reads
+    return names, out, reads
 
 
 def _protocol_units(data, names: pd.Index, ncalls: int) -> list[list[list[int]]] | None:
@@ -532,7 +528,7 @@ def _protocol_units(data, names: pd.Index, ncalls: int) -> list[list[list[int]]]
     return [[sorted(u) for _, u in sorted(groups[k].items())] for k in order]
 
 
-def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
+def half_calls(data, seed: int | None = 0) -> np.ndarray | None:
     """Split the calls of a dataset into two halves balanced over h and gauge (for :func:`split_half`).
 
     The units of :func:`call_units` (antithetic gauge pairs kept whole) of each field pattern go
@@ -545,13 +541,13 @@ def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
         seed: seed of the order of units inside each group.
 
     Returns:
-        A boolean array over the rows of ``data.counts``: ``True`` for the first half; ``None`` when
-        the dataset has fewer than two units (no split by calls exists).
+        A boolean array over the calls (:attr:`~qasa.dataset.Dataset.call_index`): ``True`` for the
+        first half; ``None`` when the dataset has fewer than two units (no split by calls exists).
     """
     units = call_units(data)
     if units is None:
         return None
-    cid, groups, reads = units
+    _, groups, reads = units
     if sum(len(u) for u in groups) < 2:
         return None
     rng = np.random.default_rng(seed)
@@ -565,7 +561,14 @@ def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
             half[group[i]] = side == 0
             total[side] += float(reads[group[i]].sum())
             side = 1 - side
-    return half[cid]
+    return half
+
+
+def call_halves(data, seed: int | None = 0) -> np.ndarray | None:
+    """:func:`half_calls` over the rows of ``data.counts`` (the whole table: for small datasets):
+    ``True`` for the rows of the first half's calls; ``None`` when no split by calls exists."""
+    half = half_calls(data, seed)
+    return None if half is None else half[data.counts["call_id"].cat.codes.to_numpy()]
 
 
 def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: int = 499,
@@ -635,18 +638,10 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
         return ft.table, ft.model.name, ft.meta
 
     rng = np.random.default_rng(seed)
-    in_a = call_halves(data, seed) if isinstance(data, Dataset) else None
-    if in_a is not None:
+    in_a = half_calls(data, seed) if isinstance(data, Dataset) else None
+    if in_a is not None:          # each half's response summed from its calls' rows, streamed in one sweep
         split = "calls"
-        counts = data.counts.assign(gauge=data.gauges())
-
-        def part(mask):
-            sub = counts[mask]
-            ids = set(sub["call_id"].unique())
-            calls = data.calls[data.calls["call_id"].isin(ids)] if "call_id" in data.calls else data.calls
-            return Dataset(sub, calls, data.metadata)
-
-        da, db = part(in_a), part(~in_a)
+        da, db = data.responses([data.call_index[in_a], data.call_index[~in_a]])
     else:
         split = "reads"
         r = data.response() if isinstance(data, Dataset) else data
@@ -664,6 +659,12 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     params = list(fa.model.params)
     if fits is None or list(fits.model.params) != params:
         fits = FitTable(*half_fit(data))
+    return _half_agreement(fa, fb, fits, params, split, seed=seed, bootstrap=bootstrap, level=level)
+
+
+def _half_agreement(fa: FitTable, fb: FitTable, fits: FitTable, params: list[str], split: str, *,
+                    seed: int | None, bootstrap: int, level: float) -> dict[str, pd.DataFrame]:
+    """:func:`split_half`'s statistics from the fits of the two halves and of all the data."""
     ga, gb, gf = _good(fa)[params], _good(fb)[params], _good(fits)[params]
     common = ga.index.intersection(gb.index).intersection(gf.index)
     A, B, F = ga.loc[common].to_numpy(float), gb.loc[common].to_numpy(float), gf.loc[common].to_numpy(float)

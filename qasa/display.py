@@ -161,10 +161,8 @@ def protocol_html(p: Any) -> str:
 # -- Dataset ------------------------------------------------------------------------------------------------
 def _dataset_facts(ds: Any) -> dict[str, Any]:
     dev = ds.device
-    counts = ds.counts
-    n_q = int(counts["qubit"].nunique()) if len(counts) else 0
-    hs = counts["h"].unique() if len(counts) else []
-    reads = int(counts["n_down"].sum() + counts["n_up"].sum()) if len(counts) else 0
+    totals = ds.totals()         # streamed once (and kept) for a loaded dataset
+    n_q, hs, reads = len(totals["qubits"]), totals["h"], totals["reads"]
     topo = dev.get("topology_type")
     shape = dev.get("topology_shape")
     proto = ds.metadata.get("protocol") or {}

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from qasa.dataset import Dataset
+from qasa.dataset import Axis, Dataset
 from qasa.fitting import FitTable
 from qasa.models import get_model
 
@@ -93,101 +93,6 @@ def _call_times(data: Dataset) -> pd.Series:
     mid = start + (end.fillna(start) - start) / 2
     t = (mid - mid.min()).dt.total_seconds()
     return pd.Series(t.to_numpy(float), index=calls["call_id"].astype(str).to_numpy())
-
-
-def call_offsets(data: Dataset, fits: FitTable) -> pd.DataFrame:
-    """Per-call bias estimates of every good qubit (module docstring).
-
-    Returns:
-        One row per (call, qubit): ``call_id``, ``qubit``, ``t`` (s from the first call), ``h``
-        (nominal field), ``x`` (programmed field), ``b_call``, ``b_call_var``, ``b_fit``.
-
-    Raises:
-        ValueError: if the model has no bias parameter ``b``.
-    """
-    model = get_model(fits.model.name)
-    if "b" not in model.params:
-        raise ValueError(f"model {model.name!r} has no bias parameter b; per-call offsets need one")
-    good = fits.table[fits.table["quality"] == "good"].set_index("qubit")
-    c = data.counts
-    keep = c["qubit"].isin(good.index).to_numpy()
-    c = c[keep]
-    g = data.gauges()[keep].astype(float)
-    x = g * c["h"].to_numpy(float) + 0.0
-    N = (c["n_down"] + c["n_up"]).to_numpy(float)
-    down = np.where(g < 0, c["n_up"].to_numpy(float), c["n_down"].to_numpy(float))
-    q = c["qubit"].to_numpy(np.int64)
-    qubits = good.index.to_numpy(np.int64)
-    qi = pd.Index(qubits).get_indexer(q)
-    theta = good[list(model.params)].to_numpy(float)
-    hv, hi = np.unique(x, return_inverse=True)
-    j = model.params.index("b")
-    eps = 1e-5
-    tp, tm = theta.copy(), theta.copy()
-    tp[:, j] += eps
-    tm[:, j] -= eps
-    m0 = 2 * model.p_down(hv, theta) - 1
-    dm = (model.p_down(hv, tp) - model.p_down(hv, tm)) / eps        # 2 Δp / 2ε
-    m_hat, slope = m0[qi, hi], dm[qi, hi]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m_obs = (2 * down - N) / N
-        b_call = theta[qi, j] + (m_obs - m_hat) / slope
-        var = (1 - m_hat**2) / (N * slope**2)
-    bad = ~(np.isfinite(b_call) & np.isfinite(var) & (var > 0) & (N > 0))
-    b_call[bad], var[bad] = np.nan, np.inf
-    times = _call_times(data)
-    ids = c["call_id"].astype(str).to_numpy()
-    t = times.reindex(ids).to_numpy(float) if len(times) else np.full(len(ids), np.nan)
-    return pd.DataFrame({"call_id": ids, "qubit": q, "t": t, "h": c["h"].to_numpy(float), "x": x, "b_call": b_call,
-                         "b_call_var": var, "b_fit": theta[qi, j]})
-
-
-def trends(offsets: pd.DataFrame, fits: FitTable | None = None, fdr: float = 0.01, level: float = 0.95) -> pd.DataFrame:
-    """Per-qubit linear trend of the per-call bias over the run (module docstring).
-
-    Returns:
-        Indexed by qubit: ``calls``, ``b`` (the fit's run average) with ``b_lo``/``b_hi`` (the fit's
-        interval when ``fits`` has one), ``slope`` and ``slope_se`` (h per hour), ``slope_lo``,
-        ``slope_hi``, ``dispersion`` (χ²/df about the trend), ``p``, ``q`` and ``drifts``.
-    """
-    o = offsets[np.isfinite(offsets["b_call"]) & np.isfinite(offsets["t"])]
-    rows = []
-    z = stats.norm.ppf(0.5 + level / 2)
-    for qubit, d in o.groupby("qubit", sort=True):
-        w = 1 / d["b_call_var"].to_numpy(float)
-        t = d["t"].to_numpy(float) / 3600.0
-        y = d["b_call"].to_numpy(float)
-        n = len(y)
-        sw = w.sum()
-        if n < 3 or sw <= 0 or np.ptp(t) == 0:
-            rows.append({"qubit": qubit, "calls": n})
-            continue
-        tb, yb = (w * t).sum() / sw, (w * y).sum() / sw
-        sxx = (w * (t - tb) ** 2).sum()
-        slope = (w * (t - tb) * (y - yb)).sum() / sxx
-        resid = y - yb - slope * (t - tb)
-        disp = float((w * resid**2).sum() / (n - 2))
-        se = math.sqrt(max(disp, 1.0) / sxx)
-        rows.append({"qubit": qubit, "calls": n, "slope": slope, "slope_se": se, "slope_lo": slope - z * se,
-                     "slope_hi": slope + z * se, "dispersion": disp, "p": float(2 * stats.norm.sf(abs(slope / se)))})
-    out = pd.DataFrame(rows, columns=["qubit", "calls", "slope", "slope_se", "slope_lo", "slope_hi", "dispersion", "p"])
-    out = out.set_index("qubit")
-    p = out["p"].to_numpy(float)
-    qv = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        qv[ok] = stats.false_discovery_control(p[ok], method="bh")
-    out["q"] = qv
-    out["drifts"] = out["q"] < fdr
-    if fits is not None:
-        t = fits.table.set_index("qubit")
-        out["b"] = t["b"].reindex(out.index)
-        if "b_lo" in t and "b_hi" in t:
-            out["b_lo"], out["b_hi"] = t["b_lo"].reindex(out.index), t["b_hi"].reindex(out.index)
-        elif "b_stderr" in t:
-            se = t["b_stderr"].reindex(out.index)
-            out["b_lo"], out["b_hi"] = out["b"] - z * se, out["b"] + z * se
-    return out
 
 
 def mark_drifting(fits: FitTable, trend: pd.DataFrame) -> FitTable:
@@ -234,67 +139,264 @@ def _fit_power_law(freqs: np.ndarray, S: np.ndarray) -> tuple[float, float, floa
     return float(math.exp(r.x[0])), float(r.x[1]), float(math.exp(r.x[2]))
 
 
-def spectrum(offsets: pd.DataFrame, *, block: int | None = None, frequencies: int = 16, bootstrap: int = 200,
-             seed: int | None = 0, level: float = 0.95) -> dict[str, Any]:
-    """The device's flux-noise spectrum from per-call residual offsets (module docstring).
+class _Offsets:
+    """Per-call bias estimates (module docstring) of the good qubits' rows, one batch of counts at a time.
 
-    Args:
-        offsets: :func:`call_offsets`.
-        block: calls per block (default: the number of distinct nominal h values, one h cycle).
-        frequencies: log-spaced frequencies of the periodogram.
-        bootstrap: resamples of the qubits for the intervals.
-        seed: seed of the resamples.
-        level: confidence level.
+    The model's ``m`` and ``∂m/∂b`` are evaluated once per good qubit on the sorted programmed fields
+    ``fields``; each row looks its cell up.
+    """
+
+    def __init__(self, fits: FitTable, fields: np.ndarray) -> None:
+        model = get_model(fits.model.name)
+        if "b" not in model.params:
+            raise ValueError(f"model {model.name!r} has no bias parameter b; per-call offsets need one")
+        good = fits.table[fits.table["quality"] == "good"].set_index("qubit").sort_index()
+        self.qubits = good.index.to_numpy(np.int64)
+        self._axis = Axis(np.int64)
+        self._axis.extend(self.qubits)
+        self.fields = np.asarray(fields, float)
+        theta = good[list(model.params)].to_numpy(float)
+        j = model.params.index("b")
+        eps = 1e-5
+        tp, tm = theta.copy(), theta.copy()
+        tp[:, j] += eps
+        tm[:, j] -= eps
+        self.m0 = 2 * model.p_down(self.fields, theta) - 1
+        self.dm = (model.p_down(self.fields, tp) - model.p_down(self.fields, tm)) / eps        # 2 Δp / 2ε
+        self.b_fit = theta[:, j]
+
+    def rows(self, call: np.ndarray, qubit: np.ndarray, h: np.ndarray, gauge: np.ndarray, n_down: np.ndarray,
+             n_up: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
+        """The offsets of the good qubits' rows among these: ``qi`` (position in :attr:`qubits`), ``call``,
+        ``t``, ``h``, ``x``, ``b_call``, ``b_call_var``, ``b_fit`` (``times``: seconds of each call code)."""
+        keep = self._axis.found(qubit)
+        qi, call, h = self._axis.positions(qubit[keep]), call[keep], h[keep]
+        g = gauge[keep].astype(float)
+        x = g * h + 0.0
+        N = (n_down[keep] + n_up[keep]).astype(float)
+        down = np.where(g < 0, n_up[keep].astype(float), n_down[keep].astype(float))
+        hi = np.searchsorted(self.fields, x)
+        m_hat, slope = self.m0[qi, hi], self.dm[qi, hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m_obs = (2 * down - N) / N
+            b_call = self.b_fit[qi] + (m_obs - m_hat) / slope
+            var = (1 - m_hat**2) / (N * slope**2)
+        bad = ~(np.isfinite(b_call) & np.isfinite(var) & (var > 0) & (N > 0))
+        b_call[bad], var[bad] = np.nan, np.inf
+        return {"qi": qi, "call": call, "t": times[call] if len(times) else np.full(len(call), np.nan), "h": h,
+                "x": x, "b_call": b_call, "b_call_var": var, "b_fit": self.b_fit[qi]}
+
+
+def _dataset_offsets(data: Dataset, fits: FitTable):
+    """``(offsets, times, rows)``: the :class:`_Offsets` of ``fits``, each call's time (s, by call code)
+    and a function streaming the offsets of the dataset's batches (memory bounded by a batch)."""
+    if "b" not in get_model(fits.model.name).params:      # before anything is read
+        raise ValueError(f"model {fits.model.name!r} has no bias parameter b; per-call offsets need one")
+    off = _Offsets(fits, data.response().h)
+    t = _call_times(data)
+    times = (t.reindex(np.asarray(data.call_index, dtype=object).astype(str)).to_numpy(float) if len(t)
+             else np.zeros(0))
+
+    def rows():
+        for b in data.batches(qubits=off.qubits, gauges=True):
+            yield off.rows(*b.arrays(), times)
+
+    return off, times, rows
+
+
+def call_offsets(data: Dataset, fits: FitTable) -> pd.DataFrame:
+    """Per-call bias estimates of every good qubit (module docstring): one row per (call, qubit) — the
+    whole table in memory (:func:`drift_summary` streams them instead).
 
     Returns:
-        ``estimable`` (bool), ``reason`` (when not), ``frequency`` (Hz) and ``power`` (mean
-        periodogram, h²/Hz), ``amplitude_1Hz`` (h/√Hz) and ``exponent`` with ``_lo``/``_hi``,
-        ``white`` (the fitted floor, h²/Hz), ``calls``, ``blocks``, ``block_calls``, ``qubits``,
-        ``span_s``.
+        One row per (call, qubit): ``call_id``, ``qubit``, ``t`` (s from the first call), ``h``
+        (nominal field), ``x`` (programmed field), ``b_call``, ``b_call_var``, ``b_fit``.
+
+    Raises:
+        ValueError: if the model has no bias parameter ``b``.
     """
-    o = offsets[np.isfinite(offsets["b_call"]) & np.isfinite(offsets["t"])]
-    out: dict[str, Any] = {"estimable": False, "reason": "", "calls": int(o["call_id"].nunique()),
-                           "qubits": int(o["qubit"].nunique())}
-    if out["calls"] < MIN_CALLS:
-        out["reason"] = (f"not estimable: {out['calls']} timed calls (at least {MIN_CALLS} needed; "
-                         "call times come from the calls table)")
+    off, _, rows = _dataset_offsets(data, fits)
+    parts = list(rows())
+    cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in
+            ("qi", "call", "t", "h", "x", "b_call", "b_call_var", "b_fit")}
+    ids = np.asarray(data.call_index, dtype=object).astype(str)
+    return pd.DataFrame({"call_id": ids[cols["call"].astype(np.int64)], "qubit": off.qubits[cols["qi"].astype(np.int64)],
+                         **{k: cols[k].astype(float) for k in ("t", "h", "x", "b_call", "b_call_var", "b_fit")}})
+
+
+class _DriftSums:
+    """What :func:`trends` and :func:`spectrum` need, summed over the offsets in two passes.
+
+    The first pass (:meth:`first`) sums, per qubit, the weights and weighted times and offsets of its
+    finite offsets (and their extreme times), and per (qubit, programmed field) the weighted residuals
+    (the model's misfit there); it marks the calls and nominal fields that have finite offsets. After
+    :meth:`plan` (the calls in time order, their blocks of one h cycle), the second pass
+    (:meth:`second`) sums the centred products of the trend fits and the weighted residuals per (qubit,
+    block). Sums are exact sums in row order: memory grows with qubits × fields and qubits × blocks,
+    never with the rows.
+    """
+
+    def __init__(self, qubits: int, call_times: np.ndarray, fields: np.ndarray) -> None:
+        self.call_times, self.fields = np.asarray(call_times, float), np.asarray(fields, float)
+        self.n = np.zeros(qubits, np.int64)
+        self.sw, self.swt, self.swy = np.zeros(qubits), np.zeros(qubits), np.zeros(qubits)
+        self.tmin, self.tmax = np.full(qubits, np.inf), np.full(qubits, -np.inf)
+        self.cell_rw, self.cell_w = np.zeros((qubits, len(self.fields))), np.zeros((qubits, len(self.fields)))
+        self.finite_call = np.zeros(len(self.call_times), bool)
+        self.h = np.zeros(0)
+        self.sxx, self.sxy, self.syy = np.zeros(qubits), np.zeros(qubits), np.zeros(qubits)
+        self.rank: np.ndarray | None = None
+
+    @staticmethod
+    def _finite(o: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.isfinite(o["b_call"]) & np.isfinite(o["t"])
+        return o if ok.all() else {k: v[ok] for k, v in o.items()}
+
+    def first(self, o: dict[str, np.ndarray]) -> None:
+        o = self._finite(o)
+        qi, w, t, y = o["qi"], 1 / o["b_call_var"], o["t"] / 3600.0, o["b_call"]
+        np.add.at(self.n, qi, 1)
+        for acc, v in ((self.sw, w), (self.swt, w * t), (self.swy, w * y)):
+            np.add.at(acc, qi, v)
+        np.minimum.at(self.tmin, qi, t)
+        np.maximum.at(self.tmax, qi, t)
+        xi = np.searchsorted(self.fields, o["x"])
+        np.add.at(self.cell_rw, (qi, xi), (y - o["b_fit"]) * w)
+        np.add.at(self.cell_w, (qi, xi), w)
+        self.finite_call[o["call"]] = True
+        self.h = _axis(self.h, o["h"] + 0.0)
+
+    def plan(self, block: int | None) -> dict[str, Any]:
+        """The calls in time order and their blocks (``spectrum``'s record so far; ``reason`` when not estimable)."""
+        calls = np.flatnonzero(self.finite_call)
+        out: dict[str, Any] = {"estimable": False, "reason": "", "calls": int(len(calls)), "qubits": int((self.n > 0).sum())}
+        if out["calls"] < MIN_CALLS:
+            out["reason"] = (f"not estimable: {out['calls']} timed calls (at least {MIN_CALLS} needed; "
+                             "call times come from the calls table)")
+            return out
+        B = int(block) if block else max(len(self.h), 1)
+        order = calls[np.argsort(self.call_times[calls], kind="stable")]
+        self.times = self.call_times[order]
+        self.rank = np.full(len(self.call_times), -1, np.int64)
+        self.rank[order] = np.arange(len(order))
+        self.B, self.nblocks = B, len(order) // B
+        dt = float(np.median(np.diff(self.times))) if len(order) > 1 else 0.0
+        self.dt = dt
+        out.update(span_s=float(np.ptp(self.times)), blocks=self.nblocks, block_calls=B)
+        if self.nblocks < 8 or not dt > 0:
+            out["reason"] = f"not estimable: {self.nblocks} blocks of {B} calls (one h cycle each; at least 8 needed)"
+            self.rank = None
+            return out
+        self.rw = np.zeros((len(self.n), self.nblocks))
+        self.w = np.zeros((len(self.n), self.nblocks))
+        self.used = np.zeros((len(self.n), self.nblocks), bool)
+        self.prof = np.zeros(B)
         return out
-    B = int(block) if block else max(int(o["h"].nunique()), 1)
-    w = 1 / o["b_call_var"].to_numpy(float)
-    R = (o["b_call"] - o["b_fit"]).to_numpy(float)
-    # the model's misfit at each programmed field repeats in every call at that field: remove it
-    key = pd.MultiIndex.from_arrays([o["qubit"].to_numpy(), o["x"].to_numpy()])
-    cell = pd.DataFrame({"rw": R * w, "w": w}, index=key).groupby(level=[0, 1]).sum()
-    R = R - (cell["rw"] / cell["w"]).reindex(key).to_numpy(float)
-    times = o.groupby("call_id")["t"].first().sort_values()
-    rank = pd.Series(np.arange(len(times)), index=times.index)
-    nblocks = len(times) // B
-    dt = float(np.median(np.diff(times.to_numpy()))) if len(times) > 1 else 0.0
-    out.update(span_s=float(np.ptp(times.to_numpy())), blocks=nblocks, block_calls=B)
-    if nblocks < 8 or not dt > 0:
-        out["reason"] = f"not estimable: {nblocks} blocks of {B} calls (one h cycle each; at least 8 needed)"
+
+    def second(self, o: dict[str, np.ndarray]) -> None:
+        o = self._finite(o)
+        qi, w, t, y = o["qi"], 1 / o["b_call_var"], o["t"] / 3600.0, o["b_call"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dt, dy = t - self.swt[qi] / self.sw[qi], y - self.swy[qi] / self.sw[qi]
+        for acc, v in ((self.sxx, w * dt * dt), (self.sxy, w * dt * dy), (self.syy, w * dy * dy)):
+            np.add.at(acc, qi, v)
+        if self.rank is None:
+            return
+        xi = np.searchsorted(self.fields, o["x"])
+        R = (y - o["b_fit"]) - self.cell_rw[qi, xi] / self.cell_w[qi, xi]
+        pos = self.rank[o["call"]]
+        blk, within = pos // self.B, pos % self.B
+        use = blk < self.nblocks
+        qi, blk, within, R, w = qi[use], blk[use], within[use], R[use], w[use]
+        np.add.at(self.rw, (qi, blk), R * w)
+        np.add.at(self.w, (qi, blk), w)
+        self.used[qi, blk] = True
+        np.add.at(self.prof, within, w)
+
+
+def _axis(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return np.union1d(axis, pd.unique(values)) if len(values) else axis
+
+
+def _trend_table(sums: _DriftSums, qubits: np.ndarray, fits: FitTable | None, fdr: float,
+                 level: float) -> pd.DataFrame:
+    """:func:`trends`' table from the sums of both passes."""
+    z = stats.norm.ppf(0.5 + level / 2)
+    tested = (sums.n >= 3) & (sums.sw > 0) & (sums.tmax > sums.tmin)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = np.where(tested, sums.sxy / sums.sxx, np.nan)
+        disp = np.where(tested, (sums.syy - slope * sums.sxy) / np.maximum(sums.n - 2, 1), np.nan)
+        se = np.sqrt(np.maximum(disp, 1.0) / sums.sxx)
+        p = 2 * stats.norm.sf(np.abs(slope / se))
+    out = pd.DataFrame({"qubit": qubits, "calls": sums.n, "slope": slope, "slope_se": se, "slope_lo": slope - z * se,
+                        "slope_hi": slope + z * se, "dispersion": disp, "p": p})[sums.n > 0].set_index("qubit")
+    p = out["p"].to_numpy(float)
+    qv = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        qv[ok] = stats.false_discovery_control(p[ok], method="bh")
+    out["q"] = qv
+    out["drifts"] = out["q"] < fdr
+    if fits is not None:
+        t = fits.table.set_index("qubit")
+        out["b"] = t["b"].reindex(out.index)
+        if "b_lo" in t and "b_hi" in t:
+            out["b_lo"], out["b_hi"] = t["b_lo"].reindex(out.index), t["b_hi"].reindex(out.index)
+        elif "b_stderr" in t:
+            se = t["b_stderr"].reindex(out.index)
+            out["b_lo"], out["b_hi"] = out["b"] - z * se, out["b"] + z * se
+    return out
+
+
+def _frame_sums(offsets: pd.DataFrame) -> tuple[_DriftSums, np.ndarray, dict[str, np.ndarray]]:
+    """The :class:`_DriftSums` of an offsets table after its first pass, its qubits and its rows as arrays."""
+    qubits, qi = np.unique(offsets["qubit"].to_numpy(np.int64), return_inverse=True)
+    ids, call = np.unique(offsets["call_id"].astype(str).to_numpy(), return_inverse=True)
+    t = offsets["t"].to_numpy(float)
+    call_t = np.full(len(ids), np.nan)
+    finite = np.isfinite(offsets["b_call"].to_numpy(float)) & np.isfinite(t)
+    call_t[call[finite][::-1]] = t[finite][::-1]                # each call's first time
+    o = {"qi": qi, "call": call, **{k: offsets[k].to_numpy(float) for k in
+                                    ("t", "h", "x", "b_call", "b_call_var", "b_fit")}}
+    sums = _DriftSums(len(qubits), call_t, np.unique(o["x"]))
+    sums.first(o)
+    return sums, qubits, o
+
+
+def trends(offsets: pd.DataFrame, fits: FitTable | None = None, fdr: float = 0.01, level: float = 0.95) -> pd.DataFrame:
+    """Per-qubit linear trend of the per-call bias over the run (module docstring).
+
+    Returns:
+        Indexed by qubit: ``calls``, ``b`` (the fit's run average) with ``b_lo``/``b_hi`` (the fit's
+        interval when ``fits`` has one), ``slope`` and ``slope_se`` (h per hour), ``slope_lo``,
+        ``slope_hi``, ``dispersion`` (χ²/df about the trend), ``p``, ``q`` and ``drifts``.
+    """
+    sums, qubits, o = _frame_sums(offsets)
+    sums.second(o)
+    return _trend_table(sums, qubits, fits, fdr, level)
+
+
+def _spectrum_of(sums: _DriftSums, out: dict[str, Any], *, frequencies: int = 16, bootstrap: int = 200,
+                 seed: int | None = 0, level: float = 0.95) -> dict[str, Any]:
+    """:func:`spectrum`'s record from the sums of both passes (``out``: :meth:`_DriftSums.plan`)."""
+    if sums.rank is None:
         return out
-    pos = rank.reindex(o["call_id"].to_numpy()).to_numpy()
-    blk, within = pos // B, pos % B
-    use = blk < nblocks
-    tab = pd.DataFrame({"q": o["qubit"].to_numpy()[use], "k": blk[use], "j": within[use], "rw": (R * w)[use],
-                        "w": w[use], "tw": (o["t"].to_numpy(float) * w)[use]})
-    g = tab.groupby(["q", "k"])[["rw", "w", "tw"]].sum()
-    Rm = (g["rw"] / g["w"]).unstack("k")
-    Wm = g["w"].unstack("k").reindex_like(Rm)
-    tb = times.to_numpy().reshape(-1)[: nblocks * B].reshape(nblocks, B).mean(1)
-    Rv, Wv = np.nan_to_num(Rm.to_numpy(float)), np.nan_to_num(Wm.to_numpy(float))
+    B, nblocks = sums.B, sums.nblocks
+    live = sums.used.any(1)                       # qubits with offsets in the blocks
+    with np.errstate(invalid="ignore", divide="ignore"):
+        Rv = np.nan_to_num(np.where(sums.used, sums.rw / sums.w, np.nan)[live])
+    Wv = np.where(sums.used, sums.w, 0.0)[live]
     Rv = Rv - (Wv * Rv).sum(1, keepdims=True) / np.maximum(Wv.sum(1, keepdims=True), 1e-300)
+    tb = sums.times[: nblocks * B].reshape(nblocks, B).mean(1)
     T = float(np.ptp(tb))
     # a block's mean is a filter: |Σ_j p_j e^{2πi f j dt}|² with p the mean weight profile in a block
-    prof = tab.groupby("j")["w"].sum().reindex(range(B), fill_value=0.0).to_numpy(float).copy()
-    prof /= prof.sum()
-    fmax = 0.4 / (B * dt)
+    prof = sums.prof / sums.prof.sum()
+    fmax = 0.4 / (B * sums.dt)
     if fmax / (3 / T) < 5:
         out["reason"] = "not estimable: the run spans less than a factor 5 of frequencies above its h cycle"
         return out
     freqs = np.geomspace(3 / T, fmax, frequencies)
-    H = np.abs(np.exp(2j * np.pi * freqs[:, None] * np.arange(B)[None, :] * dt) @ prof) ** 2
+    H = np.abs(np.exp(2j * np.pi * freqs[:, None] * np.arange(B)[None, :] * sums.dt) @ prof) ** 2
     P = _periodogram(tb, Rv, Wv, freqs) / H
     S = P.mean(0)
     out.update(frequency=freqs, power=S)
@@ -321,12 +423,46 @@ def spectrum(offsets: pd.DataFrame, *, block: int | None = None, frequencies: in
     return out
 
 
+def spectrum(offsets: pd.DataFrame, *, block: int | None = None, frequencies: int = 16, bootstrap: int = 200,
+             seed: int | None = 0, level: float = 0.95) -> dict[str, Any]:
+    """The device's flux-noise spectrum from per-call residual offsets (module docstring).
+
+    Args:
+        offsets: :func:`call_offsets`.
+        block: calls per block (default: the number of distinct nominal h values, one h cycle).
+        frequencies: log-spaced frequencies of the periodogram.
+        bootstrap: resamples of the qubits for the intervals.
+        seed: seed of the resamples.
+        level: confidence level.
+
+    Returns:
+        ``estimable`` (bool), ``reason`` (when not), ``frequency`` (Hz) and ``power`` (mean
+        periodogram, h²/Hz), ``amplitude_1Hz`` (h/√Hz) and ``exponent`` with ``_lo``/``_hi``,
+        ``white`` (the fitted floor, h²/Hz), ``calls``, ``blocks``, ``block_calls``, ``qubits``,
+        ``span_s``.
+    """
+    sums, _, o = _frame_sums(offsets)
+    out = sums.plan(block)
+    sums.second(o)
+    return _spectrum_of(sums, out, frequencies=frequencies, bootstrap=bootstrap, seed=seed, level=level)
+
+
 def drift_summary(data: Dataset, fits: FitTable, *, fdr: float = 0.01, bootstrap: int = 200,
                   seed: int | None = 0) -> dict[str, Any]:
-    """Per-qubit trends and the device spectrum of one run: ``{"trends", "spectrum", "drifting", "offsets"}``."""
-    off = call_offsets(data, fits)
-    tr = trends(off, fits, fdr=fdr)
-    return {"offsets": off, "trends": tr, "spectrum": spectrum(off, bootstrap=bootstrap, seed=seed),
+    """Per-qubit trends and the device spectrum of one run: ``{"trends", "spectrum", "drifting"}``.
+
+    The same numbers as :func:`trends` and :func:`spectrum` of :func:`call_offsets`, with the offsets
+    computed batch by batch as the counts stream by, twice: never a table of every (call, qubit).
+    """
+    off, times, rows = _dataset_offsets(data, fits)
+    sums = _DriftSums(len(off.qubits), times, off.fields)
+    for o in rows():
+        sums.first(o)
+    out = sums.plan(None)
+    for o in rows():
+        sums.second(o)
+    tr = _trend_table(sums, off.qubits, fits, fdr, 0.95)
+    return {"trends": tr, "spectrum": _spectrum_of(sums, out, bootstrap=bootstrap, seed=seed),
             "drifting": [int(q) for q in tr.index[tr["drifts"].fillna(False).astype(bool)]]}
 
 

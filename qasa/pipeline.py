@@ -136,7 +136,7 @@ class Assessment:
     def __repr__(self) -> str:
         q = self.fit.table["quality"].value_counts().to_dict() if self.model in self.fits else {}
         return (f"Assessment(path={str(self.path) if self.path else None!r}, model={self.model!r}, "
-                f"qubits={self.dataset.counts['qubit'].nunique()}, quality={q}, "
+                f"qubits={len(self.dataset.totals()['qubits'])}, quality={q}, "
                 f"report={str(self.report_dir / 'index.html') if self.report_dir else None!r})")
 
 
@@ -245,7 +245,7 @@ def same_device(a: Dataset, b: Dataset) -> str | None:
     for key in ("solver", "topology_type", "topology_shape"):
         if da.get(key) != db.get(key):
             return f"{key} differs ({da.get(key)!r} vs {db.get(key)!r})"
-    qa, qb = set(a.counts["qubit"].unique()), set(b.counts["qubit"].unique())
+    qa, qb = set(a.totals()["qubits"].tolist()), set(b.totals()["qubits"].tolist())
     if not qa & qb:
         return "no qubit in common"
     return None

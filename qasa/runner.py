@@ -418,9 +418,7 @@ def _finish(store: DatasetStore | MemoryStore, ds: Dataset, run_record: dict[str
         for key in ("reattached_in_flight", "leap"):
             if key in run_record:
                 ds.metadata["runs"][-1][key] = run_record[key]
-    ds = _with_totals(ds).sorted()
-    store.save(ds)
-    return ds
+    return store.save(_with_totals(ds).sorted())      # on disk: streamed, and read back from the new file
 
 
 def _design_rounds(calls: Sequence[Call]) -> dict[str, int]:

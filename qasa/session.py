@@ -128,11 +128,12 @@ class MemoryStore:
         counts = pd.concat(self._counts, ignore_index=True) if self._counts else pd.DataFrame(columns=COUNT_COLUMNS)
         return Dataset(counts, pd.DataFrame(self._records), self.metadata())
 
-    def save(self, ds: Dataset) -> None:
-        """Keep ``ds`` (sorted, with totals) as the stored state."""
+    def save(self, ds: Dataset) -> Dataset:
+        """Keep ``ds`` (sorted, with totals) as the stored state; returns it."""
         self._meta = copy.deepcopy(ds.metadata)
         self._records = ds.calls.to_dict("records")
         self._counts = [ds.counts]
+        return ds
 
 
 Store = DatasetStore | MemoryStore

@@ -21,9 +21,16 @@ compaction writes ``calls.parquet``, then ``counts.parquet``, then removes the j
 takes the union (a call id present twice is taken once) under the shared compaction lock, so it never
 sees a half state.
 
-Loading is columnar: the compacted table and every journal part are read with pyarrow and
-concatenated as arrays; the ids of finished calls (what a resume skips) come from
-``calls.parquet`` and the journal's file names alone, without reading the counts.
+Counts streamed, memory bounded: :meth:`DatasetStore.load` reads the metadata, the calls and the call
+ids, and returns a :class:`~qasa.dataset.Dataset` whose counts stay on disk — ``counts.parquet`` held
+open (a later compaction renames a new file over it; this one keeps reading the old) and the journal
+parts whose calls it lacks, read when streamed. Its views (the response and per-call statistics that
+fits need, split halves, drift, T_eff) read the rows in batches (:meth:`~qasa.dataset.Dataset.batches`),
+and so do validation (one pass) and compaction (:meth:`DatasetStore.save` streams the rows, sorted
+by call id and qubit as a run's final compaction writes them, into row groups of ``counts.parquet``):
+no step of an assessment holds every (call, qubit) row. The per-call counts on disk are unchanged
+(the same columns, :data:`qasa.reduce.COUNTS_SCHEMA`). The ids of finished calls (what a resume skips)
+come from ``calls.parquet`` and the journal's file names alone, without reading the counts.
 
 Stored data are validated on load (:meth:`DatasetStore.load`): counts are non-negative integers,
 ``n_down + n_up`` equals the reads of the call, h is finite, gauges are ±1 (or 0 = not recorded,
@@ -51,17 +58,18 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qasa.dataset import (COUNT_COLUMNS, FORMAT, FORMAT_VERSION, Dataset, Response, atomic_write_bytes,
-                          atomic_write_json, table_bytes)
+from qasa.dataset import (FORMAT, FORMAT_VERSION, Axis, CountsBatch, Dataset, Response, Totals, atomic_write_bytes,
+                          atomic_write_json, atomic_writer, table_bytes)
 from qasa.errors import DatasetError
 from qasa.protocol import parse_round_call_id
+from qasa.reduce import COUNT_COLUMNS, COUNT_DTYPES, COUNTS_SCHEMA
 
 __all__ = ["DatasetStore", "fit_fingerprint"]
 
@@ -113,9 +121,9 @@ class DatasetStore:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._writer: int | None = None
-        # journal parts this object wrote: call id -> (table, record), so that reading the dataset
-        # back after a run does not parse again the files it has just written
-        self._written: dict[str, tuple[pa.Table, dict[str, Any]]] = {}
+        # call records of the journal parts this object wrote (call id -> record): reading the dataset
+        # back after a run does not parse them again (their counts are read from the files, streamed)
+        self._written: dict[str, dict[str, Any]] = {}
 
     def __repr__(self) -> str:
         return f"DatasetStore({str(self.path)!r})"
@@ -256,23 +264,18 @@ class DatasetStore:
         self._require_writer()
         self.journal.mkdir(parents=True, exist_ok=True)
         n = len(counts)
-        gauge = counts["gauge"].to_numpy() if "gauge" in counts else np.zeros(n, np.int8)
-        table = pa.table({
-            "call_id": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                                      pa.array([str(record["call_id"])])),
-            "qubit": pa.array(np.asarray(counts["qubit"].to_numpy(), np.int64)),
-            "h": pa.array(np.asarray(counts["h"].to_numpy(), np.float64)),
-            "gauge": pa.array(np.asarray(gauge, np.int8)),
-            "n_down": pa.array(np.asarray(counts["n_down"].to_numpy(), np.int64)),
-            "n_up": pa.array(np.asarray(counts["n_up"].to_numpy(), np.int64)),
-        })
+        columns = [pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([str(record["call_id"])]))]
+        for c in COUNT_COLUMNS[1:]:
+            values = counts[c].to_numpy() if c in counts or c != "gauge" else np.zeros(n)   # no gauge: 0 = not recorded
+            columns.append(pa.array(np.asarray(values, COUNT_DTYPES[c])))
+        table = pa.table(columns, schema=COUNTS_SCHEMA)
         text = json.dumps(record)
         table = table.replace_schema_metadata({b"qasa_call": text.encode()})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, table.schema) as writer:     # a part lives until the next compaction:
             writer.write_table(table)                           # Arrow IPC, written 20× faster than Parquet
         atomic_write_bytes(self.journal / f"{record['call_id']}{JOURNAL_SUFFIX}", sink.getvalue().to_pybytes())
-        self._written[str(record["call_id"])] = (table, json.loads(text))
+        self._written[str(record["call_id"])] = json.loads(text)
 
     def store_samples(self, call_id: str, samples: np.ndarray) -> None:
         """Atomically keep raw reads of one call (int8, reads × qubits, nominal frame)."""
@@ -400,28 +403,30 @@ class DatasetStore:
         last, under the same shared lock: a call journaled by a writer that first recorded it in the
         metadata (an adaptive round, an extension) is never seen without its metadata.
 
+        The counts stay on disk: the Dataset streams them for its views (:class:`~qasa.dataset.Dataset`);
+        validation is one streamed pass over them.
+
         Raises:
             DatasetError: not a dataset, an unreadable file, or invalid data (one line).
         """
         if not self.exists:
             self.metadata()                 # raises the one-line "not a qasa dataset"
         with self._compaction_lock(exclusive=False):
-            tables, call_frames, records = [], [], []
+            call_frames, records, parts = [], [], []
             try:
                 counts_path = self.path / "counts.parquet"
                 calls = self._calls_table()
-                known_counts: set[str] = set()
+                handle, known_counts = None, set()
                 if counts_path.is_file():
-                    tables.append(pq.read_table(counts_path, read_dictionary=["call_id"]))
-                    if "call_id" in tables[0].column_names:
-                        known_counts = set(_call_ids_of(tables[0].column("call_id")))
+                    handle = pa.OSFile(str(counts_path))
+                    known_counts = set(_parquet_call_ids(handle))
                 known_calls = set(calls["call_id"].astype(str)) if len(calls) else set()
                 call_frames.append(calls)
                 for part in self._journal_parts():
-                    table, record = self._journal_part(part)
+                    record = self._part_record(part)
                     cid = record["call_id"]
                     if cid not in known_counts:
-                        tables.append(table)
+                        parts.append(part)
                         known_counts.add(cid)
                     if cid not in known_calls:
                         records.append(record)
@@ -431,72 +436,61 @@ class DatasetStore:
             except (OSError, pa.ArrowException, KeyError, ValueError, json.JSONDecodeError) as exc:
                 raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
             meta = self.metadata()
-        _check_calls_have_counts(self.path, known_calls, known_counts)
-        counts = _concat_counts(tables)
-        if records:
-            call_frames.append(pd.DataFrame(records))
-        frames = [c for c in call_frames if len(c)]
-        calls = (pd.concat(frames, ignore_index=True) if frames
-                 else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
-        ds = Dataset(counts, calls, meta)
-        if validate:
-            self.validate(ds)
+            _check_calls_have_counts(self.path, known_calls, known_counts)
+            if records:
+                call_frames.append(pd.DataFrame(records))
+            frames = [c for c in call_frames if len(c)]
+            calls = (pd.concat(frames, ignore_index=True) if frames
+                     else pd.DataFrame({"call_id": pd.Series([], dtype="string")}))
+            source = _StoredCounts(self.path, handle, parts, pd.Index(sorted(known_counts)))
+            ds = Dataset(source, calls, meta)
+            if validate:            # under the shared lock: the journal parts are not compacted meanwhile
+                self.validate(ds)
         return ds
 
-    def _journal_part(self, part: Path) -> tuple[pa.Table, dict[str, Any]]:
-        """One journal part's counts and call record (from memory when this object wrote it)."""
+    def _part_record(self, part: Path) -> dict[str, Any]:
+        """One journal part's call record (from memory when this object wrote it), without its counts."""
         if part.stem in self._written:
             return self._written[part.stem]
-        if part.suffix == JOURNAL_SUFFIX:
-            with pa.OSFile(str(part)) as fh:
-                table = pa.ipc.open_file(fh).read_all()
-        else:
-            table = pq.read_table(part)
-        return table, json.loads(table.schema.metadata[b"qasa_call"])
+        return json.loads(_part_schema(part).metadata[b"qasa_call"])
 
     def validate(self, ds: Dataset) -> None:
-        """Refuse stored data that cannot be right (see module docstring).
+        """Refuse stored data that cannot be right (see module docstring), in one streamed pass over the
+        counts (whose totals ``ds`` then keeps: :meth:`~qasa.dataset.Dataset.totals`).
 
         Raises:
             DatasetError: naming the file, the column and the first offending value.
         """
-        c = ds.counts
         where = f"{self.path}/counts"
+        tally = _Tally(ds)
+        for b in ds.batches():
+            tally.add(b)
+        ids = ds.call_index
         for col in ("n_down", "n_up"):
-            v = c[col].to_numpy()
-            if v.size and v.min() < 0:
-                raise DatasetError(f"{where}: negative {col} ({int(v.min())}) for call "
-                                   f"{c['call_id'].iloc[int(np.argmin(v))]}; counts must be ≥ 0")
-        h = c["h"].to_numpy(float)
-        if h.size and not np.isfinite(h).all():
-            bad = h[~np.isfinite(h)][0]
-            raise DatasetError(f"{where}: h value {bad} is not finite")
-        g = c["gauge"].to_numpy()
-        if g.size and not np.isin(g, (-1, 0, 1)).all():
-            raise DatasetError(f"{where}: gauge value {int(g[~np.isin(g, (-1, 0, 1))][0])} is not ±1")
+            if tally.low[col] is not None:
+                value, call = tally.low[col]
+                raise DatasetError(f"{where}: negative {col} ({value}) for call {ids[call]}; counts must be ≥ 0")
+        if tally.first["h"] is not None:
+            raise DatasetError(f"{where}: h value {tally.first['h'][0]} is not finite")
+        if tally.first["gauge"] is not None:
+            raise DatasetError(f"{where}: gauge value {tally.first['gauge'][0]} is not ±1")
+        if tally.first["reads"] is not None:
+            call, reads, qubit, recorded = tally.first["reads"]
+            raise DatasetError(f"{where}: call {ids[call]} has n_down + n_up = {reads} reads for "
+                               f"qubit {qubit}, but the call recorded {recorded}")
+        if tally.repeated():             # one row per (call, qubit): a duplicated row would count its reads twice
+            call, qubit, rows = _repeated_rows(ds, tally.q)
+            raise DatasetError(f"{where}: qubit {qubit} of call {ids[call]} has {rows} rows; each call has "
+                               "one row per qubit")
+        self._validate_calls(ds)
+        if tally.first["foreign"] is not None:
+            qubit, call = tally.first["foreign"]
+            raise DatasetError(f"{where}: qubit {qubit} of call {ids[call]} is not a qubit of the stored protocol")
+        self._validate_call_ids(ds)
+        ds._remember_totals(tally.totals.result())
+
+    def _validate_calls(self, ds: Dataset) -> None:
         calls = ds.calls
-        if "num_reads" in calls and len(calls) and len(c):
-            cid = c["call_id"]
-            expected = pd.Series(calls["num_reads"].to_numpy(float), index=calls["call_id"].astype(str).to_numpy())
-            expected = expected[~expected.index.duplicated()]
-            per_category = expected.reindex([str(x) for x in cid.cat.categories]).to_numpy()
-            per_row = per_category[cid.cat.codes.to_numpy()]
-            reads = (c["n_down"].to_numpy() + c["n_up"].to_numpy()).astype(float)
-            bad = np.flatnonzero(np.isfinite(per_row) & (reads != per_row))
-            if bad.size:
-                i = bad[0]
-                raise DatasetError(f"{where}: call {cid.iloc[i]} has n_down + n_up = {int(reads[i])} reads for "
-                                   f"qubit {int(c['qubit'].iloc[i])}, but the call recorded {int(per_row[i])}")
-        if len(c):       # one row per (call, qubit): a duplicated row would count its reads twice
-            codes = pd.factorize(c["call_id"])[0].astype(np.int64)
-            q = c["qubit"].to_numpy(np.int64)
-            key = codes * (int(q.max()) - int(q.min()) + 1) + (q - int(q.min()))
-            rows = np.bincount(key) if key.max() < 1 << 23 else np.unique(key, return_counts=True)[1]   # ≤ 64 MB
-            if rows.max() > 1:
-                _, first, seen = np.unique(key, return_index=True, return_counts=True)
-                i = first[int(np.argmax(seen > 1))]
-                raise DatasetError(f"{where}: qubit {int(q[i])} of call {c['call_id'].iloc[i]} has "
-                                   f"{int(seen.max())} rows; each call has one row per qubit")
         if "qpu_access_time" in calls and len(calls):
             t = pd.to_numeric(calls["qpu_access_time"], errors="coerce").to_numpy(float)
             given = calls["qpu_access_time"].notna().to_numpy()
@@ -505,13 +499,9 @@ class DatasetStore:
                 i = bad[0]
                 raise DatasetError(f"{self.path}/calls: call {calls['call_id'].iloc[i]} records qpu_access_time "
                                    f"{_shown(calls['qpu_access_time'].iloc[i])}; it must be a finite number of µs ≥ 0")
-        protocol = ds.protocol
-        if protocol is not None and protocol.qubits is not None and len(c):
-            inside = np.isin(c["qubit"].to_numpy(np.int64), np.asarray(protocol.qubits, np.int64))
-            if not inside.all():
-                i = int(np.argmin(inside))
-                raise DatasetError(f"{where}: qubit {int(c['qubit'].iloc[i])} of call {c['call_id'].iloc[i]} is "
-                                   "not a qubit of the stored protocol")
+
+    def _validate_call_ids(self, ds: Dataset) -> None:
+        calls, protocol = ds.calls, ds.protocol
         if protocol is not None and protocol.qubits is not None and protocol.seed is not None and len(calls):
             allowed = protocol.call_ids()
             rounds = ds.metadata.get("design_rounds") or {}
@@ -522,23 +512,34 @@ class DatasetStore:
                     raise DatasetError(f"{self.path}: call id {cid!r} is not a call of the stored protocol")
 
     # -- writing ---------------------------------------------------------------------------------
-    def save(self, ds: Dataset) -> None:
+    def save(self, ds: Dataset) -> Dataset:
         """Write ``ds`` compacted (counts, then calls, then metadata) and clear the journal.
 
         Every state between two of these writes loads to the same dataset (:meth:`load` takes the
         union of the compacted tables and the journal, which is removed last): counts are written
         before the calls that list them, so no interruption leaves a listed call without counts.
+        The counts are streamed into ``counts.parquet`` batch by batch (a loaded ``ds`` is read from
+        its files as it is written, never held whole).
+
+        Returns:
+            The saved dataset, its counts read from the new ``counts.parquet`` (``ds``'s own journal
+            parts are gone).
         """
         self._require_writer()
         self.path.mkdir(parents=True, exist_ok=True)
+        counts_path = self.path / "counts.parquet"
         with self._compaction_lock(exclusive=True):
-            atomic_write_bytes(self.path / "counts.parquet", table_bytes(ds.counts))
+            totals = _write_counts(counts_path, ds)
             atomic_write_bytes(self.path / "calls.parquet", table_bytes(ds.calls))
             atomic_write_json(self.path / "metadata.json",
                               {"format": FORMAT, "format_version": FORMAT_VERSION, **ds.metadata})
             for part in self._journal_parts():
                 part.unlink()
             self._written.clear()
+            saved = Dataset(_StoredCounts(self.path, pa.OSFile(str(counts_path)), [], ds.call_index),
+                            ds.calls, ds.metadata)
+        saved._remember_totals(totals)
+        return saved
 
     # -- fit cache -------------------------------------------------------------------------------
     def fit_path(self, model: str) -> Path:
@@ -613,33 +614,259 @@ def _call_ids_of(column: pa.ChunkedArray) -> list[str]:
     return pc.unique(column).to_pylist()
 
 
-_ARROW_TYPES = {"call_id": pa.dictionary(pa.int32(), pa.string()), "qubit": pa.int64(), "h": pa.float64(), "gauge": pa.int8(),
-                "n_down": pa.int64(), "n_up": pa.int64()}
+#: Rows per row group of ``counts.parquet`` (and per batch written by a compaction).
+ROW_GROUP = 1 << 20
 
 
-def _concat_counts(tables: list[pa.Table]) -> pd.DataFrame:
+def _read_part(part: Path) -> pa.Table:
+    """One journal part's counts (Arrow IPC, or Parquet from earlier versions)."""
+    try:
+        if part.suffix == JOURNAL_SUFFIX:
+            with pa.OSFile(str(part)) as fh:
+                return pa.ipc.open_file(fh).read_all()
+        return pq.read_table(part)
+    except FileNotFoundError:
+        raise DatasetError(f"{part.parent.parent}: the journal was compacted by a writer since this dataset was "
+                           "loaded; load it again") from None
+
+
+def _codes(column: pa.ChunkedArray | pa.Array, call_index: pd.Index) -> np.ndarray:
+    """Each row's call id as its position in ``call_index`` (dictionary-encoded or plain strings)."""
     import pyarrow.compute as pc
 
-    if not tables:
-        return pd.DataFrame({c: pd.Series([], dtype=d) for c, d in
-                             zip(COUNT_COLUMNS, ["string", "int64", "float64", "int8", "int64", "int64"])})
-    cols: dict[str, list] = {c: [] for c in COUNT_COLUMNS}
-    for t in tables:
-        n = t.num_rows
-        for c in COUNT_COLUMNS:
-            if c in t.column_names:
-                col = t.column(c)
-                if c == "call_id":
-                    if not pa.types.is_dictionary(col.type):
-                        col = pc.dictionary_encode(col.cast(pa.string()))
-                    col = pa.chunked_array([ch.cast(_ARROW_TYPES[c]) for ch in col.chunks], type=_ARROW_TYPES[c])
-                else:
-                    col = col.cast(_ARROW_TYPES[c])
-                cols[c].append(col)
-            elif c == "gauge":                 # written before gauges were stored
-                cols[c].append(pa.chunked_array([pa.array(np.zeros(n, np.int8))]))
-            else:
-                raise KeyError(c)
-    table = pa.table({c: pa.chunked_array([ch for p in parts for ch in p.chunks], type=_ARROW_TYPES[c])
-                      for c, parts in cols.items()}).unify_dictionaries()
-    return table.to_pandas()
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = []
+    for chunk in chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk.cast(pa.string()))
+        where = call_index.get_indexer(chunk.dictionary.cast(pa.string()).to_pylist())
+        out.append(where[chunk.indices.to_numpy(zero_copy_only=False).astype(np.int64)])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _counts_batch(table: pa.Table | pa.RecordBatch, call_index: pd.Index) -> CountsBatch:
+    """Stored rows as a :class:`CountsBatch` (types of :data:`COUNTS_SCHEMA`; no gauge column: 0 = not recorded)."""
+    names = table.schema.names
+    cols = [_codes(table.column("call_id"), call_index)]
+    for c in COUNT_COLUMNS[1:]:
+        if c in names:
+            col = table.column(c)
+            if col.null_count and COUNT_DTYPES[c].kind != "f":
+                raise KeyError(f"column {c!r} has empty cells")
+            cols.append(np.asarray(col.to_numpy(zero_copy_only=False), dtype=COUNT_DTYPES[c]))
+        elif c == "gauge":                 # written before gauges were stored
+            cols.append(np.zeros(table.num_rows, np.int8))
+        else:
+            raise KeyError(c)
+    return CountsBatch(*cols)
+
+
+def _coalesced(pieces: Iterator[CountsBatch], rows: int) -> Iterator[CountsBatch]:
+    """The rows of ``pieces`` in order, in batches of at least ``rows`` rows (the last may be smaller)."""
+    held, n = [], 0
+    for b in pieces:
+        held.append(b)
+        n += len(b)
+        if n >= rows:
+            yield CountsBatch.concat(held) if len(held) > 1 else held[0]
+            held, n = [], 0
+    if held:
+        yield CountsBatch.concat(held) if len(held) > 1 else held[0]
+
+
+def _in_order(b: CountsBatch, last: tuple[int, int] | None) -> bool:
+    """Rows sorted by (call, qubit) within ``b`` and after the key ``last`` of the rows before it."""
+    if not len(b):
+        return True
+    if last is not None and (int(b.call[0]), int(b.qubit[0])) < last:
+        return False
+    dc, dq = np.diff(b.call), np.diff(b.qubit)
+    return bool((b.call >= 0).all() and np.all((dc > 0) | ((dc == 0) & (dq >= 0))))
+
+
+class _StoredCounts:
+    """The counts of a dataset directory as loaded (a :class:`~qasa.dataset.CountsSource`).
+
+    ``counts.parquet`` is held open, so a later compaction (which renames a new file over it) does not
+    change what this reads; the journal parts whose calls it lacks are read when streamed.
+    ``ordered=True`` streams the rows sorted by (call id, qubit): the compacted table in its order
+    (merged with the journal's calls) when it is sorted — as every compaction of a run writes it — and
+    otherwise (a table saved unsorted) all the rows read and sorted in memory.
+    """
+
+    def __init__(self, path: Path, parquet: pa.NativeFile | None, parts: list[Path], call_index: pd.Index,
+                 ordered: bool = False) -> None:
+        self.path, self._parquet, self._parts, self.call_index = path, parquet, list(parts), call_index
+        self._ordered = ordered
+
+    def ordered(self) -> "_StoredCounts":
+        return _StoredCounts(self.path, self._parquet, self._parts, self.call_index, ordered=True)
+
+    def num_rows(self) -> int:
+        n = pq.ParquetFile(self._parquet).metadata.num_rows if self._parquet is not None else 0
+        return n + sum(_read_part(p).num_rows for p in self._parts)      # only a journal not yet compacted
+
+    def batches(self, rows: int) -> Iterator[CountsBatch]:
+        try:
+            yield from _coalesced(self._merged(rows) if self._ordered else self._pieces(rows), rows)
+        except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
+            raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
+
+    def _compacted(self, rows: int) -> Iterator[CountsBatch]:
+        if self._parquet is None:
+            return
+        table = pq.ParquetFile(self._parquet, read_dictionary=["call_id"])
+        names = [c for c in COUNT_COLUMNS if c in table.schema_arrow.names]
+        for rb in table.iter_batches(batch_size=rows, columns=names):
+            yield _counts_batch(rb, self.call_index)
+
+    def _keys(self, rows: int) -> Iterator[CountsBatch]:
+        """The compacted table's call and qubit columns alone (the other columns left empty)."""
+        if self._parquet is None:
+            return
+        table = pq.ParquetFile(self._parquet, read_dictionary=["call_id"])
+        for rb in table.iter_batches(batch_size=rows, columns=["call_id", "qubit"]):
+            empty = np.zeros(0)
+            yield CountsBatch(_codes(rb.column(0), self.call_index),
+                              np.asarray(rb.column(1).to_numpy(zero_copy_only=False), np.int64),
+                              empty, empty, empty, empty)
+
+    def _journal(self) -> Iterator[CountsBatch]:
+        for part in self._parts:
+            b = _counts_batch(_read_part(part), self.call_index)
+            if not _in_order(b, None):
+                b = b.take(np.lexsort((b.qubit, b.call)))
+            yield b
+
+    def _pieces(self, rows: int) -> Iterator[CountsBatch]:
+        yield from self._compacted(rows)
+        for part in self._parts:
+            yield _counts_batch(_read_part(part), self.call_index)
+
+    def _merged(self, rows: int) -> Iterator[CountsBatch]:
+        """Rows sorted by (call, qubit): the compacted table merged with the journal's calls."""
+        last = None
+        for b in self._keys(rows):
+            if not _in_order(b, last):
+                whole = CountsBatch.concat(list(self._pieces(rows)))
+                whole = whole.take(np.lexsort((whole.qubit, whole.call)))
+                yield from (whole.take(slice(i, i + rows)) for i in range(0, len(whole), rows))
+                return
+            last = (int(b.call[-1]), int(b.qubit[-1])) if len(b) else last
+        journal = self._journal()
+        part = next(journal, None)
+        for b in self._compacted(rows):
+            start = 0
+            while part is not None and len(part):
+                cut = int(np.searchsorted(b.call, part.call[0]))
+                if cut == len(b):          # the part's call comes after every row of this batch
+                    break
+                if cut > start:
+                    yield b.take(slice(start, cut))
+                yield part
+                start, part = cut, next(journal, None)
+            if start < len(b):
+                yield b.take(slice(start, None))
+        while part is not None:
+            yield part
+            part = next(journal, None)
+
+
+def _arrow_counts(b: CountsBatch, call_index: pd.Index) -> pa.Table:
+    """A :class:`CountsBatch` as a table of :data:`COUNTS_SCHEMA` (the dictionary holds the batch's calls only)."""
+    used, codes = np.unique(b.call, return_inverse=True)
+    ids = pa.array(np.asarray(call_index[used], dtype=object).astype(str).tolist(), pa.string())
+    return pa.table([pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), ids),
+                     *(pa.array(a) for a in b.arrays()[1:])], schema=COUNTS_SCHEMA)
+
+
+def _repeated_rows(ds: Dataset, qubits: Axis) -> tuple[int, int, int]:
+    """The first (call, qubit) pair, in order of call and qubit, stored on more than one row, and the most
+    rows any pair has (a damaged table: this error path reads it twice more)."""
+    width, seen, repeated = len(qubits), np.zeros(len(ds.call_index) * len(qubits), bool), []
+    for b in ds.batches():
+        keys, counts = np.unique(b.call * width + qubits.positions(b.qubit), return_counts=True)
+        repeated.append(keys[(counts > 1) | seen[keys]])
+        seen[keys] = True
+    keys = np.unique(np.concatenate(repeated))
+    rows = np.zeros(len(keys), np.int64)
+    for b in ds.batches():
+        k = b.call * width + qubits.positions(b.qubit)
+        k = k[np.isin(k, keys)]
+        rows += np.bincount(np.searchsorted(keys, k), minlength=len(keys))
+    call, column = divmod(int(keys[0]), width)
+    return call, int(qubits.values[column]), int(rows.max())
+
+
+class _Tally:
+    """What a pass over the counts finds (:meth:`DatasetStore.validate`): the first offending row of
+    each check, rows per (call, qubit), and the totals of :meth:`Dataset.totals`."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.call_index = ds.call_index
+        calls = ds.calls
+        self.expected = None
+        if "num_reads" in calls and len(calls):
+            reads = pd.Series(calls["num_reads"].to_numpy(float), index=calls["call_id"].astype(str).to_numpy())
+            reads = reads[~reads.index.duplicated()]
+            self.expected = reads.reindex([str(x) for x in self.call_index]).to_numpy()
+        protocol = ds.protocol
+        self.allowed = (np.asarray(protocol.qubits, np.int64) if protocol is not None and protocol.qubits is not None
+                        else None)
+        self.low: dict[str, tuple[int, int] | None] = {"n_down": None, "n_up": None}
+        self.first: dict[str, tuple | None] = {"h": None, "gauge": None, "reads": None, "foreign": None}
+        self.q = Axis(np.int64)
+        self.seen = np.zeros((len(self.call_index), 0), bool)      # (call, qubit) pairs that have a row
+        self.totals = Totals(len(self.call_index))
+
+    def _note(self, check: str, bad: np.ndarray, what: Callable[[int], tuple]) -> None:
+        if self.first[check] is None and bad.any():
+            self.first[check] = what(int(np.argmax(bad)))
+
+    def add(self, b: CountsBatch) -> None:
+        for col in ("n_down", "n_up"):
+            v = getattr(b, col)
+            if v.size and v.min() < 0 and (self.low[col] is None or v.min() < self.low[col][0]):
+                self.low[col] = (int(v.min()), int(b.call[int(np.argmin(v))]))
+        self._note("h", ~np.isfinite(b.h), lambda i: (float(b.h[i]),))
+        self._note("gauge", ~np.isin(b.gauge, (-1, 0, 1)), lambda i: (int(b.gauge[i]),))
+        reads = b.n_down + b.n_up
+        if self.expected is not None:
+            per_row = self.expected[b.call]
+            self._note("reads", np.isfinite(per_row) & (reads != per_row),
+                       lambda i: (int(b.call[i]), int(reads[i]), int(b.qubit[i]), int(per_row[i])))
+        if self.allowed is not None:
+            self._note("foreign", ~np.isin(b.qubit, self.allowed), lambda i: (int(b.qubit[i]), int(b.call[i])))
+        at = self.q.extend(b.qubit)
+        if at is not None:
+            grown = np.zeros((len(self.call_index), len(self.q)), bool)
+            grown[:, at] = self.seen
+            self.seen = grown
+        self.seen.reshape(-1)[b.call * len(self.q) + self.q.positions(b.qubit)] = True
+        self.totals.add(b)
+
+    def repeated(self) -> bool:
+        """Whether some (call, qubit) pair has more than one row (fewer pairs seen than rows)."""
+        return int(np.count_nonzero(self.seen)) < self.totals.rows
+
+
+def _parquet_call_ids(handle: pa.NativeFile) -> list[str]:
+    """Distinct call ids of ``counts.parquet``, reading its ``call_id`` column alone, row group by row group."""
+    table = pq.ParquetFile(handle, read_dictionary=["call_id"])
+    if "call_id" not in table.schema_arrow.names:
+        raise KeyError("call_id")
+    ids: set[str] = set()
+    for rb in table.iter_batches(batch_size=ROW_GROUP, columns=["call_id"]):
+        ids.update(_call_ids_of(pa.chunked_array([rb.column(0)])))
+    return sorted(ids)
+
+
+def _write_counts(path: Path, ds: Dataset) -> dict[str, Any]:
+    """Stream the counts of ``ds`` into ``path`` (Parquet, atomically) in row groups of :data:`ROW_GROUP`
+    rows; returns the totals of :meth:`~qasa.dataset.Dataset.totals`, counted on the way."""
+    totals = Totals(len(ds.call_index))
+    with atomic_writer(path) as fh, pq.ParquetWriter(fh, COUNTS_SCHEMA) as writer:
+        for b in ds.batches(rows=ROW_GROUP):
+            writer.write_table(_arrow_counts(b, ds.call_index), row_group_size=ROW_GROUP)
+            totals.add(b)
+    return totals.result()

@@ -347,6 +347,24 @@ def _errors(beta, meas, se, b_lo, b_hi, window, n: int, bootstrap: int) -> tuple
     return method, fields
 
 
+def _call_scores(data: Dataset, beta: float, window: tuple[float, float] | None,
+                 ncalls: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per call: the score of β_eff and its binomial information over the call's reads in the window,
+    summed as the counts stream by (in row order: the sums of one pass over the whole table)."""
+    score, binom = np.zeros(ncalls), np.zeros(ncalls)
+    for b in data.batches(gauges=True):
+        g = b.gauge.astype(float)
+        x = g * b.h + 0.0
+        down = np.where(g < 0, b.n_up.astype(float), b.n_down.astype(float))
+        N = (b.n_down + b.n_up).astype(float)
+        inside = np.ones(len(x), bool) if window is None else (x >= window[0] - 1e-12) & (x <= window[1] + 1e-12)
+        inside &= x != 0
+        t = np.tanh(beta * x)
+        np.add.at(score, b.call, np.where(inside, x * (2 * down - N - N * t), 0.0))
+        np.add.at(binom, b.call, np.where(inside, N * x**2 * (1 - t**2), 0.0))
+    return score, binom
+
+
 def _measurement_error(data: Dataset | Response, beta: float, info: float, window: tuple[float, float] | None,
                        level: float) -> dict[str, Any]:
     """Stratified call-cluster sandwich error of β_eff (module docstring): ``se``, ``lo``, ``hi``,
@@ -365,18 +383,8 @@ def _measurement_error(data: Dataset | Response, beta: float, info: float, windo
     if units is None:
         out["note"] = "no counts"
         return out
-    cid, groups, _ = units
-    c = data.counts
-    g = data.gauges().astype(float)
-    x = g * c["h"].to_numpy(float) + 0.0
-    down = np.where(g < 0, c["n_up"].to_numpy(float), c["n_down"].to_numpy(float))
-    N = (c["n_down"] + c["n_up"]).to_numpy(float)
-    inside = np.ones(len(x), bool) if window is None else (x >= window[0] - 1e-12) & (x <= window[1] + 1e-12)
-    inside &= x != 0
-    t = np.tanh(beta * x)
-    ncalls = int(cid.max()) + 1
-    score = np.bincount(cid, weights=np.where(inside, x * (2 * down - N - N * t), 0.0), minlength=ncalls)
-    binom = np.bincount(cid, weights=np.where(inside, N * x**2 * (1 - t**2), 0.0), minlength=ncalls)
+    names, groups, _ = units
+    score, binom = _call_scores(data, beta, window, len(names))
     phis, dfs = [], []
     B_all = 0.0
     used = 0

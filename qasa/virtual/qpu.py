@@ -496,8 +496,8 @@ class VirtualQPU(MockDWaveSampler):
         hv = np.asarray(protocol.h_values, float)
         fields = np.unique(np.concatenate([hv, -hv]) if protocol.spin_reversal else hv)
         calls = protocol.calls()
-        mean_off, sigma_call, within, offs = self._run_offsets(rows, protocol, calls, kw)
-        N, K = self._expected_counts(rows, keep, fields, calls, kw, mean_off, within, offs, pooled)
+        mean_off, sigma_call, within = self._run_offsets(rows, protocol, calls, kw)
+        N, K = self._expected_counts(rows, keep, fields, protocol, calls, kw, mean_off, within, pooled)
         with np.errstate(invalid="ignore", divide="ignore"):
             p_true = np.where(N > 0, K / np.maximum(N, 1e-300), 0.0)
         t = self.truth_for(protocol.annealing_time, protocol.anneal_schedule, protocol.h_gain_schedule).iloc[rows]
@@ -521,19 +521,19 @@ class VirtualQPU(MockDWaveSampler):
         out["sigma_call"] = sigma_call
         return out
 
-    def _expected_counts(self, rows, keep, fields, calls, kw, mean_off, within, offs, pooled: bool):
+    def _expected_counts(self, rows, keep, fields, protocol, calls, kw, mean_off, within, pooled: bool):
         """Reads ``N`` and expected −1 reads ``K`` per qubit (``rows``; ``keep``: their positions in the
         protocol's qubits) and distinct programmed field (``fields``) over the ``calls`` of a run
-        (:meth:`estimand`): each call at its own offsets ``offs`` (``pooled``), else at the run-average
+        (:meth:`estimand`): each call at its own offsets (``pooled``, :meth:`_call_offset`), else at the run-average
         drift ``mean_off`` (one evaluation per gauge pass); at the dynamics level, the Bloch-equation
         response once per field."""
         N = np.zeros((len(rows), len(fields)))
         K = np.zeros_like(N)
         r = np.arange(len(rows))
         if self.physics == "freezeout" and pooled:
-            for k, c in enumerate(calls):
+            for c in calls:
                 x = (c.flips[keep] * c.h).astype(float)
-                p = self._p_down(rows, x, offs[k], kw, within=within[c.gauge])
+                p = self._p_down(rows, x, self._call_offset(rows, protocol, c, kw)[0], kw, within=within[c.gauge])
                 cell = np.searchsorted(fields, x)
                 N[r, cell] += c.num_reads
                 K[r, cell] += c.num_reads * p
@@ -575,27 +575,46 @@ class VirtualQPU(MockDWaveSampler):
             var = var + preset.drift_sd ** 2 * (passes ** 2 - 1) / (6.0 * passes)
         return np.sqrt(var)
 
+    def _call_offset(self, rows: np.ndarray, protocol: Any, call: Any, kw: Mapping[str, Any]
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """One call's field offset per qubit (rows), its within-call σ (None without flux noise) and its
+        per-programming error: the draws the runner's call gets (:meth:`call_noise`, :meth:`CallKey.of`)."""
+        duration = self._timing(len(self.nodelist), call.num_reads, protocol.annealing_time, protocol.anneal_schedule,
+                                kw)["qpu_access_time"]
+        key = CallKey.of(protocol.seed, call)
+        off, within = self.call_noise(rows, key, kw, duration)
+        ice = self.call_noise(rows, key, kw, duration, ice_part=True)[0]
+        shape = (len(rows),)
+        return np.broadcast_to(np.asarray(off, float), shape), within, np.broadcast_to(np.asarray(ice, float), shape)
+
     def _run_offsets(self, rows: np.ndarray, protocol: Any, calls: list, kw: Mapping[str, Any]
-                     ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None], np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray | None]]:
         """Per qubit (rows): the run-average drift (the reads-weighted mean of the per-call offsets
         without the per-programming errors, whose mean is 0), the reads-weighted spread of the whole
-        per-call offsets about their mean, each pass's within-call σ (None without flux noise) and the
-        offsets (calls × rows): the draws the runner's calls get (:meth:`call_noise`, :meth:`CallKey.of`)."""
-        offs = np.zeros((len(calls), len(rows)))
-        ice = np.zeros_like(offs)
+        per-call offsets about their mean, and each pass's within-call σ (None without flux noise).
+
+        The run-average drift is ``reads @ (offsets − errors) / Σ reads`` over a calls × qubits matrix (the
+        product every earlier version took, so the estimand it feeds is the same to the bit); the
+        offsets themselves are summed call by call (:meth:`_call_offset`): their spread is taken about
+        the first call's offsets and moved to the mean, ``Σw(o − m)² = Σw(o − s)² − W(m − s)²`` (with
+        ``s`` an offset, not zero, there is no cancellation to speak of)."""
         within: dict[int, np.ndarray | None] = {}
+        drift_part = np.zeros((len(calls), len(rows)))
+        weight, shift = 0.0, None
+        total, square = np.zeros(len(rows)), np.zeros(len(rows))
         for k, c in enumerate(calls):
-            duration = self._timing(len(self.nodelist), c.num_reads, protocol.annealing_time, protocol.anneal_schedule,
-                                    kw)["qpu_access_time"]
-            key = CallKey.of(protocol.seed, c)
-            off, within[c.gauge] = self.call_noise(rows, key, kw, duration)
-            offs[k] = off
-            ice[k] = self.call_noise(rows, key, kw, duration, ice_part=True)[0]
+            off, within[c.gauge], ice = self._call_offset(rows, protocol, c, kw)
+            drift_part[k] = off - ice
+            shift = off.copy() if shift is None else shift
+            w = float(c.num_reads)
+            weight += w
+            total += w * off
+            square += w * (off - shift) ** 2
         reads = np.array([c.num_reads for c in calls], float)
-        total = reads @ offs / reads.sum()
-        spread = np.sqrt(reads @ (offs - total) ** 2 / reads.sum())
-        drift = reads @ (offs - ice) / reads.sum()        # the per-programming errors are not drift: mean 0
-        return drift, spread, within, offs
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / weight
+            spread = np.sqrt(np.maximum(square / weight - (mean - (0.0 if shift is None else shift)) ** 2, 0.0))
+            return reads @ drift_part / reads.sum(), spread, within
 
     def qasa_truth(self, protocol: Any) -> list[dict[str, Any]]:
         """Per-qubit truth recorded in a dataset's ``metadata['device']['truth']`` (one record per qubit).
