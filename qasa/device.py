@@ -606,7 +606,18 @@ def split_half(data, model: str = "qasa", *, seed: int | None = 0, bootstrap: in
     repeats between independent data, i.e. that is the device — or a bias of the estimator that
     both halves share (e.g. one that depends on each qubit's gauge pattern), which it cannot tell
     from the device; with few qubits its point estimate is noisy (read the interval). Intervals:
-    percentile bootstrap over qubits. A corrected correlation is defined where both parameters are
+    percentile bootstrap over qubits.
+
+    Corrected correlations take ``K`` of the halves with their shared estimator bias removed. An
+    estimator's bias of order 1/n (n the reads) is twice as large in a half as in the whole data and
+    repeats in both halves, so it enters ``K`` like device spread; where it depends on another
+    parameter (η̂'s bias on β) it reads as a correlation of the device. The half-sample jackknife
+    (Quenouille 1956) removes it to O(1/n²): ``θ̃_X = θ̂_X − 2 D`` with ``D = (θ̂_A + θ̂_B)/2 − θ̂``
+    (to first order ``θ̂`` is the halves' mean, so ``D`` holds no estimation noise worth speaking of).
+    Measured on 60 devices of 300 qubits at 10⁵ reads per h with a planted corr(β, η) of 0 and
+    0.5: mean estimate 0.048 → 0.026 and 0.524 → 0.499, coverage of the 95 % interval 0.88 → 0.92
+    and 0.88 → 0.93. The reliabilities keep the plain ``K`` (a bias the halves share is what a repeat
+    run would show too). A corrected correlation is defined where both parameters are
     mapped (:func:`mapped`); resamples in which a true variance is not positive are left out of its
     interval (with both parameters mapped they are rare), and the correlation of a pair with an
     unmapped parameter is NaN with interval [−1, 1].
@@ -676,8 +687,7 @@ def _half_agreement(fa: FitTable, fb: FitTable, fits: FitTable, params: list[str
     if n >= 4:
         W = _resample_weights(n, bootstrap, None if seed is None else seed + 1)
         mA, mB = W @ A, W @ B
-        cross = (W @ np.einsum("ni,nj->nij", A, B).reshape(n, k * k)).reshape(-1, k, k) - np.einsum("bi,bj->bij", mA, mB)
-        K = 0.5 * (cross + cross.transpose(0, 2, 1))
+        K = _cross_covariance(W, A, B)
         vA = W @ (A * A) - mA**2
         vB = W @ (B * B) - mB**2
         vF = W @ (F * F) - (W @ F) ** 2
@@ -693,6 +703,9 @@ def _half_agreement(fa: FitTable, fb: FitTable, fits: FitTable, params: list[str
                              "identified": mapped(rel[0, j], lo, hi), "status": mapping_status(rel[0, j], lo, hi),
                              "method": "split-half", "split": split})
         ident = [row["identified"] for row in rel_rows[-k:]]
+        D = (A + B) / 2 - F                   # the halves' shared O(1/n) bias, twice the whole data's
+        K = _cross_covariance(W, A - 2 * D, B - 2 * D)
+        dK = np.einsum("bii->bi", K)
         for i in range(k):
             for j in range(i + 1, k):
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -714,6 +727,13 @@ def _half_agreement(fa: FitTable, fb: FitTable, fits: FitTable, params: list[str
     return {"reliability": rel_df,
             "correlations": pd.DataFrame(corr_rows, columns=["a", "b", "n", "corrected", "corrected_lo", "corrected_hi",
                                                              "identified"])}
+
+
+def _cross_covariance(W: np.ndarray, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``½ [Cov(A, B) + Cov(B, A)]`` over qubits (rows), one ``(k, k)`` matrix per row of weights ``W``."""
+    n, k = A.shape
+    cross = (W @ np.einsum("ni,nj->nij", A, B).reshape(n, k * k)).reshape(-1, k, k) - np.einsum("bi,bj->bij", W @ A, W @ B)
+    return 0.5 * (cross + cross.transpose(0, 2, 1))
 
 
 def mapping_status(reliability: float | None, lo: float | None = None, hi: float | None = None) -> str:

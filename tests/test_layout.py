@@ -39,12 +39,9 @@ ALLOWED_UP: dict[tuple[str, str], str] = {}
 #: Longest function or method in qasa/ (issue 22): lines from its ``def`` to its last line, docstring
 #: included (``end_lineno − lineno + 1``); a longer one is split into named steps.
 MAX_FUNCTION_LINES = 100
-#: Functions still over the limit because other branches are splitting them now (issue 22): the
-#: lead empties this set after merging those branches. An entry that is no longer over the limit
-#: fails the suite (:func:`test_no_function_is_longer_than_the_limit`).
-LONG_ALLOWED: set[str] = {
-    "device.split_half",        # qasa/device.py: split on the memory branch
-}
+#: Functions allowed over the limit (none today). An entry that is no longer over the limit fails the
+#: suite (:func:`test_no_function_is_longer_than_the_limit`).
+LONG_ALLOWED: set[str] = set()
 
 
 def _name(path: Path) -> str:
