@@ -83,7 +83,7 @@ def assess_once(source: Path, target: Path, reads: int | None) -> tuple[float, f
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     rss = [int(line.split()[1]) for line in res.stderr.splitlines() if line.startswith("MAXRSS")]
-    return cpu, wall, (rss[-1] / 1e6 if rss else float("nan"))
+    return cpu, wall, (rss[-1] * 1024 / 1e9 if rss else float("nan"))   # ru_maxrss is in KiB
 
 
 def assess_times(sources: dict[str, Path], out: Path, repeat: int, reads: int | None) -> dict[str, tuple]:
