@@ -1171,7 +1171,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
             "the published flux-noise spectrum over the shim's duration); it is part of each residual's interval.</p>",
             page.figure(fig, "shim_histograms", "Static bias before and static residual after the shim; residual "
                         "interval widths and the between-call scatter σ_call")]
-    lay, _ = layout_table(device, t["qubit"].astype(int).tolist())
+    lay = layout_table(device, t["qubit"].astype(int).tolist())[0] if len(t) else ()
     if len(lay):
         fig = _figure(10, 4.4, _PAIR)
         axes = fig.subplots(1, 2)

@@ -172,6 +172,7 @@ PUBLISHED_FLUX_NOISE = (2.0, 0.9)
 _W = (0.25, 1.75)
 _DIR = "shim"
 _OK = ("ok", "clipped")
+_RESPONDING = ("ok", "clipped", "unresolved")
 
 #: Published single-qubit T_eff (units of h) by solver (docs/DESIGN.md §2, D-Wave per-QPU documentation).
 _PUBLISHED_TEFF = {"Advantage_system4.1": 0.198, "Advantage_system6.4": 0.221, "Advantage2_system1": 0.112,
@@ -223,11 +224,12 @@ class ShimResult:
         """Plain-JSON summary (what ``qasa shim --json`` prints)."""
         t = self.table
         ok = t["status"].isin(_OK)
+        resp = t["status"].isin(_RESPONDING)
         half = (t["residual_hi"] - t["residual_lo"]) / 2
         out = {"path": str(self.path), "offsets": self.offsets, "stopped": self.stopped, "rounds": self.rounds,
                "reads_per_qubit": self.reads_per_qubit, "qubits": int(len(t)), "responding": int(ok.sum()),
                "status": {k: int(v) for k, v in t["status"].value_counts().items()},
-               "bias_rms": _rms(t.loc[ok, "bias"]),
+               "bias_rms": _noise_free_rms(t.loc[resp, "bias"], t.loc[resp, "bias_sd"], t.loc[resp, "sigma_slow"]),
                "residual_half_width_rms": _rms(half[ok]),
                "residual_half_width_max": float(half[ok].max()) if ok.any() else None,
                "sigma_call_median": _median(t.loc[ok, "sigma_call"]),
@@ -240,6 +242,14 @@ class ShimResult:
 def _rms(x: Any) -> float | None:
     x = np.asarray(x, float)
     return float(np.sqrt(np.mean(x ** 2))) if x.size else None
+
+
+def _noise_free_rms(bias: Any, sd: Any, slow: Any) -> float | None:
+    """The rms static bias of the responding qubits with the estimates' noise removed:
+    ``√max(mean b̂² − mean Var b̂, 0)`` (``Var b̂ = bias_sd² + σ_slow²``): the rms of b̂ alone overstates it by
+    its noise, several-fold at small budgets."""
+    b, v = np.asarray(bias, float), np.asarray(sd, float) ** 2 + np.asarray(slow, float) ** 2
+    return float(np.sqrt(max(np.mean(b ** 2) - np.mean(v), 0.0))) if b.size else None
 
 
 def _median(x: Any) -> float | None:
@@ -620,6 +630,26 @@ def _slow_sd(ctx: _Shim, k: np.ndarray) -> np.ndarray:
     return np.abs(k) * 1e-6 * math.sqrt(max(var, 0.0))
 
 
+def _unresolved(ctx: _Shim, est: pd.DataFrame, bias: np.ndarray, var_sd: np.ndarray, k: np.ndarray,
+                k_sd: Any, identified: np.ndarray) -> None:
+    """Leave at 0 every responding qubit whose correction is not expected to reduce its squared bias (module
+    docstring, "Unresolved"): status ``unresolved``, the setting that ends the shim 0 (``explore`` unchanged, so
+    that more reads can resolve it)."""
+    V = var_sd ** 2                                              # Var b̂: dispersion, slow flux noise included
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vk = np.nan_to_num((np.asarray(k_sd) / k) ** 2, nan=0.0) if ctx.flux else np.zeros(len(bias))
+    b2 = bias ** 2 - V                                           # unbiased estimate of b²
+    keep = (b2 * (1 - vk) > V) & np.asarray(identified, bool)  # E b² without it > E residual² with it
+    ok = (est["status"] == "ok").to_numpy() & ~keep
+    applied = "flux bias" if ctx.flux else "h offset"
+    est.loc[ok, "next"] = 0.0
+    est.loc[ok, "status"] = "unresolved"
+    est.loc[ok, "reason"] = [f"bias not resolved at this budget: b̂ = {b:.3g} ± {s:.2g} h (a correction is expected "
+                             f"to reduce b² only when b̂² − Var b̂ > Var b̂ + b̂² Var k̂/k̂², with the between-call "
+                             f"scatter identified{'' if i else ': it is not, too few calls'}); {applied} left at 0"
+                             for b, s, i in zip(bias[ok], var_sd[ok], np.asarray(identified, bool)[ok])]
+
+
 def _estimate(ctx: _Shim, plans: list[dict[str, Any]]) -> pd.DataFrame:
     """Fit every read so far (binomial, then quasi-likelihood with the pooled dispersion) and estimate, per
     qubit, the setting to apply next and the static residual there with its interval's parts."""
@@ -633,9 +663,12 @@ def _estimate(ctx: _Shim, plans: list[dict[str, Any]]) -> pd.DataFrame:
     theta, cov, info = fit_shim(X, U, D / phi, N / phi, ctx.beta0, start=theta)    # the quasi-likelihood
     est = _decide(ctx, theta, info, frac)
     beta, a, c = theta.T
-    r, sd = _residual(ctx, theta, cov, est["next"].to_numpy())
     k = ctx.k0 * c / beta if ctx.flux else np.full(len(beta), np.nan)
     slow = _slow_sd(ctx, k if ctx.flux else np.full(len(beta), ctx.k0))
+    bias_sd = _delta(np.stack([-(a / beta) / beta, 1.0 / beta, np.zeros_like(beta)], axis=1), cov)
+    k_sd = _delta(np.stack([-k / beta, np.zeros_like(beta), ctx.k0 / beta], axis=1), cov) if ctx.flux else np.nan
+    _unresolved(ctx, est, a / beta, np.sqrt(bias_sd ** 2 + slow ** 2), k, k_sd, disp["identified"])
+    r, sd = _residual(ctx, theta, cov, est["next"].to_numpy())
     total = np.sqrt(sd ** 2 + slow ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):     # Welch–Satterthwaite: the slow term is known
         df = np.where(sd > 0, total ** 4 / (sd ** 4 / disp["df"]), math.inf)
@@ -643,11 +676,8 @@ def _estimate(ctx: _Shim, plans: list[dict[str, Any]]) -> pd.DataFrame:
     est["residual"], est["residual_sd"], est["stat_sd"], est["t"] = r, total, sd, t
     est["residual_lo"], est["residual_hi"] = r - t * total, r + t * total
     est["sigma_call"], est["sigma_slow"], est["dispersion"], est["df"] = disp["sigma_call"], slow, disp["phi"], df
-    est["bias"] = a / beta
-    est["bias_sd"] = _delta(np.stack([-(a / beta) / beta, 1.0 / beta, np.zeros_like(beta)], axis=1), cov)
-    est["conversion"] = k
-    est["conversion_sd"] = (_delta(np.stack([-k / beta, np.zeros_like(beta), ctx.k0 / beta], axis=1), cov)
-                            if ctx.flux else np.nan)
+    est["bias"], est["bias_sd"] = a / beta, bias_sd
+    est["conversion"], est["conversion_sd"] = k, k_sd
     est["beta"], est["beta_sd"] = beta, np.sqrt(np.maximum(cov[:, 0, 0], 0.0))
     est["reads"] = N.sum(1)
     if not disp["identified"].any():
@@ -771,7 +801,7 @@ def _progress_state(est: pd.DataFrame, spent: int, target: float | None) -> tupl
     """The largest residual half-width of the responding qubits and the reads in all the target predicts
     (the statistical part shrinks as 1/reads, the slow flux noise does not; ``inf`` when the target is
     below what the slow flux noise allows)."""
-    ok = est["status"].isin(_OK).to_numpy()
+    ok = est["status"].isin(_RESPONDING).to_numpy()
     if not ok.any():
         return math.inf, None
     t, stat, slow = (est.loc[ok, c].to_numpy() for c in ("t", "stat_sd", "sigma_slow"))
