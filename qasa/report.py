@@ -1137,7 +1137,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out, ("svg",))
-    ok = table["status"].isin(["ok", "clipped"]).to_numpy()
+    ok = table["status"].isin(["ok", "clipped", "unresolved"]).to_numpy()
     t = table[ok]
     half = (t["residual_hi"] - t["residual_lo"]) / 2
     fig = _figure(10, 3.4, _PAIR)
