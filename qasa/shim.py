@@ -230,6 +230,7 @@ class ShimResult:
                "reads_per_qubit": self.reads_per_qubit, "qubits": int(len(t)), "responding": int(ok.sum()),
                "status": {k: int(v) for k, v in t["status"].value_counts().items()},
                "bias_rms": _noise_free_rms(t.loc[resp, "bias"], t.loc[resp, "bias_sd"], t.loc[resp, "sigma_slow"]),
+               "bias_rms_upper_bound": bool(resp.any() and t.loc[resp, "sigma_call"].isna().all()),
                "residual_half_width_rms": _rms(half[ok]),
                "residual_half_width_max": float(half[ok].max()) if ok.any() else None,
                "sigma_call_median": _median(t.loc[ok, "sigma_call"]),
@@ -247,7 +248,8 @@ def _rms(x: Any) -> float | None:
 def _noise_free_rms(bias: Any, sd: Any, slow: Any) -> float | None:
     """The rms static bias of the responding qubits with the estimates' noise removed:
     ``√max(mean b̂² − mean Var b̂, 0)`` (``Var b̂ = bias_sd² + σ_slow²``): the rms of b̂ alone overstates it by
-    its noise, several-fold at small budgets."""
+    its noise, several-fold at small budgets. Without the between-call scatter identified (too few calls) ``Var b̂``
+    lacks it and the figure is an upper bound (``bias_rms_upper_bound`` in the summary)."""
     b, v = np.asarray(bias, float), np.asarray(sd, float) ** 2 + np.asarray(slow, float) ** 2
     return float(np.sqrt(max(np.mean(b ** 2) - np.mean(v), 0.0))) if b.size else None
 
