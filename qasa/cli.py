@@ -767,12 +767,10 @@ def _with_flux_biases(protocol, sampler, path: str | None):
     if path is None:
         return protocol
     from qasa.backend import as_backend
-    from qasa.shim import ShimError, load_flux_biases
+    from qasa.shim import load_flux_biases
 
     backend = as_backend(sampler)
-    if not backend.accepts("flux_biases"):
-        raise ShimError(f"--flux-biases: {type(backend.sampler).__name__} does not accept flux_biases")
-    values = load_flux_biases(path, backend.properties.get("num_qubits"))
+    values = load_flux_biases(path, backend.properties.get("num_qubits"), backend)
     return protocol.replace(sampler_params={**protocol.sampler_params, "flux_biases": values})
 
 

@@ -145,6 +145,7 @@ from qasa.dataset import atomic_write_bytes, atomic_write_json, utcnow
 from qasa.errors import DatasetError, QasaError
 from qasa.fitting import MIN_CALL_COUNT
 from qasa.protocol import Call, Protocol, round_call_id, round_name
+from qasa.samplers import DEFAULT_FLUX_BIAS_RANGE, check_flux_biases, ignores_flux_biases
 from qasa.store import DatasetStore
 from qasa.virtual.noise import FluxNoise
 
@@ -165,7 +166,6 @@ SATURATED = 0.01
 #: What a shim sets: flux biases (``flux_biases``) or h offsets added to the programmed field.
 OFFSETS = ("flux", "h")
 #: D-Wave's documented flux-bias range (Φ₀) for a solver that publishes none (module docstring).
-DEFAULT_FLUX_BIAS_RANGE = (-0.005, 0.005)
 #: D-Wave's published 1/f flux noise of a QPU: √S_Φ(1 Hz) (µΦ₀/√Hz) and exponent (docs/DESIGN.md §7).
 PUBLISHED_FLUX_NOISE = (2.0, 0.9)
 #: Range of the dither magnitude factor w, drawn per pair of calls (module docstring, "DAC").
@@ -547,6 +547,10 @@ def _check_options(sampler: dimod.Sampler, out: Any, offsets: Any, reads_per_qub
     if offsets == "flux" and ("flux_biases" not in params or (preset is not None and not getattr(preset, "mafm_pH", 1))):
         raise ShimError(f"{type(sampler).__name__} does not accept flux_biases; a flux shim needs a QPU or qasa's "
                         "virtual QPU (offsets='h', --offsets h, returns per-qubit h offsets instead)")
+    if offsets == "flux" and ignores_flux_biases(sampler):
+        raise ShimError(f"{type(getattr(sampler, 'sampler', sampler)).__name__} accepts flux_biases but ignores them "
+                        "(a mock): a flux shim there would report biases it never applied; use a QPU or qasa's "
+                        "virtual QPU, or offsets='h' (--offsets h)")
     if offsets == "flux" and "num_qubits" not in props:
         raise ShimError(f"{type(sampler).__name__} has no properties['num_qubits']: flux_biases lists need one value "
                         "per qubit of the chip")
@@ -982,11 +986,15 @@ def _finish(ctx: _Shim, plans: list[dict[str, Any]], reason: str) -> ShimResult:
     return result
 
 
-def load_flux_biases(path: str | Path, num_qubits: int | None = None) -> list[float]:
+def load_flux_biases(path: str | Path, num_qubits: int | None = None, sampler: Any = None) -> list[float]:
     """Flux biases from a ``flux_biases.json`` written by :func:`shim` (or a plain JSON list).
 
+    With ``sampler``: also refused on a sampler that ignores or does not accept flux biases and outside its
+    flux-bias range (:func:`qasa.samplers.check_flux_biases`).
+
     Raises:
-        ShimError: unreadable file, non-finite values, or a length other than ``num_qubits``.
+        ShimError: unreadable file, booleans, strings or non-finite values, a length other than ``num_qubits``,
+            or (with ``sampler``) values it cannot apply — naming the first offending qubit and value.
     """
     try:
         data = json.loads(Path(path).read_text())
@@ -995,6 +1003,10 @@ def load_flux_biases(path: str | Path, num_qubits: int | None = None) -> list[fl
     if isinstance(data, dict) and "flux_biases" not in data and "h_offsets" in data:
         raise ShimError(f"{path} holds h offsets (a shim with --offsets h), not flux biases: add them to h instead")
     values = data.get("flux_biases") if isinstance(data, dict) else data
+    if isinstance(values, list):
+        for q, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ShimError(f"{path}: qubit {q} has flux bias {v!r}, not a number (Φ₀)")
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
@@ -1003,4 +1015,9 @@ def load_flux_biases(path: str | Path, num_qubits: int | None = None) -> list[fl
         raise ShimError(f"{path}: flux_biases must be a flat list of finite numbers (Φ₀)")
     if num_qubits is not None and len(arr) != num_qubits:
         raise ShimError(f"{path} has {len(arr)} flux biases; this solver has {num_qubits} qubits")
+    if sampler is not None:
+        try:
+            check_flux_biases([float(v) for v in arr], sampler, str(path))
+        except QasaError as exc:
+            raise ShimError(str(exc)) from None
     return [float(v) for v in arr]
