@@ -501,3 +501,59 @@ def test_small_budget_never_makes_the_true_bias_worse(tmp_path, reads):
         assert reads < 4096 and 0.9 * true < s["bias_rms"] < 2 * true, (s["bias_rms"], true)
     else:
         assert abs(s["bias_rms"] / true - 1) < 0.4, (s["bias_rms"], true)
+
+
+@pytest.mark.parametrize("reads", [2, 3, 4])
+def test_smallest_budgets_run_one_pair(tmp_path, reads):
+    # one antithetic pair of calls of one read each (the documented lower end): no qubit can be resolved from
+    # so few reads, so none is shimmed, every flux bias is 0 and the report is still written
+    out = tmp_path / "x"
+    r = CliRunner().invoke(main, ["shim", str(out), "--shape", "2", "--reads-per-qubit", str(reads), "--seed", "1",
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "0 of 40 qubits shimmed" in r.output and (out / "shim" / "report.html").is_file()
+    assert not any(json.loads((out / "flux_biases.json").read_text())["flux_biases"])
+
+
+@pytest.mark.parametrize("values, match", [
+    (lambda n: [1.0] * n, r"qubit 0 has flux bias 1.0, outside the sampler's flux-bias range \[-0.005, 0.005\]"),
+    (lambda n: [0.0] * 5 + [-1e6] + [0.0] * (n - 6), r"qubit 5 has flux bias -1000000.0, outside"),
+    (lambda n: [True] * n, r"qubit 0 has flux bias True, not a number"),
+    (lambda n: ["0.001"] * n, r"qubit 0 has flux bias '0.001', not a number")])
+def test_flux_biases_file_refused_outside_the_range(tmp_path, values, match):
+    qpu = _qpu(seed=1, shape=2)
+    n = qpu.properties["num_qubits"]
+    path = tmp_path / "fb.json"
+    path.write_text(json.dumps({"flux_biases": values(n)}))
+    with pytest.raises(ShimError, match=match):
+        load_flux_biases(path, n, qpu)
+    # the CLI: one line, before anything is written
+    r = CliRunner().invoke(main, ["assess", str(tmp_path / "a"), "--shape", "2", "--num-qubits", "4",
+                                  "--flux-biases", str(path)])
+    assert r.exit_code != 0 and "qubit" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_flux_biases_refused_where_ignored_or_out_of_range_in_the_library(tmp_path):
+    from qasa.errors import ProtocolError
+    from qasa.protocol import Protocol
+    from qasa.runner import run
+    from qasa.samplers import get_sampler
+
+    qpu = _qpu(seed=1, shape=2)
+    n = qpu.properties["num_qubits"]
+    p = Protocol(h_values=[0.0], reads_per_h=10, qubits=sorted(qpu.nodelist)[:4],
+                 sampler_params={"flux_biases": [0.0] * 3 + [0.02] + [0.0] * (n - 4)})
+    with pytest.raises(ProtocolError, match=r"qubit 3 has flux bias 0.02, outside .*\[-0.005, 0.005\]"):
+        run(p, qpu, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    # dwave-system's MockDWaveSampler accepts flux_biases and ignores them: refused, for a run and for a shim
+    mock = get_sampler("mock", topology_type="pegasus", topology_shape=[2])
+    m = mock.properties["num_qubits"]
+    p = Protocol(h_values=[0.0], reads_per_h=10, qubits=sorted(mock.nodelist)[:4],
+                 sampler_params={"flux_biases": [0.0] * m})
+    with pytest.raises(ProtocolError, match="ignores them"):
+        run(p, mock, tmp_path / "m")
+    with pytest.raises(ShimError, match="ignores them"):
+        shim(mock, tmp_path / "s", reads_per_qubit=64)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
