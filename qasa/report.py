@@ -1181,7 +1181,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
                              vmin=-m, vmax=m, size=float(np.clip(9000.0 / max(len(lay), 1), 0.6, 40.0)))
             ax.set_title(title, fontsize=9)
         body.append(page.figure(fig, "shim_maps", "Each qubit at its place in the cell grid, one colour scale for both"))
-    body.append(page.csv(table, "shim_table.csv"))
+    body.append(page.csv(table, "table.csv"))
     page.section("shim", "Before and after the shim", "".join(body))
     title = "h-offset shim" if summary.get("offsets") == "h" else "Flux-bias shim"
     return page.write("report.html", title, "qasa shim: static bias before, static residual after", utcnow())
