@@ -778,7 +778,8 @@ def _with_flux_biases(protocol, sampler, path: str | None):
 @click.argument("out", type=click.Path(file_okay=False))
 @backend_options
 @click.option("--reads-per-qubit", default=20_480, show_default=True, type=int,
-              help="Read budget: reads each qubit takes part in, in all.")
+              help="Read budget: reads each qubit takes part in, in all (at least 2: one antithetic pair of "
+                   "calls; a qubit whose bias is not resolved at the budget keeps flux 0).")
 @click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubit ids, e.g. 30,31,45 (default: all active).")
 @click.option("--num-qubits", default=None, type=click.IntRange(min=1), help="Shim only the first N active qubits.")
 @click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
