@@ -429,7 +429,7 @@ def test_flux_biases_clipped_to_the_published_range(tmp_path):
 def test_flux_biases_file_applied_by_run(tmp_path):
     qpu_out = tmp_path / "s"
     runner = CliRunner()
-    r = runner.invoke(main, ["shim", str(qpu_out), "--shape", "2", "--reads-per-qubit", "8192", "--quiet"])
+    r = runner.invoke(main, ["shim", str(qpu_out), "--shape", "2", "--reads-per-qubit", "20480", "--seed", "1", "--quiet"])
     assert r.exit_code == 0, r.output
     fb = json.loads((qpu_out / "flux_biases.json").read_text())["flux_biases"]
     r = runner.invoke(main, ["run", str(tmp_path / "r"), "--shape", "2", "--reads", "100", "--h-values", "0",
