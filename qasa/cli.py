@@ -767,12 +767,10 @@ def _with_flux_biases(protocol, sampler, path: str | None):
     if path is None:
         return protocol
     from qasa.backend import as_backend
-    from qasa.shim import ShimError, load_flux_biases
+    from qasa.shim import load_flux_biases
 
     backend = as_backend(sampler)
-    if not backend.accepts("flux_biases"):
-        raise ShimError(f"--flux-biases: {type(backend.sampler).__name__} does not accept flux_biases")
-    values = load_flux_biases(path, backend.properties.get("num_qubits"))
+    values = load_flux_biases(path, backend.properties.get("num_qubits"), backend)
     return protocol.replace(sampler_params={**protocol.sampler_params, "flux_biases": values})
 
 
@@ -780,8 +778,10 @@ def _with_flux_biases(protocol, sampler, path: str | None):
 @click.argument("out", type=click.Path(file_okay=False))
 @backend_options
 @click.option("--reads-per-qubit", default=20_480, show_default=True, type=int,
-              help="Read budget: reads each qubit takes part in, in all.")
+              help="Read budget: reads each qubit takes part in, in all (at least 2: one antithetic pair of "
+                   "calls; a qubit whose bias is not resolved at the budget keeps flux 0).")
 @click.option("--qubits", default=None, callback=_qubits, help="Comma-separated qubit ids, e.g. 30,31,45 (default: all active).")
+@click.option("--num-qubits", default=None, type=click.IntRange(min=1), help="Shim only the first N active qubits.")
 @click.option("--target", default=None, type=FiniteFloat(0.0, low_open=True),
               help="Stop once every responding qubit's residual 95% half-width is within this (units of h).")
 @click.option("--max-qpu-seconds", default=None, type=FiniteFloat(0.0, low_open=True, unit="s"), envvar="QASA_MAX_QPU_SECONDS",
@@ -792,7 +792,7 @@ def _with_flux_biases(protocol, sampler, path: str | None):
               help="What the shim sets: flux biases, or per-qubit h offsets (for a sampler without flux_biases).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (JSON on stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float | None, max_qpu_seconds: float | None,
+def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, num_qubits: int | None, target: float | None, max_qpu_seconds: float | None,
              annealing_time: float | None, seed: int | None, offsets: str, as_json: bool, quiet: bool,
              **o: Any) -> None:
     """Find the flux biases that cancel every qubit's static bias; write OUT/flux_biases.json.
@@ -809,22 +809,43 @@ def shim_cmd(out: str, reads_per_qubit: int, qubits: str | None, target: float |
     sampler = open_backend(out, o["backend"] if _given("backend") else None,
                            options=lambda name: _backend_kwargs(o, name, only_given=True),
                            defaults=lambda name: _backend_kwargs(o, name, only_given=False))
+    chosen = _ints(qubits)
+    if num_qubits is not None:
+        if chosen is not None:
+            raise click.UsageError("--qubits and --num-qubits exclude each other")
+        chosen = sorted(getattr(sampler, "nodelist", None) or ())[:num_qubits]
     result = _with_warnings(quiet or as_json, lambda: shim(
-        sampler, out, reads_per_qubit=reads_per_qubit, qubits=_ints(qubits), target=target,
+        sampler, out, reads_per_qubit=reads_per_qubit, qubits=chosen, target=target,
         max_qpu_seconds=max_qpu_seconds, seed=seed, annealing_time=annealing_time, offsets=offsets,
         progress=_progress(quiet or as_json)))
     s = result.summary()
     bad = result.table[~result.table["status"].isin(["ok"])]
     kind = "flux biases" if offsets == "flux" else "h offsets"
+    unresolved = s["status"].get("unresolved", 0)
+    bound = "; an upper bound: between-call scatter not identified" if s.get("bias_rms_upper_bound") else ""
     text = (f"shim {out}: {s['responding']} of {s['qubits']} qubits shimmed with {s['reads_per_qubit']} reads each "
-            f"in {s['rounds']} rounds (stopped: {s['stopped']}); rms bias before {_g(s['bias_rms'])}, "
+            f"in {s['rounds']} rounds (stopped: {s['stopped']})"
+            + (f"; {unresolved} responding qubits left at 0: bias not resolved at this budget" if unresolved else "")
+            + f"; rms bias before {_g(s['bias_rms'])} (over the {s['responding'] + unresolved} responding qubits, "
+            f"the estimates' noise removed{bound}), "
             f"residual 95% half-width rms {_g(s['residual_half_width_rms'])} (max {_g(s['residual_half_width_max'])})"
             f"\nnot removable by a static shim: between-call scatter sigma_call {_g(s['sigma_call_median'])} "
             f"(median), slow flux noise over the run {_g(s['sigma_slow_median'])} (in the interval)"
             f"\n{kind}: {s['flux_biases' if offsets == 'flux' else 'h_offsets']}")
-    for q, reason in zip(bad["qubit"], bad["reason"]):
-        text += f"\nqubit {q}: {reason}"
+    if not quiet:
+        text += _reasons_by_kind(bad, str(Path(out) / "shim" / "table.csv"))
     _emit(as_json, s, text)
+
+
+def _reasons_by_kind(bad: Any, table: str, examples: int = 10) -> str:
+    """The qubits not shimmed, counted per status with up to ``examples`` qubits each (their reasons are in
+    OUT/shim/table.csv), instead of a line per qubit."""
+    text = ""
+    for status, grp in bad.groupby("status", sort=False):
+        qs = ", ".join(str(int(q)) for q in grp["qubit"][:examples]) + (", …" if len(grp) > examples else "")
+        first = str(grp["reason"].iloc[0])
+        text += f"\n{len(grp)} qubits {status} (e.g. {qs}); e.g. qubit {int(grp['qubit'].iloc[0])}: {first}"
+    return text + (f"\nper-qubit reasons: {table}" if len(bad) else "")
 
 
 def _target(text: str | None) -> dict[str, Any] | None:

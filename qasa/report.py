@@ -1137,7 +1137,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out, ("svg",))
-    ok = table["status"].isin(["ok", "clipped"]).to_numpy()
+    ok = table["status"].isin(["ok", "clipped", "unresolved"]).to_numpy()
     t = table[ok]
     half = (t["residual_hi"] - t["residual_lo"]) / 2
     fig = _figure(10, 3.4, _PAIR)
@@ -1171,7 +1171,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
             "the published flux-noise spectrum over the shim's duration); it is part of each residual's interval.</p>",
             page.figure(fig, "shim_histograms", "Static bias before and static residual after the shim; residual "
                         "interval widths and the between-call scatter σ_call")]
-    lay, _ = layout_table(device, t["qubit"].astype(int).tolist())
+    lay = layout_table(device, t["qubit"].astype(int).tolist())[0] if len(t) else ()
     if len(lay):
         fig = _figure(10, 4.4, _PAIR)
         axes = fig.subplots(1, 2)
@@ -1181,7 +1181,7 @@ def render_shim(table: pd.DataFrame, device: dict[str, Any], summary: dict[str, 
                              vmin=-m, vmax=m, size=float(np.clip(9000.0 / max(len(lay), 1), 0.6, 40.0)))
             ax.set_title(title, fontsize=9)
         body.append(page.figure(fig, "shim_maps", "Each qubit at its place in the cell grid, one colour scale for both"))
-    body.append(page.csv(table, "shim_table.csv"))
+    body.append(page.csv(table, "table.csv"))
     page.section("shim", "Before and after the shim", "".join(body))
     title = "h-offset shim" if summary.get("offsets") == "h" else "Flux-bias shim"
     return page.write("report.html", title, "qasa shim: static bias before, static residual after", utcnow())

@@ -48,7 +48,14 @@ __all__ = [
     "filter_parameters",
     "validate",
     "check_credentials",
+    "check_flux_biases",
+    "ignores_flux_biases",
+    "DEFAULT_FLUX_BIAS_RANGE",
 ]
+
+#: D-Wave's documented flux-bias range (Φ₀) for solvers that publish no ``flux_bias_range`` property
+#: (``dwave.system.composites.LinearAncillaComposite``; module docstring of :mod:`qasa.shim`).
+DEFAULT_FLUX_BIAS_RANGE = (-0.005, 0.005)
 
 BACKENDS = ("emulator", "sa", "mock", "qpu")
 
@@ -345,6 +352,51 @@ def _check_schedule_points(name: str, schedule: tuple[tuple[float, float], ...],
         raise ProtocolError(f"{name} time {off_grid[0]!r} µs is not a multiple of the 0.01 µs resolution")
 
 
+def ignores_flux_biases(sampler: Any) -> bool:
+    """True for a sampler known to accept ``flux_biases`` and do nothing with them: dwave-system's
+    ``MockDWaveSampler`` (and qasa's ``mock`` backend built on it) that is not qasa's virtual QPU."""
+    sampler = as_backend(sampler).sampler
+    try:
+        from dwave.system.testing import MockDWaveSampler
+    except ImportError:                                          # pragma: no cover - dwave-system is a dependency
+        return False
+    from qasa.virtual.qpu import VirtualQPU
+
+    return isinstance(sampler, MockDWaveSampler) and not isinstance(sampler, VirtualQPU)
+
+
+def check_flux_biases(values: Any, sampler: Any, what: str = "flux_biases") -> list[float]:
+    """``values`` as a list of floats if they can be sent to ``sampler`` as ``flux_biases``.
+
+    Checks: a flat list of numbers (no booleans or strings), one per qubit of the chip when the sampler
+    publishes ``num_qubits``, each within the sampler's flux-bias range (its ``flux_bias_range`` property,
+    else :data:`DEFAULT_FLUX_BIAS_RANGE`), on a sampler that accepts ``flux_biases`` and does not ignore them.
+
+    Raises:
+        ProtocolError: naming the first offending qubit and value and the allowed range.
+    """
+    backend = as_backend(sampler)
+    name = type(backend.sampler).__name__
+    if ignores_flux_biases(backend):
+        raise ProtocolError(f"{what}: {name} accepts flux_biases but ignores them (a mock); apply a shim on a QPU "
+                            "or qasa's virtual QPU (--backend emulator)")
+    if not backend.accepts("flux_biases"):
+        raise ProtocolError(f"{what}: {name} does not accept flux_biases")
+    if not isinstance(values, (list, tuple, np.ndarray)) or np.ndim(values) != 1:
+        raise ProtocolError(f"{what} must be a flat list of numbers (Φ₀), one per qubit id")
+    rng = backend.properties.get("flux_bias_range") or DEFAULT_FLUX_BIAS_RANGE
+    lo, hi = float(rng[0]), float(rng[1])
+    for q, v in enumerate(values):
+        ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+        if not ok or not (math.isfinite(float(v)) and lo <= float(v) <= hi):
+            raise ProtocolError(f"{what}: qubit {q} has flux bias {v!r}, outside the sampler's flux-bias range "
+                                f"[{lo:g}, {hi:g}] Φ₀" if ok else f"{what}: qubit {q} has flux bias {v!r}, not a number")
+    n = backend.properties.get("num_qubits")
+    if n is not None and len(values) != n:
+        raise ProtocolError(f"{what} has {len(values)} values; this solver has {n} qubits")
+    return [float(v) for v in values]
+
+
 def validate(protocol: Protocol, sampler: dimod.Sampler | Backend) -> None:
     """Check that ``protocol`` can run on ``sampler``, before any call is made.
 
@@ -360,6 +412,8 @@ def validate(protocol: Protocol, sampler: dimod.Sampler | Backend) -> None:
     protocol.check()
     backend = as_backend(sampler)
     props, params = backend.properties, backend.parameters
+    if "flux_biases" in protocol.sampler_params:
+        check_flux_biases(protocol.sampler_params["flux_biases"], backend, "sampler_params['flux_biases']")
     h_range = props.get("h_range")
     if h_range is not None:
         fields = list(protocol.h_values)
