@@ -216,10 +216,13 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
 
 
 def _reads_per_cell(dataset: Dataset) -> pd.Series:
-    """Reads collected per (qubit, |h|) cell that has rows, summed batch by batch (integers: exact)."""
+    """Reads collected per (qubit, h) cell that has rows, summed batch by batch (integers: exact).
+
+    A cell is one signed h value: +h and −h are separate cells, each planned ``reads_per_h`` reads.
+    """
     per = pd.Series(dtype=np.int64)
     for b in dataset.batches():
-        part = pd.Series(b.n_down + b.n_up).groupby([b.qubit, np.abs(b.h)]).sum()
+        part = pd.Series(b.n_down + b.n_up).groupby([b.qubit, b.h]).sum()
         per = part if not len(per) else per.add(part, fill_value=0).astype(np.int64)
     return per
 

@@ -270,3 +270,24 @@ def test_no_progress_label_in_a_log(tmp_path):
     res = CliRunner().invoke(main, ["run", str(tmp_path / "r"), "--backend", "sa", *SMALL])
     assert res.exit_code == 0, res.output
     assert not any(line.strip().startswith("calls") for line in res.output.splitlines())
+
+
+def test_reads_per_h_collected_counts_each_signed_h_value_apart(tmp_path):
+    """+h and −h are two cells of the grid, each planned reads_per_h reads: a partial run's reads
+    per h collected is the median over (qubit, h) of what the counts hold, never the |h| pair's sum."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import FailingSampler
+
+    import qasa
+    from qasa.analysis import collection_status
+
+    out = tmp_path / "run"
+    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1, 1, 4], beta=4.0)
+    protocol = qasa.Protocol.grid(1.0, 0.5, reads_per_h=2000, reads_per_call=500, seed=1)
+    with pytest.raises(ConnectionError):
+        qasa.run(protocol, FailingSampler(sa, 15), out)
+    ds = qasa.load(out)
+    c = ds.counts
+    truth = int(np.median((c.n_down + c.n_up).groupby([c.qubit, c.h]).sum().to_numpy()))
+    coll = collection_status(ds)
+    assert coll["partial"] and coll["reads_per_h_collected"] == truth <= 2000
