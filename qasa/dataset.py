@@ -588,9 +588,9 @@ class Dataset:
     a directory (:meth:`load`), a view of the counts kept there: its aggregated views —
     :meth:`response`, :meth:`responses`, :meth:`totals`, :meth:`batches` — stream them in batches of
     :data:`BATCH_ROWS` rows with bounded memory, and ``counts`` reads the whole table only when asked
-    for (then it is kept). The counts are those of the directory when it was loaded: a loaded Dataset
-    whose journal was compacted since by a writer raises :class:`~qasa.errors.DatasetError` if it
-    still had to read it (load it again).
+    for (then it is kept). The counts are those of the directory when it was loaded, a consistent
+    snapshot: journal parts a writer compacted since are read from the new ``counts.parquet`` (their
+    calls' rows alone), so the Dataset keeps working with exactly the calls it was loaded with.
 
     Attributes:
         counts: tidy table with columns :data:`COUNT_COLUMNS`.

@@ -619,15 +619,39 @@ ROW_GROUP = 1 << 20
 
 
 def _read_part(part: Path) -> pa.Table:
-    """One journal part's counts (Arrow IPC, or Parquet from earlier versions)."""
-    try:
-        if part.suffix == JOURNAL_SUFFIX:
-            with pa.OSFile(str(part)) as fh:
-                return pa.ipc.open_file(fh).read_all()
-        return pq.read_table(part)
-    except FileNotFoundError:
-        raise DatasetError(f"{part.parent.parent}: the journal was compacted by a writer since this dataset was "
-                           "loaded; load it again") from None
+    """One journal part's counts (Arrow IPC, or Parquet from earlier versions).
+
+    Raises:
+        FileNotFoundError: the part is gone (a writer compacted it into ``counts.parquet``).
+    """
+    if part.suffix == JOURNAL_SUFFIX:
+        with pa.OSFile(str(part)) as fh:
+            return pa.ipc.open_file(fh).read_all()
+    return pq.read_table(part)
+
+
+def _compacted_calls(path: Path, call_ids: list[str]) -> dict[str, pa.Table]:
+    """The rows of ``call_ids`` in the dataset's current ``counts.parquet`` (one table per call id).
+
+    A compaction writes ``counts.parquet`` before it removes the journal parts it holds, so a part that
+    is gone is there (and stays in every later compaction).
+
+    Raises:
+        DatasetError: a call is in neither (the dataset was replaced since it was loaded).
+    """
+    import pyarrow.compute as pc
+
+    counts = path / "counts.parquet"
+    table = pq.read_table(counts, filters=[("call_id", "in", list(call_ids))]) if counts.is_file() else None
+    out = {}
+    for cid in call_ids:
+        rows = (table.filter(pc.equal(table.column("call_id").cast(pa.string()), cid))
+                if table is not None else None)
+        if rows is None or not rows.num_rows:
+            raise DatasetError(f"{path}: call {cid} left the journal since this dataset was loaded but is not in "
+                               "counts.parquet (the dataset was replaced?); load it again")
+        out[cid] = rows
+    return out
 
 
 def _codes(column: pa.ChunkedArray | pa.Array, call_index: pd.Index) -> np.ndarray:
@@ -695,16 +719,31 @@ class _StoredCounts:
     """
 
     def __init__(self, path: Path, parquet: pa.NativeFile | None, parts: list[Path], call_index: pd.Index,
-                 ordered: bool = False) -> None:
+                 ordered: bool = False, moved: dict[str, pa.Table] | None = None) -> None:
         self.path, self._parquet, self._parts, self.call_index = path, parquet, list(parts), call_index
         self._ordered = ordered
+        # rows of the snapshot's journal parts that a writer compacted since (read once, then kept)
+        self._moved: dict[str, pa.Table] = {} if moved is None else moved
 
     def ordered(self) -> "_StoredCounts":
-        return _StoredCounts(self.path, self._parquet, self._parts, self.call_index, ordered=True)
+        return _StoredCounts(self.path, self._parquet, self._parts, self.call_index, ordered=True, moved=self._moved)
 
     def num_rows(self) -> int:
         n = pq.ParquetFile(self._parquet).metadata.num_rows if self._parquet is not None else 0
-        return n + sum(_read_part(p).num_rows for p in self._parts)      # only a journal not yet compacted
+        return n + sum(self._read(p).num_rows for p in self._parts)      # only a journal not yet compacted
+
+    def _read(self, part: Path) -> pa.Table:
+        """A journal part of the snapshot: from its file, or, once a writer compacted it, its call's rows
+        in the current ``counts.parquet`` (every part gone by then read in one pass): the loaded Dataset
+        keeps its snapshot's calls, exactly, whatever is compacted after it was loaded."""
+        if part.stem in self._moved:
+            return self._moved[part.stem]
+        try:
+            return _read_part(part)
+        except FileNotFoundError:
+            gone = [p.stem for p in self._parts if p.stem not in self._moved and not p.exists()]
+            self._moved.update(_compacted_calls(self.path, sorted(set(gone) | {part.stem})))
+            return self._moved[part.stem]
 
     def batches(self, rows: int) -> Iterator[CountsBatch]:
         try:
@@ -733,7 +772,7 @@ class _StoredCounts:
 
     def _journal(self) -> Iterator[CountsBatch]:
         for part in self._parts:
-            b = _counts_batch(_read_part(part), self.call_index)
+            b = _counts_batch(self._read(part), self.call_index)
             if not _in_order(b, None):
                 b = b.take(np.lexsort((b.qubit, b.call)))
             yield b
@@ -741,7 +780,7 @@ class _StoredCounts:
     def _pieces(self, rows: int) -> Iterator[CountsBatch]:
         yield from self._compacted(rows)
         for part in self._parts:
-            yield _counts_batch(_read_part(part), self.call_index)
+            yield _counts_batch(self._read(part), self.call_index)
 
     def _merged(self, rows: int) -> Iterator[CountsBatch]:
         """Rows sorted by (call, qubit): the compacted table merged with the journal's calls."""
