@@ -195,6 +195,8 @@ def test_a_report_on_a_partial_dataset_says_it_is_partial(tmp_path):
 
 
 def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
+    from qasa import load as qasa_load
+
     out = tmp_path / "run"
     invoke("run", out, "--backend", "sa", *SMALL[:-4], "--reads", "2000", *SMALL[-2:], "--quiet")
     assert invoke("export", out, tmp_path / "spin_table.csv").exit_code == 0
@@ -206,6 +208,16 @@ def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
     prov = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())["provenance"]
     assert prov["h-gain schedule"] == prov["Flux-drift compensation"] == "not recorded"
     assert prov["Design"] == "not recorded (imported data)"
+    # no per-call counts or times: the noise section says so, and claims no fit of σ_call nor a drift test
+    from qasa import drift
+    from qasa.analysis import IMPORTED_NOISE
+
+    imp = qasa_load(tmp_path / "imp")
+    assert drift.call_clock(imp) == "none"
+    summary = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())
+    assert "noise_beyond_shots" not in summary
+    assert IMPORTED_NOISE.split(":")[0] in html_text and "Noise beyond shots" in html_text
+    assert "every interval" not in html_text and "drift beyond their interval" not in html_text
 
 
 @pytest.mark.parametrize("args, flag, backend", [
