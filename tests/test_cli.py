@@ -303,3 +303,18 @@ def test_reads_per_h_collected_counts_each_signed_h_value_apart(tmp_path):
     truth = int(np.median((c.n_down + c.n_up).groupby([c.qubit, c.h]).sum().to_numpy()))
     coll = collection_status(ds)
     assert coll["partial"] and coll["reads_per_h_collected"] == truth <= 2000
+
+
+def test_run_dir_alone_on_a_directory_without_a_dataset_is_refused(tmp_path):
+    """A run killed before it wrote its metadata leaves a bare directory: `qasa run DIR` alone must not
+    start the default full-chip protocol there (it cannot know what the killed run asked for)."""
+    bare = tmp_path / "D1"
+    (bare / "journal").mkdir(parents=True)
+    res = invoke("run", bare)
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert res.output.startswith(f"error: {bare} exists but holds no qasa dataset") and "remove it" in res.output
+    assert sorted(p.name for p in bare.rglob("*")) == ["journal"]          # nothing written
+    # with the options of what to start, the existing directory is used
+    assert invoke("run", bare, "--backend", "sa", *SMALL, "--quiet").exit_code == 0
+    assert (bare / "metadata.json").is_file()
+    assert invoke("run", bare).exit_code == 0                             # resumes (already complete)
