@@ -547,6 +547,8 @@ def _snap(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
     Values equal to a grid value are returned unchanged (bit for bit)."""
     if not len(grid) or not len(x):
         return x
+    if np.array_equal(grid[np.minimum(np.searchsorted(grid, x), len(grid) - 1)], x):
+        return x                                    # every value on the grid (a symmetric grid): nothing to snap
     j = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1) if len(grid) > 1 else np.zeros(len(x), np.int64)
     lo = grid[j - 1] if len(grid) > 1 else grid[j]
     hi = grid[j]
@@ -829,7 +831,11 @@ class Dataset:
                 raise ValueError("Dataset.responses: the collections of call ids overlap")
             group[mask] = i
         sums = _CellSums(len(calls))
-        nominal = self.totals()["h"] if frame == "programmed" else None
+        nominal = None
+        if frame == "programmed":        # the sorted distinct nominal fields (kept for counts on disk)
+            nominal = (np.sort(pd.unique(self._counts["h"].to_numpy(float) + 0.0)) if self._counts is not None
+                       else self.totals()["h"])
+            nominal = nominal[np.isfinite(nominal)]
 
         def rows():
             for b in self.batches(qubits=qubits, gauges=frame == "programmed"):
