@@ -41,7 +41,7 @@ from qasa.parameters import PARAMETERS, ParameterInfo, format_value, parameter_i
 from qasa.topology import layout_table
 
 __all__ = [
-    "collection_status", "noise_beyond_shots", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
+    "collection_status", "noise_beyond_shots", "IMPORTED_NOISE", "ParameterInfo", "PARAMETERS", "parameter_info", "MIN_GOOD_QUBITS", "AssessmentReport", "ComparisonReport",
     "AnaloguesReport", "analyze", "analyze_comparison", "analyze_analogues", "provenance", "parameter_summary",
     "model_comparison", "recovery_table", "round_to_uncertainty", "format_value", "layout_table",
     "pooled_temperature",
@@ -216,18 +216,28 @@ def collection_status(dataset: Dataset) -> dict[str, Any]:
 
 
 def _reads_per_cell(dataset: Dataset) -> pd.Series:
-    """Reads collected per (qubit, |h|) cell that has rows, summed batch by batch (integers: exact)."""
+    """Reads collected per (qubit, h) cell that has rows, summed batch by batch (integers: exact).
+
+    A cell is one signed h value: +h and −h are separate cells, each planned ``reads_per_h`` reads.
+    """
     per = pd.Series(dtype=np.int64)
     for b in dataset.batches():
-        part = pd.Series(b.n_down + b.n_up).groupby([b.qubit, np.abs(b.h)]).sum()
+        part = pd.Series(b.n_down + b.n_up).groupby([b.qubit, b.h]).sum()
         per = part if not len(per) else per.add(part, fill_value=0).astype(np.int64)
     return per
+
+
+#: What the report says of noise beyond shots for imported data (:func:`noise_beyond_shots` is ``None``).
+IMPORTED_NOISE = ("An imported spin table holds the reads summed over calls at each h value, with no per-call "
+                  "counts and no call times: the spread between calls (σ_call) and drift over the run cannot be "
+                  "assessed from it, so the intervals count reads as independent and no qubit is tested for drift.")
 
 
 def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> dict[str, Any] | None:
     """What a real QPU adds to shot noise, as this run shows it (the report's "Noise beyond shots").
 
-    Returns ``None`` without calls (imported data) or for a model without a between-call component
+    Returns ``None`` for imported data (a spin table: no protocol, no per-call counts or times, so
+    :data:`IMPORTED_NOISE`), without calls, or for a model without a between-call component
     (:attr:`qasa.models.Model.between_calls`: the QASA model only); else
     ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
     whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
@@ -237,7 +247,7 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
     """
     from qasa import drift
 
-    if not len(dataset.calls) or not fits.model.between_calls:
+    if not dataset.metadata.get("protocol") or not len(dataset.calls) or not fits.model.between_calls:
         return None
     t = fits.table[fits.table["quality"] == "good"]
     out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}

@@ -582,6 +582,7 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
     if dry_run:
         _plan(o, out, as_json)
         return
+    _refuse_a_bare_directory(out, o)
     session = _session(o, out, add_reads, flux_biases)
     already = session.finished
     ds = _with_warnings(quiet or as_json, lambda: collect(
@@ -597,6 +598,19 @@ def run_cmd(out: str, as_json: bool, quiet: bool, keep_samples: int, max_qpu_sec
                 "would extend only its pilot" if ds.metadata.get("adaptive") else "--add-reads N extends it")
         text = f"{out} is already complete (nothing to run; {more})\n" + text
     _emit(as_json, data, text)
+
+
+def _refuse_a_bare_directory(out: str, o: dict[str, Any]) -> None:
+    """``qasa run DIR`` alone resumes DIR's dataset; on a directory that exists without one (a run killed
+    before it wrote its metadata) it would start the default protocol instead of the one asked for then:
+    refused, unless backend or protocol options say what to start."""
+    from qasa.errors import DatasetError
+    from qasa.store import DatasetStore
+
+    path = Path(out)
+    if path.is_dir() and not DatasetStore(path).exists and not any(_given(k) for k in o):
+        raise DatasetError(f"{out} exists but holds no qasa dataset (a run killed before it wrote its metadata?): "
+                           "remove it or give the options to start one")
 
 
 def _fit_text(fits, comparison) -> str:

@@ -536,6 +536,28 @@ def _summed(qubit: np.ndarray, h: np.ndarray, down: np.ndarray, up: np.ndarray, 
     return sums.responses()[0]
 
 
+#: Relative difference under which a programmed field ``−h`` is the nominal field it rounds away from.
+H_MERGE_RTOL = 1e-12
+
+
+def _snap(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``x`` with each value within :data:`H_MERGE_RTOL` (relative) of a value of the sorted ``grid``
+    replaced by it: a grid's ``−h`` computed in floats (``−0.14999999999999997`` for the stored
+    ``0.14999999999999997`` of ``linspace(−0.3, 0.3, 5)``) is the grid's ``−0.15``, one field, one cell.
+    Values equal to a grid value are returned unchanged (bit for bit)."""
+    if not len(grid) or not len(x):
+        return x
+    if np.array_equal(grid[np.minimum(np.searchsorted(grid, x), len(grid) - 1)], x):
+        return x                                    # every value on the grid (a symmetric grid): nothing to snap
+    j = np.clip(np.searchsorted(grid, x), 1, len(grid) - 1) if len(grid) > 1 else np.zeros(len(x), np.int64)
+    lo = grid[j - 1] if len(grid) > 1 else grid[j]
+    hi = grid[j]
+    near = np.where(np.abs(x - lo) <= np.abs(x - hi), lo, hi)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(x - near) <= H_MERGE_RTOL * np.maximum(np.abs(x), np.abs(near))
+    return np.where(close, near, x)
+
+
 class Totals:
     """The totals of :meth:`Dataset.totals`, summed as batches of rows stream by."""
 
@@ -568,9 +590,9 @@ class Dataset:
     a directory (:meth:`load`), a view of the counts kept there: its aggregated views —
     :meth:`response`, :meth:`responses`, :meth:`totals`, :meth:`batches` — stream them in batches of
     :data:`BATCH_ROWS` rows with bounded memory, and ``counts`` reads the whole table only when asked
-    for (then it is kept). The counts are those of the directory when it was loaded: a loaded Dataset
-    whose journal was compacted since by a writer raises :class:`~qasa.errors.DatasetError` if it
-    still had to read it (load it again).
+    for (then it is kept). The counts are those of the directory when it was loaded, a consistent
+    snapshot: journal parts a writer compacted since are read from the new ``counts.parquet`` (their
+    calls' rows alone), so the Dataset keeps working with exactly the calls it was loaded with.
 
     Attributes:
         counts: tidy table with columns :data:`COUNT_COLUMNS`.
@@ -809,6 +831,11 @@ class Dataset:
                 raise ValueError("Dataset.responses: the collections of call ids overlap")
             group[mask] = i
         sums = _CellSums(len(calls))
+        nominal = None
+        if frame == "programmed":        # the sorted distinct nominal fields (kept for counts on disk)
+            nominal = (np.sort(pd.unique(self._counts["h"].to_numpy(float) + 0.0)) if self._counts is not None
+                       else self.totals()["h"])
+            nominal = nominal[np.isfinite(nominal)]
 
         def rows():
             for b in self.batches(qubits=qubits, gauges=frame == "programmed"):
@@ -818,7 +845,7 @@ class Dataset:
                 h, down, up = b.h, b.n_down, b.n_up
                 if frame == "programmed":
                     flipped = b.gauge < 0
-                    h = np.where(flipped, -h, h)
+                    h = np.where(flipped, _snap(-h, nominal), h)
                     down, up = np.where(flipped, up, down), np.where(flipped, down, up)
                 yield g, b.qubit, h + 0.0, down, up            # + 0.0: −0.0 and 0.0 are one field
 
@@ -900,11 +927,11 @@ class Dataset:
         if fr == "nominal" and frame is None:
             warnings.warn("gauges left unequal reads per programmed field: spin_table.csv is written in the "
                           "nominal frame (gauges undone), where a static bias b is not identified", stacklevel=2)
-        table = pd.DataFrame({"h": r.h, "samples": samples})
+        table = pd.DataFrame({"h": [repr(float(x)) for x in r.h], "samples": samples})  # shortest round-trip
         spins = pd.DataFrame(r.n_down.T, columns=[f"spin_{q}" for q in r.qubits])
         table = pd.concat([table, spins], axis=1)
         path = Path(path)
-        atomic_write_bytes(path, table.to_csv(index=False, float_format="%.17g").encode())
+        atomic_write_bytes(path, table.to_csv(index=False).encode())
         return path
 
     @classmethod

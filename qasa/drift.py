@@ -68,11 +68,15 @@ MIN_CALLS = 32
 def call_clock(data: Dataset) -> str:
     """Which clock places the calls: ``"device"`` when every call records its time on the solver's
     clock (``device_time``: the virtual QPU's clock, SAPI's ``solved_on``), else ``"client"`` (the
-    midpoints of the client's ``started``/``finished``, which include queueing and network waits)."""
+    midpoints of the client's ``started``/``finished``, which include queueing and network waits) when
+    some call has those, else ``"none"`` (no call has a time: an imported spin table)."""
     calls = data.calls
     if len(calls) and "device_time" in calls and np.isfinite(calls["device_time"].to_numpy(float)).all():
         return "device"
-    return "client"
+    if len(calls) and "started" in calls and \
+            pd.to_datetime(calls["started"], utc=True, errors="coerce", format="ISO8601").notna().any():
+        return "client"
+    return "none"
 
 
 def _call_times(data: Dataset) -> pd.Series:

@@ -34,6 +34,7 @@ from qasa.analysis import (
     AnaloguesReport,
     AssessmentReport,
     ComparisonReport,
+    IMPORTED_NOISE,
     analyze,
     analyze_analogues,
     analyze_comparison,
@@ -803,6 +804,8 @@ def _render_assessment(rep: AssessmentReport, out: Path, formats: Sequence[str],
         steps.append(("spatial", "Spatial structure", lambda: _spatial_section(rep, page)))
     if rep.noise is not None:
         steps.append(("noise", "Noise beyond shots", lambda: _noise_section(rep, page)))
+    elif (rep.collection or {}).get("design") == "imported":
+        steps.append(("noise", "Noise beyond shots", lambda: f"<p>{html.escape(IMPORTED_NOISE)}</p>"))
     if rep.outcome is not None:
         steps.append(("outcomes", "Outcome correlations within reads", lambda: _outcome_section(rep, page)))
     if rep.recovery is not None:

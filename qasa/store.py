@@ -352,7 +352,7 @@ class DatasetStore:
         try:
             return pd.read_parquet(path)
         except (OSError, pa.ArrowException) as exc:
-            raise DatasetError(f"cannot read {path}: {exc}") from None
+            raise DatasetError(_unreadable(self.path, path, exc)) from None
 
     def has_journal(self) -> bool:
         """True if calls finished since the last compaction are waiting in the journal."""
@@ -413,8 +413,8 @@ class DatasetStore:
             self.metadata()                 # raises the one-line "not a qasa dataset"
         with self._compaction_lock(exclusive=False):
             call_frames, records, parts = [], [], []
+            counts_path = reading = self.path / "counts.parquet"
             try:
-                counts_path = self.path / "counts.parquet"
                 calls = self._calls_table()
                 handle, known_counts = None, set()
                 if counts_path.is_file():
@@ -423,6 +423,7 @@ class DatasetStore:
                 known_calls = set(calls["call_id"].astype(str)) if len(calls) else set()
                 call_frames.append(calls)
                 for part in self._journal_parts():
+                    reading = part
                     record = self._part_record(part)
                     cid = record["call_id"]
                     if cid not in known_counts:
@@ -434,7 +435,7 @@ class DatasetStore:
             except DatasetError:
                 raise
             except (OSError, pa.ArrowException, KeyError, ValueError, json.JSONDecodeError) as exc:
-                raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
+                raise DatasetError(_unreadable(self.path, reading, exc)) from None
             meta = self.metadata()
             _check_calls_have_counts(self.path, known_calls, known_counts)
             if records:
@@ -618,16 +619,52 @@ def _call_ids_of(column: pa.ChunkedArray) -> list[str]:
 ROW_GROUP = 1 << 20
 
 
-def _read_part(part: Path) -> pa.Table:
-    """One journal part's counts (Arrow IPC, or Parquet from earlier versions)."""
+def _unreadable(path: Path, file: Path | None, exc: BaseException) -> str:
+    """The one-line message of a dataset file that cannot be read, naming the file (relative to the dataset)."""
+    if file is None:
+        return f"cannot read dataset {path}: {exc}"
     try:
-        if part.suffix == JOURNAL_SUFFIX:
-            with pa.OSFile(str(part)) as fh:
-                return pa.ipc.open_file(fh).read_all()
-        return pq.read_table(part)
-    except FileNotFoundError:
-        raise DatasetError(f"{part.parent.parent}: the journal was compacted by a writer since this dataset was "
-                           "loaded; load it again") from None
+        name = file.relative_to(path).as_posix()
+    except ValueError:
+        name = str(file)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot read dataset {path}: {name} is damaged or not a qasa file ({detail})"
+
+
+def _read_part(part: Path) -> pa.Table:
+    """One journal part's counts (Arrow IPC, or Parquet from earlier versions).
+
+    Raises:
+        FileNotFoundError: the part is gone (a writer compacted it into ``counts.parquet``).
+    """
+    if part.suffix == JOURNAL_SUFFIX:
+        with pa.OSFile(str(part)) as fh:
+            return pa.ipc.open_file(fh).read_all()
+    return pq.read_table(part)
+
+
+def _compacted_calls(path: Path, call_ids: list[str]) -> dict[str, pa.Table]:
+    """The rows of ``call_ids`` in the dataset's current ``counts.parquet`` (one table per call id).
+
+    A compaction writes ``counts.parquet`` before it removes the journal parts it holds, so a part that
+    is gone is there (and stays in every later compaction).
+
+    Raises:
+        DatasetError: a call is in neither (the dataset was replaced since it was loaded).
+    """
+    import pyarrow.compute as pc
+
+    counts = path / "counts.parquet"
+    table = pq.read_table(counts, filters=[("call_id", "in", list(call_ids))]) if counts.is_file() else None
+    out = {}
+    for cid in call_ids:
+        rows = (table.filter(pc.equal(table.column("call_id").cast(pa.string()), cid))
+                if table is not None else None)
+        if rows is None or not rows.num_rows:
+            raise DatasetError(f"{path}: call {cid} left the journal since this dataset was loaded but is not in "
+                               "counts.parquet (the dataset was replaced?); load it again")
+        out[cid] = rows
+    return out
 
 
 def _codes(column: pa.ChunkedArray | pa.Array, call_index: pd.Index) -> np.ndarray:
@@ -695,45 +732,73 @@ class _StoredCounts:
     """
 
     def __init__(self, path: Path, parquet: pa.NativeFile | None, parts: list[Path], call_index: pd.Index,
-                 ordered: bool = False) -> None:
+                 ordered: bool = False, moved: dict[str, pa.Table] | None = None) -> None:
         self.path, self._parquet, self._parts, self.call_index = path, parquet, list(parts), call_index
         self._ordered = ordered
+        self._reading: Path | None = None          # the file last read from (named in an error)
+        # rows of the snapshot's journal parts that a writer compacted since (read once, then kept)
+        self._moved: dict[str, pa.Table] = {} if moved is None else moved
 
     def ordered(self) -> "_StoredCounts":
-        return _StoredCounts(self.path, self._parquet, self._parts, self.call_index, ordered=True)
+        return _StoredCounts(self.path, self._parquet, self._parts, self.call_index, ordered=True, moved=self._moved)
 
     def num_rows(self) -> int:
-        n = pq.ParquetFile(self._parquet).metadata.num_rows if self._parquet is not None else 0
-        return n + sum(_read_part(p).num_rows for p in self._parts)      # only a journal not yet compacted
+        try:
+            self._reading = self.path / "counts.parquet"
+            n = pq.ParquetFile(self._parquet).metadata.num_rows if self._parquet is not None else 0
+            return n + sum(self._read(p).num_rows for p in self._parts)      # only a journal not yet compacted
+        except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
+            raise DatasetError(_unreadable(self.path, self._reading, exc)) from None
+
+    def _read(self, part: Path) -> pa.Table:
+        """A journal part of the snapshot: from its file, or, once a writer compacted it, its call's rows
+        in the current ``counts.parquet`` (every part gone by then read in one pass): the loaded Dataset
+        keeps its snapshot's calls, exactly, whatever is compacted after it was loaded."""
+        if part.stem in self._moved:
+            return self._moved[part.stem]
+        self._reading = part
+        try:
+            table = _read_part(part)
+        except FileNotFoundError:
+            gone = [p.stem for p in self._parts if p.stem not in self._moved and not p.exists()]
+            self._reading = self.path / "counts.parquet"
+            self._moved.update(_compacted_calls(self.path, sorted(set(gone) | {part.stem})))
+            table = self._moved[part.stem]
+        return table
 
     def batches(self, rows: int) -> Iterator[CountsBatch]:
+        self._reading = None
         try:
             yield from _coalesced(self._merged(rows) if self._ordered else self._pieces(rows), rows)
         except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
-            raise DatasetError(f"cannot read dataset {self.path}: {exc}") from None
+            raise DatasetError(_unreadable(self.path, self._reading, exc)) from None
 
     def _compacted(self, rows: int) -> Iterator[CountsBatch]:
         if self._parquet is None:
             return
+        self._reading = self.path / "counts.parquet"
         table = pq.ParquetFile(self._parquet, read_dictionary=["call_id"])
         names = [c for c in COUNT_COLUMNS if c in table.schema_arrow.names]
         for rb in table.iter_batches(batch_size=rows, columns=names):
             yield _counts_batch(rb, self.call_index)
+            self._reading = self.path / "counts.parquet"    # (the next batch is read from it)
 
     def _keys(self, rows: int) -> Iterator[CountsBatch]:
         """The compacted table's call and qubit columns alone (the other columns left empty)."""
         if self._parquet is None:
             return
+        self._reading = self.path / "counts.parquet"
         table = pq.ParquetFile(self._parquet, read_dictionary=["call_id"])
         for rb in table.iter_batches(batch_size=rows, columns=["call_id", "qubit"]):
             empty = np.zeros(0)
             yield CountsBatch(_codes(rb.column(0), self.call_index),
                               np.asarray(rb.column(1).to_numpy(zero_copy_only=False), np.int64),
                               empty, empty, empty, empty)
+            self._reading = self.path / "counts.parquet"
 
     def _journal(self) -> Iterator[CountsBatch]:
         for part in self._parts:
-            b = _counts_batch(_read_part(part), self.call_index)
+            b = _counts_batch(self._read(part), self.call_index)
             if not _in_order(b, None):
                 b = b.take(np.lexsort((b.qubit, b.call)))
             yield b
@@ -741,7 +806,7 @@ class _StoredCounts:
     def _pieces(self, rows: int) -> Iterator[CountsBatch]:
         yield from self._compacted(rows)
         for part in self._parts:
-            yield _counts_batch(_read_part(part), self.call_index)
+            yield _counts_batch(self._read(part), self.call_index)
 
     def _merged(self, rows: int) -> Iterator[CountsBatch]:
         """Rows sorted by (call, qubit): the compacted table merged with the journal's calls."""

@@ -195,6 +195,8 @@ def test_a_report_on_a_partial_dataset_says_it_is_partial(tmp_path):
 
 
 def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
+    from qasa import load as qasa_load
+
     out = tmp_path / "run"
     invoke("run", out, "--backend", "sa", *SMALL[:-4], "--reads", "2000", *SMALL[-2:], "--quiet")
     assert invoke("export", out, tmp_path / "spin_table.csv").exit_code == 0
@@ -206,6 +208,16 @@ def test_an_imported_dataset_is_titled_and_described_as_imported(tmp_path):
     prov = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())["provenance"]
     assert prov["h-gain schedule"] == prov["Flux-drift compensation"] == "not recorded"
     assert prov["Design"] == "not recorded (imported data)"
+    # no per-call counts or times: the noise section says so, and claims no fit of σ_call nor a drift test
+    from qasa import drift
+    from qasa.analysis import IMPORTED_NOISE
+
+    imp = qasa_load(tmp_path / "imp")
+    assert drift.call_clock(imp) == "none"
+    summary = json.loads((tmp_path / "imp" / "report" / "summary.json").read_text())
+    assert "noise_beyond_shots" not in summary
+    assert IMPORTED_NOISE.split(":")[0] in html_text and "Noise beyond shots" in html_text
+    assert "every interval" not in html_text and "drift beyond their interval" not in html_text
 
 
 @pytest.mark.parametrize("args, flag, backend", [
@@ -270,3 +282,39 @@ def test_no_progress_label_in_a_log(tmp_path):
     res = CliRunner().invoke(main, ["run", str(tmp_path / "r"), "--backend", "sa", *SMALL])
     assert res.exit_code == 0, res.output
     assert not any(line.strip().startswith("calls") for line in res.output.splitlines())
+
+
+def test_reads_per_h_collected_counts_each_signed_h_value_apart(tmp_path):
+    """+h and −h are two cells of the grid, each planned reads_per_h reads: a partial run's reads
+    per h collected is the median over (qubit, h) of what the counts hold, never the |h| pair's sum."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import FailingSampler
+
+    import qasa
+    from qasa.analysis import collection_status
+
+    out = tmp_path / "run"
+    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1, 1, 4], beta=4.0)
+    protocol = qasa.Protocol.grid(1.0, 0.5, reads_per_h=2000, reads_per_call=500, seed=1)
+    with pytest.raises(ConnectionError):
+        qasa.run(protocol, FailingSampler(sa, 15), out)
+    ds = qasa.load(out)
+    c = ds.counts
+    truth = int(np.median((c.n_down + c.n_up).groupby([c.qubit, c.h]).sum().to_numpy()))
+    coll = collection_status(ds)
+    assert coll["partial"] and coll["reads_per_h_collected"] == truth <= 2000
+
+
+def test_run_dir_alone_on_a_directory_without_a_dataset_is_refused(tmp_path):
+    """A run killed before it wrote its metadata leaves a bare directory: `qasa run DIR` alone must not
+    start the default full-chip protocol there (it cannot know what the killed run asked for)."""
+    bare = tmp_path / "D1"
+    (bare / "journal").mkdir(parents=True)
+    res = invoke("run", bare)
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert res.output.startswith(f"error: {bare} exists but holds no qasa dataset") and "remove it" in res.output
+    assert sorted(p.name for p in bare.rglob("*")) == ["journal"]          # nothing written
+    # with the options of what to start, the existing directory is used
+    assert invoke("run", bare, "--backend", "sa", *SMALL, "--quiet").exit_code == 0
+    assert (bare / "metadata.json").is_file()
+    assert invoke("run", bare).exit_code == 0                             # resumes (already complete)

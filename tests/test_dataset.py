@@ -173,3 +173,25 @@ def test_imported_qubit_ids_beyond_int64_are_refused_naming_the_column(tmp_path)
         Dataset.from_spin_table(_table(tmp_path, "h,samples,spin_0,spin_99999999999999999999\n0,10,5,5\n"))
     ds = Dataset.from_spin_table(_table(tmp_path, f"h,samples,spin_{2**63 - 1}\n0,10,5\n"))
     assert ds.device["nodelist"] == [2**63 - 1]
+
+
+def test_spin_table_has_one_row_per_h_value_and_round_trips(tmp_path):
+    """linspace(-0.3, 0.3, 5) stores -0.15 and 0.14999999999999997: gauge-flipped reads programmed at
+    −h are the grid's fields, not new ones, so the programmed frame and the exported table have the
+    protocol's 5 h values, written as the shortest repr, and export → import → export is the same file."""
+    import qasa
+
+    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1, 1, 4], beta=4.0)
+    grid = np.linspace(-0.3, 0.3, 5)
+    protocol = qasa.Protocol(h_values=tuple(grid), reads_per_h=400, reads_per_call=100, gauges_per_h=2, seed=1)
+    ds = qasa.run(protocol, sa, tmp_path / "DR")
+    r = ds.response(frame="programmed")
+    assert r.h.tolist() == sorted(grid.tolist()) and (r.n_total == 400).all()
+    first = ds.to_spin_table(tmp_path / "a.csv")
+    text = first.read_text()
+    assert [line.split(",")[0] for line in text.splitlines()[1:]] == [repr(float(h)) for h in grid]
+    again = qasa.Dataset.from_spin_table(first).to_spin_table(tmp_path / "b.csv")
+    assert again.read_text() == text
+    on_grid = Dataset(pd.DataFrame({"call_id": ["c0"], "qubit": [0], "h": [-0.975], "gauge": [1],
+                                    "n_down": [3], "n_up": [7]}))
+    assert on_grid.to_spin_table(tmp_path / "g.csv").read_text().splitlines()[1].startswith("-0.975,10,")

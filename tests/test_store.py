@@ -532,3 +532,48 @@ def test_an_empty_output_directory_is_refused_and_nothing_is_written(tmp_path, m
     res = invoke("run", out, "--backend", "sa", "--topology", "chimera", "--shape", "2")
     assert res.exit_code == 1 and res.output.startswith("error:") and "non-empty path" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def _journaled(tmp_path, chimera_sa, small_protocol) -> Path:
+    """A dataset directory with some calls compacted and the others in the journal."""
+    from qasa.dataset import Dataset
+
+    ds = qasa.run(small_protocol, chimera_sa)
+    ids = list(ds.calls["call_id"].astype(str))
+    out = tmp_path / "C"
+    store = DatasetStore(out)
+    with store.writing():
+        store.create(dict(ds.metadata))
+        keep = ds.counts["call_id"].astype(str).isin(ids[:2])
+        store.save(Dataset(ds.counts[keep], ds.calls[ds.calls["call_id"].isin(ids[:2])], ds.metadata))
+        for _, rec in ds.calls[~ds.calls["call_id"].isin(ids[:2])].iterrows():
+            record = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in rec.items()}
+            store.journal_call(record, ds.counts[ds.counts["call_id"] == rec["call_id"]])
+    return out
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a table\n" * 8}[how])
+
+
+@pytest.mark.parametrize("file", ["counts.parquet", "calls.parquet", "journal"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
+def test_a_damaged_file_is_named_in_the_one_line_error(tmp_path, chimera_sa, small_protocol, file, how):
+    out = _journaled(tmp_path, chimera_sa, small_protocol)
+    target = sorted((out / "journal").glob("*.arrow"))[0] if file == "journal" else out / file
+    name = target.relative_to(out).as_posix()
+    _damage(target, how)
+    with pytest.raises(DatasetError, match=f"cannot read dataset .*: {name} is damaged"):
+        qasa.load(out)
+    res = invoke("report", out)
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and f" {name} is damaged" in res.output
+
+
+def test_a_journal_part_damaged_after_loading_is_named_when_streamed(tmp_path, chimera_sa, small_protocol):
+    out = _journaled(tmp_path, chimera_sa, small_protocol)
+    ds = qasa.load(out)
+    part = sorted((out / "journal").glob("*.arrow"))[-1]
+    _damage(part, "truncated")
+    with pytest.raises(DatasetError, match=f": journal/{part.name} is damaged"):
+        ds.response()

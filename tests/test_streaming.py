@@ -174,3 +174,37 @@ def test_a_loaded_dataset_pickles_with_its_counts_in_memory(stored):
     disk = qasa.load(out)
     back = pickle.loads(pickle.dumps(disk))
     assert back._counts is not None and back.equals(disk) and back.sorted().counts.equals(ds.sorted().counts)
+
+
+def test_a_loaded_dataset_stays_its_snapshot_after_a_writer_compacts(tmp_path, chimera_sa, small_protocol):
+    """Loaded mid-run (some calls compacted, some in the journal), then a writer journals more calls and
+    compacts them all: the loaded Dataset still reads exactly its own calls — response, counts and
+    ordered batches equal to before, the later calls absent — never "load it again"."""
+    ds = qasa.run(small_protocol.replace(reads_per_h=800), chimera_sa)       # in memory
+    ids = list(ds.calls["call_id"].astype(str))
+    first, journaled, later = ids[: len(ids) // 3], ids[len(ids) // 3: 2 * len(ids) // 3], ids[2 * len(ids) // 3:]
+    store = DatasetStore(tmp_path / "ds")
+
+    def journal(some):
+        for _, rec in ds.calls[ds.calls["call_id"].isin(some)].iterrows():
+            record = {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in rec.items()}
+            store.journal_call(record, ds.counts[ds.counts["call_id"] == rec["call_id"]])
+
+    with store.writing():
+        store.create(dict(ds.metadata))
+        keep = ds.counts["call_id"].astype(str).isin(first)
+        store.save(Dataset(ds.counts[keep], ds.calls[ds.calls["call_id"].isin(first)], ds.metadata))
+        journal(journaled)
+    snapshot = qasa.load(tmp_path / "ds")
+    fresh = qasa.load(tmp_path / "ds")
+    before = fresh.response()
+    before_sorted = fresh.sorted().counts
+    with store.writing():
+        journal(later)
+        store.save(store.load())
+    assert not store.has_journal()
+    _same_response(snapshot.response(), before)
+    assert sorted(snapshot.counts["call_id"].astype(str).unique()) == sorted(first + journaled)
+    pd.testing.assert_frame_equal(snapshot.counts.reset_index(drop=True), fresh.counts.reset_index(drop=True))
+    pd.testing.assert_frame_equal(snapshot.sorted().counts, before_sorted)
+    assert len(qasa.load(tmp_path / "ds").calls) == len(ids)
