@@ -168,19 +168,25 @@ def test_assess_with_fewer_h_values_than_parameters_reports_instead_of_failing(t
     assert truth and not any(k.startswith("estimand_") for k in truth[0])
 
 
-def test_a_report_on_a_partial_dataset_says_it_is_partial(tmp_path):
-    """An interrupted run is reported as what it is: calls done of planned, reads collected beside reads
-    planned, a note at the top; never "Reads per h value: <planned>" alone."""
+def _partial_run(tmp_path, shape, h_step, calls):
+    """A run on the sa backend (Chimera ``shape``, ±1 grid of ``h_step``) whose sampler fails after ``calls`` calls."""
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import FailingSampler
 
     import qasa
 
     out = tmp_path / "run"
-    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[2, 2, 4], beta=4.0)
-    protocol = qasa.Protocol.grid(1.0, 0.1, reads_per_h=2000, reads_per_call=500, seed=1)
+    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=shape, beta=4.0)
+    protocol = qasa.Protocol.grid(1.0, h_step, reads_per_h=2000, reads_per_call=500, seed=1)
     with pytest.raises(ConnectionError):
-        qasa.run(protocol, FailingSampler(sa, 30), out)
+        qasa.run(protocol, FailingSampler(sa, calls), out)
+    return out
+
+
+def test_a_report_on_a_partial_dataset_says_it_is_partial(tmp_path):
+    """An interrupted run is reported as what it is: calls done of planned, reads collected beside reads
+    planned, a note at the top; never "Reads per h value: <planned>" alone."""
+    out = _partial_run(tmp_path, [2, 2, 4], 0.1, calls=30)
     res = invoke("report", out, "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
@@ -287,17 +293,10 @@ def test_no_progress_label_in_a_log(tmp_path):
 def test_reads_per_h_collected_counts_each_signed_h_value_apart(tmp_path):
     """+h and −h are two cells of the grid, each planned reads_per_h reads: a partial run's reads
     per h collected is the median over (qubit, h) of what the counts hold, never the |h| pair's sum."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import FailingSampler
-
     import qasa
     from qasa.analysis import collection_status
 
-    out = tmp_path / "run"
-    sa = qasa.get_sampler("sa", topology_type="chimera", topology_shape=[1, 1, 4], beta=4.0)
-    protocol = qasa.Protocol.grid(1.0, 0.5, reads_per_h=2000, reads_per_call=500, seed=1)
-    with pytest.raises(ConnectionError):
-        qasa.run(protocol, FailingSampler(sa, 15), out)
+    out = _partial_run(tmp_path, [1, 1, 4], 0.5, calls=15)
     ds = qasa.load(out)
     c = ds.counts
     truth = int(np.median((c.n_down + c.n_up).groupby([c.qubit, c.h]).sum().to_numpy()))
