@@ -672,8 +672,9 @@ def _unresolved(ctx: _Shim, est: pd.DataFrame, bias: np.ndarray, var_sd: np.ndar
     est.loc[ok, "next"] = 0.0
     est.loc[ok, "status"] = "unresolved"
     est.loc[ok, "reason"] = [f"bias not resolved at this budget: b̂ = {b:.3g} ± {s:.2g} h (a correction is expected "
-                             f"to reduce b² only when b̂² − Var b̂ > Var b̂ + b̂² Var k̂/k̂², with the between-call "
-                             f"scatter identified{'' if i else ': it is not, too few calls'}); {applied} left at 0"
+                             f"to reduce b² only when E[b² | b̂](1 − Var k̂/k̂²) > Var b̂, E under the chip's spread "
+                             f"of b, τ = {math.sqrt(tau2):.2g} h, and with the between-call scatter identified"
+                             f"{'' if i else ': it is not, too few calls'}); {applied} left at 0"
                              for b, s, i in zip(bias[ok], var_sd[ok], np.asarray(identified, bool)[ok])]
 
 
