@@ -337,8 +337,9 @@ def device_time(info: Any) -> float | None:
     """The call's time on the solver's own clock (seconds), from an answer's ``info``, or None.
 
     Drift analysis (:mod:`qasa.drift`) places calls on this clock when every call has it: the
-    virtual QPU reports where on its clock the call ran (``info['device_time']``, where its 1/f
-    flux noise was sampled); a Leap answer the time SAPI solved it (``solved_on``, POSIX seconds).
+    virtual QPU reports where on its clock the call started (``info['device_time']``, where its 1/f
+    flux noise was sampled); a Leap answer gives the time SAPI solved it (``solved_on``, POSIX
+    seconds), from which the call's QPU access time is taken to place its start.
     Wall-clock times of the client include queueing and network waits.
     """
     value = info.get("device_time") if isinstance(info, Mapping) else None
@@ -791,7 +792,9 @@ class _Pump:
                   "gauge": call.gauge, "num_reads": reads, "problem_id": redact(pid, self.secrets),
                   "started": job.started, "finished": utcnow(), "qpu_access_time": us,
                   "qpu_access_time_source": source,
-                  "timing": redact(json.dumps(dict(timing), default=str), self.secrets), "device_time": solved}
+                  "timing": redact(json.dumps(dict(timing), default=str), self.secrets),
+                  # the call's start on SAPI's clock, as the virtual QPU records it: solved_on less its access time
+                  "device_time": None if solved is None else solved - (us or 0.0) * 1e-6}
         kept = None
         if self.run.keep_samples:
             kept = subsample_matrix(samples, occurrences, call.flips, self.run.keep_samples,
