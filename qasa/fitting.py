@@ -331,19 +331,23 @@ def _evaluate_block(model, h, theta, n_down, n_total, info, ws=None):
 
 # -- between-call (per-programming) likelihood ------------------------------------------------------
 #: Features of the packed per-cell statistics of the between-call likelihood (axis 1 of its ``n_down``).
-_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS, _H = range(12)
+_S, _U, _C, _NN, _R, _R0, _G, _SC, _UC, _SAT, _GS, _H, _TF, _KAP = range(14)
 
 
-def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.ndarray | None = None) -> np.ndarray:
-    """The between-call likelihood's data of ``rows``: ``(n, 9, k)`` float, features ``S = Σn``,
+def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.ndarray | None = None,
+                field_var: float = 0.0, p0: np.ndarray | None = None) -> np.ndarray:
+    """The between-call likelihood's data of ``rows``: ``(n, 14, k)`` float, features ``S = Σn``,
     ``U = ΣN − Σn``, ``C`` (calls), ``Σ N²``, ``r``, ``Σ (n − rN)²`` (:class:`~qasa.dataset.CallStats`),
     ``g = (∂p/∂b)²`` at the first-stage estimate, ``S/C``, ``U/C``, the saturated binomial
-    log-likelihood ``S log(S/T) + U log(U/T)``, the Gaussian-form mask and ``h = (∂²p/∂b²)²`` at the
-    first-stage estimate (0 if not given)."""
+    log-likelihood ``S log(S/T) + U log(U/T)``, the Gaussian-form mask, ``h = (∂²p/∂b²)²`` at the
+    first-stage estimate (0 if not given), ``t² = g τ²``, the variance of P(−1) from the per-field
+    offset shared by the cell's calls (``field_var`` = τ², module docstring "Per-field errors"), and
+    the weight ``κ = 1/(1 + C N̄ t²/w₀)`` of the pooled mean in a Laplace cell (``w₀ = p₀q₀`` at the
+    first-stage P(−1) ``p0``; 1 in the Gaussian cells and without a per-field offset)."""
     c = r.calls
     nd, nt = r.n_down[rows].astype(float), r.n_total[rows].astype(float)
     C = c.n_calls[rows].astype(float)
-    out = np.empty((len(rows), 12, len(r.h)))
+    out = np.empty((len(rows), 14, len(r.h)))
     out[:, _S], out[:, _U], out[:, _C] = nd, nt - nd, C
     out[:, _NN], out[:, _R], out[:, _R0] = c.reads_sq[rows], c.centre[rows], c.spread[rows]
     out[:, _G] = slope2
@@ -355,6 +359,11 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.nda
     # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
     out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= GAUSS_MIN_COUNT)
     out[:, _H] = 0.0 if curv2 is None else curv2
+    out[:, _TF] = slope2 * field_var
+    out[:, _KAP] = 1.0
+    if field_var > 0:
+        w0 = np.maximum(p0 * (1.0 - p0), _PCLIP)
+        out[:, _KAP] = np.where(out[:, _GS] > 0, 1.0, 1.0 / (1.0 + nt * out[:, _TF] / w0))
     return out
 
 
@@ -461,7 +470,8 @@ class _CallCells:
         self.B = lambda name: _buf(ws, name, shape)
         B = self.B
         (self.S, self.U, self.C, self.NN, self.rr, self.R0, g, self.Sc, self.Uc, self.sat, self.gs,
-         hh) = (data[:, i] for i in range(12))
+         hh, self.tf, self.kap) = (data[:, i] for i in range(14))
+        self.has_field = bool(self.tf.any())
         # s² = Var_δ p(b + δ) = g σ² + ½ h σ⁴ (to fourth order), and its slope in σ²: g + h σ²
         v = phi[:, 4:5]
         ds2 = np.multiply(hh, v, out=B("c_ds2"))
@@ -497,6 +507,8 @@ class _CallCells:
         self.dev = np.subtract(p, self.rr, out=B("c_dev"))
         M = np.multiply(self.dev, self.dev, out=B("c_M"))
         M *= self.NN
+        if self.has_field:
+            M *= self.kap                          # the pooled mean's misfit on κ (a per-field offset)
         self.M = M
         self.w = np.multiply(p, q, out=B("c_w"))
         iw = np.divide(1.0, self.w, out=B("c_iw"))
@@ -510,10 +522,16 @@ class _CallCells:
         lbin += np.multiply(self.U, np.log(q, out=B("c_lq")), out=B("c_lq"))
         AM = np.multiply(A, M, out=B("c_AM"))
         L = np.subtract(self.sat, lbin, out=B("c_L"))
+        if self.has_field:
+            L *= self.kap                          # ℓ_sat − κ (ℓ_sat − ℓ_bin): the binomial mean on κ
         self.capped = AM > L
         self.any_cap = bool(self.capped.any())
         np.minimum(AM, L, out=AM)
-        AM += lbin
+        if self.has_field:
+            AM += self.sat
+            AM -= L
+        else:
+            AM += lbin
         cell = AM
         cell += np.multiply(A, self.R0, out=B("c_AR0"))
         lD *= self.C
@@ -544,6 +562,8 @@ class _CallCells:
         dev = self.dev
         np.multiply(self.NN, dev, out=dev)
         dev *= 2.0
+        if self.has_field:
+            dev *= self.kap
         if any_cap:
             dev[capped] = 0.0
         lp += dev
@@ -554,6 +574,8 @@ class _CallCells:
         res *= iw
         if any_cap:
             res[capped] = 0.0
+        if self.has_field:
+            res *= self.kap
         lp += res
         np.multiply(C, Dp, out=res)
         res *= 0.5
@@ -570,8 +592,11 @@ class _CallCells:
         return lp, ls
 
     def gaussian(self, gauss: np.ndarray, cell: np.ndarray, lp: np.ndarray, ls: np.ndarray) -> None:
-        """The cells marked Gaussian (``gauss``): ``n_c ~ N(N̄ p, V)``, ``V = N̄ (w + N̄ s²)``,
-        ``ℓ = −(C/2) log V − R/(2V)``, with its slopes, written over ``cell``, ``lp``, ``ls`` there."""
+        """The cells marked Gaussian (``gauss``): ``n_c ~ N(N̄ p, V)``, ``V = N̄ (w + N̄ s²)``, and with a
+        per-field offset (``t² > 0``) the calls of a cell share ``N̄² t²`` of covariance, so that the cell
+        mean has variance ``V_m = V + Σ N² t²`` over ``Σ N²`` (compound symmetry):
+        ``ℓ = −½ [(C − 1) log V + log V_m + R0/V + M/V_m]``, ``M = Σ N² (p − r)²`` (``t² = 0``: the form
+        ``−(C/2) log V − R/(2V)``), with its slopes, written over ``cell``, ``lp``, ``ls`` there."""
         B, p, C, NN = self.B, self.p, self.C, self.NN
         with np.errstate(invalid="ignore", divide="ignore"):     # (cells without reads: masked out)
             Nb = np.add(self.Sc, self.Uc, out=B("c_Nb"))
@@ -582,28 +607,51 @@ class _CallCells:
             d0 = np.subtract(p, self.rr, out=B("c_d0"))
             Rf = np.multiply(d0, d0, out=B("c_Rf"))
             Rf *= NN
-            Rf += self.R0
-            RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
-            lG = np.log(iV, out=B("c_lG"))
-            lG *= C
-            lG -= RiV
-            lG *= 0.5
+            if self.has_field:
+                # V_m = V + NN t²: the within part (R0, C − 1 calls) on V, the mean part (M) on V_m
+                iVm = np.multiply(NN, self.tf, out=B("c_iVm"))
+                iVm += np.divide(1.0, iV, out=B("c_Vx"))
+                np.divide(1.0, iVm, out=iVm)
+                MiV = np.multiply(Rf, iVm, out=Rf)                # M/V_m
+                R0iV = np.multiply(self.R0, iV, out=B("c_R0iV"))  # R0/V
+                lG = np.log(iV, out=B("c_lG"))
+                lG *= C - 1.0
+                lG += np.log(iVm, out=B("c_lGm"))
+                lG -= R0iV
+                lG -= MiV
+                lG *= 0.5
+                Q = np.subtract(R0iV, C - 1.0, out=R0iV)
+                Q *= iV
+                MiV -= 1.0
+                MiV *= iVm
+                Q += MiV                                          # (R0/V − (C−1))/V + (M/V_m − 1)/V_m
+                d0 *= iVm
+            else:
+                iVm = iV
+                Rf += self.R0
+                RiV = np.multiply(Rf, iV, out=Rf)                 # R/V
+                lG = np.log(iV, out=B("c_lG"))
+                lG *= C
+                lG -= RiV
+                lG *= 0.5
+                Q = np.subtract(RiV, C, out=RiV)
+                Q *= iV                                           # (R/V − C)/V
+                d0 *= iV
             np.copyto(cell, lG, where=gauss)
-            # ∂/∂p: (Vp/V)(R/V − C)/2 − NN (p − r)/V, Vp = N̄ (q − p)
+            # ∂/∂p: ½ Vp Q − NN (p − r)/V_m, Vp = N̄ (q − p)
             lpG = np.multiply(Nb, self.wp, out=B("c_lpG"))
-            lpG *= iV
-            lpG *= RiV - C
+            lpG *= Q
             lpG *= 0.5
             d0 *= NN
-            d0 *= iV
             lpG -= d0
             np.copyto(lp, lpG, where=gauss)
-            # ∂/∂(s²): (N̄²/V)(R/V − C)/2
+            # ∂/∂(s²): ½ N̄² Q
             lsG = np.multiply(Nb, Nb, out=lpG)
-            lsG *= iV
-            lsG *= RiV - C
+            lsG *= Q
             lsG *= 0.5
             np.copyto(ls, lsG, where=gauss)
+            if self.has_field:                  # the mean part's information: NN/V_m, or κ (Laplace cells)
+                self.mean_share = np.where(gauss, np.divide(iVm, iV, out=B("c_share")), self.kap)
 
     def information(self, Pt: np.ndarray) -> np.ndarray:
         """The expected information in φ of a Gaussian model of the per-call counts (a metric for the
@@ -619,6 +667,8 @@ class _CallCells:
         x = np.multiply(self.wp, iwa, out=self.wp)
         y = np.multiply(Nb, iwa, out=Nb)
         Ipp = np.multiply(self.T, iwa, out=self.T)
+        if self.has_field:
+            Ipp *= getattr(self, "mean_share", self.kap)   # the pooled mean informs on V_m, not V
         tmp = np.multiply(x, x, out=B("c_tmp"))
         tmp *= C
         tmp *= 0.5
@@ -1605,7 +1655,8 @@ MAX_BOOTSTRAP = 10_000
 def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequence[np.ndarray] | None = None,
         max_iter: int = 200, tol: float = 1e-8, bootstrap: int = 0, seed: int | None = None,
         rule: QualityRule = QualityRule(), intervals: bool = True, level: float = 0.95,
-        information: str = "observed", between_calls: bool = True) -> FitTable:
+        information: str = "observed", between_calls: bool = True,
+        sigma_field: float | str = "auto") -> FitTable:
     """Fit ``model`` to every qubit of ``data`` by maximum likelihood (see module docstring).
 
     Args:
@@ -1629,6 +1680,10 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
             the between-call component σ_call and let every interval account for it (module
             docstring, "Between calls"); False: the binomial likelihood of the summed counts (reads
             independent), σ_call not estimated (``dispersion_p`` is still reported).
+        sigma_field: the sd τ of the field error shared by every call at one programmed value of a
+            qubit (the h DAC's rounding; module docstring, "Per-field errors"), held fixed in the
+            between-call likelihood: ``"auto"`` (default) estimates it once for the whole device
+            (``meta["sigma_field"]``, with its interval), a number in h units uses that value.
 
     Returns:
         A :class:`FitTable` with one row per qubit (degenerate qubits flagged, never raised).
@@ -1640,56 +1695,115 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
     if information not in ("observed", "expected"):
         raise ValueError(f"information={information!r} must be 'observed' or 'expected'")
     model = get_model(model)
+    field = _check_field(sigma_field)
     r = _as_response(data)
-    n, k = len(r.qubits), model.num_params
-    if n > FIT_CHUNK and starts is None and not bootstrap:
-        # qubits are fitted independently: in blocks, so that the working arrays (dozens per cell for
-        # the between-call likelihood and the profiles) stay bounded whatever the device size
-        return _fit_in_blocks(r, model, max_iter=max_iter, tol=tol, rule=rule, intervals=intervals, level=level,
-                              information=information, between_calls=between_calls)
+    n = len(r.qubits)
     if starts is not None:
         starts = _check_starts(model, starts, n)
-    reasons = _degenerate(model, r, rule)
-    lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
-    theta, ll, conv, iters, score, fisher = _point_fits(model, r, np.flatnonzero(reasons == ""), starts, max_iter, tol)
-    cov = np.full((n, k, k), np.nan)
-    fitted = np.flatnonzero(np.isfinite(ll) & conv)
-    calls = None
-    if model.between_calls:
-        calls = _dispersion(r)
-        if not between_calls:
-            calls["identified"][:] = False
-            calls["why"] = "fitted without the between-call component (between_calls=False)"
-    if calls is not None and fitted.size:
-        _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol)
-        fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
-    if fitted.size:
-        cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
-                                  r.n_total[fitted].astype(float), score[fitted], expected=information == "expected",
-                                  fisher=fisher[fitted])
-        if intervals:
-            _intervals(model, r.h, r.n_down.astype(float), r.n_total.astype(float), theta, ll, cov, iters, lower,
-                       upper, level, max_iter, tol, fitted, fisher)
-    table = _statistics(model, r, theta, ll, conv, iters, reasons, rule, lower, upper, cov, calls)
-    meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
-    if calls is not None:
-        meta["likelihood"] = "between-calls" if calls["fitted"].any() else "binomial"
+    # qubits are fitted independently: in blocks, so that the working arrays (dozens per cell for the
+    # between-call likelihood and the profiles) stay bounded whatever the device size; the per-field
+    # variance is the device's, estimated from every block's binomial fits before the between-call fits
+    blocks = ([np.arange(i, min(i + FIT_CHUNK, n)) for i in range(0, n, FIT_CHUNK)]
+              if n > FIT_CHUNK and starts is None and not bootstrap else [None])
+    stages = [_Stage.points(model, r if rows is None else r.subset(rows), starts, rule, max_iter, tol, between_calls)
+              for rows in blocks]
+    fmeta = None
+    if any(st.calls is not None and st.calls["identified"].any() for st in stages):
+        if field == "auto":
+            fmeta = field_variance(np.concatenate([st.field_cells() for st in stages], axis=1), level)
+        else:
+            fmeta = {"sigma_field": float(field), "sigma_field_lo": float("nan"), "sigma_field_hi": float("nan"),
+                     "cells": 0, "z": float("nan"), "given": True}
+    tau2 = fmeta["sigma_field"] ** 2 if fmeta else 0.0
+    parts = [st.finish(rule, intervals, level, information, max_iter, tol, tau2) for st in stages]
+    table = pd.concat([p.table for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].table
+    meta = dict(parts[0].meta)
+    if "likelihood" in meta:
+        meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
+                              else "binomial")
+    if fmeta is not None and meta.get("likelihood") == "between-calls":
+        meta["sigma_field"] = fmeta
+        table["sigma_field"] = np.where(table["sigma_call_identified"].to_numpy(bool), fmeta["sigma_field"], np.nan)
     if bootstrap:
         _bootstrap(model, r, table, bootstrap, seed, max_iter, tol)
         meta.update(bootstrap=bootstrap, bootstrap_seed=seed)
     return FitTable(table, model, meta)
 
 
-def _fit_in_blocks(r: Response, model: Model, **kwargs: Any) -> FitTable:
-    """:func:`fit` of ``r`` in blocks of :data:`FIT_CHUNK` qubits, concatenated (one likelihood in the
-    meta: between-calls when any block used it)."""
-    n = len(r.qubits)
-    parts = [fit(r.subset(np.arange(i, min(i + FIT_CHUNK, n))), model, **kwargs) for i in range(0, n, FIT_CHUNK)]
-    meta = dict(parts[0].meta)
-    if "likelihood" in meta:
-        meta["likelihood"] = ("between-calls" if any(p.meta.get("likelihood") == "between-calls" for p in parts)
-                              else "binomial")
-    return FitTable(pd.concat([p.table for p in parts], ignore_index=True), model, meta)
+def _check_field(sigma_field: Any) -> float | str:
+    """``sigma_field`` of :func:`fit`: ``"auto"`` or a number in [0, SIGMA_CALL_MAX]."""
+    if isinstance(sigma_field, str) and sigma_field == "auto":
+        return "auto"
+    if (isinstance(sigma_field, (bool, np.bool_)) or not isinstance(sigma_field, (int, float, np.integer, np.floating))
+            or not 0.0 <= float(sigma_field) <= SIGMA_CALL_MAX):
+        raise ValueError(f"sigma_field={sigma_field!r} must be 'auto' or a number in [0, {SIGMA_CALL_MAX:g}] (h units)")
+    return float(sigma_field)
+
+
+@dataclass
+class _Stage:
+    """One block of :func:`fit` between its two stages: the binomial multi-start fits
+    (:meth:`points`), then — once the device's per-field variance is known — the between-call fits,
+    covariances, intervals and the table (:meth:`finish`)."""
+
+    model: Model
+    r: Response
+    reasons: np.ndarray
+    theta: np.ndarray
+    ll: np.ndarray
+    conv: np.ndarray
+    iters: np.ndarray
+    score: np.ndarray
+    fisher: np.ndarray
+    fitted: np.ndarray
+    calls: dict[str, Any] | None
+
+    @classmethod
+    def points(cls, model: Model, r: Response, starts, rule: QualityRule, max_iter: int, tol: float,
+               between_calls: bool) -> "_Stage":
+        reasons = _degenerate(model, r, rule)
+        theta, ll, conv, iters, score, fisher = _point_fits(model, r, np.flatnonzero(reasons == ""), starts,
+                                                            max_iter, tol)
+        calls = None
+        if model.between_calls:
+            calls = _dispersion(r)
+            if not between_calls:
+                calls["identified"][:] = False
+                calls["why"] = "fitted without the between-call component (between_calls=False)"
+        return cls(model, r, reasons, theta, ll, conv, iters, score, fisher,
+                   np.flatnonzero(np.isfinite(ll) & conv), calls)
+
+    def field_cells(self) -> np.ndarray:
+        """The Gaussian cells of the rows the between-call fit will take (:func:`_field_cells`)."""
+        rows = self.fitted[self.calls["identified"][self.fitted]] if self.calls is not None else self.fitted[:0]
+        if rows.size == 0:
+            return np.empty((4, 0))
+        return _field_cells(self.r, rows, self.theta[rows])
+
+    def finish(self, rule: QualityRule, intervals: bool, level: float, information: str, max_iter: int,
+               tol: float, field_var: float) -> FitTable:
+        model, r, theta, ll, conv, iters, calls = (self.model, self.r, self.theta, self.ll, self.conv, self.iters,
+                                                   self.calls)
+        n, k = len(r.qubits), model.num_params
+        lower, upper = np.full((n, k), np.nan), np.full((n, k), np.nan)
+        cov = np.full((n, k, k), np.nan)
+        fitted = self.fitted
+        if calls is not None and fitted.size:
+            _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol,
+                       field_var)
+            fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
+        if fitted.size:
+            cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
+                                      r.n_total[fitted].astype(float), self.score[fitted],
+                                      expected=information == "expected", fisher=self.fisher[fitted])
+            if intervals:
+                _intervals(model, r.h, r.n_down.astype(float), r.n_total.astype(float), theta, ll, cov, iters, lower,
+                           upper, level, max_iter, tol, fitted, self.fisher)
+        table = _statistics(model, r, theta, ll, conv, iters, self.reasons, rule, lower, upper, cov, calls)
+        meta = {"max_iter": max_iter, "tol": tol, "intervals": "profile" if intervals else None, "level": level}
+        if calls is not None:
+            meta["likelihood"] = "between-calls" if calls["fitted"].any() else "binomial"
+        return FitTable(table, model, meta)
 
 
 def _point_fits(model: Model, r: Response, ok: np.ndarray, starts, max_iter: int, tol: float):
@@ -1770,15 +1884,12 @@ def _dispersion(r: Response) -> dict[str, Any]:
 _CALLS_TOL, _CALLS_STEP_TOL = 1e-4, 0.01
 
 
-def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol) -> None:
-    """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
-    "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
-    moment start of σ², one maximization of the five parameters, covariance and profile intervals."""
-    rows = rows[calls["identified"][rows]]
-    if rows.size == 0:
-        return
+def _calls_start(r: Response, rows: np.ndarray, th0: np.ndarray, field_var: float = 0.0):
+    """The between-call fit's data and start for ``rows`` from their binomial estimates ``th0``: the packed
+    cells (:func:`_pack_calls`, slopes ``g = (∂p/∂b)²`` and curvatures at ``th0``), the reads per cell
+    ``T``, the moment start of σ² (``E Σ(n − rN)² = (C − 1) N̄ (w + N̄ g σ²)`` for calls of equal size)
+    and the binomial fit's ``p`` and ``∂p/∂θ`` per cell."""
     qasa = get_model("qasa")
-    th0 = theta[rows]
     m, dm = qasa.m_jac(r.h, th0)
     g = (0.5 * dm[..., 1]) ** 2
     eps = 1e-5                                  # ∂²p/∂b² by a central difference of the analytic slope
@@ -1786,16 +1897,88 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     up[:, 1] += eps
     down[:, 1] -= eps
     pbb = 0.5 * (qasa.m_jac(r.h, up)[1][..., 1] - qasa.m_jac(r.h, down)[1][..., 1]) / (2 * eps)
-    D = _pack_calls(r, rows, g, pbb ** 2)
-    T = D[:, _S] + D[:, _U]
-    # moment start: E Σ(n − rN)² = (C − 1) N̄ (w + N̄ g σ²) for calls of equal size
     p = np.clip(0.5 * (1 + m), _PCLIP, 1 - _PCLIP)
+    D = _pack_calls(r, rows, g, pbb ** 2, field_var, p)
+    T = D[:, _S] + D[:, _U]
     C = D[:, _C]
     with np.errstate(invalid="ignore", divide="ignore"):
         nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
         num = np.where(C >= 2, D[:, _R0] / np.maximum(nbar, 1) - (C - 1) * p * (1 - p), 0.0).sum(1)
         den = np.where(C >= 2, (C - 1) * D[:, _G] * nbar, 0.0).sum(1)
         v0 = np.clip(np.where(den > 0, num / den, 0.0), 0.0, (0.3 / np.maximum(th0[:, 0], 1e-9)) ** 2)
+    return D, T, v0, p, 0.5 * dm
+
+
+def _field_cells(r: Response, rows: np.ndarray, th0: np.ndarray) -> np.ndarray:
+    """The Gaussian cells of ``rows`` as the per-field variance needs them (module docstring, "Per-field
+    errors"): ``(4, m)`` — the pooled mean's squared misfit ``e = Σ N² (p̂ − r)²`` (binomial fit ``p̂``),
+    its weight ``a = Σ N² g``, its variance without a per-field offset ``V = N̄ (w + N̄ g σ₀²)`` (σ₀² the
+    qubit's moment estimate) and ``1 − leverage`` of the cell in the qubit's weighted fit of the mean."""
+    D, T, v0, p, dp = _calls_start(r, rows, th0)
+    C, NN = D[:, _C], D[:, _NN]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
+        V = nbar * (p * (1 - p) + nbar * D[:, _G] * v0[:, None])
+        wt = np.where(C > 0, NN / V, 0.0)
+    F = np.einsum("nk,nki,nkj->nij", wt, dp, dp)
+    lev = wt * np.einsum("nki,nij,nkj->nk", dp, np.linalg.pinv(F, hermitian=True), dp)
+    use = (D[:, _GS] > 0) & (C >= 1) & (V > 0)
+    e = NN * (p - D[:, _R]) ** 2
+    return np.stack([e[use], (NN * D[:, _G])[use], V[use], np.clip(1.0 - lev[use], 0.05, 1.0)])
+
+
+#: Winsorizing bound on a cell's standardized squared misfit ``e/((1 − lev) V_m)`` in the per-field
+#: variance (a χ²₁ variable exceeds it with probability 1.5e-6): one broken cell cannot set τ².
+_FIELD_Z_MAX = 25.0
+
+
+def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """The per-field variance τ² of a device from its Gaussian cells (:func:`_field_cells`, module docstring
+    "Per-field errors"): the maximum of the Gaussian likelihood of the cells' squared misfits,
+    ``e ~ (1 − lev) V_m χ²₁``, ``V_m = V + a τ²``, by Fisher scoring from τ² = 0 (kept ≥ 0), with its Wald
+    interval ``τ² ± z se`` (``se² = 2 / Σ (a/V_m)²``) mapped to τ = √τ² (each end ≥ 0).
+
+    Returns:
+        ``{"sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "z"}`` (h units; ``z`` the score
+        statistic for τ² = 0, i.e. its standard normal test against no per-field offset).
+    """
+    e, a, V, c = cells
+    out = {"sigma_field": 0.0, "sigma_field_lo": 0.0, "sigma_field_hi": 0.0, "cells": int(e.size), "z": 0.0}
+    if e.size == 0:
+        return out
+    tau2, z0 = 0.0, None
+    for _ in range(50):
+        Vm = V + a * tau2
+        z = np.minimum(e / (c * Vm), _FIELD_Z_MAX)
+        u, info = float(((a / Vm) * (z - 1.0)).sum()), float(((a / Vm) ** 2).sum())
+        if z0 is None:
+            z0 = u / np.sqrt(2.0 * info) if info > 0 else 0.0
+        if info <= 0:
+            break
+        new = max(tau2 + u / info, 0.0)
+        if abs(new - tau2) <= 1e-6 * max(tau2, 1e-12):
+            tau2 = new
+            break
+        tau2 = new
+    Vm = V + a * tau2
+    info = float(((a / Vm) ** 2).sum())
+    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt(2.0 / info) if info > 0 else np.inf
+    out.update(sigma_field=float(np.sqrt(tau2)), sigma_field_lo=float(np.sqrt(max(tau2 - half, 0.0))),
+               sigma_field_hi=float(np.sqrt(tau2 + half)), z=float(z0))
+    return out
+
+
+def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,
+               field_var: float = 0.0) -> None:
+    """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
+    "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
+    moment start of σ², one maximization of the five parameters, covariance and profile intervals;
+    ``field_var``: the per-field variance τ² (module docstring, "Per-field errors"), held fixed."""
+    rows = rows[calls["identified"][rows]]
+    if rows.size == 0:
+        return
+    th0 = theta[rows]
+    D, T, v0, _, _ = _calls_start(r, rows, th0, field_var)
     start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
     pm = CALL_MODEL.internal
     phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter,
@@ -1836,7 +2019,8 @@ def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level,
     with np.errstate(invalid="ignore", divide="ignore"):
         K = (S / pbar ** 2 + U / (1 - pbar) ** 2) / np.maximum(D[:, _C], 1.0)
     v = th5[:, 4:5] ** 2
-    infl = 1.0 + (D[:, _G] * v + 0.5 * D[:, _H] * v * v) * K
+    # (a per-field offset adds C t² to the pooled mean's variance per unit of binomial curvature)
+    infl = 1.0 + (D[:, _G] * v + 0.5 * D[:, _H] * v * v + D[:, _C] * D[:, _TF]) * K
     calls["deviance"][rows] = np.maximum(dev / infl, 0.0).sum(1)
     eta_tot = np.hypot(th5[:, 3], th5[:, 4])
     calls["n_free"][rows] = (th5[:, 0] > 0).astype(int) + 1 + (th5[:, 2] > 0) + (eta_tot > 0)

@@ -25,6 +25,8 @@ each call draws a fresh field offset ``δ ~ N(0, σ²)`` per qubit, added to the
 (``b + δ``; optionally to the programmed field in both QASA terms) and shared by all reads of that
 call; optionally a random walk of the offset across calls (``drift_step`` per call, in the
 order the calls arrive), the slow part of 1/f flux noise. The offsets of every call are recorded.
+Optionally a per-field offset (``sigma_field``): ``ε(q, x) ~ N(0, τ²)`` drawn once per qubit and
+programmed value ``x`` and added in every call at that value, as the h DAC's rounding does.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ class CallNoiseSampler(QASAModelCountSampler):
         sigma_call: sd of the independent offset drawn per call and qubit (h units), a scalar or one
             value per qubit.
         drift_step: sd of the random walk's step per call (h units; 0: no drift). The walk starts at 0.
+        sigma_field: sd τ of the per-field offset (h units; 0: none), fixed per (qubit, programmed
+            value) and seeded by ``seed`` and the value.
         on: ``"bias"`` (default): the offset adds to b (a per-call b: the between-call component of
             qasa's fit); ``"field"``: it adds to the programmed field in both the longitudinal and the
             transverse term (``u = βγ(x + δ)``), whose slope in the field is smaller than in b by
@@ -155,8 +159,11 @@ class CallNoiseSampler(QASAModelCountSampler):
 
     def __init__(self, qubits: int | Iterable[int] = 2000, seed: int = 0, *, sigma_call: float | np.ndarray = 0.0,
                  drift_step: float = 0.0, on: str = "bias", truth: pd.DataFrame | None = None,
-                 **ranges: Any) -> None:
+                 sigma_field: float = 0.0, **ranges: Any) -> None:
         super().__init__(qubits, seed, truth=truth, **ranges)
+        self.sigma_field = float(sigma_field)
+        self._seed = int(seed)
+        self._fields: dict[float, np.ndarray] = {}
         self.sigma_call = np.broadcast_to(np.asarray(sigma_call, float), (len(self._nodes),)).copy()
         self.drift_step = float(drift_step)
         self.on = on
@@ -174,13 +181,29 @@ class CallNoiseSampler(QASAModelCountSampler):
         offset = self._walk + self.sigma_call * rng.standard_normal(len(self._nodes))
         self.offsets.append(offset)
         rows = np.fromiter((self._row[v] for v in variables), dtype=np.int64, count=len(variables))
+        offset = offset[rows]
+        if self.sigma_field:
+            offset = offset + self.field_offsets(x, rows)
         if self.on == "field":
-            p = 0.5 * (1.0 + _m_diag(self._model, x + offset[rows], self._theta[rows]))
+            p = 0.5 * (1.0 + _m_diag(self._model, x + offset, self._theta[rows]))
         else:
             theta = self._theta[rows].copy()
-            theta[:, 1] += offset[rows]
+            theta[:, 1] += offset
             p = 0.5 * (1.0 + _m_diag(self._model, x, theta))
         return variables, rng.binomial(int(num_reads), p), {}
+
+
+    def field_offsets(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The per-field offset of truth rows ``rows`` programmed with ``x`` (fixed per qubit and value)."""
+        out = np.empty(len(rows))
+        for value in np.unique(x):
+            if value not in self._fields:
+                key = int(round(float(value) * 1e9)) % 2**63
+                self._fields[value] = self.sigma_field * np.random.default_rng([self._seed, 7, key]).standard_normal(
+                    len(self._nodes))
+            at = x == value
+            out[at] = self._fields[value][rows[at]]
+        return out
 
 
 def _m_diag(model, x: np.ndarray, theta: np.ndarray) -> np.ndarray:

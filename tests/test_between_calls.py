@@ -63,16 +63,19 @@ def test_call_statistics_are_the_per_call_sums_in_the_programmed_frame():
     assert np.array_equal(sub.calls.spread, cs.spread[[1, 3]]) and r.pooled().calls is None
 
 
-@pytest.mark.parametrize("shift", [0.0, 0.03])
-def test_score_is_the_gradient_of_the_between_call_loglik(shift):
+@pytest.mark.parametrize("shift, field", [(0.0, 0.0), (0.03, 0.0), (0.0, 0.004), (0.03, 0.004)])
+def test_score_is_the_gradient_of_the_between_call_loglik(shift, field):
     """Analytic score in φ = (β, b, γ², η², σ²) against central differences of the log-likelihood, at
-    the truth and with b moved off by 0.03 (where the misfit cap binds in some cells)."""
+    the truth and with b moved off by 0.03 (where the misfit cap binds in some cells), without and with
+    a per-field variance (Gaussian and Laplace cells both)."""
     s, ds = _run(10, 5, 0.01, 1000, 250, eta_zero_fraction=0.0)
     r = ds.response()
     th = s.truth[list(PARAMS)].to_numpy()
-    _, dm = get_model("qasa").m_jac(r.h, th)
+    m, dm = get_model("qasa").m_jac(r.h, th)
     g = (0.5 * dm[..., 1]) ** 2
-    D = fitting._pack_calls(r, np.arange(10), g, 40.0 * g)         # any slope data: the identity holds
+    D = fitting._pack_calls(r, np.arange(10), g, 40.0 * g, field ** 2, 0.5 * (1 + m))   # any slope data
+    if field:
+        assert (D[:, fitting._KAP] < 1).any() and (D[:, fitting._KAP][D[:, fitting._GS] > 0] == 1).all()
     phi = np.column_stack([th[:, 0], th[:, 1] + shift, th[:, 2] ** 2, th[:, 3] ** 2, np.full(10, 1.2e-4)])
     pm = CALL_MODEL.internal
     _, score, fisher = fitting._evaluate(pm, r.h, phi, D, None)

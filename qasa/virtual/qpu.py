@@ -456,9 +456,11 @@ class VirtualQPU(MockDWaveSampler):
         per-programming errors have mean 0 and are the between-call noise such a fit's interval
         accounts for); ``eta``, ``beta``, ``gamma``: the KL projection of the device's response
         *without* the offsets' spread — the response at the run-average drift, with the within-call
-        flux noise, the DAC's rounding of each programmed value, the qubit's h scale, readout error,
+        flux noise, the qubit's h scale, readout error,
         flux biases and the h gain (:mod:`qasa.virtual.estimand`; readout error is folded into γ and
-        β, within-call noise into η); ``sigma_call``: the reads-weighted spread (h units) of this
+        β, within-call noise into η) — but not the DAC's rounding, which is the same in every call at one
+        programmed value and which such a fit takes as a per-field offset of mean 0 (its device-level
+        ``sigma_field``, :mod:`qasa.fitting` "Per-field errors"); ``sigma_call``: the reads-weighted spread (h units) of this
         run's per-call offsets about their run average. Everything is computed in the programmed
         (qubit's own) frame, with the calls' exact draws (each call's identity is the run seed and
         its call id, :class:`CallKey`). At the dynamics level the response is the Bloch-equation
@@ -467,7 +469,7 @@ class VirtualQPU(MockDWaveSampler):
 
         With ``pooled=True``: what a fit that treats all reads as independent (qasa ≤ 9f8ad1f's
         likelihood) converges to instead — each call's response at its own offset, so the offsets'
-        spread folds into η (η*² ≈ η² + σ_call², docs/DESIGN.md §7) and β.
+        spread folds into η (η*² ≈ η² + σ_call², docs/DESIGN.md §7) and β, and the DAC rounds every field.
 
         Args:
             protocol: a resolved :class:`qasa.protocol.Protocol` (qubits and seed set: the gauges
@@ -541,7 +543,7 @@ class VirtualQPU(MockDWaveSampler):
             for gauge in sorted({c.gauge for c in calls}):      # one evaluation per pass (same reads per call)
                 group = [c for c in calls if c.gauge == gauge]
                 x = np.stack([c.flips[keep] * c.h for c in group]).astype(float)        # (calls, qubits)
-                p = self._p_down(rows, x.T, mean_off, kw, fused=True, within=within[gauge]).T
+                p = self._p_down(rows, x.T, mean_off, kw, fused=True, within=within[gauge], dac=False).T
                 reads = np.array([c.num_reads for c in group], float)[:, None]
                 cell = (r * len(fields) + np.searchsorted(fields, x)).ravel()
                 N += np.bincount(cell, np.broadcast_to(reads, x.shape).ravel(), N.size).reshape(N.shape)
@@ -552,7 +554,7 @@ class VirtualQPU(MockDWaveSampler):
                 N[r, np.searchsorted(fields, x)] += call.num_reads
             xs = np.broadcast_to(fields, N.shape)
             P = self._p_down(np.repeat(rows, len(fields)), xs.ravel(), np.repeat(mean_off, len(fields)),
-                             kw).reshape(N.shape)
+                             kw, dac=False).reshape(N.shape)
             K = N * P
         return N, K
 
@@ -912,7 +914,8 @@ class VirtualQPU(MockDWaveSampler):
         return p, info, rng
 
     def _p_down(self, idx: np.ndarray, h: np.ndarray, offset: np.ndarray | float,
-                kwargs: Mapping[str, Any], fused: bool = False, within: np.ndarray | None = None) -> np.ndarray:
+                kwargs: Mapping[str, Any], fused: bool = False, within: np.ndarray | None = None,
+                dac: bool = True) -> np.ndarray:
         """Observed P(−1) of qubits ``idx`` (rows of the truth) at programmed fields ``h``.
 
         ``h`` holds one field per qubit (shape ``(n,)``) or several (shape ``(n, k)``: the result has
@@ -922,7 +925,8 @@ class VirtualQPU(MockDWaveSampler):
         to rounding, 10⁻¹⁶, twice as fast; for the estimand, never for the reads). The h DAC's
         quantization and the qubit's h scale act on ``h``; ``within`` (σ per qubit, h units) is
         Gaussian field noise independent per read (the within-call flux noise; freeze-out level
-        only, 7-node Gauss–Hermite).
+        only, 7-node Gauss–Hermite). ``dac=False`` leaves the DAC's rounding out (the estimand of a fit
+        that takes it as per-field noise, :meth:`estimand`).
         """
         annealing_time = kwargs.get("annealing_time")
         anneal_schedule = kwargs.get("anneal_schedule")
@@ -930,7 +934,7 @@ class VirtualQPU(MockDWaveSampler):
         col = {c: v[idx] for c, v in self._col.items()}
         s_star, t_star, beta = (v[idx] for v in self._freezeout(annealing_time, anneal_schedule))
         grid = np.ndim(h) == 2
-        if self.preset.dac_q0:
+        if self.preset.dac_q0 and dac:
             phase = col["dac_phase"][:, None] if grid else col["dac_phase"]
             h = qnoise.quantize(h, phase, self.preset.dac_q0, self.preset.dac_q2)
         if self.preset.gain_sd:
