@@ -241,6 +241,8 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
     (:attr:`qasa.models.Model.between_calls`: the QASA model only); else
     ``between_calls`` (the fit's ``sigma_call`` distribution over good qubits and the share of qubits
     whose between-call homogeneity test rejects at p < 0.01, when the fit has those columns),
+    ``sigma_field`` (the device's per-field sd held in the fit, :mod:`qasa.fitting` "Per-field errors",
+    when there is one),
     ``drift`` (:func:`qasa.drift.drift_summary`: per-qubit b(t) trends with the drifting qubits at a
     1 % false-discovery rate, and the device's flux-noise spectrum or why it is not estimable) and
     ``effects`` (sentences: what each does to the headline numbers).
@@ -250,7 +252,7 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
     if not dataset.metadata.get("protocol") or not len(dataset.calls) or not fits.model.between_calls:
         return None
     t = fits.table[fits.table["quality"] == "good"]
-    out: dict[str, Any] = {"between_calls": None, "drift": None, "effects": []}
+    out: dict[str, Any] = {"between_calls": None, "sigma_field": None, "drift": None, "effects": []}
     if "sigma_call" in t and len(t):
         sc = t["sigma_call"].to_numpy(float)
         sc = sc[np.isfinite(sc)]
@@ -267,6 +269,18 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
             "Between calls: every call is a new programming whose field offsets all its reads share; the fit "
             "estimates their spread (σ_call, h units) per qubit beside the within-call η, and every interval "
             "of β, b, γ, η includes it.")
+        sf = fits.meta.get("sigma_field")
+        if sf:
+            out["sigma_field"] = {k: sf[k] for k in ("sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "z",
+                                                     "given") if k in sf}
+            out["effects"].append(
+                f"Per field: the h DAC rounds each programmed value the same way in every call, an offset shared by "
+                f"the calls at one field; its sd over the device, σ_field = {sf['sigma_field']:.2g} h "
+                + ("(fixed by the caller)" if sf.get("given") else
+                   f"[{sf['sigma_field_lo']:.2g}, {sf['sigma_field_hi']:.2g}]")
+                + ", is held in the likelihood, so it widens the "
+                "intervals instead of failing the goodness-of-fit test (a value near 0 means the run does not "
+                "resolve it).")
     else:
         out["effects"].append("This fit has no between-call component (sigma_call): its intervals count reads as "
                               "independent, which per-programming field errors make too narrow.")

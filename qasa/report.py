@@ -754,6 +754,12 @@ def _noise_section(rep: AssessmentReport, page: _Page) -> str:
                      f"[{_fmt(bc['sigma_call_q25'])}, {_fmt(bc['sigma_call_q75'])}] over {bc['qubits']} good qubits; "
                      f"{_pct(bc['dispersed_share'])} of qubits fail the between-call homogeneity test at p &lt; 0.01 "
                      "(dispersion_p).</p>")
+        sf = n.get("sigma_field")
+        if sf:
+            parts.append(f"<p>σ<sub>field</sub> (the field error shared by every call at one programmed value: the h "
+                         f"DAC's rounding): {_fmt(sf['sigma_field'])} h [{_fmt(sf['sigma_field_lo'])}, "
+                         f"{_fmt(sf['sigma_field_hi'])}], one value for the device from {sf.get('cells', 0)} cells "
+                         "(qasa.fitting, \"Per-field errors\"); a per-qubit value is not identified.</p>")
     else:
         ax1.text(0.5, 0.5, "no between-call component in this fit", ha="center", va="center", transform=ax1.transAxes)
         ax1.set_axis_off()
