@@ -788,7 +788,7 @@ class _Pump:
         call = job.call
         returned, reads = count_down(samples, occurrences, np.arange(len(self.run.qubits)))
         n_down = undo_gauge(returned, reads, call.flips)
-        record = {"call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h_scalar,
+        record = {"call_id": call.call_id, "index": call.index, "position": call.slot, "h_index": call.h_index, "h": call.h_scalar,
                   "gauge": call.gauge, "num_reads": reads, "problem_id": redact(pid, self.secrets),
                   "started": job.started, "finished": utcnow(), "qpu_access_time": us,
                   "qpu_access_time_source": source,

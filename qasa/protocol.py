@@ -18,7 +18,14 @@ of qubits, into the list of :class:`Call` objects to submit; each call has a sta
 be resumed by skipping the ids already on disk. Each h value is read ``reads_per_h`` times, split
 into ``gauges_per_h`` (or more, if ``reads_per_call`` demands it) calls of as equal size as possible,
 each under its own gauge. Calls are ordered gauge-major (every h once, then every h again...) so that
-slow drift of the device is spread over the whole h grid instead of aliasing onto it.
+slow drift of the device is spread over the whole h grid instead of aliasing onto it; with
+``order="shuffled"`` (the default) each gauge pass also takes its h values in its own seeded order, so
+that drift *within* a pass does not alias onto h either: 1/f flux noise slower than a pass is smooth in
+time, and in h order it bends the response curve the same way in every pass (on the default virtual
+device, 300 qubits at 4 000 reads per h, b's 95 % interval covered 0.905 of its estimand in h order,
+0.96 shuffled or permuted, 0.945 with the flux noise off). The order is a function of the seed and the
+pass only (:meth:`Protocol.calls`; :attr:`Call.position`), so a resumed run keeps it. A protocol
+recorded before the option existed reads back as ``order="sequential"`` (h order), as it was run.
 
 Per-qubit designs. Qubits are independent and each can get its own field in the same call, so a
 call's ``h`` may be an array with one value per qubit (:attr:`Call.h`); the counts table keeps
@@ -52,6 +59,8 @@ __all__ = ["Protocol", "Call", "h_grid", "DESIGNS", "MAX_CALLS", "filter_paramet
 
 #: h designs of a :class:`Protocol`: the same h on every qubit, or a per-qubit permuted grid.
 DESIGNS = ("grid", "permuted")
+#: Run orders of a :class:`Protocol`'s calls within each gauge pass (module docstring).
+ORDERS = ("shuffled", "sequential")
 
 #: Most calls one protocol may expand into (the reference protocol makes 810): a bound that keeps a
 #: mistyped read count from expanding for ever.
@@ -155,7 +164,7 @@ def call_label(call: "Call", seed: int | None) -> str:
     """The label a run gives a call: ``qasa <call id> seed <run seed> call <index>`` (:mod:`qasa.leap`
     appends the dataset and a content digest). A label is all a real sampler gets of a call's
     identity; :func:`parse_label` reads it back."""
-    return f"qasa {call.call_id} seed {seed} call {call.index}"
+    return f"qasa {call.call_id} seed {seed} call {call.slot}"
 
 
 _RUN_SEED = re.compile(r"\bseed[\s=:]*(\d+)\b")
@@ -199,6 +208,8 @@ class Call:
         flips: the gauge, one ±1 per qubit of the call's qubit list (all +1 without gauges).
         params: extra sampler parameters of this call only (e.g. the per-call ``flux_biases`` of
             :mod:`qasa.shim`), sent on top of the protocol's; ``None`` for none.
+        position: the call's slot in its run's order (the ``call N`` of its label, its place on the
+            device's clock); ``None``: its ``index``.
     """
 
     call_id: str
@@ -209,6 +220,12 @@ class Call:
     num_reads: int
     flips: np.ndarray = field(repr=False, compare=False)
     params: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    position: int | None = field(default=None, compare=False)
+
+    @property
+    def slot(self) -> int:
+        """The call's place in its run: :attr:`position`, or :attr:`index` when none is set."""
+        return self.index if self.position is None else self.position
 
     def programmed_h(self, qubits: Sequence[int]) -> dict[int, float]:
         """Return the h dict to send: ``{qubit: flip * h}`` (a dict, see DESIGN.md §5)."""
@@ -256,6 +273,8 @@ class Protocol:
             managed sampler parameter; the ranges are checked by :meth:`check`.
         design: ``"grid"`` (the same h on every qubit in each call) or ``"permuted"`` (every qubit
             sees every h value once per gauge round, in its own seeded order; see module docstring).
+        order: ``"shuffled"`` (default: each gauge pass takes its h values in a seeded order of its own)
+            or ``"sequential"`` (in the order of ``h_values``); module docstring.
     """
 
     h_values: tuple[float, ...] = field(default_factory=h_grid)
@@ -271,6 +290,7 @@ class Protocol:
     seed: int | None = None
     sampler_params: dict[str, Any] = field(default_factory=dict, hash=False)
     design: str = "grid"
+    order: str = "shuffled"
 
     def __post_init__(self) -> None:
         # types are checked and normalized here, before anything is created from the protocol: numpy
@@ -367,7 +387,7 @@ class Protocol:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ProtocolError(f"unknown protocol field(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**data)
+        return cls(**{"order": "sequential", **data})     # recorded before run orders existed: h order
 
     # -- checks -------------------------------------------------------------------------------
     def check(self) -> None:
@@ -406,6 +426,8 @@ class Protocol:
             raise ProtocolError(f"seed={self.seed!r} must be a non-negative integer or None")
         if self.design not in DESIGNS:
             raise ProtocolError(f"design={self.design!r}; choose one of {list(DESIGNS)}")
+        if self.order not in ORDERS:
+            raise ProtocolError(f"order={self.order!r}; choose one of {list(ORDERS)}")
 
     # -- expansion ----------------------------------------------------------------------------
     @property
@@ -430,11 +452,13 @@ class Protocol:
         return self.replace(qubits=qubits, seed=seed)
 
     def calls(self) -> list[Call]:
-        """Expand a resolved protocol into its calls (gauge-major order, stable ids).
+        """Expand a resolved protocol into its calls, in run order (gauge-major; within a pass in the
+        seeded order of :meth:`pass_order`), with stable ids.
 
-        The gauge of a call depends only on the seed and its position, so any subset of calls can
-        be regenerated identically when a run resumes. Gauges come in antithetic pairs (gauge
-        ``2k + 1`` is minus gauge ``2k`` of the same h value).
+        The gauge of a call depends only on the seed and its index (``gauge · len(h_values) + h_index``,
+        which also seeds a seeded sampler), so any subset of calls can be regenerated identically when
+        a run resumes; its :attr:`Call.position` is its slot in the run order. Gauges come in
+        antithetic pairs (gauge ``2k + 1`` is minus gauge ``2k`` of the same h value).
 
         Raises:
             ProtocolError: if the protocol is not resolved (see :meth:`resolved`) or fails :meth:`check`.
@@ -449,6 +473,7 @@ class Protocol:
         for gauge in range(self.calls_per_h):
             if self.design == "permuted" and gauge % 2 == 0:
                 orders = self.permutation(gauge // 2)
+            slots = self.pass_order(gauge)
             for h_index, h in enumerate(self.h_values):
                 if orders is not None:
                     h = values[orders[:, h_index]]
@@ -463,8 +488,20 @@ class Protocol:
                     flips = np.ones(n, dtype=np.int8)
                 out.append(Call(call_id=call_id(gauge, h_index), index=index,
                                 h_index=h_index, h=h, gauge=gauge,
-                                num_reads=self.reads_of_gauge(gauge), flips=flips))
-        return out
+                                num_reads=self.reads_of_gauge(gauge), flips=flips,
+                                position=gauge * len(self.h_values) + int(slots[h_index])))
+        return sorted(out, key=lambda c: c.slot)
+
+    def pass_order(self, gauge: int) -> np.ndarray:
+        """The slot of each h value (by index) in gauge pass ``gauge``: a seeded permutation of
+        ``range(len(h_values))`` with ``order="shuffled"`` (depends on seed and pass only), the identity
+        with ``"sequential"``."""
+        k = len(self.h_values)
+        if self.order == "sequential":
+            return np.arange(k)
+        if self.seed is None:
+            raise ProtocolError("protocol must be resolved before its run order is drawn")
+        return np.argsort(np.random.default_rng([self.seed, 3, gauge]).permutation(k), kind="stable")
 
     def permutation(self, round_index: int) -> np.ndarray:
         """Per-qubit order of the h values in gauge round pair ``round_index`` of a permuted grid:

@@ -516,7 +516,7 @@ def _execute(call: Call, ctx: _Run) -> tuple[dict[str, Any], pd.DataFrame, np.nd
             samples = _subsample(sampleset, qubits, call.flips, keep_samples, protocol.call_seed(call.index))
     timing = info.get("timing") or {}
     record = {
-        "call_id": call.call_id, "index": call.index, "h_index": call.h_index, "h": call.h_scalar,
+        "call_id": call.call_id, "index": call.index, "position": call.slot, "h_index": call.h_index, "h": call.h_scalar,
         "gauge": call.gauge, "num_reads": call.num_reads,
         "problem_id": info.get("problem_id"),
         "started": started, "finished": utcnow(),

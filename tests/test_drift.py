@@ -145,7 +145,7 @@ def test_calls_are_placed_on_the_virtual_qpus_clock():
     _, ds = _vqpu_run(8)
     c = ds.calls.sort_values("index")
     assert drift.call_clock(ds) == "device"
-    np.testing.assert_allclose(c["device_time"], c["index"] * c["qpu_access_time"] * 1e-6, rtol=1e-12)
+    np.testing.assert_allclose(c["device_time"], c["position"] * c["qpu_access_time"] * 1e-6, rtol=1e-12)
     off = drift.call_offsets(ds, qasa.fit(ds, "qasa"))
     t = off.groupby("call_id")["t"].first().reindex(c["call_id"])
     mid = (c["device_time"] + 0.5e-6 * c["qpu_access_time"]).to_numpy()       # the calls' midpoints

@@ -44,6 +44,20 @@ def test_dict_round_trip_is_exact():
     assert Protocol.from_dict(json.loads(json.dumps(d))) == p
 
 
+def test_a_protocol_recorded_before_run_orders_reads_back_in_h_order():
+    """Metadata without ``order`` (datasets written before it existed) read back as ``"sequential"``,
+    the order they ran in, so their calls keep their slots on the clock; a new protocol is shuffled;
+    an unknown order is refused before any call."""
+    p = Protocol.grid(0.5, 0.25, reads_per_h=20, reads_per_call=10, qubits=(0, 1), seed=3)
+    old = {k: v for k, v in p.to_dict().items() if k != "order"}
+    assert p.order == "shuffled" and Protocol.from_dict(p.to_dict()) == p
+    back = Protocol.from_dict(old)
+    assert back.order == "sequential" and [c.index for c in back.calls()] == [c.slot for c in back.calls()]
+    assert [c.slot for c in back.calls()] == list(range(back.num_calls))
+    with pytest.raises(ProtocolError, match=r"order='random'; choose one of \['shuffled', 'sequential'\]"):
+        p.replace(order="random").check()
+
+
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ProtocolError, match="unknown protocol field"):
         Protocol.from_dict({"h_values": [0.1], "num_reads": 10})
@@ -56,8 +70,10 @@ def test_calls_split_reads_and_have_stable_ids():
     for j in range(3):
         assert sum(c.num_reads for c in calls if c.h_index == j) == 2500
     assert max(c.num_reads for c in calls) <= 1000
-    # gauge-major order: every h once before any h twice
-    assert [c.h_index for c in calls[:3]] == [0, 1, 2]
+    # gauge-major order: every h once before any h twice, each pass in its own seeded order (run order)
+    assert sorted(c.h_index for c in calls[:3]) == [0, 1, 2] and [c.slot for c in calls] == list(range(9))
+    assert [c.h_index for c in p.replace(order="sequential").calls()[:3]] == [0, 1, 2]
+    assert len({tuple(c.h_index for c in p.replace(seed=s).calls()[:3]) for s in range(20)}) == 6
     again = p.calls()
     assert [c.call_id for c in calls] == [c.call_id for c in again]
     assert all(np.array_equal(a.flips, b.flips) for a, b in zip(calls, again))
@@ -219,8 +235,8 @@ def test_call_ids_and_labels_have_one_formatter_and_one_parser():
     for c in calls:
         assert parse_call_id(c.call_id) == (c.gauge, c.h_index)
         label = call_label(c, p.seed)
-        assert label == f"qasa {c.call_id} seed 11 call {c.index}"
-        assert parse_label(label) == LabelKey(c.gauge, c.h_index, 11, c.index)
+        assert label == f"qasa {c.call_id} seed 11 call {c.slot}"        # its slot in the run order
+        assert parse_label(label) == LabelKey(c.gauge, c.h_index, 11, c.slot)
         assert parse_label(label + " d=feedbeef c=0123456789ab") == parse_label(label)     # the Leap label
     assert parse_label("my own label") == LabelKey()
     assert parse_label("seed=4 call #9") == LabelKey(None, None, 4, 9)

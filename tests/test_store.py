@@ -289,7 +289,9 @@ def test_a_fit_made_from_other_counts_is_never_used(tmp_path):
     assert pair["qubits"] >= 30
     for p in ("beta", "b", "gamma", "eta"):
         assert abs(pair[p]["median_change"]) <= 3 * pair[p]["median_change_se"], p
-        assert pair[p]["changed"] == 0, p
+        # two independent runs: at 5 % FDR a qubit or two may test as changed by chance (b: 2 of 32 here,
+        # z = 3.1, 3.4); the stale table changes beta's median by > 3 se
+        assert pair[p]["changed"] <= 2, p
     refit = FitTable.load(b / "fits" / "qasa.parquet")
     assert not np.allclose(refit.table["beta"], stale.table["beta"])    # the cache now holds b's own fit
     # report refits too

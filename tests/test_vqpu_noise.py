@@ -250,5 +250,8 @@ def test_the_runners_labels_name_the_calls_the_estimand_computes():
     for label in labels:
         key = CallKey.parse(label)
         call = calls[f"g{key.gauge:04d}-h{key.h_index:05d}"]
-        assert (key.run_seed, key.index, key.position) == (7, call.index, call.index)
+        assert (key.run_seed, key.index, key.position) == (7, call.slot, call.slot)
         assert key.stream == CallKey.of(7, call).stream
+    # the calls go out in run order (each gauge pass shuffled), the order the device's clock records
+    assert [CallKey.parse(label).position for label in labels] == list(range(len(labels)))
+    assert [CallKey.parse(label).h_index for label in labels[:5]] != [0, 1, 2, 3, 4]

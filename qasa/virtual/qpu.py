@@ -1080,7 +1080,7 @@ class CallKey:
     @classmethod
     def of(cls, run_seed: int | None, call: Any) -> "CallKey":
         """The key of a protocol's :class:`qasa.protocol.Call` in the run with ``run_seed``."""
-        return cls(f"qasa {call.call_id}", call.gauge, int(call.h_index), run_seed, int(call.index))
+        return cls(f"qasa {call.call_id}", call.gauge, int(call.h_index), run_seed, int(call.slot))
 
     @property
     def run(self) -> tuple[int, ...]:
