@@ -359,6 +359,9 @@ def protocol_options(h_step: float, reads: int) -> Callable:
             click.option("--reads-per-call", default=1000, show_default=True, type=click.IntRange(min=1), help="Largest reads per call."),
             click.option("--gauges-per-h", default=1, show_default=True, type=click.IntRange(min=1), help="Least gauges (calls) per h value."),
             click.option("--no-gauges", is_flag=True, help="Do not apply spin-reversal gauges."),
+            click.option("--order", default="shuffled", show_default=True, type=click.Choice(["shuffled", "sequential"]),
+                         help="Run order of the h values within each gauge pass (shuffled: seeded per pass, so "
+                              "slow drift does not alias onto h; sequential: h order)."),
             click.option("--annealing-time", default=None, type=FiniteFloat(0.0, low_open=True, unit="µs"),
                          help="Annealing time in µs."),
             click.option("--anneal-schedule", default=None, callback=_schedule_option, help="Anneal schedule 't,s;t,s;...' (µs)."),
@@ -436,7 +439,7 @@ def _protocol(o: dict[str, Any], sampler):
     if o["num_qubits"] is not None:
         qubits = sorted(sampler.nodelist or ())[: o["num_qubits"]]
     return Protocol(h_values=tuple(h_values), reads_per_h=o["reads"], reads_per_call=o["reads_per_call"],
-                    gauges_per_h=o["gauges_per_h"], spin_reversal=not o["no_gauges"],
+                    gauges_per_h=o["gauges_per_h"], spin_reversal=not o["no_gauges"], order=o["order"],
                     annealing_time=o["annealing_time"], anneal_schedule=_schedule(o["anneal_schedule"]),
                     h_gain_schedule=_schedule(o["h_gain_schedule"]), qubits=qubits, seed=o["seed"])
 
@@ -460,7 +463,7 @@ def _plan(o: dict[str, Any], out: str | None, as_json: bool) -> None:
 
 #: Protocol fields set by each protocol option (explicit options override a stored protocol on resume).
 _PROTOCOL_OPTIONS = {"h_max": "h_values", "h_step": "h_values", "h_values": "h_values", "reads": "reads_per_h",
-                     "reads_per_call": "reads_per_call", "gauges_per_h": "gauges_per_h", "no_gauges": "spin_reversal",
+                     "reads_per_call": "reads_per_call", "gauges_per_h": "gauges_per_h", "no_gauges": "spin_reversal", "order": "order",
                      "annealing_time": "annealing_time", "anneal_schedule": "anneal_schedule",
                      "h_gain_schedule": "h_gain_schedule", "qubits": "qubits", "num_qubits": "qubits", "seed": "seed"}
 #: Backend options and the recipe key of :func:`qasa.samplers.get_sampler` each one sets.

@@ -317,3 +317,18 @@ def test_run_dir_alone_on_a_directory_without_a_dataset_is_refused(tmp_path):
     assert invoke("run", bare, "--backend", "sa", *SMALL, "--quiet").exit_code == 0
     assert (bare / "metadata.json").is_file()
     assert invoke("run", bare).exit_code == 0                             # resumes (already complete)
+
+
+def test_order_option_sets_the_run_order(tmp_path):
+    """``--order sequential`` runs each pass in h order and records it; the default shuffles each pass
+    (the calls table's ``position`` is each call's slot; the virtual QPU's clock follows it)."""
+    common = ["--shape", "2", "--h-step", "0.25", "--reads", "200", "--reads-per-call", "100", "--quiet", "--seed", "3"]
+    assert invoke("run", tmp_path / "seq", *common, "--order", "sequential").exit_code == 0
+    assert invoke("run", tmp_path / "shuf", *common).exit_code == 0
+    for name, order in (("seq", "sequential"), ("shuf", "shuffled")):
+        meta = json.loads((tmp_path / name / "metadata.json").read_text())
+        assert meta["protocol"]["order"] == order
+    seq = pd.read_parquet(tmp_path / "seq" / "calls.parquet").sort_values("device_time")
+    shuf = pd.read_parquet(tmp_path / "shuf" / "calls.parquet").sort_values("device_time")
+    assert (seq["position"] == seq["index"]).all() and sorted(shuf["position"]) == list(range(len(shuf)))
+    assert (shuf["position"] != shuf["index"]).any() and shuf["position"].is_monotonic_increasing
