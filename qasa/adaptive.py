@@ -2,7 +2,11 @@ r"""Adaptive assessment: the least QPU time for a requested precision, round by 
 
 Stages
     1. **Pilot**: a short permuted grid (:class:`~qasa.protocol.Protocol` with ``design="permuted"``;
-       by default ±1 in steps of 0.05, one call per h value) gives every qubit a first fit.
+       by default ±1 in steps of 0.05, two calls of half the reads per h value, without gauges, so
+       that each qubit meets each of its fields in two calls) gives every qubit a first fit and its
+       between-call spread σ_call (41 between-call degrees of freedom; with one call per field, as
+       before, σ_call was not identified there and the first round was planned as if reads were
+       independent).
     2. **Rounds**: fit every qubit (maximum likelihood in the programmed frame, restarted away from
        the spurious η = 0 optimum, :func:`fit_with_restarts`); check the stopping rule;
        plan the next round; run it. A round is ``C`` calls of ``R`` reads (``R`` the protocol's
@@ -31,7 +35,12 @@ Planning a round (a deterministic function of the seed and the data of earlier r
       ``growth`` times the reads so far (early estimates are rough) and within the budget;
     - each qubit's design for those ``N`` reads is optimal *given* ``M₀`` (``minimax`` criterion,
       :func:`qasa.design.optimal_design`), so reads go where they reduce the uncertainty that still
-      misses its target.
+      misses its target;
+    - every information above is the between-call one (:mod:`qasa.design`, "Between calls") at the
+      qubit's σ̂_call (the fit's, where identified; elsewhere the median of the identified ones; 0
+      when none is): a call's reads share its offset, so past ``R (∂m/∂b)² σ² ≈ 1 − m²`` only more
+      calls shrink b's interval, and ``N_q`` says so. ``M₀`` takes each cell's reads per call from
+      its per-call statistics.
 
 Checkpoints
     Before a round runs, its plan (per-qubit fields and numbers of calls, with the figures it was
@@ -70,29 +79,39 @@ from qasa.protocol import MAX_CALLS, Call, Protocol, round_call_id, round_name
 from qasa.store import DESIGN_DIR, DatasetStore
 
 __all__ = ["assess_adaptive", "fit_with_restarts", "precision_status", "plan_round", "round_calls", "expected_cost",
-           "pilot_protocol", "pilot_from", "TYPICAL", "PrecisionStatus", "MAX_READS_PER_QUBIT", "read_round_plan"]
+           "pilot_protocol", "pilot_from", "TYPICAL", "TYPICAL_SIGMA_CALL", "PrecisionStatus", "MAX_READS_PER_QUBIT", "read_round_plan"]
 
 #: Typical Advantage-like single-qubit parameters (β of Advantage_system4.1's published T_eff 0.198,
 #: DESIGN.md §2; γ ≈ 0.1 and η ≈ 0.1/β as the virtual QPU's preset), used by :func:`expected_cost`.
 TYPICAL = {"beta": 5.05, "b": 0.0, "gamma": 0.1, "eta": 0.02, "sigma": 0.02, "epsilon": 5e-4}
+#: Typical per-programming field error σ_call (h units) for :func:`expected_cost`: D-Wave's published
+#: s-resolved figure, σ ≈ 0.025 at s ≈ 0.28 to 0.010 at s ≈ 0.75 ("Errors and Error Correction", ICE;
+#: DESIGN.md §7), interpolated at Advantage_system4.1's freeze-out s* = 0.612 (as the virtual QPU does).
+TYPICAL_SIGMA_CALL = 0.0144
 
 
 
 def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: float = 0.05, **kwargs: Any) -> Protocol:
-    """The default pilot: a permuted ±``h_max`` grid, one call of ``reads_per_call`` reads per h value."""
-    return Protocol.grid(h_max, h_step, reads_per_h=reads_per_call, reads_per_call=reads_per_call,
-                         design="permuted", **kwargs)
+    """The default pilot: a permuted ±``h_max`` grid, ``reads_per_call`` reads per h value in two calls of
+    half as many, without gauges (each qubit meets each of its fields in both calls of a pair, so σ_call
+    is identified; module docstring)."""
+    calls = 2 if reads_per_call >= 2 else 1
+    base: dict[str, Any] = dict(reads_per_h=reads_per_call, reads_per_call=-(-reads_per_call // calls),
+                                gauges_per_h=calls, design="permuted", spin_reversal=False)
+    base.update(kwargs)
+    return Protocol.grid(h_max, h_step, **base)
 
 
 def pilot_from(protocol: Protocol, sampler: dimod.Sampler | Backend) -> Protocol:
-    """The default pilot with ``protocol``'s qubits, seed, anneal, gauge and sampler settings (the
-    CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
+    """The default pilot with ``protocol``'s qubits, seed, anneal and sampler settings (the CLI's
+    options; no gauges, as the designed rounds: :func:`pilot_protocol`); a protocol that already is a
+    permuted pilot is returned unchanged (resume)."""
     if protocol.design == "permuted":
         return protocol
     props = as_backend(sampler).properties
     R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
     return pilot_protocol(R).replace(
-        qubits=protocol.qubits, seed=protocol.seed, spin_reversal=protocol.spin_reversal,
+        qubits=protocol.qubits, seed=protocol.seed, order=protocol.order,
         annealing_time=protocol.annealing_time, anneal_schedule=protocol.anneal_schedule,
         h_gain_schedule=protocol.h_gain_schedule, flux_drift_compensation=protocol.flux_drift_compensation,
         sampler_params=protocol.sampler_params)
@@ -171,6 +190,16 @@ def _design_theta(model: Model, theta: np.ndarray) -> np.ndarray:
     return theta
 
 
+def _design_sigma(table: pd.DataFrame) -> np.ndarray:
+    """σ_call to design at, per row of a fit table: the fit's where identified, elsewhere the median of the
+    identified ones, 0 when none is (or the table has no between-call component)."""
+    if "sigma_call" not in table:
+        return np.zeros(len(table))
+    sig = table["sigma_call"].to_numpy(float)
+    ok = np.isfinite(sig)
+    return np.where(ok, sig, float(np.median(sig[ok])) if ok.any() else 0.0)
+
+
 def plan_round(model: Model | str, response: Response, fits, target: Mapping[str, float | str],
                candidates: np.ndarray, *, reads_per_call: int, fraction: float = 0.95, level: float = 0.95,
                criterion: str = "minimax", growth: float = 3.0, min_step: float = 0.05,
@@ -200,9 +229,15 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
     met = pd.Series(status_met.met, index=status_met.qubits).loc[response.qubits].to_numpy()
     theta = _design_theta(model, table[list(model.params)].to_numpy(float))
     t = D.sd_targets(model, target, theta, level)
-    prior = D.information(model, response.h, response.n_total.astype(float), theta)
-    w_alone = D.optimal_design(model, theta, candidates, t, criterion=criterion)
-    need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior)
+    sig = _design_sigma(table)
+    noise = dict(sigma_call=sig, reads_per_call=reads_per_call)
+    with np.errstate(invalid="ignore", divide="ignore"):      # each cell's reads per call so far
+        per_call = (response.n_total / np.maximum(response.calls.n_calls, 1) if response.calls is not None
+                    else float(reads_per_call))
+    prior = D.information(model, response.h, response.n_total.astype(float), theta, sigma_call=sig,
+                          reads_per_call=per_call)
+    w_alone = D.optimal_design(model, theta, candidates, t, criterion=criterion, **noise)
+    need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior, **noise)
     need = np.where(met, 0.0, np.where(np.isnan(need), np.inf, need))
     predicted = float(np.quantile(need, fraction, method="higher")) if len(need) else 0.0
     so_far = float(response.n_total.sum(1).max()) if response.n_total.size else 0.0
@@ -213,7 +248,7 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
     if calls < 1:
         return None
     w = D.optimal_design(model, theta, candidates, t, criterion=criterion, prior=prior,
-                         reads=float(calls * reads_per_call))
+                         reads=float(calls * reads_per_call), **noise)
     fields, counts = D.allocate(candidates, w, calls, step=step)
     keep = counts > 0
     return {"calls": calls, "reads_per_call": int(reads_per_call),
@@ -222,6 +257,7 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
             "counts": [[int(v) for v in c[k]] for c, k in zip(counts, keep)],
             "predicted_reads": predicted if math.isfinite(predicted) else None,
             "reads_so_far": so_far, "fraction_met": float(met.mean()) if len(met) else 0.0,
+            "sigma_call_median": float(np.median(sig)) if len(sig) else 0.0,
             "criterion": criterion, "created": utcnow()}
 
 
@@ -632,7 +668,9 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     """Expected reads and QPU time of the adaptive plan and of the reference grid for ``target``.
 
     Both come from the Cramér–Rao bound at one set of *typical* parameters ``theta`` (default
-    :data:`TYPICAL`, Advantage-like), not from the device: the reference grid (the same h on every
+    :data:`TYPICAL`, Advantage-like, with the per-programming error ``sigma_call`` =
+    :data:`TYPICAL_SIGMA_CALL` unless ``theta`` gives one; its between-call information,
+    :mod:`qasa.design`), not from the device: the reference grid (the same h on every
     qubit, ``reference`` default the ±1 step-0.025 grid) needs ``max_j V_j/t_j²`` reads spread
     uniformly; the adaptive plan spends the pilot, then the optimal design's remaining reads given
     the pilot's information. Qubits worse than typical need more under either design.
@@ -665,12 +703,15 @@ def expected_cost(sampler: dimod.Sampler, target: Mapping[str, float | str] | st
     R = pilot.reads_per_call
     ref = reference if reference is not None else Protocol.grid(1.0, 0.025, reads_per_call=R)
     ref_x = np.array(ref.h_values)
-    n_ref = float(D.required_reads(model, th, ref_x, np.ones(len(ref_x)), t)[0])
+    n_ref = float(D.required_reads(model, th, ref_x, np.ones(len(ref_x)), t, sigma_call=float(
+        values.get("sigma_call", TYPICAL_SIGMA_CALL)), reads_per_call=ref.reads_per_call)[0])
     h_range = h_range or tuple(props.get("h_range") or (-1.0, 1.0))
     cand = D.candidate_fields(h_range)
-    prior = D.information(model, np.array(pilot.h_values), np.full(len(pilot.h_values), float(pilot.reads_per_h)), th)
-    w = D.optimal_design(model, th, cand, t)
-    rest = float(D.required_reads(model, th, cand, w, t, prior=prior)[0])
+    noise = dict(sigma_call=float(values.get("sigma_call", TYPICAL_SIGMA_CALL)), reads_per_call=R)
+    prior = D.information(model, np.array(pilot.h_values), np.full(len(pilot.h_values), float(pilot.reads_per_h)), th,
+                          **noise)
+    w = D.optimal_design(model, th, cand, t, **noise)
+    rest = float(D.required_reads(model, th, cand, w, t, prior=prior, **noise)[0])
     if not (math.isfinite(rest) and pilot.reads_per_h * len(pilot.h_values) + rest <= max_reads_per_qubit):
         shown = ",".join(f"{k}={v}" for k, v in target.items())
         need = "unboundedly many" if not math.isfinite(rest) else f"{pilot.reads_per_h * len(pilot.h_values) + rest:.3g}"

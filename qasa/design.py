@@ -35,6 +35,19 @@ Criteria (over designs ``w``, a probability distribution of a qubit's reads over
     With earlier data (information ``M₀``) and ``N`` new reads the criteria use
     ``M = M₀ + N Σ w_x I(x)`` — the design of an adaptive round (:mod:`qasa.adaptive`).
 
+Between calls
+    Every call is a new programming, and the reads of one call share a field offset δ ~ N(0, σ²)
+    (σ_call, :mod:`qasa.fitting` "Between calls"). A call of ``R`` reads at ``x`` then measures its
+    mean ``m`` with variance ``(1 − m²)/R + (∂m/∂b)² σ²``, so its information per read is
+
+    .. math::  I_σ(x; θ) = \frac{∇m\,∇m^T}{1 - m^2 + R\,(∂m/∂b)^2 σ^2}
+
+    (``sigma_call`` and ``reads_per_call`` of :func:`information`, :func:`optimal_design`,
+    :func:`required_reads`; the same Gaussian random-effects information as the fitter's). More reads
+    per call buy nothing once ``R (∂m/∂b)² σ² ≫ 1 − m²``: near the transition only more *calls* do,
+    and the designs move reads to where the offsets matter less (the tails inform β and γ, the
+    transition b).
+
 Quantization
     An optimal design is concentrated on a few fields (for the QASA model at β = 5: near ±0.1,
     ±0.4 and the range ends, DESIGN.md §6). :func:`allocate` merges neighbouring candidates,
@@ -47,7 +60,7 @@ Quantization
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from scipy import stats
@@ -69,41 +82,56 @@ def z_value(level: float = 0.95) -> float:
     return float(stats.norm.ppf(0.5 + level / 2.0))
 
 
-def fisher_per_read(model: Model | str, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+def fisher_per_read(model: Model | str, x: np.ndarray, theta: np.ndarray, *, sigma_call: Any = None,
+                    reads_per_call: Any = 1) -> np.ndarray:
     """Fisher information of one read at each field: shape ``(n, k, p, p)``.
 
     Args:
         model: response model.
         x: programmed fields, shape ``(k,)`` (the same for every row) or ``(n, k)``.
         theta: parameters, shape ``(n, p)``.
+        sigma_call: per-call offset sd per row (``(n,)`` or a scalar, h units; ``None``: reads independent).
+        reads_per_call: reads of the call each read comes in (broadcastable to ``(n, k)``).
     """
-    g, w = _grad_weight(get_model(model), x, theta)
+    g, w = _grad_weight(get_model(model), x, theta, sigma_call, reads_per_call)
     return np.einsum("nkp,nkq->nkpq", g * w[..., None], g)
 
 
-def _grad_weight(model: Model, x, theta) -> tuple[np.ndarray, np.ndarray]:
-    """∇m (n, k, p) and 1/(1 − m²) (n, k), clipped like the fitter's probabilities."""
+def _grad_weight(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """∇m (n, k, p) and the per-read weight 1/(1 − m² + R (∂m/∂b)² σ²) (n, k) (module docstring,
+    "Between calls"; 1/(1 − m²) without ``sigma_call``), clipped like the fitter's probabilities."""
     theta = np.asarray(theta, float)
     m, g = model.m_jac(np.asarray(x, float), theta)
     m = np.broadcast_to(m, g.shape[:2])
-    return g, 1.0 / np.maximum(1.0 - m * m, 4e-15)
+    var = np.maximum(1.0 - m * m, 4e-15)
+    if sigma_call is not None and "b" in model.params:
+        sig = np.broadcast_to(np.asarray(sigma_call, float), (len(theta),))
+        gb = g[..., model.params.index("b")]
+        R = np.broadcast_to(np.asarray(reads_per_call, float), var.shape)
+        var = var + R * gb * gb * np.nan_to_num(sig)[:, None] ** 2
+    return g, 1.0 / var
 
 
-def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray) -> np.ndarray:
+def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray, *,
+                sigma_call: Any = None, reads_per_call: Any = 1) -> np.ndarray:
     """Expected information ``Σ_k reads_k I(x_k)`` of each row: shape ``(n, p, p)``.
 
     Args:
         x: fields ``(k,)`` or ``(n, k)``; reads: reads at each field, broadcastable to ``(n, k)``.
+        sigma_call, reads_per_call: the between-call information (:func:`fisher_per_read`).
     """
     model = get_model(model)
     theta = np.asarray(theta, float)
     out = np.empty((len(theta), model.num_params, model.num_params))
     x = np.asarray(x, float)
     reads = np.broadcast_to(np.asarray(reads, float), (len(theta), x.shape[-1]))
+    sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (len(theta),))
+    rpc = np.broadcast_to(np.asarray(reads_per_call, float), (len(theta), x.shape[-1]))
     for s in range(0, len(theta), _CHUNK):
         sl = slice(s, s + _CHUNK)
         xs = x if x.ndim == 1 else x[sl]
-        g, w = _grad_weight(model, xs, theta[sl])
+        g, w = _grad_weight(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
         out[sl] = np.einsum("nkp,nkq->npq", g * (w * reads[sl])[..., None], g)
     return out
 
@@ -230,7 +258,7 @@ def _criterion_value(V: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray, target_sd: np.ndarray | None = None,
                    *, criterion: str = "minimax", prior: np.ndarray | None = None, reads: float | np.ndarray = 1.0,
-                   iterations: int = 600) -> np.ndarray:
+                   iterations: int = 600, sigma_call: Any = None, reads_per_call: int = 1) -> np.ndarray:
     """Optimal design weights over ``candidates`` for each row of ``theta``: shape ``(n, k)``.
 
     Args:
@@ -244,6 +272,8 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
         prior: information already collected, ``(n, p, p)`` (adaptive rounds), or ``None``.
         reads: reads the design will spend per row (scales it against ``prior``).
         iterations: multiplicative-algorithm iterations.
+        sigma_call, reads_per_call: per-row σ_call and the reads of the design's calls: the
+            between-call information (module docstring); ``None``: reads independent.
 
     Raises:
         ValueError: unknown criterion, missing or unusable targets.
@@ -264,10 +294,11 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
         if criterion == "c" and targeted.sum() != 1:
             raise ValueError("criterion 'c' needs exactly one targeted parameter")
     reads = np.broadcast_to(np.asarray(reads, float), (n,))
+    sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (n,))
     w_out = np.empty((n, len(x)))
     for s in range(0, n, _CHUNK):
         sl = slice(s, s + _CHUNK)
-        g, iw = _grad_weight(model, x, theta[sl])
+        g, iw = _grad_weight(model, x, theta[sl], None if sig is None else sig[sl], reads_per_call)
         G = g * np.sqrt(iw)[..., None]                     # I(x) = G Gᵀ per candidate
         P = None if prior is None else np.asarray(prior, float)[sl]
         tt = None if criterion == "D" else np.array(t[sl])
@@ -310,20 +341,22 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
 
 
 def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights: np.ndarray,
-                   target_sd: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+                   target_sd: np.ndarray, prior: np.ndarray | None = None, *, sigma_call: Any = None,
+                   reads_per_call: int = 1) -> np.ndarray:
     """Reads needed per row so that every targeted parameter meets its sd target, ``(n,)``.
 
     With reads spread over fields ``x`` by ``weights`` (``(k,)`` or ``(n, k)``, normalized here), the
     answer is ``max_j V_j / t_j²`` (``V = diag M(w)⁻¹`` per read); with ``prior`` information the
     smallest ``N`` with ``diag((prior + N M(w))⁻¹) ≤ t²`` (bisection; 0 if the prior already meets it).
     ``inf`` where the design cannot identify a targeted parameter; NaN where a target is NaN.
+    ``sigma_call``, ``reads_per_call``: the between-call information (module docstring).
     """
     model = get_model(model)
     theta = np.atleast_2d(np.asarray(theta, float))
     w = np.broadcast_to(np.asarray(weights, float), (len(theta), np.shape(x)[-1]))
     w = w / w.sum(1, keepdims=True)
     t = np.broadcast_to(np.asarray(target_sd, float), theta.shape)
-    M1 = information(model, x, w, theta)
+    M1 = information(model, x, w, theta, sigma_call=sigma_call, reads_per_call=reads_per_call)
     base = _criterion_value(_inv_diag(M1), t)
     nan = np.isnan(t).any(1)
     if prior is None:

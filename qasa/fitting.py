@@ -1751,7 +1751,7 @@ def fit(data: Dataset | Response, model: Model | str = "qasa", *, starts: Sequen
         else:
             fmeta = {"sigma_field": float(field), "sigma_field_lo": float("nan"), "sigma_field_hi": float("nan"),
                      "cells": 0, "z": float("nan"), "given": True}
-    tau2 = fmeta["sigma_field"] ** 2 if fmeta else 0.0
+    tau2 = fmeta["sigma_field"] ** 2 if fmeta and np.isfinite(fmeta["sigma_field"]) else 0.0   # NaN: not estimable
     parts = [st.finish(rule, intervals, level, information, max_iter, tol, tau2) for st in stages]
     table = pd.concat([p.table for p in parts], ignore_index=True) if len(parts) > 1 else parts[0].table
     meta = dict(parts[0].meta)
@@ -1777,7 +1777,7 @@ def _check_field(sigma_field: Any) -> float | str:
     if (isinstance(sigma_field, (bool, np.bool_)) or not isinstance(sigma_field, (int, float, np.integer, np.floating))
             or not 0.0 <= float(sigma_field) <= SIGMA_CALL_MAX):
         raise ValueError(f"sigma_field={sigma_field!r} must be 'auto' or a number in [0, {SIGMA_CALL_MAX:g}] (h units)")
-    return float(sigma_field)
+    return float(sigma_field) + 0.0          # (−0.0 → 0.0)
 
 
 @dataclass
@@ -1817,7 +1817,7 @@ class _Stage:
         """The Gaussian cells of the rows the between-call fit will take (:func:`_field_cells`)."""
         rows = self.fitted[self.calls["identified"][self.fitted]] if self.calls is not None else self.fitted[:0]
         if rows.size == 0:
-            return np.empty((4, 0))
+            return np.empty((5, 0))
         return _field_cells(self.r, rows, self.theta[rows])
 
     def finish(self, rule: QualityRule, intervals: bool, level: float, information: str, max_iter: int,
@@ -1951,9 +1951,10 @@ def _calls_start(r: Response, rows: np.ndarray, th0: np.ndarray, field_var: floa
 
 def _field_cells(r: Response, rows: np.ndarray, th0: np.ndarray) -> np.ndarray:
     """The Gaussian cells of ``rows`` as the per-field variance needs them (module docstring, "Per-field
-    errors"): ``(4, m)`` — the pooled mean's squared misfit ``e = Σ N² (p̂ − r)²`` (binomial fit ``p̂``),
+    errors"): ``(5, m)`` — the pooled mean's squared misfit ``e = Σ N² (p̂ − r)²`` (binomial fit ``p̂``),
     its weight ``a = Σ N² g``, its variance without a per-field offset ``V = N̄ (w + N̄ g σ₀²)`` (σ₀² the
-    qubit's moment estimate) and ``1 − leverage`` of the cell in the qubit's weighted fit of the mean."""
+    qubit's moment estimate), ``1 − leverage`` of the cell in the qubit's weighted fit of the mean, and
+    the cell's qubit (label)."""
     D, T, v0, p, dp = _calls_start(r, rows, th0)
     C, NN = D[:, _C], D[:, _NN]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -1964,48 +1965,103 @@ def _field_cells(r: Response, rows: np.ndarray, th0: np.ndarray) -> np.ndarray:
     lev = wt * np.einsum("nki,nij,nkj->nk", dp, np.linalg.pinv(F, hermitian=True), dp)
     use = (D[:, _GS] > 0) & (C >= 1) & (V > 0)
     e = NN * (p - D[:, _R]) ** 2
-    return np.stack([e[use], (NN * D[:, _G])[use], V[use], np.clip(1.0 - lev[use], 0.05, 1.0)])
+    qubit = np.broadcast_to(r.qubits[rows].astype(float)[:, None], e.shape)
+    return np.stack([e[use], (NN * D[:, _G])[use], V[use], np.clip(1.0 - lev[use], 0.05, 1.0), qubit[use]])
 
 
 #: Winsorizing bound on a cell's standardized squared misfit ``e/((1 − lev) V_m)`` in the per-field
-#: variance (a χ²₁ variable exceeds it with probability 1.5e-6): one broken cell cannot set τ².
+#: variance (a χ²₁ variable exceeds it with probability 1.5e-6).
 _FIELD_Z_MAX = 25.0
+#: Tukey biweight constant on each qubit's standardized score in the per-field variance (95 %
+#: efficiency at the normal): a qubit whose cells scatter beyond ``_FIELD_BIWEIGHT`` standard errors of
+#: what the device's τ predicts gets no weight, so a few broken qubits cannot set τ for all.
+_FIELD_BIWEIGHT = 4.685
+#: Fewest qubits (each with its cells) for a device-level τ; fewer give ``sigma_field`` NaN ("not estimable").
+FIELD_MIN_QUBITS = 10
+
+
+def _field_scores(tau2: float, e, a, V, c, inv, nq) -> tuple[np.ndarray, np.ndarray]:
+    """Per qubit: the score ``U_q = Σ (a/V_m)(z − 1)`` of τ² (z the cell's winsorized standardized
+    misfit, ``V_m = V + a τ²``) and its information ``I_q = Σ (a/V_m)²`` (both without the factor ½)."""
+    Vm = V + a * tau2
+    z = np.minimum(e / (c * Vm), _FIELD_Z_MAX)
+    return np.bincount(inv, (a / Vm) * (z - 1.0), nq), np.bincount(inv, (a / Vm) ** 2, nq)
 
 
 def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
     """The per-field variance τ² of a device from its Gaussian cells (:func:`_field_cells`, module docstring
-    "Per-field errors"): the maximum of the Gaussian likelihood of the cells' squared misfits,
-    ``e ~ (1 − lev) V_m χ²₁``, ``V_m = V + a τ²``, by Fisher scoring from τ² = 0 (kept ≥ 0), with its Wald
-    interval ``τ² ± z se`` (``se² = 2 / Σ (a/V_m)²``) mapped to τ = √τ² (each end ≥ 0).
+    "Per-field errors").
+
+    Each cell's squared misfit is taken as ``e ~ (1 − lev) V_m χ²₁``, ``V_m = V + a τ²``; each qubit's
+    cells give a score ``U_q(τ²)`` with information ``I_q`` and a standardized score
+    ``u_q = U_q/√(2 I_q)``. τ² ≥ 0 solves ``Σ_q w_q U_q = 0`` with Tukey's biweight
+    ``w_q = (1 − (u_q/c)²)²`` (0 beyond ``c`` = :data:`_FIELD_BIWEIGHT`), by reweighted Fisher scoring
+    from the median of the qubits' own estimates: a qubit whose cells scatter far beyond the rest (a
+    broken one, or one the model does not describe) gets no weight, and its lack of fit stays visible.
+    The interval inverts the weighted score test, ``|Σ w U| ≤ z √(2 Σ w² I)`` (so it holds 0 exactly
+    when the test of τ = 0 does not reject).
 
     Returns:
-        ``{"sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "z"}`` (h units; ``z`` the score
-        statistic for τ² = 0, i.e. its standard normal test against no per-field offset).
+        ``{"sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "qubits", "outlying_qubits", "z"}``
+        (h units; ``z`` the weighted score statistic for τ² = 0; ``outlying_qubits`` those with no
+        weight); NaN estimates with fewer than :data:`FIELD_MIN_QUBITS` qubits.
     """
-    e, a, V, c = cells
-    out = {"sigma_field": 0.0, "sigma_field_lo": 0.0, "sigma_field_hi": 0.0, "cells": int(e.size), "z": 0.0}
-    if e.size == 0:
+    e, a, V, c, q = cells
+    uq, inv = np.unique(q, return_inverse=True)
+    nq = len(uq)
+    out = {"sigma_field": float("nan"), "sigma_field_lo": float("nan"), "sigma_field_hi": float("nan"),
+           "cells": int(e.size), "qubits": int(nq), "outlying_qubits": 0, "z": float("nan")}
+    if nq < FIELD_MIN_QUBITS:
         return out
-    tau2, z0 = 0.0, None
-    for _ in range(50):
-        Vm = V + a * tau2
+    # each qubit's own estimate (Fisher scoring, vectorized over qubits), their median the start
+    own = np.zeros(nq)
+    for _ in range(30):
+        Vm = V + a * own[inv]
         z = np.minimum(e / (c * Vm), _FIELD_Z_MAX)
-        u, info = float(((a / Vm) * (z - 1.0)).sum()), float(((a / Vm) ** 2).sum())
-        if z0 is None:
-            z0 = u / np.sqrt(2.0 * info) if info > 0 else 0.0
-        if info <= 0:
+        U, info = np.bincount(inv, (a / Vm) * (z - 1.0), nq), np.bincount(inv, (a / Vm) ** 2, nq)
+        own = np.maximum(own + np.where(info > 0, U / np.where(info > 0, info, 1.0), 0.0), 0.0)
+    tau2 = float(np.median(own))
+    for _ in range(100):
+        U, info = _field_scores(tau2, e, a, V, c, inv, nq)
+        w = _biweight(U, info)
+        den = float((w * info).sum())
+        if den <= 0:
             break
-        new = max(tau2 + u / info, 0.0)
-        if abs(new - tau2) <= 1e-6 * max(tau2, 1e-12):
-            tau2 = new
-            break
+        new = max(tau2 + float((w * U).sum()) / den, 0.0)
+        done = abs(new - tau2) <= 1e-7 * max(tau2, 1e-10)
         tau2 = new
-    Vm = V + a * tau2
-    info = float(((a / Vm) ** 2).sum())
-    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt(2.0 / info) if info > 0 else np.inf
-    out.update(sigma_field=float(np.sqrt(tau2)), sigma_field_lo=float(np.sqrt(max(tau2 - half, 0.0))),
-               sigma_field_hi=float(np.sqrt(tau2 + half)), z=float(z0))
+        if done:
+            break
+    U, info = _field_scores(tau2, e, a, V, c, inv, nq)
+    w = _biweight(U, info)
+    zq = stats.norm.ppf(0.5 + level / 2)
+
+    def score(t2: float) -> float:
+        Ut, It = _field_scores(t2, e, a, V, c, inv, nq)
+        sd = np.sqrt(2.0 * float((w * w * It).sum()))
+        return float((w * Ut).sum()) / sd if sd > 0 else 0.0
+
+    def root(target: float) -> float:          # the τ² where the standardized score falls to ``target``
+        lo, hi = 0.0, max(tau2, 1e-8)
+        while score(hi) > target and hi < 1.0:
+            hi *= 4.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if score(mid) > target else (lo, mid)
+        return hi
+
+    z0 = score(0.0)
+    lo2 = 0.0 if z0 <= zq else root(zq)
+    out.update(sigma_field=float(np.sqrt(tau2)), sigma_field_lo=float(np.sqrt(lo2)),
+               sigma_field_hi=float(np.sqrt(root(-zq))), z=float(z0), outlying_qubits=int((w == 0).sum()))
     return out
+
+
+def _biweight(U: np.ndarray, info: np.ndarray) -> np.ndarray:
+    """Tukey's biweight of each qubit's standardized score ``U/√(2 I)`` (0 for a qubit without information)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.where(info > 0, U / np.sqrt(2.0 * np.where(info > 0, info, 1.0)), 0.0)
+    return np.where((np.abs(u) < _FIELD_BIWEIGHT) & (info > 0), (1.0 - (u / _FIELD_BIWEIGHT) ** 2) ** 2, 0.0)
 
 
 def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,

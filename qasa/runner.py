@@ -274,8 +274,13 @@ class _Budget:
                               "saved — run again with a larger budget to resume.")
 
     def add(self, call: Call, record: dict[str, Any]) -> None:
+        """Charge a finished call; a call that cost more than its estimate raises the estimate of
+        every later call of its size to what it cost (the check before each call then uses it)."""
         used = record.get("qpu_access_time")
-        self.spent += used if used is not None else (self.estimates.get(call.num_reads) or 0.0)
+        estimate = self.estimates.get(call.num_reads)
+        self.spent += used if used is not None else (estimate or 0.0)
+        if used is not None and estimate is not None and used > estimate:
+            self.estimates[call.num_reads] = float(used)
         self.done += 1
 
     def discard(self, call: Call, problem_id: str | None, us: float | None, reason: str) -> None:

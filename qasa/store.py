@@ -80,7 +80,8 @@ JOURNAL_SUFFIX = ".arrow"
 
 
 def fit_fingerprint(response: Response, model: str, options: dict[str, Any] | None = None) -> str:
-    """Hash of everything a fit depends on: the response arrays, the model, options and qasa's version."""
+    """Hash of everything a fit depends on: the response arrays (with its per-call statistics), the model,
+    options and qasa's version."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -88,7 +89,10 @@ def fit_fingerprint(response: Response, model: str, options: dict[str, Any] | No
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         qv = "unknown"
     h = hashlib.blake2b(digest_size=16)
-    for arr in (response.qubits, response.h, response.n_down, response.n_total):
+    calls = response.calls       # the per-call statistics feed σ_call and σ_field: part of what is fitted
+    extra = () if calls is None else (calls.n_calls, calls.reads_sq, calls.centre, calls.spread)
+    h.update(b"calls" if calls is not None else b"summed")
+    for arr in (response.qubits, response.h, response.n_down, response.n_total, *extra):
         a = np.ascontiguousarray(arr)
         h.update(str(a.dtype).encode() + str(a.shape).encode())
         h.update(a.tobytes())

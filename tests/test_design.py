@@ -228,3 +228,34 @@ def test_explicit_per_qubit_calls_reach_the_counts_table_and_the_fit(chimera_sa,
     with pytest.raises(ProtocolError, match="form"):
         qasa.run(p, chimera_sa, tmp_path / "e", calls=[Call("free-name", 1, -1, 0.1, 0, 10, np.ones(n, np.int8))])
     assert qasa.Dataset.load(tmp_path / "d").metadata["design_rounds"] == {"x001": 6}
+
+
+# -- between calls: the information of reads that share a call's offset ----------------------------------
+def test_between_call_information_has_its_closed_form_and_caps_what_reads_per_call_buy():
+    """With a per-call offset δ ~ N(0, σ²) of b, a call of R reads measures m with variance
+    (1 − m²)/R + (∂m/∂b)² σ²: the information per read is ∇m∇mᵀ/(1 − m² + R (∂m/∂b)² σ²). At a field on
+    the transition, C calls of R reads give b a Cramér–Rao variance that tends to σ²/C (times the
+    slope's share) as R grows — reads beyond that buy nothing, calls do."""
+    model = get_model("qasa")
+    theta = np.array([[5.0, 0.01, 0.1, 0.02]])
+    x = np.array([-0.3, -0.05, 0.0, 0.05, 0.4])
+    m, g = model.m_jac(x, theta)
+    R, sig = 1000, 0.012
+    manual = np.einsum("kp,kq,k->pq", g[0], g[0], 1.0 / (1 - m[0] ** 2 + R * g[0, :, 1] ** 2 * sig ** 2))
+    got = D.information(model, x, np.ones(5), theta, sigma_call=sig, reads_per_call=R)[0]
+    np.testing.assert_allclose(got, manual, rtol=1e-12)
+    assert np.array_equal(D.information(model, x, np.ones(5), theta, sigma_call=0.0, reads_per_call=R),
+                          D.information(model, x, np.ones(5), theta))
+    # b alone at its transition field (β, γ, η held): variance per call → σ² / (slope² share) as R → ∞
+    xb = np.array([-0.01])
+    _, gb = model.m_jac(xb, theta)
+    for C in (10, 40):
+        var = [1.0 / D.information(model, xb, C * r, theta, sigma_call=sig, reads_per_call=r)[0, 1, 1]
+               for r in (1e3, 1e5, 1e7)]
+        assert var[0] > var[1] > var[2] > 0.99 * sig ** 2 / C
+        assert var[2] == pytest.approx(sig ** 2 / C, rel=0.01)
+    # the design weighs the same: required reads grow without bound as a b target nears σ/√(calls)
+    t = D.sd_targets(model, {"b": 0.002}, theta)
+    w = D.optimal_design(model, theta, D.candidate_fields((-1, 1)), t, sigma_call=sig, reads_per_call=R)
+    assert D.required_reads(model, theta, D.candidate_fields((-1, 1)), w, t, sigma_call=sig, reads_per_call=R)[0] > \
+        3 * D.required_reads(model, theta, D.candidate_fields((-1, 1)), w, t)[0]
