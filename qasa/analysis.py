@@ -270,9 +270,15 @@ def noise_beyond_shots(dataset: Dataset, fits: FitTable, *, seed: int = 0) -> di
             "estimates their spread (σ_call, h units) per qubit beside the within-call η, and every interval "
             "of β, b, γ, η includes it.")
         sf = fits.meta.get("sigma_field")
+        if sf and not math.isfinite(sf.get("sigma_field", math.nan)):
+            out["effects"].append(
+                f"Per field: the field error shared by the calls at one programmed value (the h DAC's rounding) "
+                f"is a device-level estimate; this fit has {sf.get('qubits', 0)} qubits with a between-call fit, too "
+                "few to estimate it, so the intervals leave it out.")
+            sf = None
         if sf:
-            out["sigma_field"] = {k: sf[k] for k in ("sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "z",
-                                                     "given") if k in sf}
+            out["sigma_field"] = {k: sf[k] for k in ("sigma_field", "sigma_field_lo", "sigma_field_hi", "cells",
+                                                     "qubits", "outlying_qubits", "z", "given") if k in sf}
             out["effects"].append(
                 f"Per field: the h DAC rounds each programmed value the same way in every call, an offset shared by "
                 f"the calls at one field; its sd over the device, σ_field = {sf['sigma_field']:.2g} h "

@@ -182,17 +182,21 @@ Per-field errors (``sigma_field``; issue 20)
     every qubit whose σ_call is identified (:func:`field_variance`): each cell's squared misfit of
     the pooled mean about the binomial fit, ``e = Σ N² (p̂ − r)²``, is taken as ``(1 − lev) V_m χ²₁``
     (``V`` from the qubit's moment estimate of σ_call, ``lev`` the cell's leverage in the qubit's
-    weighted fit of the mean), standardized misfits winsorized at :data:`_FIELD_Z_MAX`, and τ² ≥ 0
-    maximizes that likelihood (Fisher scoring; Wald interval on τ² mapped to τ). τ² is then held
+    weighted fit of the mean; standardized misfits winsorized at :data:`_FIELD_Z_MAX`). Each qubit's
+    cells give a standardized score for τ², and τ² ≥ 0 solves the score equation
+    over the qubits within :data:`_FIELD_REJECT` standard errors of it: a qubit whose cells scatter far
+    beyond what the device's τ predicts — broken, or not described by the model — gets no weight, so it
+    can neither set τ for the others nor hide its own lack of fit
+    (``meta["sigma_field"]["outlying_qubits"]`` counts them). The interval inverts the score test. With fewer than
+    :data:`FIELD_MIN_QUBITS` such qubits τ is not estimated (NaN; no per-field term). τ² is then held
     fixed: the profile intervals do not include its uncertainty (its relative error is ~3 % on a
     device of 200 qubits at 40 000 reads per h). ``meta["sigma_field"]`` holds the estimate, its
-    interval, the number of cells and the score statistic ``z`` of τ² = 0; the table's
+    interval, the numbers of cells and qubits and the score statistic ``z`` of τ² = 0; the table's
     ``sigma_field`` column repeats it on the rows it was applied to. A real DAC's error shrinks with
     |h| (±0.0005 at h = 2); one τ describes the transition region, where the cells carry weight.
-    Measured, 300 independent QASA qubits with σ_call = 0.01 in calls of 1 000 (tests/qasa_sampler.py):
-    planted τ = 0.004 read 0.0040 [0.0039, 0.0041] at 40 000 reads per h, "lack of fit" 92 % → 0.7 %,
-    coverage of β, b, γ, η, σ_call 0.947, 0.930, 0.963, 0.947, 0.950 (0.74, 0.68, 0.94, 0.75, 0.55
-    with τ = 0); planted τ = 0 read 0.0005 [0, 0.0009] (z = 0.9) at 10 000, intervals 1.006× as wide.
+    Measured in README "Per-field errors: σ_field" (tests/test_between_calls.py). A given
+    ``sigma_field`` applies where the between-call fit runs (the ``qasa`` model with per-call
+    statistics and σ_call identified); elsewhere there is nothing to hold it in.
     ``sigma_field=`` a number fixes τ instead; ``0`` is the likelihood without it.
 
 Statistics and quality rule (:class:`QualityRule`)
@@ -1972,10 +1976,12 @@ def _field_cells(r: Response, rows: np.ndarray, th0: np.ndarray) -> np.ndarray:
 #: Winsorizing bound on a cell's standardized squared misfit ``e/((1 − lev) V_m)`` in the per-field
 #: variance (a χ²₁ variable exceeds it with probability 1.5e-6).
 _FIELD_Z_MAX = 25.0
-#: Tukey biweight constant on each qubit's standardized score in the per-field variance (95 %
-#: efficiency at the normal): a qubit whose cells scatter beyond ``_FIELD_BIWEIGHT`` standard errors of
-#: what the device's τ predicts gets no weight, so a few broken qubits cannot set τ for all.
-_FIELD_BIWEIGHT = 4.685
+#: Rejection bound on each qubit's standardized score in the per-field variance: a qubit whose cells
+#: scatter beyond ``_FIELD_REJECT`` standard errors of what the device's τ predicts gets no weight, so a
+#: few broken qubits cannot set τ for all. A hard bound, not a smooth downweighting (a biweight read τ
+#: 19 % low: a qubit's score is a sum of a few χ²₁ terms, skewed right, and smooth weights trim that
+#: tail more than the left); a well-described qubit passes it with probability ≈ 0.999.
+_FIELD_REJECT = 5.0
 #: Fewest qubits (each with its cells) for a device-level τ; fewer give ``sigma_field`` NaN ("not estimable").
 FIELD_MIN_QUBITS = 10
 
@@ -1994,12 +2000,12 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
 
     Each cell's squared misfit is taken as ``e ~ (1 − lev) V_m χ²₁``, ``V_m = V + a τ²``; each qubit's
     cells give a score ``U_q(τ²)`` with information ``I_q`` and a standardized score
-    ``u_q = U_q/√(2 I_q)``. τ² ≥ 0 solves ``Σ_q w_q U_q = 0`` with Tukey's biweight
-    ``w_q = (1 − (u_q/c)²)²`` (0 beyond ``c`` = :data:`_FIELD_BIWEIGHT`), by reweighted Fisher scoring
-    from the median of the qubits' own estimates: a qubit whose cells scatter far beyond the rest (a
-    broken one, or one the model does not describe) gets no weight, and its lack of fit stays visible.
-    The interval inverts the weighted score test, ``|Σ w U| ≤ z √(2 Σ w² I)`` (so it holds 0 exactly
-    when the test of τ = 0 does not reject).
+    ``u_q = U_q/√(2 I_q)``. τ² ≥ 0 solves ``Σ_q w_q U_q = 0`` over the qubits with ``|u_q| ≤``
+    :data:`_FIELD_REJECT` (``w_q`` 1, else 0), by Fisher scoring from the median of the qubits' own
+    estimates, the set of qubits updated with τ² until it no longer changes: a qubit whose cells
+    scatter far beyond the rest (a broken one, or one the model does not describe) gets no weight, and
+    its lack of fit stays visible. The interval inverts the score test on those qubits,
+    ``|Σ w U| ≤ z √(2 Σ w I)`` (so it holds 0 exactly when the test of τ = 0 does not reject).
 
     Returns:
         ``{"sigma_field", "sigma_field_lo", "sigma_field_hi", "cells", "qubits", "outlying_qubits", "z"}``
@@ -2021,24 +2027,24 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
         U, info = np.bincount(inv, (a / Vm) * (z - 1.0), nq), np.bincount(inv, (a / Vm) ** 2, nq)
         own = np.maximum(own + np.where(info > 0, U / np.where(info > 0, info, 1.0), 0.0), 0.0)
     tau2 = float(np.median(own))
+    w = np.ones(nq)
     for _ in range(100):
         U, info = _field_scores(tau2, e, a, V, c, inv, nq)
-        w = _biweight(U, info)
-        den = float((w * info).sum())
+        w_new = _inliers(U, info)
+        den = float((w_new * info).sum())
         if den <= 0:
             break
-        new = max(tau2 + float((w * U).sum()) / den, 0.0)
-        done = abs(new - tau2) <= 1e-7 * max(tau2, 1e-10)
-        tau2 = new
+        new = max(tau2 + float((w_new * U).sum()) / den, 0.0)
+        done = abs(new - tau2) <= 1e-7 * max(tau2, 1e-10) and np.array_equal(w_new, w)
+        tau2, w = new, w_new
         if done:
             break
     U, info = _field_scores(tau2, e, a, V, c, inv, nq)
-    w = _biweight(U, info)
     zq = stats.norm.ppf(0.5 + level / 2)
 
     def score(t2: float) -> float:
         Ut, It = _field_scores(t2, e, a, V, c, inv, nq)
-        sd = np.sqrt(2.0 * float((w * w * It).sum()))
+        sd = np.sqrt(2.0 * float((w * It).sum()))
         return float((w * Ut).sum()) / sd if sd > 0 else 0.0
 
     def root(target: float) -> float:          # the τ² where the standardized score falls to ``target``
@@ -2057,11 +2063,12 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
     return out
 
 
-def _biweight(U: np.ndarray, info: np.ndarray) -> np.ndarray:
-    """Tukey's biweight of each qubit's standardized score ``U/√(2 I)`` (0 for a qubit without information)."""
+def _inliers(U: np.ndarray, info: np.ndarray) -> np.ndarray:
+    """1 for a qubit whose standardized score ``|U/√(2 I)|`` is within :data:`_FIELD_REJECT`, else 0
+    (and 0 without information)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         u = np.where(info > 0, U / np.sqrt(2.0 * np.where(info > 0, info, 1.0)), 0.0)
-    return np.where((np.abs(u) < _FIELD_BIWEIGHT) & (info > 0), (1.0 - (u / _FIELD_BIWEIGHT) ** 2) ** 2, 0.0)
+    return ((np.abs(u) <= _FIELD_REJECT) & (info > 0)).astype(float)
 
 
 def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,

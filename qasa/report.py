@@ -758,8 +758,9 @@ def _noise_section(rep: AssessmentReport, page: _Page) -> str:
         if sf:
             parts.append(f"<p>σ<sub>field</sub> (the field error shared by every call at one programmed value: the h "
                          f"DAC's rounding): {_fmt(sf['sigma_field'])} h [{_fmt(sf['sigma_field_lo'])}, "
-                         f"{_fmt(sf['sigma_field_hi'])}], one value for the device from {sf.get('cells', 0)} cells "
-                         "(qasa.fitting, \"Per-field errors\"); a per-qubit value is not identified.</p>")
+                         f"{_fmt(sf['sigma_field_hi'])}], one value for the device from {sf.get('cells', 0)} cells of "
+                         f"{sf.get('qubits', 0)} qubits, {sf.get('outlying_qubits', 0)} of them given no weight as "
+                         "outliers (qasa.fitting, \"Per-field errors\"); a per-qubit value is not identified.</p>")
     else:
         ax1.text(0.5, 0.5, "no between-call component in this fit", ha="center", va="center", transform=ax1.transAxes)
         ax1.set_axis_off()

@@ -147,6 +147,8 @@ class CallNoiseSampler(QASAModelCountSampler):
         drift_step: sd of the random walk's step per call (h units; 0: no drift). The walk starts at 0.
         sigma_field: sd τ of the per-field offset (h units; 0: none), fixed per (qubit, programmed
             value) and seeded by ``seed`` and the value.
+        broken: ``{truth row: shift}`` — broken qubits, whose b is shifted by ``shift`` at about 30 % of
+            their programmed values (those with ``round(1000 |x|) mod 7 < 2``), in every call there.
         on: ``"bias"`` (default): the offset adds to b (a per-call b: the between-call component of
             qasa's fit); ``"field"``: it adds to the programmed field in both the longitudinal and the
             transverse term (``u = βγ(x + δ)``), whose slope in the field is smaller than in b by
@@ -159,9 +161,10 @@ class CallNoiseSampler(QASAModelCountSampler):
 
     def __init__(self, qubits: int | Iterable[int] = 2000, seed: int = 0, *, sigma_call: float | np.ndarray = 0.0,
                  drift_step: float = 0.0, on: str = "bias", truth: pd.DataFrame | None = None,
-                 sigma_field: float = 0.0, **ranges: Any) -> None:
+                 sigma_field: float = 0.0, broken: dict[int, float] | None = None, **ranges: Any) -> None:
         super().__init__(qubits, seed, truth=truth, **ranges)
         self.sigma_field = float(sigma_field)
+        self.broken = dict(broken or {})
         self._seed = int(seed)
         self._fields: dict[float, np.ndarray] = {}
         self.sigma_call = np.broadcast_to(np.asarray(sigma_call, float), (len(self._nodes),)).copy()
@@ -184,6 +187,9 @@ class CallNoiseSampler(QASAModelCountSampler):
         offset = offset[rows]
         if self.sigma_field:
             offset = offset + self.field_offsets(x, rows)
+        if self.broken:
+            shift = np.array([self.broken.get(int(r), 0.0) for r in rows])
+            offset = offset + np.where(np.round(1000 * np.abs(x)).astype(np.int64) % 7 < 2, shift, 0.0)
         if self.on == "field":
             p = 0.5 * (1.0 + _m_diag(self._model, x + offset, self._theta[rows]))
         else:

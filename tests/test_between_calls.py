@@ -245,6 +245,43 @@ def test_the_virtual_qpus_dac_no_longer_fails_the_fit_at_high_read_counts():
     assert all(v >= 0.93 for v in cov.values()), cov
 
 
+def test_broken_qubits_neither_set_the_devices_per_field_offset_nor_hide_their_lack_of_fit():
+    """150 qubits, σ_call 0.01, 10 000 reads per h on a ±1 grid of step 0.05: 10 broken qubits (b shifted
+    by 0.05 at ~30 % of their fields) and 15 misfit ones (0.025). The per-field estimate gives the broken
+    ones no weight: τ̂ stays ≈ 0 with none planted (a plain pooled estimate read 0.0073 here and
+    widened every good qubit's b interval 1.9×), good qubits' intervals are those without the term,
+    and every misfit qubit is still flagged "lack of fit" (0 of 15 with the pooled estimate); with
+    τ = 0.003 planted it is covered."""
+    lack = lambda t: t["reason"].str.contains("lack of fit").to_numpy()      # noqa: E731
+    broken = {**{r: 0.05 for r in range(10)}, **{r: 0.025 for r in range(10, 25)}}
+    for tau in (0.0, 0.003):
+        s = CallNoiseSampler(150, seed=5, sigma_call=0.01, sigma_field=tau, broken=broken)
+        ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=10_000, reads_per_call=1000, seed=6), s)
+        ft, without = fit(ds, "qasa"), fit(ds, "qasa", sigma_field=0.0)
+        sf = ft.meta["sigma_field"]
+        t = ft.table.set_index("qubit").loc[s.truth["qubit"]]
+        assert lack(t)[10:25].all() and lack(t)[:10].all() and sf["outlying_qubits"] >= 10, sf
+        if tau == 0:
+            assert sf["sigma_field"] < 0.001 and sf["sigma_field_lo"] == 0.0, sf
+            ok = np.arange(len(t)) >= 25
+            w0 = without.table.set_index("qubit").loc[s.truth["qubit"]]
+            ratio = np.median((t["b_hi"] - t["b_lo"])[ok]) / np.median((w0["b_hi"] - w0["b_lo"])[ok])
+            assert ratio < 1.05
+        else:
+            assert sf["sigma_field_lo"] <= tau <= sf["sigma_field_hi"], sf
+
+
+def test_too_few_qubits_leave_the_per_field_offset_unestimated():
+    """Fewer than FIELD_MIN_QUBITS qubits with a between-call fit: σ_field is NaN ("not estimable"),
+    the likelihood has no per-field term, and a given value is still used."""
+    s, ds = _run(6, 4, 0.01, 4000, 500)
+    ft = fit(ds, "qasa")
+    assert np.isnan(ft.meta["sigma_field"]["sigma_field"]) and ft.table["sigma_field"].isna().all()
+    assert np.allclose(ft.table["b_hi"], fit(ds, "qasa", sigma_field=0.0).table["b_hi"], equal_nan=True)
+    given = fit(ds, "qasa", sigma_field=0.004)
+    assert (given.table.loc[given.table["sigma_call_identified"], "sigma_field"] == 0.004).all()
+
+
 @pytest.mark.parametrize("bad", [-0.001, 0.5, True, "0.004", None, float("nan")])
 def test_sigma_field_argument_is_checked(bad):
     s, ds = _run(10, 3, 0.01, 1000, 250)
