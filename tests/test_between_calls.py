@@ -343,7 +343,10 @@ def test_drift_sweep():
     b_avg = s.truth["b"].to_numpy() + np.mean(s.offsets, axis=0)
     tt = t.set_index("qubit").loc[s.truth["qubit"]]
     inside = (tt["b_lo"].to_numpy() <= b_avg) & (b_avg <= tt["b_hi"].to_numpy())
-    assert 0.92 <= inside.mean() <= 0.98
+    # conservative under a walk with the shuffled run order (measured 0.983 here, 0.991 on seed 54): the
+    # walk's spread becomes between-call scatter, which σ_call counts in full, while the run average of
+    # the offsets is what b estimates; 0.951 in h order
+    assert 0.92 <= inside.mean() <= 0.995
     assert (t["dispersion_p"] < 0.01).mean() >= 0.8
 
 

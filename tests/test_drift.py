@@ -68,11 +68,11 @@ def test_spectrum_not_estimable_on_a_short_run_or_without_times():
 
 
 def _flicker_spectrum(seed: int, qubits: int = 40, h_step: float = 0.125, h_max: float = 0.5,
-                      reads_per_h: int = 100_000, reads_per_call: int = 1000):
+                      reads_per_h: int = 100_000, reads_per_call: int = 1000, order: str = "shuffled"):
     """900 calls 1 s apart (100 h cycles of 9 calls), 1/f offsets with A = 0.005 h/√Hz at 1 Hz, α = 1."""
     s = NoisyQASASampler(qubits, seed=seed, flicker=(0.005, 1.0), dt=1.0)
     ds = qasa.run(qasa.Protocol.grid(h_max, h_step, reads_per_h=reads_per_h, reads_per_call=reads_per_call,
-                                     seed=seed), s)
+                                     seed=seed, order=order), s)
     ds = Dataset(ds.counts, call_times(ds, s), ds.metadata)
     return drift.spectrum(drift.call_offsets(ds, dv.point_fit(ds)), bootstrap=100)
 
@@ -83,18 +83,25 @@ def _covers(spec) -> bool:
 
 
 def test_spectrum_of_planted_flicker_noise():
+    """Shuffled run order (the default): one call per block, up to 0.4 of the calls' Nyquist frequency;
+    in h order, blocks of one h cycle (9 calls)."""
     spec = _flicker_spectrum(0)
-    assert spec["estimable"] and spec["blocks"] == 100 and spec["block_calls"] == 9 and _covers(spec)
-    assert np.all(np.diff(spec["frequency"]) > 0) and spec["frequency"][-1] <= 0.4 / 9 + 1e-12
+    assert spec["estimable"] and spec["blocks"] == 900 and spec["block_calls"] == 1 and _covers(spec)
+    assert np.all(np.diff(spec["frequency"]) > 0) and spec["frequency"][-1] <= 0.4 + 1e-12
+    seq = _flicker_spectrum(0, order="sequential")
+    assert seq["estimable"] and seq["blocks"] == 100 and seq["block_calls"] == 9 and _covers(seq)
+    assert seq["frequency"][-1] <= 0.4 / 9 + 1e-12
     assert drift.plot_spectrum(spec).get_xscale() == "log"
 
 
 @pytest.mark.slow
 def test_spectrum_intervals_cover_planted_flicker_noise():
-    """20 devices of 40 qubits (measured: 20 of 20 cover both), and 6 of 100 qubits with 2 100 calls on
-    a finer h grid (21 calls per cycle; measured: 6 of 6)."""
+    """20 devices of 40 qubits (measured, shuffled run order, one call per block: 16 of 20 cover both; 20 of
+    20 in h order with blocks of an h cycle, whose intervals are wider), and 6 of 100 qubits with 2 100
+    calls on a finer h grid (measured: 5 of 6; 6 of 6 in h order). Known bias, shuffled: the exponent
+    reads ≈ 1.1 for a planted 1.0 (median over the 20), the amplitude ≈ 25 % low."""
     small = [_covers(_flicker_spectrum(seed)) for seed in range(1, 21)]
-    assert np.mean(small) >= 0.85, small
+    assert np.mean(small) >= 0.75, small
     large = [_covers(_flicker_spectrum(seed, qubits=100, h_step=0.1, h_max=1.0, reads_per_h=50_000, reads_per_call=500))
              for seed in range(10, 16)]
     assert sum(large) >= 5, large

@@ -249,13 +249,14 @@ def test_measurement_error_z_scores_of_forty_repeat_runs(sigma):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("runs, reads_per_h, df, measured", [(24, 4000, 12, 1.01), (40, 10_000, 48, 1.20)])
+@pytest.mark.parametrize("runs, reads_per_h, df, measured", [(24, 4000, 12, 1.03), (40, 10_000, 48, 1.16)])
 def test_measurement_error_z_scores_of_repeat_runs_on_the_noisy_virtual_qpu(runs, reads_per_h, df, measured):
     """Repeat runs (run seeds 7000 +) of one virtual Advantage P4 device (263 qubits) with every noise
     source of a real QPU on (per-programming errors, 1/f flux noise on the device's clock, DAC, h scale,
-    the pass walk): the z-scores of T_eff by its measurement error have sd in 0.8–1.25. Measured: 1.01
-    (24 runs, 4 000 reads per h) and 1.20 (40 runs, 10 000; 1/f noise correlates a run's calls a little,
-    which clusters of calls take as independent); the population error is 1.4–1.6× the measurement error."""
+    the pass walk): the z-scores of T_eff by its measurement error have sd in 0.8–1.25. Measured: 1.03
+    (24 runs, 4 000 reads per h) and 1.16 (40 runs, 10 000; 1/f noise correlates a run's calls a little,
+    which clusters of calls take as independent); the population error is 1.4–1.6× the measurement error.
+    (1.01 and 1.20 with each pass in h order, before the shuffled run order.)"""
     T, se = [], []
     for rep in range(runs):
         qpu = VirtualQPU("advantage4.1", topology_shape=[4], seed=3)
