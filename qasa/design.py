@@ -36,17 +36,17 @@ Criteria (over designs ``w``, a probability distribution of a qubit's reads over
     ``M = M₀ + N Σ w_x I(x)`` — the design of an adaptive round (:mod:`qasa.adaptive`).
 
 Between calls
-    Every call is a new programming, and the reads of one call share a field offset δ ~ N(0, σ²)
-    (σ_call, :mod:`qasa.fitting` "Between calls"). A call of ``R`` reads at ``x`` then measures its
-    mean ``m`` with variance ``(1 − m²)/R + (∂m/∂b)² σ²``, so its information per read is
-
-    .. math::  I_σ(x; θ) = \frac{∇m\,∇m^T}{1 - m^2 + R\,(∂m/∂b)^2 σ^2}
-
-    (``sigma_call`` and ``reads_per_call`` of :func:`information`, :func:`optimal_design`,
-    :func:`required_reads`; the same Gaussian random-effects information as the fitter's). More reads
-    per call buy nothing once ``R (∂m/∂b)² σ² ≫ 1 − m²``: near the transition only more *calls* do,
-    and the designs move reads to where the offsets matter less (the tails inform β and γ, the
-    transition b).
+    Every call is a new programming, and the reads of one call share a field offset δ ~ N(0, σ²) of b
+    (σ_call, :mod:`qasa.fitting` "Between calls"). A call of ``R`` reads at ``x`` counts ``n`` with mean
+    ``R p`` and variance ``R (w + R s²)``, ``w = p(1 − p)``, ``s² = (∂p/∂b)² σ²``; as a Gaussian its
+    information about ``(θ, σ²)`` is ``R P̃P̃ᵀ/(w + R s²) + ½ v vᵀ`` with ``P̃ = (∂p/∂θ, 0)`` and
+    ``v = ((1 − 2p) ∂p/∂θ, R (∂p/∂b)²)/(w + R s²)`` — the fitter's information, σ² a nuisance
+    parameter beside θ (``sigma_call`` and ``reads_per_call`` of :func:`information`,
+    :func:`optimal_design`, :func:`required_reads`; the information is then ``(p + 1) × (p + 1)``,
+    σ² last, never targeted). Two things follow: more reads per call buy nothing for b once
+    ``R s² ≫ w`` (only more calls do), and η, which the mean response confounds with σ (both widen the
+    transition), is told from it only by how the counts scatter between calls — so η needs far more
+    reads than reads taken as independent would say.
 
 Quantization
     An optimal design is concentrated on a few fields (for the QASA model at β = 5: near ±0.1,
@@ -93,24 +93,48 @@ def fisher_per_read(model: Model | str, x: np.ndarray, theta: np.ndarray, *, sig
         sigma_call: per-call offset sd per row (``(n,)`` or a scalar, h units; ``None``: reads independent).
         reads_per_call: reads of the call each read comes in (broadcastable to ``(n, k)``).
     """
-    g, w = _grad_weight(get_model(model), x, theta, sigma_call, reads_per_call)
-    return np.einsum("nkp,nkq->nkpq", g * w[..., None], g)
+    G = _factors(get_model(model), x, theta, sigma_call, reads_per_call)
+    return np.einsum("nkpr,nkqr->nkpq", G, G)
 
 
-def _grad_weight(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any = 1
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """∇m (n, k, p) and the per-read weight 1/(1 − m² + R (∂m/∂b)² σ²) (n, k) (module docstring,
-    "Between calls"; 1/(1 − m²) without ``sigma_call``), clipped like the fitter's probabilities."""
+def _grad_weight(model: Model, x, theta) -> tuple[np.ndarray, np.ndarray]:
+    """∇m (n, k, p) and 1/(1 − m²) (n, k), clipped like the fitter's probabilities."""
     theta = np.asarray(theta, float)
     m, g = model.m_jac(np.asarray(x, float), theta)
     m = np.broadcast_to(m, g.shape[:2])
-    var = np.maximum(1.0 - m * m, 4e-15)
-    if sigma_call is not None and "b" in model.params:
-        sig = np.broadcast_to(np.asarray(sigma_call, float), (len(theta),))
-        gb = g[..., model.params.index("b")]
-        R = np.broadcast_to(np.asarray(reads_per_call, float), var.shape)
-        var = var + R * gb * gb * np.nan_to_num(sig)[:, None] ** 2
-    return g, 1.0 / var
+    return g, 1.0 / np.maximum(1.0 - m * m, 4e-15)
+
+
+def _factors(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any = 1) -> np.ndarray:
+    """Factors ``G`` (n, k, q, r) of the information per read, ``I(x) = Σ_r G_r G_rᵀ``: ``q = p``, ``r = 1``
+    for independent reads; with ``sigma_call`` (per row) and ``reads_per_call`` (broadcastable to
+    ``(n, k)``), ``q = p + 1`` (σ² last) and ``r = 2`` (module docstring, "Between calls")."""
+    m, g = model.m_jac(np.asarray(x, float), np.asarray(theta, float))
+    m = np.broadcast_to(m, g.shape[:2])
+    var = np.maximum(1.0 - m * m, 4e-15)                  # clipped like the fitter's probabilities
+    if sigma_call is None:
+        return (g / np.sqrt(var)[..., None])[..., None]
+    if "b" not in model.params:
+        raise ValueError(f"model {model.name!r} has no bias b: no between-call information")
+    n, k, p = g.shape
+    sig2 = np.nan_to_num(np.broadcast_to(np.asarray(sigma_call, float), (n,))) ** 2
+    R = np.broadcast_to(np.asarray(reads_per_call, float), (n, k))
+    P = 0.5 * g                                           # ∂p/∂θ
+    w = 0.25 * var                                        # p(1 − p) = (1 − m²)/4
+    one_m2p = -m                                          # 1 − 2p
+    gb2 = P[..., model.params.index("b")] ** 2
+    wR = w + R * gb2 * sig2[:, None]
+    G = np.zeros((n, k, p + 1, 2))
+    G[..., :p, 0] = P / np.sqrt(wR)[..., None]
+    G[..., :p, 1] = one_m2p[..., None] * P / wR[..., None] / np.sqrt(2 * R)[..., None]
+    G[..., p, 1] = R * gb2 / wR / np.sqrt(2 * R)
+    return G
+
+
+def _padded(t: np.ndarray, q: int) -> np.ndarray:
+    """Targets ``(n, p)`` widened to ``q`` columns with ``inf`` (an untargeted nuisance, σ²)."""
+    t = np.asarray(t, float)
+    return t if t.shape[-1] >= q else np.concatenate([t, np.full(t.shape[:-1] + (q - t.shape[-1],), np.inf)], -1)
 
 
 def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray, *,
@@ -123,7 +147,8 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
     """
     model = get_model(model)
     theta = np.asarray(theta, float)
-    out = np.empty((len(theta), model.num_params, model.num_params))
+    q = model.num_params + (sigma_call is not None)
+    out = np.empty((len(theta), q, q))
     x = np.asarray(x, float)
     reads = np.broadcast_to(np.asarray(reads, float), (len(theta), x.shape[-1]))
     sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (len(theta),))
@@ -131,8 +156,8 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
     for s in range(0, len(theta), _CHUNK):
         sl = slice(s, s + _CHUNK)
         xs = x if x.ndim == 1 else x[sl]
-        g, w = _grad_weight(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
-        out[sl] = np.einsum("nkp,nkq->npq", g * (w * reads[sl])[..., None], g)
+        G = _factors(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
+        out[sl] = np.einsum("nkpr,nkqr,nk->npq", G, G, reads[sl])
     return out
 
 
@@ -298,19 +323,18 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
     w_out = np.empty((n, len(x)))
     for s in range(0, n, _CHUNK):
         sl = slice(s, s + _CHUNK)
-        g, iw = _grad_weight(model, x, theta[sl], None if sig is None else sig[sl], reads_per_call)
-        G = g * np.sqrt(iw)[..., None]                     # I(x) = G Gᵀ per candidate
+        G = _factors(model, x, theta[sl], None if sig is None else sig[sl], reads_per_call)   # I(x) = Σ_r G Gᵀ
         P = None if prior is None else np.asarray(prior, float)[sl]
-        tt = None if criterion == "D" else np.array(t[sl])
+        tt = None if criterion == "D" else _padded(np.array(t[sl]), G.shape[2])
         w_out[sl] = _multiplicative(G, tt, P, reads[sl], criterion, iterations)
     return w_out
 
 
 def _multiplicative(G, t, prior, reads, criterion, iterations):
-    n, k, p = G.shape
+    n, k, p, _ = G.shape
     w = np.full((n, k), 1.0 / k)
-    ok = np.isfinite(G).all((1, 2))
-    G = np.where(ok[:, None, None], G, 0.0)
+    ok = np.isfinite(G).all((1, 2, 3))
+    G = np.where(ok[:, None, None, None], G, 0.0)
     if t is not None:
         t = np.where(np.isnan(t), 1.0, t)                  # a NaN target (relative to 0) counts as 1
         active = np.isfinite(t)
@@ -319,21 +343,21 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
     per_stage = max(1, iterations // len(stages))
     for q in stages:
         for _ in range(per_stage):
-            M = np.einsum("nkp,nkq->npq", G * w[..., None], G) * reads[:, None, None]
+            M = np.einsum("nkpr,nkqr,nk->npq", G, G, w) * reads[:, None, None]
             if prior is not None:
                 M = M + prior
             Minv = _inv(M)
             Minv = np.where(np.isfinite(Minv), Minv, 0.0)
-            U = np.einsum("npq,nkq->nkp", Minv, G)           # M⁻¹ g_x
+            U = np.einsum("npq,nkqr->nkpr", Minv, G)         # M⁻¹ g_x (each factor)
             if criterion == "D":
-                d = np.einsum("nkp,nkp->nk", G, U)
+                d = np.einsum("nkpr,nkpr->nk", G, U)
                 new = w * d
             else:
                 V = np.einsum("npp->np", Minv)
                 r = V * tinv2
                 rmax = np.maximum(r.max(1, keepdims=True), 1e-300)
                 a = np.where(active, (r / rmax) ** (q - 1.0) * tinv2, 0.0)
-                d = np.einsum("nkp,np->nk", U * U, a)
+                d = np.einsum("nkpr,np->nk", U * U, a)
                 new = w * np.sqrt(np.maximum(d, 0.0))
             total = new.sum(1, keepdims=True)
             w = np.where(total > 0, new / np.where(total > 0, total, 1.0), w)
@@ -357,6 +381,7 @@ def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights
     w = w / w.sum(1, keepdims=True)
     t = np.broadcast_to(np.asarray(target_sd, float), theta.shape)
     M1 = information(model, x, w, theta, sigma_call=sigma_call, reads_per_call=reads_per_call)
+    t = _padded(t, M1.shape[-1])
     base = _criterion_value(_inv_diag(M1), t)
     nan = np.isnan(t).any(1)
     if prior is None:

@@ -232,30 +232,45 @@ def test_explicit_per_qubit_calls_reach_the_counts_table_and_the_fit(chimera_sa,
 
 # -- between calls: the information of reads that share a call's offset ----------------------------------
 def test_between_call_information_has_its_closed_form_and_caps_what_reads_per_call_buy():
-    """With a per-call offset δ ~ N(0, σ²) of b, a call of R reads measures m with variance
-    (1 − m²)/R + (∂m/∂b)² σ²: the information per read is ∇m∇mᵀ/(1 − m² + R (∂m/∂b)² σ²). At a field on
-    the transition, C calls of R reads give b a Cramér–Rao variance that tends to σ²/C (times the
-    slope's share) as R grows — reads beyond that buy nothing, calls do."""
+    """With a per-call offset δ ~ N(0, σ²) of b, a call of R reads counts n ~ N(R p, R (w + R s²)),
+    s² = (∂p/∂b)² σ²: its Gaussian information about (θ, σ²) is R P̃P̃ᵀ/(w + R s²) + ½ v vᵀ,
+    v = ((1 − 2p) ∂p/∂θ, R (∂p/∂b)²)/(w + R s²) — checked against the Gaussian Fisher information
+    ∂μ∂μᵀ/V + ½ ∂V∂Vᵀ/V² and, as correlations, against the Monte Carlo outer product of its score. At one field on the transition, C calls of R reads give b a variance
+    (others known) that tends to σ²/C as R grows: reads beyond that buy nothing, calls do. η, which the
+    mean confounds with σ, costs far more reads once σ is a nuisance."""
     model = get_model("qasa")
     theta = np.array([[5.0, 0.01, 0.1, 0.02]])
     x = np.array([-0.3, -0.05, 0.0, 0.05, 0.4])
-    m, g = model.m_jac(x, theta)
     R, sig = 1000, 0.012
-    manual = np.einsum("kp,kq,k->pq", g[0], g[0], 1.0 / (1 - m[0] ** 2 + R * g[0, :, 1] ** 2 * sig ** 2))
-    got = D.information(model, x, np.ones(5), theta, sigma_call=sig, reads_per_call=R)[0]
-    np.testing.assert_allclose(got, manual, rtol=1e-12)
-    assert np.array_equal(D.information(model, x, np.ones(5), theta, sigma_call=0.0, reads_per_call=R),
-                          D.information(model, x, np.ones(5), theta))
-    # b alone at its transition field (β, γ, η held): variance per call → σ² / (slope² share) as R → ∞
+    got = D.information(model, x, np.full(5, R), theta, sigma_call=sig, reads_per_call=R)[0]   # one call each
+    # the Gaussian score of each call, sampled: E[score scoreᵀ] = information
+    m, g = model.m_jac(x, theta)
+    p, P = 0.5 * (1 + m[0]), 0.5 * g[0]
+    gb2 = P[:, 1] ** 2
+    mu, V = R * p, R * (p * (1 - p) + R * gb2 * sig ** 2)
+    dmu = np.concatenate([R * P, np.zeros((5, 1))], 1)                       # ∂μ/∂(θ, σ²)
+    dV = np.concatenate([R * (1 - 2 * p)[:, None] * P, (R * R * gb2)[:, None]], 1)
+    exact = np.einsum("ki,kj,k->ij", dmu, dmu, 1 / V) + 0.5 * np.einsum("ki,kj,k->ij", dV, dV, 1 / V ** 2)
+    np.testing.assert_allclose(got, exact, rtol=1e-9)
+    n = mu + np.sqrt(V) * np.random.default_rng(3).standard_normal((200_000, 5))
+    score = ((n - mu) / V)[..., None] * dmu + (0.5 * ((n - mu) ** 2 / V - 1) / V)[..., None] * dV
+    mc = np.einsum("ski,skj->ij", score, score) / len(n)
+    d = np.diag(exact)
+    np.testing.assert_allclose(mc / np.sqrt(np.outer(d, d)), exact / np.sqrt(np.outer(d, d)), atol=0.03)
+    # without σ the information of independent reads, as before
+    np.testing.assert_allclose(D.information(model, x, np.ones(5), theta),
+                               np.einsum("kp,kq,k->pq", g[0], g[0], 1 / (1 - m[0] ** 2))[None], rtol=1e-12)
+    # b alone at its transition field: variance per call → σ² as R → ∞ (others known)
     xb = np.array([-0.01])
-    _, gb = model.m_jac(xb, theta)
     for C in (10, 40):
         var = [1.0 / D.information(model, xb, C * r, theta, sigma_call=sig, reads_per_call=r)[0, 1, 1]
                for r in (1e3, 1e5, 1e7)]
         assert var[0] > var[1] > var[2] > 0.99 * sig ** 2 / C
         assert var[2] == pytest.approx(sig ** 2 / C, rel=0.01)
-    # the design weighs the same: required reads grow without bound as a b target nears σ/√(calls)
-    t = D.sd_targets(model, {"b": 0.002}, theta)
-    w = D.optimal_design(model, theta, D.candidate_fields((-1, 1)), t, sigma_call=sig, reads_per_call=R)
-    assert D.required_reads(model, theta, D.candidate_fields((-1, 1)), w, t, sigma_call=sig, reads_per_call=R)[0] > \
-        3 * D.required_reads(model, theta, D.candidate_fields((-1, 1)), w, t)[0]
+    # the design: a b target near σ/√(calls) and an η target cost more than for independent reads
+    cand = D.candidate_fields((-1, 1))
+    for target, factor in (({"b": 0.002}, 3.0), ({"eta": 0.01}, 1.5)):     # (measured 4.5× and 2.0×)
+        t = D.sd_targets(model, target, theta)
+        w = D.optimal_design(model, theta, cand, t, sigma_call=sig, reads_per_call=R)
+        assert D.required_reads(model, theta, cand, w, t, sigma_call=sig, reads_per_call=R)[0] > \
+            factor * D.required_reads(model, theta, cand, D.optimal_design(model, theta, cand, t), t)[0], target
