@@ -118,7 +118,7 @@ def _factors(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any
         raise ValueError(f"model {model.name!r} has no bias b: no between-call information")
     n, k, p = g.shape
     sig2 = np.nan_to_num(np.broadcast_to(np.asarray(sigma_call, float), (n,))) ** 2
-    R = np.broadcast_to(np.asarray(reads_per_call, float), (n, k))
+    R = np.maximum(np.broadcast_to(np.asarray(reads_per_call, float), (n, k)), 1.0)    # (a cell without reads: 0)
     P = 0.5 * g                                           # ∂p/∂θ
     w = 0.25 * var                                        # p(1 − p) = (1 − m²)/4
     one_m2p = -m                                          # 1 − 2p

@@ -96,12 +96,12 @@ def test_spectrum_of_planted_flicker_noise():
 
 @pytest.mark.slow
 def test_spectrum_intervals_cover_planted_flicker_noise():
-    """20 devices of 40 qubits (measured, shuffled run order, one call per block: 16 of 20 cover both; 20 of
+    """20 devices of 40 qubits (measured, shuffled run order, one call per block: 17 of 20 cover both; 20 of
     20 in h order with blocks of an h cycle, whose intervals are wider), and 6 of 100 qubits with 2 100
-    calls on a finer h grid (measured: 5 of 6; 6 of 6 in h order). Known bias, shuffled: the exponent
-    reads ≈ 1.1 for a planted 1.0 (median over the 20), the amplitude ≈ 25 % low."""
+    calls on a finer h grid (measured: 6 of 6). Known bias, shuffled: the exponent reads ≈ 1.1 for a
+    planted 1.0 (median over the 20), the amplitude ≈ 25 % low."""
     small = [_covers(_flicker_spectrum(seed)) for seed in range(1, 21)]
-    assert np.mean(small) >= 0.75, small
+    assert np.mean(small) >= 0.8, small
     large = [_covers(_flicker_spectrum(seed, qubits=100, h_step=0.1, h_max=1.0, reads_per_h=50_000, reads_per_call=500))
              for seed in range(10, 16)]
     assert sum(large) >= 5, large
