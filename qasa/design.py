@@ -157,7 +157,9 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
         sl = slice(s, s + _CHUNK)
         xs = x if x.ndim == 1 else x[sl]
         G = _factors(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
-        out[sl] = np.einsum("nkpr,nkqr,nk->npq", G, G, reads[sl])
+        nn, kk, q, nr = G.shape
+        G2 = G.transpose(0, 1, 3, 2).reshape(nn, kk * nr, q)
+        out[sl] = np.matmul((G2 * np.repeat(reads[sl], nr, axis=1)[..., None]).transpose(0, 2, 1), G2)
     return out
 
 
@@ -331,10 +333,11 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
 
 
 def _multiplicative(G, t, prior, reads, criterion, iterations):
-    n, k, p, _ = G.shape
+    n, k, p, nr = G.shape
     w = np.full((n, k), 1.0 / k)
     ok = np.isfinite(G).all((1, 2, 3))
     G = np.where(ok[:, None, None, None], G, 0.0)
+    G2 = np.ascontiguousarray(G.transpose(0, 1, 3, 2).reshape(n, k * nr, p))   # every factor a row (matmul)
     if t is not None:
         t = np.where(np.isnan(t), 1.0, t)                  # a NaN target (relative to 0) counts as 1
         active = np.isfinite(t)
@@ -343,21 +346,22 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
     per_stage = max(1, iterations // len(stages))
     for q in stages:
         for _ in range(per_stage):
-            M = np.einsum("nkpr,nkqr,nk->npq", G, G, w) * reads[:, None, None]
+            wr = np.repeat(w, nr, axis=1)[..., None]
+            M = np.matmul((G2 * wr).transpose(0, 2, 1), G2) * reads[:, None, None]
             if prior is not None:
                 M = M + prior
             Minv = _inv(M)
             Minv = np.where(np.isfinite(Minv), Minv, 0.0)
-            U = np.einsum("npq,nkqr->nkpr", Minv, G)         # M⁻¹ g_x (each factor)
+            U = np.matmul(G2, Minv)                           # (M⁻¹ g)ᵀ of every factor (M symmetric)
             if criterion == "D":
-                d = np.einsum("nkpr,nkpr->nk", G, U)
+                d = (G2 * U).sum(-1).reshape(n, k, nr).sum(-1)
                 new = w * d
             else:
                 V = np.einsum("npp->np", Minv)
                 r = V * tinv2
                 rmax = np.maximum(r.max(1, keepdims=True), 1e-300)
                 a = np.where(active, (r / rmax) ** (q - 1.0) * tinv2, 0.0)
-                d = np.einsum("nkpr,np->nk", U * U, a)
+                d = np.matmul(U * U, a[..., None])[..., 0].reshape(n, k, nr).sum(-1)
                 new = w * np.sqrt(np.maximum(d, 0.0))
             total = new.sum(1, keepdims=True)
             w = np.where(total > 0, new / np.where(total > 0, total, 1.0), w)

@@ -309,3 +309,23 @@ def test_the_pilot_identifies_sigma_call_and_the_plan_designs_with_it():
                          reads_per_call=pilot.reads_per_call)
     assert plan["sigma_call_median"] == pytest.approx(t["sigma_call"].median()) and blind["sigma_call_median"] == 0
     assert plan["predicted_reads"] > 1.5 * blind["predicted_reads"]
+
+
+def test_a_design_that_says_met_while_the_fits_say_not_stops_as_stalled(tmp_path, monkeypatch):
+    """When two plans in a row predict that no more reads are needed (the design's information) while the
+    fits' intervals still miss the target, the assessment stops as "stalled" after one such round
+    instead of running rounds of min_step to max_rounds (what the noisy virtual device's per-field
+    errors did: 26 rounds, β and η never met)."""
+    s = QASAModelCountSampler(20, seed=31)
+    real = A.plan_round
+
+    def says_met(*args, **kwargs):
+        plan = real(*args, **kwargs)
+        return None if plan is None else {**plan, "predicted_reads": 0.0}
+
+    monkeypatch.setattr(A, "plan_round", says_met)
+    ds = A.assess_adaptive(s, tmp_path / "s", "beta=0.1%", protocol=A.pilot_protocol(2000, h_step=0.2, seed=4),
+                           max_reads_per_qubit=1e13)
+    res = ds.metadata["adaptive"]["result"]
+    assert res["stopped"] == "stalled" and res["rounds"] == 1 and res["fraction_met"] < 0.95
+    assert len(list((tmp_path / "s" / "design").glob("round-*.json"))) == 1
