@@ -18,9 +18,10 @@ Stopping rule
     Every targeted parameter's 95 % interval half-width is within its target (``target``, e.g.
     ``{"beta": "1%", "b": 0.003, "eta": 0.01}``) on at least ``fraction`` of the qubits — or the
     QPU-time budget ``max_qpu_seconds`` is spent, or ``max_rounds`` rounds have run, or the design is
-    ``infeasible`` (it predicts more than ``max_reads_per_qubit``), or ``stalled``: two plans in a row
-    predict that the data already meet the target (their Cramér–Rao information) while the fits'
-    intervals do not — the data then hold noise the design does not model, such as the h DAC's
+    ``infeasible`` (it predicts more than ``max_reads_per_qubit``), or ``stalled``: three plans in a
+    row predict that the data already meet the target (their Cramér–Rao information) while the fits'
+    intervals do not, and the two rounds between them did not raise the fraction within target — the
+    data then hold noise the design does not model, such as the h DAC's
     per-field errors (``sigma_field`` of :mod:`qasa.fitting`; the design knows σ_call but not them),
     and further rounds would not close the gap. Half-widths are
     taken from the fit's interval columns ``<p>_lo``/``<p>_hi`` when the fit provides them (profile
@@ -639,11 +640,13 @@ class _AdaptiveRun:
             # the target is out of reach: stop before paying for rounds that cannot meet it
             self.infeasible = plan.get("predicted_reads")
             return "infeasible", status, None
-        previous = self._stored_plan(rnd - 1, protocol) if rnd > 1 else None
-        if plan["predicted_reads"] == 0 and previous is not None and previous.get("predicted_reads") == 0:
-            # twice the design's information says the data meet the target while the fits' intervals do
-            # not: the data hold noise the design does not model (per-field errors, module docstring);
-            # rounds of min_step would run to max_rounds without meeting it
+        earlier = [self._stored_plan(rnd - k, protocol) if rnd > k else None for k in (1, 2)]
+        if (plan["predicted_reads"] == 0 and all(e is not None and e.get("predicted_reads") == 0 for e in earlier)
+                and status.fraction <= float(earlier[1].get("fraction_met", 0.0))):
+            # three times the design's information says the data meet the target while the fits'
+            # intervals do not, and the two rounds in between did not raise the fraction within target:
+            # the data hold noise the design does not model (per-field errors, module docstring); rounds
+            # of min_step would run to max_rounds without meeting it
             return "stalled", status, None
         return None, status, plan
 

@@ -224,20 +224,20 @@ def test_no_per_field_offset_reads_about_zero_and_leaves_the_intervals():
 
 def test_the_virtual_qpus_dac_no_longer_fails_the_fit_at_high_read_counts():
     """The default virtual device (h DAC on: ±0.008 at h = 0) at 40 000 reads per h on a ±1 grid of step
-    0.05 (half the reference grid's calls): without the per-field term the goodness-of-fit test fails
-    13.5 % of 200 qubits (37.5 % on the reference grid) and b is covered 0.88; with it none fail, τ̂
-    lies between the DAC's uniform-rounding sd at h = 0.5 and at h = 0 (q(h)/√3: 0.0023, 0.0046;
-    measured 0.0036) and the estimand (the response without the rounding) is covered ≥ 0.93 for every
-    parameter (measured 0.96–0.975)."""
+    0.1 (a quarter of the reference grid's calls): without the per-field term the goodness-of-fit test
+    fails 7 % of 200 qubits (38.5 % on the reference grid, README); with it none, τ̂ lies between the
+    DAC's uniform-rounding sd at h = 0.5 and at h = 0 (q(h)/√3: 0.0023, 0.0046; measured 0.0039) and the
+    estimand (the response without the rounding) is covered ≥ 0.93 for every parameter (measured
+    0.95–0.99)."""
     from qasa.virtual import VirtualQPU
     from qasa.virtual.noise import dac_half_step
 
     qpu = VirtualQPU(seed=0)
-    ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=40_000, qubits=tuple(sorted(qpu.nodelist)[:200]), seed=1),
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.1, reads_per_h=40_000, qubits=tuple(sorted(qpu.nodelist)[:200]), seed=1),
                   qpu)
     ft, without = fit(ds, "qasa"), fit(ds, "qasa", sigma_field=0.0)
     lack = lambda t: t["reason"].str.contains("lack of fit").mean()       # noqa: E731
-    assert lack(without.table) >= 0.1 and lack(ft.table) <= 0.02
+    assert lack(without.table) >= 0.04 and lack(ft.table) <= 0.02
     q = dac_half_step(np.array([0.5, 0.0]), qpu.preset.dac_q0, qpu.preset.dac_q2) / np.sqrt(3)
     assert q[0] < ft.meta["sigma_field"]["sigma_field"] < q[1]
     est = qpu.estimand(ds.protocol).reset_index()

@@ -294,7 +294,7 @@ def test_qasa_warnings_are_one_line_each(stored, tmp_path):
 
 @pytest.fixture(scope="module")
 def adaptive_done(tmp_path_factory) -> Path:
-    """A finished adaptive assessment (tests/adaptive_worker.py: 40 qubits, 2 rounds, ~3 s)."""
+    """A finished adaptive assessment (tests/adaptive_worker.py: 40 qubits, 2 rounds)."""
     from adaptive_worker import assess
 
     out = tmp_path_factory.mktemp("adaptive") / "done"
