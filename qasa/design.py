@@ -73,6 +73,9 @@ __all__ = ["fisher_per_read", "information", "parse_target", "sd_targets", "cand
 
 CRITERIA = ("minimax", "c", "D")
 _CHUNK = 256
+#: A candidate whose weight is below this on every row of a chunk is dropped from the multiplicative
+#: algorithm (every 50 iterations): the algorithm only multiplies weights, so it would stay negligible.
+_PRUNE = 1e-10
 
 
 def z_value(level: float = 0.95) -> float:
@@ -344,28 +347,37 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
         tinv2 = np.where(active, 1.0 / np.where(active, t, 1.0) ** 2, 0.0)
     stages = [1.0] if criterion == "D" else [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     per_stage = max(1, iterations // len(stages))
-    for q in stages:
-        for _ in range(per_stage):
-            wr = np.repeat(w, nr, axis=1)[..., None]
-            M = np.matmul((G2 * wr).transpose(0, 2, 1), G2) * reads[:, None, None]
-            if prior is not None:
-                M = M + prior
-            Minv = _inv(M)
-            Minv = np.where(np.isfinite(Minv), Minv, 0.0)
-            U = np.matmul(G2, Minv)                           # (M⁻¹ g)ᵀ of every factor (M symmetric)
-            if criterion == "D":
-                d = (G2 * U).sum(-1).reshape(n, k, nr).sum(-1)
-                new = w * d
-            else:
-                V = np.einsum("npp->np", Minv)
-                r = V * tinv2
-                rmax = np.maximum(r.max(1, keepdims=True), 1e-300)
-                a = np.where(active, (r / rmax) ** (q - 1.0) * tinv2, 0.0)
-                d = np.matmul(U * U, a[..., None])[..., 0].reshape(n, k, nr).sum(-1)
-                new = w * np.sqrt(np.maximum(d, 0.0))
-            total = new.sum(1, keepdims=True)
-            w = np.where(total > 0, new / np.where(total > 0, total, 1.0), w)
-    return w
+    full, cols = w, np.arange(k)
+    for it in range(per_stage * len(stages)):
+        q = stages[it // per_stage]
+        if it and it % 50 == 0:          # candidates no row weighs any more are dropped (faster, same design)
+            keep = (w > _PRUNE).any(0)
+            if not keep.all():
+                w = w[:, keep] / w[:, keep].sum(1, keepdims=True)
+                cols, k = cols[keep], int(keep.sum())
+                G2 = np.ascontiguousarray(G2.reshape(n, -1, nr, p)[:, keep].reshape(n, k * nr, p))
+        wr = np.repeat(w, nr, axis=1)[..., None]
+        M = np.matmul((G2 * wr).transpose(0, 2, 1), G2) * reads[:, None, None]
+        if prior is not None:
+            M = M + prior
+        Minv = _inv(M)
+        Minv = np.where(np.isfinite(Minv), Minv, 0.0)
+        U = np.matmul(G2, Minv)                           # (M⁻¹ g)ᵀ of every factor (M symmetric)
+        if criterion == "D":
+            d = (G2 * U).sum(-1).reshape(n, k, nr).sum(-1)
+            new = w * d
+        else:
+            V = np.einsum("npp->np", Minv)
+            r = V * tinv2
+            rmax = np.maximum(r.max(1, keepdims=True), 1e-300)
+            a = np.where(active, (r / rmax) ** (q - 1.0) * tinv2, 0.0)
+            d = np.matmul(U * U, a[..., None])[..., 0].reshape(n, k, nr).sum(-1)
+            new = w * np.sqrt(np.maximum(d, 0.0))
+        total = new.sum(1, keepdims=True)
+        w = np.where(total > 0, new / np.where(total > 0, total, 1.0), w)
+    full = np.zeros_like(full)
+    full[:, cols] = w
+    return full
 
 
 def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights: np.ndarray,

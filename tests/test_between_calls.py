@@ -222,6 +222,7 @@ def test_no_per_field_offset_reads_about_zero_and_leaves_the_intervals():
         assert 0.99 <= ratio <= 1.03, (p, ratio)
 
 
+@pytest.mark.slow
 def test_the_virtual_qpus_dac_no_longer_fails_the_fit_at_high_read_counts():
     """The default virtual device (h DAC on: ±0.008 at h = 0) at 40 000 reads per h on a ±1 grid of step
     0.1 (a quarter of the reference grid's calls): without the per-field term the goodness-of-fit test

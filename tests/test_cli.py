@@ -51,6 +51,11 @@ def test_default_assess_runs_on_the_virtual_qpu_and_reports_recovery(tmp_path):
     assert set(rec) == {"beta", "b", "gamma", "eta"}           # no gauges: every parameter has a truth
     assert rec["b"]["median_abs_error"] < 0.005 and rec["beta"]["median_abs_error"] < 0.1
     assert "Recovered versus true parameters" in (out / "report" / "index.html").read_text()
+    # the h DAC's per-field error is estimated for the device (between its uniform-rounding sd at h = 0.5
+    # and at h = 0) and held in the likelihood: no qubit fails the goodness-of-fit test for it
+    sf = summary["noise_beyond_shots"]["sigma_field"]
+    assert 0.0023 < sf["sigma_field"] < 0.0046 and sf["sigma_field_lo"] > 0, sf
+    assert summary["fit"]["quality"].get("bad", 0) <= 0.02 * summary["data"]["qubits"], summary["fit"]["quality"]
 
 
 def test_run_fit_compare_report_and_text_output(tmp_path):

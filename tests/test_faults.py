@@ -292,7 +292,7 @@ def test_qasa_warnings_are_one_line_each(stored, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def adaptive_done(tmp_path_factory) -> Path:
     """A finished adaptive assessment (tests/adaptive_worker.py: 40 qubits, 2 rounds)."""
     from adaptive_worker import assess
