@@ -2,11 +2,11 @@ r"""Adaptive assessment: the least QPU time for a requested precision, round by 
 
 Stages
     1. **Pilot**: a short permuted grid (:class:`~qasa.protocol.Protocol` with ``design="permuted"``;
-       by default ±1 in steps of 0.05, two calls of half the reads per h value, without gauges, so
-       that each qubit meets each of its fields in two calls) gives every qubit a first fit and its
-       between-call spread σ_call (41 between-call degrees of freedom; with one call per field, as
-       before, σ_call was not identified there and the first round was planned as if reads were
-       independent).
+       by default ±1 in steps of 0.05, one call per h value) gives every qubit a first fit. It has
+       one call per programmed field, so σ_call is not identified there (two calls per field without
+       gauges would identify it, but D-Wave's T_eff estimator, which the report takes from the pilot,
+       needs the gauges: without them it read 0.1966 against 0.1985, 12σ); the designed rounds repeat
+       their fields with identity gauges, so σ_call is identified from the first round on.
     2. **Rounds**: fit every qubit (maximum likelihood in the programmed frame, restarted away from
        the spurious η = 0 optimum, :func:`fit_with_restarts`); check the stopping rule;
        plan the next round; run it. A round is ``C`` calls of ``R`` reads (``R`` the protocol's
@@ -44,9 +44,10 @@ Planning a round (a deterministic function of the seed and the data of earlier r
       misses its target;
     - every information above is the between-call one (:mod:`qasa.design`, "Between calls") at the
       qubit's σ̂_call (the fit's, where identified; elsewhere the median of the identified ones; 0
-      when none is): a call's reads share its offset, so past ``R (∂m/∂b)² σ² ≈ 1 − m²`` only more
-      calls shrink b's interval, and ``N_q`` says so. ``M₀`` takes each cell's reads per call from
-      its per-call statistics.
+      when none is — after the pilot): a call's reads share its offset, so past
+      ``R (∂m/∂b)² σ² ≈ 1 − m²`` only more calls shrink b's interval, and η, which the mean confounds
+      with σ, costs what the scatter between calls can tell; ``N_q`` says so. ``M₀`` takes each
+      cell's reads per call from its per-call statistics.
 
 Checkpoints
     Before a round runs, its plan (per-qubit fields and numbers of calls, with the figures it was
@@ -98,26 +99,20 @@ TYPICAL_SIGMA_CALL = 0.0144
 
 
 def pilot_protocol(reads_per_call: int = 10_000, h_max: float = 1.0, h_step: float = 0.05, **kwargs: Any) -> Protocol:
-    """The default pilot: a permuted ±``h_max`` grid, ``reads_per_call`` reads per h value in two calls of
-    half as many, without gauges (each qubit meets each of its fields in both calls of a pair, so σ_call
-    is identified; module docstring)."""
-    calls = 2 if reads_per_call >= 2 else 1
-    base: dict[str, Any] = dict(reads_per_h=reads_per_call, reads_per_call=-(-reads_per_call // calls),
-                                gauges_per_h=calls, design="permuted", spin_reversal=False)
-    base.update(kwargs)
-    return Protocol.grid(h_max, h_step, **base)
+    """The default pilot: a permuted ±``h_max`` grid, one call of ``reads_per_call`` reads per h value."""
+    return Protocol.grid(h_max, h_step, reads_per_h=reads_per_call, reads_per_call=reads_per_call,
+                         design="permuted", **kwargs)
 
 
 def pilot_from(protocol: Protocol, sampler: dimod.Sampler | Backend) -> Protocol:
-    """The default pilot with ``protocol``'s qubits, seed, anneal and sampler settings (the CLI's
-    options; no gauges, as the designed rounds: :func:`pilot_protocol`); a protocol that already is a
-    permuted pilot is returned unchanged (resume)."""
+    """The default pilot with ``protocol``'s qubits, seed, run order, anneal, gauge and sampler settings (the
+    CLI's options); a protocol that already is a permuted pilot is returned unchanged (resume)."""
     if protocol.design == "permuted":
         return protocol
     props = as_backend(sampler).properties
     R = min(10_000, int((props.get("num_reads_range") or [1, 10_000])[1]))
     return pilot_protocol(R).replace(
-        qubits=protocol.qubits, seed=protocol.seed, order=protocol.order,
+        qubits=protocol.qubits, seed=protocol.seed, order=protocol.order, spin_reversal=protocol.spin_reversal,
         annealing_time=protocol.annealing_time, anneal_schedule=protocol.anneal_schedule,
         h_gain_schedule=protocol.h_gain_schedule, flux_drift_compensation=protocol.flux_drift_compensation,
         sampler_params=protocol.sampler_params)
