@@ -623,6 +623,16 @@ def _fit_text(fits, comparison) -> str:
         s = data[p]
         if s:
             lines.append(f"  {p:>8}: median {s['median']:.4g}  IQR [{s['q25']:.4g}, {s['q75']:.4g}]")
+    if data.get("sigma_call"):
+        s = data["sigma_call"]
+        lines.append(f"  sigma_call: median {s['median']:.4g}  IQR [{s['q25']:.4g}, {s['q75']:.4g}]  "
+                     f"({s['qubits']} good qubits; spread of the field between calls, h)")
+    sf = data.get("sigma_field")
+    if sf and sf.get("sigma_field") == sf.get("sigma_field"):          # (NaN: not estimable)
+        shown = ("given" if sf.get("given") else
+                 f"[{sf['sigma_field_lo']:.2g}, {sf['sigma_field_hi']:.2g}], {sf.get('outlying_qubits', 0)} outlying qubits")
+        lines.append(f"  sigma_field: {sf['sigma_field']:.2g} h ({shown}; the field error shared by the calls at one "
+                     "programmed value, one for the device)")
     if comparison is not None:
         dev = comparison[1]
         lines.append("model comparison (ΔAIC: total AIC minus the best model's; qubits best fitted):")

@@ -1618,7 +1618,8 @@ class FitTable:
         return p, np.clip(p - z * sd, 0, 1), np.clip(p + z * sd, 0, 1)
 
     def summary(self) -> dict[str, Any]:
-        """Device-level summary: counts per quality and median/IQR of each parameter over good qubits."""
+        """Device-level summary: counts per quality and median/IQR of each parameter over good qubits (and of
+        σ_call, with the device's σ_field, when the fit has the between-call component)."""
         good = self.table[self.table["quality"] == "good"]
         out: dict[str, Any] = {"model": self.model.name, "qubits": len(self),
                                "quality": {k: int(v) for k, v in self.table["quality"].value_counts().items()}}
@@ -1628,6 +1629,14 @@ class FitTable:
             out[p] = ({"median": float(np.median(v)), "q25": float(np.quantile(v, 0.25)),
                        "q75": float(np.quantile(v, 0.75)), "mean": float(v.mean()), "std": float(v.std())}
                       if v.size else None)
+        if self.model.between_calls and "sigma_call" in good:      # noise beyond shots, when fitted
+            v = good["sigma_call"].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            if v.size:
+                out["sigma_call"] = {"median": float(np.median(v)), "q25": float(np.quantile(v, 0.25)),
+                                     "q75": float(np.quantile(v, 0.75)), "qubits": int(v.size)}
+            if self.meta.get("sigma_field"):
+                out["sigma_field"] = dict(self.meta["sigma_field"])
         return out
 
     def save(self, path: str | Path) -> Path:

@@ -337,3 +337,24 @@ def test_order_option_sets_the_run_order(tmp_path):
     shuf = pd.read_parquet(tmp_path / "shuf" / "calls.parquet").sort_values("device_time")
     assert (seq["position"] == seq["index"]).all() and sorted(shuf["position"]) == list(range(len(shuf)))
     assert (shuf["position"] != shuf["index"]).any() and shuf["position"].is_monotonic_increasing
+
+
+def test_fit_prints_the_noise_beyond_shots(tmp_path):
+    """`qasa fit` on a noisy virtual device prints σ_call's spread over qubits and the device's σ_field with
+    its interval (text and --json), the numbers of the fit table's meta."""
+    out = tmp_path / "n"
+    assert invoke("run", out, "--shape", "2", "--h-step", "0.1", "--reads", "4000", "--reads-per-call", "500",
+                  "--quiet", "--seed", "1").exit_code == 0
+    res = invoke("fit", out)
+    assert res.exit_code == 0 and "sigma_call: median" in res.output and "sigma_field: " in res.output, res.output
+    data = json.loads(invoke("fit", out, "--json").output)
+    meta = _fit_meta(out)
+    assert data["sigma_field"]["sigma_field"] == pytest.approx(meta["sigma_field"]["sigma_field"])
+    assert 0.005 < data["sigma_call"]["median"] < 0.03 and data["sigma_call"]["qubits"] == 40
+
+
+def _fit_meta(out):
+    """The meta of the cached qasa fit of dataset ``out``."""
+    from qasa.fitting import FitTable
+
+    return FitTable.load(out / "fits" / "qasa.parquet").meta
