@@ -398,12 +398,18 @@ def _pack_calls(r: Response, rows: np.ndarray, slope2: np.ndarray, curv2: np.nda
     # cells whose calls expect each outcome ≥ MIN_CALL_COUNT times: the Gaussian form (module docstring)
     out[:, _GS] = (C >= 1) & (np.minimum(out[:, _SC], out[:, _UC]) >= GAUSS_MIN_COUNT)
     out[:, _H] = 0.0 if curv2 is None else curv2
-    out[:, _TF] = slope2 * field_var
-    out[:, _KAP] = 1.0
+    return _set_field(out, field_var, p0)
+
+
+def _set_field(D: np.ndarray, field_var: float, p0: np.ndarray | None) -> np.ndarray:
+    """Fill the per-field features ``t² = g τ²`` and ``κ`` of packed cells ``D`` (:func:`_pack_calls`) for
+    τ² = ``field_var`` at the first-stage P(−1) ``p0``, in place; returns ``D``."""
+    D[:, _TF] = D[:, _G] * field_var
+    D[:, _KAP] = 1.0
     if field_var > 0:
         w0 = np.maximum(p0 * (1.0 - p0), _PCLIP)
-        out[:, _KAP] = np.where(out[:, _GS] > 0, 1.0, 1.0 / (1.0 + nt * out[:, _TF] / w0))
-    return out
+        D[:, _KAP] = np.where(D[:, _GS] > 0, 1.0, 1.0 / (1.0 + (D[:, _S] + D[:, _U]) * D[:, _TF] / w0))
+    return D
 
 
 #: Below this value of β·σ_call the mean response takes the per-call offsets as part of η
@@ -1810,6 +1816,7 @@ class _Stage:
     fisher: np.ndarray
     fitted: np.ndarray
     calls: dict[str, Any] | None
+    start: tuple | None = None
 
     @classmethod
     def points(cls, model: Model, r: Response, starts, rule: QualityRule, max_iter: int, tol: float,
@@ -1831,7 +1838,9 @@ class _Stage:
         rows = self.fitted[self.calls["identified"][self.fitted]] if self.calls is not None else self.fitted[:0]
         if rows.size == 0:
             return np.empty((5, 0))
-        return _field_cells(self.r, rows, self.theta[rows])
+        start = _calls_start(self.r, rows, self.theta[rows])
+        self.start = (rows, start)                  # the between-call fit of :meth:`finish` starts from it
+        return _field_cells_of(self.r, rows, start)
 
     def finish(self, rule: QualityRule, intervals: bool, level: float, information: str, max_iter: int,
                tol: float, field_var: float) -> FitTable:
@@ -1843,7 +1852,8 @@ class _Stage:
         fitted = self.fitted
         if calls is not None and fitted.size:
             _fit_calls(r, calls, theta, ll, conv, iters, fitted, cov, lower, upper, level, intervals, max_iter, tol,
-                       field_var)
+                       field_var, self.start)
+            self.start = None
             fitted = fitted[~calls["fitted"][fitted]]        # the rest: the binomial fit as before
         if fitted.size:
             cov[fitted] = _covariance(model, r.h, theta[fitted], r.n_down[fitted].astype(float),
@@ -1968,7 +1978,12 @@ def _field_cells(r: Response, rows: np.ndarray, th0: np.ndarray) -> np.ndarray:
     its weight ``a = Σ N² g``, its variance without a per-field offset ``V = N̄ (w + N̄ g σ₀²)`` (σ₀² the
     qubit's moment estimate), ``1 − leverage`` of the cell in the qubit's weighted fit of the mean, and
     the cell's qubit (label)."""
-    D, T, v0, p, dp = _calls_start(r, rows, th0)
+    return _field_cells_of(r, rows, _calls_start(r, rows, th0))
+
+
+def _field_cells_of(r: Response, rows: np.ndarray, start: tuple) -> np.ndarray:
+    """:func:`_field_cells` from the rows' :func:`_calls_start`."""
+    D, T, v0, p, dp = start
     C, NN = D[:, _C], D[:, _NN]
     with np.errstate(invalid="ignore", divide="ignore"):
         nbar = np.where(C > 0, T / np.maximum(C, 1), 0.0)
@@ -1995,9 +2010,10 @@ _FIELD_REJECT = 5.0
 FIELD_MIN_QUBITS = 10
 
 
-def _field_scores(tau2: float, e, a, V, c, inv, nq) -> tuple[np.ndarray, np.ndarray]:
+def _field_scores(tau2: float | np.ndarray, e, a, V, c, inv, nq) -> tuple[np.ndarray, np.ndarray]:
     """Per qubit: the score ``U_q = Σ (a/V_m)(z − 1)`` of τ² (z the cell's winsorized standardized
-    misfit, ``V_m = V + a τ²``) and its information ``I_q = Σ (a/V_m)²`` (both without the factor ½)."""
+    misfit, ``V_m = V + a τ²``; τ² one value, or one per cell) and its information ``I_q = Σ (a/V_m)²``
+    (both without the factor ½)."""
     Vm = V + a * tau2
     z = np.minimum(e / (c * Vm), _FIELD_Z_MAX)
     return np.bincount(inv, (a / Vm) * (z - 1.0), nq), np.bincount(inv, (a / Vm) ** 2, nq)
@@ -2031,9 +2047,7 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
     # each qubit's own estimate (Fisher scoring, vectorized over qubits), their median the start
     own = np.zeros(nq)
     for _ in range(30):
-        Vm = V + a * own[inv]
-        z = np.minimum(e / (c * Vm), _FIELD_Z_MAX)
-        U, info = np.bincount(inv, (a / Vm) * (z - 1.0), nq), np.bincount(inv, (a / Vm) ** 2, nq)
+        U, info = _field_scores(own[inv], e, a, V, c, inv, nq)
         own = np.maximum(own + np.where(info > 0, U / np.where(info > 0, info, 1.0), 0.0), 0.0)
     tau2 = float(np.median(own))
     w = np.ones(nq)
@@ -2081,16 +2095,21 @@ def _inliers(U: np.ndarray, info: np.ndarray) -> np.ndarray:
 
 
 def _fit_calls(r, calls, theta, ll, conv, iters, rows, cov, lower, upper, level, intervals, max_iter, tol,
-               field_var: float = 0.0) -> None:
+               field_var: float = 0.0, start: tuple | None = None) -> None:
     """The between-call fit of the ``rows`` whose σ_call is identified, in place (module docstring,
     "Between calls"): from the binomial estimates, the slope ``g = (∂p/∂b)²`` per cell, a
     moment start of σ², one maximization of the five parameters, covariance and profile intervals;
-    ``field_var``: the per-field variance τ² (module docstring, "Per-field errors"), held fixed."""
+    ``field_var``: the per-field variance τ² (module docstring, "Per-field errors"), held fixed;
+    ``start``: ``(rows, _calls_start(...))`` already computed for these rows (:meth:`_Stage.field_cells`)."""
     rows = rows[calls["identified"][rows]]
     if rows.size == 0:
         return
     th0 = theta[rows]
-    D, T, v0, _, _ = _calls_start(r, rows, th0, field_var)
+    if start is not None and np.array_equal(start[0], rows):
+        D, T, v0, p0, _ = start[1]
+        D = _set_field(D, field_var, p0)
+    else:
+        D, T, v0, _, _ = _calls_start(r, rows, th0, field_var)
     start = np.column_stack([th0[:, :3], np.sqrt(np.maximum(th0[:, 3] ** 2 - v0, 0.0)), np.sqrt(v0)])
     pm = CALL_MODEL.internal
     phi, l5, c5, i5, sc5, fi5 = _maximize_phi(pm, r.h, D, T, CALL_MODEL.to_internal(start), max_iter=max_iter,
