@@ -48,6 +48,22 @@ Between calls
     transition), is told from it only by how the counts scatter between calls — so η needs far more
     reads than reads taken as independent would say.
 
+Per-field errors
+    A qubit programmed twice with the same value gets the same rounding error from the h DAC, in every
+    call: an offset ε_x ~ N(0, τ²) per (qubit, programmed value) (``sigma_field`` of :mod:`qasa.fitting`).
+    The mean of ``T`` reads in ``C`` calls at ``x`` then has variance ``w/T + g σ²/C + g τ²``
+    (``g = (∂p/∂b)²``), so the information that mean carries about θ is ``T I_m/(1 + T ρ)`` with
+    ``I_m = P̃P̃ᵀ/(w + R s²)`` the between-call information per read and ``ρ = g τ²/(w + R s²)``: it
+    saturates at ``I_m/ρ`` however many reads the field gets, while the scatter between calls (the
+    information about σ² and, through the variance law, a little about θ) does not depend on τ.
+    ``sigma_field`` of :func:`information` applies this to each cell (``reads`` its total), and of
+    :func:`required_reads` to the new reads, which join the reads already taken at the same field
+    (``prior_reads``): there the predicted information is concave in the reads, so a target beyond
+    what the design's fields can give needs ``inf`` reads instead of a finite number that the data
+    never meet. The weights of :func:`optimal_design` still add new reads linearly (given the
+    τ-aware prior): spreading reads over more programmed values would beat the cap only if their
+    DAC errors were independent, which values within one DAC step (2 × 0.008 at h = 0) are not.
+
 Quantization
     An optimal design is concentrated on a few fields (for the QASA model at β = 5: near ±0.1,
     ±0.4 and the range ends, DESIGN.md §6). :func:`allocate` merges neighbouring candidates,
@@ -108,10 +124,13 @@ def _grad_weight(model: Model, x, theta) -> tuple[np.ndarray, np.ndarray]:
     return g, 1.0 / np.maximum(1.0 - m * m, 4e-15)
 
 
-def _factors(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any = 1) -> np.ndarray:
+def _factors(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any = 1,
+             field_rho: bool = False) -> np.ndarray:
     """Factors ``G`` (n, k, q, r) of the information per read, ``I(x) = Σ_r G_r G_rᵀ``: ``q = p``, ``r = 1``
     for independent reads; with ``sigma_call`` (per row) and ``reads_per_call`` (broadcastable to
-    ``(n, k)``), ``q = p + 1`` (σ² last) and ``r = 2`` (module docstring, "Between calls")."""
+    ``(n, k)``), ``q = p + 1`` (σ² last) and ``r = 2`` (module docstring, "Between calls").
+    ``field_rho``: return ``(G, g/(w + R s²))`` — ``ρ`` per unit τ² of each (row, field) ("Per-field
+    errors")."""
     m, g = model.m_jac(np.asarray(x, float), np.asarray(theta, float))
     m = np.broadcast_to(m, g.shape[:2])
     var = np.maximum(1.0 - m * m, 4e-15)                  # clipped like the fitter's probabilities
@@ -131,7 +150,7 @@ def _factors(model: Model, x, theta, sigma_call: Any = None, reads_per_call: Any
     G[..., :p, 0] = P / np.sqrt(wR)[..., None]
     G[..., :p, 1] = one_m2p[..., None] * P / wR[..., None] / np.sqrt(2 * R)[..., None]
     G[..., p, 1] = R * gb2 / wR / np.sqrt(2 * R)
-    return G
+    return (G, gb2 / wR) if field_rho else G
 
 
 def _padded(t: np.ndarray, q: int) -> np.ndarray:
@@ -141,12 +160,14 @@ def _padded(t: np.ndarray, q: int) -> np.ndarray:
 
 
 def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray, *,
-                sigma_call: Any = None, reads_per_call: Any = 1) -> np.ndarray:
+                sigma_call: Any = None, reads_per_call: Any = 1, sigma_field: float = 0.0) -> np.ndarray:
     """Expected information ``Σ_k reads_k I(x_k)`` of each row: shape ``(n, p, p)``.
 
     Args:
         x: fields ``(k,)`` or ``(n, k)``; reads: reads at each field, broadcastable to ``(n, k)``.
         sigma_call, reads_per_call: the between-call information (:func:`fisher_per_read`).
+        sigma_field: the per-field error τ (h units; needs ``sigma_call``): each field's mean carries
+            ``reads I_m/(1 + reads ρ)`` (module docstring, "Per-field errors").
     """
     model = get_model(model)
     theta = np.asarray(theta, float)
@@ -159,11 +180,37 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
     for s in range(0, len(theta), _CHUNK):
         sl = slice(s, s + _CHUNK)
         xs = x if x.ndim == 1 else x[sl]
-        G = _factors(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
-        nn, kk, q, nr = G.shape
-        G2 = G.transpose(0, 1, 3, 2).reshape(nn, kk * nr, q)
-        out[sl] = np.matmul((G2 * np.repeat(reads[sl], nr, axis=1)[..., None]).transpose(0, 2, 1), G2)
+        coef = reads[sl]
+        if _field_var(sigma_field, sig):
+            G, rho = _factors(model, xs, theta[sl], sig[sl], rpc[sl], field_rho=True)
+            coef = np.stack([_field_gain(0.0, coef, rho * sigma_field**2), coef], -1)
+        else:
+            G = _factors(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
+        out[sl] = _weighted_gram(G, coef)
     return out
+
+
+def _field_var(sigma_field: Any, sigma_call: Any) -> bool:
+    """Whether a per-field error enters (checked: a finite τ ≥ 0, and only beside σ_call)."""
+    tau = float(sigma_field or 0.0)
+    if not (math.isfinite(tau) and tau >= 0.0):
+        raise ValueError(f"sigma_field={sigma_field!r} must be a finite field error ≥ 0 (h units)")
+    if tau > 0 and sigma_call is None:
+        raise ValueError("sigma_field needs sigma_call (the per-field term is part of the between-call information)")
+    return tau > 0
+
+
+def _field_gain(T0: Any, T: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Reads' worth of a field's mean when its reads go from ``T0`` to ``T``: ``T/(1 + Tρ) − T0/(1 + T0ρ)``."""
+    return T / (1.0 + T * rho) - T0 / (1.0 + T0 * rho)
+
+
+def _weighted_gram(G: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``Σ_k Σ_r coef_kr G_kr G_krᵀ`` per row: ``coef`` (n, k) for every factor, or (n, k, r) per factor."""
+    nn, kk, q, nr = G.shape
+    c = np.broadcast_to(coef[..., None] if coef.ndim == 2 else coef, (nn, kk, nr))
+    G2 = G.transpose(0, 1, 3, 2).reshape(nn, kk * nr, q)
+    return np.matmul((G2 * c.reshape(nn, kk * nr)[..., None]).transpose(0, 2, 1), G2)
 
 
 def cramer_rao(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.ndarray) -> np.ndarray:
@@ -185,7 +232,8 @@ def _inv(M: np.ndarray) -> np.ndarray:
     except np.linalg.LinAlgError:
         inv = np.stack([np.linalg.pinv(a) for a in Ms])
     bad = ~np.isfinite(inv).all((1, 2)) | (np.einsum("npp->np", inv) <= 0).any(1)
-    inv = inv / scale[:, :, None] / scale[:, None, :]
+    with np.errstate(over="ignore", invalid="ignore"):      # an uninformed parameter: marked bad just above
+        inv = inv / scale[:, :, None] / scale[:, None, :]
     if bad.any():
         inv[bad] = np.inf
     return inv
@@ -382,7 +430,8 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
 
 def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights: np.ndarray,
                    target_sd: np.ndarray, prior: np.ndarray | None = None, *, sigma_call: Any = None,
-                   reads_per_call: int = 1) -> np.ndarray:
+                   reads_per_call: int = 1, sigma_field: float = 0.0, prior_reads: np.ndarray | None = None
+                   ) -> np.ndarray:
     """Reads needed per row so that every targeted parameter meets its sd target, ``(n,)``.
 
     With reads spread over fields ``x`` by ``weights`` (``(k,)`` or ``(n, k)``, normalized here), the
@@ -390,12 +439,18 @@ def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights
     smallest ``N`` with ``diag((prior + N M(w))⁻¹) ≤ t²`` (bisection; 0 if the prior already meets it).
     ``inf`` where the design cannot identify a targeted parameter; NaN where a target is NaN.
     ``sigma_call``, ``reads_per_call``: the between-call information (module docstring).
+    ``sigma_field``: the per-field error τ; the new reads at ``x`` join ``prior_reads`` (reads already
+    at each field, ``(n, k)``; ``None``: none) and their means' information saturates ("Per-field
+    errors"): ``inf`` where even unlimited reads on this design miss the target (above 10¹³ reads).
     """
     model = get_model(model)
     theta = np.atleast_2d(np.asarray(theta, float))
     w = np.broadcast_to(np.asarray(weights, float), (len(theta), np.shape(x)[-1]))
     w = w / w.sum(1, keepdims=True)
     t = np.broadcast_to(np.asarray(target_sd, float), theta.shape)
+    if _field_var(sigma_field, sigma_call):
+        return _required_reads_field(model, theta, np.asarray(x, float), w, t, prior, sigma_call, reads_per_call,
+                                     float(sigma_field), prior_reads)
     M1 = information(model, x, w, theta, sigma_call=sigma_call, reads_per_call=reads_per_call)
     t = _padded(t, M1.shape[-1])
     base = _criterion_value(_inv_diag(M1), t)
@@ -414,6 +469,54 @@ def required_reads(model: Model | str, theta: np.ndarray, x: np.ndarray, weights
         hi = np.where(finite & ok, mid, hi)
         lo = np.where(finite & ~ok, mid, lo)
     return np.where(nan, np.nan, hi)
+
+
+#: The most reads :func:`required_reads` considers with a per-field error (beyond: ``inf``).
+_MAX_FIELD_READS = 1e13
+
+
+def _required_reads_field(model, theta, x, w, t, prior, sigma_call, reads_per_call, tau, prior_reads):
+    """:func:`required_reads` with a per-field error: ``M(N) = prior + Σ_x [gain_x(N) I_m + N w_x I_v]``,
+    ``gain_x`` = :func:`_field_gain` from ``T0_x`` to ``T0_x + N w_x`` — monotone in ``N``, so the
+    smallest sufficient ``N`` is bracketed by doubling and then bisected (in log N, to 0.1 %)."""
+    n, k = w.shape
+    sig = np.broadcast_to(np.asarray(sigma_call, float), (n,))
+    rpc = np.broadcast_to(np.asarray(reads_per_call, float), (n, k))
+    T0 = np.zeros((n, k)) if prior_reads is None else np.broadcast_to(np.asarray(prior_reads, float), (n, k))
+    out = np.empty(n)
+    for s0 in range(0, n, _CHUNK):
+        sl = slice(s0, s0 + _CHUNK)
+        use = (w[sl] > 0).any(0)                      # fields no row of the chunk weighs add nothing
+        G, rho = _factors(model, x[use], theta[sl], sig[sl], rpc[sl][:, use], field_rho=True)
+        rho = rho * tau**2
+        ws, T0s = w[sl][:, use], T0[sl][:, use]
+        tt = _padded(np.array(t[sl]), G.shape[2])
+        P = np.zeros((len(ws), G.shape[2], G.shape[2])) if prior is None else np.asarray(prior, float)[sl]
+
+        def ok(N):
+            add = N[:, None] * ws
+            M = P + _weighted_gram(G, np.stack([_field_gain(T0s, T0s + add, rho), add], -1))
+            return _criterion_value(_inv_diag(M), tt) <= 1.0
+
+        done = ok(np.zeros(len(ws)))
+        hi = np.full(len(ws), float(np.max(rpc)))
+        while True:                                   # bracket: double until met or beyond the cap
+            grow = ~done & ~ok(hi) & (hi <= _MAX_FIELD_READS)
+            if not grow.any():
+                break
+            hi = np.where(grow, 2.0 * hi, hi)
+        reach = done | ok(hi)
+        lo = np.where(reach & ~done, 0.5 * hi, 0.0)
+        lo = np.where(ok(lo) & ~done, 0.0, lo)        # the first doubling may already be enough
+        for _ in range(40):
+            if not (reach & ~done & (hi - lo > 1e-3 * hi)).any():
+                break
+            mid = np.where(lo > 0, np.sqrt(lo * np.maximum(hi, lo)), 0.5 * hi)
+            good = ok(mid)
+            hi = np.where(reach & ~done & good, mid, hi)
+            lo = np.where(reach & ~done & ~good, mid, lo)
+        out[sl] = np.where(done, 0.0, np.where(reach, hi, np.inf))
+    return np.where(np.isnan(t).any(1), np.nan, out)
 
 
 def allocate(candidates: np.ndarray, weights: np.ndarray, calls: int, step: float = 0.005,

@@ -227,6 +227,26 @@ def test_cli_adaptive_assess(tmp_path):
     assert r.exit_code == 0 and "--design adaptive" in r.output and "would extend only its pilot" in r.output
 
 
+@pytest.mark.slow   # 15 s
+def test_cli_adaptive_on_the_noisy_virtual_qpu_stops_where_the_dac_caps_the_target(tmp_path):
+    """The default virtual QPU (its h DAC rounds every programmed value: σ_field ≈ 0.0036), 120 qubits,
+    β 1.5 %, b 0.004, η 0.015: the plan after the first round holds the fitted σ_field, finds the target
+    beyond what the fields can tell and stops as infeasible, saying why (measured: after one round and
+    455 s of QPU time; the design without σ_field ran six rounds and 12 608 s to "stalled")."""
+    from click.testing import CliRunner
+
+    from qasa.cli import main
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["assess", str(out), "--design", "adaptive", "--target", "beta=1.5%,b=0.004,eta=0.015",
+                                  "--num-qubits", "120", "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = qasa.Dataset.load(out).metadata["adaptive"]["result"]
+    assert res["stopped"] == "infeasible" and res["rounds"] <= 2 and 0.002 < res["sigma_field"] < 0.006
+    assert res["qpu_access_time_s"] < 2000
+    assert "per-field error σ_field" in r.output and "relax the target" in r.output
+
+
 def test_cli_adaptive_target_errors_and_plan(tmp_path):
     from click.testing import CliRunner
 
@@ -304,6 +324,31 @@ def test_the_plan_designs_with_the_fitted_sigma_call():
                          reads_per_call=1000)
     assert plan["sigma_call_median"] == pytest.approx(t["sigma_call"].median()) and blind["sigma_call_median"] == 0
     assert plan["predicted_reads"] > 1.5 * blind["predicted_reads"]
+
+
+def test_the_plan_holds_the_fitted_per_field_error_and_says_when_it_caps_the_target():
+    """A per-field offset τ = 0.004 (the h DAC's rounding) beside σ_call = 0.01: the fit estimates τ, and the
+    plan from that fit knows that a field's mean carries at most ``I_m/ρ``: b to 0.002 needs several times
+    the reads the τ-blind plan predicts (measured 12×), and b to 0.001 — beyond what the design's fields
+    can tell — more than the feasibility bound (10⁸), where the τ-blind plan promised it within 10⁷."""
+    s = CallNoiseSampler(40, seed=21, sigma_call=0.01, sigma_field=0.004)
+    ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=10_000, reads_per_call=1000, seed=22), s)
+    r = ds.response()
+    fits = A.fit_with_restarts(r, "qasa")
+    tau = fits.meta["sigma_field"]["sigma_field"]
+    assert 0.003 < tau < 0.0055
+    blind = type(fits)(fits.table, "qasa", {**fits.meta, "sigma_field": {**fits.meta["sigma_field"],
+                                                                          "sigma_field": float("nan")}})
+    cand = D.candidate_fields((-1.0, 1.0))
+    plans = {}
+    for target in ("b=0.002", "b=0.001"):
+        plans[target] = [A.plan_round("qasa", r, f, D.parse_target(target), cand, reads_per_call=1000)
+                         for f in (fits, blind)]
+    (held, no_tau), (held1, no_tau1) = plans["b=0.002"], plans["b=0.001"]
+    assert held["sigma_field"] == pytest.approx(tau) and no_tau["sigma_field"] == 0.0
+    assert held["predicted_reads"] > 4 * no_tau["predicted_reads"]
+    assert held1["predicted_reads"] is None or held1["predicted_reads"] > A.MAX_READS_PER_QUBIT
+    assert no_tau1["predicted_reads"] < 1e7
 
 
 def test_a_design_that_says_met_while_the_fits_say_not_stops_as_stalled(tmp_path, monkeypatch):

@@ -274,3 +274,58 @@ def test_between_call_information_has_its_closed_form_and_caps_what_reads_per_ca
         w = D.optimal_design(model, theta, cand, t, sigma_call=sig, reads_per_call=R)
         assert D.required_reads(model, theta, cand, w, t, sigma_call=sig, reads_per_call=R)[0] > \
             factor * D.required_reads(model, theta, cand, D.optimal_design(model, theta, cand, t), t)[0], target
+
+
+# -- per-field errors: the information of a field's mean saturates ---------------------------------------
+def test_per_field_error_caps_a_fields_information_with_its_closed_form():
+    """An offset ε_x ~ N(0, τ²) shared by every call at x: C calls of R reads count n ~ N(R p 1,
+    R (w + R s²) I + R² g τ² 11ᵀ), whose mean carries R² P Pᵀ 1ᵀΣ⁻¹1 about θ (checked against the explicit
+    inverse): ``T I_m/(1 + T ρ)``, at most ``I_m/ρ``. With the others known, b at the field where p = ½
+    (no variance-law information about b there) needs exactly ``T = (w + R g σ²)/(g (t² − τ²))`` reads
+    for an sd target t > τ, and no number of reads for t < τ; τ → 0 gives the between-call answer."""
+    from scipy import optimize
+
+    model = get_model("qasa")
+    theta = np.array([[5.0, 0.01, 0.1, 0.02]])
+    sig, tau, R, C = 0.012, 0.004, 1000, 4
+    x = np.array([-0.3, -0.05, 0.05, 0.4])
+    T = np.full(4, C * R)
+    m, g = model.m_jac(x, theta)
+    p, P = 0.5 * (1 + m[0]), 0.5 * g[0]
+    gb2 = P[:, 1] ** 2
+    exact = np.zeros((5, 5))
+    for k in range(4):
+        S = R * (p[k] * (1 - p[k]) + R * gb2[k] * sig**2) * np.eye(C) + R * R * gb2[k] * tau**2 * np.ones((C, C))
+        dmu = np.concatenate([R * P[k], [0.0]])
+        exact += np.outer(dmu, dmu) * np.linalg.inv(S).sum()
+    got = D.information(model, x, T, theta, sigma_call=sig, reads_per_call=R, sigma_field=tau)[0]
+    base = D.information(model, x, T, theta, sigma_call=sig, reads_per_call=R)[0]
+    mean_only = D.information(model, x, T, theta, sigma_call=sig, reads_per_call=R)[0] - D.information(
+        model, x, T, theta, sigma_call=sig, reads_per_call=R, sigma_field=1e6)[0]      # τ → ∞: the mean carries nothing
+    np.testing.assert_allclose(got - (base - mean_only), exact, rtol=1e-6, atol=1e-9 * np.abs(exact).max())
+    # b alone at p = ½: the closed form of the reads it needs, and no reads when the target is below τ
+    x0 = optimize.brentq(lambda h: model.m_jac(np.array([h]), theta)[0][0, 0], -0.5, 0.5, xtol=1e-14)
+    _, g0 = model.m_jac(np.array([x0]), theta)
+    gb = (0.5 * g0[0, 0, 1]) ** 2
+    known = np.diag([1e15, 0.0, 1e15, 1e15, 1e15])[None]            # β, γ, η and σ² known
+    for t_sd in (0.006, 0.0045):
+        t = np.array([[np.inf, t_sd, np.inf, np.inf]])
+        need = D.required_reads(model, theta, np.array([x0]), np.ones(1), t, prior=known, sigma_call=sig,
+                                reads_per_call=R, sigma_field=tau)[0]
+        assert need == pytest.approx((0.25 + R * gb * sig**2) / (gb * (t_sd**2 - tau**2)), rel=2e-3), t_sd
+    t = np.array([[np.inf, 0.0039, np.inf, np.inf]])
+    assert D.required_reads(model, theta, np.array([x0]), np.ones(1), t, prior=known, sigma_call=sig,
+                            reads_per_call=R, sigma_field=tau)[0] == np.inf
+    # τ → 0: the between-call answer; earlier reads at the same field count against the cap
+    cand = D.candidate_fields((-1, 1))
+    tt = D.sd_targets(model, {"beta": "2%", "b": 0.004}, theta)
+    w = D.optimal_design(model, theta, cand, tt, sigma_call=sig, reads_per_call=R)
+    plain = D.required_reads(model, theta, cand, w, tt, sigma_call=sig, reads_per_call=R)[0]
+    tiny = D.required_reads(model, theta, cand, w, tt, sigma_call=sig, reads_per_call=R, sigma_field=1e-9)[0]
+    assert tiny == pytest.approx(plain, rel=2e-3)
+    capped = D.required_reads(model, theta, cand, w, tt, sigma_call=sig, reads_per_call=R, sigma_field=0.002)[0]
+    assert capped > 1.05 * plain
+    with pytest.raises(ValueError, match="sigma_field"):
+        D.information(model, x, T, theta, sigma_field=0.004)                 # needs sigma_call
+    with pytest.raises(ValueError, match="sigma_field"):
+        D.information(model, x, T, theta, sigma_call=sig, sigma_field=float("nan"))
