@@ -53,8 +53,8 @@ Planning a round (a deterministic function of the seed and the data of earlier r
       and new reads at a field already read join its earlier reads (:mod:`qasa.design`, "Per-field
       errors"). A target the design's fields cannot reach then needs ``inf`` reads, and the run stops as
       ``infeasible`` before paying for rounds that could not meet it. (Measured, virtual Advantage, 120
-      qubits, β 1.5 %, b 0.004, η 0.015: ``infeasible`` after one round and 455 s of QPU time, where the
-      design without τ ran six rounds, 12 608 s, to ``stalled``.)
+      qubits, β 1.5 %, b 0.004, η 0.015, ``max_reads_per_qubit=1e9``: ``infeasible`` after one round and
+      455 s of QPU time, where the design without τ ran six rounds, 32 097 s, to ``stalled``.)
 
 Checkpoints
     Before a round runs, its plan (per-qubit fields and numbers of calls, with the figures it was

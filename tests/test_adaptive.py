@@ -232,7 +232,8 @@ def test_cli_adaptive_on_the_noisy_virtual_qpu_stops_where_the_dac_caps_the_targ
     """The default virtual QPU (its h DAC rounds every programmed value: σ_field ≈ 0.0036), 120 qubits,
     β 1.5 %, b 0.004, η 0.015: the plan after the first round holds the fitted σ_field, finds the target
     beyond what the fields can tell and stops as infeasible, saying why (measured: after one round and
-    455 s of QPU time; the design without σ_field ran six rounds and 12 608 s to "stalled")."""
+    455 s of QPU time; the design without σ_field: two rounds and 1 819 s, and with a feasibility bound of
+    10⁹ six rounds and 32 097 s to "stalled")."""
     from click.testing import CliRunner
 
     from qasa.cli import main
