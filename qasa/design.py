@@ -487,7 +487,8 @@ def _required_reads_field(model, theta, x, w, t, prior, sigma_call, reads_per_ca
     for s0 in range(0, n, _CHUNK):
         sl = slice(s0, s0 + _CHUNK)
         use = (w[sl] > 0).any(0)                      # fields no row of the chunk weighs add nothing
-        G, rho = _factors(model, x[use], theta[sl], sig[sl], rpc[sl][:, use], field_rho=True)
+        xs = x[use] if x.ndim == 1 else x[sl][:, use]
+        G, rho = _factors(model, xs, theta[sl], sig[sl], rpc[sl][:, use], field_rho=True)
         rho = rho * tau**2
         ws, T0s = w[sl][:, use], T0[sl][:, use]
         tt = _padded(np.array(t[sl]), G.shape[2])

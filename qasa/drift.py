@@ -163,12 +163,16 @@ def _periodogram(t: np.ndarray, R: np.ndarray, W: np.ndarray, freqs: np.ndarray,
         coefs = np.empty((len(freqs), 2, len(window_rows), R.shape[1]))
         with np.errstate(invalid="ignore", divide="ignore"):
             Wvar = np.where(w0 > 0, W * W / w0, 0.0)              # W² · var with var = 1/w (the value's)
+    def design(rows, f):
+        """(1, cos 2πft, sin 2πft) at the rows' times, (rows, calls, 3), and its weighted Gram matrix."""
+        tt = np.broadcast_to(t, W[rows].shape) if tq is None else tq[rows]
+        X = np.stack([np.ones_like(tt), np.cos(2 * np.pi * f * tt), np.sin(2 * np.pi * f * tt)], -1)
+        return X, np.einsum("qc,qci,qcj->qij", W[rows], X, X) + 1e-12 * np.eye(3)
+
     for k, f in enumerate(freqs):
         for q in range(0, R.shape[0], _PERIODOGRAM_ROWS):          # (rows in chunks: bounded temporaries)
             sl = slice(q, q + _PERIODOGRAM_ROWS)
-            tt = np.broadcast_to(t, R[sl].shape) if tq is None else tq[sl]
-            X = np.stack([np.ones_like(tt), np.cos(2 * np.pi * f * tt), np.sin(2 * np.pi * f * tt)], -1)  # (Q, C, 3)
-            XtWX = np.einsum("qc,qci,qcj->qij", W[sl], X, X) + 1e-12 * np.eye(3)
+            X, XtWX = design(sl, f)
             XtWy = np.einsum("qc,qci,qc->qi", W[sl], X, R[sl])
             beta = np.linalg.solve(XtWX, XtWy[..., None])[..., 0]
             out[sl, k] = scale2 * (beta[:, 1] ** 2 + beta[:, 2] ** 2)
@@ -178,11 +182,8 @@ def _periodogram(t: np.ndarray, R: np.ndarray, W: np.ndarray, freqs: np.ndarray,
                     mid = np.einsum("qc,qci,qcj->qij", wv, X, X)
                     acc[sl, k] = scale2 * np.einsum("qii->qi", inv @ mid @ inv)[:, 1:].sum(1)
         if more:
-            tt = np.broadcast_to(t, (len(window_rows), R.shape[1])) if tq is None else tq[window_rows]
-            X = np.stack([np.ones_like(tt), np.cos(2 * np.pi * f * tt), np.sin(2 * np.pi * f * tt)], -1)
-            Wr = W[window_rows]
-            XtWX = np.einsum("qc,qci,qcj->qij", Wr, X, X) + 1e-12 * np.eye(3)
-            c = np.linalg.solve(XtWX, (X * Wr[..., None]).transpose(0, 2, 1))       # (rows, 3, calls)
+            X, XtWX = design(window_rows, f)
+            c = np.linalg.solve(XtWX, (X * W[window_rows][..., None]).transpose(0, 2, 1))       # (rows, 3, calls)
             coefs[k] = math.sqrt(scale2) * c[:, 1:].transpose(1, 0, 2)
     return (out, noise, white, coefs) if more else out
 
