@@ -51,7 +51,9 @@ Planning a round (a deterministic function of the seed and the data of earlier r
     - both ``M₀`` and ``N_q`` hold the device's per-field error τ (the fit's ``sigma_field``, 0 until ten
       qubits have σ_call identified): a field's mean carries at most ``I_m/ρ`` however many reads it gets,
       and new reads at a field already read join its earlier reads (:mod:`qasa.design`, "Per-field
-      errors"). A target the design's fields cannot reach then needs ``inf`` reads, and the run stops as
+      errors"). The design then spreads each qubit's calls over fields one DAC step apart
+      (:func:`qasa.design.field_candidates`, designed for the reads it predicts, twice over), and a
+      target those fields cannot reach needs more reads than the feasibility bound: the run stops as
       ``infeasible`` before paying for rounds that could not meet it. (Measured, virtual Advantage, 120
       qubits, β 1.5 %, b 0.004, η 0.015, ``max_reads_per_qubit=1e9``: ``infeasible`` after one round and
       455 s of QPU time, where the design without τ ran six rounds, 32 097 s, to ``stalled``.)
@@ -264,9 +266,18 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
                     else float(reads_per_call))
     prior = D.information(model, response.h, response.n_total.astype(float), theta, sigma_call=sig,
                           reads_per_call=per_call, sigma_field=tau)
+    if tau > 0:                  # fields one DAC step apart, each its own (module docstring)
+        candidates = D.field_candidates(candidates)
+    field = dict(sigma_field=tau, prior_reads=_reads_at(response, candidates))
     w_alone = D.optimal_design(model, theta, candidates, t, criterion=criterion, **noise)
-    need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior, sigma_field=tau,
-                            prior_reads=_reads_at(response, candidates), **noise)
+    need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior, **field, **noise)
+    for _ in range(2 if tau > 0 else 0):
+        # with a per-field error the best spread depends on how many reads there are: design for the
+        # reads just predicted (a finite number near the feasibility bound where none suffices), again
+        at = np.where(np.isfinite(need) & (need > 0), need, MAX_READS_PER_QUBIT)
+        w_alone = D.optimal_design(model, theta, candidates, t, criterion=criterion, prior=prior, reads=at,
+                                   **field, **noise)
+        need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior, **field, **noise)
     need = np.where(met, 0.0, np.where(np.isnan(need), np.inf, need))
     predicted = float(np.quantile(need, fraction, method="higher")) if len(need) else 0.0
     so_far = float(response.n_total.sum(1).max()) if response.n_total.size else 0.0
@@ -277,8 +288,8 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
     if calls < 1:
         return None
     w = D.optimal_design(model, theta, candidates, t, criterion=criterion, prior=prior,
-                         reads=float(calls * reads_per_call), **noise)
-    fields, counts = D.allocate(candidates, w, calls, step=step)
+                         reads=float(calls * reads_per_call), **field, **noise)
+    fields, counts = D.allocate(candidates, w, calls, step=step, merge=tau == 0)
     keep = counts > 0
     return {"calls": calls, "reads_per_call": int(reads_per_call),
             "qubits": [int(q) for q in response.qubits],

@@ -781,8 +781,8 @@ def assess(out: str, model: str, compare: bool, max_qpu_seconds: float | None, a
             need = adaptive.get("predicted_reads_per_qubit")
             text += (f"\nthe target is out of reach: it needs {'unboundedly many' if need is None else f'{need:.3g}'} "
                      f"reads per qubit (feasibility bound {adaptive.get('max_reads_per_qubit'):.3g})"
-                     + (f"; the h DAC's per-field error σ_field = {adaptive['sigma_field']:.3g} caps what more reads at "
-                        "the same fields can tell" if need is None and adaptive.get("sigma_field") else "")
+                     + (f"; the h DAC's per-field error σ_field = {adaptive['sigma_field']:.3g} caps what the reads at "
+                        "each programmed field can tell" if adaptive.get("sigma_field") else "")
                      + "; relax the target")
     _emit(as_json, summary, text)
 

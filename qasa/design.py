@@ -60,9 +60,12 @@ Per-field errors
     :func:`required_reads` to the new reads, which join the reads already taken at the same field
     (``prior_reads``): there the predicted information is concave in the reads, so a target beyond
     what the design's fields can give needs ``inf`` reads instead of a finite number that the data
-    never meet. The weights of :func:`optimal_design` still add new reads linearly (given the
-    τ-aware prior): spreading reads over more programmed values would beat the cap only if their
-    DAC errors were independent, which values within one DAC step (2 × 0.008 at h = 0) are not.
+    never meet. :func:`optimal_design` with ``sigma_field`` designs for that concave information (the
+    multiplicative algorithm's sensitivities are the marginal gains ``I_m/(1 + Tρ)²``), which spreads
+    the reads over many fields; their candidates should lie one DAC step apart
+    (:func:`field_candidates`, :data:`FIELD_SPACING`), since values within a step (2 × 0.008 at h = 0)
+    share their rounding error and the model's independent error per value would overcount them, and
+    :func:`allocate` then keeps them apart (``merge=False``).
 
 Quantization
     An optimal design is concentrated on a few fields (for the QASA model at β = 5: near ±0.1,
@@ -85,13 +88,17 @@ from qasa.models import Model, get_model
 
 __all__ = ["fisher_per_read", "information", "parse_target", "sd_targets", "candidate_fields",
            "optimal_design", "required_reads", "cramer_rao", "allocate", "uniform_weights", "z_value",
-           "CRITERIA"]
+           "field_candidates", "CRITERIA", "FIELD_SPACING"]
 
 CRITERIA = ("minimax", "c", "D")
 _CHUNK = 256
 #: A candidate whose weight is below this on every row of a chunk is dropped from the multiplicative
 #: algorithm (every 50 iterations): the algorithm only multiplies weights, so it would stay negligible.
 _PRUNE = 1e-10
+#: Spacing of the candidate fields of a design with a per-field error: at least one step of the h DAC
+#: (D-Wave: rounding errors up to ±0.008 at h = 0, a step of 0.016, finer at larger |h|; DESIGN.md §7),
+#: so that the model's independent error per programmed value is not fed values that share a DAC level.
+FIELD_SPACING = 0.02
 
 
 def z_value(level: float = 0.95) -> float:
@@ -322,6 +329,15 @@ def candidate_fields(h_range: tuple[float, float] | list[float] = (-1.0, 1.0), s
     return np.round(x[(x >= lo - 1e-12) & (x <= hi + 1e-12)], 10) + 0.0
 
 
+def field_candidates(candidates: np.ndarray, spacing: float = FIELD_SPACING) -> np.ndarray:
+    """The candidates on multiples of ``spacing`` (a design with a per-field error: one DAC step apart),
+    keeping both ends of the range."""
+    x = np.asarray(candidates, float)
+    on = np.isclose(np.round(x / spacing) * spacing, x, rtol=0, atol=1e-9)
+    on[[0, -1]] = True
+    return x[on]
+
+
 def uniform_weights(n: int, k: int) -> np.ndarray:
     """Equal weight on each of ``k`` fields for ``n`` rows."""
     return np.full((n, k), 1.0 / k)
@@ -336,7 +352,8 @@ def _criterion_value(V: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray, target_sd: np.ndarray | None = None,
                    *, criterion: str = "minimax", prior: np.ndarray | None = None, reads: float | np.ndarray = 1.0,
-                   iterations: int = 600, sigma_call: Any = None, reads_per_call: int = 1) -> np.ndarray:
+                   iterations: int = 600, sigma_call: Any = None, reads_per_call: int = 1,
+                   sigma_field: float = 0.0, prior_reads: np.ndarray | None = None) -> np.ndarray:
     """Optimal design weights over ``candidates`` for each row of ``theta``: shape ``(n, k)``.
 
     Args:
@@ -352,6 +369,10 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
         iterations: multiplicative-algorithm iterations.
         sigma_call, reads_per_call: per-row σ_call and the reads of the design's calls: the
             between-call information (module docstring); ``None``: reads independent.
+        sigma_field, prior_reads: the per-field error τ and the reads already at each candidate
+            (``(n, k)``): a field's information then saturates in its total reads (module docstring,
+            "Per-field errors"), so the design for ``reads`` spreads them over more fields; the
+            candidates should then lie at least one DAC step apart (:data:`FIELD_SPACING`).
 
     Raises:
         ValueError: unknown criterion, missing or unusable targets.
@@ -374,21 +395,33 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
     reads = np.broadcast_to(np.asarray(reads, float), (n,))
     sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (n,))
     w_out = np.empty((n, len(x)))
+    tau = float(sigma_field) if _field_var(sigma_field, sig) else 0.0
+    T0 = np.zeros((n, len(x))) if prior_reads is None else np.broadcast_to(np.asarray(prior_reads, float), (n, len(x)))
     for s in range(0, n, _CHUNK):
         sl = slice(s, s + _CHUNK)
-        G = _factors(model, x, theta[sl], None if sig is None else sig[sl], reads_per_call)   # I(x) = Σ_r G Gᵀ
+        field = None
+        if tau > 0:
+            G, rho = _factors(model, x, theta[sl], sig[sl], reads_per_call, field_rho=True)
+            field = (rho * tau**2, T0[sl])
+        else:
+            G = _factors(model, x, theta[sl], None if sig is None else sig[sl], reads_per_call)   # I(x) = Σ_r G Gᵀ
         P = None if prior is None else np.asarray(prior, float)[sl]
         tt = None if criterion == "D" else _padded(np.array(t[sl]), G.shape[2])
-        w_out[sl] = _multiplicative(G, tt, P, reads[sl], criterion, iterations)
+        w_out[sl] = _multiplicative(G, tt, P, reads[sl], criterion, iterations, field)
     return w_out
 
 
-def _multiplicative(G, t, prior, reads, criterion, iterations):
+def _multiplicative(G, t, prior, reads, criterion, iterations, field=None):
+    """The multiplicative algorithm (module docstring) on factors ``G``; ``field = (ρ, T0)`` (per row and
+    candidate) makes each candidate's mean information concave in its reads: ``M`` holds each field's
+    gain :func:`_field_gain` from ``T0`` to ``T0 + N w``, and the sensitivities ``d`` its derivative,
+    ``I_m/(1 + Tρ)²`` — at the fixed point the marginal gains are equal on the support."""
     n, k, p, nr = G.shape
     w = np.full((n, k), 1.0 / k)
     ok = np.isfinite(G).all((1, 2, 3))
     G = np.where(ok[:, None, None, None], G, 0.0)
     G2 = np.ascontiguousarray(G.transpose(0, 1, 3, 2).reshape(n, k * nr, p))   # every factor a row (matmul)
+    rho, T0 = (None, None) if field is None else (np.array(field[0], float), np.array(field[1], float))
     if t is not None:
         t = np.where(np.isnan(t), 1.0, t)                  # a NaN target (relative to 0) counts as 1
         active = np.isfinite(t)
@@ -404,15 +437,25 @@ def _multiplicative(G, t, prior, reads, criterion, iterations):
                 w = w[:, keep] / w[:, keep].sum(1, keepdims=True)
                 cols, k = cols[keep], int(keep.sum())
                 G2 = np.ascontiguousarray(G2.reshape(n, -1, nr, p)[:, keep].reshape(n, k * nr, p))
-        wr = np.repeat(w, nr, axis=1)[..., None]
-        M = np.matmul((G2 * wr).transpose(0, 2, 1), G2) * reads[:, None, None]
+                if rho is not None:
+                    rho, T0 = rho[:, keep], T0[:, keep]
+        if rho is None:
+            wr = np.repeat(w, nr, axis=1)[..., None]
+            M = np.matmul((G2 * wr).transpose(0, 2, 1), G2) * reads[:, None, None]
+            Gd = G2
+        else:
+            Nw = reads[:, None] * w
+            T = T0 + Nw
+            coef = np.stack([_field_gain(T0, T, rho), Nw], -1).reshape(n, k * nr, 1)
+            M = np.matmul((G2 * coef).transpose(0, 2, 1), G2)
+            Gd = G2 * np.stack([1.0 / (1.0 + T * rho), np.ones_like(T)], -1).reshape(n, k * nr, 1)
         if prior is not None:
             M = M + prior
         Minv = _inv(M)
         Minv = np.where(np.isfinite(Minv), Minv, 0.0)
-        U = np.matmul(G2, Minv)                           # (M⁻¹ g)ᵀ of every factor (M symmetric)
+        U = np.matmul(Gd, Minv)                           # (M⁻¹ g)ᵀ of every factor (M symmetric)
         if criterion == "D":
-            d = (G2 * U).sum(-1).reshape(n, k, nr).sum(-1)
+            d = (Gd * U).sum(-1).reshape(n, k, nr).sum(-1)
             new = w * d
         else:
             V = np.einsum("npp->np", Minv)
@@ -521,12 +564,13 @@ def _required_reads_field(model, theta, x, w, t, prior, sigma_call, reads_per_ca
 
 
 def allocate(candidates: np.ndarray, weights: np.ndarray, calls: int, step: float = 0.005,
-             threshold: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
+             threshold: float = 2e-3, merge: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Turn design weights into whole calls at quantized fields, per row.
 
     Neighbouring candidates with weight above ``threshold`` are merged into one field (their
     weighted mean, rounded to ``step``); the ``calls`` are then apportioned to the merged fields by
-    largest remainders.
+    largest remainders. ``merge=False`` keeps every such candidate a field of its own (a design with a
+    per-field error spreads its reads over distinct programmed values on purpose).
 
     Returns:
         ``(fields, counts)``, both ``(n, s)`` with ``s`` the largest number of fields of any row:
@@ -544,7 +588,7 @@ def allocate(candidates: np.ndarray, weights: np.ndarray, calls: int, step: floa
         if not keep.any():
             keep = wi >= wi.max()
         idx = np.flatnonzero(keep)
-        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+        breaks = np.flatnonzero(np.diff(idx) > 1) + 1 if merge else np.arange(1, len(idx))
         groups = np.split(idx, breaks)
         mass = np.array([wi[gr].sum() for gr in groups])
         where = np.array([np.dot(wi[gr], x[gr]) / wi[gr].sum() for gr in groups])

@@ -195,9 +195,12 @@ _WINDOW_ROWS = 16
 _WINDOW_SUBSTEPS = 8
 #: Most log bins (1 % wide) of the window's frequencies.
 _WINDOW_BINS = 4096
+#: Longest time grid of the window (a run whose calls span more than 2¹⁷ median spacings — e.g. rounds
+#: placed days apart — is fitted without it, and its record says so).
+_WINDOW_MAX = 1 << 18
 
 
-def _window(t: np.ndarray, coefs: np.ndarray, dt: float, f_hi: float) -> tuple[np.ndarray, np.ndarray]:
+def _window(t: np.ndarray, coefs: np.ndarray, dt: float, f_hi: float) -> tuple[np.ndarray, np.ndarray] | None:
     """The periodogram's spectral window: ``E P_k = ∫ S(f) K_k(f) df`` for a stationary signal with
     one-sided density ``S`` sampled at the calls' times ``t`` (``Cov(y_i, y_j) = ∫ S(f) cos 2πf(t_i − t_j) df``),
     so ``K_k(f) = mean over rows of |c_cos·e^{2πift}|² + |c_sin·e^{2πift}|²`` (``coefs`` of :func:`_periodogram`).
@@ -205,12 +208,15 @@ def _window(t: np.ndarray, coefs: np.ndarray, dt: float, f_hi: float) -> tuple[n
     ``K`` varies on the scale 1/T (T the span), so it is sampled exactly by a zero-padded FFT with the
     times put on a grid of ``dt /`` :data:`_WINDOW_SUBSTEPS` (a phase error of at most π/20 at the highest
     frequency used), for the frequencies ``0 < f ≤ f_hi``, summed as ``K Δf`` over bins 1 % wide in f, each
-    at its K-weighted log-mean frequency: ``(g, KΔf)``, both ``(freqs, bins)``. The
+    at its K-weighted log-mean frequency: ``(g, KΔf)``, both ``(freqs, bins)``; ``None`` when the grid
+    would be longer than :data:`_WINDOW_MAX`. The
     intercept of each fit makes the coefficients sum to zero, so ``K`` vanishes like f² at 0 and a power
     law with α < 3 has a finite integral."""
     step = dt / _WINDOW_SUBSTEPS
     idx = np.round((t - t[0]) / step).astype(np.int64)
     L = 1 << int(math.ceil(math.log2(2 * (idx[-1] + 1))))               # zero-padded: Δf = 1/(L step) ≤ 1/(2T)
+    if L > _WINDOW_MAX:
+        return None
     nf, two, rows, n = coefs.shape
     f = np.fft.rfftfreq(L, step)
     keep = (f > 0) & (f <= f_hi)
@@ -552,7 +558,12 @@ def _spectrum_of(sums: _DriftSums, out: dict[str, Any], *, frequencies: int = 16
         # the values' own estimation noise and v_k a white noise of unit density (:func:`_window`).
         rows = np.unique(np.linspace(0, n - 1, min(_WINDOW_ROWS, n)).round().astype(np.int64))
         P, noise, white, coefs = _periodogram(tb, Rv, Wv, freqs, None, window_rows=rows)
-        g, K = _window(tb, coefs, sums.dt, 0.5 / sums.dt)
+        win = _window(tb, coefs, sums.dt, 0.5 / sums.dt)
+        if win is None:
+            out["note"] = (f"fitted without the periodogram's window: the calls span {T:.3g} s at a median spacing of "
+                           f"{sums.dt:.3g} s (the fit may read the exponent high and the amplitude low)")
+        else:
+            g, K = win
         white = white / (2 * sums.dt)                 # white noise of unit one-sided density: variance 1/(2 dt)
     else:
         H = np.array([np.exp(-(2 * np.pi * f) ** 2 * vq).mean() for f in freqs])
@@ -560,7 +571,7 @@ def _spectrum_of(sums: _DriftSums, out: dict[str, Any], *, frequencies: int = 16
 
     def parts(idx):
         """The window terms of :func:`_fit_power_law` for the qubits ``idx`` (None: fit S itself)."""
-        return (g, K, white[idx].mean(0), noise[idx].mean(0)) if B == 1 else None
+        return (g, K, white[idx].mean(0), noise[idx].mean(0)) if B == 1 and "note" not in out else None
 
     S = P.mean(0)
     out.update(frequency=freqs, power=S)

@@ -139,6 +139,17 @@ def test_the_periodograms_window_predicts_its_mean_under_jumping_weights():
     np.testing.assert_allclose(Pn.mean(0) / noise.mean(0), 1.0, atol=0.1)
 
 
+def test_a_run_too_long_for_the_window_is_fitted_without_it_and_says_so(monkeypatch):
+    """Calls spread over a span far longer than their spacing (an adaptive run's rounds on the virtual
+    QPU's clock sit 10⁶ positions apart) would need a window grid of millions of points: beyond
+    _WINDOW_MAX the spectrum is fitted without the window, its record says so, and it stays finite."""
+    monkeypatch.setattr(drift, "_WINDOW_MAX", 1 << 10)
+    spec = _flicker_spectrum(0)
+    assert "without the periodogram's window" in spec["note"]
+    assert spec["estimable"] and np.isfinite([spec["amplitude_1Hz"], spec["exponent"]]).all()
+    assert spec["amplitude_1Hz_lo"] <= spec["amplitude_1Hz"] <= spec["amplitude_1Hz_hi"]
+
+
 def test_the_report_shows_noise_beyond_shots_and_marks_drifting_qubits(tmp_path):
     """analyze(): the 'Noise beyond shots' record (between-call spread when the fit has it, drift trends,
     the spectrum or why not) and the reason 'drifts' on the qubits whose b(t) trend exceeds its interval;
