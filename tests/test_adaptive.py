@@ -308,6 +308,26 @@ def test_a_one_sided_interval_meets_a_target_only_if_it_reaches_no_farther_than_
     np.testing.assert_allclose(st.half_width[:, 3], [0.02, 0.009, 0.0099])
 
 
+def test_an_interval_that_assumes_no_between_call_noise_meets_no_target_and_the_plan_repeats_calls():
+    """The pilot (one call per field) does not identify σ_call, so its intervals assume none: on a sampler
+    with σ_call = 0.01 they meet b 0.01 on most qubits yet are too short. A fit that had per-call counts
+    (meta "likelihood") counts such qubits as missing the target, a hand-made table does not, and the next
+    plan gives them at least MIN_CALL_DF + 8 calls (the repeats that identify σ_call)."""
+    from qasa.fitting import MIN_CALL_DF
+
+    s = CallNoiseSampler(30, seed=41, sigma_call=0.01)
+    ds = qasa.run(A.pilot_protocol(10_000, seed=42), s)
+    r = ds.response()
+    fits = A.fit_with_restarts(r, "qasa")
+    assert "likelihood" in fits.meta and not fits.table["sigma_call_identified"].any()
+    target = {"b": 0.01}
+    assert A.precision_status(fits, target).fraction == 0.0
+    bare = type(fits)(fits.table, "qasa")                              # no meta: nothing says σ_call was checked
+    assert A.precision_status(bare, target).fraction > 0.5
+    plan = A.plan_round("qasa", r, fits, target, D.candidate_fields((-1.0, 1.0)), reads_per_call=10_000)
+    assert plan["calls"] >= MIN_CALL_DF + 8
+
+
 def test_the_plan_designs_with_the_fitted_sigma_call():
     """Calls that repeat their fields identify σ_call (planted 0.01 per call, 10 000 reads per h in calls of
     1 000: median within 20 %), and a round planned from that fit designs with it: a b target needs more
