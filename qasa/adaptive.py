@@ -317,12 +317,13 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
             "criterion": criterion, "created": utcnow()}
 
 
-def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -> list[Call]:
+def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int, start: int | None = None) -> list[Call]:
     """The calls of a planned round, in a seeded order (a function of the plan, seed and round only).
 
     Each qubit's fields (``counts`` calls at each) are shuffled over the round's calls with a
     generator seeded by ``(seed, 3, round, qubit position)``; gauges are the identity (the design is
-    in the programmed frame).
+    in the programmed frame). ``start``: the calls' first position in the run (the calls before them),
+    so that they follow the earlier calls on a device's clock; ``None``: their index (10⁶ per round).
     """
     if protocol.qubits is None or protocol.seed is None:
         raise ProtocolError("protocol must be resolved (qubits and seed set) before a round is expanded")
@@ -341,7 +342,8 @@ def round_calls(plan: Mapping[str, Any], protocol: Protocol, round_index: int) -
     ones = np.ones(len(qubits), dtype=np.int8)
     R = int(plan["reads_per_call"])
     name = round_name("a", round_index)
-    return [Call(round_call_id(name, c), round_index * 1_000_000 + c, -1, H[c], 0, R, ones)
+    return [Call(round_call_id(name, c), round_index * 1_000_000 + c, -1, H[c], 0, R, ones,
+                 position=None if start is None else int(start) + c)
             for c in range(C)]
 
 
@@ -647,6 +649,7 @@ class _AdaptiveRun:
         R = int(protocol.reads_per_call)
         per_call = self.backend.estimate_call(protocol, len(protocol.qubits), R)
         rnd, status = 1, None
+        start = protocol.num_calls              # the rounds' calls follow the pilot's on the device's clock
         while reason is None:
             plan = self._stored_plan(rnd, protocol)
             if plan is None:
@@ -656,9 +659,10 @@ class _AdaptiveRun:
                 with store.writing():
                     store.save_design_round(rnd, plan)
             try:
-                self._run(protocol, round_calls(plan, protocol, rnd))
+                self._run(protocol, round_calls(plan, protocol, rnd, start))
             except BudgetError:
                 reason = "budget"
+            start += int(plan["calls"])
             rnd += 1
         return reason, rnd - 1, status
 

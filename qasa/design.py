@@ -198,13 +198,29 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
 
 
 def _field_var(sigma_field: Any, sigma_call: Any) -> bool:
-    """Whether a per-field error enters (checked: a finite τ ≥ 0, and only beside σ_call)."""
-    tau = float(sigma_field or 0.0)
+    """Whether a per-field error enters (checked: one finite number τ ≥ 0, and only beside σ_call)."""
+    if sigma_field is None:
+        return False
+    if isinstance(sigma_field, (bool, np.bool_)) or not isinstance(sigma_field, (int, float, np.integer, np.floating)):
+        raise ValueError(f"sigma_field={sigma_field!r} must be one number: the device's field error in h units (≥ 0)")
+    tau = float(sigma_field)
     if not (math.isfinite(tau) and tau >= 0.0):
         raise ValueError(f"sigma_field={sigma_field!r} must be a finite field error ≥ 0 (h units)")
     if tau > 0 and sigma_call is None:
         raise ValueError("sigma_field needs sigma_call (the per-field term is part of the between-call information)")
     return tau > 0
+
+
+def _prior_reads(prior_reads: Any, n: int, k: int) -> np.ndarray:
+    """Reads already at each candidate, ``(n, k)`` (checked: finite and ≥ 0); zeros for ``None``."""
+    if prior_reads is None:
+        return np.zeros((n, k))
+    T0 = np.asarray(prior_reads, float)
+    if T0.shape not in ((k,), (n, k)):
+        raise ValueError(f"prior_reads has shape {T0.shape}; expected ({k},) or ({n}, {k}): reads per candidate field")
+    if not (np.isfinite(T0).all() and (T0 >= 0).all()):
+        raise ValueError("prior_reads must be finite and ≥ 0 (reads already taken at each candidate field)")
+    return np.broadcast_to(T0, (n, k))
 
 
 def _field_gain(T0: Any, T: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -396,7 +412,7 @@ def optimal_design(model: Model | str, theta: np.ndarray, candidates: np.ndarray
     sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (n,))
     w_out = np.empty((n, len(x)))
     tau = float(sigma_field) if _field_var(sigma_field, sig) else 0.0
-    T0 = np.zeros((n, len(x))) if prior_reads is None else np.broadcast_to(np.asarray(prior_reads, float), (n, len(x)))
+    T0 = _prior_reads(prior_reads, n, len(x))
     for s in range(0, n, _CHUNK):
         sl = slice(s, s + _CHUNK)
         field = None
@@ -524,8 +540,8 @@ def _required_reads_field(model, theta, x, w, t, prior, sigma_call, reads_per_ca
     smallest sufficient ``N`` is bracketed by doubling and then bisected (in log N, to 0.1 %)."""
     n, k = w.shape
     sig = np.broadcast_to(np.asarray(sigma_call, float), (n,))
-    rpc = np.broadcast_to(np.asarray(reads_per_call, float), (n, k))
-    T0 = np.zeros((n, k)) if prior_reads is None else np.broadcast_to(np.asarray(prior_reads, float), (n, k))
+    rpc = np.maximum(np.broadcast_to(np.asarray(reads_per_call, float), (n, k)), 1.0)   # as _factors takes it
+    T0 = _prior_reads(prior_reads, n, k)
     out = np.empty(n)
     for s0 in range(0, n, _CHUNK):
         sl = slice(s0, s0 + _CHUNK)
@@ -543,8 +559,8 @@ def _required_reads_field(model, theta, x, w, t, prior, sigma_call, reads_per_ca
             return _criterion_value(_inv_diag(M), tt) <= 1.0
 
         done = ok(np.zeros(len(ws)))
-        hi = np.full(len(ws), float(np.max(rpc)))
-        while True:                                   # bracket: double until met or beyond the cap
+        hi = np.full(len(ws), float(np.max(rpc[sl])) if np.isfinite(rpc[sl]).all() else 1.0)
+        while True:                                   # bracket: double until met or beyond the cap (≤ 45 times)
             grow = ~done & ~ok(hi) & (hi <= _MAX_FIELD_READS)
             if not grow.any():
                 break

@@ -328,6 +328,16 @@ def test_an_interval_that_assumes_no_between_call_noise_meets_no_target_and_the_
     assert plan["calls"] >= MIN_CALL_DF + 8
 
 
+def test_the_rounds_calls_follow_the_pilots_on_the_run_order(tmp_path):
+    """A round's calls take the next positions of the run (the virtual QPU's clock places a call at its
+    position: with the index's 10⁶ per round a round ran a month after the pilot, under another 1/f offset)."""
+    ds = A.assess_adaptive(QASAModelCountSampler(qubits=12, seed=3), tmp_path / "p", "beta=3%",
+                           protocol=A.pilot_protocol(2000, h_step=0.2, seed=3), max_rounds=2)
+    assert ds.metadata["adaptive"]["result"]["rounds"] >= 1
+    pos = np.sort(ds.calls["position"].to_numpy())
+    np.testing.assert_array_equal(pos, np.arange(len(ds.calls)))
+
+
 def test_the_plan_designs_with_the_fitted_sigma_call():
     """Calls that repeat their fields identify σ_call (planted 0.01 per call, 10 000 reads per h in calls of
     1 000: median within 20 %), and a round planned from that fit designs with it: a b target needs more

@@ -360,3 +360,27 @@ def test_a_design_that_knows_the_per_field_error_spreads_its_reads_and_beats_the
     # τ → 0: the design of the between-call information, as before
     w0 = D.optimal_design(model, theta, cand, t, reads=1e7, sigma_field=1e-9, **kw)
     np.testing.assert_allclose(w0, D.optimal_design(model, theta, cand, t, reads=1e7, **kw), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (True, "must be one number"), ("0.01", "must be one number"), (np.array([0.004]), "must be one number"),
+    (-0.001, "finite field error ≥ 0"), (float("inf"), "finite field error ≥ 0")])
+def test_a_bad_per_field_error_is_refused_naming_it(bad, match):
+    with pytest.raises(ValueError, match=match):
+        D.information("qasa", np.array([0.0]), np.ones(1), np.array([[5.0, 0.0, 0.1, 0.02]]), sigma_call=0.01,
+                      sigma_field=bad)
+
+
+def test_required_reads_with_a_per_field_error_checks_prior_reads_and_ends_on_any_reads_per_call():
+    """reads_per_call ≤ 0 is taken as 1 (as without τ) instead of doubling 0 for ever; prior reads must be
+    finite, ≥ 0 and one per candidate."""
+    theta = np.array([[5.0, 0.0, 0.1, 0.02]])
+    x = np.array([-0.1, 0.0, 0.1])
+    t = D.sd_targets("qasa", {"b": 0.005}, theta)
+    for rpc in (0, -5):
+        need = D.required_reads("qasa", theta, x, np.ones(3), t, sigma_call=0.01, reads_per_call=rpc, sigma_field=0.003)
+        assert np.isfinite(need).all() and need[0] > 0
+    for bad in (np.full(3, -500.0), np.full(3, np.nan), np.ones(4)):
+        with pytest.raises(ValueError, match="prior_reads"):
+            D.required_reads("qasa", theta, x, np.ones(3), t, sigma_call=0.01, reads_per_call=100, sigma_field=0.003,
+                             prior_reads=bad)

@@ -150,6 +150,24 @@ def test_a_run_too_long_for_the_window_is_fitted_without_it_and_says_so(monkeypa
     assert spec["amplitude_1Hz_lo"] <= spec["amplitude_1Hz"] <= spec["amplitude_1Hz_hi"]
 
 
+def test_a_qubit_sampled_far_more_sparsely_than_the_rest_is_left_out_of_the_spectrum():
+    """One qubit of 40 keeps its offsets in only 60 of 900 calls (another window than the rows that make
+    it: it read the device's A 60 % low): it is left out, and the spectrum is within 20 % of the one
+    with that qubit complete (the qubits spread over the device may differ by one)."""
+    s = NoisyQASASampler(40, seed=3, flicker=(0.005, 1.0), dt=1.0)
+    ds = qasa.run(qasa.Protocol.grid(0.5, 0.125, reads_per_h=100_000, reads_per_call=1000, seed=3), s)
+    ds = Dataset(ds.counts, call_times(ds, s), ds.metadata)
+    off = drift.call_offsets(ds, dv.point_fit(ds))
+    calls = np.sort(off["call_id"].unique())
+    q0 = off["qubit"].min()
+    sparse = off[(off["qubit"] != q0) | off["call_id"].isin(calls[::15])]
+    sparse.attrs.update(off.attrs)
+    whole = drift.spectrum(off, bootstrap=20)
+    got = drift.spectrum(sparse, bootstrap=20)
+    assert got["estimable"] and got["amplitude_1Hz"] == pytest.approx(whole["amplitude_1Hz"], rel=0.2)
+    assert got["exponent"] == pytest.approx(whole["exponent"], abs=0.1)
+
+
 def test_the_report_shows_noise_beyond_shots_and_marks_drifting_qubits(tmp_path):
     """analyze(): the 'Noise beyond shots' record (between-call spread when the fit has it, drift trends,
     the spectrum or why not) and the reason 'drifts' on the qubits whose b(t) trend exceeds its interval;
