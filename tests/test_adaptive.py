@@ -338,6 +338,23 @@ def test_the_rounds_calls_follow_the_pilots_on_the_run_order(tmp_path):
     np.testing.assert_array_equal(pos, np.arange(len(ds.calls)))
 
 
+def test_a_target_is_tightened_by_how_much_the_fits_interval_exceeds_the_information():
+    """An unmet qubit whose b interval is 1.5× the Cramér–Rao half-width of its data designs for b's target
+    ÷ 1.5; one 5× wider for ÷ 2 (the cap); a met qubit and an untargeted parameter keep theirs."""
+    prior = np.tile(np.diag([1e4, 1e6, 1e4, 1e4, 1.0]), (3, 1, 1))            # sd of b: 0.001
+    z = D.z_value(0.95)
+    hw = np.full((3, 4), np.nan)
+    hw[:, 1] = z * 0.001 * np.array([1.5, 5.0, 1.5])
+    goal = np.full((3, 4), np.inf)
+    goal[:, 1] = 0.001
+    st = A.PrecisionStatus(np.array([7, 8, 9]), hw, goal, np.array([False, False, True]))
+    t = np.full((3, 4), np.inf)
+    t[:, 1] = 0.001 / z
+    got = A._calibrated_targets(t, prior, st, st.met, np.array([7, 8, 9]), 0.95)
+    np.testing.assert_allclose(got[:, 1], t[:, 1] / np.array([1.5, A.CALIBRATION_MAX, 1.0]))
+    assert np.isinf(got[:, [0, 2, 3]]).all()
+
+
 def test_the_plan_designs_with_the_fitted_sigma_call():
     """Calls that repeat their fields identify σ_call (planted 0.01 per call, 10 000 reads per h in calls of
     1 000: median within 20 %), and a round planned from that fit designs with it: a b target needs more
@@ -362,8 +379,9 @@ def test_the_plan_holds_the_fitted_per_field_error_spreads_its_fields_and_says_w
     plan from that fit knows that a field's mean carries at most ``I_m/ρ``. It therefore spreads each
     qubit's calls over many programmed values one DAC step apart (measured: median 41 fields per qubit
     against 1 for the τ-blind plan, all on the 0.02 grid); b to 0.002 needs several times the reads the
-    τ-blind plan predicts (measured 645 k against 71 k), and b to 0.0005 more than the feasibility bound
-    (10⁸; measured 7.8 × 10⁸), where the τ-blind plan promised it within 3.3 M."""
+    τ-blind plan predicts (measured 665 k against 203 k, the τ-blind plan's targets tightened by how much
+    its fits' intervals exceed its information), and b to 0.0005 more than the feasibility bound (10⁸),
+    where the τ-blind plan promises it within 10⁷."""
     s = CallNoiseSampler(40, seed=21, sigma_call=0.01, sigma_field=0.004)
     ds = qasa.run(qasa.Protocol.grid(1.0, 0.05, reads_per_h=10_000, reads_per_call=1000, seed=22), s)
     r = ds.response()
@@ -379,7 +397,7 @@ def test_the_plan_holds_the_fitted_per_field_error_spreads_its_fields_and_says_w
                          for f in (fits, blind)]
     (held, no_tau), (held1, no_tau1) = plans["b=0.002"], plans["b=0.0005"]
     assert held["sigma_field"] == pytest.approx(tau) and no_tau["sigma_field"] == 0.0
-    assert held["predicted_reads"] > 4 * no_tau["predicted_reads"]
+    assert held["predicted_reads"] > 2 * no_tau["predicted_reads"]
     assert np.median([len(f) for f in held["fields"]]) >= 10 >= np.median([len(f) for f in no_tau["fields"]])
     assert all(abs(v / D.FIELD_SPACING - round(v / D.FIELD_SPACING)) < 1e-9 for f in held["fields"] for v in f)
     assert all(sum(c) == held["calls"] for c in held["counts"])
