@@ -229,7 +229,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from qasa.dataset import Dataset, Response, atomic_write_bytes
 from qasa.models import Model, _buf, compared_models, get_model, nested_pairs
@@ -2077,7 +2077,11 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
     own = np.zeros(nq)
     for _ in range(30):
         U, info = _field_scores(own[inv], e, a, V, c, inv, nq)
-        own = np.maximum(own + np.where(info > 0, U / np.where(info > 0, info, 1.0), 0.0), 0.0)
+        new = np.maximum(own + np.where(info > 0, U / np.where(info > 0, info, 1.0), 0.0), 0.0)
+        moved = np.abs(new - own) > 1e-6 * np.maximum(new, 1e-10)
+        own = new
+        if not moved.any():
+            break
     tau2 = float(np.median(own))
     w = np.ones(nq)
     for _ in range(100):
@@ -2102,11 +2106,12 @@ def field_variance(cells: np.ndarray, level: float = 0.95) -> dict[str, float]:
     def root(target: float) -> float:          # the τ² where the standardized score falls to ``target``
         lo, hi = 0.0, max(tau2, 1e-8)
         while score(hi) > target and hi < 1.0:
-            hi *= 4.0
-        for _ in range(60):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if score(mid) > target else (lo, mid)
-        return hi
+            lo, hi = hi, hi * 4.0
+        if score(hi) > target:
+            return hi
+        if score(lo) <= target:
+            return lo
+        return float(optimize.brentq(lambda t2: score(t2) - target, lo, hi, xtol=1e-16, rtol=1e-8))
 
     z0 = score(0.0)
     lo2 = 0.0 if z0 <= zq else root(zq)
