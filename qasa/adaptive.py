@@ -191,11 +191,9 @@ def precision_status(fits, target: Mapping[str, float | str], level: float = 0.9
     with np.errstate(invalid="ignore"):
         ok = (hw <= goal) & np.isfinite(hw)
     met = ok[:, targeted].all(1) & (table["quality"].to_numpy() != "failed")
-    if "likelihood" in (getattr(fits, "meta", None) or {}) and "sigma_call_identified" in table:
-        # (the fit had per-call counts, so it says whether σ_call was identified; a hand-made table does not)
-        # an interval that assumes no between-call noise (σ_call not identified: one call per field, as
-        # in the pilot) is too short on a real QPU, so it meets no target
-        met &= table["sigma_call_identified"].to_numpy(bool)
+    # an interval that assumes no between-call noise (σ_call not identified: one call per field, as in the
+    # pilot) is too short on a real QPU, so it meets no target
+    met &= ~_sigma_call_unknown(fits, table)
     return PrecisionStatus(table["qubit"].to_numpy(np.int64), hw, goal, met)
 
 
@@ -223,6 +221,14 @@ def _design_sigma(table: pd.DataFrame) -> np.ndarray:
     return np.where(ok, sig, float(np.median(sig[ok])) if ok.any() else 0.0)
 
 
+def _sigma_call_unknown(fits, table: pd.DataFrame) -> np.ndarray:
+    """Per row of ``table``: the fit had per-call counts (``meta["likelihood"]``) and still did not identify
+    σ_call, so the row's intervals assume no between-call noise (a hand-made table says nothing)."""
+    if "likelihood" in (getattr(fits, "meta", None) or {}) and "sigma_call_identified" in table:
+        return ~table["sigma_call_identified"].to_numpy(bool)
+    return np.zeros(len(table), bool)
+
+
 #: Most a target is tightened by :func:`_calibrated_targets`.
 CALIBRATION_MAX = 2.0
 
@@ -239,7 +245,7 @@ def _calibrated_targets(t: np.ndarray, prior: np.ndarray, status: PrecisionStatu
     hw, goal = status.half_width[rows], status.target[rows]
     p = t.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        cr = D.z_value(level) * np.sqrt(np.maximum(np.einsum("npp->np", D._inv(prior))[:, :p], 0.0))
+        cr = D.z_value(level) * D.information_sd(prior)[:, :p]
         ratio = np.where(np.isfinite(goal) & np.isfinite(hw) & (cr > 0) & np.isfinite(cr), hw / cr, 1.0)
     scale = np.where(met[:, None], 1.0, np.clip(ratio, 1.0, CALIBRATION_MAX))
     return t / scale
@@ -315,13 +321,12 @@ def plan_round(model: Model | str, response: Response, fits, target: Mapping[str
                                    **field, **noise)
         need = D.required_reads(model, theta, candidates, w_alone, t, prior=prior, **field, **noise)
     need = np.where(met, 0.0, np.where(np.isnan(need), np.inf, need))
-    if "likelihood" in (getattr(fits, "meta", None) or {}) and "sigma_call_identified" in table:
-        # a qubit whose σ_call is not identified meets no target (precision_status) whatever its information:
-        # it needs repeated calls first — MIN_CALL_DF between-call degrees of freedom, on a few fields
-        from qasa.fitting import MIN_CALL_DF
+    # a qubit whose σ_call is not identified meets no target (precision_status) whatever its information:
+    # it needs repeated calls first — MIN_CALL_DF between-call degrees of freedom, on a few fields
+    from qasa.fitting import MIN_CALL_DF
 
-        unknown = ~met & ~table["sigma_call_identified"].to_numpy(bool)
-        need = np.where(unknown, np.maximum(need, (MIN_CALL_DF + 8) * float(reads_per_call)), need)
+    unknown = ~met & _sigma_call_unknown(fits, table)
+    need = np.where(unknown, np.maximum(need, (MIN_CALL_DF + 8) * float(reads_per_call)), need)
     predicted = float(np.quantile(need, fraction, method="higher")) if len(need) else 0.0
     so_far = float(response.n_total.sum(1).max()) if response.n_total.size else 0.0
     reads = min(max(predicted, min_step * so_far, reads_per_call), max(growth * so_far, reads_per_call))

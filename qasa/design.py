@@ -88,7 +88,7 @@ from qasa.models import Model, get_model
 
 __all__ = ["fisher_per_read", "information", "parse_target", "sd_targets", "candidate_fields",
            "optimal_design", "required_reads", "cramer_rao", "allocate", "uniform_weights", "z_value",
-           "field_candidates", "CRITERIA", "FIELD_SPACING"]
+           "field_candidates", "information_sd", "CRITERIA", "FIELD_SPACING"]
 
 CRITERIA = ("minimax", "c", "D")
 _CHUNK = 256
@@ -241,8 +241,13 @@ def cramer_rao(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.n
 
     Rows whose information is singular get ``inf`` (a parameter the design cannot identify).
     """
-    M = information(model, x, reads, theta)
-    return np.sqrt(np.maximum(_inv_diag(M), 0.0))
+    return information_sd(information(model, x, reads, theta))
+
+
+def information_sd(M: np.ndarray) -> np.ndarray:
+    """Cramér–Rao standard deviations ``sqrt(diag(M⁻¹))`` of information matrices ``(n, p, p)``: ``(n, p)``
+    (``inf`` on a parameter the information does not identify)."""
+    return np.sqrt(np.maximum(_inv_diag(np.asarray(M, float)), 0.0))
 
 
 def _inv(M: np.ndarray) -> np.ndarray:
