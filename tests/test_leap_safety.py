@@ -166,7 +166,7 @@ def test_sequential_settings_do_not_resubmit_a_lost_reply(qpu, isolated, tmp_pat
 
 def _interrupt(server, out: Path, in_flight: int, sig: int, calls: int = 5) -> int | None:
     """Run leap_interrupt_worker.py, send ``sig`` once ``calls`` calls are journaled; its exit code (None when
-    the run ended before the signal could be sent)."""
+    the run ended before the signal could be sent, or finished its last calls after it)."""
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(Path(qasa.__file__).parent.parent)]))
     proc = subprocess.Popen([sys.executable, str(here / "leap_interrupt_worker.py"), server.endpoint,
@@ -180,18 +180,21 @@ def _interrupt(server, out: Path, in_flight: int, sig: int, calls: int = 5) -> i
         return None
     proc.send_signal(sig)
     try:
-        return proc.wait(timeout=60)       # Ctrl-C must end the run by itself
+        code = proc.wait(timeout=60)       # Ctrl-C must end the run by itself
     finally:
         if proc.poll() is None:
             proc.kill()
+    # 0: the calls in flight when Ctrl-C came were the run's last ones, so it finished and interrupted nothing
+    return None if code == 0 else code
 
 
 def _interrupted(stack: contextlib.ExitStack, qpu, tmp_path: Path, in_flight: int, sig: int, **server):
     """``(server, out, exit code)`` of a run interrupted by ``sig`` (:func:`_interrupt`), on a fresh server
     and directory each time up to three times: on a loaded machine a run with many calls in flight
     can end before the signal is sent, and then it interrupted nothing."""
-    for attempt in range(3):
-        srv = stack.enter_context(SAPIServer(qpu, **server))
+    for attempt in range(3):            # each try withholds answers for more polls: a slower run
+        kw = dict(server, pending_polls=server.get("pending_polls", 0) + 3 * attempt)
+        srv = stack.enter_context(SAPIServer(qpu, **kw))
         out = tmp_path / f"run{attempt}"
         code = _interrupt(srv, out, in_flight, sig)
         if code is not None:
