@@ -220,7 +220,7 @@ def test_interrupted_run_pays_each_call_once(qpu, isolated, tmp_path, interrupt_
     """Ctrl-C or SIGKILL with calls in flight, then resume: problems paid = calls kept, the counts of
     an uninterrupted run."""
     with contextlib.ExitStack() as stack:
-        server, out, code = _interrupted(stack, qpu, tmp_path, in_flight, sig, pending_polls=2)
+        server, out, code = _interrupted(stack, qpu, tmp_path, in_flight, sig, pending_polls=2, stagger=8)
         assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
         assert 5 <= len(Dataset.load(out).call_ids) < len(interrupt_reference.calls)
         path = out / "in_flight.json"    # every problem paid for is journaled or written down as on its way
@@ -371,7 +371,7 @@ def test_a_server_echoing_the_token_gets_it_stored_nowhere(qpu, isolated, tmp_pa
 def test_a_killed_run_against_an_echoing_server_writes_no_token_in_flight(qpu, isolated, tmp_path):
     with contextlib.ExitStack() as stack:
         server, out, code = _interrupted(stack, qpu, tmp_path / "echo-kill", 50, signal.SIGINT, echo_token_ids=True,
-                                         pending_polls=3)
+                                         pending_polls=3, stagger=8)
         assert code == 130
         text = (out / "in_flight.json").read_text()
         assert "DEV-interrupt-worker-token" not in text and json.loads(text)
