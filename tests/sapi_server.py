@@ -12,8 +12,7 @@ Faults can be injected (all seeded): ``fail_rate`` (a share of requests answered
 ``drop_rate`` (connections closed without an answer), ``drop_after_rate`` and ``drop_after_posts``
 (submissions processed — and paid for — but the connection dropped before the answer: at random,
 or for the given submission requests, counted from 1), ``pending_polls`` (answers withheld for that
-many status polls: slow problems; ``stagger=k`` withholds one more poll per k problems accepted, so
-that the answers of problems submitted together come in waves), and :meth:`SAPIServer.crash` / :meth:`SAPIServer.restart`.
+many status polls: slow problems), and :meth:`SAPIServer.crash` / :meth:`SAPIServer.restart`.
 Every problem accepted is counted in ``server.solved`` so tests can check for double submission.
 
 Faults of content and timing, keyed by the number of the problem (counted from 1 in the order the
@@ -120,9 +119,8 @@ class SAPIServer:
                  malformed_posts: tuple[int, ...] = (), status_faults: dict[int, int] | None = None,
                  retry_after: float | None = None, solver_failures: int = 0, post_faults: dict[int, int] | None = None,
                  echo_token_status: int | None = None, timing_fault: str | None = None, timing_scale: float = 1.0,
-                 echo_token_ids: bool = False, stagger: int = 0) -> None:
+                 echo_token_ids: bool = False) -> None:
         self.qpu = qpu
-        self.stagger = int(stagger)
         self.solver_name = name
         self.data = solver_data(qpu, name)
         self.fail_rate, self.drop_rate, self.pending_polls = fail_rate, drop_rate, pending_polls
@@ -364,8 +362,7 @@ class SAPIServer:
                                    timing if fault == "failed" else self._timing(timing, token), fault)
             record = {"id": pid, "status": "COMPLETED", "type": problem.get("type", "ising"), "label": label,
                       "submitted_on": now, "solved_on": now,
-                      "answer": answer, "polls_left": self.pending_polls + (
-                          (self.accepted - 1) // self.stagger if self.stagger else 0),
+                      "answer": answer, "polls_left": self.pending_polls,
                       "solver": {"name": self.solver_name}, "fault": fault, "hold": fault == "never_complete"}
             if fault == "bad_value":
                 record["type"] = "qubo"

@@ -5,7 +5,6 @@ no token reaches any output or file."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -164,9 +163,21 @@ def test_sequential_settings_do_not_resubmit_a_lost_reply(qpu, isolated, tmp_pat
         assert kept.shape == (20, len(ds.metadata["protocol"]["qubits"])) and set(np.unique(kept)) <= {-1, 1}
 
 
-def _interrupt(server, out: Path, in_flight: int, sig: int, calls: int = 5) -> int | None:
-    """Run leap_interrupt_worker.py, send ``sig`` once ``calls`` calls are journaled; its exit code (None when
-    the run ended before the signal could be sent, or finished its last calls after it)."""
+#: Problems after the tenth stay pending until the test lets them complete: the signal, sent once five
+#: calls are journaled, then always finds calls unanswered. (Without it, with 50 calls in flight every
+#: answer could have come before the signal on a loaded CI machine: the run drained its paid calls and
+#: ended complete, exit 0.)
+_HELD = {n: "never_complete" for n in range(11, 1000)}
+
+
+def _release(server) -> None:
+    """Let the held problems complete, and hold no later one (the resumed run's)."""
+    server.answer_faults = {}
+    server.complete_all()
+
+
+def _interrupt(server, out: Path, in_flight: int, sig: int, calls: int = 5) -> int:
+    """Run leap_interrupt_worker.py, send ``sig`` once ``calls`` calls are journaled; its exit code."""
     here = Path(__file__).parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(Path(qasa.__file__).parent.parent)]))
     proc = subprocess.Popen([sys.executable, str(here / "leap_interrupt_worker.py"), server.endpoint,
@@ -176,30 +187,12 @@ def _interrupt(server, out: Path, in_flight: int, sig: int, calls: int = 5) -> i
         if len(list((out / "journal").glob("*.arrow")) if (out / "journal").is_dir() else []) >= calls:
             break
         time.sleep(0.005)
-    if proc.poll() is not None:          # the run ended before it could be interrupted (a loaded machine)
-        return None
     proc.send_signal(sig)
     try:
-        code = proc.wait(timeout=60)       # Ctrl-C must end the run by itself
+        return proc.wait(timeout=60)       # Ctrl-C must end the run by itself
     finally:
         if proc.poll() is None:
             proc.kill()
-    # 0: the calls in flight when Ctrl-C came were the run's last ones, so it finished and interrupted nothing
-    return None if code == 0 else code
-
-
-def _interrupted(stack: contextlib.ExitStack, qpu, tmp_path: Path, in_flight: int, sig: int, **server):
-    """``(server, out, exit code)`` of a run interrupted by ``sig`` (:func:`_interrupt`), on a fresh server
-    and directory each time up to three times: on a loaded machine a run with many calls in flight
-    can end before the signal is sent, and then it interrupted nothing."""
-    for attempt in range(3):            # each try withholds answers for more polls: a slower run
-        kw = dict(server, pending_polls=server.get("pending_polls", 0) + 3 * attempt)
-        srv = stack.enter_context(SAPIServer(qpu, **kw))
-        out = tmp_path / f"run{attempt}"
-        code = _interrupt(srv, out, in_flight, sig)
-        if code is not None:
-            break
-    return srv, out, code
 
 
 @pytest.fixture(scope="module")
@@ -219,23 +212,15 @@ def interrupt_reference(qpu):
 def test_interrupted_run_pays_each_call_once(qpu, isolated, tmp_path, interrupt_reference, sig, in_flight):
     """Ctrl-C or SIGKILL with calls in flight, then resume: problems paid = calls kept, the counts of
     an uninterrupted run."""
-    with contextlib.ExitStack() as stack:
-        # submissions take 0.05 s each, so Ctrl-C comes while calls are still unsent: with every call sent, the
-        # run would drain them all (they are paid) and end complete, interrupting nothing
-        server, out, code = _interrupted(stack, qpu, tmp_path, in_flight, sig, pending_polls=2, stagger=8,
-                                         post_delay=0.05)
-        if code is None and sig == signal.SIGINT:
-            # three times every call was sent before Ctrl-C (a loaded machine): the run drained them and
-            # ended complete — still each call paid once, the counts of an uninterrupted run
-            done = Dataset.load(out)
-            assert server.solved == len(done.calls) == len(interrupt_reference.calls)
-            assert done.counts.equals(interrupt_reference.counts) and not (out / "in_flight.json").exists()
-            return
+    out = tmp_path / "run"
+    with SAPIServer(qpu, pending_polls=2, answer_faults=_HELD) as server:
+        code = _interrupt(server, out, in_flight, sig)
         assert code == (130 if sig == signal.SIGINT else -signal.SIGKILL)
         assert 5 <= len(Dataset.load(out).call_ids) < len(interrupt_reference.calls)
         path = out / "in_flight.json"    # every problem paid for is journaled or written down as on its way
         on_the_way = json.loads(path.read_text()) if path.is_file() else {}
         assert server.solved <= len(Dataset.load(out).call_ids) + len(on_the_way)
+        _release(server)
         resumed = qasa.run(leap_interrupt_worker.protocol(), _sampler(server), out, in_flight=in_flight,
                            max_qpu_seconds=BUDGET)
         paid, paid_us = server.solved, server.paid_us
@@ -379,13 +364,14 @@ def test_a_server_echoing_the_token_gets_it_stored_nowhere(qpu, isolated, tmp_pa
 
 @pytest.mark.slow
 def test_a_killed_run_against_an_echoing_server_writes_no_token_in_flight(qpu, isolated, tmp_path):
-    with contextlib.ExitStack() as stack:
-        server, out, code = _interrupted(stack, qpu, tmp_path / "echo-kill", 50, signal.SIGINT, echo_token_ids=True,
-                                         pending_polls=3, stagger=8)
+    out = tmp_path / "echo-kill"
+    with SAPIServer(qpu, echo_token_ids=True, pending_polls=3, answer_faults=_HELD) as server:
+        code = _interrupt(server, out, 50, signal.SIGINT)
         assert code == 130
         text = (out / "in_flight.json").read_text()
         assert "DEV-interrupt-worker-token" not in text and json.loads(text)
         assert all(v is None for v in json.loads(text).values())      # unknown: found again by label
+        _release(server)
         ds = qasa.run(leap_interrupt_worker.protocol(), _sampler(server), out, in_flight=50, max_qpu_seconds=BUDGET)
         paid = server.solved
     assert paid == len(ds.calls) == 42
