@@ -184,13 +184,14 @@ def information(model: Model | str, x: np.ndarray, reads: np.ndarray, theta: np.
     reads = np.broadcast_to(np.asarray(reads, float), (len(theta), x.shape[-1]))
     sig = None if sigma_call is None else np.broadcast_to(np.asarray(sigma_call, float), (len(theta),))
     rpc = np.broadcast_to(np.asarray(reads_per_call, float), (len(theta), x.shape[-1]))
+    tau = float(sigma_field) if _field_var(sigma_field, sig) else 0.0      # checked once, before any work
     for s in range(0, len(theta), _CHUNK):
         sl = slice(s, s + _CHUNK)
         xs = x if x.ndim == 1 else x[sl]
         coef = reads[sl]
-        if _field_var(sigma_field, sig):
+        if tau > 0:
             G, rho = _factors(model, xs, theta[sl], sig[sl], rpc[sl], field_rho=True)
-            coef = np.stack([_field_gain(0.0, coef, rho * sigma_field**2), coef], -1)
+            coef = np.stack([_field_gain(0.0, coef, rho * tau**2), coef], -1)
         else:
             G = _factors(model, xs, theta[sl], None if sig is None else sig[sl], rpc[sl])
         out[sl] = _weighted_gram(G, coef)
